@@ -1,0 +1,142 @@
+"""``track()``: the plain Python API that scripts, tests and the magics all use."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from types import TracebackType
+from typing import Any, Mapping
+
+import torch
+
+from . import identity, naming
+from .lines import Locator, ipython_locator
+from .recording import Recording
+from .tracker import TrackMode, Tracker
+
+_last: list[Recording] = []
+
+
+def last_recording() -> Recording | None:
+    """The most recent finished recording in this process (from ``track()`` or a magic)."""
+    return _last[-1] if _last else None
+
+
+class TrackingWarning(UserWarning):
+    """tensormagic could not record something; the user's code ran unchanged."""
+
+
+class track:
+    """Record what the torch code in a ``with`` block does; yields a :class:`Recording`.
+
+    ``stats=True`` computes value statistics of every output during the block (costs more and
+    synchronises a GPU); by default statistics are computed later, on demand.  ``max_events``
+    bounds memory: past it, repeats of a (line, op, kind) are folded into counts.  ``log`` is a
+    path to append the recording to (JSON Lines).  The keyword-only arguments are the seams the
+    IPython layer uses: the namespace names are resolved from, how filenames map to cells, and
+    the block's own source file and line range.
+    """
+
+    def __init__(self, stats: bool = False, max_events: int = 20_000, log: Any = None,
+                 diagnostics: Any = "all", *, namespace: Mapping[str, Any] | None = None,
+                 locator: Locator | None = None, block: tuple[str, int, int | None] | None = None,
+                 cell: int | None = None, cell_id: str | None = None,
+                 source: str | None = None) -> None:  # fmt: skip
+        if max_events < 1:
+            raise ValueError(f"max_events must be a positive number, got {max_events!r}")
+        self.stats = bool(stats)
+        self.max_events = int(max_events)
+        self.log = log
+        self.diagnostics = diagnostics
+        self.namespace = namespace
+        self.locator = locator
+        self.block = block
+        self.recording = Recording(cell=cell, cell_id=cell_id, source=source, stats_enabled=self.stats)
+        self._frame: Any = None
+        self._mode: TrackMode | None = None
+        self._tracker: Tracker | None = None
+        self._t0 = 0.0
+
+    def __enter__(self) -> Recording:
+        if self._mode is not None:
+            raise RuntimeError("this track() block is already running; make a new track() to nest")
+        caller = sys._getframe(1)
+        if self.namespace is None:
+            self._frame = caller  # names are read from the caller's variables when the block ends
+        if self.locator is None:
+            self.locator = ipython_locator()
+        if self.block is None:
+            self.block = (caller.f_code.co_filename, caller.f_lineno, None)
+        tr = self._tracker = Tracker(stats=self.stats, max_events=self.max_events)
+        for _name, t in naming.named_tensors(self._namespace()):
+            tr.mark_preexisting(t)
+        self.recording.started = time.time()
+        self._t0 = time.perf_counter()
+        tr.modules.__enter__()
+        self._mode = TrackMode(tr)
+        self._mode.__enter__()
+        return self.recording
+
+    def _namespace(self) -> Mapping[str, Any]:
+        if self.namespace is not None:
+            return self.namespace
+        f = self._frame
+        if f is None:
+            return {}
+        ns = dict(f.f_globals)
+        ns.update(f.f_locals)
+        return ns
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:  # fmt: skip
+        assert self._tracker is not None and self._mode is not None
+        tr, mode = self._tracker, self._mode
+        try:
+            _remove_mode(mode)
+        finally:
+            tr.modules.__exit__(None, None, None)
+        rec = self.recording
+        rec.duration_s = time.perf_counter() - self._t0
+        if exc is not None:
+            rec.failed = True
+            rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if self.block is not None and self.block[2] is None and self._frame is not None and tb is None:
+            self.block = (self.block[0], self.block[1], self._frame.f_lineno)
+        try:
+            from .build import build
+
+            build(tr, rec, namespace=self._namespace(), locator=self.locator, block=self.block)
+        except Exception as e:  # noqa: BLE001 - a report failure must not replace the user's result
+            rec.internal_error = f"{type(e).__name__}: {e}"
+            warnings.warn(f"tensormagic could not finish the recording: {rec.internal_error}",
+                          TrackingWarning, stacklevel=2)  # fmt: skip
+        if tr.internal_error is not None and rec.internal_error is None:
+            e = tr.internal_error
+            rec.internal_error = f"{type(e).__name__}: {e}"
+            warnings.warn(f"tensormagic stopped recording part-way: {rec.internal_error}",
+                          TrackingWarning, stacklevel=2)  # fmt: skip
+        rec.finished = True
+        self._frame = None
+        self._mode = None
+        self._tracker = None
+        identity.prune()
+        _last[:] = [rec]
+        return False  # never swallow the user's exception
+
+
+def _remove_mode(mode: TrackMode) -> None:
+    """Pop our mode even if user code left another mode (``torch.device``) open above it."""
+    from torch.overrides import _get_function_stack_at, _len_torch_function_stack
+
+    n = _len_torch_function_stack()
+    stack = [_get_function_stack_at(i) for i in range(n)]
+    if mode not in stack:
+        return
+    above: list[Any] = []
+    while stack and stack[-1] is not mode:
+        above.append(torch._C._pop_torch_function_stack())
+        stack.pop()
+    mode.__exit__(None, None, None)
+    for m in reversed(above):
+        torch._C._push_on_torch_function_stack(m)

@@ -1,0 +1,137 @@
+"""The autograd graph as plain data, captured when a block ends.
+
+Autograd nodes cannot be weakly referenced and keep saved tensors alive, so a recording never
+holds them: it walks the graph once, at the end of the block, into a table of ``GradNode``
+and edges that a log file can carry too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .events import GradGraph, GradNode
+
+MAX_NODES = 20_000
+
+
+def node_name(node: Any) -> str:
+    """``AddBackward0``; ``torch::autograd::AccumulateGrad`` becomes ``AccumulateGrad``."""
+    return node.name().rsplit("::", 1)[-1]
+
+
+def leaves_of(roots: Iterable[Any]) -> list[Any]:
+    """Leaf tensors whose ``.grad`` a backward from ``roots`` fills, in discovery order."""
+    out: list[Any] = []
+    seen: set[int] = set()
+    stack = [r.grad_fn for r in roots if getattr(r, "grad_fn", None) is not None]
+    keep: list[Any] = []  # hold nodes while walking so id() is not reused
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        keep.append(node)
+        var = getattr(node, "variable", None)
+        if var is not None:
+            out.append(var)
+        stack.extend(n for n, _ in node.next_functions)
+    for r in roots:  # a leaf given as root (out = x; out.backward(...)) fills its own grad
+        if getattr(r, "grad_fn", None) is None and getattr(r, "requires_grad", False):
+            out.append(r)
+    return out
+
+
+@dataclass
+class GraphTable:
+    """Every node reachable from the block's live tensors, shared by all their graphs."""
+
+    nodes: dict[int, GradNode] = field(default_factory=dict)
+    edges: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    roots: dict[str, int] = field(default_factory=dict)  # tensor id -> root node id
+    truncated: bool = False
+
+    def graph(self, tensor_id: str, label: str | None = None) -> GradGraph:
+        root = self.roots.get(tensor_id)
+        if root is None:
+            return GradGraph(root=None, tensor=label)
+        order: list[int] = []
+        seen = {root}
+        queue = deque([root])
+        edges: list[tuple[int, int]] = []
+        while queue:
+            nid = queue.popleft()
+            order.append(nid)
+            for child in self.edges.get(nid, ()):
+                edges.append((nid, child))
+                if child not in seen:
+                    seen.add(child)
+                    queue.append(child)
+        return GradGraph(root=root, nodes=tuple(self.nodes[n] for n in order if n in self.nodes),
+                         edges=tuple(edges), tensor=label)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": [n.to_dict() for n in self.nodes.values()],
+            "edges": {str(k): list(v) for k, v in self.edges.items()},
+            "roots": dict(self.roots),
+            "truncated": self.truncated,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GraphTable:
+        nodes = {n["id"]: GradNode.from_dict(n) for n in d.get("nodes", ())}
+        edges = {int(k): tuple(v) for k, v in d.get("edges", {}).items()}
+        return cls(nodes=nodes, edges=edges, roots=dict(d.get("roots", {})),
+                   truncated=bool(d.get("truncated", False)))  # fmt: skip
+
+
+def capture(tensors: Iterable[tuple[str, Any]], name_of: Callable[[Any], str | None]) -> GraphTable:
+    """Walk the graphs below ``(tensor id, tensor)`` pairs; ``name_of`` names a tensor or None."""
+    table = GraphTable()
+    ids: dict[int, int] = {}
+    keep: list[Any] = []
+    produced: dict[int, list[str]] = {}
+    pending: list[tuple[str, Any]] = []
+    for tid, t in tensors:
+        gf = t.grad_fn
+        if gf is None:
+            continue
+        pending.append((tid, gf))
+        name = name_of(t)
+        if name is not None:
+            produced.setdefault(id(gf), []).append(name)
+
+    def nid_of(node: Any) -> int:
+        key = id(node)
+        n = ids.get(key)
+        if n is None:
+            n = ids[key] = len(ids) + 1
+            keep.append(node)
+        return n
+
+    stack: list[Any] = []
+    for tid, gf in pending:
+        table.roots[tid] = nid_of(gf)
+        stack.append(gf)
+    done: set[int] = set()
+    while stack:
+        node = stack.pop()
+        n = nid_of(node)
+        if n in done:
+            continue
+        done.add(n)
+        if len(done) > MAX_NODES:
+            table.truncated = True
+            break
+        leaf = None
+        var = getattr(node, "variable", None)
+        if var is not None:
+            leaf = name_of(var) or "leaf"
+        table.nodes[n] = GradNode(id=n, name=node_name(node),
+                                  tensors=tuple(dict.fromkeys(produced.get(id(node), ()))), leaf=leaf)  # fmt: skip
+        kids = [c for c, _ in node.next_functions if c is not None]
+        table.edges[n] = tuple(nid_of(c) for c in kids)
+        stack.extend(reversed(kids))
+    return table

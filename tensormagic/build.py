@@ -1,0 +1,244 @@
+"""Turns a Tracker's raw records into a Recording when the block ends: names, lines, refs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping
+
+from . import identity, naming
+from .autograd import capture
+from .events import Event, Fold, GradRecord, TensorRef
+from .lines import Locator, source_line, source_text
+from .modules import resolve_path
+from .ops import op_name
+from .recording import Recording, TensorRecord
+from .tracker import EXTRA, FUNC, KIND, META, MODULE, TID, TIME, WHERE, Tracker, meta_of
+
+
+def _dtype(d: Any) -> str:
+    return str(d).removeprefix("torch.")
+
+
+class _Refs:
+    """Builds TensorRefs, sharing one object per (tensor, metadata snapshot)."""
+
+    def __init__(self, tr: Tracker, names: dict[int, tuple[str, ...]]) -> None:
+        self.tr = tr
+        self.names = names
+        self.cache: dict[tuple[int, int], TensorRef] = {}
+
+    def ref(self, tid: int, meta: Any) -> TensorRef:
+        key = (tid, id(meta))
+        r = self.cache.get(key)
+        if r is None:
+            info = self.tr.tensors.get(tid)
+            sid = info[2] if info is not None else None
+            gf = meta[4]
+            r = TensorRef(id=f"t{tid}", storage_id=None if sid is None else f"s{sid}",
+                          names=self.names.get(tid, ()), shape=tuple(meta[0]), dtype=_dtype(meta[1]),
+                          device=str(meta[2]), requires_grad=bool(meta[3]), is_leaf=gf is None,
+                          grad_fn=None if gf is None else gf.__name__, version=int(meta[5]))  # fmt: skip
+            self.cache[key] = r
+        return r
+
+
+def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
+          locator: Locator | None, block: tuple[str, int, int | None] | None) -> Recording:  # fmt: skip
+    """Fill ``rec`` from the tracker's records."""
+    ns_names = naming.names_by_id(namespace)
+    _add_unseen_bound(tr, namespace)
+    where_cache: dict[Any, tuple[int | None, str | None, int | None, str | None]] = {}
+
+    def place(where: Any) -> tuple[int | None, str | None, int | None, str | None]:
+        p = where_cache.get(where)
+        if p is None:
+            if where is None:
+                p = (None, None, None, None)
+            else:
+                fn, ln = where
+                loc = locator(fn) if locator is not None else None
+                src = source_line(fn, ln)
+                src = src.strip() if src else None
+                p = (loc[0], None, ln + loc[1], src) if loc is not None else (None, fn, ln, src)
+            where_cache[where] = p
+        return p
+
+    # Names: namespace first; a tensor gone by now keeps its line's assignment target.
+    names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in ns_names.items()}
+    raw = tr.raw
+    for i, r in enumerate(raw):
+        if r[KIND] in ("create", "view", "move") and r[TID] not in names:
+            nxt = raw[i + 1] if i + 1 < len(raw) else None
+            if nxt is None or nxt[WHERE] != r[WHERE] or nxt[KIND] not in ("create", "view", "move"):
+                target = naming.assigned_name(place(r[WHERE])[3])
+                if target is not None:
+                    names[r[TID]] = (target,)
+    roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
+    refs = _Refs(tr, names)
+    state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
+    events: list[Event] = []
+    for i, r in enumerate(raw):
+        kind, tid, meta, extra = r[KIND], r[TID], r[META], r[EXTRA]
+        cell, fn, line, src = place(r[WHERE])
+        op = op_name(r[FUNC]) if r[FUNC] is not None else None
+        kw: dict[str, Any] = {}
+        if kind == "create":
+            in_ids, origin, note = extra
+            kw["inputs"] = tuple(refs.ref(t, state[t]) for t in in_ids if t in state)
+            kw["origin"] = origin
+            if origin == "seen":
+                if op is None:
+                    op = naming.call_name(src) or "(no visible op)"
+                kw["note"] = _seen_note(op, note, kw["inputs"])
+        elif kind == "view":
+            kw["base"] = refs.ref(extra, state[extra])
+        elif kind == "inplace":
+            v0, in_ids = extra
+            kw["version_before"], kw["version_after"] = v0, int(meta[5])
+            kw["inputs"] = tuple(refs.ref(t, state[t]) for t in in_ids if t in state)
+            kw["aliases"] = _aliases(tr, refs, state, tid, i)
+        elif kind == "move":
+            stid, smeta, inplace = extra[0], extra[1], extra[2]
+            kw.update(source_tensor=refs.ref(stid, smeta), from_device=str(smeta[2]),
+                      to_device=str(meta[2]), from_dtype=_dtype(smeta[1]), to_dtype=_dtype(meta[1]),
+                      inplace=inplace, nbytes=_nbytes(meta))  # fmt: skip
+            if len(extra) > 3:
+                kw["version_before"], kw["version_after"] = extra[3], int(meta[5])
+        elif kind == "backward":
+            kw["grads"] = tuple(
+                GradRecord(tensor=refs.ref(ltid, lmeta), shape=shape, dtype=_dtype(dt),
+                           accumulated=acc, grad_id=f"t{gtid}")  # fmt: skip
+                for ltid, lmeta, shape, dt, acc, gtid in extra
+            )
+        state[tid] = meta
+        events.append(Event(seq=i, kind=kind, op=op or "?", tensor=refs.ref(tid, meta), line=line,
+                            source=src, cell=cell, file=fn, module=resolve_path(r[MODULE], roots),
+                            time_us=r[TIME] / 1000.0, stats=tr.stats_at.get(i), **kw))  # fmt: skip
+    events = _place_seen(events, block, place)
+    rec.events = tuple(events)
+    rec.folds = tuple(
+        Fold(kind=k, op=op_name(f) if f is not None else "?", line=place(w)[2], source=place(w)[3],
+             cell=place(w)[0], file=place(w)[1], count=n)  # fmt: skip
+        for (w, f, k), n in tr.folds.items()
+    )
+    rec.tensors = _tensor_records(tr, refs, state, rec.events)
+    rec.graphs = capture(_live(tr), lambda t: _name_of(t, names))
+    for e in rec.events:
+        if e.kind == "create":
+            tid = int(e.tensor.id[1:])
+            identity.provenance.setdefault(tid, (e.cell, e.file, e.line, e.op))
+    return rec
+
+
+def _seen_note(op: str, note: str | None, inputs: tuple[TensorRef, ...]) -> str:
+    if note == "grad":
+        leaf = inputs[0].label if inputs else "a leaf"
+        return f"gradient of {leaf}, filled in by backward"
+    if op.endswith("from_numpy"):
+        return "shares memory with the NumPy array: writing one changes the other"
+    return f"appeared without a torch op the tracker can see (made by {op})"
+
+
+def _nbytes(meta: Any) -> int:
+    n = 1
+    for s in meta[0]:
+        n *= s
+    import torch
+
+    return n * torch.empty((), dtype=meta[1], device="meta").element_size()
+
+
+def _aliases(tr: Tracker, refs: _Refs, state: dict[int, Any], tid: int, idx: int) -> tuple[TensorRef, ...]:
+    sid = tr.tensors[tid][2]
+    if sid is None:
+        return ()
+    out = []
+    for other, info in tr.tensors.items():
+        if other != tid and info[2] == sid and other not in tr.merged:
+            first = info[3]
+            if first is None or first <= idx:
+                out.append(refs.ref(other, state.get(other, info[1])))
+    return tuple(out)
+
+
+def _add_unseen_bound(tr: Tracker, namespace: Mapping[str, Any] | None) -> None:
+    """Tensors bound in the namespace that no op ever touched (``b = torch.from_numpy(a)``)."""
+    if namespace is None:
+        return
+    for _name, t in naming.named_tensors(namespace):
+        if identity.lookup(t) is None:
+            tr.see(t, None)
+
+
+def _place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
+                place: Any) -> list[Event]:  # fmt: skip
+    """Move each ``seen`` creation to the line that bound the tensor, when the source says."""
+    text = source_text(block[0]) if block is not None else None
+    if block is None or text is None:
+        return events
+    filename, lo, hi = block
+    out = list(events)
+    for e in events:
+        if e.kind != "create" or e.origin != "seen" or not e.tensor.names or (e.note or "").startswith("gradient"):
+            continue
+        bound = next((b for n in e.tensor.names if (b := naming.binding_line(text, n, lo, hi))), None)
+        if bound is None:
+            continue
+        cell, fn, line, src = place((filename, bound))
+        if line == e.line and fn == e.file and cell == e.cell:
+            continue
+        op = naming.call_name(src) or e.op
+        moved = replace(e, line=line, source=src, cell=cell, file=fn, op=op, note=_seen_note(op, None, ()))
+        out.remove(e)
+        pos = next((i for i, x in enumerate(out)
+                    if x.line is not None and x.line > line and x.cell == cell and x.file == fn), len(out))  # fmt: skip
+        out.insert(pos, moved)
+    return [ev if ev.seq == i else replace(ev, seq=i) for i, ev in enumerate(out)]
+
+
+def _live(tr: Tracker) -> list[tuple[str, Any]]:
+    out = []
+    for tid, info in tr.tensors.items():
+        t = info[0]()
+        if t is not None and tid not in tr.merged:
+            out.append((f"t{tid}", t))
+    return out
+
+
+def _name_of(t: Any, names: dict[int, tuple[str, ...]]) -> str | None:
+    tid = identity.lookup(t)
+    if tid is None:
+        return None
+    n = names.get(tid)
+    return n[0] if n else None
+
+
+def _tensor_records(tr: Tracker, refs: _Refs, state: dict[int, Any],
+                    events: tuple[Event, ...]) -> dict[str, TensorRecord]:  # fmt: skip
+    recs: dict[str, TensorRecord] = {}
+    for tid, info in tr.tensors.items():
+        if tid in tr.merged:
+            continue
+        t = info[0]()
+        meta = meta_of(t) if t is not None else state.get(tid, info[1])
+        ref = refs.ref(tid, meta)
+        recs[ref.id] = TensorRecord(id=ref.id, names=ref.names, ref=ref, _weak=info[0])
+    for e in events:
+        touched = {e.tensor.id}
+        if e.base is not None:
+            touched.add(e.base.id)
+        if e.source_tensor is not None:
+            touched.add(e.source_tensor.id)
+        touched.update(r.id for r in e.inputs)
+        touched.update(g.tensor.id for g in e.grads)
+        touched.update(g.grad_id for g in e.grads if g.grad_id)
+        for tid in touched:
+            rec = recs.get(tid)
+            if rec is None:
+                continue
+            rec.events.append(e)
+            if e.tensor.id == tid and e.kind in ("create", "view") and rec.created is None:
+                rec.created = e
+            if e.tensor.id == tid and e.stats is not None:
+                rec.recorded_stats = e.stats
+    return recs

@@ -1,0 +1,346 @@
+"""The event model: what a recording is made of, shared by the tracker, the views, the log.
+
+Every class here is plain, frozen data with no reference to torch objects, so a Recording
+read back from a log file is the same thing as a live one.  ``to_dict`` omits fields that
+hold their default value (the log stays compact) and ``from_dict`` ignores unknown keys
+(a newer writer must not break an older reader).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Mapping
+
+SCHEMA_VERSION = 1
+
+#: Event kinds, in the order reports list their counts.
+KINDS: tuple[str, ...] = ("create", "view", "inplace", "move", "backward", "numpy")
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRef:
+    """A snapshot of one tensor's metadata at one moment; never the tensor itself."""
+
+    id: str
+    storage_id: str | None
+    names: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    requires_grad: bool
+    is_leaf: bool
+    grad_fn: str | None
+    version: int
+
+    @property
+    def label(self) -> str:
+        """The name a person knows the tensor by, or its id."""
+        return self.names[0] if self.names else self.id
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorRef:
+        d = _known(cls, d)
+        d["names"] = tuple(d.get("names", ()))
+        d["shape"] = tuple(d.get("shape", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class GradRecord:
+    """One leaf that received a gradient from a backward call."""
+
+    tensor: TensorRef
+    shape: tuple[int, ...]
+    dtype: str
+    accumulated: bool = False
+    grad_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GradRecord:
+        d = _known(cls, d)
+        d["tensor"] = TensorRef.from_dict(d["tensor"])
+        d["shape"] = tuple(d.get("shape", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Value statistics of a tensor (computed on demand, or during the block with stats=True)."""
+
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    nan: int = 0
+    inf: int = 0
+    zeros: int = 0
+    numel: int = 0
+    note: str | None = None
+
+    def summary(self) -> str:
+        """A few words a person reads at a glance: ``all 4.5`` or ``min … max … mean …``."""
+        if self.note:
+            return self.note
+        if self.numel == 0:
+            return "empty"
+        parts: list[str] = []
+        if self.min is not None and self.min == self.max and not (self.nan or self.inf):
+            parts.append(f"all {_num(self.min)}")
+        elif self.min is not None:
+            parts.append(f"min {_num(self.min)} max {_num(self.max)}")
+            if self.mean is not None:
+                parts.append(f"mean {_num(self.mean)}")
+            if self.std is not None:
+                parts.append(f"std {_num(self.std)}")
+        if self.nan:
+            parts.append(f"{self.nan} NaN")
+        if self.inf:
+            parts.append(f"{self.inf} Inf")
+        return " ".join(parts) if parts else "no finite values"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Stats:
+        return cls(**_known(cls, d))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened to a tensor.  Kind-specific fields keep their defaults elsewhere.
+
+    kinds: ``create`` (``inputs``, ``origin``), ``view`` (``base``), ``inplace``
+    (``version_before``, ``version_after``, ``aliases``), ``move`` (``from_device``,
+    ``to_device``, ``from_dtype``, ``to_dtype``, ``nbytes``, ``source_tensor``, ``inplace``),
+    ``backward`` (``grads``), ``numpy`` (a NumPy array sharing the tensor's memory).
+    """
+
+    seq: int
+    kind: str
+    op: str
+    tensor: TensorRef
+    line: int | None = None
+    source: str | None = None
+    cell: int | None = None
+    file: str | None = None
+    module: str | None = None
+    time_us: float = 0.0
+    inputs: tuple[TensorRef, ...] = ()
+    origin: str = "op"
+    base: TensorRef | None = None
+    version_before: int | None = None
+    version_after: int | None = None
+    aliases: tuple[TensorRef, ...] = ()
+    from_device: str | None = None
+    to_device: str | None = None
+    from_dtype: str | None = None
+    to_dtype: str | None = None
+    nbytes: int | None = None
+    source_tensor: TensorRef | None = None
+    inplace: bool = False
+    grads: tuple[GradRecord, ...] = ()
+    stats: Stats | None = None
+    note: str | None = None
+
+    _REF_FIELDS: ClassVar[tuple[str, ...]] = ("tensor", "base", "source_tensor")
+    _REF_LISTS: ClassVar[tuple[str, ...]] = ("inputs", "aliases")
+
+    @property
+    def where(self) -> str:
+        """``line 3`` (a cell) or ``train.py:3``."""
+        if self.line is None:
+            return "?"
+        if self.file is not None and self.cell is None:
+            return f"{self.file.rsplit('/', 1)[-1]}:{self.line}"
+        return f"line {self.line}"
+
+    @property
+    def crosses_devices(self) -> bool:
+        return self.kind == "move" and self.from_device != self.to_device
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        d = _known(cls, d)
+        for name in cls._REF_FIELDS:
+            if d.get(name) is not None:
+                d[name] = TensorRef.from_dict(d[name])
+        for name in cls._REF_LISTS:
+            d[name] = tuple(TensorRef.from_dict(r) for r in d.get(name, ()))
+        d["grads"] = tuple(GradRecord.from_dict(g) for g in d.get("grads", ()))
+        if d.get("stats") is not None:
+            d["stats"] = Stats.from_dict(d["stats"])
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """Events past ``max_events`` that repeat a (line, op, kind) already seen, kept as a count."""
+
+    kind: str
+    op: str
+    line: int | None
+    source: str | None
+    cell: int | None
+    file: str | None
+    count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Fold:
+        return cls(**_known(cls, d))
+
+
+@dataclass(frozen=True, slots=True)
+class GradNode:
+    """One autograd node: its normalised name and the names of the tensors it produced."""
+
+    id: int
+    name: str
+    tensors: tuple[str, ...] = ()
+    leaf: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.leaf is not None:
+            return f"{self.name}({self.leaf})"
+        if self.tensors:
+            return f"{self.name} ({', '.join(self.tensors)})"
+        return self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GradNode:
+        d = _known(cls, d)
+        d["tensors"] = tuple(d.get("tensors", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
+class GradGraph:
+    """The grad_fn graph below one tensor, as plain data (edges from a node to its inputs)."""
+
+    root: int | None
+    nodes: tuple[GradNode, ...] = ()
+    edges: tuple[tuple[int, int], ...] = ()
+    tensor: str | None = None
+
+    def node(self, nid: int) -> GradNode:
+        for n in self.nodes:
+            if n.id == nid:
+                return n
+        raise KeyError(nid)
+
+    def children(self, nid: int) -> list[int]:
+        """Inputs of a node, parallel edges kept, in autograd's order."""
+        return [dst for src, dst in self.edges if src == nid]
+
+    def chain(self) -> str:
+        """``MeanBackward0 → MulBackward0 ⇉ AddBackward0 → AccumulateGrad(x)`` along first inputs."""
+        if self.root is None:
+            return "(no grad_fn: not part of an autograd graph)"
+        parts: list[str] = []
+        seen: set[int] = set()
+        nid: int | None = self.root
+        arrow = ""
+        while nid is not None and nid not in seen:
+            seen.add(nid)
+            n = self.node(nid)
+            parts.append(f"{arrow}{n.name}({n.leaf})" if n.leaf else f"{arrow}{n.name}")
+            kids = self.children(nid)
+            if not kids:
+                break
+            arrow = " ⇉ " if len(kids) > 1 and len(set(kids)) == 1 else " → "
+            nid = kids[0]
+        return "".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "tensor": self.tensor,
+            "nodes": [n.to_dict() for n in self.nodes],
+            "edges": [list(e) for e in self.edges],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GradGraph:
+        return cls(
+            root=d.get("root"),
+            tensor=d.get("tensor"),
+            nodes=tuple(GradNode.from_dict(n) for n in d.get("nodes", ())),
+            edges=tuple((int(a), int(b)) for a, b in d.get("edges", ())),
+        )
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "?"
+    if float(v).is_integer() and abs(v) < 1e15:
+        return str(int(v)) if isinstance(v, int) else f"{v:g}"
+    return f"{v:.4g}"
+
+
+def _default(f: Any) -> Any:
+    from dataclasses import MISSING
+
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:  # pragma: no cover - no factories in this model today
+        return f.default_factory()
+    return MISSING
+
+
+def _encode(v: Any) -> Any:
+    if hasattr(v, "to_dict"):
+        return v.to_dict()
+    if isinstance(v, tuple):
+        return [_encode(x) for x in v]
+    return v
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if v == _default(f) and f.name not in ("kind", "op", "tensor", "seq"):
+            continue
+        out[f.name] = _encode(v)
+    return out
+
+
+def _known(cls: type, d: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+__all__ = [
+    "KINDS",
+    "SCHEMA_VERSION",
+    "Event",
+    "Fold",
+    "GradGraph",
+    "GradNode",
+    "GradRecord",
+    "Stats",
+    "TensorRef",
+]

@@ -1,0 +1,95 @@
+"""Which frame is the user's: map a torch call to the cell or file line a person wrote."""
+
+from __future__ import annotations
+
+import linecache
+import os
+import site
+import sys
+import sysconfig
+from types import CodeType, FrameType
+from typing import Callable, Optional, Tuple
+
+#: filename -> (cell number, line offset) for code that belongs to a notebook cell.
+Locator = Callable[[str], Optional[Tuple[Optional[int], int]]]
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    import torch
+
+    import tensormagic
+
+    paths = {
+        os.path.dirname(torch.__file__),
+        os.path.dirname(tensormagic.__file__),
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["platstdlib"],
+    }
+    try:
+        paths.update(site.getsitepackages())
+    except AttributeError:  # pragma: no cover - virtualenvs without getsitepackages
+        pass
+    paths.add(site.getusersitepackages() if hasattr(site, "getusersitepackages") else "")
+    return tuple(sorted(os.path.realpath(p) + os.sep for p in paths if p))
+
+
+class LineFinder:
+    """Finds the innermost frame that belongs to user code; decisions are cached per code object."""
+
+    __slots__ = ("_cache", "_prefixes")
+
+    def __init__(self) -> None:
+        self._cache: dict[CodeType, bool] = {}
+        self._prefixes = _library_prefixes()
+
+    def _is_user(self, code: CodeType) -> bool:
+        fn = code.co_filename
+        if fn.startswith("<"):
+            # <ipython-input-…> cells and exec'd strings are the user's; <frozen …> is Python's.
+            ok = not fn.startswith("<frozen")
+        else:
+            ok = not os.path.realpath(fn).startswith(self._prefixes)
+        self._cache[code] = ok
+        return ok
+
+    def find(self, frame: FrameType | None) -> tuple[str, int] | None:
+        cache = self._cache
+        while frame is not None:
+            code = frame.f_code
+            ok = cache.get(code)
+            if ok is None:
+                ok = self._is_user(code)
+            if ok:
+                return code.co_filename, frame.f_lineno
+            frame = frame.f_back
+        return None
+
+
+def caller_frame(depth: int) -> FrameType:
+    return sys._getframe(depth + 1)
+
+
+def source_line(filename: str, lineno: int) -> str | None:
+    text = linecache.getline(filename, lineno)
+    return text.rstrip("\n") if text else None
+
+
+def source_text(filename: str) -> str | None:
+    lines = linecache.getlines(filename)
+    return "".join(lines) if lines else None
+
+
+def ipython_locator() -> Locator | None:
+    """Map IPython cell filenames to execution counts, if IPython is running (never imports it)."""
+    if "IPython" not in sys.modules:
+        return None
+    ip = sys.modules["IPython"].get_ipython()
+    fmap = getattr(getattr(ip, "compile", None), "_filename_map", None)
+    if fmap is None:
+        return None
+
+    def locate(filename: str) -> tuple[int | None, int] | None:
+        n = fmap.get(filename)
+        return None if n is None else (n, 0)
+
+    return locate

@@ -1,0 +1,188 @@
+"""Recording: the events of one block, its tensors and autograd graphs, and the queries on them.
+
+A Recording is a snapshot made when the block ends; a Recording read back from a log file is
+the same class, without the weak references to live tensors.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .autograd import GraphTable
+from .events import KINDS, Event, Fold, GradGraph, Stats, TensorRef
+
+
+@dataclass
+class TensorRecord:
+    """One tracked tensor: its names, the event that created it and every event that touched it."""
+
+    id: str
+    names: tuple[str, ...]
+    ref: TensorRef
+    created: Event | None = None
+    events: list[Event] = field(default_factory=list)
+    recorded_stats: Stats | None = None
+    _weak: weakref.ref[Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return self.names[0] if self.names else self.id
+
+    @property
+    def alive(self) -> bool:
+        return self._weak is not None and self._weak() is not None
+
+    def tensor(self) -> Any:
+        """The live tensor, or None once it is freed (or for a recording read from a log)."""
+        return None if self._weak is None else self._weak()
+
+    def stats(self, *, sync: bool = True) -> Stats | None:
+        """Statistics now, if the tensor is alive (``sync=False`` refuses to read GPU memory);
+        else those recorded during the block with ``stats=True``, if any."""
+        t = self.tensor()
+        if t is not None and (sync or t.device.type in ("cpu", "meta")):
+            from .stats import compute_stats
+
+            return compute_stats(t)
+        return self.recorded_stats
+
+
+@dataclass
+class Recording:
+    """What a tracked block did.  Filled in when the block ends."""
+
+    events: tuple[Event, ...] = ()
+    tensors: dict[str, TensorRecord] = field(default_factory=dict)
+    folds: tuple[Fold, ...] = ()
+    graphs: GraphTable = field(default_factory=GraphTable)
+    cell: int | None = None
+    cell_id: str | None = None
+    source: str | None = None
+    file: str | None = None
+    failed: bool = False
+    error: str | None = None
+    started: float = 0.0
+    duration_s: float = 0.0
+    stats_enabled: bool = False
+    internal_error: str | None = None
+    diagnostics: list[Any] = field(default_factory=list)
+    finished: bool = False
+
+    # -- queries ---------------------------------------------------------------------------
+    def filter(self, kind: str | None = None, line: int | None = None, name: str | None = None,
+               op: str | None = None, module: str | None = None) -> list[Event]:  # fmt: skip
+        """Events matching every given criterion; ``op`` matches a suffix (``add_`` finds
+        ``torch.Tensor.add_``), ``module`` a path prefix, ``name`` any tensor the event names."""
+        out = []
+        for e in self.events:
+            if kind is not None and e.kind != kind:
+                continue
+            if line is not None and e.line != line:
+                continue
+            if op is not None and not (e.op == op or e.op.endswith("." + op)):
+                continue
+            if module is not None and not (e.module == module or (e.module or "").startswith(module + ".")):
+                continue
+            if name is not None and name not in _event_names(e):
+                continue
+            out.append(e)
+        return out
+
+    def tensor(self, key: Any) -> TensorRecord:
+        """A tracked tensor by id (``"t3"``), by name (``"y"``, ``"x.grad"``) or by the tensor."""
+        if isinstance(key, str):
+            rec = self.tensors.get(key)
+            if rec is not None:
+                return rec
+            for rec in self.tensors.values():
+                if key in rec.names:
+                    return rec
+            raise KeyError(f"no tracked tensor named {key!r} in this recording")
+        from . import identity
+
+        tid = identity.tensor_id(key)
+        if tid is None or tid not in self.tensors:
+            raise KeyError("that tensor was not tracked in this recording")
+        return self.tensors[tid]
+
+    def grad_graph(self, tensor_or_name: Any) -> GradGraph:
+        """The grad_fn graph below a tensor, as captured when the block ended."""
+        rec = self.tensor(tensor_or_name)
+        return self.graphs.graph(rec.id, rec.label)
+
+    def results(self) -> list[TensorRecord]:
+        """Named tensors with a grad_fn graph: the ones whose graphs a report shows."""
+        return [r for r in self.tensors.values() if r.id in self.graphs.roots and r.names]
+
+    def top_results(self) -> list[TensorRecord]:
+        """Results whose graph is not part of another result's graph (``out``, not ``y``)."""
+        results = self.results()
+        inner: set[int] = set()
+        for r in results:
+            root = self.graphs.roots[r.id]
+            inner.update(c for c in self.graphs.edges.get(root, ()))
+        reach: set[int] = set()
+        stack = list(inner)
+        while stack:
+            n = stack.pop()
+            if n in reach:
+                continue
+            reach.add(n)
+            stack.extend(self.graphs.edges.get(n, ()))
+        out, seen = [], set()
+        for r in results:
+            root = self.graphs.roots[r.id]
+            if root not in reach and root not in seen:
+                seen.add(root)
+                out.append(r)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        c = dict.fromkeys(KINDS, 0)
+        for e in self.events:
+            c[e.kind] = c.get(e.kind, 0) + 1
+        for f in self.folds:
+            c[f.kind] = c.get(f.kind, 0) + f.count
+        return c
+
+    def bytes_moved(self) -> int:
+        return sum(e.nbytes or 0 for e in self.events if e.crosses_devices)
+
+    @property
+    def folded(self) -> int:
+        return sum(f.count for f in self.folds)
+
+    # -- display ---------------------------------------------------------------------------
+    def to_text(self, *, width: int = 100) -> str:
+        from .views.text import render_recording
+
+        return render_recording(self, width=width)
+
+    def to_html(self) -> str:
+        from .views.html import render_recording
+
+        return render_recording(self)
+
+    def summary_line(self) -> str:
+        from .views.text import summary_line
+
+        return summary_line(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": self.to_text(), "text/html": self.to_html()}
+
+    def __repr__(self) -> str:
+        if not self.finished:
+            return "<Recording (block still running)>"
+        return f"<Recording {self.summary_line()}>"
+
+
+def _event_names(e: Event) -> set[str]:
+    refs: Iterable[TensorRef | None] = (e.tensor, e.base, e.source_tensor, *e.inputs, *e.aliases)
+    names = {n for r in refs if r is not None for n in r.names}
+    names.update(r.id for r in refs if r is not None)
+    for g in e.grads:
+        names.update(g.tensor.names)
+    return names

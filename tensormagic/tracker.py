@@ -1,0 +1,360 @@
+"""The hot path: a ``TorchFunctionMode`` that turns torch calls into compact raw records.
+
+Nothing here formats strings or builds event objects: a raw record is a tuple of the objects
+at hand (the function, a metadata tuple, the frame's filename and line), and ``recording.py``
+turns them into events when the block ends.  Calls that create nothing (attribute reads,
+``size()``, ``item()``) take a two-lookup fast path.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import weakref
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from . import identity
+from .lines import LineFinder
+from .modules import ModuleStack
+from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
+
+Tensor = torch.Tensor
+
+# Raw record layout: (kind, func, tid, meta, where, module, t_ns, extra)
+KIND, FUNC, TID, META, WHERE, MODULE, TIME, EXTRA = range(8)
+# meta layout: (shape, dtype, device, requires_grad, grad_fn class, version)
+FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted, not stored
+
+
+def meta_of(t: Tensor) -> tuple[Any, ...]:
+    gf = t.grad_fn
+    return (t.shape, t.dtype, t.device, t.requires_grad, None if gf is None else type(gf), t._version)
+
+
+def _tensors_in(args: Any, kwargs: dict[str, Any]) -> list[Tensor]:
+    out: list[Tensor] = []
+    for a in args:
+        if isinstance(a, Tensor):
+            out.append(a)
+        elif isinstance(a, (list, tuple)):
+            out.extend(x for x in a if isinstance(x, Tensor))
+    if kwargs:
+        for a in kwargs.values():
+            if isinstance(a, Tensor):
+                out.append(a)
+    return out
+
+
+class Tracker:
+    """Collects raw records for one block; ``recording.build`` turns them into a Recording."""
+
+    def __init__(self, *, stats: bool = False, max_events: int = 20_000) -> None:
+        self.stats = stats
+        self.max_events = max_events
+        self.raw: list[tuple[Any, ...]] = []
+        #: tid -> [weakref, first meta, storage id, first raw index or None]
+        self.tensors: dict[int, list[Any]] = {}
+        self.sid_of_key: dict[int, int] = {}
+        self.preexisting: set[int] = set()
+        self.merged: set[int] = set()  # temporaries whose move was re-targeted to a parameter
+        self.folds: dict[tuple[Any, ...], int] = {}
+        self._fold_counts: dict[tuple[Any, ...], int] | None = None
+        self.stats_at: dict[int, Any] = {}
+        self.lines = LineFinder()
+        self.modules = ModuleStack()
+        self.t0 = time.perf_counter_ns()
+        self._last_move: dict[int, int] = {}
+        self.internal_error: BaseException | None = None
+        # Extension points (diagnostics): called only when non-empty.
+        self.record_hooks: list[Callable[[Tracker, int, tuple[Tensor, ...]], None]] = []
+        self.error_hooks: list[Callable[..., None]] = []
+        self.call_watch: dict[str, Callable[[Tracker, Any, tuple[Any, ...], Any], None]] = {}
+
+    # -- tensors -----------------------------------------------------------------------------
+    def mark_preexisting(self, t: Tensor) -> None:
+        tid = identity.assign(t)
+        self.preexisting.add(tid)
+
+    def see(self, t: Tensor, where: Any) -> int:
+        """The id of an input tensor; its first sight in the block is remembered."""
+        tid = identity.lookup(t)
+        fresh = tid is None
+        if fresh:
+            tid = identity.assign(t)
+        if tid not in self.tensors:
+            self.tensors[tid] = [weakref.ref(t), meta_of(t), self._storage(t, new=False), None]
+            if fresh and tid not in self.preexisting:
+                # appeared without an op the mode can see (from_numpy, Parameter(t), torch.load…)
+                self._add("create", None, tid, self.tensors[tid][1], where, ((), "seen", None), (t,))
+        return tid
+
+    def _storage(self, t: Tensor, new: bool) -> int | None:
+        key = identity.storage_key(t)
+        if key is None:
+            return None
+        sid = self.sid_of_key.get(key)
+        if sid is None or new:
+            sid = identity.new_storage_id()
+            self.sid_of_key[key] = sid
+        return sid
+
+    def _new(self, t: Tensor, *, alias: bool) -> int:
+        tid = identity.assign(t)
+        self.tensors[tid] = [weakref.ref(t), meta_of(t), self._storage(t, new=not alias), len(self.raw)]
+        return tid
+
+    # -- records -----------------------------------------------------------------------------
+    def _add(self, kind: str, func: Any, tid: int, meta: Any, where: Any, extra: Any,
+             objs: tuple[Tensor, ...]) -> None:  # fmt: skip
+        raw = self.raw
+        if len(raw) >= self.max_events and self._fold(kind, func, where):
+            return
+        module = self.modules.current
+        raw.append((kind, func, tid, meta, where, module, time.perf_counter_ns() - self.t0, extra))
+        if self.stats and objs:
+            from .stats import compute_stats
+
+            self.stats_at[len(raw) - 1] = compute_stats(objs[0])
+        for hook in self.record_hooks:
+            hook(self, len(raw) - 1, objs)
+
+    def _fold(self, kind: str, func: Any, where: Any) -> bool:
+        counts = self._fold_counts
+        if counts is None:
+            counts = self._fold_counts = {}
+            for r in self.raw:
+                k = (r[WHERE], r[FUNC], r[KIND])
+                counts[k] = counts.get(k, 0) + 1
+        key = (where, func, kind)
+        n = counts.get(key, 0)
+        counts[key] = n + 1
+        if n >= FOLD_AFTER or len(self.raw) >= 2 * self.max_events:
+            self.folds[key] = self.folds.get(key, 0) + 1
+            return True
+        return False
+
+    def record_outputs(self, func: Any, action: int, args: Any, kwargs: Any, r: Any,
+                       where: Any) -> None:  # fmt: skip
+        outs = [r] if isinstance(r, Tensor) else [x for x in r if isinstance(x, Tensor)]
+        inputs = _tensors_in(args, kwargs)
+        for o in outs:
+            if any(o is a for a in inputs) or identity.lookup(o) is not None:
+                continue  # not new: an input handed back, or a tensor seen before
+            if action == MOVE and inputs:
+                src = inputs[0]
+                stid = self.see(src, where)
+                tid = self._new(o, alias=False)
+                self._last_move[tid] = len(self.raw)
+                self._add("move", func, tid, self.tensors[tid][1], where,
+                          (stid, meta_of(src), False), (o,))  # fmt: skip
+                continue
+            base = None
+            if action == ALIAS or o._is_view():
+                okey = identity.storage_key(o)
+                base = next((a for a in inputs if identity.storage_key(a) == okey), None)
+            if base is not None:
+                btid = self.see(base, where)
+                tid = self._new(o, alias=True)
+                self._add("view", func, tid, self.tensors[tid][1], where, btid, (o,))
+            else:
+                in_ids = tuple(self.see(a, where) for a in inputs)
+                tid = self._new(o, alias=False)
+                self._add("create", func, tid, self.tensors[tid][1], where, (in_ids, "op", None), (o,))
+
+    def record_write(self, func: Any, written: Tensor, v0: int, args: Any, kwargs: Any,
+                     where: Any) -> None:  # fmt: skip
+        if written._version == v0 and op_name(func) != "torch.Tensor.__setitem__":
+            return
+        tid = self.see(written, where)
+        inputs = [a for a in _tensors_in(args, kwargs) if a is not written]
+        name = op_name(func)
+        if name == "torch.Tensor.copy_" and inputs:
+            src = inputs[0]
+            if src.device != written.device or src.dtype != written.dtype:
+                stid = self.see(src, where)
+                self._add("move", func, tid, meta_of(written), where,
+                          (stid, meta_of(src), True, v0), (written,))  # fmt: skip
+                return
+        in_ids = tuple(self.see(a, where) for a in inputs)
+        self._add("inplace", func, tid, meta_of(written), where, (v0, in_ids), (written,))
+
+    def record_data_set(self, func: Any, target: Tensor, new: Tensor, before: Any, where: Any) -> None:
+        """``param.data = t``: Module.to swaps parameter data this way, with no version bump."""
+        tid = self.see(target, where)
+        ntid = identity.lookup(new)
+        idx = self._last_move.get(ntid) if ntid is not None else None
+        if idx is not None and idx < len(self.raw) and self.raw[idx][TID] == ntid:
+            kind, mfunc, _, _, mwhere, module, t, extra = self.raw[idx]
+            self.raw[idx] = (kind, mfunc, tid, meta_of(target), mwhere, module, t,
+                             (tid, extra[1], True))  # fmt: skip
+            self.merged.add(ntid)
+            return
+        after = meta_of(target)
+        if after[1] != before[1] or after[2] != before[2]:
+            self._add("move", func, tid, after, where, (tid, before, True), (target,))
+        else:
+            self._add("inplace", func, tid, after, where, (before[5], ()), (target,))
+
+    def record_numpy(self, func: Any, t: Tensor, where: Any) -> None:
+        tid = self.see(t, where)
+        self._add("numpy", func, tid, meta_of(t), where, None, (t,))
+
+    def prepare_backward(self, func: Any, args: Any, kwargs: Any) -> tuple[Any, ...]:
+        """Before backward runs: the leaves that will receive gradients and what they held."""
+        from .autograd import leaves_of
+
+        is_grad = op_name(func) == "torch.autograd.grad"
+        if is_grad:
+            roots = args[0] if args else kwargs.get("outputs")
+            wrt = args[1] if len(args) > 1 else kwargs.get("inputs")
+        else:
+            roots = args[0] if args else kwargs.get("tensors")
+            wrt = kwargs.get("inputs")
+        roots_l = [roots] if isinstance(roots, Tensor) else list(roots or ())
+        if wrt is not None:
+            leaves = [wrt] if isinstance(wrt, Tensor) else list(wrt)
+        else:
+            leaves = leaves_of(roots_l)
+        held = [_held_grad(lf) for lf in leaves]
+        return is_grad, roots_l, leaves, [g is not None and _nonzero(g) for g in held]
+
+    def finish_backward(self, func: Any, prep: tuple[Any, ...], result: Any, where: Any) -> None:
+        is_grad, roots_l, leaves, prev_nonzero = prep
+        grads: list[tuple[Any, ...]] = []
+        if is_grad:
+            for lf, g in zip(leaves, result):
+                if g is None:
+                    continue
+                ltid = self.see(lf, where)
+                gtid = self._new(g, alias=False)
+                self._add("create", func, gtid, meta_of(g), where, ((ltid,), "op", None), (g,))
+                grads.append((ltid, meta_of(lf), tuple(g.shape), g.dtype, False, gtid))
+        else:
+            for lf, was in zip(leaves, prev_nonzero):
+                g = _held_grad(lf)
+                if g is None:
+                    continue
+                ltid = self.see(lf, where)
+                gtid = identity.lookup(g)
+                if gtid is None or gtid not in self.tensors:
+                    gtid = self._new(g, alias=False)
+                    self._add("create", func, gtid, meta_of(g), where, ((ltid,), "seen", "grad"), (g,))
+                grads.append((ltid, meta_of(lf), tuple(g.shape), g.dtype, bool(was), gtid))
+        if roots_l:
+            root = roots_l[0]
+            rtid = self.see(root, where)
+            self._add("backward", func, rtid, meta_of(root), where, tuple(grads), (root,))
+
+
+def _held_grad(t: Tensor) -> Tensor | None:
+    # reading .grad of a non-leaf warns; only leaves and retain_grad tensors have one
+    return t.grad if (t.is_leaf or t.retains_grad) else None
+
+
+def _nonzero(g: Tensor) -> bool:
+    """Whether a leftover gradient holds values; never synchronises a GPU (assumed non-zero)."""
+    if g.device.type in ("cpu", "meta"):
+        if g.device.type == "meta":
+            return True
+        with torch.no_grad():
+            return bool(g.ne(0).any())
+    return True
+
+
+class TrackMode(TorchFunctionMode):
+    """The mode entered by ``track()``; routes each call by its cached classification."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self._actions: dict[Any, int] = {}
+        self.disabled = False
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if kwargs is None:
+            kwargs = {}
+        action = self._actions.get(func)
+        if action is None:
+            action = self._actions[func] = -1 if op_name(func) in self.tracker.call_watch else classify(func)
+        if action == SKIP or self.disabled:
+            return func(*args, **kwargs)
+        tr = self.tracker
+        if action == -1:
+            action = classify(func)
+            try:
+                tr.call_watch[op_name(func)](tr, func, args, self._where())
+            except Exception as e:  # noqa: BLE001 - a failing check must never break user code
+                self._internal(e)
+            if action == SKIP:
+                return func(*args, **kwargs)
+        written: Any = None
+        if action == INPLACE:
+            written = args[0] if args else None
+        elif action == GENERAL:
+            out = kwargs.get("out") if kwargs else None
+            if out is not None:
+                written = out
+            elif args and isinstance(args[0], Tensor):
+                written = args[0]  # an op that writes its input and hands it back (dropout inplace)
+        elif action == DATA_SET:
+            before = meta_of(args[0])
+        if isinstance(written, Tensor):
+            v0: Any = written._version
+        elif isinstance(written, (list, tuple)):
+            v0 = [w._version for w in written]
+        prep: Any = None
+        if action == BACKWARD:
+            try:
+                prep = tr.prepare_backward(func, args, kwargs)
+            except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
+                self._internal(e)
+        try:
+            r = func(*args, **kwargs)
+        except Exception as exc:
+            if tr.error_hooks:
+                self._on_error(func, args, kwargs, exc)
+            raise
+        try:
+            if action == GENERAL or action == ALIAS or action == MOVE:
+                if written is not None and (r is written or action == GENERAL and "out" in kwargs):
+                    if isinstance(written, Tensor) and written._version != v0:
+                        tr.record_write(func, written, v0, args, kwargs, self._where())
+                elif isinstance(r, (Tensor, tuple, list)):
+                    tr.record_outputs(func, action, args, kwargs, r, self._where())
+            elif action == INPLACE:
+                if isinstance(written, Tensor):
+                    tr.record_write(func, written, v0, args, kwargs, self._where())
+                elif isinstance(written, (list, tuple)):
+                    where = self._where()
+                    for w, v in zip(written, v0):
+                        if isinstance(w, Tensor):
+                            tr.record_write(func, w, v, (w,), {}, where)
+            elif action == DATA_SET:
+                tr.record_data_set(func, args[0], args[1], before, self._where())
+            elif action == NUMPY:
+                tr.record_numpy(func, args[0], self._where())
+            elif prep is not None:
+                tr.finish_backward(func, prep, r, self._where())
+        except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
+            self._internal(e)
+        return r
+
+    def _where(self) -> Any:
+        return self.tracker.lines.find(sys._getframe(2))
+
+    def _on_error(self, func: Any, args: Any, kwargs: Any, exc: BaseException) -> None:
+        where = self._where()
+        for hook in self.tracker.error_hooks:
+            try:
+                hook(self.tracker, func, args, kwargs, exc, where)
+            except Exception as e:  # noqa: BLE001 - the user's exception is the one that matters
+                self._internal(e)
+
+    def _internal(self, e: BaseException) -> None:
+        """An internal failure: stop recording for the rest of the block, say so once."""
+        if self.tracker.internal_error is None:
+            self.tracker.internal_error = e
+        self.disabled = True

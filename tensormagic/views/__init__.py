@@ -1,0 +1,1 @@
+"""Renderers of a Recording: text (terminal), HTML (nbconvert, GitHub, exports), panel (widgets)."""

@@ -1,0 +1,152 @@
+"""Wording shared by every view, so text, HTML and the panel say the same thing."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..events import Event, GradGraph, TensorRef
+from ..recording import Recording
+
+KIND_WORD = {
+    "create": "new",
+    "view": "view",
+    "inplace": "write",
+    "move": "move",
+    "backward": "backward",
+    "numpy": "numpy",
+}
+COUNT_WORDS = (
+    ("create", "created"),
+    ("view", "views"),
+    ("inplace", "in-place"),
+    ("move", "moves"),
+    ("backward", "backward"),
+)
+
+
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    return "×".join(str(s) for s in shape) if shape else "scalar"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover - loop always returns
+
+
+def short_op(op: str) -> str:
+    """``torch.Tensor.add_`` → ``add_``; ``torch.nn.functional.relu`` → ``F.relu``."""
+    for prefix, repl in (("torch.Tensor.", "."), ("torch.nn.functional.", "F."), ("torch.", "torch.")):
+        if op.startswith(prefix):
+            return repl + op[len(prefix) :] if repl != "torch." else op
+    return op
+
+
+def meta_words(r: TensorRef) -> str:
+    parts = [fmt_shape(r.shape), r.dtype, r.device]
+    if r.grad_fn:
+        parts.append(r.grad_fn)
+    elif r.requires_grad:
+        parts.append("requires_grad (leaf)")
+    return " ".join(parts)
+
+
+def describe(e: Event) -> str:
+    """What happened, in one line of plain words (without the tensor's own name and op)."""
+    t = e.tensor
+    if e.kind == "create":
+        text = meta_words(t)
+        if e.inputs:
+            text += "  ← " + ", ".join(r.label for r in e.inputs)
+        if e.note:
+            text += f"  ({e.note})"
+        return text
+    if e.kind == "view":
+        base = e.base.label if e.base else "?"
+        return f"{fmt_shape(t.shape)} view of {base} (shares its memory)"
+    if e.kind == "inplace":
+        text = f"version {e.version_before}→{e.version_after}"
+        if e.version_before == e.version_after:
+            text = "data replaced (no version bump)"
+        if e.aliases:
+            text += "; also changes " + ", ".join(a.label for a in e.aliases)
+        return text
+    if e.kind == "move":
+        parts = []
+        if e.from_device != e.to_device:
+            parts.append(f"{e.from_device}→{e.to_device}")
+        if e.from_dtype != e.to_dtype:
+            parts.append(f"{e.from_dtype}→{e.to_dtype}")
+        text = " ".join(parts) or "copy"
+        text += f"  {fmt_bytes(e.nbytes)}"
+        if e.inplace:
+            text += "  (in place)"
+        return text
+    if e.kind == "backward":
+        grads = ", ".join(
+            f"{g.tensor.label}.grad {fmt_shape(g.shape)}" + (" (accumulated)" if g.accumulated else "")
+            for g in e.grads
+        )
+        return f"from {t.label}" + (f" → {grads}" if grads else " (no leaf received a gradient)")
+    if e.kind == "numpy":
+        return "NumPy array sharing this tensor's memory: writing one changes the other"
+    return ""  # pragma: no cover - unknown kinds come only from newer logs
+
+
+def where_label(e: Event) -> str:
+    return e.where
+
+
+def line_groups(events: tuple[Event, ...] | list[Event]) -> Iterator[tuple[Event, list[Event]]]:
+    """Consecutive events of one source line, as (first event, events)."""
+    group: list[Event] = []
+    key = None
+    for e in events:
+        k = (e.cell, e.file, e.line)
+        if group and k != key:
+            yield group[0], group
+            group = []
+        key = k
+        group.append(e)
+    if group:
+        yield group[0], group
+
+
+def count_words(rec: Recording) -> str:
+    c = rec.counts()
+    parts = [f"{c.get(k, 0)} {w}" for k, w in COUNT_WORDS]
+    moved = rec.bytes_moved()
+    if moved:
+        parts.append(f"{fmt_bytes(moved)} between devices")
+    return ", ".join(parts)
+
+
+def tree_lines(g: GradGraph) -> list[str]:
+    """The graph as an indented tree; shared subgraphs are shown once and referred to after."""
+    if g.root is None:
+        return ["(no grad_fn: not part of an autograd graph)"]
+    lines: list[str] = []
+    shown: set[int] = set()
+
+    def walk(nid: int, prefix: str, last: bool, top: bool, mult: int) -> None:
+        node = g.node(nid)
+        label = node.label + (f"  ×{mult}" if mult > 1 else "")
+        branch = "" if top else ("└─ " if last else "├─ ")
+        if nid in shown and g.children(nid):
+            lines.append(f"{prefix}{branch}{label}  (see above)")
+            return
+        shown.add(nid)
+        lines.append(f"{prefix}{branch}{label}")
+        kids = g.children(nid)
+        uniq = list(dict.fromkeys(kids))
+        child_prefix = prefix + ("" if top else ("   " if last else "│  "))
+        for i, k in enumerate(uniq):
+            walk(k, child_prefix, i == len(uniq) - 1, False, kids.count(k))
+
+    walk(g.root, "", True, True, 1)
+    return lines

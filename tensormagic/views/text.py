@@ -1,0 +1,53 @@
+"""The plain-text report: terminal IPython, scripts, ``python -m tensormagic show``."""
+
+from __future__ import annotations
+
+from ..recording import Recording
+from .common import KIND_WORD, count_words, describe, line_groups, short_op, tree_lines
+
+MAX_LINES = 400
+
+
+def summary_line(rec: Recording) -> str:
+    where = f"cell {rec.cell}" if rec.cell is not None else "block"
+    status = "  FAILED: " + rec.error if rec.failed and rec.error else ""
+    warn = f" · {len(rec.diagnostics)} warning(s)" if rec.diagnostics else ""
+    return f"tensormagic · {where} · {count_words(rec)}{warn} · {rec.duration_s * 1000:.1f} ms{status}"
+
+
+def render_recording(rec: Recording, *, width: int = 100) -> str:
+    out = [summary_line(rec)]
+    if rec.internal_error:
+        out.append(f"  note: recording incomplete ({rec.internal_error})")
+    n = 0
+    for first, group in line_groups(rec.events):
+        if n >= MAX_LINES:
+            out.append(f"          … {len(rec.events) - n} more events (see the panel or the log)")
+            break
+        src = (first.source or "").strip()
+        out.append(f"{first.where:>8}  {src}"[:width])
+        for e in group:
+            name = e.tensor.label
+            out.append(f"{'':10}{KIND_WORD.get(e.kind, e.kind):8} {name:<10} {short_op(e.op):<18} {describe(e)}")
+            n += 1
+    for f in rec.folds:
+        where = f"line {f.line}" if f.line is not None else "?"
+        out.append(f"{where:>8}  {KIND_WORD.get(f.kind, f.kind)} {short_op(f.op)} ×{f.count} more (folded)")
+    for d in rec.diagnostics:
+        out.append(f"  ⚠ {d.where}: {d.message}")
+        if getattr(d, "fix", None):
+            out.append(f"     fix: {d.fix}")
+    results = rec.results()
+    if results:
+        out.append("autograd graphs:")
+        for r in rec.top_results():
+            g = rec.graphs.graph(r.id, r.label)
+            out.append(f"  {r.label}: {g.chain()}")
+            out.extend("    " + line for line in tree_lines(g))
+    grads = [(g, e) for e in rec.events if e.kind == "backward" for g in e.grads]
+    for g, _e in grads:
+        rec_t = rec.tensors.get(g.grad_id or "")
+        stats = rec_t.stats(sync=False) if rec_t is not None else None
+        if stats is not None:
+            out.append(f"  {g.tensor.label}.grad: {stats.summary()}")
+    return "\n".join(out)
