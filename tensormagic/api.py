@@ -101,8 +101,6 @@ class track:
         if exc is not None:
             rec.failed = True
             rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if self.block is not None and self.block[2] is None and self._frame is not None and tb is None:
-            self.block = (self.block[0], self.block[1], self._frame.f_lineno)
         try:
             from .build import build
 

@@ -11,7 +11,7 @@ from .events import Event, Fold, GradRecord, TensorRef
 from .lines import Locator, source_line, source_text
 from .modules import resolve_path
 from .ops import op_name
-from .recording import Recording, TensorRecord
+from .recording import Recording, TensorRecord, attach_events
 from .tracker import EXTRA, FUNC, KIND, META, MODULE, TID, TIME, WHERE, Tracker, meta_of
 
 
@@ -45,8 +45,8 @@ class _Refs:
 def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
           locator: Locator | None, block: tuple[str, int, int | None] | None) -> Recording:  # fmt: skip
     """Fill ``rec`` from the tracker's records."""
-    ns_names = naming.names_by_id(namespace)
     _add_unseen_bound(tr, namespace)
+    ns_names = naming.names_by_id(namespace)
     where_cache: dict[Any, tuple[int | None, str | None, int | None, str | None]] = {}
 
     def place(where: Any) -> tuple[int | None, str | None, int | None, str | None]:
@@ -66,13 +66,8 @@ def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
     # Names: namespace first; a tensor gone by now keeps its line's assignment target.
     names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in ns_names.items()}
     raw = tr.raw
-    for i, r in enumerate(raw):
-        if r[KIND] in ("create", "view", "move") and r[TID] not in names:
-            nxt = raw[i + 1] if i + 1 < len(raw) else None
-            if nxt is None or nxt[WHERE] != r[WHERE] or nxt[KIND] not in ("create", "view", "move"):
-                target = naming.assigned_name(place(r[WHERE])[3])
-                if target is not None:
-                    names[r[TID]] = (target,)
+    for tid, target in _line_results(raw, lambda w: naming.assigned_name(place(w)[3])):
+        names.setdefault(tid, (target,))
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
     refs = _Refs(tr, names)
     state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
@@ -130,6 +125,40 @@ def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
     return rec
 
 
+def _line_results(raw: list[Any], target_of: Any) -> list[tuple[int, str]]:
+    """(tensor id, assignment target) for each tensor a line produced and no later op on the
+    same line consumed: ``z`` in ``z = y * y * 3`` but not ``y * y``; each loop iteration's ``h``."""
+    out: list[tuple[int, str]] = []
+    i = 0
+    while i < len(raw):
+        j = i
+        while j + 1 < len(raw) and raw[j + 1][WHERE] == raw[i][WHERE]:
+            j += 1
+        target = target_of(raw[i][WHERE]) if raw[i][WHERE] is not None else None
+        if target is not None:
+            consumed: set[int] = set()
+            for k in range(j, i - 1, -1):
+                r = raw[k]
+                if r[KIND] in ("create", "view", "move") and r[TID] not in consumed:
+                    out.append((r[TID], target))
+                consumed.update(_consumed(r))
+        i = j + 1
+    return out
+
+
+def _consumed(r: Any) -> tuple[int, ...]:
+    kind, extra = r[KIND], r[EXTRA]
+    if kind == "create":
+        return tuple(extra[0])
+    if kind == "view":
+        return (extra,)
+    if kind == "move":
+        return (extra[0],)
+    if kind == "inplace":
+        return tuple(extra[1])
+    return ()
+
+
 def _seen_note(op: str, note: str | None, inputs: tuple[TensorRef, ...]) -> str:
     if note == "grad":
         leaf = inputs[0].label if inputs else "a leaf"
@@ -177,6 +206,8 @@ def _place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
     if block is None or text is None:
         return events
     filename, lo, hi = block
+    if hi is None and lo > 1:
+        hi = naming.statement_end(text, lo)
     out = list(events)
     for e in events:
         if e.kind != "create" or e.origin != "seen" or not e.tensor.names or (e.note or "").startswith("gradient"):
@@ -223,22 +254,4 @@ def _tensor_records(tr: Tracker, refs: _Refs, state: dict[int, Any],
         meta = meta_of(t) if t is not None else state.get(tid, info[1])
         ref = refs.ref(tid, meta)
         recs[ref.id] = TensorRecord(id=ref.id, names=ref.names, ref=ref, _weak=info[0])
-    for e in events:
-        touched = {e.tensor.id}
-        if e.base is not None:
-            touched.add(e.base.id)
-        if e.source_tensor is not None:
-            touched.add(e.source_tensor.id)
-        touched.update(r.id for r in e.inputs)
-        touched.update(g.tensor.id for g in e.grads)
-        touched.update(g.grad_id for g in e.grads if g.grad_id)
-        for tid in touched:
-            rec = recs.get(tid)
-            if rec is None:
-                continue
-            rec.events.append(e)
-            if e.tensor.id == tid and e.kind in ("create", "view") and rec.created is None:
-                rec.created = e
-            if e.tensor.id == tid and e.stats is not None:
-                rec.recorded_stats = e.stats
-    return recs
+    return attach_events(recs, events)

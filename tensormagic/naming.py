@@ -148,3 +148,14 @@ def binding_line(source: str | None, name: str, lo: int = 1, hi: int | None = No
                     if ln >= lo and (hi is None or ln <= hi) and (best is None or ln < best):
                         best = ln
     return best
+
+
+def statement_end(source: str, lineno: int) -> int | None:
+    """The last line of the compound statement (the ``with`` block) that starts at ``lineno``."""
+    tree = _parse(source)
+    if tree is None:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt) and node.lineno == lineno and isinstance(node, (ast.With, ast.AsyncWith)):
+            return node.end_lineno
+    return None
