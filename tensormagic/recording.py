@@ -186,3 +186,43 @@ def _event_names(e: Event) -> set[str]:
     for g in e.grads:
         names.update(g.tensor.names)
     return names
+
+
+def touched_tensors(e: Event) -> dict[str, TensorRef | None]:
+    """Every tracked tensor an event touches, by id, with its snapshot in this event (None for a
+    gradient known only by id)."""
+    out: dict[str, TensorRef | None] = {e.tensor.id: e.tensor}
+    for r in (e.base, e.source_tensor, *e.inputs):
+        if r is not None:
+            out.setdefault(r.id, r)
+    for g in e.grads:
+        out.setdefault(g.tensor.id, g.tensor)
+        if g.grad_id:
+            out.setdefault(g.grad_id, None)
+    return out
+
+
+def last_refs(events: Iterable[Event]) -> dict[str, TensorRef]:
+    """The latest snapshot of each tensor the events mention, in order of first mention."""
+    refs: dict[str, TensorRef] = {}
+    for e in events:
+        for tid, r in touched_tensors(e).items():
+            if r is not None:
+                refs[tid] = r
+    return refs
+
+
+def attach_events(recs: dict[str, TensorRecord], events: Iterable[Event]) -> dict[str, TensorRecord]:
+    """Give each TensorRecord the events that touched it, its creating event and the statistics
+    recorded for it; shared by the live builder and the log reader."""
+    for e in events:
+        for tid in touched_tensors(e):
+            rec = recs.get(tid)
+            if rec is None:
+                continue
+            rec.events.append(e)
+            if e.tensor.id == tid and e.kind in ("create", "view") and rec.created is None:
+                rec.created = e
+            if e.tensor.id == tid and e.stats is not None:
+                rec.recorded_stats = e.stats
+    return recs
