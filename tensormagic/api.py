@@ -57,6 +57,7 @@ class track:
         self._mode: TrackMode | None = None
         self._tracker: Tracker | None = None
         self._t0 = 0.0
+        self._log_writer: Any = None
 
     def __enter__(self) -> Recording:
         if self._mode is not None:
@@ -68,6 +69,10 @@ class track:
             self.locator = ipython_locator()
         if self.block is None:
             self.block = (caller.f_code.co_filename, caller.f_lineno, None)
+        if self.log is not None:  # checked now, so a bad path warns once, before the block runs
+            from .logfile import start_logging
+
+            self._log_writer = start_logging(self.log)
         tr = self._tracker = Tracker(stats=self.stats, max_events=self.max_events)
         for _name, t in naming.named_tensors(self._namespace()):
             tr.mark_preexisting(t)
@@ -81,12 +86,7 @@ class track:
     def _namespace(self) -> Mapping[str, Any]:
         if self.namespace is not None:
             return self.namespace
-        f = self._frame
-        if f is None:
-            return {}
-        ns = dict(f.f_globals)
-        ns.update(f.f_locals)
-        return ns
+        return {} if self._frame is None else frame_namespace(self._frame)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:  # fmt: skip
@@ -120,7 +120,29 @@ class track:
         self._tracker = None
         identity.prune()
         _last[:] = [rec]
+        if self._log_writer is not None:
+            from .logfile import log_recording
+
+            log_recording(self._log_writer, rec)
+            self._log_writer = None
         return False  # never swallow the user's exception
+
+
+def frame_namespace(frame: Any) -> dict[str, Any]:
+    """Globals and locals visible in ``frame``, without keeping its tensors alive."""
+    ns = dict(frame.f_globals)
+    loc = frame.f_locals
+    if loc is frame.f_globals:
+        return ns
+    ns.update(loc)
+    if sys.version_info < (3, 13):
+        # Before PEP 667, f_locals of a function frame is a snapshot dict cached on the frame:
+        # left as is, it would keep ``x`` alive after the user's ``del x``.  It is re-filled
+        # from the real locals on every later access (and before every trace callback), so
+        # dropping our copies of tensors changes nothing the user's code can see.
+        for k in [k for k, v in loc.items() if isinstance(v, torch.Tensor)]:
+            del loc[k]
+    return ns
 
 
 def _remove_mode(mode: TrackMode) -> None:

@@ -1,0 +1,253 @@
+"""What tracking must never do: change results, hold tensors, leave modes behind."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+from torch import nn
+
+import tensormagic
+
+
+class _MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(20, 32)
+        self.drop = nn.Dropout(0.2)
+        self.fc2 = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        h.relu_()  # the in-place activation tutorials warn about
+        return self.fc2(self.drop(h))
+
+
+def _train(steps: int, tracked: bool):
+    torch.manual_seed(0)
+    model = _MLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    data = torch.randn(64, 20)
+    target = torch.randint(0, 3, (64,))
+    losses = []
+
+    def run():
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(data), target)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach().clone())
+
+    if tracked:
+        with tensormagic.track(max_events=2000) as rec:
+            run()
+    else:
+        run()
+        rec = None
+    return model, losses, torch.get_rng_state(), rec
+
+
+def test_training_loop_results_are_bit_identical():
+    """200 MLP steps with dropout, momentum and relu_: every parameter, gradient and loss is identical."""
+    bare, bare_losses, bare_rng, _ = _train(200, tracked=False)
+    tracked, tracked_losses, tracked_rng, rec = _train(200, tracked=True)
+    for (name, p), (_, q) in zip(bare.named_parameters(), tracked.named_parameters()):
+        assert torch.equal(p, q), name
+        assert torch.equal(p.grad, q.grad), name
+        assert (p.requires_grad, p.is_leaf, p._version) == (q.requires_grad, q.is_leaf, q._version), name
+    assert all(torch.equal(a, b) for a, b in zip(bare_losses, tracked_losses))
+    assert torch.equal(bare_rng, tracked_rng)
+    assert rec.counts()["backward"] == 200 and rec.filter(op="relu_")
+
+
+def test_example_results_and_metadata_are_identical():
+    """The autograd example gives the same values, grads, flags and versions with and without tracking."""
+
+    def run():
+        x = torch.ones(2, 2, requires_grad=True)
+        y = x + 2
+        z = y * y * 3
+        out = z.mean()
+        out.backward()
+        return x, y, z, out
+
+    bare = run()
+    with tensormagic.track():
+        tracked = run()
+    for a, b in zip(bare, tracked):
+        assert torch.equal(a, b)
+        assert (a.requires_grad, a.is_leaf, a._version, type(a.grad_fn)) == (
+            b.requires_grad, b.is_leaf, b._version, type(b.grad_fn))
+    assert torch.equal(bare[0].grad, tracked[0].grad)
+
+
+def test_default_tracking_keeps_autograds_inplace_check():
+    """A saved tensor overwritten in place still fails backward exactly as without tracking."""
+
+    def run():
+        x = torch.ones(3, requires_grad=True)
+        a = x.sigmoid()
+        b = a * 2
+        a.mul_(3)
+        b.sum().backward()
+
+    with pytest.raises(RuntimeError) as bare:
+        run()
+    with pytest.raises(RuntimeError) as tracked:
+        with tensormagic.track():
+            run()
+    assert str(tracked.value) == str(bare.value)
+
+
+def test_recording_holds_no_tensor():
+    """A tracked tensor is freed after ``del`` although the recording lives on."""
+    with tensormagic.track() as rec:
+        x = torch.ones(1000) * 2
+    ref = weakref.ref(x)
+    del x
+    gc.collect()
+    assert ref() is None
+    r = rec.tensor("x")
+    assert not r.alive and r.stats() is None
+
+
+def test_graph_capture_holds_no_tensor():
+    """Capturing the grad_fn graph keeps neither the intermediate tensors nor the leaves."""
+    with tensormagic.track() as rec:
+        w = torch.ones(3, requires_grad=True)
+        out = (w * 2).sum()
+    refs = [weakref.ref(w), weakref.ref(out)]
+    del w, out
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert rec.grad_graph("out").chain() == "SumBackward0 → MulBackward0 → AccumulateGrad(w)"
+
+
+def test_user_exception_propagates_unchanged_and_recording_is_kept():
+    """A raising block re-raises the very same exception; what was recorded before it is kept and marked failed."""
+    err = ValueError("boom")
+    with pytest.raises(ValueError) as info:
+        with tensormagic.track() as rec:
+            x = torch.ones(2)
+            raise err
+    assert info.value is err
+    assert rec.failed and rec.error == "ValueError: boom"
+    assert [e.tensor.label for e in rec.events] == ["x"]
+
+
+def test_torch_error_propagates_unchanged():
+    """A torch error inside the block reaches the user with its own type and message."""
+    with pytest.raises(RuntimeError, match="size of tensor a"):
+        with tensormagic.track() as rec:
+            torch.ones(2) + torch.ones(3)
+    assert rec.failed
+
+
+def test_keyboard_interrupt_leaves_no_mode():
+    """KeyboardInterrupt inside the block propagates and our mode is gone afterwards."""
+    from torch.overrides import _len_torch_function_stack
+
+    with pytest.raises(KeyboardInterrupt):
+        with tensormagic.track() as rec:
+            torch.ones(1)
+            raise KeyboardInterrupt
+    assert _len_torch_function_stack() == 0 and rec.failed
+
+
+def test_user_device_context_left_open_survives():
+    """A ``torch.device`` context the user entered inside the block (and left open) stays on top."""
+    from torch.overrides import _get_function_stack_at, _len_torch_function_stack
+
+    ctx = torch.device("meta")
+    with tensormagic.track():
+        ctx.__enter__()
+    try:
+        assert _len_torch_function_stack() == 1
+        assert torch.ones(1).device.type == "meta"
+        assert type(_get_function_stack_at(0)).__name__ == "DeviceContext"
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def test_no_module_hooks_remain():
+    """The global module forward hooks used for module paths are removed when the block ends."""
+    from torch.nn.modules import module as m
+
+    before = (len(m._global_forward_pre_hooks), len(m._global_forward_hooks))
+    with tensormagic.track():
+        nn.Linear(2, 2)(torch.ones(2))
+    assert (len(m._global_forward_pre_hooks), len(m._global_forward_hooks)) == before
+
+
+def test_recording_is_a_snapshot():
+    """Code after the block changes neither the events nor the tensor snapshots."""
+    with tensormagic.track() as rec:
+        x = torch.zeros(3)
+    n = len(rec.events)
+    x.add_(1)
+    y = x * 2
+    assert len(rec.events) == n and rec.events[0].tensor.version == 0 and y is not None
+
+
+def test_max_events_folds_repeats():
+    """Past ``max_events``, repeats of a (line, op, kind) become counts; nothing grows unbounded."""
+    x = torch.zeros(4)
+    with tensormagic.track(max_events=50) as rec:
+        for _ in range(500):
+            x.add_(1)
+    assert len(rec.events) <= 100
+    assert sum(f.count for f in rec.folds) + len(rec.filter(kind="inplace")) == 500
+    assert "folded" in rec.to_text()
+
+
+def test_bad_max_events_is_a_clear_error():
+    """A non-positive ``max_events`` is refused with a message that says what to pass."""
+    with pytest.raises(ValueError, match="max_events must be a positive number"):
+        tensormagic.track(max_events=0)
+
+
+def test_stats_true_records_statistics_during_the_block():
+    """With ``stats=True`` each output carries statistics that survive the tensor."""
+    with tensormagic.track(stats=True) as rec:
+        x = torch.tensor([1.0, float("nan"), 3.0])
+    del x
+    gc.collect()
+    s = rec.tensor("x").stats()
+    assert (s.min, s.max, s.nan) == (1.0, 3.0, 1)
+
+
+def test_filter_by_kind_line_name_op_and_module():
+    """``filter`` narrows events by each criterion."""
+    model = nn.Sequential(nn.Linear(2, 2))
+    with tensormagic.track() as rec:
+        a = torch.ones(2)
+        a.add_(1)
+        model(a)
+    line = rec.filter(kind="inplace")[0].line
+    assert [e.op for e in rec.filter(line=line)] == ["torch.Tensor.add_"]
+    assert len(rec.filter(name="a")) >= 3
+    assert rec.filter(op="add_")[0].kind == "inplace"
+    assert rec.filter(module="model") and all(e.module.startswith("model") for e in rec.filter(module="model"))
+
+
+def test_html_report_escapes_names_and_source():
+    """A hostile variable name is escaped in the HTML report."""
+    ns = {"torch": torch}
+    hostile = "<img src=x onerror=alert(1)>"
+    with tensormagic.track(namespace=ns) as rec:
+        ns[hostile] = torch.ones(1) * 2
+    html = rec.to_html()
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_stable_ids_are_never_reused():
+    """Two tensors that live at the same address one after another get different ids."""
+    ids = set()
+    for _ in range(20):
+        with tensormagic.track() as rec:
+            torch.ones(3) + 1
+        ids.update(rec.tensors)
+    assert len(ids) == 40
