@@ -26,7 +26,11 @@ def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor reachable by a short expression: ``x``, ``model.fc1.weight``, ``params[0]``,
     ``d["w"]``, and ``x.grad`` for leaves."""
     for name, v in _user_names(ns):
-        yield from _expand(name, v, depth=0)
+        try:
+            found = list(_expand(name, v, depth=0))
+        except Exception:  # noqa: BLE001 - a user object whose attributes raise is simply not a tensor
+            continue
+        yield from found
 
 
 def _expand(name: str, v: Any, depth: int) -> Iterator[tuple[str, torch.Tensor]]:

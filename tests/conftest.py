@@ -26,3 +26,28 @@ def _no_mode_left_behind():
     yield
     gc.collect()
     assert _len_torch_function_stack() == before, "a torch function mode was left on the stack"
+
+
+@pytest.fixture(scope="session")
+def _ipython():
+    from IPython.testing.globalipapp import start_ipython
+
+    return start_ipython()
+
+
+@pytest.fixture
+def ip(_ipython):
+    """A real InteractiveShell with tensormagic loaded and torch imported; unloaded afterwards."""
+    import tensormagic
+
+    _ipython.run_line_magic("load_ext", "tensormagic")
+    _ipython.run_cell("import torch", store_history=True)
+    yield _ipython
+    _ipython.run_line_magic("unload_ext", "tensormagic")
+    for k in [k for k, v in _ipython.user_ns.items() if isinstance(v, (torch.Tensor, tensormagic.Recording))]:
+        del _ipython.user_ns[k]
+
+
+def run(ip, source: str):
+    """Run a cell as a user would (history stored, so it gets an execution count); return its result."""
+    return ip.run_cell(source, store_history=True)

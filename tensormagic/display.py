@@ -1,0 +1,66 @@
+"""How a recording is shown: widget panel in a kernel, HTML for nbconvert, text in a terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .recording import Recording
+from .views.html import h
+
+MODES = ("auto", "widget", "html", "text")
+
+
+def in_kernel(shell: Any) -> bool:
+    """A Jupyter kernel with comms (where widgets render); terminal IPython is not one."""
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def resolve_mode(mode: str, shell: Any) -> str:
+    if mode not in MODES:
+        raise ValueError(f"display must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode != "auto":
+        return mode
+    if not in_kernel(shell):
+        return "text"
+    return "widget" if panel_available() else "html"
+
+
+def panel_available() -> bool:
+    try:
+        from .views import panel
+    except ImportError:  # ipywidgets missing: HTML still shows everything
+        return False
+    return hasattr(panel, "display_recording")
+
+
+class Summary:
+    """The one line ``%trackgrad on`` shows per cell; the HTML form expands to the full report."""
+
+    def __init__(self, rec: Recording) -> None:
+        self.rec = rec
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        line = self.rec.summary_line()
+        return {
+            "text/plain": line,
+            "text/html": f"<details><summary>{h(line)}</summary>{self.rec.to_html()}</details>",
+        }
+
+
+def show(rec: Recording, mode: str, shell: Any, *, summary: bool = False) -> Any:
+    """Display ``rec`` under the current cell; returns what was displayed (a panel, or None)."""
+    from IPython.display import display
+
+    resolved = resolve_mode(mode, shell)
+    if resolved == "widget":
+        from .views.panel import display_recording
+
+        return display_recording(rec, summary=summary)
+    if summary:
+        bundle = Summary(rec)._repr_mimebundle_()
+    else:
+        bundle = rec._repr_mimebundle_()
+    if resolved == "text":
+        bundle = {"text/plain": bundle["text/plain"]}
+    display(bundle, raw=True)
+    return None

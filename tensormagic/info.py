@@ -1,0 +1,254 @@
+"""``tensor_info``: everything about one tensor (or module, or a namespace's tensors), explained."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+from . import identity, naming
+from .events import GradGraph, Stats
+from .views.common import fmt_bytes, fmt_shape
+
+
+@dataclass
+class TensorInfo:
+    """The facts about one tensor; displays as text or HTML, ``to_dict()`` for scripts."""
+
+    name: str | None
+    id: str | None
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    layout: str
+    strides: tuple[int, ...] | None
+    contiguous: bool | None
+    numel: int
+    nbytes: int
+    requires_grad: bool
+    is_leaf: bool
+    grad_fn: str | None
+    grad_chain: str | None
+    version: int
+    is_view: bool
+    view_of: str | None
+    shares_memory_with: list[str]
+    grad: str | None
+    stats: Stats | None
+    created: str | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stats"] = self.stats.to_dict() if self.stats else None
+        return d
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs in reading order: what every view shows."""
+        rows = [
+            ("shape", f"{fmt_shape(self.shape)}  ({self.numel} elements, {fmt_bytes(self.nbytes)})"),
+            ("dtype / device", f"{self.dtype} on {self.device}, {self.layout}"),
+        ]
+        if self.strides is not None:
+            rows.append(("strides", f"{self.strides}  ({'contiguous' if self.contiguous else 'not contiguous'})"))
+        if self.requires_grad or self.grad_fn:
+            rows.append(("autograd", (f"requires_grad, {'leaf' if self.is_leaf else 'not a leaf'}")))
+        if self.grad_chain:
+            rows.append(("grad_fn chain", self.grad_chain))
+        rows.append(("version", f"{self.version} (in-place writes so far)"))
+        if self.is_view:
+            rows.append(("view of", self.view_of or "another tensor"))
+        if self.shares_memory_with:
+            rows.append(("shares memory with", ", ".join(self.shares_memory_with)))
+        if self.grad is not None:
+            rows.append((".grad", self.grad))
+        if self.stats is not None:
+            rows.append(("values", self.stats.summary() + _zeros(self.stats)))
+        if self.created:
+            rows.append(("created", self.created))
+        rows.extend(("note", n) for n in self.notes)
+        return rows
+
+    def to_text(self) -> str:
+        head = f"{self.name or 'tensor'}" + (f"  [{self.id}]" if self.id else "")
+        width = max(len(k) for k, _ in self.rows())
+        return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in self.rows()])
+
+    def to_html(self) -> str:
+        from .views.html import STYLE, h
+
+        body = "".join(f"<tr><th>{h(k)}</th><td>{h(v)}</td></tr>" for k, v in self.rows())
+        head = h(self.name or "tensor") + (f" <small>[{h(self.id)}]</small>" if self.id else "")
+        return f"{STYLE}<div class='tm-report'><b>{head}</b><table>{body}</table></div>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": self.to_text(), "text/html": self.to_html()}
+
+
+def _zeros(s: Stats) -> str:
+    return f", {s.zeros} zero(s)" if s.zeros else ""
+
+
+def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str, Any] | None = None,
+                *, stats: bool = True) -> TensorInfo:  # fmt: skip
+    """Everything about ``t``; ``namespace`` finds the names sharing its memory.  Statistics run under
+    ``no_grad`` on the tensor's device (only a few scalars reach the host)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"tensor_info needs a torch.Tensor, got {type(t).__name__}")
+    strided = t.layout == torch.strided
+    notes: list[str] = []
+    is_view = t._is_view()
+    view_of = None
+    ns_names = _names_by_object(namespace)
+    if is_view and t._base is not None:
+        view_of = ", ".join(ns_names.get(id(t._base), [])) or f"a {fmt_shape(tuple(t._base.shape))} tensor"
+    grad = None
+    if t.is_leaf or t.retains_grad:
+        g = t.grad
+        if g is not None:
+            gs = _safe_stats(g) if stats else None
+            grad = f"{fmt_shape(tuple(g.shape))} {str(g.dtype).removeprefix('torch.')}" + (f", {gs.summary()}" if gs else "")
+        elif t.requires_grad:
+            grad = "None (no backward has reached it yet)"
+    elif t.requires_grad:
+        grad = "not kept: a non-leaf's .grad stays None unless you call retain_grad() before backward"
+    chain = grad_graph_of(t, namespace).chain() if t.grad_fn is not None else None
+    where = identity.created_where(t)
+    created = None
+    if where is not None:
+        cell, fn, line, op = where
+        place = f"In[{cell}] line {line}" if cell is not None else f"{fn}:{line}"
+        created = f"{place} by {op}"
+    if t.device.type == "meta":
+        notes.append("meta tensor: it has a shape and dtype but no values")
+    return TensorInfo(
+        name=name, id=identity.tensor_id(t), shape=tuple(t.shape),
+        dtype=str(t.dtype).removeprefix("torch."), device=str(t.device),
+        layout=str(t.layout).removeprefix("torch."),
+        strides=tuple(t.stride()) if strided else None,
+        contiguous=t.is_contiguous() if strided else None, numel=t.numel(),
+        nbytes=t.numel() * t.element_size(), requires_grad=t.requires_grad, is_leaf=t.is_leaf,
+        grad_fn=None if t.grad_fn is None else type(t.grad_fn).__name__, grad_chain=chain,
+        version=t._version, is_view=is_view, view_of=view_of,
+        shares_memory_with=[n for n in _sharing(t, namespace) if n != name], grad=grad,
+        stats=_safe_stats(t) if stats else None, created=created, notes=notes,
+    )  # fmt: skip
+
+
+def _safe_stats(t: torch.Tensor) -> Stats | None:
+    from .stats import compute_stats
+
+    try:
+        return compute_stats(t)
+    except RuntimeError as e:  # e.g. a dtype without reductions: say why instead of failing
+        return Stats(numel=t.numel(), note=f"no statistics: {e}".split("\n")[0])
+
+
+def _names_by_object(namespace: Mapping[str, Any] | None) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    if namespace is not None:
+        for n, v in naming.named_tensors(namespace):
+            out.setdefault(id(v), []).append(n)
+    return out
+
+
+def _span(t: torch.Tensor) -> tuple[int, int] | None:
+    if t.device.type != "cpu" or t.layout != torch.strided:
+        return None
+    st = t.untyped_storage()
+    return (st.data_ptr(), st.data_ptr() + st.nbytes()) if st.nbytes() else None
+
+
+def _sharing(t: torch.Tensor, namespace: Mapping[str, Any] | None) -> list[str]:
+    """Names (tensors and NumPy arrays) whose memory overlaps ``t``'s storage."""
+    if namespace is None:
+        return []
+    out: list[str] = []
+    key = identity.storage_key(t)
+    span = _span(t)
+    for n, v in naming.named_tensors(namespace):
+        if v is not t and key is not None and identity.storage_key(v) == key:
+            out.append(n)
+    if span is not None:
+        for n, v in list(namespace.items()):
+            iface = getattr(v, "__array_interface__", None) if type(v).__module__ == "numpy" else None
+            if iface is None or n.startswith("_"):
+                continue
+            ptr = iface["data"][0]
+            if span[0] <= ptr < span[1]:
+                out.append(f"{n} (NumPy)")
+    return out
+
+
+@dataclass
+class TableInfo:
+    """A table of tensors: a module's parameters and buffers, or a namespace's tensors."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    footer: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "columns": list(self.columns), "rows": [list(r) for r in self.rows],
+                "footer": self.footer}  # fmt: skip
+
+    def to_text(self) -> str:
+        widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
+                  for i, c in enumerate(self.columns)]  # fmt: skip
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines = [self.title, fmt.format(*self.columns)] + [fmt.format(*r) for r in self.rows]
+        if self.footer:
+            lines.append(self.footer)
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        from .views.html import STYLE, h
+
+        head = "".join(f"<th>{h(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{h(x)}</td>" for x in r) + "</tr>" for r in self.rows)
+        return (f"{STYLE}<div class='tm-report'><b>{h(self.title)}</b><table><tr>{head}</tr>{body}</table>"
+                f"<div>{h(self.footer)}</div></div>")  # fmt: skip
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": self.to_text(), "text/html": self.to_html()}
+
+
+TABLE_COLUMNS = ("name", "shape", "dtype", "device", "requires_grad", "grad_fn", "bytes")
+
+
+def _row(name: str, t: torch.Tensor) -> tuple[str, ...]:
+    gf = t.grad_fn
+    return (name, fmt_shape(tuple(t.shape)), str(t.dtype).removeprefix("torch."), str(t.device),
+            "yes" if t.requires_grad else "", "" if gf is None else type(gf).__name__,
+            fmt_bytes(t.numel() * t.element_size()))  # fmt: skip
+
+
+def module_info(m: torch.nn.Module, name: str = "module") -> TableInfo:
+    """A table of a module's parameters and buffers, with totals."""
+    rows, total, count = [], 0, 0
+    for pn, p in m.named_parameters():
+        rows.append(_row(f"{name}.{pn}", p))
+        total += p.numel() * p.element_size()
+        count += p.numel()
+    for bn, b in m.named_buffers():
+        rows.append(_row(f"{name}.{bn} (buffer)", b))
+    return TableInfo(title=f"{name}: {type(m).__name__}", columns=TABLE_COLUMNS, rows=rows,
+                     footer=f"{count} parameters, {fmt_bytes(total)}")  # fmt: skip
+
+
+def namespace_info(namespace: Mapping[str, Any]) -> TableInfo:
+    """Every tensor reachable from the namespace, like a variable inspector."""
+    rows = [_row(n, t) for n, t in naming.named_tensors(namespace)]
+    total = sum(t.numel() * t.element_size() for _, t in naming.named_tensors(namespace))
+    return TableInfo(title="tensors in the namespace", columns=TABLE_COLUMNS, rows=rows,
+                     footer=f"{len(rows)} tensors, {fmt_bytes(total)}" if rows else "no tensors yet")  # fmt: skip
+
+
+def grad_graph_of(t: torch.Tensor, namespace: Mapping[str, Any] | None = None) -> GradGraph:
+    """The grad_fn graph below a live tensor, with namespace names on its nodes."""
+    from .autograd import capture
+
+    names = _names_by_object(namespace)
+    return capture([("t", t)], lambda x: (names.get(id(x)) or [None])[0]).graph("t")

@@ -1,0 +1,209 @@
+"""The IPython layer: thin magics over the Python API (``track``, ``tensor_info``, devices)."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, CaselessStrEnum, Int, List, Unicode, Union
+
+from .display import MODES, show
+from .recording import Recording
+from .session import AutoTracker, Options, run_tracked_cell
+
+MAGIC_NAMES = {"line": ("trackgrad", "tensorinfo", "device"), "cell": ("trackgrad",)}
+
+
+@magics_class
+class TensorMagic(Magics):
+    """tensormagic's magics and options (``%config TensorMagic``)."""
+
+    stats = Bool(False, help="Compute value statistics of every output while tracking (slower, "
+                             "synchronises a GPU).").tag(config=True)  # fmt: skip
+    max_events = Int(20_000, help="Events kept per cell; past it, repeats are folded into counts.").tag(config=True)
+    display = CaselessStrEnum(MODES, default_value="auto",
+                              help="auto: the panel in Jupyter, text in terminal IPython.").tag(config=True)  # fmt: skip
+    log_path = Unicode(None, allow_none=True, help="Append every tracked cell to this JSON Lines log.").tag(config=True)
+    diagnostics = Union([Unicode(), List(Unicode())], default_value="all",
+                        help='Diagnostic ids to run: "all", or a list (empty for none).').tag(config=True)  # fmt: skip
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.auto: AutoTracker | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def options(self) -> Options:
+        return Options(stats=self.stats, max_events=self.max_events, display=self.display,
+                       log_path=self.log_path, diagnostics=self.diagnostics)  # fmt: skip
+
+    def _show(self, rec: Recording, opts: Options, *, summary: bool = False) -> None:
+        if not opts.quiet:
+            show(rec, opts.display, self.shell, summary=summary)
+
+    def _eval(self, expr: str) -> Any:
+        try:
+            return self.shell.ev(expr)
+        except Exception as e:  # noqa: BLE001 - any user error becomes a one-line usage message
+            raise UsageError(f"could not evaluate {expr!r}: {type(e).__name__}: {e}") from None
+
+    # -- %trackgrad / %%trackgrad ----------------------------------------------------------
+    @magic_arguments()
+    @argument("mode", nargs="?", help="line magic only: 'on' to track every following cell, 'off' to stop")
+    @argument("-o", "--output", metavar="NAME", help="bind the Recording to NAME in the namespace")
+    @argument("--stats", action="store_true", help="compute value statistics while tracking")
+    @argument("--quiet", action="store_true", help="show nothing (the recording is still kept)")
+    @argument("--log", metavar="PATH", help="append the recording to this JSON Lines log")
+    @line_cell_magic
+    def trackgrad(self, line: str, cell: str | None = None) -> Any:
+        """Track what the torch code in a cell does to its tensors.
+
+        %%trackgrad [-o NAME] [--stats] [--quiet] [--log PATH]
+            runs the cell and shows every tensor it created, viewed, wrote in place or moved,
+            the autograd (grad_fn) graphs and backward calls. Line 1 is the %%trackgrad line.
+        %trackgrad on [--stats] [--quiet]   track every following cell (a one-line summary each)
+        %trackgrad off                      stop
+
+        tensormagic.last_recording() returns the latest Recording; -o NAME also binds it.
+        """
+        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
+        args = parse_argstring(self.trackgrad, line)
+        opts = self.options().with_flags(stats=args.stats or None, quiet=args.quiet or None,
+                                          log_path=args.log)  # fmt: skip
+        if cell is not None:
+            if args.mode is not None:
+                raise UsageError(f"%%trackgrad takes no mode ({args.mode!r}): use '%trackgrad on|off' "
+                                 "on a line of its own, or %%trackgrad [options] at the top of a cell")  # fmt: skip
+            return self._run_cell(cell, opts, args.output, line)
+        if args.mode == "on":
+            return self._auto_on(opts)
+        if args.mode == "off":
+            return self._auto_off()
+        if args.mode is None:
+            state = "on" if self.auto is not None and self.auto.active else "off"
+            print(f"tracking every cell is {state}. Use %trackgrad on|off, or %%trackgrad at the top of a cell.")
+            return None
+        raise UsageError(f"unknown mode {args.mode!r}: use '%trackgrad on', '%trackgrad off', "
+                         "or %%trackgrad at the top of a cell")  # fmt: skip
+
+    def _run_cell(self, cell: str, opts: Options, output: str | None, line: str) -> Any:
+        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
+        if output is not None and not output.isidentifier():
+            raise UsageError(f"-o needs a variable name, not {output!r}")
+
+        def done(rec: Recording) -> None:
+            if output is not None:
+                self.shell.user_ns[output] = rec
+            self._show(rec, opts)
+
+        full = f"%%trackgrad {line}".rstrip() + "\n" + cell
+        return run_tracked_cell(self.shell, cell, opts, full_source=full, on_done=done)
+
+    def _auto_on(self, opts: Options) -> None:
+        if self.auto is not None:
+            self.auto.stop()
+        self.auto = AutoTracker(self.shell, opts, lambda rec: self._show(rec, opts, summary=True))
+        self.auto.start()
+        if not opts.quiet:
+            print("tracking every following cell; %trackgrad off to stop")
+
+    def _auto_off(self) -> None:
+        if self.auto is None or not self.auto.active:
+            print("tracking was not on")
+            return
+        self.auto.stop()
+        self.auto = None
+        print("tracking off")
+
+    # -- %tensorinfo -----------------------------------------------------------------------
+    @line_magic
+    def tensorinfo(self, line: str) -> Any:
+        """Explain a tensor: %tensorinfo EXPR
+
+        Shape, dtype, device, strides, bytes, autograd (grad_fn chain, leaf, .grad), version,
+        views and shared memory (NumPy arrays included), and value statistics. An nn.Module
+        gives a table of its parameters and buffers; no argument lists every tensor in the namespace.
+        """
+        import torch
+
+        from .info import module_info, namespace_info, tensor_info
+
+        expr = line.strip()
+        if not expr:
+            self._display(namespace_info(self.shell.user_ns))
+            return None
+        value = self._eval(expr)
+        if isinstance(value, torch.Tensor):
+            self._display(tensor_info(value, name=expr, namespace=self.shell.user_ns))
+        elif isinstance(value, torch.nn.Module):
+            self._display(module_info(value, name=expr))
+        else:
+            raise UsageError(f"%tensorinfo needs a tensor or an nn.Module; {expr!r} is of type {type(value).__name__}")
+        return None
+
+    def _display(self, obj: Any) -> None:
+        from IPython.display import display
+
+        from .display import resolve_mode
+
+        bundle = obj._repr_mimebundle_()
+        if resolve_mode(self.display, self.shell) == "text":
+            bundle = {"text/plain": bundle["text/plain"]}
+        display(bundle, raw=True)
+
+    # -- %device ---------------------------------------------------------------------------
+    @line_magic
+    def device(self, line: str) -> None:
+        """Show devices and where tensors live, or set the default device: %device [cpu|cuda:N|mps|meta]
+
+        With no argument: the devices torch can use, the default device, and the namespace's
+        tensors grouped by device with their total bytes. %device cpu restores the normal default.
+        """
+        from .devices import device_report, set_default_device
+
+        parts = shlex.split(line)
+        if len(parts) > 1:
+            raise UsageError(f"%device takes one device at most, got {len(parts)}: {line.strip()!r}")
+        if parts:
+            try:
+                now = set_default_device(parts[0])
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+            print(f"default device: {now}")
+            return
+        self._display(device_report(self.shell.user_ns))
+
+
+_loaded: dict[int, TensorMagic] = {}
+
+
+def load(ip: Any) -> TensorMagic:
+    """Register the magics once per shell (loading twice registers nothing twice)."""
+    existing = _loaded.get(id(ip))
+    if existing is not None and existing.shell is ip:
+        return existing
+    magics = TensorMagic(ip)
+    ip.register_magics(magics)
+    _loaded[id(ip)] = magics
+    return magics
+
+
+def unload(ip: Any) -> None:
+    """Remove every magic, callback and mode tensormagic installed in this shell."""
+    magics = _loaded.pop(id(ip), None)
+    if magics is None:
+        return
+    if magics.auto is not None:
+        magics.auto.stop()
+        magics.auto = None
+    table = ip.magics_manager.magics
+    for kind, names in MAGIC_NAMES.items():
+        for name in names:
+            fn = table[kind].get(name)
+            if getattr(fn, "__self__", None) is magics:
+                del table[kind][name]
+    ip.magics_manager.registry.pop(type(magics).__name__, None)
+    if magics in ip.configurables:
+        ip.configurables.remove(magics)

@@ -1,0 +1,174 @@
+"""Running IPython cells under tracking: one cell (``%%trackgrad``) or every cell (``%trackgrad on``).
+
+Plain Python over an ``InteractiveShell``: the magics parse arguments and call this; tests and
+scripts can call it directly.
+"""
+
+from __future__ import annotations
+
+import ast
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from .api import TrackingWarning, track
+from .recording import Recording
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to record and how to show it; the magics fill it from traits and flags."""
+
+    stats: bool = False
+    quiet: bool = False
+    max_events: int = 20_000
+    display: str = "auto"
+    log_path: str | None = None
+    diagnostics: Any = "all"
+
+    def with_flags(self, **flags: Any) -> Options:
+        return replace(self, **{k: v for k, v in flags.items() if v is not None})
+
+
+def cell_locator(shell: Any, number: int, offset: int) -> Callable[[str], tuple[int | None, int] | None]:
+    """Map code filenames to cells: this cell's body gets ``offset`` (1 under ``%%trackgrad``)."""
+    fmap = shell.compile._filename_map
+
+    def locate(filename: str) -> tuple[int | None, int] | None:
+        n = fmap.get(filename)
+        if n is None:
+            return None
+        return (n, offset) if n == number else (n, 0)
+
+    return locate
+
+
+def _make_track(shell: Any, opts: Options, *, number: int, offset: int, source: str,
+                filename: str | None, cell_id: str | None) -> track:  # fmt: skip
+    return track(stats=opts.stats, max_events=opts.max_events, log=opts.log_path,
+                 diagnostics=opts.diagnostics, namespace=shell.user_ns,
+                 locator=cell_locator(shell, number, offset),
+                 block=(filename, 1, None) if filename else None, cell=number, cell_id=cell_id,
+                 source=source)  # fmt: skip
+
+
+def run_tracked_cell(shell: Any, body: str, opts: Options, *, full_source: str | None = None,
+                     cell_id: str | None = None,
+                     on_done: Callable[[Recording], None] | None = None) -> Any:  # fmt: skip
+    """Run ``body`` as the current cell's code under ``track()``; return the last expression's value.
+
+    The body is transformed, compiled and cached like a real cell (tracebacks and the report quote
+    its lines); line numbers count the ``%%trackgrad`` line as line 1.  The user's exception
+    propagates unchanged; ``on_done`` receives the recording even then.
+    """
+    __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
+    number = shell.execution_count
+    transformed = shell.transform_cell(body)
+    filename = shell.compile.cache(transformed, number, raw_code=body)
+    tree = shell.compile.ast_parse(transformed, filename=filename)
+    tree = shell.transform_ast(tree)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec_code = shell.compile(tree, filename, "exec")
+    eval_code = shell.compile(last, filename, "eval") if last is not None else None
+    t = _make_track(shell, opts, number=number, offset=1, source=full_source or body,
+                    filename=filename, cell_id=cell_id)  # fmt: skip
+    rec: Recording | None = None
+    try:
+        with t as rec:
+            exec(exec_code, shell.user_global_ns, shell.user_ns)
+            value = eval(eval_code, shell.user_global_ns, shell.user_ns) if eval_code else None
+    finally:
+        if rec is not None and on_done is not None:
+            on_done(rec)
+    return value
+
+
+class AutoTracker:
+    """``%trackgrad on``: tracks every following cell through pre/post_run_cell callbacks."""
+
+    def __init__(self, shell: Any, opts: Options, on_done: Callable[[Recording], None],
+                 make_track: Callable[..., track] | None = None) -> None:  # fmt: skip
+        self.shell = shell
+        self.opts = opts
+        self.on_done = on_done
+        self._make_track = make_track or _make_track
+        self._current: track | None = None
+        self._rec: Recording | None = None
+        self.active = False
+
+    def start(self) -> None:
+        if self.active:
+            return
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.active = True
+
+    def stop(self) -> None:
+        """Unregister the callbacks and close a cell left open (the cell running ``%trackgrad off``)."""
+        for name, cb in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
+            try:
+                self.shell.events.unregister(name, cb)
+            except ValueError:
+                pass  # already gone
+        self.active = False
+        self._finish(None)
+
+    @staticmethod
+    def _skips(raw: str) -> bool:
+        # a %%trackgrad cell records itself once with its own options; %trackgrad off ends tracking
+        head = raw.lstrip()
+        return head.startswith(("%%trackgrad", "%trackgrad")) or not head
+
+    def pre_run_cell(self, info: Any) -> None:
+        try:
+            raw = getattr(info, "raw_cell", "") or ""
+            if self._current is not None:
+                self._finish(None)  # a cell that never reached post_run_cell
+            if self._skips(raw):
+                return
+            number = self.shell.execution_count
+            t = self._make_track(self.shell, self.opts, number=number, offset=0, source=raw, filename=None,
+                                 cell_id=getattr(info, "cell_id", None))  # fmt: skip
+            self._rec = t.__enter__()
+            self._current = t
+        except Exception as e:  # noqa: BLE001 - a raising callback would print on every cell
+            self._fail(e)
+
+    def post_run_cell(self, result: Any) -> None:
+        try:
+            if self._current is None:
+                return
+            self._finish(result)
+        except Exception as e:  # noqa: BLE001 - a raising callback would print on every cell
+            self._fail(e)
+
+    def _finish(self, result: Any) -> None:
+        t, rec = self._current, self._rec
+        self._current = self._rec = None
+        if t is None or rec is None:
+            return
+        t.block = _cell_block(self.shell, rec.cell)
+        err = None
+        if result is not None:
+            err = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TrackingWarning)  # reported once below, not per cell
+            t.__exit__(type(err) if err else None, err, getattr(err, "__traceback__", None))
+        if result is not None:
+            self.on_done(rec)
+
+    def _fail(self, e: BaseException) -> None:
+        """Report an internal failure once and switch tracking off, leaving no mode behind."""
+        try:
+            self.stop()
+        finally:
+            warnings.warn(f"tensormagic: tracking switched off after an internal error: {type(e).__name__}: {e}",
+                          TrackingWarning, stacklevel=1)  # fmt: skip
+
+
+def _cell_block(shell: Any, number: int | None) -> tuple[str, int, None] | None:
+    """The filename IPython compiled cell ``number`` under (its linecache entry), if any."""
+    names = [fn for fn, n in shell.compile._filename_map.items() if n == number]
+    return (names[-1], 1, None) if names else None

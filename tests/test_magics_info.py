@@ -1,0 +1,164 @@
+"""``%tensorinfo``, ``%device``, configuration and load/unload in a real InteractiveShell."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+import tensormagic
+from conftest import run
+from tensormagic.info import tensor_info
+
+
+def _shown(ip, line: str) -> str:
+    with capture_output() as cap:
+        ip.run_line_magic(*line.split(" ", 1)) if " " in line else ip.run_line_magic(line, "")
+    return cap.stdout + "".join(o.data.get("text/plain", "") for o in cap.outputs)
+
+
+def test_tensorinfo_explains_a_tensor(ip):
+    """``%tensorinfo x`` shows shape, dtype, autograd, grad, version, statistics and where x was created."""
+    run(ip, "%%trackgrad --quiet\nx = torch.ones(2, 2, requires_grad=True)\ny = (x + 2).sum()\ny.backward()")
+    text = _shown(ip, "tensorinfo x")
+    for needle in ("2×2", "float32 on cpu", "contiguous", "requires_grad, leaf", ".grad", "all 1",
+                   "version", "line 2 by torch.ones"):
+        assert needle in text, needle
+
+
+def test_tensorinfo_names_views_and_numpy_sharers(ip):
+    """A view names its base and memory shared with a NumPy array is listed."""
+    run(ip, "import numpy as np\nbase = torch.zeros(4)\nv = base[1:3]\narr = base.numpy()")
+    text = _shown(ip, "tensorinfo v")
+    assert "view of" in text and "base" in text and "arr (NumPy)" in text
+
+
+def test_tensor_info_to_dict(ip):
+    """``tensor_info(t).to_dict()`` gives plain data, stats included."""
+    d = tensor_info(torch.tensor([1.0, float("inf"), 0.0])).to_dict()
+    assert d["shape"] == (3,) and d["stats"]["inf"] == 1 and d["stats"]["zeros"] == 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.empty(0), lambda: torch.arange(5), lambda: torch.tensor([True, False]),
+    lambda: torch.tensor([1 + 2j, 3j]), lambda: torch.ones(3, device="meta"), lambda: torch.ones(2, dtype=torch.half),
+])  # fmt: skip
+def test_tensor_info_is_safe_for_every_kind(make):
+    """Empty, integer, bool, complex, meta and half tensors all get info without errors."""
+    info = tensor_info(make())
+    assert info.to_text()
+
+
+def test_tensorinfo_non_leaf_grad_is_explained(ip):
+    """A non-leaf's missing ``.grad`` is explained, not read (which would warn)."""
+    run(ip, "a = torch.ones(2, requires_grad=True)\nb = a * 2")
+    assert "retain_grad" in _shown(ip, "tensorinfo b")
+
+
+def test_tensorinfo_module_lists_parameters(ip):
+    """``%tensorinfo model`` is a table of parameters and buffers with totals."""
+    run(ip, "model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))")
+    text = _shown(ip, "tensorinfo model")
+    assert "model.0.weight" in text and "model.1.running_mean (buffer)" in text and "12 parameters" in text
+
+
+def test_tensorinfo_without_argument_lists_namespace(ip):
+    """``%tensorinfo`` alone lists every tensor in the namespace."""
+    run(ip, "t1 = torch.ones(3)\nt2 = torch.zeros(2, 2, dtype=torch.int64)")
+    text = _shown(ip, "tensorinfo")
+    assert "t1" in text and "t2" in text and "int64" in text
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("nosuchname", "could not evaluate 'nosuchname': NameError"),
+    ("3", "needs a tensor or an nn.Module; '3' is of type int"),
+    ("1/0", "ZeroDivisionError"),
+])  # fmt: skip
+def test_tensorinfo_bad_input_is_a_usage_error(ip, arg, message):
+    """Bad ``%tensorinfo`` input is a one-line UsageError."""
+    with pytest.raises(UsageError, match=message):
+        ip.run_line_magic("tensorinfo", arg)
+
+
+def test_device_lists_devices_and_tensors(ip):
+    """``%device`` shows CPU, the default device and tensors grouped by device with bytes."""
+    run(ip, "dm = torch.ones(4, device='meta')\ndc = torch.ones(4)")
+    text = _shown(ip, "device")
+    assert "cpu" in text and "default device: cpu" in text and "on meta: 1 tensor(s), 16 B: dm" in text
+
+
+def test_device_sets_and_restores_the_default(ip):
+    """``%device meta`` sets the default device; ``%device cpu`` restores it without a mode."""
+    from torch.overrides import _len_torch_function_stack
+
+    try:
+        ip.run_line_magic("device", "meta")
+        assert torch.ones(1).device.type == "meta"
+    finally:
+        ip.run_line_magic("device", "cpu")
+    assert torch.ones(1).device.type == "cpu" and _len_torch_function_stack() == 0
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("cuda:7", "cuda:7 is not available"),
+    ("banana", "'banana' is not a device"),
+    ("cpu meta", "one device at most"),
+])  # fmt: skip
+def test_device_bad_input_is_a_usage_error(ip, arg, message):
+    """Unavailable or malformed devices are one-line UsageErrors."""
+    with pytest.raises(UsageError, match=message):
+        ip.run_line_magic("device", arg)
+
+
+def test_config_traits_apply_to_cells(ip):
+    """``%config TensorMagic.stats = True`` makes every tracked cell compute statistics."""
+    run(ip, "%config TensorMagic.stats = True")
+    try:
+        run(ip, "%%trackgrad --quiet -o cfg\nc = torch.tensor([2.0, 4.0])")
+        assert ip.user_ns["cfg"].events[0].stats.mean == 3.0
+    finally:
+        run(ip, "%config TensorMagic.stats = False")
+
+
+def test_display_text_mode_shows_plain_text_only(ip):
+    """``display = "text"`` displays only text/plain."""
+    run(ip, "%config TensorMagic.display = 'text'")
+    try:
+        with capture_output() as cap:
+            run(ip, "%%trackgrad\nd = torch.ones(1)")
+        assert cap.outputs and all(set(o.data) == {"text/plain"} for o in cap.outputs)
+    finally:
+        run(ip, "%config TensorMagic.display = 'auto'")
+
+
+def test_unload_removes_magics_callbacks_and_config(ip):
+    """``%unload_ext`` removes the magics, the per-cell callbacks and the configurable."""
+    run(ip, "%trackgrad on --quiet")
+    ip.run_line_magic("unload_ext", "tensormagic")
+    assert ip.find_line_magic("trackgrad") is None and ip.find_cell_magic("trackgrad") is None
+    assert ip.find_line_magic("tensorinfo") is None and ip.find_line_magic("device") is None
+    names = [getattr(cb, "__qualname__", "") for cb in ip.events.callbacks["pre_run_cell"]]
+    assert not any("AutoTracker" in n for n in names)
+    assert not any(type(c).__name__ == "TensorMagic" for c in ip.configurables)
+    ip.run_line_magic("load_ext", "tensormagic")  # the fixture unloads at the end
+
+
+def test_load_twice_registers_once(ip):
+    """Loading the extension again registers nothing twice."""
+    before = sum(type(c).__name__ == "TensorMagic" for c in ip.configurables)
+    tensormagic.load_ipython_extension(ip)
+    assert sum(type(c).__name__ == "TensorMagic" for c in ip.configurables) == before == 1
+
+
+def test_reload_ext_leaves_one_working_copy(ip):
+    """``%reload_ext`` leaves exactly one set of magics that still works."""
+    run(ip, "%trackgrad on --quiet")
+    ip.run_line_magic("reload_ext", "tensormagic")
+    assert sum(type(c).__name__ == "TensorMagic" for c in ip.configurables) == 1
+    before = tensormagic.last_recording()
+    run(ip, "r1 = torch.ones(1)")
+    assert tensormagic.last_recording() is before  # reloading switched per-cell tracking off
+    run(ip, "%%trackgrad --quiet -o rl\nr2 = torch.ones(1)")
+    assert ip.user_ns["rl"].events[0].tensor.label == "r2"

@@ -1,0 +1,169 @@
+"""``%%trackgrad`` and ``%trackgrad on|off`` in a real InteractiveShell."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+from torch.overrides import _len_torch_function_stack
+
+import tensormagic
+from conftest import run
+
+EXAMPLE = """%%trackgrad -o rec
+x = torch.ones(2, 2, requires_grad=True)
+y = x + 2
+z = y * y * 3
+out = z.mean()
+out.backward()
+"""
+
+
+def test_cell_magic_records_with_magic_line_as_line_one(ip):
+    """Events carry the cell's execution count and lines counted from the %%trackgrad line."""
+    result = run(ip, EXAMPLE)
+    assert result.success
+    rec = ip.user_ns["rec"]
+    assert [(e.kind, e.tensor.label, e.line) for e in rec.events if e.kind != "create" or e.origin == "op"] == [
+        ("create", "x", 2), ("create", "y", 3), ("create", rec.events[2].tensor.id, 4),
+        ("create", "z", 4), ("create", "out", 5), ("backward", "out", 6)]
+    assert rec.cell == result.execution_count and rec.events[1].source == "y = x + 2"
+    assert rec.source.startswith("%%trackgrad -o rec\n")
+
+
+def test_cell_magic_shows_report_and_keeps_out_clean(ip):
+    """The report is displayed, the cell's value is the user's last expression, not the report."""
+    with capture_output() as cap:
+        result = run(ip, "%%trackgrad\nw = torch.ones(3)\nw * 2\n")
+    assert "tensormagic · cell" in cap.stdout or any("tensormagic · cell" in o.data.get("text/plain", "")
+                                                     for o in cap.outputs)
+    assert isinstance(result.result, torch.Tensor) and torch.equal(result.result, torch.full((3,), 2.0))
+
+
+def test_last_recording_is_the_latest(ip):
+    """``tensormagic.last_recording()`` returns the recording of the latest tracked cell."""
+    run(ip, "%%trackgrad --quiet\nq = torch.zeros(2)\n")
+    assert tensormagic.last_recording().events[0].tensor.label == "q"
+
+
+def test_print_output_behaves_as_without_the_magic(ip):
+    """``print`` inside a tracked cell prints as usual."""
+    with capture_output() as cap:
+        run(ip, "%%trackgrad --quiet\nprint('hello from the cell')\n")
+    assert "hello from the cell" in cap.stdout
+
+
+def test_raising_cell_reraises_and_keeps_recording(ip):
+    """The user's exception reaches IPython unchanged; the recording is kept, failed, and no mode remains."""
+    with capture_output():
+        result = run(ip, "%%trackgrad -o bad\na = torch.ones(3)\nraise ValueError('mine')\n")
+    assert isinstance(result.error_in_exec, ValueError) and str(result.error_in_exec) == "mine"
+    rec = ip.user_ns["bad"]
+    assert rec.failed and rec.error == "ValueError: mine" and rec.events[0].line == 2
+    assert _len_torch_function_stack() == 0
+
+
+def test_traceback_points_at_the_users_line(ip):
+    """The traceback shows the user's own line in the cell."""
+    with capture_output() as cap:
+        run(ip, "%%trackgrad --quiet\na = 1\nraise ValueError('here')\n")
+    text = cap.stdout + cap.stderr
+    assert "raise ValueError('here')" in text and "ValueError: here" in text
+
+
+def test_keyboard_interrupt_leaves_nothing(ip):
+    """A KeyboardInterrupt in a tracked cell propagates; the recording is failed and no mode remains."""
+    with capture_output():
+        result = run(ip, "%%trackgrad -o intr\nk = torch.ones(1)\nraise KeyboardInterrupt\n")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert ip.user_ns["intr"].failed and _len_torch_function_stack() == 0
+
+
+def test_stats_flag_records_statistics(ip):
+    """``--stats`` computes statistics during the cell."""
+    run(ip, "%%trackgrad --stats --quiet -o srec\ns = torch.tensor([1.0, 5.0])\n")
+    assert ip.user_ns["srec"].events[0].stats.max == 5.0
+
+
+def test_auto_tracking_records_every_cell(ip):
+    """``%trackgrad on`` records each following cell with its own line numbers until ``off``."""
+    run(ip, "%trackgrad on --quiet")
+    r1 = run(ip, "b = torch.zeros(3)\nb.add_(1)")
+    rec1 = tensormagic.last_recording()
+    run(ip, "c = b * 2")
+    rec2 = tensormagic.last_recording()
+    run(ip, "%trackgrad off")
+    run(ip, "d = torch.ones(1)")
+    assert rec1.cell == r1.execution_count and [(e.kind, e.line) for e in rec1.events] == [("create", 1), ("inplace", 2)]
+    assert rec2.events[0].tensor.label == "c" and tensormagic.last_recording() is rec2
+    assert _len_torch_function_stack() == 0
+
+
+def test_auto_tracking_shows_a_summary_line(ip):
+    """Each auto-tracked cell shows a one-line summary with its counts."""
+    run(ip, "%trackgrad on")
+    with capture_output() as cap:
+        run(ip, "e = torch.zeros(2)")
+    run(ip, "%trackgrad off")
+    texts = [o.data.get("text/plain", "") for o in cap.outputs]
+    assert any(t.startswith("tensormagic · cell") and "1 created" in t for t in texts)
+
+
+def test_trackgrad_cell_while_on_records_once(ip):
+    """A %%trackgrad cell while auto-tracking is on is recorded once, with its own options."""
+    run(ip, "%trackgrad on --quiet")
+    before = tensormagic.last_recording()
+    run(ip, "%%trackgrad --quiet --stats -o once\nf = torch.ones(2)\n")
+    run(ip, "%trackgrad off")
+    rec = ip.user_ns["once"]
+    assert rec is tensormagic.last_recording() and rec is not before
+    assert rec.stats_enabled and len(rec.filter(kind="create")) == 1
+
+
+def test_auto_tracking_raising_cell_is_balanced(ip):
+    """A raising cell under ``%trackgrad on`` still ends its recording, failed, with no mode left."""
+    run(ip, "%trackgrad on --quiet")
+    with capture_output():
+        run(ip, "g = torch.ones(2)\nraise RuntimeError('x')")
+    run(ip, "%trackgrad off")
+    rec = tensormagic.last_recording()
+    assert rec.failed and rec.error == "RuntimeError: x" and _len_torch_function_stack() == 0
+
+
+def test_internal_failure_switches_tracking_off_once(ip):
+    """A callback that fails internally warns once, switches tracking off and never raises into IPython."""
+    from tensormagic.api import TrackingWarning
+    from tensormagic.session import AutoTracker, Options
+
+    def broken(*a, **k):
+        raise RuntimeError("internal")
+
+    auto = AutoTracker(ip, Options(quiet=True), lambda rec: None, make_track=broken)
+    auto.start()
+    with pytest.warns(TrackingWarning, match="switched off"):
+        result = run(ip, "h = 1")
+    assert result.success and not auto.active
+    assert auto.pre_run_cell not in ip.events.callbacks["pre_run_cell"]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("sideways", "unknown mode 'sideways'"),
+    ("--bogus", "unrecognized arguments"),
+])  # fmt: skip
+def test_bad_trackgrad_input_is_a_usage_error(ip, line, message):
+    """Bad ``%trackgrad`` input is a one-line UsageError saying what to do."""
+    with pytest.raises(UsageError, match=message):
+        ip.run_line_magic("trackgrad", line)
+
+
+def test_cell_magic_with_mode_is_a_usage_error(ip):
+    """``%%trackgrad on`` is refused with a hint."""
+    with pytest.raises(UsageError, match="takes no mode"):
+        ip.run_cell_magic("trackgrad", "on", "x = 1\n")
+
+
+def test_help_comes_from_docstring_and_arguments(ip):
+    """``%trackgrad?`` shows the docstring and the generated usage."""
+    doc = ip.find_line_magic("trackgrad").__doc__
+    assert "Track what the torch code" in doc and "--stats" in doc and "-o NAME" in doc
