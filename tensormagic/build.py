@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Mapping
 
+import torch
+
 from . import identity, naming
 from .autograd import capture
 from .events import Event, Fold, GradRecord, TensorRef
@@ -66,7 +68,15 @@ def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
     # Names: namespace first; a tensor gone by now keeps its line's assignment target.
     names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in ns_names.items()}
     raw = tr.raw
-    for tid, target in _line_results(raw, lambda w: naming.assigned_name(place(w)[3])):
+    def target_of(where: Any) -> str | None:
+        target = naming.assigned_name(place(where)[3])
+        # ``lin = nn.Linear(…)`` binds a module: its temporaries are not "lin"
+        if target is not None and namespace is not None and target in namespace:
+            if not isinstance(namespace[target], torch.Tensor):
+                return None
+        return target
+
+    for tid, target in _line_results(raw, target_of):
         names.setdefault(tid, (target,))
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
     refs = _Refs(tr, names)
@@ -172,8 +182,6 @@ def _nbytes(meta: Any) -> int:
     n = 1
     for s in meta[0]:
         n *= s
-    import torch
-
     return n * torch.empty((), dtype=meta[1], device="meta").element_size()
 
 

@@ -71,7 +71,9 @@ class Tracker:
         # Extension points (diagnostics): called only when non-empty.
         self.record_hooks: list[Callable[[Tracker, int, tuple[Tensor, ...]], None]] = []
         self.error_hooks: list[Callable[..., None]] = []
-        self.call_watch: dict[str, Callable[[Tracker, Any, tuple[Any, ...], Any], None]] = {}
+        # call_watch: op name -> watch(tracker, func, args, where), called before the op runs;
+        # ``where`` is a zero-argument callable (the frame walk costs µs: only pay it when needed).
+        self.call_watch: dict[str, Callable[[Tracker, Any, tuple[Any, ...], Callable[[], Any]], None]] = {}
 
     # -- tensors -----------------------------------------------------------------------------
     def mark_preexisting(self, t: Tensor) -> None:
@@ -271,28 +273,36 @@ class TrackMode(TorchFunctionMode):
         super().__init__()
         self.tracker = tracker
         self._actions: dict[Any, int] = {}
+        self._watched: dict[Any, tuple[Callable[..., None], int]] = {}  # func -> (watch, action)
         self.disabled = False
+        self._busy = False
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         if kwargs is None:
             kwargs = {}
         action = self._actions.get(func)
         if action is None:
-            action = self._actions[func] = -1 if op_name(func) in self.tracker.call_watch else classify(func)
-        if action == SKIP or self.disabled:
+            action = classify(func)
+            watch = self.tracker.call_watch.get(op_name(func))
+            if watch is not None:
+                self._watched[func] = (watch, action)
+                action = -1
+            self._actions[func] = action
+        if action == SKIP or self.disabled or self._busy:
             return func(*args, **kwargs)
         tr = self.tracker
         if action == -1:
-            action = classify(func)
+            watch, action = self._watched[func]
             try:
-                tr.call_watch[op_name(func)](tr, func, args, self._where())
+                watch(tr, func, args, self._where)
             except Exception as e:  # noqa: BLE001 - a failing check must never break user code
                 self._internal(e)
             if action == SKIP:
                 return func(*args, **kwargs)
         written: Any = None
         if action == INPLACE:
-            written = args[0] if args else None
+            # torch.nn.init functions arrive with the tensor as a keyword (tensor=...)
+            written = args[0] if args else next((v for v in kwargs.values() if isinstance(v, Tensor)), None)
         elif action == GENERAL:
             out = kwargs.get("out") if kwargs else None
             if out is not None:
@@ -311,12 +321,17 @@ class TrackMode(TorchFunctionMode):
                 prep = tr.prepare_backward(func, args, kwargs)
             except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
                 self._internal(e)
+        # Calls made by the function itself (e.g. inside nn.init on a Parameter) can reach the mode
+        # again: they are part of this call, not events of their own.
+        self._busy = True
         try:
             r = func(*args, **kwargs)
         except Exception as exc:
             if tr.error_hooks:
                 self._on_error(func, args, kwargs, exc)
             raise
+        finally:
+            self._busy = False
         try:
             if action == GENERAL or action == ALIAS or action == MOVE:
                 if written is not None and (r is written or action == GENERAL and "out" in kwargs):
