@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import TrackingWarning, last_recording, track
+    from .logread import load_log
     from .recording import Recording, TensorRecord
 
 _LAZY = {
@@ -22,6 +23,7 @@ _LAZY = {
     "TensorRecord": "recording",
     "tensor_info": "info",
     "TensorInfo": "info",
+    "load_log": "logread",
 }
 
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension", "__version__"]

@@ -1,10 +1,25 @@
-"""The command line: ``python -m tensormagic`` / ``tensormagic``."""
+"""The command line: ``python -m tensormagic`` / ``tensormagic``.
+
+``demo`` runs the autograd example; ``summary``, ``show`` and ``export`` review a log file
+written with ``track(log=...)``, ``%%trackgrad --log`` or ``TensorMagic.log_path``.  Errors are
+one line on stderr and exit status 1 (2 for a wrong command line, as argparse does).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Sequence
+import time
+from typing import Any, Callable, Sequence, TextIO
+
+from .events import KINDS
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A problem the user can fix, reported as one line on stderr."""
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -13,14 +28,178 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("Tracking this code with tensormagic.track():\n")
     print("    " + DEMO_SOURCE.strip().replace("\n", "\n    ") + "\n")
     print(run_demo())
-    return 0
+    return EXIT_OK
 
 
+# -- reviewing a log -------------------------------------------------------------------------
+class Progress:
+    """A progress bar on a terminal's stderr, shown only once work has taken ``delay`` seconds."""
+
+    def __init__(self, label: str, stream: Any, *, delay: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.label = label
+        self.stream = stream
+        self.delay = delay
+        self.clock = clock
+        self.t0 = clock()
+        self.last = -1.0
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if now - self.t0 < self.delay or now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        frac = done / total if total else 1.0
+        bar = "#" * int(frac * 30)
+        self.stream.write(f"\r{self.label} [{bar:<30}] {frac * 100:3.0f}%  {done / 1e6:.1f}/{total / 1e6:.1f} MB")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _progress(label: str) -> Progress | None:
+    """A progress bar when stderr is a terminal (never in a pipe); shown after ~1 s of work."""
+    return Progress(label, sys.stderr) if sys.stderr.isatty() else None
+
+
+def _run_scan(label: str, work: Callable[[Any, Any], Any], path: str) -> tuple[Any, Any]:
+    from .logread import ScanStats
+
+    stats = ScanStats(path)
+    bar = _progress(label)
+    try:
+        result = work(stats, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    for note in stats.notes():
+        print(f"tensormagic: note: {note}", file=sys.stderr)
+    return result, stats
+
+
+def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    from .logread import iter_cells
+    from .views.common import KIND_WORD, fmt_bytes
+
+    out = out or sys.stdout
+    kind_cols = [(k, KIND_WORD.get(k, k)) for k in KINDS]
+    head = f"{'#':>4} {'exec':>5}  {'first line':<40}" + "".join(f" {w:>8}" for _, w in kind_cols)
+    head += f" {'moved':>9} {'warn':>4}  status"
+
+    def work(stats: Any, bar: Any) -> list[Any]:
+        totals = dict.fromkeys(KINDS, 0)
+        n = moved = warns = failed = incomplete = 0
+        printed = False
+        for c in iter_cells(args.log, stats, progress=bar):
+            if not printed:
+                print(head, file=out)
+                printed = True
+            counts = c.all_counts()
+            for k, v in counts.items():
+                totals[k] = totals.get(k, 0) + v
+            n += 1
+            moved += c.bytes_moved
+            warns += c.warnings
+            status = "ok" if c.complete and not c.failed else ("FAILED" if c.failed else "incomplete")
+            failed += c.failed
+            incomplete += not c.complete
+            ec = "" if c.exec_count is None else f"[{c.exec_count}]"
+            first = c.first_line()
+            first = first if len(first) <= 40 else first[:39] + "…"
+            row = f"{c.position:>4} {ec:>5}  {first:<40}" + "".join(f" {counts.get(k, 0):>8}" for k, _ in kind_cols)
+            print(row + f" {fmt_bytes(c.bytes_moved) or '0 B':>9} {c.warnings:>4}  {status}", file=out)
+        if not printed:
+            print(f"{args.log}: no cells logged yet", file=out)
+            return []
+        total = f"{'':>4} {'':>5}  {f'total: {n} cell(s)':<40}" + "".join(f" {totals.get(k, 0):>8}" for k, _ in kind_cols)
+        extra = [f"{failed} failed"] * bool(failed) + [f"{incomplete} incomplete"] * bool(incomplete)
+        print(total + f" {fmt_bytes(moved) or '0 B':>9} {warns:>4}  {', '.join(extra)}".rstrip(), file=out)
+        return []
+
+    _run_scan("reading", work, args.log)
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .logread import iter_cells, to_recording
+
+    def wanted(c: Any) -> bool:
+        return c.position == args.cell if args.cell is not None else c.exec_count == args.exec_count
+
+    def work(stats: Any, bar: Any) -> int:
+        shown = n = 0
+        for c in iter_cells(args.log, stats, keep_events=wanted, progress=bar):
+            n += 1
+            if not wanted(c):
+                continue
+            if shown:
+                print()
+            rec = to_recording(c, stats)
+            print(f"── cell #{c.position} (execution count {c.exec_count}) ──")
+            print(rec.to_text(width=args.width))
+            shown += 1
+        if not shown:
+            what = f"cell {args.cell}" if args.cell is not None else f"cell with execution count {args.exec_count}"
+            raise CliError(f"{args.log} has {n} cell(s); there is no {what}")
+        return shown
+
+    _run_scan("reading", work, args.log)
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .exports import export_chrome, export_html
+
+    if args.chrome is None and args.html is None:
+        raise CliError("export needs --chrome OUT.json and/or --html OUT.html")
+    if args.chrome is not None:
+        (cells, events), _ = _run_scan("exporting", lambda s, b: export_chrome(args.log, args.chrome, stats=s,
+                                                                               progress=b), args.log)  # fmt: skip
+        print(f"wrote {args.chrome}: {cells} cell(s), {events} event(s) (open in https://ui.perfetto.dev "
+              "or chrome://tracing)")  # fmt: skip
+    if args.html is not None:
+        cells, _ = _run_scan("exporting", lambda s, b: export_html(args.log, args.html, stats=s, progress=b),
+                             args.log)  # fmt: skip
+        print(f"wrote {args.html}: {cells} cell(s)")
+    return EXIT_OK
+
+
+# -- the parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tensormagic", description="See what PyTorch code does to its tensors.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    d = sub.add_parser("demo", help="track the autograd example and print the report")
+    d = sub.add_parser("demo", help="track the autograd example and print the report",
+                       description="Track the autograd example and print the text report.")  # fmt: skip
     d.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("summary", help="one line per logged cell, then totals",
+                       description="One line per logged cell (position, execution count, first line of the "
+                       "body, events of each kind, bytes moved between devices, warnings), then totals.")  # fmt: skip
+    s.add_argument("log", metavar="LOG", help="a log file (.jsonl or .jsonl.gz)")
+    s.set_defaults(func=_cmd_summary)
+
+    sh = sub.add_parser("show", help="the full text report of one logged cell",
+                        description="The full text report of one logged cell.")  # fmt: skip
+    sh.add_argument("log", metavar="LOG", help="a log file (.jsonl or .jsonl.gz)")
+    which = sh.add_mutually_exclusive_group(required=True)
+    which.add_argument("--cell", type=int, metavar="N", help="the cell's 1-based position in the file")
+    which.add_argument("--exec-count", type=int, metavar="N",
+                       help="the cell's execution count (every match is shown: kernels repeat counts)")  # fmt: skip
+    sh.add_argument("--width", type=int, default=100, help="line width of the report (default 100)")
+    sh.set_defaults(func=_cmd_show)
+
+    e = sub.add_parser("export", help="export a log to a Chrome trace and/or one HTML file",
+                       description="Export a log: --chrome writes a Chrome Trace Event file for Perfetto or "
+                       "chrome://tracing; --html writes one self-contained HTML report.")  # fmt: skip
+    e.add_argument("log", metavar="LOG", help="a log file (.jsonl or .jsonl.gz)")
+    e.add_argument("--chrome", metavar="OUT.json", help="write a Chrome Trace Event file")
+    e.add_argument("--html", metavar="OUT.html", help="write one self-contained HTML report")
+    e.set_defaults(func=_cmd_export)
     return p
 
 
@@ -29,8 +208,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
-        return 2
-    return int(args.func(args))
+        return EXIT_USAGE
+    from .logread import LogReadError
+
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # `tensormagic summary LOG | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except (CliError, LogReadError, OSError) as e:
+        print(f"tensormagic: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("tensormagic: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,439 @@
+"""Reading a log back: a streaming scan (flat memory, for ``summary`` and exports) and
+:func:`load_log`, which returns the same :class:`Recording` objects the tracker makes.
+
+Readers skip unknown record types and unknown keys, skip and count lines that do not parse (a
+truncated last line, a damaged gzip tail), and say so when a newer writer made the file.
+"""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import os
+import warnings
+import zlib
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import IO, Any, Callable, Iterator
+
+from .autograd import GraphTable
+from .events import KINDS, SCHEMA_VERSION, Event, Fold, TensorRef
+from .logfile import FORMAT, LogWarning, loads
+from .recording import Recording, TensorRecord, attach_events, last_refs
+
+_OUR_PREFIXES = (b'{"type":"header","format":"tensormagic-log"', b'{"type":"event","key":', b'{"type":"cell","key":')
+#: Lines read before deciding that a file without any tensormagic record is not a log.
+SNIFF_LINES = 50
+
+
+class LogReadError(ValueError):
+    """A file that cannot be read as a tensormagic log (the message is one line)."""
+
+
+class NotALogError(LogReadError):
+    """The file is not a tensormagic log."""
+
+
+@dataclass
+class ScanStats:
+    """What a scan met besides cells: headers, skipped lines, a newer schema."""
+
+    path: str
+    lines: int = 0
+    skipped: int = 0  # lines that did not parse: truncated or corrupt
+    unknown: int = 0  # records of a type this reader does not know (skipped by design)
+    bad_events: int = 0  # event records whose fields could not be read back
+    headers: list[dict[str, Any]] = field(default_factory=list)
+    newer_schema: int | None = None
+
+    def notes(self) -> list[str]:
+        """One line per thing a reader should tell the user."""
+        out = []
+        if self.newer_schema is not None:
+            out.append(f"{self.path} was written by a newer tensormagic (log schema {self.newer_schema}; "
+                       f"this reader knows {SCHEMA_VERSION}): upgrade tensormagic to read all of it; "
+                       "showing what this version understands")  # fmt: skip
+        if self.skipped:
+            out.append(f"skipped {self.skipped} corrupt or truncated line(s) in {self.path}")
+        if self.bad_events:
+            out.append(f"skipped {self.bad_events} unreadable event record(s) in {self.path}")
+        return out
+
+
+@dataclass
+class LoggedCell:
+    """One cell as the scan found it: its cell record (None if the log ends before it) and the
+    per-kind counts and bytes moved of its events; ``events`` holds the event dicts if kept."""
+
+    position: int
+    key: str
+    record: dict[str, Any] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    bytes_moved: int = 0
+    n_events: int = 0
+    events: list[dict[str, Any]] | None = None
+    session: dict[str, Any] | None = None
+
+    @property
+    def exec_count(self) -> int | None:
+        return (self.record or {}).get("exec_count")
+
+    @property
+    def complete(self) -> bool:
+        return self.record is not None
+
+    def all_counts(self) -> dict[str, int]:
+        """Event counts plus the folded counts the cell record carries."""
+        c = dict(self.counts)
+        for f in (self.record or {}).get("folds") or ():
+            if isinstance(f, dict) and isinstance(f.get("count"), int):
+                c[f.get("kind", "?")] = c.get(f.get("kind", "?"), 0) + f["count"]
+        return c
+
+    @property
+    def warnings(self) -> int:
+        return len((self.record or {}).get("diagnostics") or ())
+
+    @property
+    def failed(self) -> bool:
+        return (self.record or {}).get("status") == "error"
+
+    def first_line(self) -> str:
+        """The first line of the cell's body: not blank, not the ``%%trackgrad`` line."""
+        return first_body_line((self.record or {}).get("source"))
+
+
+def first_body_line(source: Any) -> str:
+    if not isinstance(source, str):
+        return ""
+    for line in source.splitlines():
+        s = line.strip()
+        if s and not s.startswith("%%"):
+            return s
+    return ""
+
+
+# -- scanning --------------------------------------------------------------------------------
+def _open(path: str | os.PathLike[str]) -> tuple[IO[bytes], IO[bytes]]:
+    """(raw file, line source): gzip is recognised by its magic bytes, not by the name."""
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        raise IsADirectoryError(f"{p}: is a directory, not a log file")
+    try:
+        raw = open(p, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such file") from None
+    except OSError as e:
+        raise OSError(f"{p}: {e.strerror or e}") from None
+    magic = raw.read(2)
+    raw.seek(0)
+    if magic == b"\x1f\x8b":
+        return raw, gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw, raw
+
+
+_EVENT_HEAD = b'{"type":"event","key":"'
+_KIND_AT = b',"kind":"'
+_KIND_BYTES = {k.encode(): k for k in KINDS if k != "move"}
+
+
+def scan(path: str | os.PathLike[str], stats: ScanStats, *, counts_only: bool = False,
+         progress: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Every known record of the log, in file order; fills ``stats`` as it goes.
+
+    ``counts_only`` (``summary``) skips parsing event lines framed as this writer frames them,
+    yielding only their key and kind: parsing is most of the cost of reading a big log.  Moves
+    (bytes moved), other lines and anything unexpected take the full parse."""
+    raw, src = _open(path)
+    total = os.fstat(raw.fileno()).st_size
+    ours = False
+    try:
+        lines = iter(src)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except (EOFError, OSError, zlib.error):
+                stats.skipped += 1  # a gzip member cut short or damaged: the rest is unreadable
+                break
+            stats.lines += 1
+            if progress is not None and not stats.lines & 0xFFF:
+                progress(raw.tell(), total)
+            if counts_only and line.startswith(_EVENT_HEAD) and line.endswith(b"}}\n"):
+                q = line.find(b'"', 23)
+                k = line.find(_KIND_AT, q, q + 48)
+                kind = _KIND_BYTES.get(line[k + 9 : line.find(b'"', k + 9)]) if k > 0 else None
+                if kind is not None:
+                    ours = True
+                    yield {"type": "event", "key": line[23:q].decode(), "event": {"kind": kind}}
+                    continue
+            if not line.strip():
+                continue
+            try:
+                r = loads(line)
+            except ValueError:
+                stats.skipped += 1
+                r = None
+                ours = ours or line.startswith(_OUR_PREFIXES)  # a truncated record of ours
+            if not isinstance(r, dict):
+                if r is not None:
+                    stats.skipped += 1
+            else:
+                t = r.get("type")
+                if t == "event":
+                    if isinstance(r.get("event"), dict):
+                        ours = True
+                        yield r
+                    else:
+                        stats.bad_events += 1
+                elif t == "cell":
+                    ours = True
+                    yield r
+                elif t == "header" and r.get("format") == FORMAT:
+                    ours = True
+                    v = r.get("schema_version")
+                    if isinstance(v, int) and v > SCHEMA_VERSION:
+                        stats.newer_schema = max(v, stats.newer_schema or 0)
+                    stats.headers.append(r)
+                    yield r
+                else:
+                    stats.unknown += 1
+            if not ours and stats.lines >= SNIFF_LINES:
+                raise NotALogError(f"{os.fspath(path)} is not a tensormagic log (no tensormagic records "
+                                   f"in its first {SNIFF_LINES} lines)")  # fmt: skip
+        if not ours and stats.lines and (stats.skipped or stats.unknown):
+            raise NotALogError(f"{os.fspath(path)} is not a tensormagic log (no tensormagic records in it)")
+        if progress is not None:
+            progress(total, total)
+    finally:
+        if src is not raw:
+            src.close()
+        raw.close()
+
+
+def iter_cells(path: str | os.PathLike[str], stats: ScanStats | None = None, *,
+               keep_events: bool | Callable[[LoggedCell], bool] = False,
+               progress: Callable[[int, int], None] | None = None) -> Iterator[LoggedCell]:  # fmt: skip
+    """Cells in the order their cell records appear (then any the log ends inside of), holding
+    only the open cells' counts.  ``keep_events`` keeps each cell's event dicts (a predicate
+    decides per cell, given the cell with its record, before they are handed on)."""
+    stats = stats if stats is not None else ScanStats(os.fspath(path))
+    keep_any = keep_events is not False
+    with _GcPause(keep_any) as pause:
+        yield from _cells(path, stats, keep_events, keep_any, pause, progress)
+
+
+def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | Callable[[LoggedCell], bool],
+           keep_any: bool, pause: _GcPause, progress: Callable[[int, int], None] | None) -> Iterator[LoggedCell]:  # fmt: skip
+    open_cells: dict[str, LoggedCell] = {}
+    sessions: dict[str, dict[str, Any]] = {}
+    position = 0
+    for r in scan(path, stats, counts_only=not keep_any, progress=progress):
+        t = r["type"]
+        if t == "event":
+            key = str(r.get("key"))
+            c = open_cells.get(key)
+            if c is None:
+                c = open_cells[key] = LoggedCell(0, key, events=[] if keep_any else None)
+            ev = r["event"]
+            kind = ev.get("kind")
+            c.counts[kind] = c.counts.get(kind, 0) + 1
+            c.n_events += 1
+            if kind == "move" and ev.get("from_device") != ev.get("to_device"):
+                n = ev.get("nbytes")
+                c.bytes_moved += n if isinstance(n, int) else 0
+            if c.events is not None:
+                c.events.append(ev)
+        elif t == "cell":
+            key = str(r.get("key"))
+            c = open_cells.pop(key, None) or LoggedCell(0, key, events=[] if keep_any else None)
+            position += 1
+            c.position, c.record = position, r
+            c.session = sessions.get(key.rsplit("/", 1)[0])
+            if callable(keep_events) and not keep_events(c):
+                c.events = None
+            with pause.resumed():
+                yield c
+        else:
+            sessions[str(r.get("session"))] = r
+    for c in open_cells.values():  # the log ends inside these cells (the writer stopped)
+        position += 1
+        c.position = position
+        c.session = sessions.get(c.key.rsplit("/", 1)[0])
+        if callable(keep_events) and not keep_events(c):
+            c.events = None
+        with pause.resumed():
+            yield c
+
+
+class _GcPause:
+    """Keeps the cyclic collector off while a reader piles up acyclic dicts and events: each
+    collection it would trigger re-walks everything read so far (4× the reading time)."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active and gc.isenabled()
+
+    def __enter__(self) -> _GcPause:
+        if self.active:
+            gc.disable()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            gc.enable()
+
+    @contextmanager
+    def resumed(self) -> Iterator[None]:
+        if self.active:
+            gc.enable()
+        try:
+            yield
+        finally:
+            if self.active:
+                gc.disable()
+
+
+# -- back to Recordings ----------------------------------------------------------------------
+def to_recording(c: LoggedCell, stats: ScanStats | None = None) -> Recording:
+    """The Recording of one logged cell: same class, same views and queries as a live one."""
+    r = c.record or {}
+    events: list[Event] = []
+    with _GcPause(True):
+        for d in c.events or ():
+            try:
+                events.append(Event.from_dict(d))
+            except (TypeError, KeyError, ValueError, AttributeError):
+                if stats is not None:
+                    stats.bad_events += 1
+    err = r.get("error") if isinstance(r.get("error"), dict) else None
+    error = None
+    if err is not None:
+        etype, msg = err.get("type") or "Error", err.get("message")
+        error = f"{etype}: {msg}" if msg else str(etype)
+    internal = r.get("internal_error")
+    if c.record is None:
+        internal = "the log ends before this cell's end record (the writing process stopped)"
+    elif isinstance(r.get("n_events"), int) and r["n_events"] != c.n_events:
+        internal = internal or f"{r['n_events'] - c.n_events} of {r['n_events']} events missing from the log"
+    rec = Recording(
+        events=tuple(events),
+        folds=tuple(_folds(r.get("folds"))),
+        graphs=_graphs(r.get("graphs")),
+        cell=r.get("exec_count"),
+        cell_id=r.get("cell_id"),
+        source=r.get("source"),
+        file=r.get("file"),
+        failed=r.get("status") == "error",
+        error=error,
+        started=float(r.get("started") or 0.0),
+        duration_s=float(r.get("duration_s") or 0.0),
+        stats_enabled=bool(r.get("stats_enabled")),
+        internal_error=internal,
+        diagnostics=[_diagnostic(d) for d in r.get("diagnostics") or () if isinstance(d, dict)],
+        finished=True,
+    )
+    rec.tensors = rebuild_tensors(rec.events, r.get("tensors"))
+    return rec
+
+
+def rebuild_tensors(events: tuple[Event, ...], table: Any) -> dict[str, TensorRecord]:
+    """TensorRecords from the events (tensors are gone: no weak references), in the writer's
+    order; a table entry is an id (its latest snapshot in the events) or a full TensorRef."""
+    derived = last_refs(events)
+    recs: dict[str, TensorRecord] = {}
+    items: list[Any] = list(table) if isinstance(table, list) else list(derived)
+    for item in items:
+        try:
+            ref = derived.get(item) if isinstance(item, str) else TensorRef.from_dict(item)
+        except (TypeError, KeyError, ValueError, AttributeError):
+            ref = None
+        if ref is not None:
+            recs[ref.id] = TensorRecord(id=ref.id, names=ref.names, ref=ref)
+    return attach_events(recs, events)
+
+
+def _folds(items: Any) -> list[Fold]:
+    out = []
+    for d in items or ():
+        try:
+            out.append(Fold.from_dict(d))
+        except (TypeError, KeyError, ValueError, AttributeError):
+            continue
+    return out
+
+
+def _graphs(d: Any) -> GraphTable:
+    try:
+        return GraphTable.from_dict(d) if isinstance(d, dict) else GraphTable()
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return GraphTable()
+
+
+def _diagnostic(d: dict[str, Any]) -> Any:
+    """A ``Diagnostic`` of the event model when the dict is one, else its plain fields."""
+    from . import events
+
+    cls = getattr(events, "Diagnostic", None)
+    if cls is not None:
+        try:
+            return cls.from_dict(d)
+        except (TypeError, KeyError, ValueError, AttributeError):
+            pass  # written by something older or foreign: keep what it says
+    return SimpleNamespace(**{"where": "?", "message": "", "fix": None, **d})
+
+
+class LoadedLog(list):  # type: ignore[type-arg]
+    """The recordings of a log (a list), with what the reader met: ``stats`` (skipped lines,
+    headers, a newer schema) and each recording's cell ``positions`` (1-based, in file order)."""
+
+    def __init__(self, items: list[Recording], stats: ScanStats, positions: list[int]) -> None:
+        super().__init__(items)
+        self.stats = stats
+        self.positions = positions
+
+    @property
+    def skipped(self) -> int:
+        return self.stats.skipped
+
+
+def load_log(path: str | os.PathLike[str], *, cell: int | None = None, exec_count: int | None = None,
+             last: int | None = None, warn: bool = True) -> LoadedLog:  # fmt: skip
+    """The recordings of a log file, one per logged cell, oldest first.
+
+    ``cell`` selects by 1-based position in the file, ``exec_count`` by execution count (several
+    kernels may repeat one), ``last`` keeps the last K.  Lines that do not parse are skipped and
+    counted (``.skipped``); with ``warn`` a :class:`LogWarning` says so, and says when a newer
+    tensormagic wrote the file.  Raises ``FileNotFoundError`` or :class:`NotALogError`."""
+
+    def wanted(c: LoggedCell) -> bool:
+        return (cell is None or c.position == cell) and (exec_count is None or c.exec_count == exec_count)
+
+    stats = ScanStats(os.fspath(path))
+    kept: deque[tuple[int, Recording]] = deque(maxlen=max(last, 0) if last is not None else None)
+    for c in iter_cells(path, stats, keep_events=wanted):
+        if wanted(c) and kept.maxlen != 0:
+            kept.append((c.position, to_recording(c, stats)))
+    recs = [r for _, r in kept]
+    positions = [p for p, _ in kept]
+    if warn:
+        for note in stats.notes():
+            warnings.warn(note, LogWarning, stacklevel=2)
+    return LoadedLog(recs, stats, positions)
+
+
+__all__ = [
+    "LoadedLog",
+    "LogReadError",
+    "LoggedCell",
+    "NotALogError",
+    "ScanStats",
+    "first_body_line",
+    "iter_cells",
+    "load_log",
+    "rebuild_tensors",
+    "scan",
+    "to_recording",
+]

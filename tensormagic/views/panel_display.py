@@ -1,0 +1,170 @@
+"""Displaying panels in a notebook, and closing the ones a re-run cell replaced.
+
+A displayed widget lives in the kernel's widget registry until it is closed; a notebook that
+re-runs a cell replaces its output but closes nothing.  So each recording's panel is registered
+under its cell id (``Recording.cell_id``): displaying a new panel for the same cell closes the
+previous one, and panels without a cell id are kept to the ``MAX_UNKEYED`` most recent.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
+
+import ipywidgets as W
+
+from ..recording import Recording
+from .card import info_card_html
+from .panel_tables import STYLE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..info import TensorInfo
+    from .panel import NamespaceTable, Panel
+
+MAX_UNKEYED = 100
+_CELL = "cell"  # default key: the recording's own cell id
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_keyed: dict[str, Closable] = {}
+_unkeyed: deque[Closable] = deque()
+
+
+def _register(obj: Closable, key: str | None) -> None:
+    if key is not None:
+        old = _keyed.pop(key, None)
+        if old is not None and old is not obj:
+            old.close()
+        _keyed[key] = obj
+        return
+    _unkeyed.append(obj)
+    while len(_unkeyed) > MAX_UNKEYED:
+        _unkeyed.popleft().close()
+
+
+def open_panels() -> int:
+    """How many displayed panels are still open (registered and not closed)."""
+    return len(_keyed) + len(_unkeyed)
+
+
+def close_all() -> None:
+    """Close every panel this module displayed (``%unload_ext``)."""
+    items = [*_keyed.values(), *_unkeyed]
+    _keyed.clear()
+    _unkeyed.clear()
+    for obj in items:
+        obj.close()
+
+
+class PanelDisplay:
+    """What a notebook shows for a recording: the panel, or (``summary=True``) its one-line
+    summary that expands into the panel, built only when first expanded.  The bundle also carries
+    ``text/plain`` and self-contained ``text/html`` for terminals, nbconvert and GitHub."""
+
+    def __init__(self, rec: Recording, *, summary: bool = False, page_size: int = 25) -> None:
+        from .panel import Panel
+
+        self.rec = rec
+        self.summary = summary
+        self.page_size = page_size
+        self.panel: Panel | None = None
+        self._own: list[W.Widget] = []
+        if summary:
+            self._holder = W.VBox([])
+            self.widget = W.Accordion(children=[self._holder], titles=(rec.summary_line(),), selected_index=None)
+            self.widget.add_class("tm-summary")
+            self._own = [self._holder, self.widget]
+            self.widget.observe(self._expand, "selected_index")
+        else:
+            self.panel = Panel(rec, page_size=page_size)
+            self.widget = self.panel.widget
+
+    def _expand(self, change: dict[str, Any]) -> None:
+        if change["new"] == 0 and self.panel is None:
+            from .panel import Panel
+
+            self.panel = Panel(self.rec, page_size=self.page_size)
+            self._holder.children = (self.panel.widget,)
+
+    def close(self) -> None:
+        if self.panel is not None:
+            self.panel.close()
+        from .panel import close_widget
+
+        for w in self._own:
+            close_widget(w)
+        self._own = []
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ..display import Summary
+        from .panel import bundle
+
+        if self.summary:
+            data = Summary(self.rec)._repr_mimebundle_()
+        else:
+            data = {"text/plain": self.rec.to_text(), "text/html": self.rec.to_html()}
+        return bundle(self.widget, data)
+
+
+def display_recording(rec: Recording, *, summary: bool = False, key: str | None = _CELL,
+                      page_size: int = 25) -> PanelDisplay:  # fmt: skip
+    """Display the inspector panel of ``rec`` under the current cell and return it.
+
+    ``key`` (default: ``rec.cell_id``) names the output the panel belongs to: the previous panel
+    displayed with the same key is closed, so re-running a cell frees the old widgets."""
+    from IPython.display import display
+
+    p = PanelDisplay(rec, summary=summary, page_size=page_size)
+    _register(p, rec.cell_id if key == _CELL else key)
+    display(p)
+    return p
+
+
+class TensorCard:
+    """``%tensorinfo x``: the detail card as self-contained HTML (no widget, nothing to close)."""
+
+    def __init__(self, info: TensorInfo, tensor: Any = None) -> None:
+        self.info = info
+        # the histogram is computed now: the card keeps no reference to the tensor
+        self.html = f"{STYLE}<div class='tm-panel'>{info_card_html(info, tensor)}</div>"
+
+    def to_html(self) -> str:
+        return self.html
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": self.info.to_text(), "text/html": self.html}
+
+
+def display_tensor_info(info: TensorInfo, tensor: Any = None) -> TensorCard:
+    from IPython.display import display
+
+    card = TensorCard(info, tensor)
+    display(card)
+    return card
+
+
+def display_namespace(namespace: Mapping[str, Any], *, key: str | None = None) -> NamespaceTable:
+    """``%tensorinfo`` with no argument: the namespace table widget, displayed and returned."""
+    from IPython.display import display
+
+    from .panel import NamespaceTable
+
+    table = NamespaceTable(namespace)
+    _register(table, key)
+    display(table)
+    return table
+
+
+__all__ = [
+    "MAX_UNKEYED",
+    "PanelDisplay",
+    "TensorCard",
+    "close_all",
+    "display_namespace",
+    "display_recording",
+    "display_tensor_info",
+    "open_panels",
+]
