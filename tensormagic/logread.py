@@ -47,6 +47,7 @@ class ScanStats:
     bad_events: int = 0  # event records whose fields could not be read back
     headers: list[dict[str, Any]] = field(default_factory=list)
     newer_schema: int | None = None
+    cells: int = 0  # cells met so far (all of them once a scan has finished)
 
     def notes(self) -> list[str]:
         """One line per thing a reader should tell the user."""
@@ -251,6 +252,7 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
             key = str(r.get("key"))
             c = open_cells.pop(key, None) or LoggedCell(0, key, events=[] if keep_any else None)
             position += 1
+            stats.cells = position
             c.position, c.record = position, r
             c.session = sessions.get(key.rsplit("/", 1)[0])
             if callable(keep_events) and not keep_events(c):
@@ -261,6 +263,7 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
             sessions[str(r.get("session"))] = r
     for c in open_cells.values():  # the log ends inside these cells (the writer stopped)
         position += 1
+        stats.cells = position
         c.position = position
         c.session = sessions.get(c.key.rsplit("/", 1)[0])
         if callable(keep_events) and not keep_events(c):

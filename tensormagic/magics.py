@@ -14,7 +14,7 @@ from .display import MODES, show
 from .recording import Recording
 from .session import AutoTracker, Options, run_tracked_cell
 
-MAGIC_NAMES = {"line": ("trackgrad", "tensorinfo", "device"), "cell": ("trackgrad",)}
+MAGIC_NAMES = {"line": ("trackgrad", "tensorinfo", "device", "tensorlog"), "cell": ("trackgrad",)}
 
 
 @magics_class
@@ -174,6 +174,42 @@ class TensorMagic(Magics):
             print(f"default device: {now}")
             return
         self._display(device_report(self.shell.user_ns))
+
+    # -- %tensorlog ------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("path", metavar="PATH", help="a log written by tensormagic (.jsonl or .jsonl.gz)")
+    @argument("--cell", type=int, metavar="N", help="the cell at this 1-based position in the file")
+    @argument("--exec-count", type=int, metavar="N", help="the cells with this execution count")
+    @argument("--last", type=int, metavar="K", help="only the last K (matching) cells")
+    @line_magic
+    def tensorlog(self, line: str) -> None:
+        """Show cells from a log file: %tensorlog PATH [--cell N] [--exec-count N] [--last K]
+
+        --cell N is the cell's position in the file (several kernels repeat execution counts);
+        --exec-count N selects by execution count. The recordings are the same as live ones.
+        """
+        import os
+
+        from .logread import LogReadError, load_log
+
+        args = parse_argstring(self.tensorlog, line)
+        path = os.path.expanduser(args.path)
+        try:
+            recs = load_log(path, cell=args.cell, exec_count=args.exec_count, last=args.last, warn=False)
+        except (OSError, LogReadError) as e:
+            raise UsageError(str(e)) from None
+        for note in recs.stats.notes():
+            print(f"note: {note}")
+        if not recs:
+            if args.cell is None and args.exec_count is None:
+                print(f"{path}: no cells logged yet")
+                return None
+            what = f"cell {args.cell}" if args.cell is not None else f"cell with execution count {args.exec_count}"
+            raise UsageError(f"{path} has {recs.stats.cells} cell(s); there is no {what}")
+        for pos, rec in zip(recs.positions, recs):
+            print(f"── {path}: cell #{pos} (execution count {rec.cell}) ──")
+            self._display(rec)
+        return None
 
 
 _loaded: dict[int, TensorMagic] = {}
