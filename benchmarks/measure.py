@@ -1,0 +1,96 @@
+"""Interleaved, paired timing: every repetition runs each variant once (A B C A B C …), and
+each variant's time is divided by the bare run of the same repetition and workload size."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from variants import Variant
+from workloads import Workload
+
+
+@dataclass
+class Cell:
+    """One workload x variant: the paired ratios and the raw seconds."""
+
+    ratios: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    bare_seconds: list[float] = field(default_factory=list)
+    note: str | None = None
+    error: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"note": self.note, "error": self.error}
+        if self.ratios:
+            d.update(median=statistics.median(self.ratios), min=min(self.ratios), max=max(self.ratios),
+                     ratios=self.ratios, seconds=self.seconds, bare_seconds=self.bare_seconds)  # fmt: skip
+        return d
+
+
+def _timer(cuda: bool) -> Callable[[Callable[[], object]], float]:
+    def timed(fn: Callable[[], object]) -> float:
+        gc.collect()
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    return timed
+
+
+def measure_workload(wl: Workload, variants: list[Variant], *, device: str, scale: float, reps: int,
+                     log: Callable[[str], None]) -> dict[str, Cell]:  # fmt: skip
+    """All variants on one workload, interleaved; the rotation of the order changes every repetition."""
+    timed = _timer(device == "cuda")
+    cells = {v.key: Cell(note=v.note) for v in variants}
+    runs: dict[int, Callable[[], object]] = {}
+    for v in variants:
+        if v.shrink not in runs:
+            runs[v.shrink] = wl.make(device, scale / v.shrink)
+    wrapped: dict[str, Callable[[], object]] = {}
+    for v in variants:
+        if not v.available:
+            continue
+        try:
+            fn = v.wrap(runs[v.shrink])
+            v.before()
+            try:
+                fn()  # warm-up: caches, lazy imports, allocator
+            finally:
+                v.after()
+            wrapped[v.key] = fn
+        except Exception as e:  # noqa: BLE001 - one broken variant must not sink the table
+            cells[v.key].error = f"{type(e).__name__}: {e}"
+            log(f"  {wl.key} {v.key}: failed in warm-up\n{traceback.format_exc()}")
+    active = [v for v in variants if v.key in wrapped]
+    for rep in range(reps):
+        order = active[rep % len(active):] + active[: rep % len(active)]
+        bare: dict[int, float] = {}
+        times: dict[str, float] = {}
+        for v in order:
+            if v.shrink != 1:  # its own bare pair, of the same smaller size, right before it
+                bare[v.shrink] = timed(runs[v.shrink])
+            v.before()
+            try:
+                times[v.key] = timed(wrapped[v.key])
+            finally:
+                v.after()
+        bare[1] = times["bare"]
+        for v in active:
+            c = cells[v.key]
+            b = bare[v.shrink]
+            c.seconds.append(times[v.key])
+            c.bare_seconds.append(b)
+            c.ratios.append(times[v.key] / b)
+        log(f"  {wl.key} rep {rep + 1}/{reps}: bare {times['bare'] * 1e3:.1f} ms")
+    return cells
