@@ -141,10 +141,23 @@ def test_selecting_a_tensor_fills_the_card(example, panel):
     card = panel.card.value
     assert "<h4>y " in card and "alive" in card
     assert "AddBackward0 → AccumulateGrad(x)" in card
-    assert "all 3" in card  # statistics of the live tensor
-    assert "<svg" in card  # the value histogram
+    assert "all 3" in card  # statistics of the live tensor, computed when the card opened
+    assert "<svg" not in card  # a constant tensor gets no one-bar histogram
     assert "y = x + 2" in card and "history" in card
     assert panel.selected == rec.tensor("y").id
+
+
+def test_card_of_a_live_tensor_has_a_histogram():
+    """A live tensor with varied values gets a small histogram of them in its card."""
+    with tensormagic.track() as rec:
+        w = torch.linspace(-1, 1, 100)
+    p = Panel(rec)
+    try:
+        p.select(rec.tensor("w").id)
+        assert p.card.value.count("<rect") == 24 and "-1 … 1" in p.card.value
+    finally:
+        p.close()
+    del w
 
 
 def test_card_of_a_freed_tensor_shows_recorded_metadata():

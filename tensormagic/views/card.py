@@ -25,8 +25,8 @@ EMPTY_CARD = "<div class='tm-card tm-muted'>Pick a tensor to see its details.</d
 
 def histogram_svg(hist: tuple[list[int], float, float] | None, *, width: int = 240, height: int = 44) -> str:
     """A small bar chart of value counts, inline SVG (no scripts), with the range under it."""
-    if hist is None:
-        return ""
+    if hist is None or hist[1] == hist[2]:
+        return ""  # one bar says nothing the "all 3" summary does not
     counts, lo, hi = hist
     top = max(counts) or 1
     bw = width / len(counts)
@@ -54,9 +54,10 @@ def _rows_html(rows: Sequence[tuple[str, str]]) -> str:
     return f"<table>{body}</table>"
 
 
-def _card(title: str, badge: str, rows: Sequence[tuple[str, str]], extra: str = "") -> str:
+def _card(title: str, badge: str, rows: Sequence[tuple[str, str]], extra: str = "", below: str = "") -> str:
     return (f"<div class='tm-card'><h4>{h(title)} {badge}</h4>"
-            f"<div style='display:flex;gap:24px;flex-wrap:wrap'><div>{_rows_html(rows)}</div>{extra}</div></div>")  # fmt: skip
+            f"<div style='display:flex;gap:24px;flex-wrap:wrap'><div>{_rows_html(rows)}</div>{extra}</div>"
+            f"{below}</div>")  # fmt: skip
 
 
 def _ref_rows(ref: TensorRef) -> list[tuple[str, str]]:
@@ -90,17 +91,14 @@ def history_html(trec: TensorRecord) -> str:
     more = len(trec.events) - MAX_HISTORY
     if more > 0:
         rows.append(f"<tr><td colspan=5 class='tm-muted'>… {more:,} more events</td></tr>")
-    return f"<div><b>history</b><table class='tm-t'><tbody>{''.join(rows)}</tbody></table></div>"
+    return f"<div style='margin-top:6px'><b>history</b><table class='tm-t'><tbody>{''.join(rows)}</tbody></table></div>"
 
 
-def _stats_rows(stats: Stats | None, alive: bool, recorded: bool) -> list[tuple[str, str]]:
-    if stats is not None:
-        zeros = f", {stats.zeros:,} zero(s)" if stats.zeros else ""
-        return [("values" if alive else "values (recorded)", stats.summary() + zeros)]
-    if alive:
-        return []
-    return [("values", "not recorded: the tensor is freed (track with --stats to keep statistics)"
-             if not recorded else "freed")]  # fmt: skip
+def _recorded_stats_row(stats: Stats | None) -> tuple[str, str]:
+    if stats is None:
+        return ("values", "not recorded: the tensor is freed (track with --stats to keep statistics)")
+    zeros = f", {stats.zeros:,} zero(s)" if stats.zeros else ""
+    return ("values (recorded)", stats.summary() + zeros)
 
 
 def record_card_html(rec: Recording, trec: TensorRecord) -> str:
@@ -121,15 +119,16 @@ def record_card_html(rec: Recording, trec: TensorRecord) -> str:
         badge = "<span class='tm-ok'>● alive</span>"
         hist = histogram_svg(_histogram_of(t))
     else:
-        rows = _ref_rows(trec.ref) + _stats_rows(trec.recorded_stats, False, trec.recorded_stats is not None)
+        rows = [*_ref_rows(trec.ref), _recorded_stats_row(trec.recorded_stats)]
         badge = "<span class='tm-muted'>○ freed: recorded metadata</span>"
     if chain:
-        rows.insert(min(len(rows), 3), ("grad_fn chain", chain))
+        at = next((i + 1 for i, (k, _v) in enumerate(rows) if k in ("autograd", "grad_fn")), len(rows))
+        rows.insert(at, ("grad_fn chain", chain))
     if where:
         rows.append(("created", where))
     if trec.ref.storage_id:
         rows.append(("id", f"{trec.id} (storage {trec.ref.storage_id})"))
-    return _card(names, badge, rows, hist) + history_html(trec)
+    return _card(names, badge, rows, hist, history_html(trec))
 
 
 def info_card_html(info: TensorInfo, tensor: Any = None) -> str:

@@ -24,6 +24,9 @@ from .panel_tables import (
 
 TAB_TITLES = ("Tensors", "Autograd", "In-place", "Devices & dtypes", "Timeline", "Diagnostics")
 NO_PICK = "— pick a tensor —"
+# A Dropdown whose value is None shows nothing selected: real sentinels keep the label visible
+NONE = ""
+RECORDED_ORDER = ("", False)
 
 R = TypeVar("R")
 Option = tuple[str, Any]
@@ -68,13 +71,14 @@ class TableView(Generic[R]):
 
     def __init__(self, owner: _Owner, table: Table[R], *, placeholder: str,
                  option: Callable[[R], Option | None] | None = None,
-                 on_select: Callable[[Any], None] | None = None, sortable: bool = True) -> None:  # fmt: skip
+                 on_select: Callable[[Any], None] | None = None, sortable: bool = True,
+                 css: str = "tm-view") -> None:  # fmt: skip
         self.table, self.option, self.on_select = table, option, on_select
         m = owner.make
         self.filter = m(W.Text, placeholder=placeholder, layout=W.Layout(width="22em"), css="tm-filter")
         sorts = [(f"{t} {arrow}", (t, desc)) for t in table.sortable() for arrow, desc in (("↑", False), ("↓", True))]
-        self.sort = m(W.Dropdown, options=[("recorded order", None), *sorts], description="sort by",
-                      layout=W.Layout(width="16em"), css="tm-sort") if sortable else None  # fmt: skip
+        self.sort = m(W.Dropdown, options=[("recorded order", RECORDED_ORDER), *sorts], description="sort by",
+                      layout=W.Layout(width="17em"), css="tm-sort") if sortable else None  # fmt: skip
         self.prev = m(W.Button, description="◀ prev", layout=W.Layout(width="6em"), css="tm-prev")
         self.next = m(W.Button, description="next ▶", layout=W.Layout(width="6em"), css="tm-next")
         self.status = m(W.HTML, css="tm-status")
@@ -83,14 +87,14 @@ class TableView(Generic[R]):
         children: list[W.Widget] = [m(W.HBox, controls), self.body]
         self.picker: W.Dropdown | None = None
         if option is not None:
-            self.picker = m(W.Dropdown, options=[(NO_PICK, None)], description="inspect",
+            self.picker = m(W.Dropdown, options=[(NO_PICK, NONE)], description="inspect",
                             layout=W.Layout(width="30em"), css="tm-pick")  # fmt: skip
             self.picker.observe(self._picked, "value")
             children.append(self.picker)
-        self.box = m(W.VBox, children)
+        self.box = m(W.VBox, children, css=css)
         self.filter.observe(lambda ch: self._refresh(query=ch["new"]), "value")
         if self.sort is not None:
-            self.sort.observe(lambda ch: self._refresh(sort=ch["new"] or (None, False)), "value")
+            self.sort.observe(lambda ch: self._refresh(sort=ch["new"]), "value")
         self.prev.on_click(lambda _b: self.go(self.table.page - 1))
         self.next.on_click(lambda _b: self.go(self.table.page + 1))
         self._refresh()
@@ -114,10 +118,10 @@ class TableView(Generic[R]):
         self.next.disabled = t.page >= t.pages - 1
         if self.picker is not None and self.option is not None:
             opts = [o for o in map(self.option, t.page_rows()) if o is not None]
-            self.picker.options = [(NO_PICK, None), *dict.fromkeys(opts)]
+            self.picker.options = [(NO_PICK, NONE), *dict.fromkeys(opts)]
 
     def _picked(self, change: dict[str, Any]) -> None:
-        if change["new"] is not None and self.on_select is not None:
+        if change["new"] and self.on_select is not None:
             self.on_select(change["new"])
 
 
@@ -141,13 +145,13 @@ class Panel(_Owner):
 
         filt = "filter: name, op, module, dtype, device"
         self.tensors = TableView(self, tensors_table(rec, page_size), placeholder=filt, option=tensor_option,
-                                 on_select=pick)  # fmt: skip
+                                 on_select=pick, css="tm-tensors")  # fmt: skip
         self.inplace = TableView(self, inplace_table(rec, page_size), placeholder="filter: name, op, source",
-                                 option=event_option, on_select=pick)  # fmt: skip
+                                 option=event_option, on_select=pick, css="tm-inplace")  # fmt: skip
         self.moves = TableView(self, moves_table(rec, page_size), placeholder="filter: name, op, device, dtype",
-                               option=event_option, on_select=pick)  # fmt: skip
+                               option=event_option, on_select=pick, css="tm-moves")  # fmt: skip
         self.timeline = TableView(self, _timeline_table(rec), placeholder="filter: name, op, source",
-                                  sortable=False)  # fmt: skip
+                                  sortable=False, css="tm-timeline")  # fmt: skip
         self.graph = GraphView(self, rec, pick)
         inplace_box = m(W.VBox, [m(W.HTML, f"<b>{len(self.inplace.table.rows):,}</b> writes; a write "
                                            "through a view changes its base and every other view"),
@@ -180,9 +184,9 @@ class GraphView:
         tops = rec.top_results()
         others = [r for r in rec.results() if r not in tops]
         opts = [(r.label, r.id) for r in tops] + [(f"{r.label} (inside another graph)", r.id) for r in others]
-        self.which = m(W.Dropdown, options=opts or [("(no autograd graph in this cell)", None)],
+        self.which = m(W.Dropdown, options=opts or [("(no autograd graph in this cell)", NONE)],
                        description="graph of", layout=W.Layout(width="24em"), css="tm-graph-of")  # fmt: skip
-        self.picker = m(W.Dropdown, options=[(NO_PICK, None)], description="inspect",
+        self.picker = m(W.Dropdown, options=[(NO_PICK, NONE)], description="inspect",
                         layout=W.Layout(width="20em"), css="tm-graph-pick")  # fmt: skip
         self.body = m(W.HTML, css="tm-graph-box")
         self.box = m(W.VBox, [m(W.HBox, [self.which, self.picker]), self.body])
@@ -190,8 +194,8 @@ class GraphView:
         self.picker.observe(self._picked, "value")
         self.show(self.which.value)
 
-    def show(self, tensor_id: str | None) -> None:
-        if tensor_id is None:
+    def show(self, tensor_id: str) -> None:
+        if not tensor_id:
             self.body.value = ("<div class='tm-muted'>no tensor with a grad_fn was named in this cell: "
                                "create one with requires_grad=True to see its graph</div>")  # fmt: skip
             return
@@ -209,10 +213,10 @@ class GraphView:
                 opts.append((name, self.rec.tensor(name).id))
             except KeyError:
                 continue  # a leaf the graph names but the block never tracked (created before it)
-        self.picker.options = [(NO_PICK, None), *opts]
+        self.picker.options = [(NO_PICK, NONE), *opts]
 
     def _picked(self, change: dict[str, Any]) -> None:
-        if change["new"] is not None:
+        if change["new"]:
             self.on_select(change["new"])
 
 
@@ -317,7 +321,7 @@ class NamespaceTable(_Owner):
                                 f"{len(rows):,} tensors, {h(fmt_bytes(total))}</div>")  # fmt: skip
         self.card = self.make(W.HTML, EMPTY_CARD, css="tm-card-box")
         self.table = TableView(self, table, placeholder="filter: name, dtype, device, grad_fn",
-                               option=lambda r: (r.name, r.name), on_select=self.select)  # fmt: skip
+                               option=lambda r: (r.name, r.name), on_select=self.select, css="tm-namespace")  # fmt: skip
         self.widget = self.make(W.VBox, [self.header, self.table.box, self.card], css="tm-panel")
 
     def select(self, name: str) -> None:
