@@ -109,7 +109,7 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
             failed += c.failed
             incomplete += not c.complete
             ec = "" if c.exec_count is None else f"[{c.exec_count}]"
-            first = c.first_line()
+            first = c.first_line() or "(no source)"
             first = first if len(first) <= 40 else first[:39] + "…"
             row = f"{c.position:>4} {ec:>5}  {first:<40}" + "".join(f" {counts.get(k, 0):>8}" for k, _ in kind_cols)
             print(row + f" {fmt_bytes(c.bytes_moved) or '0 B':>9} {c.warnings:>4}  {status}", file=out)

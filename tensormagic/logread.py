@@ -8,59 +8,19 @@ truncated last line, a damaged gzip tail), and say so when a newer writer made t
 from __future__ import annotations
 
 import gc
-import gzip
 import os
 import warnings
-import zlib
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import IO, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .autograd import GraphTable
-from .events import KINDS, SCHEMA_VERSION, Event, Fold, TensorRef
-from .logfile import FORMAT, LogWarning, loads
+from .events import Event, Fold, TensorRef
+from .logfile import LogWarning
+from .logscan import LogReadError, NotALogError, ScanStats, scan
 from .recording import Recording, TensorRecord, attach_events, last_refs
-
-_OUR_PREFIXES = (b'{"type":"header","format":"tensormagic-log"', b'{"type":"event","key":', b'{"type":"cell","key":')
-#: Lines read before deciding that a file without any tensormagic record is not a log.
-SNIFF_LINES = 50
-
-
-class LogReadError(ValueError):
-    """A file that cannot be read as a tensormagic log (the message is one line)."""
-
-
-class NotALogError(LogReadError):
-    """The file is not a tensormagic log."""
-
-
-@dataclass
-class ScanStats:
-    """What a scan met besides cells: headers, skipped lines, a newer schema."""
-
-    path: str
-    lines: int = 0
-    skipped: int = 0  # lines that did not parse: truncated or corrupt
-    unknown: int = 0  # records of a type this reader does not know (skipped by design)
-    bad_events: int = 0  # event records whose fields could not be read back
-    headers: list[dict[str, Any]] = field(default_factory=list)
-    newer_schema: int | None = None
-    cells: int = 0  # cells met so far (all of them once a scan has finished)
-
-    def notes(self) -> list[str]:
-        """One line per thing a reader should tell the user."""
-        out = []
-        if self.newer_schema is not None:
-            out.append(f"{self.path} was written by a newer tensormagic (log schema {self.newer_schema}; "
-                       f"this reader knows {SCHEMA_VERSION}): upgrade tensormagic to read all of it; "
-                       "showing what this version understands")  # fmt: skip
-        if self.skipped:
-            out.append(f"skipped {self.skipped} corrupt or truncated line(s) in {self.path}")
-        if self.bad_events:
-            out.append(f"skipped {self.bad_events} unreadable event record(s) in {self.path}")
-        return out
 
 
 @dataclass
@@ -116,105 +76,6 @@ def first_body_line(source: Any) -> str:
     return ""
 
 
-# -- scanning --------------------------------------------------------------------------------
-def _open(path: str | os.PathLike[str]) -> tuple[IO[bytes], IO[bytes]]:
-    """(raw file, line source): gzip is recognised by its magic bytes, not by the name."""
-    p = os.fspath(path)
-    if os.path.isdir(p):
-        raise IsADirectoryError(f"{p}: is a directory, not a log file")
-    try:
-        raw = open(p, "rb")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{p}: no such file") from None
-    except OSError as e:
-        raise OSError(f"{p}: {e.strerror or e}") from None
-    magic = raw.read(2)
-    raw.seek(0)
-    if magic == b"\x1f\x8b":
-        return raw, gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw, raw
-
-
-_EVENT_HEAD = b'{"type":"event","key":"'
-_KIND_AT = b',"kind":"'
-_KIND_BYTES = {k.encode(): k for k in KINDS if k != "move"}
-
-
-def scan(path: str | os.PathLike[str], stats: ScanStats, *, counts_only: bool = False,
-         progress: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """Every known record of the log, in file order; fills ``stats`` as it goes.
-
-    ``counts_only`` (``summary``) skips parsing event lines framed as this writer frames them,
-    yielding only their key and kind: parsing is most of the cost of reading a big log.  Moves
-    (bytes moved), other lines and anything unexpected take the full parse."""
-    raw, src = _open(path)
-    total = os.fstat(raw.fileno()).st_size
-    ours = False
-    try:
-        lines = iter(src)
-        while True:
-            try:
-                line = next(lines)
-            except StopIteration:
-                break
-            except (EOFError, OSError, zlib.error):
-                stats.skipped += 1  # a gzip member cut short or damaged: the rest is unreadable
-                break
-            stats.lines += 1
-            if progress is not None and not stats.lines & 0xFFF:
-                progress(raw.tell(), total)
-            if counts_only and line.startswith(_EVENT_HEAD) and line.endswith(b"}}\n"):
-                q = line.find(b'"', 23)
-                k = line.find(_KIND_AT, q, q + 48)
-                kind = _KIND_BYTES.get(line[k + 9 : line.find(b'"', k + 9)]) if k > 0 else None
-                if kind is not None:
-                    ours = True
-                    yield {"type": "event", "key": line[23:q].decode(), "event": {"kind": kind}}
-                    continue
-            if not line.strip():
-                continue
-            try:
-                r = loads(line)
-            except ValueError:
-                stats.skipped += 1
-                r = None
-                ours = ours or line.startswith(_OUR_PREFIXES)  # a truncated record of ours
-            if not isinstance(r, dict):
-                if r is not None:
-                    stats.skipped += 1
-            else:
-                t = r.get("type")
-                if t == "event":
-                    if isinstance(r.get("event"), dict):
-                        ours = True
-                        yield r
-                    else:
-                        stats.bad_events += 1
-                elif t == "cell":
-                    ours = True
-                    yield r
-                elif t == "header" and r.get("format") == FORMAT:
-                    ours = True
-                    v = r.get("schema_version")
-                    if isinstance(v, int) and v > SCHEMA_VERSION:
-                        stats.newer_schema = max(v, stats.newer_schema or 0)
-                    stats.headers.append(r)
-                    yield r
-                else:
-                    stats.unknown += 1
-            if not ours and stats.lines >= SNIFF_LINES:
-                raise NotALogError(f"{os.fspath(path)} is not a tensormagic log (no tensormagic records "
-                                   f"in its first {SNIFF_LINES} lines)")  # fmt: skip
-        if not ours and stats.lines and (stats.skipped or stats.unknown):
-            raise NotALogError(f"{os.fspath(path)} is not a tensormagic log (no tensormagic records in it)")
-        if progress is not None:
-            progress(total, total)
-    finally:
-        if src is not raw:
-            src.close()
-        raw.close()
-
-
 def iter_cells(path: str | os.PathLike[str], stats: ScanStats | None = None, *,
                keep_events: bool | Callable[[LoggedCell], bool] = False,
                progress: Callable[[int, int], None] | None = None) -> Iterator[LoggedCell]:  # fmt: skip
@@ -231,8 +92,9 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
            keep_any: bool, pause: _GcPause, progress: Callable[[int, int], None] | None) -> Iterator[LoggedCell]:  # fmt: skip
     open_cells: dict[str, LoggedCell] = {}
     sessions: dict[str, dict[str, Any]] = {}
+    tallies: dict[str, dict[bytes, int]] | None = None if keep_any else {}
     position = 0
-    for r in scan(path, stats, counts_only=not keep_any, progress=progress):
+    for r in scan(path, stats, tallies=tallies, progress=progress):
         t = r["type"]
         if t == "event":
             key = str(r.get("key"))
@@ -251,6 +113,8 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
         elif t == "cell":
             key = str(r.get("key"))
             c = open_cells.pop(key, None) or LoggedCell(0, key, events=[] if keep_any else None)
+            if tallies is not None:
+                _add_tally(c, tallies.pop(key, None))
             position += 1
             stats.cells = position
             c.position, c.record = position, r
@@ -261,6 +125,8 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
                 yield c
         else:
             sessions[str(r.get("session"))] = r
+    for key, tally in (tallies or {}).items():
+        _add_tally(open_cells.setdefault(key, LoggedCell(0, key)), tally)
     for c in open_cells.values():  # the log ends inside these cells (the writer stopped)
         position += 1
         stats.cells = position
@@ -270,6 +136,14 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
             c.events = None
         with pause.resumed():
             yield c
+
+
+def _add_tally(c: LoggedCell, tally: dict[bytes, int] | None) -> None:
+    """Fold the counts of the event lines the scan counted without parsing into the cell."""
+    for kb, n in (tally or {}).items():
+        kind = kb.decode(errors="replace")
+        c.counts[kind] = c.counts.get(kind, 0) + n
+        c.n_events += n
 
 
 class _GcPause:

@@ -421,3 +421,38 @@ def test_numpy_event_leaves_no_array(tmp_path: Path) -> None:
     text = log.read_text()
     assert "[0.0, 1.0" not in text and "[0,1,2" not in text
 
+
+
+def _synthetic(n: int, tag: str = "x") -> tensormagic.Recording:
+    from tensormagic.events import Event, TensorRef
+
+    ref = TensorRef(id="t1", storage_id="s1", names=(tag,), shape=(4,), dtype="float32", device="cpu",
+                    requires_grad=False, is_leaf=True, grad_fn=None, version=0)  # fmt: skip
+    events = tuple(Event(seq=i, kind="create", op="torch.ones", tensor=ref, source=tag * 200) for i in range(n))
+    return tensormagic.Recording(events=events, finished=True)
+
+
+def test_gzip_cell_larger_than_a_read_block(tmp_path: Path) -> None:
+    """A gzip cell that decompresses to several megabytes reads back whole (lines cross blocks)."""
+    log = tmp_path / "big.jsonl.gz"
+    LogWriter(log).write(_synthetic(12_000))
+    (back,) = load_log(log)
+    assert len(back.events) == 12_000 and back.events[-1].seq == 11_999
+
+
+def test_counting_scan_agrees_with_full_parse(tmp_path: Path) -> None:
+    """The summary's counting scan gives the counts and bytes moved a full parse gives."""
+    from tensormagic.logread import iter_cells
+
+    log = tmp_path / "run.jsonl"
+    _two_cells(log)
+    lines = log.read_bytes().split(b"\n")
+    lines[2] = b" " + lines[2]  # framed differently: takes the full parse
+    lines.insert(4, b'{"type":"event","key":"x/1","event":{"seq":1,"kind":"create"')  # cut short
+    log.write_bytes(b"\n".join(lines))
+
+    def tally(keep: bool) -> list[tuple]:
+        return [(c.position, c.key, c.all_counts(), c.bytes_moved, c.n_events) for c in iter_cells(log, keep_events=keep)]
+
+    assert tally(False) == tally(True)
+    assert tally(False)[0][3] == 12 and tally(False)[0][4] == len(load_log(log, warn=False)[0].events)

@@ -1,0 +1,186 @@
+"""Reading a log line by line: open plain or gzip, parse, skip and count damage, sniff the format.
+
+The layer under ``logread.py``: it knows records only as dicts.  Unknown record types are
+skipped (and counted apart from damage); a newer ``schema_version`` is remembered to be told.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterator
+
+from .events import SCHEMA_VERSION
+from .logfile import FORMAT, loads
+
+_OUR_PREFIXES = (b'{"type":"header","format":"tensormagic-log"', b'{"type":"event","key":', b'{"type":"cell","key":')
+#: Lines read before deciding that a file without any tensormagic record is not a log.
+SNIFF_LINES = 50
+
+
+class LogReadError(ValueError):
+    """A file that cannot be read as a tensormagic log (the message is one line)."""
+
+
+class NotALogError(LogReadError):
+    """The file is not a tensormagic log."""
+
+
+@dataclass
+class ScanStats:
+    """What a scan met besides cells: headers, skipped lines, a newer schema."""
+
+    path: str
+    lines: int = 0
+    skipped: int = 0  # lines that did not parse: truncated or corrupt
+    unknown: int = 0  # records of a type this reader does not know (skipped by design)
+    bad_events: int = 0  # event records whose fields could not be read back
+    headers: list[dict[str, Any]] = field(default_factory=list)
+    newer_schema: int | None = None
+    cells: int = 0  # cells met so far (all of them once a scan has finished)
+
+    def notes(self) -> list[str]:
+        """One line per thing a reader should tell the user."""
+        out = []
+        if self.newer_schema is not None:
+            out.append(f"{self.path} was written by a newer tensormagic (log schema {self.newer_schema}; "
+                       f"this reader knows {SCHEMA_VERSION}): upgrade tensormagic to read all of it; "
+                       "showing what this version understands")  # fmt: skip
+        if self.skipped:
+            out.append(f"skipped {self.skipped} corrupt or truncated line(s) in {self.path}")
+        if self.bad_events:
+            out.append(f"skipped {self.bad_events} unreadable event record(s) in {self.path}")
+        return out
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[IO[bytes], IO[bytes]]:
+    """(raw file, line source): gzip is recognised by its magic bytes, not by the name."""
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        raise IsADirectoryError(f"{p}: is a directory, not a log file")
+    try:
+        raw = open(p, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such file") from None
+    except OSError as e:
+        raise OSError(f"{p}: {e.strerror or e}") from None
+    magic = raw.read(2)
+    raw.seek(0)
+    if magic == b"\x1f\x8b":
+        return raw, gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw, raw
+
+
+def _gzip_lines(gz: Any) -> Iterator[bytes]:
+    """Lines of a gzip stream, decompressed a megabyte at a time (GzipFile's own line reading
+    makes many small reads); a stream cut short yields what it holds, its broken last line too."""
+    tail = b""
+    while True:
+        try:
+            chunk = gz.read1(1 << 20)
+        except (EOFError, zlib.error, gzip.BadGzipFile):
+            if not tail:
+                raise
+            yield tail  # the damaged line: the reader skips and counts it
+            return
+        if not chunk:
+            break
+        buf = tail + chunk
+        cut = buf.rfind(b"\n") + 1
+        tail = buf[cut:]
+        if cut:
+            yield from io.BytesIO(buf[:cut])
+    if tail:
+        yield tail
+
+
+_EVENT_HEAD = b'{"type":"event","key":"'
+_RUN_TAIL = b'","event":{"seq":'
+_KIND = b'"kind":"'
+
+
+def scan(path: str | os.PathLike[str], stats: ScanStats, *, tallies: dict[str, dict[bytes, int]] | None = None,
+         progress: Callable[[int, int], None] | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Every known record of the log, in file order; fills ``stats`` as it goes.
+
+    With ``tallies`` (``summary``), event lines framed exactly as this writer frames them are
+    not parsed but counted per cell key and kind into it (parsing is most of the cost of reading
+    a big log); moves (their bytes are needed), other lines and anything unexpected are parsed."""
+    raw, src = _open(path)
+    total = os.fstat(raw.fileno()).st_size
+    ours = False
+    n = 0
+    run: bytes | None = None  # the common start of the current cell's event lines
+    kinds: dict[bytes, int] = {}
+    try:
+        try:
+            for line in (src if src is raw else _gzip_lines(src)):
+                n += 1
+                if progress is not None and not n & 0xFFF:
+                    progress(raw.tell(), total)
+                if tallies is not None and line.endswith(b"}}\n"):
+                    if run is None or not line.startswith(run):
+                        run = None
+                        q = line.find(b'"', 23) if line.startswith(_EVENT_HEAD) else -1
+                        if q > 0 and line.startswith(_RUN_TAIL, q):
+                            run = line[: q + len(_RUN_TAIL)]
+                            kinds = tallies.setdefault(line[23:q].decode(), {})
+                    if run is not None:
+                        k = line.find(_KIND, len(run), len(run) + 40)
+                        kb = line[k + 8 : line.find(b'"', k + 8)] if k > 0 else b"move"
+                        if kb != b"move":
+                            kinds[kb] = kinds.get(kb, 0) + 1
+                            ours = True
+                            continue
+                if not line.strip():
+                    continue
+                try:
+                    r = loads(line)
+                except ValueError:
+                    stats.skipped += 1
+                    r = None
+                    ours = ours or line.startswith(_OUR_PREFIXES)  # a truncated record of ours
+                if not isinstance(r, dict):
+                    if r is not None:
+                        stats.skipped += 1
+                else:
+                    t = r.get("type")
+                    if t == "event":
+                        if isinstance(r.get("event"), dict):
+                            ours = True
+                            yield r
+                        else:
+                            stats.bad_events += 1
+                    elif t == "cell":
+                        ours = True
+                        stats.lines = n
+                        yield r
+                    elif t == "header" and r.get("format") == FORMAT:
+                        ours = True
+                        v = r.get("schema_version")
+                        if isinstance(v, int) and v > SCHEMA_VERSION:
+                            stats.newer_schema = max(v, stats.newer_schema or 0)
+                        stats.headers.append(r)
+                        yield r
+                    else:
+                        stats.unknown += 1
+                if not ours and n >= SNIFF_LINES:
+                    raise NotALogError(f"{os.fspath(path)} is not a tensormagic log (no tensormagic records "
+                                       f"in its first {SNIFF_LINES} lines)")  # fmt: skip
+        except (EOFError, zlib.error, gzip.BadGzipFile):
+            stats.skipped += 1  # a gzip member cut short or damaged: the rest is unreadable
+        if not ours and n and (stats.skipped or stats.unknown):
+            raise NotALogError(f"{os.fspath(path)} is not a tensormagic log (no tensormagic records in it)")
+        if progress is not None:
+            progress(total, total)
+    finally:
+        stats.lines = n
+        if src is not raw:
+            src.close()
+        raw.close()
+
+
+__all__ = ["SNIFF_LINES", "LogReadError", "NotALogError", "ScanStats", "scan"]
