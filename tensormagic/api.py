@@ -49,6 +49,10 @@ class track:
         self.max_events = int(max_events)
         self.log = log
         self.diagnostics = diagnostics
+        from .diagnostics import select as select_diagnostics
+
+        self._diagnostics = select_diagnostics(diagnostics)  # an unknown id fails here, before the block
+        self._checks: Any = None
         self.namespace = namespace
         self.locator = locator
         self.block = block
@@ -74,6 +78,10 @@ class track:
 
             self._log_writer = start_logging(self.log)
         tr = self._tracker = Tracker(stats=self.stats, max_events=self.max_events)
+        if self._diagnostics.ids:
+            from .diagnostics import install
+
+            self._checks = install(tr, self._diagnostics)
         for _name, t in naming.named_tensors(self._namespace()):
             tr.mark_preexisting(t)
         self.recording.started = time.time()
@@ -114,6 +122,13 @@ class track:
             rec.internal_error = f"{type(e).__name__}: {e}"
             warnings.warn(f"tensormagic stopped recording part-way: {rec.internal_error}",
                           TrackingWarning, stacklevel=2)  # fmt: skip
+        checks, self._checks = self._checks, None
+        if checks is not None:
+            try:
+                rec.diagnostics = checks.finish(rec, namespace=self._namespace(), locator=self.locator)
+            except Exception as e:  # noqa: BLE001 - a failed check must not replace the user's result
+                warnings.warn(f"tensormagic could not finish its diagnostics: {type(e).__name__}: {e}",
+                              TrackingWarning, stacklevel=2)  # fmt: skip
         rec.finished = True
         self._frame = None
         self._mode = None
@@ -125,6 +140,10 @@ class track:
 
             log_recording(self._log_writer, rec)
             self._log_writer = None
+        if rec.diagnostics:
+            from .diagnostics import emit
+
+            emit(rec.diagnostics, failed=exc is not None)
         return False  # never swallow the user's exception
 
 

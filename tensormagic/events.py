@@ -195,6 +195,48 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """A classic PyTorch mistake recognised while tracking (see ``tensormagic.diagnostics``).
+
+    ``id`` is one of ``tensormagic.diagnostics.IDS``; ``severity`` is ``"error"`` (fails, or will
+    fail), ``"warning"`` (silently wrong results) or ``"info"`` (slow); ``line``/``cell``/``file``/
+    ``source`` place it like an Event; ``names`` are the tensors involved; ``lines`` the other
+    lines the message refers to; ``count`` how many times it happened.
+    """
+
+    id: str
+    severity: str
+    message: str
+    line: int | None = None
+    names: tuple[str, ...] = ()
+    fix: str | None = None
+    cell: int | None = None
+    file: str | None = None
+    source: str | None = None
+    lines: tuple[int, ...] = ()
+    count: int = 1
+
+    @property
+    def where(self) -> str:
+        """``line 3`` (a cell) or ``train.py:3``, as ``Event.where``."""
+        if self.line is None:
+            return "?"
+        if self.file is not None and self.cell is None:
+            return f"{self.file.rsplit('/', 1)[-1]}:{self.line}"
+        return f"line {self.line}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Diagnostic:
+        d = _known(cls, d)
+        d["names"] = tuple(d.get("names", ()))
+        d["lines"] = tuple(d.get("lines", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True, slots=True)
 class Fold:
     """Events past ``max_events`` that repeat a (line, op, kind) already seen, kept as a count."""
 
@@ -363,6 +405,7 @@ def _known(cls: type, d: Mapping[str, Any]) -> dict[str, Any]:
 __all__ = [
     "KINDS",
     "SCHEMA_VERSION",
+    "Diagnostic",
     "Event",
     "Fold",
     "GradGraph",
