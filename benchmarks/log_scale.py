@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def template(steps: int = 10) -> Any:
     """A real recording: ``steps`` W4 training steps, tracked with default settings."""
-    import tensormagic
     from workloads import make_w4
+
+    import tensormagic
 
     run = make_w4("cpu", steps / 200)
     with tensormagic.track(max_events=10**7) as rec:
@@ -53,10 +54,16 @@ def write_synthetic_log(path: str | os.PathLike[str], n_events: int, *, per_cell
             cell += 1
             span = base[-1].time_us or 1.0
             events = tuple(
-                replace(base[i % len(base)], seq=i, time_us=base[i % len(base)].time_us + (i // len(base)) * span)
+                replace(
+                    base[i % len(base)], seq=i, time_us=base[i % len(base)].time_us + (i // len(base)) * span
+                )
                 for i in range(n)
             )
-            rec.events, rec.cell, rec.source = events, cell, f"%%trackgrad\nfor step in range({n}):  # cell {cell}"
+            rec.events, rec.cell, rec.source = (
+                events,
+                cell,
+                f"%%trackgrad\nfor step in range({n}):  # cell {cell}",
+            )
             t = time.perf_counter()
             w.write(rec)
             write_s += time.perf_counter() - t
@@ -64,7 +71,12 @@ def write_synthetic_log(path: str | os.PathLike[str], n_events: int, *, per_cell
     finally:
         w.close()
         rec.events = base
-    return {"events": written, "cells": cell, "write_s": write_s, "write_us_per_event": write_s / written * 1e6}
+    return {
+        "events": written,
+        "cells": cell,
+        "write_s": write_s,
+        "write_us_per_event": write_s / written * 1e6,
+    }
 
 
 # The child reports its own peak RSS (VmHWM): ru_maxrss of a child also counts the parent's
@@ -82,7 +94,7 @@ def run_summary(path: str) -> dict[str, float]:
     """Wall time (start-up included) and peak RSS of the ``summary`` command (output discarded)."""
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", _SUMMARY, path], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, text=True)  # fmt: skip
+                       stderr=subprocess.PIPE, text=True, check=False)  # fmt: skip
     wall = time.perf_counter() - t
     if p.returncode != 0:
         raise SystemExit(f"summary failed with exit status {p.returncode}: {p.stderr.strip()}")
@@ -93,9 +105,10 @@ def run_summary(path: str) -> dict[str, float]:
 def write_overhead(steps: int = 200, reps: int = 5) -> dict[str, float]:
     """W2 (200 MLP steps) tracked without and with ``log=``, interleaved, plus the writer's own
     time on the same recording (the steadier figure on a busy machine)."""
+    from workloads import make_w2
+
     import tensormagic
     from tensormagic.logfile import LogWriter
-    from workloads import make_w2
 
     out: dict[str, list[float]] = {"track_s": [], "track_log_s": [], "write_s": []}
     with tempfile.TemporaryDirectory() as d:
@@ -112,9 +125,13 @@ def write_overhead(steps: int = 200, reps: int = 5) -> dict[str, float]:
             out["write_s"].append(time.perf_counter() - t)
         n, size = len(rec.events), os.path.getsize(os.path.join(d, f"direct-{reps - 1}.jsonl"))
     med = {k: sorted(v)[len(v) // 2] for k, v in out.items()}
-    return {**med, "w2_events": n, "w2_bytes_per_event": size / n,
-            "ratio_measured": med["track_log_s"] / med["track_s"],
-            "ratio_from_write_time": (med["track_s"] + med["write_s"]) / med["track_s"]}
+    return {
+        **med,
+        "w2_events": n,
+        "w2_bytes_per_event": size / n,
+        "ratio_measured": med["track_log_s"] / med["track_s"],
+        "ratio_from_write_time": (med["track_s"] + med["write_s"]) / med["track_s"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, Callable, TextIO
 
 from .events import KINDS
 
@@ -52,7 +53,9 @@ class Progress:
         self.last = now
         frac = done / total if total else 1.0
         bar = "#" * int(frac * 30)
-        self.stream.write(f"\r{self.label} [{bar:<30}] {frac * 100:3.0f}%  {done / 1e6:.1f}/{total / 1e6:.1f} MB")
+        self.stream.write(
+            f"\r{self.label} [{bar:<30}] {frac * 100:3.0f}%  {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+        )
         self.stream.flush()
         self.shown = True
 
@@ -111,12 +114,16 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
             ec = "" if c.exec_count is None else f"[{c.exec_count}]"
             first = c.first_line() or "(no source)"
             first = first if len(first) <= 40 else first[:39] + "…"
-            row = f"{c.position:>4} {ec:>5}  {first:<40}" + "".join(f" {counts.get(k, 0):>8}" for k, _ in kind_cols)
+            row = f"{c.position:>4} {ec:>5}  {first:<40}" + "".join(
+                f" {counts.get(k, 0):>8}" for k, _ in kind_cols
+            )
             print(row + f" {fmt_bytes(c.bytes_moved) or '0 B':>9} {c.warnings:>4}  {status}", file=out)
         if not printed:
             print(f"{args.log}: no cells logged yet", file=out)
             return []
-        total = f"{'':>4} {'':>5}  {f'total: {n} cell(s)':<40}" + "".join(f" {totals.get(k, 0):>8}" for k, _ in kind_cols)
+        total = f"{'':>4} {'':>5}  {f'total: {n} cell(s)':<40}" + "".join(
+            f" {totals.get(k, 0):>8}" for k, _ in kind_cols
+        )
         extra = [f"{failed} failed"] * bool(failed) + [f"{incomplete} incomplete"] * bool(incomplete)
         print(total + f" {fmt_bytes(moved) or '0 B':>9} {warns:>4}  {', '.join(extra)}".rstrip(), file=out)
         return []
@@ -144,7 +151,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
             print(rec.to_text(width=args.width))
             shown += 1
         if not shown:
-            what = f"cell {args.cell}" if args.cell is not None else f"cell with execution count {args.exec_count}"
+            what = (
+                f"cell {args.cell}"
+                if args.cell is not None
+                else f"cell with execution count {args.exec_count}"
+            )
             raise CliError(f"{args.log} has {n} cell(s); there is no {what}")
         return shown
 

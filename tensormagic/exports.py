@@ -49,8 +49,24 @@ def export_chrome(log: str | os.PathLike[str], out: str | os.PathLike[str], *, s
                 host = sess.get("hostname", "?")
                 emit({"ph": "M", "name": "process_name", "pid": pid,
                       "args": {"name": f"tensormagic: pid {pid} on {host}"}})  # fmt: skip
-                emit({"ph": "M", "name": "thread_name", "pid": pid, "tid": CELLS_TID, "args": {"name": "cells"}})
-                emit({"ph": "M", "name": "thread_name", "pid": pid, "tid": EVENTS_TID, "args": {"name": "events"}})
+                emit(
+                    {
+                        "ph": "M",
+                        "name": "thread_name",
+                        "pid": pid,
+                        "tid": CELLS_TID,
+                        "args": {"name": "cells"},
+                    }
+                )
+                emit(
+                    {
+                        "ph": "M",
+                        "name": "thread_name",
+                        "pid": pid,
+                        "tid": EVENTS_TID,
+                        "args": {"name": "events"},
+                    }
+                )
             dur = float(r.get("duration_s") or 0.0) * 1e6
             if not dur and c.events:
                 dur = max(float(e.get("time_us") or 0.0) for e in c.events)
@@ -65,7 +81,15 @@ def export_chrome(log: str | os.PathLike[str], out: str | os.PathLike[str], *, s
                 if e.get("kind") == "move" and e.get("from_device") != e.get("to_device"):
                     n = e.get("nbytes")
                     moved[pid] = moved.get(pid, 0) + (n if isinstance(n, int) else 0)
-                    emit({"ph": "C", "name": "bytes moved", "ts": ts, "pid": pid, "args": {"bytes": moved[pid]}})
+                    emit(
+                        {
+                            "ph": "C",
+                            "name": "bytes moved",
+                            "ts": ts,
+                            "pid": pid,
+                            "args": {"bytes": moved[pid]},
+                        }
+                    )
         f.write(b"\n]}\n")
     return n_cells, n_events
 
@@ -131,8 +155,7 @@ def export_html(log: str | os.PathLike[str], out: str | os.PathLike[str], *, sta
             n += 1
         if n == 0:
             f.write("<p>No cells in this log.</p>\n")
-        for note in stats.notes():
-            f.write(f"<p class='tm-meta'>{_h(note)}</p>\n")
+        f.writelines(f"<p class='tm-meta'>{_h(note)}</p>\n" for note in stats.notes())
         f.write("</body></html>\n")
     return n
 

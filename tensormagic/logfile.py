@@ -30,8 +30,9 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any
 
 from .events import SCHEMA_VERSION
 from .recording import Recording, last_refs
@@ -61,8 +62,13 @@ def dumps(obj: Any) -> bytes:
         try:
             return _orjson.dumps(obj)
         except (TypeError, _orjson.JSONEncodeError):
-            pass  # integers past 64 bits and the like: the stdlib handles them
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+            return _std_dumps(obj)  # integers past 64 bits, lone surrogates: the stdlib copes
+    return _std_dumps(obj)
+
+
+def _std_dumps(obj: Any) -> bytes:
+    # ASCII escapes keep even a lone surrogate (undecodable bytes in a cell's source) writable
+    return json.dumps(obj, separators=(",", ":"), default=str).encode("ascii")
 
 
 def loads(line: bytes | str) -> Any:
@@ -71,7 +77,7 @@ def loads(line: bytes | str) -> Any:
         try:
             return _orjson.loads(line)
         except _orjson.JSONDecodeError:
-            pass  # the stdlib also reads NaN/Infinity, which the stdlib writer may have produced
+            return json.loads(line)  # the stdlib also reads NaN/Infinity and lone surrogates
     return json.loads(line)
 
 
@@ -116,8 +122,8 @@ def _devices() -> list[str]:
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             out.append("mps")
-    except Exception:  # noqa: BLE001 - a broken driver must not stop the log
-        pass
+    except Exception as e:  # noqa: BLE001 - a broken driver must not stop the log
+        out.append(f"(devices unknown: {type(e).__name__})")
     return out
 
 
@@ -274,7 +280,7 @@ def check_writable(path: Path) -> None:
 
 def _open_locked(path: Path, *, exclusive_for_session: bool = False) -> IO[bytes]:
     try:
-        f = open(path, "ab")  # O_APPEND: every write lands at the end even across processes
+        f = open(path, "ab")  # noqa: SIM115 - returned open; O_APPEND puts every write at the end
     except OSError as e:
         raise LogError(f"cannot log to {path}: {e.strerror or e}") from None
     try:

@@ -11,10 +11,11 @@ import gc
 import os
 import warnings
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .autograd import GraphTable
 from .events import Event, Fold, TensorRef
@@ -84,7 +85,8 @@ def iter_cells(path: str | os.PathLike[str], stats: ScanStats | None = None, *,
     decides per cell, given the cell with its record, before they are handed on)."""
     stats = stats if stats is not None else ScanStats(os.fspath(path))
     keep_any = keep_events is not False
-    with _GcPause(keep_any) as pause:
+    pause = _GcPause(keep_any)
+    with pause:
         yield from _cells(path, stats, keep_events, keep_any, pause, progress)
 
 
@@ -153,10 +155,9 @@ class _GcPause:
     def __init__(self, active: bool) -> None:
         self.active = active and gc.isenabled()
 
-    def __enter__(self) -> _GcPause:
+    def __enter__(self) -> None:
         if self.active:
             gc.disable()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.active:

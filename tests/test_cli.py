@@ -22,7 +22,9 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A log of three cells: the autograd example with a move, a hostile name, and a failure."""
     path = tmp_path_factory.mktemp("cli") / "run.jsonl"
-    with tensormagic.track(log=path, cell=3, source="%%trackgrad\n\nx = torch.ones(2, 2, requires_grad=True)\n"):
+    with tensormagic.track(
+        log=path, cell=3, source="%%trackgrad\n\nx = torch.ones(2, 2, requires_grad=True)\n"
+    ):
         x = torch.ones(2, 2, requires_grad=True)
         y = x + 2
         out = (y * y * 3).mean()
@@ -30,13 +32,14 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
         h = x.detach().to(torch.float64)
         m = h.to("meta")
     d: dict[str, torch.Tensor] = {}
-    with tensormagic.track(log=path, cell=4, source=f"d[{HOSTILE!r}] = torch.zeros(3)  # <script>alert(2)</script>"):
+    with tensormagic.track(
+        log=path, cell=4, source=f"d[{HOSTILE!r}] = torch.zeros(3)  # <script>alert(2)</script>"
+    ):
         d[HOSTILE] = torch.zeros(3)
         d[HOSTILE].add_(1)
-    with pytest.raises(RuntimeError):
-        with tensormagic.track(log=path, cell=3, source="%%trackgrad\nboom()"):
-            torch.ones(1)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), tensormagic.track(log=path, cell=3, source="%%trackgrad\nboom()"):
+        torch.ones(1)
+        raise RuntimeError("boom")
     del x, y, out, h, m, d
     logfile.close_all()
     return path
@@ -44,7 +47,7 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tensormagic", *map(str, args)], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, timeout=120, check=False)  # fmt: skip
 
 
 def test_summary_lists_cells_and_totals(log: Path) -> None:
@@ -76,7 +79,10 @@ def test_show_by_position(log: Path) -> None:
     r = run_cli("show", log, "--cell", "1")
     assert r.returncode == 0
     assert "MeanBackward0 → MulBackward0 → MulBackward0 ⇉ AddBackward0 → AccumulateGrad(x)" in r.stdout
-    assert r.stdout == "── cell #1 (execution count 3) ──\n" + tensormagic.load_log(log, cell=1)[0].to_text() + "\n"
+    assert (
+        r.stdout
+        == "── cell #1 (execution count 3) ──\n" + tensormagic.load_log(log, cell=1)[0].to_text() + "\n"
+    )
 
 
 def test_show_by_exec_count_shows_every_match(log: Path) -> None:

@@ -71,7 +71,13 @@ def test_round_trip_every_event_kind(tmp_path: Path) -> None:
             t.names, t.ref, t.created, t.events, t.recorded_stats)  # fmt: skip
         assert b.tensor() is None
     assert back.graphs == rec.graphs
-    assert (back.cell, back.cell_id, back.source, back.failed, back.stats_enabled) == (7, "abc", rec.source, False, True)
+    assert (back.cell, back.cell_id, back.source, back.failed, back.stats_enabled) == (
+        7,
+        "abc",
+        rec.source,
+        False,
+        True,
+    )
     assert back.to_text() == rec.to_text()
     assert back.to_html() == rec.to_html()
 
@@ -84,7 +90,10 @@ def test_loaded_recording_answers_queries(tmp_path: Path) -> None:
     assert back.filter(kind="move") == rec.filter(kind="move")
     assert back.filter(op="add_") == rec.filter(op="add_")
     assert back.tensor("y").events == rec.tensor("y").events
-    assert back.grad_graph("out").chain() == "MeanBackward0 → MulBackward0 → MulBackward0 ⇉ AddBackward0 → AccumulateGrad(x)"
+    assert (
+        back.grad_graph("out").chain()
+        == "MeanBackward0 → MulBackward0 → MulBackward0 ⇉ AddBackward0 → AccumulateGrad(x)"
+    )
     assert back.grad_graph("out") == rec.grad_graph("out")
 
 
@@ -104,10 +113,9 @@ def test_folded_events_round_trip(tmp_path: Path) -> None:
 def test_failed_cell_round_trip(tmp_path: Path) -> None:
     """A cell that raised is logged as failed, with the exception's type and message."""
     log = tmp_path / "run.jsonl"
-    with pytest.raises(ValueError, match="bad: thing"):
-        with tensormagic.track(log=log):
-            torch.ones(2)
-            raise ValueError("bad: thing")
+    with pytest.raises(ValueError, match="bad: thing"), tensormagic.track(log=log):
+        torch.ones(2)
+        raise ValueError("bad: thing")
     (cell,) = [r for r in _read_lines(log) if r["type"] == "cell"]
     assert cell["status"] == "error" and cell["error"] == {"type": "ValueError", "message": "bad: thing"}
     (back,) = load_log(log)
@@ -234,6 +242,12 @@ w.write(rec)
 """
 
 
+def _track_ones(log: Path) -> tensormagic.Recording:
+    with tensormagic.track(log=log) as rec:
+        torch.ones(2)
+    return rec
+
+
 def test_second_gzip_writer_is_refused(tmp_path: Path) -> None:
     """While one process writes a .jsonl.gz, another gets a clear error and the file stays whole."""
     log = tmp_path / "run.jsonl.gz"
@@ -244,8 +258,7 @@ def test_second_gzip_writer_is_refused(tmp_path: Path) -> None:
         with pytest.raises(LogError, match="another process is writing this gzip log"):
             LogWriter(log)
         with pytest.warns(LogWarning, match="another process is writing this gzip log"):
-            with tensormagic.track(log=log) as rec:
-                torch.ones(2)
+            rec = _track_ones(log)
         assert len(rec.events) == 1
     finally:
         assert holder.stdin is not None
@@ -273,9 +286,8 @@ def test_unwritable_path_warns_once_and_still_tracks(tmp_path: Path, kind: str) 
     """A log path that cannot be written warns once, clearly; the block runs and is tracked."""
     log = tmp_path / "no" / "such" / "run.jsonl" if kind == "missing folder" else tmp_path
     expected = "does not exist" if kind == "missing folder" else "is a directory"
-    with pytest.warns(LogWarning, match=expected) as caught:
-        with tensormagic.track(log=log) as rec:
-            y = torch.ones(2) + 1
+    with pytest.warns(LogWarning, match=expected) as caught, tensormagic.track(log=log) as rec:
+        y = torch.ones(2) + 1
     assert len([w for w in caught if issubclass(w.category, LogWarning)]) == 1
     assert rec.tensor("y").ref.shape == (2,) and y.sum() == 4
     with warnings.catch_warnings():
@@ -303,9 +315,8 @@ def test_no_permission_warns(tmp_path: Path) -> None:
         folder.mkdir()
         folder.chmod(0o555)
         log = folder / "run.jsonl"
-    with pytest.warns(LogWarning, match="permission denied"):
-        with tensormagic.track(log=log) as rec:
-            torch.ones(2)
+    with pytest.warns(LogWarning, match="permission denied"), tensormagic.track(log=log) as rec:
+        torch.ones(2)
     assert len(rec.events) == 1
 
 
@@ -422,13 +433,14 @@ def test_numpy_event_leaves_no_array(tmp_path: Path) -> None:
     assert "[0.0, 1.0" not in text and "[0,1,2" not in text
 
 
-
 def _synthetic(n: int, tag: str = "x") -> tensormagic.Recording:
     from tensormagic.events import Event, TensorRef
 
     ref = TensorRef(id="t1", storage_id="s1", names=(tag,), shape=(4,), dtype="float32", device="cpu",
                     requires_grad=False, is_leaf=True, grad_fn=None, version=0)  # fmt: skip
-    events = tuple(Event(seq=i, kind="create", op="torch.ones", tensor=ref, source=tag * 200) for i in range(n))
+    events = tuple(
+        Event(seq=i, kind="create", op="torch.ones", tensor=ref, source=tag * 200) for i in range(n)
+    )
     return tensormagic.Recording(events=events, finished=True)
 
 
@@ -452,7 +464,46 @@ def test_counting_scan_agrees_with_full_parse(tmp_path: Path) -> None:
     log.write_bytes(b"\n".join(lines))
 
     def tally(keep: bool) -> list[tuple]:
-        return [(c.position, c.key, c.all_counts(), c.bytes_moved, c.n_events) for c in iter_cells(log, keep_events=keep)]
+        return [
+            (c.position, c.key, c.all_counts(), c.bytes_moved, c.n_events)
+            for c in iter_cells(log, keep_events=keep)
+        ]
 
     assert tally(False) == tally(True)
     assert tally(False)[0][3] == 12 and tally(False)[0][4] == len(load_log(log, warn=False)[0].events)
+
+
+_WITHOUT_ORJSON = """
+import sys
+sys.modules["orjson"] = None  # as if it were not installed
+from tensormagic import logfile, logread
+assert logfile._orjson is None
+from tensormagic.events import Event, TensorRef
+from tensormagic.recording import Recording
+ref = TensorRef(id="t1", storage_id=None, names=("é",), shape=(2,), dtype="float32", device="cpu",
+                requires_grad=True, is_leaf=True, grad_fn=None, version=0)
+rec = Recording(events=(Event(seq=0, kind="create", op="torch.ones", tensor=ref, source="x = 'é'"),),
+                source="x = 'é'", finished=True)
+logfile.LogWriter(sys.argv[1]).write(rec)
+(back,) = logread.load_log(sys.argv[1])
+assert back.events == rec.events and back.source == rec.source
+print("ok")
+"""
+
+
+def test_log_works_without_orjson(tmp_path: Path) -> None:
+    """Without orjson the writer and reader use the standard library, with the same results."""
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_ORJSON, str(tmp_path / "run.jsonl")],
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    (back,) = load_log(tmp_path / "run.jsonl")  # and orjson reads what the stdlib wrote
+    assert back.events[0].tensor.names == ("é",)
+
+
+def test_undecodable_source_is_still_logged(tmp_path: Path) -> None:
+    """A cell source holding a lone surrogate (undecodable bytes) is logged, not dropped."""
+    rec = _every_kind(stats=False)
+    rec.source = "x = 1  # \udc80"
+    LogWriter(tmp_path / "s.jsonl").write(rec)
+    (back,) = load_log(tmp_path / "s.jsonl")
+    assert back.source == rec.source and back.events == rec.events
