@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import TrackingWarning, last_recording, track
+    from .logfile import LogWarning
     from .logread import load_log
     from .recording import Recording, TensorRecord
 
@@ -24,6 +25,7 @@ _LAZY = {
     "tensor_info": "info",
     "TensorInfo": "info",
     "load_log": "logread",
+    "LogWarning": "logfile",
 }
 
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension", "__version__"]
