@@ -15,7 +15,17 @@ from IPython.utils.capture import capture_output
 
 import tensormagic
 from tensormagic.views.panel import (
-    TAB_TITLES, NamespaceTable, Panel, PanelDisplay, TensorCard, close_all, display_recording, open_panels,
+    TAB_TITLES,
+    NamespaceTable,
+    Panel,
+    PanelDisplay,
+    TensorCard,
+    close_all,
+    display_namespace,
+    display_recording,
+    display_tensor_info,
+    open_panels,
+    recording_bundle,
 )  # fmt: skip
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -40,7 +50,7 @@ def html_values(panel: Panel) -> str:
 
 @dataclass
 class Finding:
-    """The fields the diagnostics helper gives each finding."""
+    """The fields the panel reads from each of ``Recording.diagnostics`` (``events.Diagnostic``)."""
 
     id: str
     severity: str
@@ -48,6 +58,8 @@ class Finding:
     message: str
     fix: str
     names: tuple[str, ...] = ()
+    source: str | None = None
+    count: int = 1
 
 
 @pytest.fixture
@@ -136,7 +148,7 @@ def test_paging_shows_one_page_of_html_and_moves_between_pages():
 
 def test_selecting_a_tensor_fills_the_card(example, panel):
     """Picking y shows its metadata, grad_fn chain, history and statistics computed now."""
-    rec, y = example
+    rec = example[0]
     panel.tensors.picker.value = rec.tensor("y").id
     card = panel.card.value
     assert "<h4>y " in card and "alive" in card
@@ -232,12 +244,15 @@ def test_timeline_groups_events_under_their_line(panel):
 def test_diagnostics_tab_and_badge(example):
     """Findings appear in the Diagnostics tab with where, message and fix, and the header shows a badge."""
     rec = example[0]
-    rec.diagnostics = [Finding("grad-not-kept", "warning", "line 3", "z.grad will stay None",
-                               "call z.retain_grad() before backward", ("z",))]  # fmt: skip
+    fix = "call z.retain_grad() before backward"
+    rec.diagnostics = [Finding("grad-not-kept", "warning", "line 4", "z.grad will stay None", fix, ("z",),
+                               "z = y * y * 3", 2)]  # fmt: skip
     p = Panel(rec)
     try:
         assert "⚠ 1 warning" in p.header.value
-        assert "z.grad will stay None" in p.diagnostics.value and "retain_grad" in p.diagnostics.value
+        text = p.diagnostics.value
+        assert "line 4" in text and "z.grad will stay None" in text and "retain_grad" in text
+        assert "z = y * y * 3" in text and "×2" in text
     finally:
         p.close()
         rec.diagnostics = []
@@ -349,3 +364,35 @@ def test_static_views_do_not_import_ipywidgets():
         "assert 'ipywidgets' not in sys.modules, 'ipywidgets was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_display_functions_show_and_register(example, _ipython):
+    """In a real shell the magic layer's entry points display their object and keep panels closable."""
+    from tensormagic.info import tensor_info
+
+    close_all()
+    t = torch.arange(4.0)
+    with capture_output() as out:
+        card = display_tensor_info(tensor_info(t, name="t"), t)
+        table = display_namespace({"t": t})
+        b = recording_bundle(example[0])
+    assert [WIDGET_MIME in o.data for o in out.outputs] == [False, True] and isinstance(card, TensorCard)
+    assert open_panels() == 2 and WIDGET_MIME in b and "text/html" in b
+    close_all()
+    assert open_panels() == 0 and table.closed
+
+
+def test_trackgrad_cell_in_widget_mode_displays_the_panel(ip):
+    """`%%trackgrad` with display='widget' shows the panel with text/plain and text/html beside it."""
+    ip.run_line_magic("config", "TensorMagic.display = 'widget'")
+    try:
+        with capture_output() as out:
+            r = ip.run_cell("%%trackgrad\nx = torch.ones(2, requires_grad=True)\ny = (x * 2).sum()\n",
+                            store_history=True)  # fmt: skip
+        r.raise_error()
+        data = out.outputs[-1].data
+        assert WIDGET_MIME in data and data["text/plain"].startswith("tensormagic") and "text/html" in data
+        assert open_panels() >= 1
+    finally:
+        ip.run_line_magic("config", "TensorMagic.display = 'auto'")
+        close_all()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..events import Stats, TensorRef
 from ..recording import Recording, TensorRecord
 from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, short_op
-from .panel_tables import h
+from .table import h, nbytes_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..info import TensorInfo
@@ -61,9 +61,10 @@ def _card(title: str, badge: str, rows: Sequence[tuple[str, str]], extra: str = 
 
 
 def _ref_rows(ref: TensorRef) -> list[tuple[str, str]]:
-    nbytes = _nbytes(ref)
+    nbytes = nbytes_of(ref.shape, ref.dtype)
+    size = f", {fmt_bytes(nbytes)}" if nbytes else ""
     rows = [
-        ("shape", f"{fmt_shape(ref.shape)}  ({ref.numel:,} elements" + (f", {fmt_bytes(nbytes)})" if nbytes else ")")),
+        ("shape", f"{fmt_shape(ref.shape)}  ({ref.numel:,} elements{size})"),
         ("dtype / device", f"{ref.dtype} on {ref.device}"),
     ]
     if ref.requires_grad or ref.grad_fn:
@@ -74,24 +75,20 @@ def _ref_rows(ref: TensorRef) -> list[tuple[str, str]]:
     return rows
 
 
-def _nbytes(ref: TensorRef) -> int | None:
-    from .panel_tables import nbytes_of
-
-    return nbytes_of(ref.shape, ref.dtype)
-
-
 def history_html(trec: TensorRecord) -> str:
     """Every recorded event that touched this tensor, oldest first."""
     if not trec.events:
         return ""
     rows = []
     for e in trec.events[:MAX_HISTORY]:
-        rows.append(f"<tr><td>{h(e.where)}</td><td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
-                    f"<td>{h(e.tensor.label)}</td><td>{h(short_op(e.op))}</td><td>{h(describe(e))}</td></tr>")  # fmt: skip
+        kind = f"<td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
+        rows.append(f"<tr><td>{h(e.where)}</td>{kind}<td>{h(e.tensor.label)}</td>"
+                    f"<td>{h(short_op(e.op))}</td><td>{h(describe(e))}</td></tr>")  # fmt: skip
     more = len(trec.events) - MAX_HISTORY
     if more > 0:
         rows.append(f"<tr><td colspan=5 class='tm-muted'>… {more:,} more events</td></tr>")
-    return f"<div style='margin-top:6px'><b>history</b><table class='tm-t'><tbody>{''.join(rows)}</tbody></table></div>"
+    table = f"<table class='tm-t'><tbody>{''.join(rows)}</tbody></table>"
+    return f"<div style='margin-top:6px'><b>history</b>{table}</div>"
 
 
 def _recorded_stats_row(stats: Stats | None) -> tuple[str, str]:
@@ -145,4 +142,11 @@ def tensor_card_html(t: Any, name: str | None = None, namespace: Mapping[str, An
     return info_card_html(tensor_info(t, name=name, namespace=namespace), t)
 
 
-__all__ = ["EMPTY_CARD", "histogram_svg", "history_html", "info_card_html", "record_card_html", "tensor_card_html"]
+__all__ = [
+    "EMPTY_CARD",
+    "histogram_svg",
+    "history_html",
+    "info_card_html",
+    "record_card_html",
+    "tensor_card_html",
+]

@@ -52,8 +52,8 @@ def to_dot(g: GradGraph) -> str:
     lines = [
         "digraph grad {",
         '  graph [rankdir=TB, bgcolor="transparent", nodesep=0.3, ranksep=0.35];',
-        '  node [shape=box, style="rounded,filled", fillcolor="#eef2f7", color="#6e7781", '
-        'fontname="Helvetica", fontsize=11, margin="0.12,0.05"];',
+        ('  node [shape=box, style="rounded,filled", fillcolor="#eef2f7", color="#6e7781", '
+         'fontname="Helvetica", fontsize=11, margin="0.12,0.05"];'),
         '  edge [color="#6e7781", arrowsize=0.7];',
     ]
     for n in g.nodes:
@@ -69,8 +69,8 @@ def to_dot(g: GradGraph) -> str:
     return "\n".join(lines)
 
 
-_PROLOG = re.compile(r"^.*?(?=<svg\b)", re.S)
-_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_PROLOG = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
 FIND = "find"  # default for ``dot``: look the program up on PATH

@@ -18,9 +18,15 @@ from .card import EMPTY_CARD, record_card_html, tensor_card_html
 from .common import count_words, fmt_bytes, fmt_shape
 from .graph import graph_html
 from .panel_tables import (
-    STYLE, TIMELINE_PAGE, Column, Table, diagnostics_html, h, inplace_table, move_totals_html,
-    moves_table, tensors_table, timeline_html,
+    TIMELINE_PAGE,
+    diagnostics_html,
+    inplace_table,
+    move_totals_html,
+    moves_table,
+    tensors_table,
+    timeline_html,
 )  # fmt: skip
+from .table import STYLE, Column, Table, h
 
 TAB_TITLES = ("Tensors", "Autograd", "In-place", "Devices & dtypes", "Timeline", "Diagnostics")
 NO_PICK = "— pick a tensor —"
@@ -76,14 +82,16 @@ class TableView(Generic[R]):
         self.table, self.option, self.on_select = table, option, on_select
         m = owner.make
         self.filter = m(W.Text, placeholder=placeholder, layout=W.Layout(width="22em"), css="tm-filter")
-        sorts = [(f"{t} {arrow}", (t, desc)) for t in table.sortable() for arrow, desc in (("↑", False), ("↓", True))]
+        sorts = [(f"{t} {arrow}", (t, desc))
+                 for t in table.sortable() for arrow, desc in (("↑", False), ("↓", True))]  # fmt: skip
         self.sort = m(W.Dropdown, options=[("recorded order", RECORDED_ORDER), *sorts], description="sort by",
                       layout=W.Layout(width="17em"), css="tm-sort") if sortable else None  # fmt: skip
         self.prev = m(W.Button, description="◀ prev", layout=W.Layout(width="6em"), css="tm-prev")
         self.next = m(W.Button, description="next ▶", layout=W.Layout(width="6em"), css="tm-next")
         self.status = m(W.HTML, css="tm-status")
         self.body = m(W.HTML, css="tm-table")
-        controls = [self.filter] + ([self.sort] if self.sort is not None else []) + [self.prev, self.next, self.status]
+        sort = [self.sort] if self.sort is not None else []
+        controls = [self.filter, *sort, self.prev, self.next, self.status]
         children: list[W.Widget] = [m(W.HBox, controls), self.body]
         self.picker: W.Dropdown | None = None
         if option is not None:
@@ -148,7 +156,7 @@ class Panel(_Owner):
                                  on_select=pick, css="tm-tensors")  # fmt: skip
         self.inplace = TableView(self, inplace_table(rec, page_size), placeholder="filter: name, op, source",
                                  option=event_option, on_select=pick, css="tm-inplace")  # fmt: skip
-        self.moves = TableView(self, moves_table(rec, page_size), placeholder="filter: name, op, device, dtype",
+        self.moves = TableView(self, moves_table(rec, page_size), placeholder="filter: name, op, device",
                                option=event_option, on_select=pick, css="tm-moves")  # fmt: skip
         self.timeline = TableView(self, _timeline_table(rec), placeholder="filter: name, op, source",
                                   sortable=False, css="tm-timeline")  # fmt: skip
@@ -158,7 +166,8 @@ class Panel(_Owner):
                                  self.inplace.box])  # fmt: skip
         devices_box = m(W.VBox, [m(W.HTML, move_totals_html(rec)), self.moves.box])
         self.diagnostics = m(W.HTML, diagnostics_html(rec.diagnostics), css="tm-diagnostics")
-        children = [self.tensors.box, self.graph.box, inplace_box, devices_box, self.timeline.box, self.diagnostics]
+        children = [self.tensors.box, self.graph.box, inplace_box, devices_box, self.timeline.box,
+                    self.diagnostics]  # fmt: skip
         self.tabs = m(W.Tab, children=children, titles=TAB_TITLES, css="tm-tabs")
         self.widget = m(W.VBox, [self.header, self.tabs, self.card], css="tm-panel")
 
@@ -246,7 +255,8 @@ def header_html(rec: Recording) -> str:
         parts.append(f" · {rec.folded:,} repeated events folded")
     if rec.diagnostics:
         n = len(rec.diagnostics)
-        parts.append(f"<span class='tm-badge' title='see the Diagnostics tab'>⚠ {n} warning{'s' * (n != 1)}</span>")
+        word = "warning" if n == 1 else "warnings"
+        parts.append(f"<span class='tm-badge' title='see the Diagnostics tab'>⚠ {n} {word}</span>")
     if rec.failed:
         parts.append(f"<div class='tm-warn'>the cell raised: {h(rec.error)}</div>")
     if rec.internal_error:
@@ -303,6 +313,10 @@ def namespace_rows(namespace: Mapping[str, Any]) -> list[NamespaceRow]:
     return rows
 
 
+def _namespace_search(r: NamespaceRow) -> str:
+    return f"{r.name}\x00{r.dtype}\x00{r.device}\x00{r.grad_fn or ''}"
+
+
 class NamespaceTable(_Owner):
     """``%tensorinfo``: every tensor in the namespace, filterable, with a detail card on pick.
 
@@ -313,22 +327,22 @@ class NamespaceTable(_Owner):
         self.namespace = namespace
         rows = namespace_rows(namespace)
         self.by_name = {r.name: r for r in rows}
-        table: Table[NamespaceRow] = Table(rows, NAMESPACE_COLUMNS,
-                                           lambda r: f"{r.name}\x00{r.dtype}\x00{r.device}\x00{r.grad_fn or ''}",
-                                           page_size=page_size)  # fmt: skip
+        table: Table[NamespaceRow] = Table(rows, NAMESPACE_COLUMNS, _namespace_search, page_size=page_size)
         total = sum(r.nbytes for r in rows)
         self.header = self.make(W.HTML, STYLE + f"<div class='tm-head'><b>tensors in the namespace</b> · "
                                 f"{len(rows):,} tensors, {h(fmt_bytes(total))}</div>")  # fmt: skip
         self.card = self.make(W.HTML, EMPTY_CARD, css="tm-card-box")
         self.table = TableView(self, table, placeholder="filter: name, dtype, device, grad_fn",
-                               option=lambda r: (r.name, r.name), on_select=self.select, css="tm-namespace")  # fmt: skip
+                               option=lambda r: (r.name, r.name), on_select=self.select,
+                               css="tm-namespace")  # fmt: skip
         self.widget = self.make(W.VBox, [self.header, self.table.box, self.card], css="tm-panel")
 
     def select(self, name: str) -> None:
         row = self.by_name.get(name)
         t = row.ref() if row is not None else None
         if t is None:
-            self.card.value = f"<div class='tm-card tm-muted'>{h(name)} was freed or rebound since the table was made</div>"
+            gone = f"{h(name)} was freed or rebound since the table was made"
+            self.card.value = f"<div class='tm-card tm-muted'>{gone}</div>"
             return
         try:
             self.card.value = tensor_card_html(t, name=name, namespace=self.namespace)
@@ -343,7 +357,14 @@ class NamespaceTable(_Owner):
 
 
 from .panel_display import (  # noqa: E402 - the display layer builds on the classes above
-    PanelDisplay, TensorCard, close_all, display_namespace, display_recording, display_tensor_info, open_panels,
+    PanelDisplay,
+    TensorCard,
+    close_all,
+    display_namespace,
+    display_recording,
+    display_tensor_info,
+    open_panels,
+    recording_bundle,
 )  # fmt: skip
 
 __all__ = [
@@ -360,4 +381,5 @@ __all__ = [
     "display_tensor_info",
     "header_html",
     "open_panels",
+    "recording_bundle",
 ]

@@ -15,7 +15,7 @@ import ipywidgets as W
 
 from ..recording import Recording
 from .card import info_card_html
-from .panel_tables import STYLE
+from .table import STYLE
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..info import TensorInfo
@@ -74,7 +74,8 @@ class PanelDisplay:
         self._own: list[W.Widget] = []
         if summary:
             self._holder = W.VBox([])
-            self.widget = W.Accordion(children=[self._holder], titles=(rec.summary_line(),), selected_index=None)
+            self.widget = W.Accordion(children=[self._holder], titles=(rec.summary_line(),),
+                                      selected_index=None)  # fmt: skip
             self.widget.add_class("tm-summary")
             self._own = [self._holder, self.widget]
             self.widget.observe(self._expand, "selected_index")
@@ -123,6 +124,14 @@ def display_recording(rec: Recording, *, summary: bool = False, key: str | None 
     return p
 
 
+def recording_bundle(rec: Recording, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """The bundle of a Recording displayed by itself in a kernel (``rec`` as a cell's last
+    expression): the panel plus text/plain and text/html.  Kept with the unkeyed panels."""
+    p = PanelDisplay(rec)
+    _register(p, None)
+    return p._repr_mimebundle_(include, exclude)
+
+
 class TensorCard:
     """``%tensorinfo x``: the detail card as self-contained HTML (no widget, nothing to close)."""
 
@@ -167,4 +176,5 @@ __all__ = [
     "display_recording",
     "display_tensor_info",
     "open_panels",
+    "recording_bundle",
 ]

@@ -1,179 +1,17 @@
-"""The panel's tables as plain data and escaped HTML: no ipywidgets here, so they test fast.
-
-A table is a list of row objects plus column specs; filtering, sorting and paging work on the
-row objects and only the visible page is ever formatted, so a 100,000-row table costs one pass
-to build its rows and a few dozen rows of HTML per page.
+"""The panel's tables: Tensors, In-place, Devices & dtypes, Timeline, Diagnostics, as row models
+and escaped HTML (no ipywidgets here).  The generic filter/sort/page model is in ``table.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from html import escape
-from typing import Any, Callable, Generic, Iterable, Sequence, TypeVar
+from typing import Any, Sequence
 
 from ..events import Event, Fold, TensorRef
 from ..recording import Recording, TensorRecord
 from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, line_groups, short_op
+from .table import PAGE_SIZE, STYLE, Column, Table, h, nbytes_of
 
-PAGE_SIZE = 25
 TIMELINE_PAGE = 100
-
-R = TypeVar("R")
-
-ITEMSIZE = {
-    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16, "complex64": 8,
-    "complex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "uint16": 2,
-    "uint32": 4, "uint64": 8, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
-}  # fmt: skip
-
-STYLE = """<style>
-.tm-panel{font-size:12px}
-.tm-panel .widget-html-content{line-height:1.45}
-.tm-panel table.tm-t{border-collapse:collapse;font-family:var(--jp-code-font-family,ui-monospace,monospace);
- font-size:12px;width:100%}
-.tm-panel table.tm-t th{text-align:left;padding:2px 8px;border-bottom:1px solid rgba(127,127,127,.5);
- white-space:nowrap}
-.tm-panel table.tm-t td{padding:1px 8px;vertical-align:top;white-space:nowrap;max-width:28em;
- overflow:hidden;text-overflow:ellipsis}
-.tm-panel table.tm-t tr:nth-child(even) td{background:rgba(127,127,127,.07)}
-.tm-panel .tm-src td{background:rgba(127,127,127,.16)!important;font-weight:600}
-.tm-panel .tm-muted{opacity:.65}
-.tm-panel .tm-k-create{color:#1a7f37}.tm-panel .tm-k-inplace{color:#bc4c00}
-.tm-panel .tm-k-move{color:#0969da}.tm-panel .tm-k-backward{color:#8250df}
-.tm-panel .tm-k-view{color:#6e7781}.tm-panel .tm-k-numpy{color:#9a6700}
-.tm-panel .tm-head{font-size:13px;padding:2px 0 4px 0}
-.tm-panel .tm-badge{display:inline-block;margin-left:8px;padding:0 8px;border-radius:9px;
- background:#cf222e;color:#fff;font-weight:600}
-.tm-panel .tm-ok{color:#1a7f37}.tm-panel .tm-warn{color:#cf222e}
-.tm-panel .tm-card{border:1px solid rgba(127,127,127,.45);border-radius:6px;padding:6px 10px;
- margin-top:4px}
-.tm-panel .tm-card h4{margin:0 0 4px 0;font-size:13px}
-.tm-panel .tm-card table td{padding:0 10px 0 0;vertical-align:top}
-.tm-panel .tm-diag{border-left:3px solid #cf222e;padding:2px 8px;margin:4px 0}
-.tm-panel .tm-diag.tm-sev-info{border-left-color:#0969da}
-.tm-panel .tm-diag.tm-sev-warning{border-left-color:#bc4c00}
-.tm-panel .tm-graph svg{max-width:100%;height:auto}
-.tm-panel pre{margin:2px 0}
-</style>"""
-
-
-def h(value: object) -> str:
-    """Escape anything shown in HTML: names, source lines and op names come from user code."""
-    return escape("" if value is None else str(value), quote=True)
-
-
-def nbytes_of(shape: tuple[int, ...], dtype: str) -> int | None:
-    size = ITEMSIZE.get(dtype)
-    if size is None:
-        return None
-    n = size
-    for s in shape:
-        n *= s
-    return n
-
-
-# -- a generic table model: filter, sort, page ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Column(Generic[R]):
-    """One column: its title, the text of a cell, and a sort key (None: not sortable)."""
-
-    title: str
-    text: Callable[[R], str]
-    key: Callable[[R], Any] | None = None
-    css: Callable[[R], str] | None = None
-
-
-@dataclass
-class Table(Generic[R]):
-    """Rows, their columns and the view state (filter text, sort, page) as plain data."""
-
-    rows: Sequence[R]
-    columns: Sequence[Column[R]]
-    search_text: Callable[[R], str]
-    page_size: int = PAGE_SIZE
-    query: str = ""
-    sort_by: str | None = None
-    descending: bool = False
-    page: int = 0
-    _view: list[R] | None = field(default=None, repr=False)
-    _search: list[str] | None = field(default=None, repr=False)
-
-    def set_query(self, text: str) -> None:
-        self.query, self.page, self._view = text, 0, None
-
-    def set_sort(self, column: str | None, descending: bool = False) -> None:
-        self.sort_by, self.descending, self.page, self._view = column, descending, 0, None
-
-    @property
-    def view(self) -> list[R]:
-        """The rows that pass the filter, in the chosen order."""
-        if self._view is None:
-            self._view = self._compute()
-        return self._view
-
-    def _compute(self) -> list[R]:
-        words = self.query.lower().split()
-        if words:
-            if self._search is None:  # built on the first filter only: opening stays cheap
-                self._search = [self.search_text(r).lower() for r in self.rows]
-            rows = [r for r, s in zip(self.rows, self._search) if all(w in s for w in words)]
-        else:
-            rows = list(self.rows)
-        col = next((c for c in self.columns if c.title == self.sort_by and c.key is not None), None)
-        if col is not None:
-            key = col.key
-            assert key is not None
-            # None sorts last either way: a missing module or line is not "smallest"
-            present = [r for r in rows if key(r) is not None]
-            missing = [r for r in rows if key(r) is None]
-            present.sort(key=key, reverse=self.descending)
-            rows = present + missing
-        return rows
-
-    @property
-    def total(self) -> int:
-        return len(self.view)
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.page_size))
-
-    def go(self, page: int) -> None:
-        self.page = min(max(0, page), self.pages - 1)
-
-    def page_rows(self) -> list[R]:
-        start = self.page * self.page_size
-        return self.view[start : start + self.page_size]
-
-    def sortable(self) -> list[str]:
-        return [c.title for c in self.columns if c.key is not None]
-
-    def status(self) -> str:
-        n = self.total
-        if n == 0:
-            return "no rows" + (f" match “{self.query}”" if self.query else "")
-        start = self.page * self.page_size
-        of = f" of {n:,}" + (f" (filtered from {len(self.rows):,})" if self.query else "")
-        return f"rows {start + 1:,}–{min(n, start + self.page_size):,}{of} · page {self.page + 1}/{self.pages}"
-
-    def html(self) -> str:
-        return render_table(self.columns, self.page_rows())
-
-
-def render_table(columns: Sequence[Column[R]], rows: Iterable[R]) -> str:
-    head = "".join(f"<th>{h(c.title)}</th>" for c in columns)
-    body = []
-    for r in rows:
-        cells = []
-        for c in columns:
-            cls = c.css(r) if c.css is not None else ""
-            attr = f' class="{h(cls)}"' if cls else ""
-            text = c.text(r)
-            cells.append(f'<td{attr} title="{h(text)}">{h(text)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="tm-t"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 # -- Tensors -------------------------------------------------------------------------------------
@@ -363,8 +201,11 @@ MOVE_COLUMNS: tuple[Column[Event], ...] = (
 
 def moves_table(rec: Recording, page_size: int = PAGE_SIZE) -> Table[Event]:
     rows = [e for e in rec.events if e.kind == "move"]
-    return Table(rows, MOVE_COLUMNS, lambda e: f"{e.tensor.label}\x00{e.op}\x00{_direction(e)}\x00{_dtype_change(e)}",
-                 page_size=page_size)  # fmt: skip
+    return Table(rows, MOVE_COLUMNS, _move_search, page_size=page_size)
+
+
+def _move_search(e: Event) -> str:
+    return f"{e.tensor.label}\x00{e.op}\x00{_direction(e)}\x00{_dtype_change(e)}"
 
 
 def move_totals_html(rec: Recording) -> str:
@@ -373,8 +214,8 @@ def move_totals_html(rec: Recording) -> str:
     for e in rec.events:
         if e.kind != "move":
             continue
-        key = (_direction(e) if e.from_device != e.to_device else "same device",
-               f"{e.from_dtype} → {e.to_dtype}" if e.from_dtype != e.to_dtype else "same dtype")  # fmt: skip
+        device = _direction(e) if e.from_device != e.to_device else "same device"
+        key = (device, _dtype_change(e) if e.from_dtype != e.to_dtype else "same dtype")
         t = totals.setdefault(key, [0, 0])
         t[0] += 1
         t[1] += e.nbytes or 0
@@ -395,7 +236,8 @@ def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = ()) -> str:
     """Events grouped by source line: the line once, its events under it."""
     parts = ['<table class="tm-t"><tbody>']
     for first, group in line_groups(list(events)):
-        parts.append(f"<tr class='tm-src'><td>{h(first.where)}</td><td colspan=3>{h(first.source or '')}</td></tr>")
+        src = h(first.source or "")
+        parts.append(f"<tr class='tm-src'><td>{h(first.where)}</td><td colspan=3>{src}</td></tr>")
         for e in group:
             parts.append(
                 f"<tr><td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
@@ -421,8 +263,12 @@ def diagnostics_html(diagnostics: Sequence[Any]) -> str:
         sev = str(getattr(d, "severity", "warning") or "warning")
         names = getattr(d, "names", ()) or ()
         ident = getattr(d, "id", None)
-        head = f"<b>{h(getattr(d, 'where', '?'))}</b>: {h(getattr(d, 'message', d))}"
+        count = int(getattr(d, "count", 1) or 1)
+        times = f" <span class='tm-muted'>(×{count:,})</span>" if count > 1 else ""
+        head = f"<b>{h(getattr(d, 'where', '?'))}</b>: {h(getattr(d, 'message', d))}{times}"
         extra = []
+        if getattr(d, "source", None):
+            extra.append(f"<div><code>{h(d.source)}</code></div>")
         if getattr(d, "fix", None):
             extra.append(f"<div>fix: {h(d.fix)}</div>")
         if names:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from jlab_harness import CHROMIUM, CHROMIUM_ARGS, block_external_requests, jupyterlab_server, write_notebook
 
 SETUP = "import torch\n%load_ext tensormagic"

@@ -104,7 +104,8 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def jupyterlab_server(root: Path, token: str = "test-token", timeout: float = 120.0) -> Iterator[tuple[str, str, Any]]:
+def jupyterlab_server(root: Path, token: str = "test-token",
+                      timeout: float = 120.0) -> Iterator[tuple[str, str, Any]]:  # fmt: skip
     """``jupyter lab`` on 127.0.0.1:<free port>; yields (base_url, token, proc) and stops it after."""
     base = Path(tempfile.mkdtemp(prefix="jlab-home-"))
     env = isolated_jupyter_env(base)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import HOSTILE_NAME
 from jlab_harness import open_and_run_all
 
