@@ -13,22 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 from jlab_harness import CHROMIUM, CHROMIUM_ARGS, block_external_requests, jupyterlab_server, write_notebook
-
-SETUP = "import torch\n%load_ext tensormagic"
-EXAMPLE = """\
-%%trackgrad
-x = torch.ones(2, 2, requires_grad=True)
-y = x + 2
-z = y * y * 3
-out = z.mean()
-out.backward()"""
-HOSTILE_NAME = "<img src=x onerror=alert(1)>"
-HOSTILE = f"""\
-%%trackgrad
-d = {{}}
-d["{HOSTILE_NAME}"] = torch.ones(3, requires_grad=True)
-s = (d["{HOSTILE_NAME}"] * 2).sum()"""
-NOTEBOOKS = {"example.ipynb": [SETUP, EXAMPLE], "hostile.ipynb": [SETUP, HOSTILE]}
+from panel_notebooks import NOTEBOOKS
 
 
 def _unavailable(reason: str) -> None:

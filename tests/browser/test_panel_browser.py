@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HOSTILE_NAME
 from jlab_harness import open_and_run_all
+from panel_notebooks import HOSTILE_NAME
 
 pytestmark = pytest.mark.browser
 
