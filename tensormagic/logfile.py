@@ -226,6 +226,8 @@ class LogWriter:
         st = os.fstat(f.fileno())
         ident = (st.st_dev, st.st_ino)
         out: list[bytes] = []
+        if not self.gzip and st.st_size and os.pread(f.fileno(), 1, st.st_size - 1) != b"\n":
+            out.append(b"")  # a writer killed mid-line left it unfinished: start on a new line
         if self._header_for != ident or st.st_size == 0:
             out.append(dumps(header_record(self.session, self.started)))
             self._header_for = ident
@@ -280,7 +282,8 @@ def check_writable(path: Path) -> None:
 
 def _open_locked(path: Path, *, exclusive_for_session: bool = False) -> IO[bytes]:
     try:
-        f = open(path, "ab")  # noqa: SIM115 - returned open; O_APPEND puts every write at the end
+        # O_APPEND puts every write at the end; "+" lets the writer check the last byte
+        f = open(path, "a+b")  # noqa: SIM115 - returned open, closed by the caller
     except OSError as e:
         raise LogError(f"cannot log to {path}: {e.strerror or e}") from None
     try:

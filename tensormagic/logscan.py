@@ -6,7 +6,6 @@ skipped (and counted apart from damage); a newer ``schema_version`` is remembere
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import zlib
@@ -61,8 +60,8 @@ class ScanStats:
         return out
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[IO[bytes], IO[bytes]]:
-    """(raw file, line source): gzip is recognised by its magic bytes, not by the name."""
+def _open(path: str | os.PathLike[str]) -> tuple[IO[bytes], bool]:
+    """(the file, whether it is gzip): gzip is recognised by its magic bytes, not by the name."""
     p = os.fspath(path)
     if os.path.isdir(p):
         raise IsADirectoryError(f"{p}: is a directory, not a log file")
@@ -74,30 +73,51 @@ def _open(path: str | os.PathLike[str]) -> tuple[IO[bytes], IO[bytes]]:
         raise OSError(f"{p}: {e.strerror or e}") from None
     magic = raw.read(2)
     raw.seek(0)
-    if magic == b"\x1f\x8b":
-        return raw, gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw, raw
+    return raw, magic == _GZIP_MAGIC[:2]
 
 
-def _gzip_lines(gz: Any) -> Iterator[bytes]:
-    """Lines of a gzip stream, split from 64 KB blocks (GzipFile's own line reading costs more
-    Python calls per line); a stream cut short yields what it holds, its broken last line too."""
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+_BLOCK = 1 << 16
+
+
+def _gzip_lines(raw: IO[bytes], stats: ScanStats) -> Iterator[bytes]:
+    """Lines of a gzip log, member after member (one per cell).  A damaged member counts as one
+    skipped line and reading resumes at the next member; a member cut short yields what it holds,
+    its broken last line too (the reader skips and counts that)."""
+    d = zlib.decompressobj(31)
     tail = b""
+    data = b""
+    searching = False  # after damage: looking for the next member's header
     while True:
+        if not data:
+            data = raw.read(_BLOCK)
+            if not data:
+                break
+        if searching:
+            i = data.find(_GZIP_MAGIC)
+            if i < 0:
+                more = raw.read(_BLOCK)
+                if not more:
+                    break
+                data = data[-2:] + more  # a header may straddle two blocks
+                continue
+            data, searching = data[i:], False
         try:
-            chunk = gz.read1(1 << 16)
-        except (EOFError, zlib.error, gzip.BadGzipFile):
-            if not tail:
-                raise
-            yield tail  # the damaged line: the reader skips and counts it
-            return
-        if not chunk:
-            break
-        buf = tail + chunk
-        cut = buf.rfind(b"\n") + 1
-        tail = buf[cut:]
-        if cut:
-            yield from io.BytesIO(buf[:cut])
+            out = d.decompress(data)
+        except zlib.error:
+            stats.skipped += 1
+            d, tail, searching = zlib.decompressobj(31), b"", True
+            data = data[1:]
+            continue
+        data = b""
+        if d.eof:
+            data, d = d.unused_data, zlib.decompressobj(31)
+        if out:
+            buf = tail + out
+            cut = buf.rfind(b"\n") + 1
+            tail = buf[cut:]
+            if cut:
+                yield from io.BytesIO(buf[:cut])
     if tail:
         yield tail
 
@@ -114,77 +134,72 @@ def scan(path: str | os.PathLike[str], stats: ScanStats, *, tallies: dict[str, d
     With ``tallies`` (``summary``), event lines framed exactly as this writer frames them are
     not parsed but counted per cell key and kind into it (parsing is most of the cost of reading
     a big log); moves (their bytes are needed), other lines and anything unexpected are parsed."""
-    raw, src = _open(path)
+    raw, is_gzip = _open(path)
     total = os.fstat(raw.fileno()).st_size
     ours = False
     n = 0
     run: bytes | None = None  # the common start of the current cell's event lines
     kinds: dict[bytes, int] = {}
     try:
-        try:
-            for line in src if src is raw else _gzip_lines(src):
-                n += 1
-                if progress is not None and not n & 0xFFF:
-                    progress(raw.tell(), total)
-                if tallies is not None and line.endswith(b"}}\n"):
-                    if run is None or not line.startswith(run):
-                        run = None
-                        q = line.find(b'"', 23) if line.startswith(_EVENT_HEAD) else -1
-                        if q > 0 and line.startswith(_RUN_TAIL, q):
-                            run = line[: q + len(_RUN_TAIL)]
-                            kinds = tallies.setdefault(line[23:q].decode(), {})
-                    if run is not None:
-                        k = line.find(_KIND, len(run), len(run) + 40)
-                        kb = line[k + 8 : line.find(b'"', k + 8)] if k > 0 else b"move"
-                        if kb != b"move":
-                            kinds[kb] = kinds.get(kb, 0) + 1
-                            ours = True
-                            continue
-                if not line.strip():
-                    continue
-                try:
-                    r = loads(line)
-                except ValueError:
+        for line in _gzip_lines(raw, stats) if is_gzip else raw:
+            n += 1
+            if progress is not None and not n & 0xFFF:
+                progress(raw.tell(), total)
+            if tallies is not None and line.endswith(b"}}\n"):
+                if run is None or not line.startswith(run):
+                    run = None
+                    q = line.find(b'"', 23) if line.startswith(_EVENT_HEAD) else -1
+                    if q > 0 and line.startswith(_RUN_TAIL, q):
+                        run = line[: q + len(_RUN_TAIL)]
+                        kinds = tallies.setdefault(line[23:q].decode(), {})
+                if run is not None:
+                    k = line.find(_KIND, len(run), len(run) + 40)
+                    kb = line[k + 8 : line.find(b'"', k + 8)] if k > 0 else b"move"
+                    if kb != b"move":
+                        kinds[kb] = kinds.get(kb, 0) + 1
+                        ours = True
+                        continue
+            if not line.strip():
+                continue
+            try:
+                r = loads(line)
+            except ValueError:
+                stats.skipped += 1
+                r = None
+                ours = ours or line.startswith(_OUR_PREFIXES)  # a truncated record of ours
+            if not isinstance(r, dict):
+                if r is not None:
                     stats.skipped += 1
-                    r = None
-                    ours = ours or line.startswith(_OUR_PREFIXES)  # a truncated record of ours
-                if not isinstance(r, dict):
-                    if r is not None:
-                        stats.skipped += 1
-                else:
-                    t = r.get("type")
-                    if t == "event":
-                        if isinstance(r.get("event"), dict):
-                            ours = True
-                            yield r
-                        else:
-                            stats.bad_events += 1
-                    elif t == "cell":
+            else:
+                t = r.get("type")
+                if t == "event":
+                    if isinstance(r.get("event"), dict):
                         ours = True
-                        stats.lines = n
-                        yield r
-                    elif t == "header" and r.get("format") == FORMAT:
-                        ours = True
-                        v = r.get("schema_version")
-                        if isinstance(v, int) and v > SCHEMA_VERSION:
-                            stats.newer_schema = max(v, stats.newer_schema or 0)
-                        stats.headers.append(r)
                         yield r
                     else:
-                        stats.unknown += 1
-                if not ours and n >= SNIFF_LINES:
-                    raise NotALogError(f"{os.fspath(path)} is not a tensormagic log (no tensormagic records "
-                                       f"in its first {SNIFF_LINES} lines)")  # fmt: skip
-        except (EOFError, zlib.error, gzip.BadGzipFile):
-            stats.skipped += 1  # a gzip member cut short or damaged: the rest is unreadable
+                        stats.bad_events += 1
+                elif t == "cell":
+                    ours = True
+                    stats.lines = n
+                    yield r
+                elif t == "header" and r.get("format") == FORMAT:
+                    ours = True
+                    v = r.get("schema_version")
+                    if isinstance(v, int) and v > SCHEMA_VERSION:
+                        stats.newer_schema = max(v, stats.newer_schema or 0)
+                    stats.headers.append(r)
+                    yield r
+                else:
+                    stats.unknown += 1
+            if not ours and n >= SNIFF_LINES:
+                raise NotALogError(f"{os.fspath(path)} is not a tensormagic log (no tensormagic records "
+                                   f"in its first {SNIFF_LINES} lines)")  # fmt: skip
         if not ours and n and (stats.skipped or stats.unknown):
             raise NotALogError(f"{os.fspath(path)} is not a tensormagic log (no tensormagic records in it)")
         if progress is not None:
             progress(total, total)
     finally:
         stats.lines = n
-        if src is not raw:
-            src.close()
         raw.close()
 
 

@@ -507,3 +507,34 @@ def test_undecodable_source_is_still_logged(tmp_path: Path) -> None:
     LogWriter(tmp_path / "s.jsonl").write(rec)
     (back,) = load_log(tmp_path / "s.jsonl")
     assert back.source == rec.source and back.events == rec.events
+
+
+def test_append_after_a_cut_line_starts_a_new_line(tmp_path: Path) -> None:
+    """A writer appending after a line another writer left unfinished starts on a new line."""
+    log = tmp_path / "run.jsonl"
+    _every_kind(log, stats=False)
+    with open(log, "ab") as f:
+        f.write(b'{"type":"event","key":"dead/1","event":{"seq":0,"ki')  # a writer killed mid-line
+    logfile.close_all()
+    _every_kind(log, stats=False)
+    with pytest.warns(LogWarning, match="skipped 1"):
+        back = load_log(log)
+    assert len(back) == 2 and back[0].counts() == back[1].counts() and not back[1].internal_error
+
+
+def test_damaged_gzip_member_is_skipped_and_reading_resumes(tmp_path: Path) -> None:
+    """A damaged gzip member (one cell) is skipped and counted; the members after it are read."""
+    log = tmp_path / "run.jsonl.gz"
+    for n in (1, 2, 3):
+        with tensormagic.track(log=log, cell=n):
+            torch.ones(n)
+    logfile.close_all()
+    data = bytearray(log.read_bytes())
+    starts = [i for i in range(len(data)) if data[i : i + 3] == b"\x1f\x8b\x08"]
+    assert len(starts) == 3
+    mid = (starts[1] + starts[2]) // 2
+    data[mid : mid + 8] = b"\x00" * 8
+    log.write_bytes(bytes(data))
+    with pytest.warns(LogWarning, match="skipped"):
+        back = load_log(log)
+    assert [r.cell for r in back] == [1, 3] and back.skipped >= 1
