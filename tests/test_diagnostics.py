@@ -553,3 +553,16 @@ def test_diagnostic_round_trips_through_a_dict():
             (pred - target).abs().sum()
     d = only(rec, "broadcast")
     assert Diagnostic.from_dict(d.to_dict()) == d and d.where == f"test_diagnostics.py:{d.line}"
+
+
+def test_lines_in_a_tracked_cell_count_the_magic_line(ip):
+    """Under %%trackgrad a diagnostic's line counts the %%trackgrad line as line 1, as events do."""
+    from conftest import run
+
+    cell = "%%trackgrad --quiet -o rec\npred = torch.randn(8, 1)\ntarget = torch.randn(8)\n(pred - target).abs().mean()\n"
+    with pytest.warns(BroadcastWarning):
+        result = run(ip, cell)
+    rec = ip.user_ns["rec"]
+    d = only(rec, "broadcast")
+    assert (d.line, d.where, d.cell, d.names) == (4, "line 4", result.execution_count, ("pred", "target"))
+    assert d.line == line_of(rec, "sub") and d.source == "(pred - target).abs().mean()"

@@ -20,7 +20,9 @@ from .catalog import severity
 _SYMBOLS = {"__pow__": "**", "__rpow__": "**", "__matmul__": "@", "__rmatmul__": "@", "__rsub__": "-",
             "__radd__": "+", "__rmul__": "*", "__truediv__": "/", "__rtruediv__": "/",
             "__floordiv__": "//", "__mod__": "%", "__getitem__": "indexing",
-            "__setitem__": "an assignment"}  # fmt: skip
+            "__setitem__": "an assignment", "__format__": "formatting (f-string, print)",
+            "__repr__": "printing", "__bool__": "bool() / if", "__float__": "float()", "__int__": "int()",
+            "__index__": "use as an index"}  # fmt: skip
 
 
 def op_words(op: str) -> str:
