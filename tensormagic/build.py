@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 from typing import Any, Mapping
 
@@ -47,6 +48,20 @@ class _Refs:
 def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
           locator: Locator | None, block: tuple[str, int, int | None] | None) -> Recording:  # fmt: skip
     """Fill ``rec`` from the tracker's records."""
+    # Building allocates a few objects per event, none of them in a cycle; letting those
+    # allocations trigger collections would re-walk every live object many times over (about
+    # 40% of the build of a 10,000-event block).
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        return _build(tr, rec, namespace=namespace, locator=locator, block=block)
+    finally:
+        if gc_was:
+            gc.enable()
+
+
+def _build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
+           locator: Locator | None, block: tuple[str, int, int | None] | None) -> Recording:  # fmt: skip
     _add_unseen_bound(tr, namespace)
     ns_names = naming.names_by_id(namespace)
     where_cache: dict[Any, tuple[int | None, str | None, int | None, str | None]] = {}
@@ -76,12 +91,13 @@ def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
                 return None
         return target
 
-    for tid, target in _line_results(raw, target_of):
+    for tid, target in _line_results(raw, target_of, failed=rec.failed):
         names.setdefault(tid, (target,))
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
     refs = _Refs(tr, names)
     state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
     events: list[Event] = []
+    by_storage: dict[int, list[tuple[int, list[Any]]]] | None = None  # built at the first in-place write
     for i, r in enumerate(raw):
         kind, tid, meta, extra = r[KIND], r[TID], r[META], r[EXTRA]
         cell, fn, line, src = place(r[WHERE])
@@ -101,7 +117,9 @@ def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
             v0, in_ids = extra
             kw["version_before"], kw["version_after"] = v0, int(meta[5])
             kw["inputs"] = tuple(refs.ref(t, state[t]) for t in in_ids if t in state)
-            kw["aliases"] = _aliases(tr, refs, state, tid, i)
+            if by_storage is None:
+                by_storage = _by_storage(tr)
+            kw["aliases"] = _aliases(tr, refs, state, tid, i, by_storage)
         elif kind == "move":
             stid, smeta, inplace = extra[0], extra[1], extra[2]
             kw.update(source_tensor=refs.ref(stid, smeta), from_device=str(smeta[2]),
@@ -135,9 +153,10 @@ def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
     return rec
 
 
-def _line_results(raw: list[Any], target_of: Any) -> list[tuple[int, str]]:
+def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> list[tuple[int, str]]:
     """(tensor id, assignment target) for each tensor a line produced and no later op on the
-    same line consumed: ``z`` in ``z = y * y * 3`` but not ``y * y``; each loop iteration's ``h``."""
+    same line consumed: ``z`` in ``z = y * y * 3`` but not ``y * y``; each loop iteration's ``h``.
+    In a block that failed, the last line never finished its assignment: it names nothing."""
     out: list[tuple[int, str]] = []
     i = 0
     while i < len(raw):
@@ -145,7 +164,7 @@ def _line_results(raw: list[Any], target_of: Any) -> list[tuple[int, str]]:
         while j + 1 < len(raw) and raw[j + 1][WHERE] == raw[i][WHERE]:
             j += 1
         target = target_of(raw[i][WHERE]) if raw[i][WHERE] is not None else None
-        if target is not None:
+        if target is not None and not (failed and j == len(raw) - 1):
             consumed: set[int] = set()
             for k in range(j, i - 1, -1):
                 r = raw[k]
@@ -178,20 +197,36 @@ def _seen_note(op: str, note: str | None, inputs: tuple[TensorRef, ...]) -> str:
     return f"appeared without a torch op the tracker can see (made by {op})"
 
 
+_itemsize: dict[Any, int] = {}
+
+
 def _nbytes(meta: Any) -> int:
     n = 1
     for s in meta[0]:
         n *= s
-    return n * torch.empty((), dtype=meta[1], device="meta").element_size()
+    size = _itemsize.get(meta[1])
+    if size is None:  # one meta tensor per dtype, not per move
+        size = _itemsize[meta[1]] = torch.empty((), dtype=meta[1], device="meta").element_size()
+    return n * size
 
 
-def _aliases(tr: Tracker, refs: _Refs, state: dict[int, Any], tid: int, idx: int) -> tuple[TensorRef, ...]:
+def _by_storage(tr: Tracker) -> dict[int, list[tuple[int, list[Any]]]]:
+    """Storage id -> its tensors, in the tracker's order: one pass, instead of one per write."""
+    out: dict[int, list[tuple[int, list[Any]]]] = {}
+    for tid, info in tr.tensors.items():
+        if info[2] is not None:
+            out.setdefault(info[2], []).append((tid, info))
+    return out
+
+
+def _aliases(tr: Tracker, refs: _Refs, state: dict[int, Any], tid: int, idx: int,
+             by_storage: dict[int, list[tuple[int, list[Any]]]]) -> tuple[TensorRef, ...]:  # fmt: skip
     sid = tr.tensors[tid][2]
     if sid is None:
         return ()
     out = []
-    for other, info in tr.tensors.items():
-        if other != tid and info[2] == sid and other not in tr.merged:
+    for other, info in by_storage.get(sid, ()):
+        if other != tid and other not in tr.merged:
             first = info[3]
             if first is None or first <= idx:
                 out.append(refs.ref(other, state.get(other, info[1])))

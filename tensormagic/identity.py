@@ -40,6 +40,16 @@ def assign(t: Any) -> int:
     return tid
 
 
+def assign_ref(t: Any) -> tuple[weakref.ref[Any], int]:
+    """(weak reference, id) of ``t``, giving it a fresh id if it has none (the tracker shares the ref)."""
+    key = id(t)
+    ent = _ids.get(key)
+    if ent is not None and ent[0]() is t:
+        return ent
+    ent = _ids[key] = (weakref.ref(t), next(_counter))
+    return ent
+
+
 def new_storage_id() -> int:
     return next(_storage_counter)
 

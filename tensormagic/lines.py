@@ -39,7 +39,10 @@ class LineFinder:
     __slots__ = ("_cache", "_prefixes")
 
     def __init__(self) -> None:
-        self._cache: dict[CodeType, bool] = {}
+        # Keyed on id(code), not the code: hashing a code object re-hashes its constants every
+        # time (~0.5 µs for Module._call_impl, met twice per op inside an nn.Module).  The value
+        # holds the code object, so its id cannot be reused while the entry exists.
+        self._cache: dict[int, tuple[CodeType, bool]] = {}
         self._prefixes = _library_prefixes()
 
     def _is_user(self, code: CodeType) -> bool:
@@ -49,16 +52,18 @@ class LineFinder:
             ok = not fn.startswith("<frozen")
         else:
             ok = not os.path.realpath(fn).startswith(self._prefixes)
-        self._cache[code] = ok
+        self._cache[id(code)] = (code, ok)
         return ok
 
     def find(self, frame: FrameType | None) -> tuple[str, int] | None:
         cache = self._cache
         while frame is not None:
             code = frame.f_code
-            ok = cache.get(code)
-            if ok is None:
+            ent = cache.get(id(code))
+            if ent is None:
                 ok = self._is_user(code)
+            else:
+                ok = ent[1]
             if ok:
                 return code.co_filename, frame.f_lineno
             frame = frame.f_back

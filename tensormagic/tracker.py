@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import sys
 import time
-import weakref
 from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 from . import identity
+from .identity import _ids, assign_ref, new_storage_id, storage_key
 from .lines import LineFinder
 from .modules import ModuleStack
 from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
 
 Tensor = torch.Tensor
+_now = time.perf_counter_ns
 
 # Raw record layout: (kind, func, tid, meta, where, module, t_ns, extra)
 KIND, FUNC, TID, META, WHERE, MODULE, TIME, EXTRA = range(8)
@@ -82,31 +83,41 @@ class Tracker:
 
     def see(self, t: Tensor, where: Any) -> int:
         """The id of an input tensor; its first sight in the block is remembered."""
-        tid = identity.lookup(t)
-        fresh = tid is None
-        if fresh:
-            tid = identity.assign(t)
-        if tid not in self.tensors:
-            self.tensors[tid] = [weakref.ref(t), meta_of(t), self._storage(t, new=False), None]
-            if fresh and tid not in self.preexisting:
-                # appeared without an op the mode can see (from_numpy, Parameter(t), torch.load…)
-                self._add("create", None, tid, self.tensors[tid][1], where, ((), "seen", None), (t,))
+        ent = _ids.get(id(t))
+        if ent is not None and ent[0]() is t:
+            tid = ent[1]
+            if tid in self.tensors:
+                return tid  # the common case: an input this block already knows
+            fresh = False
+        else:
+            ent = identity.assign_ref(t)
+            tid = ent[1]
+            fresh = True
+        meta = meta_of(t)
+        self.tensors[tid] = [ent[0], meta, self._storage(t, new=False), None]
+        if fresh and tid not in self.preexisting:
+            # appeared without an op the mode can see (from_numpy, Parameter(t), torch.load…)
+            self._add("create", None, tid, meta, where, ((), "seen", None), (t,))
         return tid
 
     def _storage(self, t: Tensor, new: bool) -> int | None:
-        key = identity.storage_key(t)
+        key = storage_key(t)
         if key is None:
             return None
-        sid = self.sid_of_key.get(key)
-        if sid is None or new:
-            sid = identity.new_storage_id()
-            self.sid_of_key[key] = sid
+        if not new:
+            sid = self.sid_of_key.get(key)
+            if sid is not None:
+                return sid
+        sid = self.sid_of_key[key] = new_storage_id()
         return sid
 
-    def _new(self, t: Tensor, *, alias: bool) -> int:
-        tid = identity.assign(t)
-        self.tensors[tid] = [weakref.ref(t), meta_of(t), self._storage(t, new=not alias), len(self.raw)]
-        return tid
+    def _new(self, t: Tensor, *, alias: bool) -> tuple[int, Any]:
+        """Register a tensor an op just made; returns its id and its metadata snapshot."""
+        ref, tid = identity.assign_ref(t)
+        gf = t.grad_fn  # meta_of, inlined: this runs once per recorded op
+        meta = (t.shape, t.dtype, t.device, t.requires_grad, None if gf is None else type(gf), t._version)
+        self.tensors[tid] = [ref, meta, self._storage(t, new=not alias), len(self.raw)]
+        return tid, meta
 
     # -- records -----------------------------------------------------------------------------
     def _add(self, kind: str, func: Any, tid: int, meta: Any, where: Any, extra: Any,
@@ -114,14 +125,14 @@ class Tracker:
         raw = self.raw
         if len(raw) >= self.max_events and self._fold(kind, func, where):
             return
-        module = self.modules.current
-        raw.append((kind, func, tid, meta, where, module, time.perf_counter_ns() - self.t0, extra))
+        raw.append((kind, func, tid, meta, where, self.modules.current, _now() - self.t0, extra))
         if self.stats and objs:
             from .stats import compute_stats
 
             self.stats_at[len(raw) - 1] = compute_stats(objs[0])
-        for hook in self.record_hooks:
-            hook(self, len(raw) - 1, objs)
+        if self.record_hooks:
+            for hook in self.record_hooks:
+                hook(self, len(raw) - 1, objs)
 
     def _fold(self, kind: str, func: Any, where: Any) -> bool:
         counts = self._fold_counts
@@ -140,31 +151,85 @@ class Tracker:
 
     def record_outputs(self, func: Any, action: int, args: Any, kwargs: Any, r: Any,
                        where: Any) -> None:  # fmt: skip
-        outs = [r] if isinstance(r, Tensor) else [x for x in r if isinstance(x, Tensor)]
+        if action == GENERAL and isinstance(r, Tensor) and self._created(func, args, kwargs, r, where):
+            return
         inputs = _tensors_in(args, kwargs)
-        for o in outs:
-            if any(o is a for a in inputs) or identity.lookup(o) is not None:
-                continue  # not new: an input handed back, or a tensor seen before
-            if action == MOVE and inputs:
-                src = inputs[0]
-                stid = self.see(src, where)
-                tid = self._new(o, alias=False)
-                self._last_move[tid] = len(self.raw)
-                self._add("move", func, tid, self.tensors[tid][1], where,
-                          (stid, meta_of(src), False), (o,))  # fmt: skip
-                continue
-            base = None
-            if action == ALIAS or o._is_view():
-                okey = identity.storage_key(o)
-                base = next((a for a in inputs if identity.storage_key(a) == okey), None)
-            if base is not None:
-                btid = self.see(base, where)
-                tid = self._new(o, alias=True)
-                self._add("view", func, tid, self.tensors[tid][1], where, btid, (o,))
-            else:
-                in_ids = tuple(self.see(a, where) for a in inputs)
-                tid = self._new(o, alias=False)
-                self._add("create", func, tid, self.tensors[tid][1], where, (in_ids, "op", None), (o,))
+        if isinstance(r, Tensor):
+            self._output(func, action, inputs, r, where)
+        else:
+            for o in r:
+                if isinstance(o, Tensor):
+                    self._output(func, action, inputs, o, where)
+
+    def _created(self, func: Any, args: Any, kwargs: Any, o: Tensor, where: Any) -> bool:
+        """The common case in one function: an op made one new, non-view tensor from tensors this
+        block already knows.  Records exactly what ``_output`` would and returns True; returns
+        False, having changed nothing, for anything else (the general path then handles it)."""
+        raw = self.raw
+        if self.stats or len(raw) >= self.max_events:
+            return False
+        tensors = self.tensors
+        in_ids = []
+        for a in args:
+            if isinstance(a, Tensor):
+                if a is o:
+                    return False
+                ent = _ids.get(id(a))
+                if ent is None or ent[0]() is not a or ent[1] not in tensors:
+                    return False  # first sight of this input: see() records it
+                in_ids.append(ent[1])
+            elif isinstance(a, (list, tuple)):
+                return False
+        if kwargs:
+            for a in kwargs.values():
+                if isinstance(a, Tensor):
+                    return False
+        ent = _ids.get(id(o))
+        if (ent is not None and ent[0]() is o) or o._is_view():
+            return False
+        ref, tid = assign_ref(o)
+        gf = o.grad_fn
+        meta = (o.shape, o.dtype, o.device, o.requires_grad, None if gf is None else type(gf), o._version)
+        key = storage_key(o)
+        sid = None
+        if key is not None:
+            sid = self.sid_of_key[key] = new_storage_id()
+        n = len(raw)
+        tensors[tid] = [ref, meta, sid, n]
+        raw.append(("create", func, tid, meta, where, self.modules.current, _now() - self.t0,
+                    (tuple(in_ids), "op", None)))  # fmt: skip
+        if self.record_hooks:
+            objs = (o,)
+            for hook in self.record_hooks:
+                hook(self, n, objs)
+        return True
+
+    def _output(self, func: Any, action: int, inputs: list[Tensor], o: Tensor, where: Any) -> None:
+        for a in inputs:
+            if o is a:
+                return  # not new: an input handed back
+        ent = _ids.get(id(o))
+        if ent is not None and ent[0]() is o:
+            return  # not new: a tensor seen before
+        if action == MOVE and inputs:
+            src = inputs[0]
+            stid = self.see(src, where)
+            tid, meta = self._new(o, alias=False)
+            self._last_move[tid] = len(self.raw)
+            self._add("move", func, tid, meta, where, (stid, meta_of(src), False), (o,))
+            return
+        base = None
+        if action == ALIAS or o._is_view():
+            okey = storage_key(o)
+            base = next((a for a in inputs if storage_key(a) == okey), None)
+        if base is not None:
+            btid = self.see(base, where)
+            tid, meta = self._new(o, alias=True)
+            self._add("view", func, tid, meta, where, btid, (o,))
+        else:
+            in_ids = tuple([self.see(a, where) for a in inputs])
+            tid, meta = self._new(o, alias=False)
+            self._add("create", func, tid, meta, where, (in_ids, "op", None), (o,))
 
     def record_write(self, func: Any, written: Tensor, v0: int, args: Any, kwargs: Any,
                      where: Any) -> None:  # fmt: skip
@@ -231,7 +296,7 @@ class Tracker:
                 if g is None:
                     continue
                 ltid = self.see(lf, where)
-                gtid = self._new(g, alias=False)
+                gtid, _ = self._new(g, alias=False)
                 self._add("create", func, gtid, meta_of(g), where, ((ltid,), "op", None), (g,))
                 grads.append((ltid, meta_of(lf), tuple(g.shape), g.dtype, False, gtid))
         else:
@@ -242,7 +307,7 @@ class Tracker:
                 ltid = self.see(lf, where)
                 gtid = identity.lookup(g)
                 if gtid is None or gtid not in self.tensors:
-                    gtid = self._new(g, alias=False)
+                    gtid, _ = self._new(g, alias=False)
                     self._add("create", func, gtid, meta_of(g), where, ((ltid,), "seen", "grad"), (g,))
                 grads.append((ltid, meta_of(lf), tuple(g.shape), g.dtype, bool(was), gtid))
         if roots_l:
