@@ -96,7 +96,9 @@ def test_default_tracking_keeps_autograds_inplace_check():
 
     with pytest.raises(RuntimeError) as bare:
         run()
-    with pytest.raises(RuntimeError) as tracked:
+    from tensormagic.diagnostics import InplaceSavedWarning
+
+    with pytest.raises(RuntimeError) as tracked, pytest.warns(InplaceSavedWarning):
         with tensormagic.track():
             run()
     assert str(tracked.value) == str(bare.value)
@@ -251,3 +253,12 @@ def test_stable_ids_are_never_reused():
             torch.ones(3) + 1
         ids.update(rec.tensors)
     assert len(ids) == 40
+
+
+def test_failed_line_names_no_temporary():
+    """In a block that fails on a line, that line's unfinished assignment names no tensor."""
+    a = torch.ones(2)
+    with pytest.raises(RuntimeError):
+        with tensormagic.track(diagnostics=[]) as rec:
+            y = a * 2 + torch.ones(3)
+    assert rec.filter(op="mul")[0].tensor.names == ()
