@@ -13,7 +13,8 @@ A cell is written in one append under an exclusive ``flock``, flushed every ``CH
 so two processes appending to one plain ``.jsonl`` never interleave lines.  A ``.gz`` log gets
 one gzip member per cell, and one writing process at a time holds the file's lock for as long as
 it logs: concurrent gzip appends would corrupt the stream, so a second process is refused.
-The reader is ``logread.py``.
+Nothing is written per event while tracking: a recording is serialised when its block ends.
+The readers are ``logscan.py`` (lines) and ``logread.py`` (cells, recordings).
 """
 
 from __future__ import annotations
@@ -295,7 +296,7 @@ def _open_locked(path: Path, *, exclusive_for_session: bool = False) -> IO[bytes
         f.close()
         raise LogError(
             f"cannot log to {path}: another process is writing this gzip log, and gzip logs take "
-            "one writer at a time (use a plain .jsonl to log from several kernels)"
+            "one writer at a time (use a plain .jsonl to log from several kernels at once)"
         ) from None
     except OSError as e:  # pragma: no cover - a file system without flock
         f.close()

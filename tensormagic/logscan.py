@@ -103,13 +103,13 @@ def _gzip_lines(raw: IO[bytes], stats: ScanStats) -> Iterator[bytes]:
                 continue
             data, searching = data[i:], False
         try:
-            out = d.decompress(data)
+            out = d.decompress(data, _BLOCK * 16)  # bounded: a block may inflate 30-fold
         except zlib.error:
             stats.skipped += 1
             d, tail, searching = zlib.decompressobj(31), b"", True
             data = data[1:]
             continue
-        data = b""
+        data = d.unconsumed_tail
         if d.eof:
             data, d = d.unused_data, zlib.decompressobj(31)
         if out:
