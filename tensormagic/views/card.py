@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..events import Stats, TensorRef
 from ..recording import Recording, TensorRecord
 from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, short_op
+from .panel_tables import origin_event
 from .table import h, nbytes_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,7 +103,7 @@ def record_card_html(rec: Recording, trec: TensorRecord) -> str:
     """The card of a tracked tensor: live facts when it is alive, the recorded ones when freed."""
     t = trec.tensor()
     names = ", ".join(trec.names) if trec.names else trec.id
-    created = trec.created
+    created = origin_event(trec)
     where = f"{created.where} by {short_op(created.op)}" if created is not None else None
     if created is not None and created.source:
         where += f":  {created.source}"

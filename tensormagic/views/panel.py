@@ -161,8 +161,7 @@ class Panel(_Owner):
         self.timeline = TableView(self, _timeline_table(rec), placeholder="filter: name, op, source",
                                   sortable=False, css="tm-timeline")  # fmt: skip
         self.graph = GraphView(self, rec, pick)
-        inplace_box = m(W.VBox, [m(W.HTML, f"<b>{len(self.inplace.table.rows):,}</b> writes; a write "
-                                           "through a view changes its base and every other view"),
+        inplace_box = m(W.VBox, [m(W.HTML, inplace_intro(rec, len(self.inplace.table.rows))),
                                  self.inplace.box])  # fmt: skip
         devices_box = m(W.VBox, [m(W.HTML, move_totals_html(rec)), self.moves.box])
         self.diagnostics = m(W.HTML, diagnostics_html(rec.diagnostics), css="tm-diagnostics")
@@ -244,6 +243,13 @@ def _timeline_table(rec: Recording) -> Table[Any]:
                        page_size=TIMELINE_PAGE)  # fmt: skip
     t.folds = rec.folds
     return t
+
+
+def inplace_intro(rec: Recording, shown: int) -> str:
+    folded = sum(f.count for f in rec.folds if f.kind == "inplace")
+    more = f" (and {folded:,} repeats folded: see the Timeline's last page)" if folded else ""
+    return (f"<b>{shown:,}</b> writes{h(more)}; a write through a view changes its base and every "
+            "other view")  # fmt: skip
 
 
 def header_html(rec: Recording) -> str:

@@ -11,7 +11,7 @@ from ..recording import Recording, TensorRecord
 from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, line_groups, short_op
 from .table import PAGE_SIZE, STYLE, Column, Table, h, nbytes_of
 
-TIMELINE_PAGE = 100
+TIMELINE_PAGE = 50
 
 
 # -- Tensors -------------------------------------------------------------------------------------
@@ -49,6 +49,10 @@ class TensorRow:
         return f"({KIND_WORD.get(f.kind, f.kind)} ×{f.count:,} folded)"
 
     @property
+    def _origin(self) -> Event | None:
+        return None if self.trec is None else origin_event(self.trec)
+
+    @property
     def _ref(self) -> TensorRef | None:
         return None if self.trec is None else self.trec.ref
 
@@ -56,26 +60,26 @@ class TensorRow:
     def op(self) -> str:
         if self.fold is not None:
             return short_op(self.fold.op)
-        e = self.trec.created if self.trec is not None else None
+        e = self._origin
         return short_op(e.op) if e is not None else ""
 
     @property
     def line(self) -> int | None:
         if self.fold is not None:
             return self.fold.line
-        e = self.trec.created if self.trec is not None else None
+        e = self._origin
         return None if e is None else e.line
 
     @property
     def where(self) -> str:
         if self.fold is not None:
             return f"line {self.fold.line}" if self.fold.line is not None else "?"
-        e = self.trec.created if self.trec is not None else None
+        e = self._origin
         return "" if e is None else e.where
 
     @property
     def module(self) -> str | None:
-        e = self.trec.created if self.trec is not None else None
+        e = self._origin
         return None if e is None else e.module
 
     @property
@@ -148,8 +152,19 @@ TENSOR_COLUMNS: tuple[Column[TensorRow], ...] = (
 )  # fmt: skip
 
 
+def origin_event(trec: TensorRecord) -> Event | None:
+    """The event that made a tensor: its creation or view, else the move or first event that
+    produced it (``b = a.to(torch.float64)`` makes ``b`` by a move)."""
+    if trec.created is not None:
+        return trec.created
+    return next((e for e in trec.events if e.tensor.id == trec.id), None)
+
+
 def tensors_table(rec: Recording, page_size: int = PAGE_SIZE) -> Table[TensorRow]:
-    return Table(tensor_rows(rec), TENSOR_COLUMNS, _tensor_search, page_size=page_size)
+    # the module column only where some op ran inside an nn.Module: it is empty otherwise
+    has_module = any(e.module for e in rec.events)
+    columns = [c for c in TENSOR_COLUMNS if has_module or c.title != "module"]
+    return Table(tensor_rows(rec), columns, _tensor_search, page_size=page_size)
 
 
 # -- In-place, Devices & dtypes ------------------------------------------------------------------

@@ -24,6 +24,7 @@ ITEMSIZE = {
 STYLE = """<style>
 .tm-panel{font-size:12px}
 .tm-panel .widget-html-content{line-height:1.45}
+.tm-panel .tm-table .widget-html-content{overflow-x:auto}
 .tm-panel table.tm-t{border-collapse:collapse;font-family:var(--jp-code-font-family,ui-monospace,monospace);
  font-size:12px;width:100%}
 .tm-panel table.tm-t th{text-align:left;padding:2px 8px;border-bottom:1px solid rgba(127,127,127,.5);
