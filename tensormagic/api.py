@@ -77,6 +77,10 @@ class track:
             from .logfile import start_logging
 
             self._log_writer = start_logging(self.log)
+        if self.recording.cell is None and self.recording.file is None and self.block is not None:
+            self.recording.file = self.block[0]
+        # event times count from the Tracker's creation: take the wall-clock start just before it
+        self.recording.started = time.time()
         tr = self._tracker = Tracker(stats=self.stats, max_events=self.max_events)
         if self._diagnostics.ids:
             from .diagnostics import install
@@ -84,7 +88,6 @@ class track:
             self._checks = install(tr, self._diagnostics)
         for _name, t in naming.named_tensors(self._namespace()):
             tr.mark_preexisting(t)
-        self.recording.started = time.time()
         self._t0 = time.perf_counter()
         tr.modules.__enter__()
         self._mode = TrackMode(tr)
