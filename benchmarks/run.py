@@ -63,7 +63,7 @@ def _fmt_s(s: float) -> str:
 
 
 def run_matrix(device: str, threads: int | None, keys: list[str], scale: float, reps: int,
-               shell: LoadedShell | None, only: set[str] | None, smoke: bool) -> dict[str, Any]:  # fmt: skip
+               shell: LoadedShell | None, only: set[str] | None, smoke: bool, clock: str) -> dict[str, Any]:  # fmt: skip
     if threads is not None:
         torch.set_num_threads(threads)
     variants = make_variants(cuda=device == "cuda", shell=shell, smoke=smoke)
@@ -73,9 +73,12 @@ def run_matrix(device: str, threads: int | None, keys: list[str], scale: float, 
     _log(f"== {label}: {', '.join(v.key for v in variants if v.available)}")
     table: dict[str, dict[str, Any]] = {}
     for key in keys:
-        cells = measure_workload(WORKLOADS[key], variants, device=device, scale=scale, reps=reps, log=_log)
+        cells = measure_workload(WORKLOADS[key], variants, device=device, scale=scale, reps=reps, log=_log,
+                                 clock=clock)  # fmt: skip
         table[key] = {k: c.summary() for k, c in cells.items()}
         table[key]["_log_over_track"] = _paired(cells, "log", "track")
+    if clock == "cpu" and device == "cpu":
+        label += ", CPU time"
     return {"label": label, "device": device, "threads": torch.get_num_threads(),
             "variants": [(v.key, v.title) for v in variants], "workloads": table}  # fmt: skip
 
@@ -182,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workloads", help="comma-separated subset of W1,W2,W3,W4")
     p.add_argument("--variants", help="comma-separated subset of variant keys (bare always runs)")
     p.add_argument("--threads", help="comma-separated torch thread counts (default: 1 and the default)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall time (default) or process CPU time (steadier on a shared machine)")
     p.add_argument("--no-extras", action="store_true", help="skip memory, panel and log-summary rows")
     p.add_argument("--json", type=Path, default=HERE / "results" / "latest.json", help="where to write the JSON")
     args = p.parse_args(argv)
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("--cuda: no CUDA device here; skipping the GPU benchmarks.")
             return 0
-        runs.append(run_matrix("cuda", None, keys, scale, reps, None, only, args.smoke))
+        runs.append(run_matrix("cuda", None, keys, scale, reps, None, only, args.smoke, "wall"))
         ext["cuda_sync"] = extras.cuda_sync_check(scale)
     else:
         keys = args.workloads.split(",") if args.workloads else list(WORKLOADS)
@@ -212,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             threads = [1]
         shell = LoadedShell() if only is None or "loaded" in only else None
         for n in dict.fromkeys(threads):
-            runs.append(run_matrix("cpu", n, keys, scale, reps, shell, only, args.smoke))
+            runs.append(run_matrix("cpu", n, keys, scale, reps, shell, only, args.smoke, args.clock))
         torch.set_num_threads(1)
         if not args.no_extras:
             _log("== extras: memory, panel, log summary")
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = print_targets(runs, ext, shell) if runs and not args.cuda else []
 
     elapsed = time.perf_counter() - t_start
-    meta = {"mode": mode, "scale": scale, "reps": reps, "torch": torch.__version__,
+    meta = {"mode": mode, "scale": scale, "reps": reps, "clock": args.clock, "torch": torch.__version__,
             "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "default_threads": default_threads, "seconds": elapsed,
             "gpu": torch.cuda.get_device_name() if args.cuda and torch.cuda.is_available() else None,

@@ -238,6 +238,8 @@ def make_variants(*, cuda: bool, shell: LoadedShell | None, smoke: bool = False)
         out.append(Variant("loaded", "extension loaded, not tracking", _same, note=shell.note,
                            before=shell.load, after=shell.unload))  # fmt: skip
     out.append(Variant("track", "track()", _ctx(_track())))
+    out.append(Variant("nodiag", "track(diagnostics=None)", _ctx(_track(diagnostics=None)),
+                       note="default tracking without the diagnostics (issue 7) on top"))  # fmt: skip
     out.append(Variant("stats", "track(stats=True)", _ctx(_track(stats=True)),
                        note="synchronises the GPU by design" if cuda else None))  # fmt: skip
     why = log_support()

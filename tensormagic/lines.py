@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import linecache
 import os
 import site
@@ -14,6 +15,7 @@ from typing import Callable, Optional, Tuple
 Locator = Callable[[str], Optional[Tuple[Optional[int], int]]]
 
 
+@functools.lru_cache(maxsize=1)  # realpath on each folder: ~0.6 ms, once per process, not per block
 def _library_prefixes() -> tuple[str, ...]:
     import torch
 

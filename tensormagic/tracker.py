@@ -233,11 +233,11 @@ class Tracker:
 
     def record_write(self, func: Any, written: Tensor, v0: int, args: Any, kwargs: Any,
                      where: Any) -> None:  # fmt: skip
-        if written._version == v0 and op_name(func) != "torch.Tensor.__setitem__":
+        name = op_name(func)
+        if written._version == v0 and name != "torch.Tensor.__setitem__":
             return
         tid = self.see(written, where)
         inputs = [a for a in _tensors_in(args, kwargs) if a is not written]
-        name = op_name(func)
         if name == "torch.Tensor.copy_" and inputs:
             src = inputs[0]
             if src.device != written.device or src.dtype != written.dtype:
@@ -341,6 +341,7 @@ class TrackMode(TorchFunctionMode):
         self._watched: dict[Any, tuple[Callable[..., None], int]] = {}  # func -> (watch, action)
         self.disabled = False
         self._busy = False
+        self._find = tracker.lines.find  # bound once: the hot path calls it per recorded op
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         if kwargs is None:
@@ -401,12 +402,12 @@ class TrackMode(TorchFunctionMode):
             if action == GENERAL or action == ALIAS or action == MOVE:
                 if written is not None and (r is written or action == GENERAL and "out" in kwargs):
                     if isinstance(written, Tensor) and written._version != v0:
-                        tr.record_write(func, written, v0, args, kwargs, self._where())
+                        tr.record_write(func, written, v0, args, kwargs, self._find(sys._getframe(1)))
                 elif isinstance(r, (Tensor, tuple, list)):
-                    tr.record_outputs(func, action, args, kwargs, r, self._where())
+                    tr.record_outputs(func, action, args, kwargs, r, self._find(sys._getframe(1)))
             elif action == INPLACE:
                 if isinstance(written, Tensor):
-                    tr.record_write(func, written, v0, args, kwargs, self._where())
+                    tr.record_write(func, written, v0, args, kwargs, self._find(sys._getframe(1)))
                 elif isinstance(written, (list, tuple)):
                     where = self._where()
                     for w, v in zip(written, v0):
