@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from .recording import Recording
@@ -13,6 +14,12 @@ MODES = ("auto", "widget", "html", "text")
 def in_kernel(shell: Any) -> bool:
     """A Jupyter kernel with comms (where widgets render); terminal IPython is not one."""
     return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def current_shell_in_kernel() -> bool:
+    """Whether code runs in a Jupyter kernel right now (never imports IPython to find out)."""
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and in_kernel(ipython.get_ipython())
 
 
 def resolve_mode(mode: str, shell: Any) -> str:

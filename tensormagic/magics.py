@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -99,7 +100,8 @@ class TensorMagic(Magics):
             self._show(rec, opts)
 
         full = f"%%trackgrad {line}".rstrip() + "\n" + cell
-        return run_tracked_cell(self.shell, cell, opts, full_source=full, on_done=done)
+        return run_tracked_cell(self.shell, cell, opts, full_source=full, cell_id=current_cell_id(self.shell),
+                                on_done=done)  # fmt: skip
 
     def _auto_on(self, opts: Options) -> None:
         if self.auto is not None:
@@ -212,6 +214,13 @@ class TensorMagic(Magics):
         return None
 
 
+def current_cell_id(shell: Any) -> str | None:
+    """The notebook cell id of the running execution (JupyterLab sends it in the request's metadata)."""
+    header = getattr(shell, "parent_header", None) or {}
+    cell_id = header.get("metadata", {}).get("cellId")
+    return cell_id if isinstance(cell_id, str) else None
+
+
 _loaded: dict[int, TensorMagic] = {}
 
 
@@ -234,6 +243,9 @@ def unload(ip: Any) -> None:
     if magics.auto is not None:
         magics.auto.stop()
         magics.auto = None
+    panel = sys.modules.get("tensormagic.views.panel_display")
+    if panel is not None:  # only imported where widgets were shown
+        panel.close_all()
     table = ip.magics_manager.magics
     for kind, names in MAGIC_NAMES.items():
         for name in names:

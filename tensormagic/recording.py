@@ -170,7 +170,16 @@ class Recording:
 
         return summary_line(self)
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from .display import current_shell_in_kernel
+
+        if current_shell_in_kernel():  # a recording shown by itself in Jupyter opens the panel
+            try:
+                from .views.panel_display import recording_bundle
+            except ImportError:  # no ipywidgets: text and HTML still say everything
+                pass
+            else:
+                return recording_bundle(self, include, exclude)
         return {"text/plain": self.to_text(), "text/html": self.to_html()}
 
     def __repr__(self) -> str:

@@ -117,6 +117,17 @@ def line_groups(events: tuple[Event, ...] | list[Event]) -> Iterator[tuple[Event
         yield group[0], group
 
 
+def capped_line_groups(events: tuple[Event, ...] | list[Event],
+                       cap: int) -> Iterator[tuple[Event, list[Event]]]:  # fmt: skip
+    """``line_groups`` showing at most ``cap`` events in all (a one-line loop body is one group)."""
+    left = cap
+    for first, group in line_groups(events):
+        if left <= 0:
+            return
+        yield first, group[:left]
+        left -= len(group)
+
+
 def count_words(rec: Recording) -> str:
     c = rec.counts()
     parts = [f"{c.get(k, 0)} {w}" for k, w in COUNT_WORDS]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from ..recording import Recording
-from .common import KIND_WORD, count_words, describe, line_groups, short_op, tree_lines
+from .common import KIND_WORD, count_words, describe, capped_line_groups, short_op, tree_lines
 from .text import summary_line
 
 MAX_ROWS = 2000
@@ -34,17 +34,17 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
         parts.append(f"<div class='tm-warn'>recording incomplete: {h(rec.internal_error)}</div>")
     parts.append("<table>")
     n = 0
-    for first, group in line_groups(rec.events):
-        if n >= max_rows:
-            parts.append(f"<tr><td colspan=4>… {len(rec.events) - n} more events</td></tr>")
-            break
-        parts.append(f"<tr class='tm-src'><td>{h(first.where)}</td><td colspan=3>{h(first.source or '')}</td></tr>")
+    for first, group in capped_line_groups(rec.events, max_rows):
+        parts.append(f"<tr class='tm-src'><td>{h(first.where)}</td>"
+                     f"<td colspan=3>{h(first.source or '')}</td></tr>")  # fmt: skip
         for e in group:
             parts.append(
                 f"<tr><td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
                 f"<td>{h(e.tensor.label)}</td><td>{h(short_op(e.op))}</td><td>{h(describe(e))}</td></tr>"
             )
-            n += 1
+        n += len(group)
+    if n < len(rec.events):
+        parts.append(f"<tr><td colspan=4>… {len(rec.events) - n} more events</td></tr>")
     for f in rec.folds:
         parts.append(f"<tr><td>line {h(f.line)}</td><td colspan=3>{h(KIND_WORD.get(f.kind, f.kind))} "
                      f"{h(short_op(f.op))} ×{f.count} more (folded)</td></tr>")  # fmt: skip

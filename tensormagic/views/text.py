@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..recording import Recording
-from .common import KIND_WORD, count_words, describe, line_groups, short_op, tree_lines
+from .common import KIND_WORD, count_words, describe, capped_line_groups, short_op, tree_lines
 
 MAX_LINES = 400
 
@@ -20,16 +20,15 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
     if rec.internal_error:
         out.append(f"  note: recording incomplete ({rec.internal_error})")
     n = 0
-    for first, group in line_groups(rec.events):
-        if n >= MAX_LINES:
-            out.append(f"          … {len(rec.events) - n} more events (see the panel or the log)")
-            break
+    for first, group in capped_line_groups(rec.events, MAX_LINES):
         src = (first.source or "").strip()
         out.append(f"{first.where:>8}  {src}"[:width])
         for e in group:
-            name = e.tensor.label
-            out.append(f"{'':10}{KIND_WORD.get(e.kind, e.kind):8} {name:<10} {short_op(e.op):<18} {describe(e)}")
-            n += 1
+            kind = KIND_WORD.get(e.kind, e.kind)
+            out.append(f"{'':10}{kind:8} {e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}")
+        n += len(group)
+    if n < len(rec.events):
+        out.append(f"          … {len(rec.events) - n} more events (see the panel or the log)")
     for f in rec.folds:
         where = f"line {f.line}" if f.line is not None else "?"
         out.append(f"{where:>8}  {KIND_WORD.get(f.kind, f.kind)} {short_op(f.op)} ×{f.count} more (folded)")
