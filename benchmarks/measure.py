@@ -34,13 +34,14 @@ class Cell:
         return d
 
 
-def _timer(cuda: bool, clock: str) -> Callable[[Callable[[], object]], float]:
+def _timer(cuda: bool, clock: str, collect: bool) -> Callable[[Callable[[], object]], float]:
     # "cpu" (process CPU time) is steadier on a machine shared with other work: time this process
     # spends waiting for a core does not count.  Wall time is what a person waits.
     now = time.process_time if clock == "cpu" and not cuda else time.perf_counter
 
     def timed(fn: Callable[[], object]) -> float:
-        gc.collect()
+        if collect:  # every run starts from the same collector state (~0.1 s with IPython loaded)
+            gc.collect()
         if cuda:
             torch.cuda.synchronize()
         t0 = now()
@@ -53,9 +54,9 @@ def _timer(cuda: bool, clock: str) -> Callable[[Callable[[], object]], float]:
 
 
 def measure_workload(wl: Workload, variants: list[Variant], *, device: str, scale: float, reps: int,
-                     log: Callable[[str], None], clock: str = "wall") -> dict[str, Cell]:  # fmt: skip
+                     log: Callable[[str], None], clock: str = "wall", collect: bool = True) -> dict[str, Cell]:  # fmt: skip
     """All variants on one workload, interleaved; the rotation of the order changes every repetition."""
-    timed = _timer(device == "cuda", clock)
+    timed = _timer(device == "cuda", clock, collect)
     cells = {v.key: Cell(note=v.note) for v in variants}
     runs: dict[int, Callable[[], object]] = {}
     for v in variants:

@@ -74,7 +74,7 @@ def run_matrix(device: str, threads: int | None, keys: list[str], scale: float, 
     table: dict[str, dict[str, Any]] = {}
     for key in keys:
         cells = measure_workload(WORKLOADS[key], variants, device=device, scale=scale, reps=reps, log=_log,
-                                 clock=clock)  # fmt: skip
+                                 clock=clock, collect=not smoke)  # fmt: skip
         table[key] = {k: c.summary() for k, c in cells.items()}
         table[key]["_log_over_track"] = _paired(cells, "log", "track")
     if clock == "cpu" and device == "cpu":
