@@ -15,7 +15,7 @@ from .lines import Locator, source_line, source_text
 from .modules import resolve_path
 from .ops import op_name
 from .recording import Recording, TensorRecord, attach_events
-from .tracker import EXTRA, FUNC, KIND, META, MODULE, TID, TIME, WHERE, Tracker, meta_of
+from .tracker import EXTRA, FUNC, KIND, LASTI, META, MODULE, TID, TIME, WHERE, Tracker, meta_of
 
 
 def _dtype(d: Any) -> str:
@@ -165,13 +165,25 @@ def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> li
             j += 1
         target = target_of(raw[i][WHERE]) if raw[i][WHERE] is not None else None
         if target is not None and not (failed and j == len(raw) - 1):
-            consumed: set[int] = set()
-            for k in range(j, i - 1, -1):
-                r = raw[k]
-                if r[KIND] in ("create", "view", "move") and r[TID] not in consumed:
-                    out.append((r[TID], target))
-                consumed.update(_consumed(r))
+            # a loop runs the line again: its bytecode offset falls back to the start
+            start = i
+            for k in range(i + 1, j + 2):
+                if k == j + 1 or raw[k][LASTI] <= raw[k - 1][LASTI]:
+                    out.extend((tid, target) for tid in _unconsumed(raw, start, k))
+                    start = k
         i = j + 1
+    return out
+
+
+def _unconsumed(raw: list[Any], lo: int, hi: int) -> list[int]:
+    """Tensors made in ``raw[lo:hi]`` (one run of a line) that no later op of the run used."""
+    consumed: set[int] = set()
+    out = []
+    for k in range(hi - 1, lo - 1, -1):
+        r = raw[k]
+        if r[KIND] in ("create", "view", "move") and r[TID] not in consumed:
+            out.append(r[TID])
+        consumed.update(_consumed(r))
     return out
 
 

@@ -38,13 +38,15 @@ def _library_prefixes() -> tuple[str, ...]:
 class LineFinder:
     """Finds the innermost frame that belongs to user code; decisions are cached per code object."""
 
-    __slots__ = ("_cache", "_prefixes")
+    __slots__ = ("_cache", "_prefixes", "lasti")
 
     def __init__(self) -> None:
         # Keyed on id(code), not the code: hashing a code object re-hashes its constants every
         # time (~0.5 µs for Module._call_impl, met twice per op inside an nn.Module).  The value
         # holds the code object, so its id cannot be reused while the entry exists.
         self._cache: dict[int, tuple[CodeType, bool]] = {}
+        #: bytecode offset of the last frame found: it falls back when a loop runs the line again
+        self.lasti = -1
         self._prefixes = _library_prefixes()
 
     def _is_user(self, code: CodeType) -> bool:
@@ -67,6 +69,7 @@ class LineFinder:
             else:
                 ok = ent[1]
             if ok:
+                self.lasti = frame.f_lasti
                 return code.co_filename, frame.f_lineno
             frame = frame.f_back
         return None

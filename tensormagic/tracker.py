@@ -24,8 +24,8 @@ from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP,
 Tensor = torch.Tensor
 _now = time.perf_counter_ns
 
-# Raw record layout: (kind, func, tid, meta, where, module, t_ns, extra)
-KIND, FUNC, TID, META, WHERE, MODULE, TIME, EXTRA = range(8)
+# Raw record layout: (kind, func, tid, meta, where, module, t_ns, extra, bytecode offset in the line)
+KIND, FUNC, TID, META, WHERE, MODULE, TIME, EXTRA, LASTI = range(9)
 # meta layout: (shape, dtype, device, requires_grad, grad_fn class, version)
 FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted, not stored
 
@@ -125,7 +125,8 @@ class Tracker:
         raw = self.raw
         if len(raw) >= self.max_events and self._fold(kind, func, where):
             return
-        raw.append((kind, func, tid, meta, where, self.modules.current, _now() - self.t0, extra))
+        raw.append((kind, func, tid, meta, where, self.modules.current, _now() - self.t0, extra,
+                    self.lines.lasti))  # fmt: skip
         if self.stats and objs:
             from .stats import compute_stats
 
@@ -197,7 +198,7 @@ class Tracker:
         n = len(raw)
         tensors[tid] = [ref, meta, sid, n]
         raw.append(("create", func, tid, meta, where, self.modules.current, _now() - self.t0,
-                    (tuple(in_ids), "op", None)))  # fmt: skip
+                    (tuple(in_ids), "op", None), self.lines.lasti))  # fmt: skip
         if self.record_hooks:
             objs = (o,)
             for hook in self.record_hooks:
@@ -254,9 +255,9 @@ class Tracker:
         ntid = identity.lookup(new)
         idx = self._last_move.get(ntid) if ntid is not None else None
         if idx is not None and idx < len(self.raw) and self.raw[idx][TID] == ntid:
-            kind, mfunc, _, _, mwhere, module, t, extra = self.raw[idx]
+            kind, mfunc, _, _, mwhere, module, t, extra, lasti = self.raw[idx]
             self.raw[idx] = (kind, mfunc, tid, meta_of(target), mwhere, module, t,
-                             (tid, extra[1], True))  # fmt: skip
+                             (tid, extra[1], True), lasti)  # fmt: skip
             self.merged.add(ntid)
             return
         after = meta_of(target)

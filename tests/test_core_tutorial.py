@@ -221,3 +221,12 @@ def test_gone_tensor_keeps_its_assignment_name():
             h = torch.ones(2) * 3
         del h
     assert [e.tensor.label for e in rec.filter(kind="create", op="mul")] == ["h", "h"]
+
+
+def test_each_loop_iteration_of_an_accumulating_line_is_named():
+    """``acc = acc + i`` in a loop: every iteration's result is ``acc``, not an unnamed intermediate."""
+    with tensormagic.track() as rec:
+        acc = torch.zeros(())
+        for i in range(3):
+            acc = acc + i
+    assert [e.tensor.label for e in rec.filter(kind="create")] == ["acc"] * 4

@@ -50,7 +50,7 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
                      f"{h(short_op(f.op))} ×{f.count} more (folded)</td></tr>")  # fmt: skip
     parts.append("</table>")
     for d in rec.diagnostics:
-        parts.append(f"<div class='tm-warn'>⚠ {h(d.where)}: {h(d.message)}"
+        parts.append(f"<div class='tm-warn'>⚠ [{h(d.id)}] {h(d.where)}: {h(d.message)}"
                      + (f"<br>fix: {h(d.fix)}" if getattr(d, "fix", None) else "") + "</div>")  # fmt: skip
     tops = rec.top_results()
     if tops:

@@ -33,7 +33,7 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         where = f"line {f.line}" if f.line is not None else "?"
         out.append(f"{where:>8}  {KIND_WORD.get(f.kind, f.kind)} {short_op(f.op)} ×{f.count} more (folded)")
     for d in rec.diagnostics:
-        out.append(f"  ⚠ {d.where}: {d.message}")
+        out.append(f"  ⚠ [{d.id}] {d.where}: {d.message}")
         if getattr(d, "fix", None):
             out.append(f"     fix: {d.fix}")
     results = rec.results()
