@@ -41,7 +41,7 @@ def memory(scale: float) -> dict[str, Any]:
     """Python heap a W2 recording keeps per event, and whether any user tensor outlives its user."""
     import tensormagic
 
-    def retained(tracked: bool) -> tuple[int, Any]:
+    def retained(tracked: bool) -> tuple[int, int, Any]:
         run = make_w2("cpu", scale)  # a fresh model: the user's objects die with this frame
         gc.collect()
         tracemalloc.start()
@@ -54,14 +54,16 @@ def memory(scale: float) -> dict[str, Any]:
             run()
         del run
         gc.collect()
-        kept = tracemalloc.get_traced_memory()[0] - base
+        now, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        return kept, rec
+        return now - base, peak - base, rec
 
+    with tensormagic.track():  # first use: imports and per-function caches are not per-event memory
+        make_w2("cpu", 0.01)()
     gc.collect()
     tensors_before = _tensor_objects()
-    bare_kept, _ = retained(False)
-    kept, rec = retained(True)
+    bare_kept, bare_peak, _ = retained(False)
+    kept, peak, rec = retained(True)
     gc.collect()
     n = len(rec.events)
     alive = sum(1 for t in rec.tensors.values() if t.alive)
@@ -70,6 +72,7 @@ def memory(scale: float) -> dict[str, Any]:
         "events": n,
         "heap_bytes": kept - bare_kept,
         "bytes_per_event": (kept - bare_kept) / max(n, 1),
+        "peak_bytes_per_event": (peak - bare_peak) / max(n, 1),  # raw records + the build, at their peak
         "tensors_recorded": len(rec.tensors),
         "tensors_alive_after_user_dropped_them": alive,
         "tensor_objects_left": extra_tensors,

@@ -152,7 +152,8 @@ def print_targets(runs: list[dict[str, Any]], ext: dict[str, Any], shell: Loaded
     mem = ext.get("memory", {})
     if "bytes_per_event" in mem:
         rows.append(("memory (W2)", f"<= {BYTES_PER_EVENT} B/event, 0 tensors kept",
-                     f"{mem['bytes_per_event']:.0f} B/event over {mem['events']} events; "
+                     f"{mem['bytes_per_event']:.0f} B/event kept (peak {mem.get('peak_bytes_per_event', 0):.0f}) "
+                     f"over {mem['events']} events; "
                      f"{mem['tensors_alive_after_user_dropped_them']} of {mem['tensors_recorded']} tensors alive",
                      mem["bytes_per_event"] <= BYTES_PER_EVENT
                      and mem["tensors_alive_after_user_dropped_them"] == 0))  # fmt: skip

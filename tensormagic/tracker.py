@@ -297,8 +297,8 @@ class Tracker:
                 if g is None:
                     continue
                 ltid = self.see(lf, where)
-                gtid, _ = self._new(g, alias=False)
-                self._add("create", func, gtid, meta_of(g), where, ((ltid,), "op", None), (g,))
+                gtid, gmeta = self._new(g, alias=False)
+                self._add("create", func, gtid, gmeta, where, ((ltid,), "op", None), (g,))
                 grads.append((ltid, meta_of(lf), tuple(g.shape), g.dtype, False, gtid))
         else:
             for lf, was in zip(leaves, prev_nonzero):
@@ -308,8 +308,8 @@ class Tracker:
                 ltid = self.see(lf, where)
                 gtid = identity.lookup(g)
                 if gtid is None or gtid not in self.tensors:
-                    gtid, _ = self._new(g, alias=False)
-                    self._add("create", func, gtid, meta_of(g), where, ((ltid,), "seen", "grad"), (g,))
+                    gtid, gmeta = self._new(g, alias=False)
+                    self._add("create", func, gtid, gmeta, where, ((ltid,), "seen", "grad"), (g,))
                 grads.append((ltid, meta_of(lf), tuple(g.shape), g.dtype, bool(was), gtid))
         if roots_l:
             root = roots_l[0]
