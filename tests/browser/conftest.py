@@ -42,6 +42,8 @@ def jlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     root = tmp_path_factory.mktemp("notebooks")
     for name, cells in NOTEBOOKS.items():
         write_notebook(root / name, cells)
+    demo = Path(__file__).resolve().parents[2] / "demo_notebooks" / "01_tensor_basics.ipynb"
+    shutil.copy(demo, root / demo.name)  # the first lesson, exactly as a user opens it
     with jupyterlab_server(root, token="tm-test-token") as (url, token, _proc):
         yield url, token
 
