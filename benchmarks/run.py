@@ -157,13 +157,13 @@ def print_targets(runs: list[dict[str, Any]], ext: dict[str, Any], shell: Loaded
                      f"{mem['tensors_alive_after_user_dropped_them']} of {mem['tensors_recorded']} tensors alive",
                      mem["bytes_per_event"] <= BYTES_PER_EVENT
                      and mem["tensors_alive_after_user_dropped_them"] == 0))  # fmt: skip
-    pan = ext.get("panel", {})
     scaled = " (scaled-down run: no verdict)"
+    pan = ext.get("panel") or {"na": "n/a (not measured: --no-extras)"}
     rows.append(("panel, 100,000 events", f"opens < {PANEL_S} s",
                  pan.get("na") or f"{pan['seconds']:.3f} s for {pan['events']} events"
                  + (scaled if pan["events"] < 100_000 else ""),
                  None if "na" in pan or pan["events"] < 100_000 else pan["seconds"] < PANEL_S))  # fmt: skip
-    log = ext.get("summary", {})
+    log = ext.get("summary") or {"na": "n/a (not measured: --no-extras)"}
     rows.append(("1,000,000-event log: summary", f"< {SUMMARY_S} s, flat memory",
                  log.get("na") or (f"{log['seconds']:.2f} s for {log['events']} events, peak RSS "
                                    f"{log['peak_rss'] / 2**20:.0f} MiB ({log['small_peak_rss'] / 2**20:.0f} MiB "
@@ -229,9 +229,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for m in runs:
         print_matrix(m, keys, reps)
-    if shell is not None:
-        print(f"\nextension loaded into a real IPython shell: {shell.note or 'yes'}; torch state while loaded "
-              f"== before: {shell.state_loaded in (None, shell.state_before)}; after unload == before: "
+    if shell is not None and shell.ip is None:
+        print(f"\nextension loaded: {shell.note}")
+    elif shell is not None:
+        print(f"\nextension loaded into a real IPython shell; torch state while loaded == before: "
+              f"{shell.state_loaded in (None, shell.state_before)}; after unload == before: "
               f"{shell.state_after == shell.state_before and shell.shell_hooks_after == shell.shell_hooks_before}")
     if "cuda_sync" in ext:
         print("\nCUDA, tracked under torch.cuda.set_sync_debug_mode('error') with stats off:")
