@@ -1,6 +1,7 @@
 """The command line: ``python -m tensormagic`` / ``tensormagic``.
 
-``demo`` runs the autograd example; ``summary``, ``show`` and ``export`` review a log file
+``demo`` opens the first lesson in JupyterLab (``--text``: in this terminal), ``example`` prints
+the autograd example's report; ``summary``, ``show`` and ``export`` review a log file
 written with ``track(log=...)``, ``%%trackgrad --log`` or ``TensorMagic.log_path``.  Errors are
 one line on stderr and exit status 1 (2 for a wrong command line, as argparse does).
 """
@@ -24,6 +25,29 @@ class CliError(Exception):
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from .lesson import find_notebook, run_lesson
+
+    try:
+        notebook = find_notebook(args.notebook)
+    except FileNotFoundError as e:
+        print(f"tensormagic: {e}", file=sys.stderr)
+        return 1
+    if args.text:
+        return 1 if run_lesson(notebook) else 0
+    cmd = [sys.executable, "-m", "jupyterlab", str(notebook), *args.jupyter_args]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and CI machines run as root; Jupyter refuses otherwise
+    print("Starting JupyterLab on", notebook, "(Ctrl-C to stop; add --text to run the lesson here instead)")
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_example(args: argparse.Namespace) -> int:
     from .demo import DEMO_SOURCE, run_demo
 
     print("Tracking this code with tensormagic.track():\n")
@@ -184,9 +208,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tensormagic", description="See what PyTorch code does to its tensors.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    d = sub.add_parser("demo", help="track the autograd example and print the report",
-                       description="Track the autograd example and print the text report.")  # fmt: skip
+    d = sub.add_parser("demo", help="open the first lesson (01_tensor_basics.ipynb) in JupyterLab",
+                       description="Open the first lesson in JupyterLab; --text runs it in this terminal "
+                       "and prints the text reports.")  # fmt: skip
+    d.add_argument("notebook", nargs="?", help="a notebook (default: demo_notebooks/01_tensor_basics.ipynb)")
+    d.add_argument("--text", action="store_true", help="run the lesson here, in terminal IPython, as text")
+    d.epilog = "Options after -- go to JupyterLab, e.g.: tensormagic demo -- --no-browser --port 8888"
     d.set_defaults(func=_cmd_demo)
+
+    x = sub.add_parser("example", help="track the autograd example and print the report",
+                       description="Track the autograd example and print the text report.")  # fmt: skip
+    x.set_defaults(func=_cmd_example)
 
     s = sub.add_parser("summary", help="one line per logged cell, then totals",
                        description="One line per logged cell (position, execution count, first line of the "
@@ -216,7 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:  # everything after -- belongs to JupyterLab (``demo``)
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    args.jupyter_args = extra
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
