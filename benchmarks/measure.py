@@ -23,6 +23,7 @@ class Cell:
     ratios: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     bare_seconds: list[float] = field(default_factory=list)
+    end_ratios: list[float] = field(default_factory=list)  # block-end time / bare time
     note: str | None = None
     error: str | None = None
 
@@ -31,6 +32,9 @@ class Cell:
         if self.ratios:
             d.update(median=statistics.median(self.ratios), min=min(self.ratios), max=max(self.ratios),
                      ratios=self.ratios, seconds=self.seconds, bare_seconds=self.bare_seconds)  # fmt: skip
+        if self.end_ratios:
+            d["end"] = {"median": statistics.median(self.end_ratios), "min": min(self.end_ratios),
+                        "max": max(self.end_ratios)}  # fmt: skip
         return d
 
 
@@ -82,12 +86,15 @@ def measure_workload(wl: Workload, variants: list[Variant], *, device: str, scal
         order = active[rep % len(active):] + active[: rep % len(active)]
         bare: dict[int, float] = {}
         times: dict[str, float] = {}
+        ends: dict[str, float] = {}
         for v in order:
             if v.shrink != 1:  # its own bare pair, of the same smaller size, right before it
                 bare[v.shrink] = timed(runs[v.shrink])
             v.before()
             try:
                 times[v.key] = timed(wrapped[v.key])
+                if v.end_seconds is not None:
+                    ends[v.key] = v.end_seconds()
             finally:
                 v.after()
         bare[1] = times["bare"]
@@ -97,5 +104,7 @@ def measure_workload(wl: Workload, variants: list[Variant], *, device: str, scal
             c.seconds.append(times[v.key])
             c.bare_seconds.append(b)
             c.ratios.append(times[v.key] / b)
+            if v.end_seconds is not None and v.shrink == 1:
+                c.end_ratios.append(ends[v.key] / b)
         log(f"  {wl.key} rep {rep + 1}/{reps}: bare {times['bare'] * 1e3:.1f} ms")
     return cells

@@ -66,7 +66,8 @@ def run_matrix(device: str, threads: int | None, keys: list[str], scale: float, 
                shell: LoadedShell | None, only: set[str] | None, smoke: bool, clock: str) -> dict[str, Any]:  # fmt: skip
     if threads is not None:
         torch.set_num_threads(threads)
-    variants = make_variants(cuda=device == "cuda", shell=shell, smoke=smoke)
+    now = time.process_time if clock == "cpu" and device == "cpu" else time.perf_counter
+    variants = make_variants(cuda=device == "cuda", shell=shell, smoke=smoke, now=now)
     if only:
         variants = [v for v in variants if v.key == "bare" or v.key in only]
     label = f"{device.upper()}, {torch.get_num_threads()} thread(s)" if device == "cpu" else "CUDA"
@@ -115,6 +116,11 @@ def print_matrix(m: dict[str, Any], keys: list[str], reps: int) -> None:
                 if what and f"{title}: {what}" not in notes:
                     notes.append(f"{title}: {what}")
         print(f"{title:<{width}}" + "".join(cells))
+        if vkey == "track":
+            ends = [wl[k].get("track", {}).get("end") for k in keys]
+            if any(ends):
+                print(f"{'  of which at block end (build)':<{width}}"
+                      + "".join(f"{('+' + _fmt_ratio(d)) if d else 'n/a':>24}" for d in ends))  # fmt: skip
     log_rows = [wl[k]["_log_over_track"] for k in keys]
     if any(log_rows):
         print(f"{'log file on, over track()':<{width}}" + "".join(f"{_fmt_ratio(d):>24}" for d in log_rows))
@@ -141,10 +147,12 @@ def print_targets(runs: list[dict[str, Any]], ext: dict[str, Any], shell: Loaded
     loaded = [wl[k]["loaded"] for k in wl if "median" in wl[k].get("loaded", {})]
     if loaded:
         worst = max(d["median"] for d in loaded)
+        # within noise: every workload's paired ratios straddle 1.00, or its median is within 3%
+        quiet = all(d["min"] <= 1.0 <= d["max"] or abs(d["median"] - 1.0) <= LOADED_NOISE - 1 for d in loaded)
         clean = shell.clean() if shell is not None else None
         rows.append(("loaded, not tracking", "1.00x within noise; nothing installed",
-                     f"worst median {worst:.2f}x; nothing left installed: {clean}",
-                     worst <= LOADED_NOISE and bool(clean)))  # fmt: skip
+                     f"worst median {worst:.2f}x, ranges straddle 1.00: {quiet}; nothing left installed: {clean}",
+                     quiet and bool(clean)))  # fmt: skip
     lt = wl.get("W2", {}).get("_log_over_track", {})
     if lt:
         rows.append(("log file on (W2)", f"<= {LOG_OVER_TRACK}x of track()", _fmt_ratio(lt),
