@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gc
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -62,23 +63,43 @@ class _Refs:
 
 def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
           locator: Locator | None, block: tuple[str, int, int | None] | None) -> Recording:  # fmt: skip
-    """Fill ``rec`` from the tracker's records."""
+    """Fill ``rec`` from the tracker's records.
+
+    What depends on the moment the block ends is taken now: names from the namespace, the live
+    tensors' final metadata, their autograd graphs and provenance.  The events themselves (about
+    10 µs each to build) are made the first time someone reads them, from the raw records."""
+    with _gc_paused():
+        snap = _snapshot(tr, rec, namespace=namespace, locator=locator)
+    rec._pending = lambda r: _materialize(tr, r, snap, block)
+    return rec
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
     # Building allocates a few objects per event, none of them in a cycle; letting those
     # allocations trigger collections would re-walk every live object many times over (about
     # 40% of the build of a 10,000-event block).
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        return _build(tr, rec, namespace=namespace, locator=locator, block=block)
+        yield
     finally:
         if gc_was:
             gc.enable()
 
 
-def _build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
-           locator: Locator | None, block: tuple[str, int, int | None] | None) -> Recording:  # fmt: skip
-    _add_unseen_bound(tr, namespace)
-    ns_names = naming.names_by_id(namespace)
+class _Snapshot:
+    """What ``build`` takes when the block ends, for the events made later."""
+
+    def __init__(self, place: Any, names: dict[int, tuple[str, ...]], roots: dict[str, str],
+                 final: dict[int, Any]) -> None:  # fmt: skip
+        self.place = place
+        self.names = names
+        self.roots = roots
+        self.final = final  # tensor id -> metadata of tensors still alive when the block ended
+
+
+def _placer(locator: Locator | None) -> Any:
     where_cache: dict[Any, tuple[int | None, str | None, int | None, str | None]] = {}
 
     def place(where: Any) -> tuple[int | None, str | None, int | None, str | None]:
@@ -95,9 +116,17 @@ def _build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
             where_cache[where] = p
         return p
 
+    return place
+
+
+def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
+              locator: Locator | None) -> _Snapshot:  # fmt: skip
+    _add_unseen_bound(tr, namespace)
+    place = _placer(locator)
     # Names: namespace first; a tensor gone by now keeps its line's assignment target.
-    names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in ns_names.items()}
+    names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in naming.names_by_id(namespace).items()}
     raw = tr.raw
+
     def target_of(where: Any) -> str | None:
         target = naming.assigned_name(place(where)[3])
         # ``lin = nn.Linear(…)`` binds a module: its temporaries are not "lin"
@@ -109,7 +138,37 @@ def _build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
     for tid, target in _line_results(raw, target_of, failed=rec.failed):
         names.setdefault(tid, (target,))
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
-    refs = _Refs(tr, names)
+    final: dict[int, Any] = {}
+    live: list[tuple[str, Any]] = []
+    for tid, info in tr.tensors.items():
+        t = info[0]()
+        if t is not None and tid not in tr.merged:
+            final[tid] = meta_of(t)
+            live.append((f"t{tid}", t))
+            _remember_provenance(tid, info[3], raw, place)
+    rec.graphs = capture(live, lambda t: _name_of(t, names))
+    return _Snapshot(place, names, roots, final)
+
+
+def _remember_provenance(tid: int, idx: int | None, raw: list[Any], place: Any) -> None:
+    """Where a live tensor was made, for ``%tensorinfo`` in later cells."""
+    if idx is None or idx >= len(raw) or tid in identity.provenance or raw[idx][TID] != tid:
+        return  # made before this block, or its creation was folded into a count
+    cell, fn, line, src = place(raw[idx][WHERE])
+    func = raw[idx][FUNC]
+    op = op_name(func) if func is not None else (naming.call_name(src) or "(no visible op)")
+    identity.provenance[tid] = (cell, fn, line, op)
+
+
+def _materialize(tr: Tracker, rec: Recording, snap: _Snapshot,
+                 block: tuple[str, int, int | None] | None) -> None:  # fmt: skip
+    with _gc_paused():
+        _events(tr, rec, snap, block)
+
+
+def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int, int | None] | None) -> None:
+    place, roots, raw = snap.place, snap.roots, tr.raw
+    refs = _Refs(tr, snap.names)
     state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
     events: list[Event] = []
     by_storage: dict[int, list[tuple[int, list[Any]]]] | None = None  # built at the first in-place write
@@ -159,13 +218,7 @@ def _build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
              cell=place(w)[0], file=place(w)[1], count=n)  # fmt: skip
         for (w, f, k), n in tr.folds.items()
     )
-    rec.tensors = _tensor_records(tr, refs, state, rec.events)
-    rec.graphs = capture(_live(tr), lambda t: _name_of(t, names))
-    for e in rec.events:
-        if e.kind == "create":
-            tid = int(e.tensor.id[1:])
-            identity.provenance.setdefault(tid, (e.cell, e.file, e.line, e.op))
-    return rec
+    rec.tensors = _tensor_records(tr, refs, state, snap.final, rec.events)
 
 
 def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> list[tuple[int, str]]:
@@ -192,6 +245,9 @@ def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> li
 
 def _unconsumed(raw: list[Any], lo: int, hi: int) -> list[int]:
     """Tensors made in ``raw[lo:hi]`` (one run of a line) that no later op of the run used."""
+    if hi - lo == 1:  # the common case in loops: one op per run of the line
+        r = raw[lo]
+        return [r[TID]] if r[KIND] in ("create", "view", "move") else []
     consumed: set[int] = set()
     out = []
     for k in range(hi - 1, lo - 1, -1):
@@ -297,15 +353,6 @@ def _place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
     return [ev if ev.seq == i else replace(ev, seq=i) for i, ev in enumerate(out)]
 
 
-def _live(tr: Tracker) -> list[tuple[str, Any]]:
-    out = []
-    for tid, info in tr.tensors.items():
-        t = info[0]()
-        if t is not None and tid not in tr.merged:
-            out.append((f"t{tid}", t))
-    return out
-
-
 def _name_of(t: Any, names: dict[int, tuple[str, ...]]) -> str | None:
     tid = identity.lookup(t)
     if tid is None:
@@ -314,14 +361,13 @@ def _name_of(t: Any, names: dict[int, tuple[str, ...]]) -> str | None:
     return n[0] if n else None
 
 
-def _tensor_records(tr: Tracker, refs: _Refs, state: dict[int, Any],
+def _tensor_records(tr: Tracker, refs: _Refs, state: dict[int, Any], final: dict[int, Any],
                     events: tuple[Event, ...]) -> dict[str, TensorRecord]:  # fmt: skip
     recs: dict[str, TensorRecord] = {}
     for tid, info in tr.tensors.items():
         if tid in tr.merged:
             continue
-        t = info[0]()
-        meta = meta_of(t) if t is not None else state.get(tid, info[1])
+        meta = final.get(tid) or state.get(tid, info[1])
         ref = refs.ref(tid, meta)
         recs[ref.id] = TensorRecord(id=ref.id, names=ref.names, ref=ref, _weak=info[0])
     return attach_events(recs, events)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .autograd import GraphTable
 from .events import KINDS, Event, Fold, GradGraph, Stats, TensorRef
@@ -49,13 +49,39 @@ class TensorRecord:
         return self.recorded_stats
 
 
+class _Built:
+    """A field made on first read from what the block recorded (events cost ~10 µs each to
+    build, so a block ends without paying that until someone looks)."""
+
+    def __init__(self, empty: Callable[[], Any]) -> None:
+        self.empty = empty
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = "_" + name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return None  # the dataclass default: filled per instance below
+        pending = obj.__dict__.get("_pending")
+        if pending is not None:
+            obj._pending = None
+            pending(obj)
+        value = obj.__dict__.get(self.attr)
+        if value is None:
+            value = obj.__dict__[self.attr] = self.empty()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.attr] = value
+
+
 @dataclass
 class Recording:
-    """What a tracked block did.  Filled in when the block ends."""
+    """What a tracked block did.  Filled in when the block ends (events on first read)."""
 
-    events: tuple[Event, ...] = ()
-    tensors: dict[str, TensorRecord] = field(default_factory=dict)
-    folds: tuple[Fold, ...] = ()
+    events: tuple[Event, ...] = _Built(tuple)  # type: ignore[assignment]
+    tensors: dict[str, TensorRecord] = _Built(dict)  # type: ignore[assignment]
+    folds: tuple[Fold, ...] = _Built(tuple)  # type: ignore[assignment]
     graphs: GraphTable = field(default_factory=GraphTable)
     cell: int | None = None
     cell_id: str | None = None
@@ -69,6 +95,7 @@ class Recording:
     internal_error: str | None = None
     diagnostics: list[Any] = field(default_factory=list)
     finished: bool = False
+    _pending: Callable[[Recording], None] | None = field(default=None, repr=False, compare=False)
 
     # -- queries ---------------------------------------------------------------------------
     def filter(self, kind: str | None = None, line: int | None = None, name: str | None = None,

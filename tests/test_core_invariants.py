@@ -262,3 +262,15 @@ def test_failed_line_names_no_temporary():
         with tensormagic.track(diagnostics=[]) as rec:
             y = a * 2 + torch.ones(3)
     assert rec.filter(op="mul")[0].tensor.names == ()
+
+
+def test_events_built_later_still_describe_the_block_end():
+    """Events are made on first read, yet names and final metadata are those of the block's end."""
+    with tensormagic.track() as rec:
+        x = torch.zeros(3)
+        y = x + 1
+    x.add_(5)  # after the block: must not show
+    y_alias = y
+    del y
+    assert rec.tensor("x").ref.version == 0 and rec.tensor("y").names == ("y",)
+    assert [e.tensor.label for e in rec.events] == ["x", "y"] and y_alias is not None

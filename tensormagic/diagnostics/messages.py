@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import identity, naming
 from ..events import Diagnostic
 from ..ops import op_name
+from ..tracker import EXTRA, KIND
 from ..views.common import fmt_shape
 from . import grads, inplace
 from .context import Context, Finding, op_words
@@ -44,10 +45,16 @@ def render_all(ctx: Context, checks: Checks) -> list[Diagnostic]:
                 f = Finding("sync-in-loop", where, (tid,) if tid is not None else (), count=n)
                 text, fix, names = _sync(ctx, f, ops)
                 out.append(ctx.diagnostic(f, text, fix, names=names))
-    if checks.accumulation:
+    if checks.accumulation and _any_accumulated(ctx.raw):
         out.extend(grads.accumulation(ctx.rec.events))
     out.sort(key=lambda d: (d.cell or 0, d.file or "", d.line if d.line is not None else 1 << 30))
     return out
+
+
+def _any_accumulated(raw: list[Any]) -> bool:
+    """Whether some backward added onto a leftover gradient: only then are the events worth
+    building to tell a mistake from deliberate accumulation (they are built lazily)."""
+    return any(r[KIND] == "backward" and any(g[4] for g in r[EXTRA]) for r in raw)
 
 
 def _sync(ctx: Context, f: Finding, ops: set[str]) -> tuple[str, str, tuple[str, ...]]:
