@@ -47,7 +47,3 @@ def ip(_ipython):
     for k in [k for k, v in _ipython.user_ns.items() if isinstance(v, (torch.Tensor, tensormagic.Recording))]:
         del _ipython.user_ns[k]
 
-
-def run(ip, source: str):
-    """Run a cell as a user would (history stored, so it gets an execution count); return its result."""
-    return ip.run_cell(source, store_history=True)

@@ -557,7 +557,7 @@ def test_diagnostic_round_trips_through_a_dict():
 
 def test_lines_in_a_tracked_cell_count_the_magic_line(ip):
     """Under %%trackgrad a diagnostic's line counts the %%trackgrad line as line 1, as events do."""
-    from conftest import run
+    from shell_helpers import run
 
     cell = "%%trackgrad --quiet -o rec\npred = torch.randn(8, 1)\ntarget = torch.randn(8)\n(pred - target).abs().mean()\n"
     with pytest.warns(BroadcastWarning):

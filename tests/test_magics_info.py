@@ -9,7 +9,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 import tensormagic
-from conftest import run
+from shell_helpers import run
 from tensormagic.info import tensor_info
 
 

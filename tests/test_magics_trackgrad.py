@@ -9,7 +9,7 @@ from IPython.utils.capture import capture_output
 from torch.overrides import _len_torch_function_stack
 
 import tensormagic
-from conftest import run
+from shell_helpers import run
 
 EXAMPLE = """%%trackgrad -o rec
 x = torch.ones(2, 2, requires_grad=True)

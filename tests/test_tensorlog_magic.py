@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import run
+from shell_helpers import run
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
