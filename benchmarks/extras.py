@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-
 from workloads import make_w2, make_w3, make_w4
 
 REPO = Path(__file__).resolve().parent.parent

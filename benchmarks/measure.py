@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-
 from variants import Variant
 from workloads import Workload
 

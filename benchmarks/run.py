@@ -24,9 +24,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # run from a checkout without installing
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler variant's start/stop chatter
-import torch  # noqa: E402 - after the path set-up above
-
 import extras  # noqa: E402
+import torch  # noqa: E402 - after the path set-up above
 from measure import Cell, measure_workload  # noqa: E402
 from variants import LoadedShell, make_variants  # noqa: E402
 from workloads import WORKLOADS  # noqa: E402

@@ -13,7 +13,7 @@ import torch
 from . import identity, naming
 from .lines import Locator, ipython_locator
 from .recording import Recording
-from .tracker import TrackMode, Tracker
+from .tracker import Tracker, TrackMode
 
 _last: list[Recording] = []
 

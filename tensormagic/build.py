@@ -18,7 +18,6 @@ from .ops import op_name
 from .recording import Recording, TensorRecord, attach_events
 from .tracker import EXTRA, FUNC, KIND, LASTI, META, MODULE, TID, TIME, WHERE, Tracker, meta_of
 
-
 # One string per dtype / device, shared by every TensorRef: ~90 B per event less to keep.
 _dtype_names: dict[Any, str] = {}
 _device_names: dict[Any, str] = {}
@@ -221,6 +220,9 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
     rec.tensors = _tensor_records(tr, refs, state, snap.final, rec.events)
 
 
+_MADE = frozenset(("create", "view", "move"))  # event kinds that make the tensor they name
+
+
 def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> list[tuple[int, str]]:
     """(tensor id, assignment target) for each tensor a line produced and no later op on the
     same line consumed: ``z`` in ``z = y * y * 3`` but not ``y * y``; each loop iteration's ``h``.
@@ -237,7 +239,12 @@ def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> li
             start = i
             for k in range(i + 1, j + 2):
                 if k == j + 1 or raw[k][LASTI] <= raw[k - 1][LASTI]:
-                    out.extend((tid, target) for tid in _unconsumed(raw, start, k))
+                    if k - start == 1:  # the common case in loops: one op per run of the line
+                        r = raw[start]
+                        if r[KIND] in _MADE:
+                            out.append((r[TID], target))
+                    else:
+                        out.extend((tid, target) for tid in _unconsumed(raw, start, k))
                     start = k
         i = j + 1
     return out
@@ -245,14 +252,11 @@ def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> li
 
 def _unconsumed(raw: list[Any], lo: int, hi: int) -> list[int]:
     """Tensors made in ``raw[lo:hi]`` (one run of a line) that no later op of the run used."""
-    if hi - lo == 1:  # the common case in loops: one op per run of the line
-        r = raw[lo]
-        return [r[TID]] if r[KIND] in ("create", "view", "move") else []
     consumed: set[int] = set()
     out = []
     for k in range(hi - 1, lo - 1, -1):
         r = raw[k]
-        if r[KIND] in ("create", "view", "move") and r[TID] not in consumed:
+        if r[KIND] in _MADE and r[TID] not in consumed:
             out.append(r[TID])
         consumed.update(_consumed(r))
     return out

@@ -167,11 +167,7 @@ class Event:
     @property
     def where(self) -> str:
         """``line 3`` (a cell) or ``train.py:3``."""
-        if self.line is None:
-            return "?"
-        if self.file is not None and self.cell is None:
-            return f"{self.file.rsplit('/', 1)[-1]}:{self.line}"
-        return f"line {self.line}"
+        return where_label(self.line, self.file, self.cell)
 
     @property
     def crosses_devices(self) -> bool:
@@ -219,11 +215,7 @@ class Diagnostic:
     @property
     def where(self) -> str:
         """``line 3`` (a cell) or ``train.py:3``, as ``Event.where``."""
-        if self.line is None:
-            return "?"
-        if self.file is not None and self.cell is None:
-            return f"{self.file.rsplit('/', 1)[-1]}:{self.line}"
-        return f"line {self.line}"
+        return where_label(self.line, self.file, self.cell)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -337,6 +329,15 @@ class GradGraph:
             nodes=tuple(GradNode.from_dict(n) for n in d.get("nodes", ())),
             edges=tuple((int(a), int(b)) for a, b in d.get("edges", ())),
         )
+
+
+def where_label(line: int | None, file: str | None, cell: int | None) -> str:
+    """``line 3`` in a cell (or a block without a file), ``train.py:3`` in a file."""
+    if line is None:
+        return "?"
+    if file is not None and cell is None:
+        return f"{file.rsplit('/', 1)[-1]}:{line}"
+    return f"line {line}"
 
 
 def _num(v: float | None) -> str:

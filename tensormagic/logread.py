@@ -91,7 +91,8 @@ def iter_cells(path: str | os.PathLike[str], stats: ScanStats | None = None, *,
 
 
 def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | Callable[[LoggedCell], bool],
-           keep_any: bool, pause: _GcPause, progress: Callable[[int, int], None] | None) -> Iterator[LoggedCell]:  # fmt: skip
+           keep_any: bool, pause: _GcPause,
+           progress: Callable[[int, int], None] | None) -> Iterator[LoggedCell]:  # fmt: skip
     open_cells: dict[str, LoggedCell] = {}
     sessions: dict[str, dict[str, Any]] = {}
     tallies: dict[str, dict[bytes, int]] | None = None if keep_any else {}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
+from shell_helpers import run
 
 import tensormagic
-from shell_helpers import run
 from tensormagic.info import tensor_info
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
+from shell_helpers import run
 from torch.overrides import _len_torch_function_stack
 
 import tensormagic
-from shell_helpers import run
 
 EXAMPLE = """%%trackgrad -o rec
 x = torch.ones(2, 2, requires_grad=True)

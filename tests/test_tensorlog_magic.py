@@ -6,9 +6,9 @@ import warnings
 from pathlib import Path
 
 import pytest
-from shell_helpers import run
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
+from shell_helpers import run
 
 from tensormagic import logfile
 from tensormagic.logread import load_log

@@ -98,10 +98,6 @@ def describe(e: Event) -> str:
     return ""  # pragma: no cover - unknown kinds come only from newer logs
 
 
-def where_label(e: Event) -> str:
-    return e.where
-
-
 def line_groups(events: tuple[Event, ...] | list[Event]) -> Iterator[tuple[Event, list[Event]]]:
     """Consecutive events of one source line, as (first event, events)."""
     group: list[Event] = []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from html import escape
 
+from ..events import where_label
 from ..recording import Recording
-from .common import KIND_WORD, count_words, describe, capped_line_groups, short_op, tree_lines
+from .common import KIND_WORD, capped_line_groups, count_words, describe, short_op, tree_lines
 from .text import summary_line
 
 MAX_ROWS = 2000
@@ -46,8 +47,9 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
     if n < len(rec.events):
         parts.append(f"<tr><td colspan=4>… {len(rec.events) - n} more events</td></tr>")
     for f in rec.folds:
-        parts.append(f"<tr><td>line {h(f.line)}</td><td colspan=3>{h(KIND_WORD.get(f.kind, f.kind))} "
-                     f"{h(short_op(f.op))} ×{f.count} more (folded)</td></tr>")  # fmt: skip
+        parts.append(f"<tr><td>{h(where_label(f.line, f.file, f.cell))}</td><td colspan=3>"
+                     f"{h(KIND_WORD.get(f.kind, f.kind))} {h(short_op(f.op))} ×{f.count} more (folded)"
+                     "</td></tr>")  # fmt: skip
     parts.append("</table>")
     for d in rec.diagnostics:
         parts.append(f"<div class='tm-warn'>⚠ [{h(d.id)}] {h(d.where)}: {h(d.message)}"
