@@ -112,10 +112,11 @@ class track:
         if exc is not None:
             rec.failed = True
             rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        namespace = self._namespace()
         try:
             from .build import build
 
-            build(tr, rec, namespace=self._namespace(), locator=self.locator, block=self.block)
+            build(tr, rec, namespace=namespace, locator=self.locator, block=self.block)
         except Exception as e:  # noqa: BLE001 - a report failure must not replace the user's result
             rec.internal_error = f"{type(e).__name__}: {e}"
             warnings.warn(f"tensormagic could not finish the recording: {rec.internal_error}",
@@ -128,7 +129,7 @@ class track:
         checks, self._checks = self._checks, None
         if checks is not None:
             try:
-                rec.diagnostics = checks.finish(rec, namespace=self._namespace(), locator=self.locator)
+                rec.diagnostics = checks.finish(rec, namespace=namespace, locator=self.locator)
             except Exception as e:  # noqa: BLE001 - a failed check must not replace the user's result
                 warnings.warn(f"tensormagic could not finish its diagnostics: {type(e).__name__}: {e}",
                               TrackingWarning, stacklevel=2)  # fmt: skip

@@ -37,6 +37,12 @@ class TensorMagic(Magics):
 
     # -- helpers ---------------------------------------------------------------------------
     def options(self) -> Options:
+        from .diagnostics import select
+
+        try:
+            select(self.diagnostics)
+        except ValueError as e:  # a typo in %config TensorMagic.diagnostics
+            raise UsageError(f"TensorMagic.diagnostics: {e}") from None
         return Options(stats=self.stats, max_events=self.max_events, display=self.display,
                        log_path=self.log_path, diagnostics=self.diagnostics)  # fmt: skip
 

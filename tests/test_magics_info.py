@@ -161,3 +161,13 @@ def test_reload_ext_leaves_one_working_copy(ip):
     assert tensormagic.last_recording() is before  # reloading switched per-cell tracking off
     run(ip, "%%trackgrad --quiet -o rl\nr2 = torch.ones(1)")
     assert ip.user_ns["rl"].events[0].tensor.label == "r2"
+
+
+def test_unknown_diagnostic_id_is_a_usage_error(ip):
+    """A typo in ``TensorMagic.diagnostics`` is a one-line UsageError listing the known ids."""
+    run(ip, "%config TensorMagic.diagnostics = ['broadcst']")
+    try:
+        with pytest.raises(UsageError, match="unknown diagnostic 'broadcst'; known: all, "):
+            ip.run_cell_magic("trackgrad", "", "a = 1\n")
+    finally:
+        run(ip, "%config TensorMagic.diagnostics = 'all'")
