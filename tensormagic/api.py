@@ -133,6 +133,13 @@ class track:
             except Exception as e:  # noqa: BLE001 - a failed check must not replace the user's result
                 warnings.warn(f"tensormagic could not finish its diagnostics: {type(e).__name__}: {e}",
                               TrackingWarning, stacklevel=2)  # fmt: skip
+        # the checks hold the tracker and its hooks hold the checks: break that cycle, so a
+        # recording and its raw records are freed by reference counting, not a full collection
+        tr.record_hooks.clear()
+        tr.error_hooks.clear()
+        tr.call_watch.clear()
+        if checks is not None:
+            checks.close()
         rec.finished = True
         self._frame = None
         self._mode = None

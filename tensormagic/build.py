@@ -55,7 +55,7 @@ class _Refs:
             r = TensorRef(id=f"t{tid}", storage_id=None if sid is None else f"s{sid}",
                           names=self.names.get(tid, ()), shape=tuple(meta[0]), dtype=_dtype(meta[1]),
                           device=_device(meta[2]), requires_grad=bool(meta[3]), is_leaf=gf is None,
-                          grad_fn=None if gf is None else gf.__name__, version=int(meta[5]))  # fmt: skip
+                          grad_fn=gf, version=int(meta[5]))  # fmt: skip
             self.cache[key] = r
         return r
 

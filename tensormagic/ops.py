@@ -31,6 +31,8 @@ def op_name(func: Callable[..., Any]) -> str:
     """``torch.Tensor.add_``, ``torch.autograd.grad``, …: cached, since resolve_name costs µs."""
     name = _names.get(func)
     if name is None:
+        if type(func) is str:  # already a name (raw records keep names, not functions)
+            return func
         name = resolve_name(func)
         if name is None:
             mod = getattr(func, "__module__", None) or "torch"

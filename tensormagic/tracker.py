@@ -23,16 +23,21 @@ from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP,
 
 Tensor = torch.Tensor
 _now = time.perf_counter_ns
+_name = op_name  # raw records keep the op's name (a cached lookup), not the function
 
-# Raw record layout: (kind, func, tid, meta, where, module, t_ns, extra, bytecode offset in the line)
+# Raw record layout: (kind, op name, tid, meta, where, module, t_ns, extra, bytecode offset in the line).
+# Records hold only strings, numbers, dtypes, devices and tuples of those, never functions, classes or
+# torch.Size: the garbage collector then stops tracking them, and a long block does not make every
+# full collection re-walk its records (nor trigger more of them).
 KIND, FUNC, TID, META, WHERE, MODULE, TIME, EXTRA, LASTI = range(9)
-# meta layout: (shape, dtype, device, requires_grad, grad_fn class, version)
+# meta layout: (shape tuple, dtype, device, requires_grad, grad_fn class name, version)
 FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted, not stored
 
 
 def meta_of(t: Tensor) -> tuple[Any, ...]:
     gf = t.grad_fn
-    return (t.shape, t.dtype, t.device, t.requires_grad, None if gf is None else type(gf), t._version)
+    return (tuple(t.shape), t.dtype, t.device, t.requires_grad, None if gf is None else type(gf).__name__,
+            t._version)
 
 
 def _tensors_in(args: Any, kwargs: dict[str, Any]) -> list[Tensor]:
@@ -115,7 +120,8 @@ class Tracker:
         """Register a tensor an op just made; returns its id and its metadata snapshot."""
         ref, tid = identity.assign_ref(t)
         gf = t.grad_fn  # meta_of, inlined: this runs once per recorded op
-        meta = (t.shape, t.dtype, t.device, t.requires_grad, None if gf is None else type(gf), t._version)
+        meta = (tuple(t.shape), t.dtype, t.device, t.requires_grad, None if gf is None else type(gf).__name__,
+                t._version)
         self.tensors[tid] = [ref, meta, self._storage(t, new=not alias), len(self.raw)]
         return tid, meta
 
@@ -125,7 +131,7 @@ class Tracker:
         raw = self.raw
         if len(raw) >= self.max_events and self._fold(kind, func, where):
             return
-        raw.append((kind, func, tid, meta, where, self.modules.current, _now() - self.t0, extra,
+        raw.append((kind, _name(func), tid, meta, where, self.modules.current, _now() - self.t0, extra,
                     self.lines.lasti))  # fmt: skip
         if self.stats and objs:
             from .stats import compute_stats
@@ -142,7 +148,7 @@ class Tracker:
             for r in self.raw:
                 k = (r[WHERE], r[FUNC], r[KIND])
                 counts[k] = counts.get(k, 0) + 1
-        key = (where, func, kind)
+        key = (where, _name(func), kind)
         n = counts.get(key, 0)
         counts[key] = n + 1
         if n >= FOLD_AFTER or len(self.raw) >= 2 * self.max_events:
@@ -190,14 +196,15 @@ class Tracker:
             return False
         ref, tid = assign_ref(o)
         gf = o.grad_fn
-        meta = (o.shape, o.dtype, o.device, o.requires_grad, None if gf is None else type(gf), o._version)
+        meta = (tuple(o.shape), o.dtype, o.device, o.requires_grad, None if gf is None else type(gf).__name__,
+                o._version)
         key = storage_key(o)
         sid = None
         if key is not None:
             sid = self.sid_of_key[key] = new_storage_id()
         n = len(raw)
         tensors[tid] = [ref, meta, sid, n]
-        raw.append(("create", func, tid, meta, where, self.modules.current, _now() - self.t0,
+        raw.append(("create", _name(func), tid, meta, where, self.modules.current, _now() - self.t0,
                     (tuple(in_ids), "op", None), self.lines.lasti))  # fmt: skip
         if self.record_hooks:
             objs = (o,)

@@ -356,6 +356,12 @@ class Checks:
             self._int_target(where, None, in_ids[0], in_ids[1], ts[0].dtype, ts[1].dtype, error=True)
 
     # -- the end of the block ----------------------------------------------------------------
+    def close(self) -> None:
+        """Drop the tracker and the in-place index (they hold each other through bound methods):
+        a finished block's records are then freed by reference counting, not a full collection."""
+        self.saved = None
+        self.tr = None  # type: ignore[assignment]
+
     def finish(self, rec: Recording, *, namespace: Mapping[str, Any] | None = None,
                locator: Locator | None = None) -> list[Diagnostic]:  # fmt: skip
         """The block's diagnostics, in words, once the Recording has its names and lines."""

@@ -163,8 +163,8 @@ class SavedWrites:
     def _report(self, mode: str, node: Any, attr: str, rtid: int, job: tuple[Any, ...]) -> None:
         tid, idx, cands = job[2], job[3], job[4]
         tensors = self.tr.tensors
-        ntype = type(node)
-        saver = next((c for c in (rtid, tid, *cands) if c in tensors and tensors[c][1][4] is ntype
+        ntype = type(node).__name__  # metadata keeps the grad_fn's class name
+        saver = next((c for c in (rtid, tid, *cands) if c in tensors and tensors[c][1][4] == ntype
                       and (tensors[c][3] is None or tensors[c][3] < idx)), None)  # fmt: skip
         raw = self.tr.raw
         made_at = raw[tensors[saver][3]][4] if saver is not None and tensors[saver][3] is not None else None
