@@ -171,3 +171,22 @@ def test_unknown_diagnostic_id_is_a_usage_error(ip):
             ip.run_cell_magic("trackgrad", "", "a = 1\n")
     finally:
         run(ip, "%config TensorMagic.diagnostics = 'all'")
+
+
+def test_terminal_ipython_never_imports_ipywidgets():
+    """Every magic in a terminal-style shell shows text and leaves ipywidgets unimported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "for cell in ['%load_ext tensormagic', 'import torch', '%%trackgrad\\nx = torch.ones(2) * 2',\n"
+        "             '%tensorinfo x', '%tensorinfo', '%device', '%trackgrad on', 'y = x + 1', '%trackgrad off']:\n"
+        "    assert ip.run_cell(cell, store_history=True).success, cell\n"
+        "assert 'ipywidgets' not in sys.modules, 'ipywidgets was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tensormagic · cell" in proc.stdout
