@@ -274,3 +274,21 @@ def test_events_built_later_still_describe_the_block_end():
     del y
     assert rec.tensor("x").ref.version == 0 and rec.tensor("y").names == ("y",)
     assert [e.tensor.label for e in rec.events] == ["x", "y"] and y_alias is not None
+
+
+def test_compiled_function_gives_the_same_result_and_is_recorded():
+    """A torch.compile'd function called under tracking returns what it returns untracked."""
+    import warnings
+
+    def f(x):
+        return (x.sin() * 2 + 1).sum()
+
+    cf = torch.compile(f, backend="eager")
+    x = torch.randn(16)
+    bare = cf(x)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Dynamo does not know how to trace")  # our timer
+        with tensormagic.track() as rec:
+            y = cf(x)
+    assert torch.equal(bare, y)
+    assert [e.op for e in rec.events] == ["torch.Tensor.sin", "torch.Tensor.mul", "torch.Tensor.add", "torch.Tensor.sum"]
