@@ -235,10 +235,12 @@ def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> li
             j += 1
         target = target_of(raw[i][WHERE]) if raw[i][WHERE] is not None else None
         if target is not None and not (failed and j == len(raw) - 1):
-            # a loop runs the line again: its bytecode offset falls back to the start
+            # A loop runs the line again: its bytecode offset falls back to the start, or stays on
+            # the same call for a one-call line; ops inside one module call share an offset too,
+            # but they run in a module.
             start = i
             for k in range(i + 1, j + 2):
-                if k == j + 1 or raw[k][LASTI] <= raw[k - 1][LASTI]:
+                if k == j + 1 or _runs_again(raw[k - 1], raw[k]):
                     if k - start == 1:  # the common case in loops: one op per run of the line
                         r = raw[start]
                         if r[KIND] in _MADE:
@@ -248,6 +250,10 @@ def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> li
                     start = k
         i = j + 1
     return out
+
+
+def _runs_again(prev: Any, r: Any) -> bool:
+    return r[LASTI] < prev[LASTI] or (r[LASTI] == prev[LASTI] and r[MODULE] is None)
 
 
 def _unconsumed(raw: list[Any], lo: int, hi: int) -> list[int]:

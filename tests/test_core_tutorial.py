@@ -230,3 +230,12 @@ def test_each_loop_iteration_of_an_accumulating_line_is_named():
         for i in range(3):
             acc = acc + i
     assert [e.tensor.label for e in rec.filter(kind="create")] == ["acc"] * 4
+
+
+def test_ops_inside_one_module_call_name_only_its_result():
+    """``logits = model(x)``: the hidden activation is not called ``logits``, the output is."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(inplace=True), torch.nn.Linear(3, 2))
+    with tensormagic.track() as rec:
+        logits = model(torch.ones(5, 4))
+    made = [(e.tensor.label, e.module) for e in rec.filter(kind="create") if e.module]
+    assert made[-1] == ("logits", "model.2") and made[0][0] != "logits" and logits.shape == (5, 2)
