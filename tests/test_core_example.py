@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import torch
-
-import tensormagic
+from shell_helpers import autograd_example
 
 
 def _example():
-    with tensormagic.track() as rec:
-        x = torch.ones(2, 2, requires_grad=True)
-        y = x + 2
-        z = y * y * 3
-        out = z.mean()
-        out.backward()
-    return rec, x, y, z, out
+    ex = autograd_example()
+    return ex.rec, ex.x, ex.y, ex.z, ex.out
 
 
 def test_creates_each_tensor_with_its_name_and_grad_fn():
@@ -42,7 +36,7 @@ def test_lines_are_the_files_own_numbering():
     rec, *_ = _example()
     e = rec.filter(name="y", kind="create")[0]
     assert e.source == "y = x + 2"
-    assert e.file is not None and e.file.endswith("test_core_example.py")
+    assert e.file is not None and e.file.endswith("shell_helpers.py")
     assert rec.filter(kind="create", name="z")[0].line == e.line + 1
 
 

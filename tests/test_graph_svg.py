@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from shell_helpers import autograd_example
 
 import tensormagic
 from tensormagic.events import GradGraph, GradNode
@@ -24,14 +25,7 @@ def _need_dot() -> None:
 
 @pytest.fixture
 def example() -> tensormagic.Recording:
-    with tensormagic.track() as rec:
-        x = torch.ones(2, 2, requires_grad=True)
-        y = x + 2
-        z = y * y * 3
-        out = z.mean()
-        out.backward()
-    del x, y, z, out
-    return rec
+    return autograd_example().rec  # every tensor freed: the graph is plain data
 
 
 def _svg_texts(svg: str) -> list[str]:

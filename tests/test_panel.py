@@ -12,6 +12,7 @@ import ipywidgets as W
 import pytest
 import torch
 from IPython.utils.capture import capture_output
+from shell_helpers import autograd_example
 
 import tensormagic
 from tensormagic.views.panel import (
@@ -65,14 +66,8 @@ class Finding:
 @pytest.fixture
 def example():
     """The autograd example; returns the recording and keeps y alive for live-card tests."""
-    with tensormagic.track() as rec:
-        x = torch.ones(2, 2, requires_grad=True)
-        y = x + 2
-        z = y * y * 3
-        out = z.mean()
-        out.backward()
-    yield rec, y
-    del x, z, out
+    ex = autograd_example()
+    return ex.rec, ex.y
 
 
 @pytest.fixture
