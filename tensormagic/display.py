@@ -54,20 +54,61 @@ class Summary:
         }
 
 
-def show(rec: Recording, mode: str, shell: Any, *, summary: bool = False) -> Any:
-    """Display ``rec`` under the current cell; returns what was displayed (a panel, or None)."""
+def emit(bundle: dict[str, Any], resolved: str) -> None:
+    """Display a static bundle; text mode keeps only what terminal IPython prints."""
     from IPython.display import display
 
+    if resolved == "text":
+        bundle = {"text/plain": bundle["text/plain"]}
+    display(bundle, raw=True)
+
+
+def show(rec: Recording, mode: str, shell: Any, *, summary: bool = False) -> Any:
+    """Display ``rec`` under the current cell; returns what was displayed (a panel, or None)."""
     resolved = resolve_mode(mode, shell)
     if resolved == "widget":
         from .views.panel import display_recording
 
         return display_recording(rec, summary=summary)
-    if summary:
-        bundle = Summary(rec)._repr_mimebundle_()
-    else:
-        bundle = rec._repr_mimebundle_()
-    if resolved == "text":
-        bundle = {"text/plain": bundle["text/plain"]}
-    display(bundle, raw=True)
+    # not rec._repr_mimebundle_(): in a kernel that is the panel, and html/text mode asked otherwise
+    emit(Summary(rec)._repr_mimebundle_() if summary else {"text/plain": rec.to_text(), "text/html": rec.to_html()},
+         resolved)  # fmt: skip
+    return None
+
+
+def show_info(obj: Any, mode: str, shell: Any, *, tensor: Any = None) -> Any:
+    """``%tensorinfo`` output: in the panel's style (with a histogram) for a tensor in a kernel,
+    else the object's own text/HTML."""
+    resolved = resolve_mode(mode, shell)
+    if resolved == "widget" and tensor is not None:
+        from .views.panel import display_tensor_info
+
+        return display_tensor_info(obj, tensor)
+    emit(obj._repr_mimebundle_(), resolved)
+    return None
+
+
+def show_namespace(namespace: Any, mode: str, shell: Any) -> Any:
+    """``%tensorinfo`` alone: the filterable table widget in a kernel, else a static table."""
+    resolved = resolve_mode(mode, shell)
+    if resolved == "widget":
+        from .views.panel import display_namespace
+
+        return display_namespace(namespace)
+    from .info import namespace_info
+
+    emit(namespace_info(namespace)._repr_mimebundle_(), resolved)
+    return None
+
+
+def show_log(recs: Any, labels: list[str], mode: str, shell: Any) -> Any:
+    """``%tensorlog``: a cell selector above the panel in a kernel, else each cell's report."""
+    resolved = resolve_mode(mode, shell)
+    if resolved == "widget":
+        from .views.panel import display_log
+
+        return display_log(recs, labels)
+    for label, rec in zip(labels, recs):
+        print(f"── {label} ──")
+        show(rec, mode, shell)
     return None

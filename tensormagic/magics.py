@@ -11,7 +11,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode, Union
 
-from .display import MODES, show
+from .display import MODES, show, show_info, show_log, show_namespace
 from .recording import Recording
 from .session import AutoTracker, Options, run_tracked_cell
 
@@ -136,30 +136,21 @@ class TensorMagic(Magics):
         """
         import torch
 
-        from .info import module_info, namespace_info, tensor_info
+        from .info import module_info, tensor_info
 
         expr = line.strip()
         if not expr:
-            self._display(namespace_info(self.shell.user_ns))
+            show_namespace(self.shell.user_ns, self.display, self.shell)
             return None
         value = self._eval(expr)
         if isinstance(value, torch.Tensor):
-            self._display(tensor_info(value, name=expr, namespace=self.shell.user_ns))
+            info = tensor_info(value, name=expr, namespace=self.shell.user_ns)
+            show_info(info, self.display, self.shell, tensor=value)
         elif isinstance(value, torch.nn.Module):
-            self._display(module_info(value, name=expr))
+            show_info(module_info(value, name=expr), self.display, self.shell)
         else:
             raise UsageError(f"%tensorinfo needs a tensor or an nn.Module; {expr!r} is of type {type(value).__name__}")
         return None
-
-    def _display(self, obj: Any) -> None:
-        from IPython.display import display
-
-        from .display import resolve_mode
-
-        bundle = obj._repr_mimebundle_()
-        if resolve_mode(self.display, self.shell) == "text":
-            bundle = {"text/plain": bundle["text/plain"]}
-        display(bundle, raw=True)
 
     # -- %device ---------------------------------------------------------------------------
     @line_magic
@@ -181,7 +172,7 @@ class TensorMagic(Magics):
                 raise UsageError(str(e)) from None
             print(f"default device: {now}")
             return
-        self._display(device_report(self.shell.user_ns))
+        show_info(device_report(self.shell.user_ns), self.display, self.shell)
 
     # -- %tensorlog ------------------------------------------------------------------------
     @magic_arguments()
@@ -214,9 +205,8 @@ class TensorMagic(Magics):
                 return None
             what = f"cell {args.cell}" if args.cell is not None else f"cell with execution count {args.exec_count}"
             raise UsageError(f"{path} has {recs.stats.cells} cell(s); there is no {what}")
-        for pos, rec in zip(recs.positions, recs):
-            print(f"── {path}: cell #{pos} (execution count {rec.cell}) ──")
-            self._display(rec)
+        labels = [f"{path}: cell #{pos} (execution count {rec.cell})" for pos, rec in zip(recs.positions, recs)]
+        show_log(list(recs), labels, self.display, self.shell)
         return None
 
 

@@ -15,8 +15,10 @@ from IPython.utils.capture import capture_output
 from shell_helpers import autograd_example
 
 import tensormagic
+from tensormagic.views import panel_display
 from tensormagic.views.panel import (
     TAB_TITLES,
+    LogPanel,
     NamespaceTable,
     Panel,
     PanelDisplay,
@@ -390,4 +392,58 @@ def test_trackgrad_cell_in_widget_mode_displays_the_panel(ip):
         assert open_panels() >= 1
     finally:
         ip.run_line_magic("config", "TensorMagic.display = 'auto'")
+        close_all()
+
+
+def _widget_mode_outputs(ip, cells: list[str]) -> list[dict]:
+    ip.run_line_magic("config", "TensorMagic.display = 'widget'")
+    try:
+        with capture_output() as out:
+            for cell in cells:
+                ip.run_cell(cell, store_history=True).raise_error()
+        return [o.data for o in out.outputs]
+    finally:
+        ip.run_line_magic("config", "TensorMagic.display = 'auto'")
+
+
+def test_tensorinfo_in_widget_mode_shows_the_detail_card(ip):
+    """`%tensorinfo x` in a kernel shows the panel's detail card, histogram included."""
+    (data,) = _widget_mode_outputs(ip, ["w = torch.arange(10.0)", "%tensorinfo w"])
+    assert WIDGET_MIME not in data and "tm-card" in data["text/html"] and "<svg" in data["text/html"]
+    assert data["text/plain"].startswith("w")
+
+
+def test_tensorinfo_alone_in_widget_mode_shows_the_namespace_table(ip):
+    """`%tensorinfo` with no argument in a kernel shows the filterable namespace table widget."""
+    try:
+        (data,) = _widget_mode_outputs(ip, ["w = torch.arange(10.0)", "%tensorinfo"])
+        assert WIDGET_MIME in data and "w" in data["text/plain"]
+    finally:
+        close_all()
+
+
+def test_log_panel_selects_a_cell(example):
+    """The log panel lists the cells and shows the chosen one's panel, closing the previous."""
+    rec = example[0]
+    lp = LogPanel([rec, rec], ["cell #1", "cell #2"])
+    first = lp.panel
+    lp.select.value = 1
+    assert [o[0] for o in lp.select.options] == ["cell #1", "cell #2"]
+    assert first.closed and lp.panel is not first and lp._holder.children == (lp.panel.widget,)
+    lp.close()
+    assert lp.panel is None
+
+
+def test_tensorlog_in_widget_mode_has_a_cell_selector(ip, tmp_path):
+    """`%tensorlog` in a kernel shows one panel behind a selector of the logged cells."""
+    log = tmp_path / "run.jsonl"
+    try:
+        outs = _widget_mode_outputs(ip, [f"%%trackgrad --quiet --log {log}\na = torch.ones(2)",
+                                         f"%%trackgrad --quiet --log {log}\nb = torch.zeros(3)",
+                                         f"%tensorlog {log}"])  # fmt: skip
+        (data,) = outs
+        assert WIDGET_MIME in data and data["text/plain"].startswith("tensormagic")
+        (lp,) = [p for p in panel_display._unkeyed if isinstance(p, LogPanel)]
+        assert len(lp.select.options) == 2 and "cell #2" in lp.select.options[1][0]
+    finally:
         close_all()

@@ -363,9 +363,11 @@ class NamespaceTable(_Owner):
 
 
 from .panel_display import (  # noqa: E402 - the display layer builds on the classes above
+    LogPanel,
     PanelDisplay,
     TensorCard,
     close_all,
+    display_log,
     display_namespace,
     display_recording,
     display_tensor_info,
@@ -376,12 +378,14 @@ from .panel_display import (  # noqa: E402 - the display layer builds on the cla
 __all__ = [
     "TAB_TITLES",
     "GraphView",
+    "LogPanel",
     "NamespaceTable",
     "Panel",
     "PanelDisplay",
     "TableView",
     "TensorCard",
     "close_all",
+    "display_log",
     "display_namespace",
     "display_recording",
     "display_tensor_info",

@@ -9,7 +9,7 @@ previous one, and panels without a cell id are kept to the ``MAX_UNKEYED`` most 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import ipywidgets as W
 
@@ -132,6 +132,56 @@ def recording_bundle(rec: Recording, include: Any = None, exclude: Any = None) -
     return p._repr_mimebundle_(include, exclude)
 
 
+class LogPanel:
+    """``%tensorlog``: a selector of the logged cells above the panel of the chosen one (only one
+    panel is built at a time; choosing another cell closes the previous panel)."""
+
+    def __init__(self, recs: Sequence[Recording], labels: Sequence[str], *, page_size: int = 25) -> None:
+        self.recs = list(recs)
+        self.page_size = page_size
+        self.panel: Panel | None = None
+        self.select = W.Dropdown(options=[(label, i) for i, label in enumerate(labels)], value=0,
+                                 description="cell", layout=W.Layout(width="70%"))  # fmt: skip
+        self._holder = W.VBox([])
+        self.widget = W.VBox([self.select, self._holder])
+        self.widget.add_class("tm-log")
+        self.select.observe(self._show, "value")
+        self._show({"new": 0})
+
+    def _show(self, change: dict[str, Any]) -> None:
+        from .panel import Panel
+
+        if self.panel is not None:
+            self.panel.close()
+        self.panel = Panel(self.recs[change["new"]], page_size=self.page_size)
+        self._holder.children = (self.panel.widget,)
+
+    def close(self) -> None:
+        from .panel import close_widget
+
+        if self.panel is not None:
+            self.panel.close()
+            self.panel = None
+        for w in (self.select, self._holder, self.widget):
+            close_widget(w)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from .panel import bundle
+
+        rec = self.recs[self.select.value]
+        return bundle(self.widget, {"text/plain": rec.to_text(), "text/html": rec.to_html()})
+
+
+def display_log(recs: Sequence[Recording], labels: Sequence[str], *, key: str | None = None) -> LogPanel:
+    """Display logged recordings behind a cell selector, and return the panel."""
+    from IPython.display import display
+
+    lp = LogPanel(recs, labels)
+    _register(lp, key)
+    display(lp)
+    return lp
+
+
 class TensorCard:
     """``%tensorinfo x``: the detail card as self-contained HTML (no widget, nothing to close)."""
 
@@ -169,9 +219,11 @@ def display_namespace(namespace: Mapping[str, Any], *, key: str | None = None) -
 
 __all__ = [
     "MAX_UNKEYED",
+    "LogPanel",
     "PanelDisplay",
     "TensorCard",
     "close_all",
+    "display_log",
     "display_namespace",
     "display_recording",
     "display_tensor_info",

@@ -22,8 +22,9 @@ def test_tensor_basics_notebook_renders_its_panels(jlab, page, screenshot_dirs):
     expected = nb.read_text().count('"%%trackgrad')
     try:
         open_and_run_all(page, f"{url}/lab/tree/{nb.name}?token={token}&reset", ".tm-panel")
-        page.wait_for_function(f"() => document.querySelectorAll('.jp-OutputArea-output .tm-panel').length"
-                               f" === {expected}", timeout=120_000)  # fmt: skip
+        # one inspector panel (with its header) per %%trackgrad cell; %tensorinfo adds a card
+        page.wait_for_function(f"() => document.querySelectorAll('.jp-OutputArea-output .tm-panel .tm-header')"
+                               f".length === {expected}", timeout=120_000)  # fmt: skip
         headers = page.locator(".tm-panel .tm-header").all_inner_texts()
         assert len(headers) == expected and any("1 backward" in h for h in headers)
         autograd = page.locator(".tm-panel").filter(has_text="1 backward").first
