@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from shell_helpers import autograd_example
+from testkit import autograd_example
 
 
 def _example():
@@ -36,7 +36,7 @@ def test_lines_are_the_files_own_numbering():
     rec, *_ = _example()
     e = rec.filter(name="y", kind="create")[0]
     assert e.source == "y = x + 2"
-    assert e.file is not None and e.file.endswith("shell_helpers.py")
+    assert e.file is not None and e.file.endswith("testkit.py")
     assert rec.filter(kind="create", name="z")[0].line == e.line + 1
 
 

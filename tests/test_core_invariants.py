@@ -7,27 +7,15 @@ import weakref
 
 import pytest
 import torch
+from testkit import make_mlp
 from torch import nn
 
 import tensormagic
 
 
-class _MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(20, 32)
-        self.drop = nn.Dropout(0.2)
-        self.fc2 = nn.Linear(32, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc1(x)
-        h.relu_()  # the in-place activation tutorials warn about
-        return self.fc2(self.drop(h))
-
-
 def _train(steps: int, tracked: bool):
     torch.manual_seed(0)
-    model = _MLP()
+    model = make_mlp(3)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     data = torch.randn(64, 20)
     target = torch.randint(0, 3, (64,))

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from testkit import make_mlp
 from torch import nn
 from torch.nn import functional as F
 
@@ -416,23 +417,12 @@ def test_sync_in_loop_on_cuda():
 
 
 # -- no false alarms -----------------------------------------------------------------------------
-class _MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(20, 32)
-        self.drop = nn.Dropout(0.2)
-        self.fc2 = nn.Linear(32, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc1(x)
-        h.relu_()
-        return self.fc2(self.drop(h))
 
 
 def test_no_alarm_on_a_correct_training_loop():
     """200 MLP steps (dropout, momentum, relu_, zero_grad, loss.item()) raise no diagnostic."""
     torch.manual_seed(0)
-    model = _MLP()
+    model = make_mlp(1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     data, target = torch.randn(64, 20), torch.randn(64, 1)
     with warnings.catch_warnings():
@@ -557,7 +547,7 @@ def test_diagnostic_round_trips_through_a_dict():
 
 def test_lines_in_a_tracked_cell_count_the_magic_line(ip):
     """Under %%trackgrad a diagnostic's line counts the %%trackgrad line as line 1, as events do."""
-    from shell_helpers import run
+    from testkit import run
 
     cell = "%%trackgrad --quiet -o rec\npred = torch.randn(8, 1)\ntarget = torch.randn(8)\n(pred - target).abs().mean()\n"
     with pytest.warns(BroadcastWarning):

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from shell_helpers import autograd_example
+from testkit import autograd_example
 
 import tensormagic
 from tensormagic.events import GradGraph, GradNode

@@ -6,7 +6,7 @@ import pytest
 import torch
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
-from shell_helpers import run
+from testkit import run
 from torch.overrides import _len_torch_function_stack
 
 import tensormagic

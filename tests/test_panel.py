@@ -12,7 +12,7 @@ import ipywidgets as W
 import pytest
 import torch
 from IPython.utils.capture import capture_output
-from shell_helpers import autograd_example
+from testkit import autograd_example
 
 import tensormagic
 from tensormagic.views import panel_display

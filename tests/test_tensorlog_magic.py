@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
-from shell_helpers import run
+from testkit import run
 
 from tensormagic import logfile
 from tensormagic.logread import load_log

@@ -1,5 +1,5 @@
-"""Helpers for tests that drive a real InteractiveShell (a module, not conftest: two conftests
-exist and only one can be imported as ``conftest``)."""
+"""Helpers shared by the tests (a module, not conftest: two conftests exist and only one can be
+imported as ``conftest``)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,22 @@ def autograd_example() -> SimpleNamespace:
         out = z.mean()
         out.backward()
     return SimpleNamespace(rec=rec, x=x, y=y, z=z, out=out)
+
+
+def make_mlp(outputs: int):
+    """The tutorials' small MLP: Linear, an in-place ReLU (the classic pitfall), Dropout, Linear."""
+    from torch import nn
+
+    class MLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = nn.Linear(20, 32)
+            self.drop = nn.Dropout(0.2)
+            self.fc2 = nn.Linear(32, outputs)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            h.relu_()  # the in-place activation tutorials warn about
+            return self.fc2(self.drop(h))
+
+    return MLP()
