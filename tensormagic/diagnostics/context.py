@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .. import identity
-from ..events import Diagnostic, Event
+from ..events import Diagnostic, Event, where_label
 from ..lines import Locator, source_line
 from ..ops import op_name
 from ..recording import Recording, TensorRecord
@@ -74,11 +74,7 @@ class Context:
 
     def where_words(self, where: Any) -> str:
         cell, fn, line, _src = self.place(where)
-        if line is None:
-            return "an unknown line"
-        if fn is not None and cell is None:
-            return f"{fn.rsplit('/', 1)[-1]}:{line}"
-        return f"line {line}"
+        return "an unknown line" if line is None else where_label(line, fn, cell)
 
     def op_at(self, idx: int) -> str:
         """The short op name of a raw record (``mul_``, ``torch.sigmoid``, ``F.linear``)."""
@@ -109,10 +105,8 @@ class Context:
                 cell, fn, line, op = prov
                 if cell is not None and cell != self.rec.cell:
                     where = f"cell {cell}, line {line}"  # made by an earlier cell
-                elif fn is not None and cell is None:
-                    where = f"{fn.rsplit('/', 1)[-1]}:{line}"
                 else:
-                    where = f"line {line}"
+                    where = where_label(line, fn, cell)
                 return op_words(op), line, where
         if e is not None:
             return op_words(e.op), e.line, e.where

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..events import Event, GradGraph, TensorRef
+from ..events import Event, Fold, GradGraph, TensorRef, where_label
 from ..recording import Recording
 
 KIND_WORD = {
@@ -111,6 +111,12 @@ def line_groups(events: tuple[Event, ...] | list[Event]) -> Iterator[tuple[Event
         group.append(e)
     if group:
         yield group[0], group
+
+
+def fold_words(f: Fold) -> tuple[str, str]:
+    """(where, what) for a folded run of events: ``line 5``, ``write .add_ ×200 more (folded)``."""
+    what = f"{KIND_WORD.get(f.kind, f.kind)} {short_op(f.op)} ×{f.count:,} more (folded)"
+    return where_label(f.line, f.file, f.cell), what
 
 
 def capped_line_groups(events: tuple[Event, ...] | list[Event],

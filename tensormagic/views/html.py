@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from html import escape
 
-from ..events import where_label
+from ..events import Fold
 from ..recording import Recording
-from .common import KIND_WORD, capped_line_groups, count_words, describe, short_op, tree_lines
+from .common import KIND_WORD, capped_line_groups, count_words, describe, fold_words, short_op, tree_lines
 from .text import summary_line
 
 MAX_ROWS = 2000
@@ -29,6 +29,12 @@ def h(value: object) -> str:
     return escape(str(value), quote=True)
 
 
+def fold_row(f: Fold) -> str:
+    """A folded run of events as one table row (reports and the panel's timeline)."""
+    where, what = fold_words(f)
+    return f"<tr><td>{h(where)}</td><td colspan=3>{h(what)}</td></tr>"
+
+
 def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
     parts = [STYLE, '<div class="tm-report">', f"<div><b>{h(summary_line(rec))}</b></div>"]
     if rec.internal_error:
@@ -47,9 +53,7 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
     if n < len(rec.events):
         parts.append(f"<tr><td colspan=4>… {len(rec.events) - n} more events</td></tr>")
     for f in rec.folds:
-        parts.append(f"<tr><td>{h(where_label(f.line, f.file, f.cell))}</td><td colspan=3>"
-                     f"{h(KIND_WORD.get(f.kind, f.kind))} {h(short_op(f.op))} ×{f.count} more (folded)"
-                     "</td></tr>")  # fmt: skip
+        parts.append(fold_row(f))
     parts.append("</table>")
     for d in rec.diagnostics:
         parts.append(f"<div class='tm-warn'>⚠ [{h(d.id)}] {h(d.where)}: {h(d.message)}"

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..events import Event, Fold, TensorRef
+from ..events import Event, Fold, TensorRef, where_label
 from ..recording import Recording, TensorRecord
 from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, line_groups, short_op
+from .html import fold_row
 from .table import PAGE_SIZE, STYLE, Column, Table, h, nbytes_of
 
 TIMELINE_PAGE = 50
@@ -73,7 +74,8 @@ class TensorRow:
     @property
     def where(self) -> str:
         if self.fold is not None:
-            return f"line {self.fold.line}" if self.fold.line is not None else "?"
+            f = self.fold
+            return where_label(f.line, f.file, f.cell)
         e = self._origin
         return "" if e is None else e.where
 
@@ -258,10 +260,7 @@ def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = ()) -> str:
                 f"<tr><td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
                 f"<td>{h(e.tensor.label)}</td><td>{h(short_op(e.op))}</td><td>{h(describe(e))}</td></tr>"
             )
-    for f in folds:
-        where = f"line {f.line}" if f.line is not None else "?"
-        parts.append(f"<tr><td>{h(where)}</td><td colspan=3>{h(KIND_WORD.get(f.kind, f.kind))} "
-                     f"{h(short_op(f.op))} ×{f.count:,} more (folded)</td></tr>")  # fmt: skip
+    parts.extend(fold_row(f) for f in folds)
     parts.append("</tbody></table>")
     return "".join(parts)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..events import where_label
 from ..recording import Recording
-from .common import KIND_WORD, capped_line_groups, count_words, describe, short_op, tree_lines
+from .common import KIND_WORD, capped_line_groups, count_words, describe, fold_words, short_op, tree_lines
 
 MAX_LINES = 400
 
@@ -31,8 +30,8 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
     if n < len(rec.events):
         out.append(f"          … {len(rec.events) - n} more events (see the panel or the log)")
     for f in rec.folds:
-        where = where_label(f.line, f.file, f.cell)
-        out.append(f"{where:>8}  {KIND_WORD.get(f.kind, f.kind)} {short_op(f.op)} ×{f.count} more (folded)")
+        where, what = fold_words(f)
+        out.append(f"{where:>8}  {what}")
     for d in rec.diagnostics:
         out.append(f"  ⚠ [{d.id}] {d.where}: {d.message}")
         if getattr(d, "fix", None):
