@@ -120,10 +120,11 @@ def _placer(locator: Locator | None) -> Any:
 
 def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
               locator: Locator | None) -> _Snapshot:  # fmt: skip
-    _add_unseen_bound(tr, namespace)
+    bound = list(naming.named_tensors(namespace)) if namespace is not None else []  # one walk
+    _add_unseen_bound(tr, bound)
     place = _placer(locator)
     # Names: namespace first; a tensor gone by now keeps its line's assignment target.
-    names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in naming.names_by_id(namespace).items()}
+    names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in naming.names_by_id(bound).items()}
     raw = tr.raw
 
     def target_of(where: Any) -> str | None:
@@ -326,11 +327,9 @@ def _aliases(tr: Tracker, refs: _Refs, state: dict[int, Any], tid: int, idx: int
     return tuple(out)
 
 
-def _add_unseen_bound(tr: Tracker, namespace: Mapping[str, Any] | None) -> None:
+def _add_unseen_bound(tr: Tracker, bound: list[tuple[str, torch.Tensor]]) -> None:
     """Tensors bound in the namespace that no op ever touched (``b = torch.from_numpy(a)``)."""
-    if namespace is None:
-        return
-    for _name, t in naming.named_tensors(namespace):
+    for _name, t in bound:
         if identity.lookup(t) is None:
             tr.see(t, None)
 

@@ -100,7 +100,8 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
     notes: list[str] = []
     is_view = t._is_view()
     view_of = None
-    ns_names = _names_by_object(namespace)
+    pairs = list(naming.named_tensors(namespace)) if namespace is not None else []  # one walk
+    ns_names = _names_by_object(pairs)
     if is_view and t._base is not None:
         view_of = ", ".join(ns_names.get(id(t._base), [])) or f"a {fmt_shape(tuple(t._base.shape))} tensor"
     grad = None
@@ -113,7 +114,7 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
             grad = "None (no backward has reached it yet)"
     elif t.requires_grad:
         grad = "not kept: a non-leaf's .grad stays None unless you call retain_grad() before backward"
-    chain = grad_graph_of(t, namespace).chain() if t.grad_fn is not None else None
+    chain = _graph(t, ns_names).chain() if t.grad_fn is not None else None
     where = identity.created_where(t)
     created = None
     if where is not None:
@@ -131,7 +132,7 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
         nbytes=t.numel() * t.element_size(), requires_grad=t.requires_grad, is_leaf=t.is_leaf,
         grad_fn=None if t.grad_fn is None else type(t.grad_fn).__name__, grad_chain=chain,
         version=t._version, is_view=is_view, view_of=view_of,
-        shares_memory_with=[n for n in _sharing(t, namespace) if n != name], grad=grad,
+        shares_memory_with=[n for n in _sharing(t, pairs, namespace) if n != name], grad=grad,
         stats=_safe_stats(t) if stats else None, created=created, notes=notes,
     )  # fmt: skip
 
@@ -145,11 +146,10 @@ def _safe_stats(t: torch.Tensor) -> Stats | None:
         return Stats(numel=t.numel(), note=f"no statistics: {e}".split("\n")[0])
 
 
-def _names_by_object(namespace: Mapping[str, Any] | None) -> dict[int, list[str]]:
+def _names_by_object(pairs: list[tuple[str, torch.Tensor]]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
-    if namespace is not None:
-        for n, v in naming.named_tensors(namespace):
-            out.setdefault(id(v), []).append(n)
+    for n, v in pairs:
+        out.setdefault(id(v), []).append(n)
     return out
 
 
@@ -160,14 +160,15 @@ def _span(t: torch.Tensor) -> tuple[int, int] | None:
     return (st.data_ptr(), st.data_ptr() + st.nbytes()) if st.nbytes() else None
 
 
-def _sharing(t: torch.Tensor, namespace: Mapping[str, Any] | None) -> list[str]:
+def _sharing(t: torch.Tensor, pairs: list[tuple[str, torch.Tensor]],
+             namespace: Mapping[str, Any] | None) -> list[str]:  # fmt: skip
     """Names (tensors and NumPy arrays) whose memory overlaps ``t``'s storage."""
     if namespace is None:
         return []
     out: list[str] = []
     key = identity.storage_key(t)
     span = _span(t)
-    for n, v in naming.named_tensors(namespace):
+    for n, v in pairs:
         if v is not t and key is not None and identity.storage_key(v) == key:
             out.append(n)
     if span is not None:
@@ -240,15 +241,15 @@ def module_info(m: torch.nn.Module, name: str = "module") -> TableInfo:
 
 def namespace_info(namespace: Mapping[str, Any]) -> TableInfo:
     """Every tensor reachable from the namespace, like a variable inspector."""
-    rows = [_row(n, t) for n, t in naming.named_tensors(namespace)]
-    total = sum(t.numel() * t.element_size() for _, t in naming.named_tensors(namespace))
+    pairs = list(naming.named_tensors(namespace))
+    rows = [_row(n, t) for n, t in pairs]
+    total = sum(t.numel() * t.element_size() for _, t in pairs)
     return TableInfo(title="tensors in the namespace", columns=TABLE_COLUMNS, rows=rows,
                      footer=f"{len(rows)} tensors, {fmt_bytes(total)}" if rows else "no tensors yet")  # fmt: skip
 
 
-def grad_graph_of(t: torch.Tensor, namespace: Mapping[str, Any] | None = None) -> GradGraph:
+def _graph(t: torch.Tensor, names: dict[int, list[str]]) -> GradGraph:
     """The grad_fn graph below a live tensor, with namespace names on its nodes."""
     from .autograd import capture
 
-    names = _names_by_object(namespace)
     return capture([("t", t)], lambda x: (names.get(id(x)) or [None])[0]).graph("t")

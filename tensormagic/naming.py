@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import functools
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
@@ -59,12 +59,10 @@ def _expand(name: str, v: Any, depth: int) -> Iterator[tuple[str, torch.Tensor]]
                 yield from _expand(f"{name}[{k!r}]", x, depth + 1)
 
 
-def names_by_id(ns: Mapping[str, Any] | None) -> dict[int, list[str]]:
-    """Tensor id -> names, for tensors the registry knows (it assigns none)."""
+def names_by_id(pairs: Iterable[tuple[str, torch.Tensor]]) -> dict[int, list[str]]:
+    """Tensor id -> names, from ``named_tensors`` pairs, for tensors the registry knows (it assigns none)."""
     out: dict[int, list[str]] = {}
-    if ns is None:
-        return out
-    for name, t in named_tensors(ns):
+    for name, t in pairs:
         tid = identity.lookup(t)
         if tid is not None:
             names = out.setdefault(tid, [])
