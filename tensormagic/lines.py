@@ -9,7 +9,7 @@ import site
 import sys
 import sysconfig
 from types import CodeType, FrameType
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 #: filename -> (cell number, line offset) for code that belongs to a notebook cell.
 Locator = Callable[[str], Optional[Tuple[Optional[int], int]]]
@@ -89,17 +89,25 @@ def source_text(filename: str) -> str | None:
     return "".join(lines) if lines else None
 
 
-def ipython_locator() -> Locator | None:
-    """Map IPython cell filenames to execution counts, if IPython is running (never imports it)."""
-    if "IPython" not in sys.modules:
-        return None
-    ip = sys.modules["IPython"].get_ipython()
-    fmap = getattr(getattr(ip, "compile", None), "_filename_map", None)
-    if fmap is None:
-        return None
+def cell_locator(shell: Any, number: int | None = None, offset: int = 0) -> Locator:
+    """Map code filenames to IPython cells (execution counts) through the shell's compiler;
+    cell ``number``'s own lines are shifted by ``offset`` (1 under ``%%trackgrad``)."""
+    fmap = shell.compile._filename_map
 
     def locate(filename: str) -> tuple[int | None, int] | None:
         n = fmap.get(filename)
-        return None if n is None else (n, 0)
+        if n is None:
+            return None
+        return (n, offset) if n == number else (n, 0)
 
     return locate
+
+
+def ipython_locator() -> Locator | None:
+    """The running IPython's cell locator, if IPython is running (never imports it)."""
+    if "IPython" not in sys.modules:
+        return None
+    ip = sys.modules["IPython"].get_ipython()
+    if getattr(getattr(ip, "compile", None), "_filename_map", None) is None:
+        return None
+    return cell_locator(ip)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from .api import TrackingWarning, track
+from .lines import cell_locator
 from .recording import Recording
 
 
@@ -28,19 +29,6 @@ class Options:
 
     def with_flags(self, **flags: Any) -> Options:
         return replace(self, **{k: v for k, v in flags.items() if v is not None})
-
-
-def cell_locator(shell: Any, number: int, offset: int) -> Callable[[str], tuple[int | None, int] | None]:
-    """Map code filenames to cells: this cell's body gets ``offset`` (1 under ``%%trackgrad``)."""
-    fmap = shell.compile._filename_map
-
-    def locate(filename: str) -> tuple[int | None, int] | None:
-        n = fmap.get(filename)
-        if n is None:
-            return None
-        return (n, offset) if n == number else (n, 0)
-
-    return locate
 
 
 def _make_track(shell: Any, opts: Options, *, number: int, offset: int, source: str,
