@@ -142,10 +142,12 @@ class AutoTracker:
         if result is not None:
             err = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TrackingWarning)  # reported once below, not per cell
+            warnings.simplefilter("ignore", TrackingWarning)  # reported by _fail below, once
             t.__exit__(type(err) if err else None, err, getattr(err, "__traceback__", None))
         if result is not None:
             self.on_done(rec)
+        if rec.internal_error is not None:
+            self._fail(RuntimeError(rec.internal_error))
 
     def _fail(self, e: BaseException) -> None:
         """Report an internal failure once and switch tracking off, leaving no mode behind."""

@@ -167,3 +167,28 @@ def test_help_comes_from_docstring_and_arguments(ip):
     """``%trackgrad?`` shows the docstring and the generated usage."""
     doc = ip.find_line_magic("trackgrad").__doc__
     assert "Track what the torch code" in doc and "--stats" in doc and "-o NAME" in doc
+
+
+def test_internal_recording_failure_switches_auto_tracking_off(ip):
+    """A recording that fails inside auto-tracking warns once and turns tracking off."""
+    from tensormagic.api import TrackingWarning
+    from tensormagic.session import AutoTracker, Options, _make_track
+
+    def failing_track(*a, **k):
+        t = _make_track(*a, **k)
+        t.block = ("<no such file>", 1, None)
+        original = t.__exit__
+
+        def exit_then_break(*exc):
+            out = original(*exc)
+            t.recording.internal_error = "RuntimeError: simulated"
+            return out
+
+        t.__exit__ = exit_then_break
+        return t
+
+    auto = AutoTracker(ip, Options(quiet=True), lambda rec: None, make_track=failing_track)
+    auto.start()
+    with pytest.warns(TrackingWarning, match="switched off.*simulated"):
+        result = run(ip, "k = torch.ones(1)")
+    assert result.success and not auto.active and _len_torch_function_stack() == 0
