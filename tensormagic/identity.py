@@ -84,10 +84,6 @@ def prune() -> None:
         provenance.pop(tid, None)
 
 
-def live_count() -> int:
-    return sum(1 for ref, _ in _ids.values() if ref() is not None)
-
-
 def tensor_id(t: Any) -> str | None:
     """The public id string (``"t17"``) of a tensor tracked before, or None."""
     tid = lookup(t)

@@ -75,9 +75,6 @@ class LineFinder:
         return None
 
 
-def caller_frame(depth: int) -> FrameType:
-    return sys._getframe(depth + 1)
-
 
 def source_line(filename: str, lineno: int) -> str | None:
     text = linecache.getline(filename, lineno)
