@@ -16,7 +16,7 @@ from .lines import Locator, source_line, source_text
 from .modules import resolve_path
 from .ops import op_name
 from .recording import Recording, TensorRecord, attach_events
-from .tracker import EXTRA, FUNC, KIND, LASTI, META, MODULE, TID, TIME, WHERE, Tracker, meta_of
+from .tracker import EXTRA, FUNC, KIND, LASTI, META, MODULE, TID, TIME, WHERE, Tracker, create_parts
 
 # One string per dtype / device, shared by every TensorRef: ~90 B per event less to keep.
 _dtype_names: dict[Any, str] = {}
@@ -127,12 +127,17 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
     names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in naming.names_by_id(bound).items()}
     raw = tr.raw
 
+    targets: dict[Any, str | None] = {}  # per line: a loop runs the same few lines many times
+
     def target_of(where: Any) -> str | None:
+        if where in targets:
+            return targets[where]
         target = naming.assigned_name(place(where)[3])
         # ``lin = nn.Linear(…)`` binds a module: its temporaries are not "lin"
         if target is not None and namespace is not None and target in namespace:
             if not isinstance(namespace[target], torch.Tensor):
-                return None
+                target = None
+        targets[where] = target
         return target
 
     for tid, target in _line_results(raw, target_of, failed=rec.failed):
@@ -140,10 +145,12 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
     final: dict[int, Any] = {}
     live: list[tuple[str, Any]] = []
+    ids = identity._ids
     for tid, info in tr.tensors.items():
-        t = info[0]()
+        ref = ids.get(info[0])
+        t = ref() if ref is not None and ref.tid == tid else None
         if t is not None and tid not in tr.merged:
-            final[tid] = meta_of(t)
+            final[tid] = tr.meta(t)
             live.append((f"t{tid}", t))
             _remember_provenance(tid, info[3], raw, place)
     rec.graphs = capture(live, lambda t: _name_of(t, names))
@@ -178,7 +185,7 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
         op = op_name(r[FUNC]) if r[FUNC] is not None else None
         kw: dict[str, Any] = {}
         if kind == "create":
-            in_ids, origin, note = extra
+            in_ids, origin, note = create_parts(extra)
             kw["inputs"] = tuple(refs.ref(t, state[t]) for t in in_ids if t in state)
             kw["origin"] = origin
             if origin == "seen":
@@ -188,7 +195,7 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
         elif kind == "view":
             kw["base"] = refs.ref(extra, state[extra])
         elif kind == "inplace":
-            v0, in_ids = extra
+            v0, in_ids = extra[0], extra[1:]
             kw["version_before"], kw["version_after"] = v0, int(meta[5])
             kw["inputs"] = tuple(refs.ref(t, state[t]) for t in in_ids if t in state)
             if by_storage is None:
@@ -229,27 +236,35 @@ def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> li
     same line consumed: ``z`` in ``z = y * y * 3`` but not ``y * y``; each loop iteration's ``h``.
     In a block that failed, the last line never finished its assignment: it names nothing."""
     out: list[tuple[int, str]] = []
+    n = len(raw)
     i = 0
-    while i < len(raw):
-        j = i
-        while j + 1 < len(raw) and raw[j + 1][WHERE] == raw[i][WHERE]:
+    while i < n:
+        r = raw[i]
+        where = r[WHERE]
+        j = i + 1
+        while j < n and raw[j][WHERE] == where:
             j += 1
-        target = target_of(raw[i][WHERE]) if raw[i][WHERE] is not None else None
-        if target is not None and not (failed and j == len(raw) - 1):
+        # raw[i:j] ran on one line
+        target = target_of(where) if where is not None else None
+        if target is None or (failed and j == n):
+            pass
+        elif j - i == 1:  # the common case in loops: one op per run of the line
+            if r[KIND] in _MADE:
+                out.append((r[TID], target))
+        else:
             # A loop runs the line again: its bytecode offset falls back to the start, or stays on
             # the same call for a one-call line; ops inside one module call share an offset too,
             # but they run in a module.
             start = i
-            for k in range(i + 1, j + 2):
-                if k == j + 1 or _runs_again(raw[k - 1], raw[k]):
-                    if k - start == 1:  # the common case in loops: one op per run of the line
-                        r = raw[start]
-                        if r[KIND] in _MADE:
-                            out.append((r[TID], target))
+            for k in range(i + 1, j + 1):
+                if k == j or _runs_again(raw[k - 1], raw[k]):
+                    if k - start == 1:
+                        if raw[start][KIND] in _MADE:
+                            out.append((raw[start][TID], target))
                     else:
                         out.extend((tid, target) for tid in _unconsumed(raw, start, k))
                     start = k
-        i = j + 1
+        i = j
     return out
 
 
@@ -272,13 +287,13 @@ def _unconsumed(raw: list[Any], lo: int, hi: int) -> list[int]:
 def _consumed(r: Any) -> tuple[int, ...]:
     kind, extra = r[KIND], r[EXTRA]
     if kind == "create":
-        return tuple(extra[0])
+        return create_parts(extra)[0]
     if kind == "view":
         return (extra,)
     if kind == "move":
         return (extra[0],)
     if kind == "inplace":
-        return tuple(extra[1])
+        return extra[1:]
     return ()
 
 
@@ -378,5 +393,5 @@ def _tensor_records(tr: Tracker, refs: _Refs, state: dict[int, Any], final: dict
             continue
         meta = final.get(tid) or state.get(tid, info[1])
         ref = refs.ref(tid, meta)
-        recs[ref.id] = TensorRecord(id=ref.id, names=ref.names, ref=ref, _weak=info[0])
+        recs[ref.id] = TensorRecord(id=ref.id, names=ref.names, ref=ref, _weak=tr.ref(tid))
     return attach_events(recs, events)

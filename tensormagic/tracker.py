@@ -1,9 +1,10 @@
 """The hot path: a ``TorchFunctionMode`` that turns torch calls into compact raw records.
 
 Nothing here formats strings or builds event objects: a raw record is a tuple of the objects
-at hand (the function, a metadata tuple, the frame's filename and line), and ``recording.py``
+at hand (the op's name, a metadata tuple, the frame's filename and line), and ``build.py``
 turns them into events when the block ends.  Calls that create nothing (attribute reads,
-``size()``, ``item()``) take a two-lookup fast path.
+``size()``, ``item()``) take a two-lookup fast path; an op that makes one new tensor from
+tensors the block knows (most of them) takes one straight function, ``Tracker._created``.
 """
 
 from __future__ import annotations
@@ -16,28 +17,51 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from . import identity
-from .identity import _ids, assign_ref, new_storage_id, storage_key
+from .identity import Ref, _counter, _ids, _storage_counter, assign_ref, new_storage_id, ref_of, storage_id, storage_key
 from .lines import LineFinder
 from .modules import ModuleStack
-from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
+from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, _names, classify, op_name
 
 Tensor = torch.Tensor
 _now = time.perf_counter_ns
 _name = op_name  # raw records keep the op's name (a cached lookup), not the function
 
 # Raw record layout: (kind, op name, tid, meta, where, module, t_ns, extra, bytecode offset in the line).
-# Records hold only strings, numbers, dtypes, devices and tuples of those, never functions, classes or
-# torch.Size: the garbage collector then stops tracking them, and a long block does not make every
-# full collection re-walk its records (nor trigger more of them).
+# Records hold strings, numbers and tuples, never functions or classes, so that the garbage
+# collector stops tracking them.  Metadata tuples are interned per block (``Tracker.meta``):
+# a loop makes the same few thousand metas again and again, and keeps one copy of each.
 KIND, FUNC, TID, META, WHERE, MODULE, TIME, EXTRA, LASTI = range(9)
-# meta layout: (shape tuple, dtype, device, requires_grad, grad_fn class name, version)
+# meta layout: (shape, dtype, device, requires_grad, grad_fn class name, version)
+# extra, by kind: create: the input ids (made by an op) or (input ids, "seen", note), see
+# ``create_parts``; view: the base's id; inplace: (version before, *input ids); move: (source id,
+# source meta, in place[, version before]); backward: one tuple per gradient; numpy: None.
+# The common records hold no tuple made with them but one of ints: the collector's first pass
+# then stops tracking them (a nested fresh tuple keeps the outer one tracked into the old
+# generation, and 10,000 of those set off a full collection).
+# Tracker.tensors entry layout: (id() key into identity's table, first meta, storage id, first raw index)
 FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted, not stored
+
+_gf_names: dict[type, str] = {}  # grad_fn class -> name: one shared string, not one per record
+
+
+def _gf_name(gf: Any) -> str:
+    name = _gf_names.get(type(gf))
+    if name is None:
+        name = _gf_names[type(gf)] = type(gf).__name__
+    return name
+
+
+def create_parts(extra: tuple[Any, ...]) -> tuple[tuple[int, ...], str, str | None]:
+    """(input ids, origin "op" or "seen", note) of a create record's extra."""
+    if extra and type(extra[0]) is tuple:
+        return extra  # type: ignore[return-value]
+    return extra, "op", None
 
 
 def meta_of(t: Tensor) -> tuple[Any, ...]:
+    """A tensor's metadata as a plain tuple (not interned: for code outside a block)."""
     gf = t.grad_fn
-    return (tuple(t.shape), t.dtype, t.device, t.requires_grad, None if gf is None else type(gf).__name__,
-            t._version)
+    return (tuple(t.shape), t.dtype, t.device, t.requires_grad, None if gf is None else _gf_name(gf), t._version)
 
 
 def _tensors_in(args: Any, kwargs: dict[str, Any]) -> list[Tensor]:
@@ -55,19 +79,22 @@ def _tensors_in(args: Any, kwargs: dict[str, Any]) -> list[Tensor]:
 
 
 class Tracker:
-    """Collects raw records for one block; ``recording.build`` turns them into a Recording."""
+    """Collects raw records for one block; ``build.build`` turns them into a Recording."""
 
     def __init__(self, *, stats: bool = False, max_events: int = 20_000) -> None:
         self.stats = stats
         self.max_events = max_events
+        # _created stores records only below this length: past it, folding (or stats) decides
+        self._fast_cap = 0 if stats else max_events
         self.raw: list[tuple[Any, ...]] = []
-        #: tid -> [weakref, first meta, storage id, first raw index or None]
-        self.tensors: dict[int, list[Any]] = {}
+        #: tid -> (id() key, first meta, storage id, first raw index or None); see ``ref``
+        self.tensors: dict[int, tuple[Any, ...]] = {}
         self.sid_of_key: dict[int, int] = {}
         self.preexisting: set[int] = set()
         self.merged: set[int] = set()  # temporaries whose move was re-targeted to a parameter
         self.folds: dict[tuple[Any, ...], int] = {}
         self._fold_counts: dict[tuple[Any, ...], int] | None = None
+        self._metas: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.stats_at: dict[int, Any] = {}
         self.lines = LineFinder()
         self.modules = ModuleStack()
@@ -82,24 +109,47 @@ class Tracker:
         self.call_watch: dict[str, Callable[[Tracker, Any, tuple[Any, ...], Callable[[], Any]], None]] = {}
 
     # -- tensors -----------------------------------------------------------------------------
+    def ref(self, tid: int) -> Ref | None:
+        """The weak reference of a tensor this block knows; None if it is unknown or has died."""
+        info = self.tensors.get(tid)
+        return None if info is None else ref_of(info[0], tid)
+
+    def alive(self, tid: int) -> Tensor | None:
+        """A tensor this block knows, if it is still alive."""
+        info = self.tensors.get(tid)
+        ref = None if info is None else ref_of(info[0], tid)
+        return None if ref is None else ref()
+
+    def meta(self, t: Tensor) -> tuple[Any, ...]:
+        """``t``'s metadata, interned: equal snapshots share one tuple."""
+        gf = t.grad_fn
+        m = (t.shape, t.dtype, t.device, t.requires_grad, None if gf is None else _gf_name(gf), t._version)
+        got = self._metas.get(m)
+        return got if got is not None else self._intern(m)
+
+    def _intern(self, m: tuple[Any, ...]) -> tuple[Any, ...]:
+        # The stored copy holds a plain tuple for the shape, not the torch.Size (equal, same hash):
+        # the collector then stops tracking every record that holds it.
+        got = (tuple(m[0]), *m[1:])
+        self._metas[got] = got
+        return got
+
     def mark_preexisting(self, t: Tensor) -> None:
-        tid = identity.assign(t)
-        self.preexisting.add(tid)
+        self.preexisting.add(assign_ref(t).tid)
 
     def see(self, t: Tensor, where: Any) -> int:
         """The id of an input tensor; its first sight in the block is remembered."""
-        ent = _ids.get(id(t))
-        if ent is not None and ent[0]() is t:
-            tid = ent[1]
+        ref = _ids.get(id(t))
+        if ref is not None and ref() is t:
+            tid = ref.tid
             if tid in self.tensors:
                 return tid  # the common case: an input this block already knows
             fresh = False
         else:
-            ent = identity.assign_ref(t)
-            tid = ent[1]
+            tid = assign_ref(t).tid
             fresh = True
-        meta = meta_of(t)
-        self.tensors[tid] = [ent[0], meta, self._storage(t, new=False), None]
+        meta = self.meta(t)
+        self.tensors[tid] = (id(t), meta, self._storage(t, new=False), None)
         if fresh and tid not in self.preexisting:
             # appeared without an op the mode can see (from_numpy, Parameter(t), torch.load…)
             self._add("create", None, tid, meta, where, ((), "seen", None), (t,))
@@ -118,11 +168,9 @@ class Tracker:
 
     def _new(self, t: Tensor, *, alias: bool) -> tuple[int, Any]:
         """Register a tensor an op just made; returns its id and its metadata snapshot."""
-        ref, tid = identity.assign_ref(t)
-        gf = t.grad_fn  # meta_of, inlined: this runs once per recorded op
-        meta = (tuple(t.shape), t.dtype, t.device, t.requires_grad, None if gf is None else type(gf).__name__,
-                t._version)
-        self.tensors[tid] = [ref, meta, self._storage(t, new=not alias), len(self.raw)]
+        tid = assign_ref(t).tid
+        meta = self.meta(t)
+        self.tensors[tid] = (id(t), meta, self._storage(t, new=not alias), len(self.raw))
         return tid, meta
 
     # -- records -----------------------------------------------------------------------------
@@ -168,44 +216,51 @@ class Tracker:
                 if isinstance(o, Tensor):
                     self._output(func, action, inputs, o, where)
 
-    def _created(self, func: Any, args: Any, kwargs: Any, o: Tensor, where: Any) -> bool:
-        """The common case in one function: an op made one new, non-view tensor from tensors this
-        block already knows.  Records exactly what ``_output`` would and returns True; returns
-        False, having changed nothing, for anything else (the general path then handles it)."""
+    def _created(self, func: Any, args: Any, kwargs: Any, o: Tensor, where: Any, t: int = 0) -> bool:
+        """The common case in one function: an op made one new, non-view
+        tensor from tensors this block already knows.  Records exactly what ``_output`` would and
+        returns True; returns False, having changed nothing, for anything else (the general path
+        then handles it).  Every line here runs once per recorded op: keep it that way."""
         raw = self.raw
-        if self.stats or len(raw) >= self.max_events:
+        n = len(raw)
+        if n >= self._fast_cap:
             return False
         tensors = self.tensors
+        get = _ids.get
         in_ids = []
         for a in args:
             if isinstance(a, Tensor):
-                if a is o:
-                    return False
-                ent = _ids.get(id(a))
-                if ent is None or ent[0]() is not a or ent[1] not in tensors:
+                ref = get(id(a))
+                if ref is None or ref() is not a:
                     return False  # first sight of this input: see() records it
-                in_ids.append(ent[1])
+                tid = ref.tid
+                if tid not in tensors:
+                    return False
+                in_ids.append(tid)
             elif isinstance(a, (list, tuple)):
                 return False
         if kwargs:
             for a in kwargs.values():
                 if isinstance(a, Tensor):
                     return False
-        ent = _ids.get(id(o))
-        if (ent is not None and ent[0]() is o) or o._is_view():
+        key = id(o)
+        ref = get(key)
+        if (ref is not None and ref() is o) or o._is_view():
+            return False  # an input handed back, or a view: the general path says which
+        try:
+            skey = storage_id(o)
+        except identity.NO_STORAGE:
             return False
-        ref, tid = assign_ref(o)
+        ref = _ids[key] = Ref(o)
+        tid = ref.tid = next(_counter)
         gf = o.grad_fn
-        meta = (tuple(o.shape), o.dtype, o.device, o.requires_grad, None if gf is None else type(gf).__name__,
-                o._version)
-        key = storage_key(o)
-        sid = None
-        if key is not None:
-            sid = self.sid_of_key[key] = new_storage_id()
-        n = len(raw)
-        tensors[tid] = [ref, meta, sid, n]
-        raw.append(("create", _name(func), tid, meta, where, self.modules.current, _now() - self.t0,
-                    (tuple(in_ids), "op", None), self.lines.lasti))  # fmt: skip
+        meta = (o.shape, o.dtype, o.device, o.requires_grad,
+                None if gf is None else (_gf_names.get(type(gf)) or _gf_name(gf)), o._version)  # fmt: skip
+        meta = self._metas.get(meta) or self._intern(meta)
+        sid = self.sid_of_key[skey] = next(_storage_counter)
+        tensors[tid] = (key, meta, sid, n)
+        raw.append(("create", _names[func], tid, meta, where, self.modules.current, (t or _now()) - self.t0,
+                    tuple(in_ids), self.lines.lasti))  # fmt: skip
         if self.record_hooks:
             objs = (o,)
             for hook in self.record_hooks:
@@ -216,15 +271,15 @@ class Tracker:
         for a in inputs:
             if o is a:
                 return  # not new: an input handed back
-        ent = _ids.get(id(o))
-        if ent is not None and ent[0]() is o:
+        ref = _ids.get(id(o))
+        if ref is not None and ref() is o:
             return  # not new: a tensor seen before
         if action == MOVE and inputs:
             src = inputs[0]
             stid = self.see(src, where)
             tid, meta = self._new(o, alias=False)
             self._last_move[tid] = len(self.raw)
-            self._add("move", func, tid, meta, where, (stid, meta_of(src), False), (o,))
+            self._add("move", func, tid, meta, where, (stid, self.meta(src), False), (o,))
             return
         base = None
         if action == ALIAS or o._is_view():
@@ -237,7 +292,7 @@ class Tracker:
         else:
             in_ids = tuple([self.see(a, where) for a in inputs])
             tid, meta = self._new(o, alias=False)
-            self._add("create", func, tid, meta, where, (in_ids, "op", None), (o,))
+            self._add("create", func, tid, meta, where, in_ids, (o,))
 
     def record_write(self, func: Any, written: Tensor, v0: int, args: Any, kwargs: Any,
                      where: Any) -> None:  # fmt: skip
@@ -250,11 +305,11 @@ class Tracker:
             src = inputs[0]
             if src.device != written.device or src.dtype != written.dtype:
                 stid = self.see(src, where)
-                self._add("move", func, tid, meta_of(written), where,
-                          (stid, meta_of(src), True, v0), (written,))  # fmt: skip
+                self._add("move", func, tid, self.meta(written), where,
+                          (stid, self.meta(src), True, v0), (written,))  # fmt: skip
                 return
         in_ids = tuple(self.see(a, where) for a in inputs)
-        self._add("inplace", func, tid, meta_of(written), where, (v0, in_ids), (written,))
+        self._add("inplace", func, tid, self.meta(written), where, (v0, *in_ids), (written,))
 
     def record_data_set(self, func: Any, target: Tensor, new: Tensor, before: Any, where: Any) -> None:
         """``param.data = t``: Module.to swaps parameter data this way, with no version bump."""
@@ -263,11 +318,11 @@ class Tracker:
         idx = self._last_move.get(ntid) if ntid is not None else None
         if idx is not None and idx < len(self.raw) and self.raw[idx][TID] == ntid:
             kind, mfunc, _, _, mwhere, module, t, extra, lasti = self.raw[idx]
-            self.raw[idx] = (kind, mfunc, tid, meta_of(target), mwhere, module, t,
+            self.raw[idx] = (kind, mfunc, tid, self.meta(target), mwhere, module, t,
                              (tid, extra[1], True), lasti)  # fmt: skip
             self.merged.add(ntid)
             return
-        after = meta_of(target)
+        after = self.meta(target)
         if after[1] != before[1] or after[2] != before[2]:
             self._add("move", func, tid, after, where, (tid, before, True), (target,))
         else:
@@ -275,7 +330,7 @@ class Tracker:
 
     def record_numpy(self, func: Any, t: Tensor, where: Any) -> None:
         tid = self.see(t, where)
-        self._add("numpy", func, tid, meta_of(t), where, None, (t,))
+        self._add("numpy", func, tid, self.meta(t), where, None, (t,))
 
     def prepare_backward(self, func: Any, args: Any, kwargs: Any) -> tuple[Any, ...]:
         """Before backward runs: the leaves that will receive gradients and what they held."""
@@ -305,8 +360,8 @@ class Tracker:
                     continue
                 ltid = self.see(lf, where)
                 gtid, gmeta = self._new(g, alias=False)
-                self._add("create", func, gtid, gmeta, where, ((ltid,), "op", None), (g,))
-                grads.append((ltid, meta_of(lf), tuple(g.shape), g.dtype, False, gtid))
+                self._add("create", func, gtid, gmeta, where, (ltid,), (g,))
+                grads.append((ltid, self.meta(lf), tuple(g.shape), g.dtype, False, gtid))
         else:
             for lf, was in zip(leaves, prev_nonzero):
                 g = _held_grad(lf)
@@ -317,11 +372,11 @@ class Tracker:
                 if gtid is None or gtid not in self.tensors:
                     gtid, gmeta = self._new(g, alias=False)
                     self._add("create", func, gtid, gmeta, where, ((ltid,), "seen", "grad"), (g,))
-                grads.append((ltid, meta_of(lf), tuple(g.shape), g.dtype, bool(was), gtid))
+                grads.append((ltid, self.meta(lf), tuple(g.shape), g.dtype, bool(was), gtid))
         if roots_l:
             root = roots_l[0]
             rtid = self.see(root, where)
-            self._add("backward", func, rtid, meta_of(root), where, tuple(grads), (root,))
+            self._add("backward", func, rtid, self.meta(root), where, tuple(grads), (root,))
 
 
 def _held_grad(t: Tensor) -> Tensor | None:
@@ -339,6 +394,13 @@ def _nonzero(g: Tensor) -> bool:
     return True
 
 
+class _AllSkip(dict):  # type: ignore[type-arg]
+    """The action table of a mode that stopped recording: every call is SKIP."""
+
+    def get(self, key: Any, default: Any = None) -> int:
+        return SKIP
+
+
 class TrackMode(TorchFunctionMode):
     """The mode entered by ``track()``; routes each call by its cached classification."""
 
@@ -351,19 +413,64 @@ class TrackMode(TorchFunctionMode):
         self._busy = False
         self._find = tracker.lines.find  # bound once: the hot path calls it per recorded op
 
+    def _classify(self, func: Any) -> int:
+        action = classify(func)
+        watch = self.tracker.call_watch.get(op_name(func))
+        if watch is not None:
+            self._watched[func] = (watch, action)
+            action = -1
+        self._actions[func] = action
+        return action
+
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if kwargs is None:
-            kwargs = {}
         action = self._actions.get(func)
         if action is None:
-            action = classify(func)
-            watch = self.tracker.call_watch.get(op_name(func))
-            if watch is not None:
-                self._watched[func] = (watch, action)
-                action = -1
-            self._actions[func] = action
-        if action == SKIP or self.disabled or self._busy:
-            return func(*args, **kwargs)
+            action = self._classify(func)
+        if action == GENERAL and not kwargs and not self._busy:
+            return self._general(func, args)
+        if action == SKIP or self._busy:
+            return func(*args, **kwargs) if kwargs else func(*args)
+        return self._call(func, action, args, kwargs or {})
+
+    def _general(self, func: Any, args: Any) -> Any:
+        """A GENERAL op without keyword arguments, the bulk of what a block runs, in one function."""
+        # First, a call torch.compile cannot trace: if it is compiling a function that runs under
+        # tracking, it stops here and runs this op eagerly through the mode, rather than tracing
+        # our bookkeeping on fake tensors (which it gets wrong).
+        t = _now()
+        a0 = args[0] if args else None
+        # an op that writes its input and hands it back (dropout inplace) shows as a version bump
+        v0 = a0._version if isinstance(a0, Tensor) else -1
+        # Calls made by the function itself (e.g. inside nn.init on a Parameter) can reach the mode
+        # again: they are part of this call, not events of their own.
+        self._busy = True
+        try:
+            r = func(*args)
+        except Exception as exc:
+            if self.tracker.error_hooks:
+                self._on_error(func, args, {}, exc)
+            raise
+        finally:
+            self._busy = False
+        try:
+            if isinstance(r, Tensor):
+                if r is a0:
+                    if a0._version != v0:
+                        self.tracker.record_write(func, a0, v0, args, {}, self._find(sys._getframe(1)))
+                    return r
+                tr = self.tracker
+                where = self._find(sys._getframe(1))
+                if not tr._created(func, args, None, r, where, t):
+                    tr.record_outputs(func, GENERAL, args, {}, r, where)
+            elif isinstance(r, (tuple, list)):
+                self.tracker.record_outputs(func, GENERAL, args, {}, r, self._find(sys._getframe(1)))
+        except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
+            self._internal(e)
+        return r
+
+    def _call(self, func: Any, action: int, args: Any, kwargs: dict[str, Any]) -> Any:
+        """Every other recorded call: in-place, out=, moves, views, backward, watched calls."""
+        _now()  # not traceable by torch.compile: see _general
         tr = self.tracker
         if action == -1:
             watch, action = self._watched[func]
@@ -371,7 +478,7 @@ class TrackMode(TorchFunctionMode):
                 watch(tr, func, args, self._where)
             except Exception as e:  # noqa: BLE001 - a failing check must never break user code
                 self._internal(e)
-            if action == SKIP:
+            if action == SKIP or self.disabled:
                 return func(*args, **kwargs)
         written: Any = None
         if action == INPLACE:
@@ -384,7 +491,7 @@ class TrackMode(TorchFunctionMode):
             elif args and isinstance(args[0], Tensor):
                 written = args[0]  # an op that writes its input and hands it back (dropout inplace)
         elif action == DATA_SET:
-            before = meta_of(args[0])
+            before = tr.meta(args[0])
         if isinstance(written, Tensor):
             v0: Any = written._version
         elif isinstance(written, (list, tuple)):
@@ -447,3 +554,4 @@ class TrackMode(TorchFunctionMode):
         if self.tracker.internal_error is None:
             self.tracker.internal_error = e
         self.disabled = True
+        self._actions = _AllSkip()

@@ -15,7 +15,7 @@ from ..events import Diagnostic
 from ..lines import Locator
 from ..ops import op_name
 from ..recording import Recording
-from ..tracker import Tracker, _tensors_in
+from ..tracker import Tracker, _tensors_in, create_parts
 from .catalog import Settings
 from .context import Context, Finding
 from .inplace import SavedWrites
@@ -144,7 +144,7 @@ class Checks:
         if kind == "create":
             self._on_create(r, idx)
         elif kind == "inplace":
-            v0, in_ids = r[7]
+            v0, in_ids = r[7][0], r[7][1:]
             if self.saved is not None and objs and r[3][5] != v0:
                 self.saved.on_write(idx, r[2], objs[0], v0)
             if self.nonfinite:
@@ -155,12 +155,12 @@ class Checks:
             self._on_move(r, idx, objs)
 
     def _on_create(self, r: tuple[Any, ...], idx: int) -> None:
-        func, tid, meta, extra = r[1], r[2], r[3], r[7]
-        in_ids = extra[0]
+        func, tid, meta = r[1], r[2], r[3]
+        in_ids, origin, _note = create_parts(r[7])
         if meta[4] is not None and self.saved is not None:
             self.saved.register(tid, in_ids)
         if self.nonfinite:
-            self._check_finite(idx, tid, in_ids if extra[1] == "op" else (), prior=False)
+            self._check_finite(idx, tid, in_ids if origin == "op" else (), prior=False)
         if not in_ids or func is None:
             return
         role = self._roles.get(func)
@@ -220,7 +220,7 @@ class Checks:
             if i in self._shaped or _numel(tensors[i][1][0]) >= n_out:
                 return
         if len(self._blown) > 4096:  # a loop of deliberate outer products: keep the live ones
-            self._blown = {k: v for k, v in self._blown.items() if tensors[k][0]() is not None}
+            self._blown = {k: v for k, v in self._blown.items() if self.tr.alive(k) is not None}
         self._blown[tid] = [idx, n_out, False]
 
     def _follow(self, idx: int, tid: int, meta: Any, in_ids: tuple[int, ...], role: int) -> None:
@@ -233,7 +233,7 @@ class Checks:
                 if not c[2]:
                     c[2] = True
                     src = self.tr.raw[c[0]]
-                    self.add("broadcast", src[4], (src[2], *src[7][0]), idx=c[0], reduce=idx)
+                    self.add("broadcast", src[4], (src[2], *create_parts(src[7])[0]), idx=c[0], reduce=idx)
             elif _numel(meta[0]) == c[1]:
                 self._blown[tid] = c
             return
@@ -250,11 +250,10 @@ class Checks:
 
     # -- dtypes ------------------------------------------------------------------------------
     def _mixed_floats(self, where: Any, in_ids: tuple[int, ...], idx: int | None, *, error: bool) -> bool:
-        tensors = self.tr.tensors
         wide: list[int] = []
         narrow: list[int] = []
         for i in in_ids:
-            t = tensors[i][0]() if i in tensors else None
+            t = self.tr.alive(i)
             if t is None or t.dim() == 0:
                 continue  # 0-dim tensors do not decide the result's dtype
             if t.dtype is F64:
@@ -279,7 +278,7 @@ class Checks:
             return False
         v = self._finite.get(tid)
         if v is None:
-            t = info[0]() if info is not None else None
+            t = self.tr.alive(tid)
             v = True
             if t is not None and (t.is_floating_point() or t.is_complex()) and t.device.type != "meta":
                 v = bool(torch.isfinite(t).all())  # stats=True: a device sync is allowed

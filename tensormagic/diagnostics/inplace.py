@@ -75,8 +75,7 @@ class SavedWrites:
         elif lst[-1] != tid:
             lst.append(tid)
             if len(lst) > 4 * _KEEP:
-                tensors = self.tr.tensors
-                lst[:] = [c for c in lst if tensors[c][0]() is not None][-_KEEP:]
+                lst[:] = [c for c in lst if self.tr.alive(c) is not None][-_KEEP:]
 
     def on_view(self, tid: int, btid: int, func: Any, has_grad: bool) -> None:
         if btid in self.own_counter or (func is not None and op_name(func) == _DATA_GET):
@@ -98,7 +97,7 @@ class SavedWrites:
         if cands:
             live = []
             for c in cands:
-                obj = tensors[c][0]()
+                obj = self.tr.alive(c)
                 if obj is not None:
                     live.append((c, obj))
             cands[:] = [c for c, _ in live[-_KEEP:]]
