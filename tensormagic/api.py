@@ -135,9 +135,7 @@ class track:
                               TrackingWarning, stacklevel=2)  # fmt: skip
         # the checks hold the tracker and its hooks hold the checks: break that cycle, so a
         # recording and its raw records are freed by reference counting, not a full collection
-        tr.record_hooks.clear()
-        tr.error_hooks.clear()
-        tr.call_watch.clear()
+        tr.finish()
         if checks is not None:
             checks.close()
         rec.finished = True

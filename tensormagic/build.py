@@ -43,11 +43,16 @@ class _Refs:
     def __init__(self, tr: Tracker, names: dict[int, tuple[str, ...]]) -> None:
         self.tr = tr
         self.names = names
-        self.cache: dict[tuple[int, int], TensorRef] = {}
+        # tid -> (meta, its TensorRef): metas are interned, and a tensor is mostly looked up with
+        # the snapshot it was last seen with
+        self.cache: dict[int, tuple[Any, TensorRef]] = {}
+        self.older: dict[tuple[int, int], TensorRef] = {}
 
     def ref(self, tid: int, meta: Any) -> TensorRef:
-        key = (tid, id(meta))
-        r = self.cache.get(key)
+        ent = self.cache.get(tid)
+        if ent is not None and ent[0] is meta:
+            return ent[1]
+        r = self.older.get((tid, id(meta)))
         if r is None:
             info = self.tr.tensors.get(tid)
             sid = info[2] if info is not None else None
@@ -56,7 +61,8 @@ class _Refs:
                           names=self.names.get(tid, ()), shape=tuple(meta[0]), dtype=_dtype(meta[1]),
                           device=_device(meta[2]), requires_grad=bool(meta[3]), is_leaf=gf is None,
                           grad_fn=gf, version=int(meta[5]))  # fmt: skip
-            self.cache[key] = r
+            self.older[(tid, id(meta))] = r
+        self.cache[tid] = (meta, r)
         return r
 
 

@@ -44,7 +44,7 @@ class LineFinder:
         # Keyed on id(code), not the code: hashing a code object re-hashes its constants every
         # time (~0.5 µs for Module._call_impl, met twice per op inside an nn.Module).  The value
         # holds the code object, so its id cannot be reused while the entry exists.
-        self._cache: dict[int, tuple[CodeType, bool]] = {}
+        self._cache: dict[int, tuple[CodeType, bool, dict[int, tuple[str, int]]]] = {}
         #: bytecode offset of the last frame found: it falls back when a loop runs the line again
         self.lasti = -1
         self._prefixes = _library_prefixes()
@@ -56,7 +56,8 @@ class LineFinder:
             ok = not fn.startswith("<frozen")
         else:
             ok = not os.path.realpath(fn).startswith(self._prefixes)
-        self._cache[id(code)] = (code, ok)
+        # the third part holds one (filename, line) tuple per line: records share it
+        self._cache[id(code)] = (code, ok, {})
         return ok
 
     def find(self, frame: FrameType | None) -> tuple[str, int] | None:
@@ -65,12 +66,15 @@ class LineFinder:
             code = frame.f_code
             ent = cache.get(id(code))
             if ent is None:
-                ok = self._is_user(code)
-            else:
-                ok = ent[1]
-            if ok:
+                self._is_user(code)
+                ent = cache[id(code)]
+            if ent[1]:
                 self.lasti = frame.f_lasti
-                return code.co_filename, frame.f_lineno
+                line = frame.f_lineno
+                where = ent[2].get(line)
+                if where is None:
+                    where = ent[2][line] = (code.co_filename, line)
+                return where
             frame = frame.f_back
         return None
 

@@ -8,6 +8,7 @@ replaces by the variable name.
 
 from __future__ import annotations
 
+import sys
 import weakref
 from typing import Any
 
@@ -48,7 +49,7 @@ class ModuleStack:
                 idx = len(self.roots)
                 self.roots.append(weakref.ref(mod))
                 self._root_index[id(mod)] = idx
-            return f"{ROOT_MARK}{idx}"
+            return sys.intern(f"{ROOT_MARK}{idx}")  # one string per path, not one per call
         parent, ppath = self._stack[-1]
         key = (id(parent), id(mod))
         name = self._child_names.get(key)
@@ -57,7 +58,7 @@ class ModuleStack:
             if name is None:  # called from the parent's forward without being its child
                 name = type(mod).__name__
             self._child_names[key] = name
-        return f"{ppath}.{name}"
+        return sys.intern(f"{ppath}.{name}")
 
     def _pre(self, mod: Any, args: Any) -> None:
         path = self._path_of(mod)

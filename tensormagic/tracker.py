@@ -108,6 +108,18 @@ class Tracker:
         # ``where`` is a zero-argument callable (the frame walk costs µs: only pay it when needed).
         self.call_watch: dict[str, Callable[[Tracker, Any, tuple[Any, ...], Callable[[], Any]], None]] = {}
 
+    def finish(self) -> None:
+        """The block has ended: drop what only recording needed (the recording keeps this
+        tracker's records and tensors for its lazy events, not its lookup tables and hooks)."""
+        self.record_hooks.clear()
+        self.error_hooks.clear()
+        self.call_watch.clear()
+        self.sid_of_key = {}
+        self._metas = {}
+        self._fold_counts = None
+        self._last_move = {}
+        self.preexisting = set()
+
     # -- tensors -----------------------------------------------------------------------------
     def ref(self, tid: int) -> Ref | None:
         """The weak reference of a tensor this block knows; None if it is unknown or has died."""
@@ -361,7 +373,7 @@ class Tracker:
                 ltid = self.see(lf, where)
                 gtid, gmeta = self._new(g, alias=False)
                 self._add("create", func, gtid, gmeta, where, (ltid,), (g,))
-                grads.append((ltid, self.meta(lf), tuple(g.shape), g.dtype, False, gtid))
+                grads.append((ltid, self.meta(lf), gmeta[0], g.dtype, False, gtid))
         else:
             for lf, was in zip(leaves, prev_nonzero):
                 g = _held_grad(lf)
@@ -372,7 +384,7 @@ class Tracker:
                 if gtid is None or gtid not in self.tensors:
                     gtid, gmeta = self._new(g, alias=False)
                     self._add("create", func, gtid, gmeta, where, ((ltid,), "seen", "grad"), (g,))
-                grads.append((ltid, self.meta(lf), tuple(g.shape), g.dtype, bool(was), gtid))
+                grads.append((ltid, self.meta(lf), self.meta(g)[0], g.dtype, bool(was), gtid))
         if roots_l:
             root = roots_l[0]
             rtid = self.see(root, where)

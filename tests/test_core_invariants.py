@@ -260,3 +260,23 @@ def test_compiled_function_gives_the_same_result_and_is_recorded():
             y = cf(x)
     assert torch.equal(bare, y)
     assert [e.op for e in rec.events] == ["torch.Tensor.sin", "torch.Tensor.mul", "torch.Tensor.add", "torch.Tensor.sum"]
+
+
+def test_long_block_leaves_the_garbage_collector_little_to_walk():
+    """A 4,000-op recording adds a bounded number of GC-tracked objects, not a few per event."""
+    x = torch.rand(16)
+    with tensormagic.track(diagnostics=None) as warm:  # imports and per-function caches
+        for _ in range(10):
+            x = x + 1.0
+    del warm
+    gc.collect()
+    before = len(gc.get_objects())
+    with tensormagic.track(diagnostics=None) as rec:
+        for _ in range(2000):
+            x = x + 1.0
+            x = x * 0.5
+    gc.collect()
+    gc.collect()  # a record is untracked once what it holds is: the second pass finishes the job
+    added = len(gc.get_objects()) - before
+    assert added < 400, f"{added} GC-tracked objects for 4,000 events"
+    assert len(rec.events) == 4000
