@@ -464,18 +464,19 @@ class TrackMode(TorchFunctionMode):
             raise
         finally:
             self._busy = False
+        # (the frame walk starts at the caller of __torch_function__: frame 2 from here)
         try:
             if isinstance(r, Tensor):
                 if r is a0:
                     if a0._version != v0:
-                        self.tracker.record_write(func, a0, v0, args, {}, self._find(sys._getframe(1)))
+                        self.tracker.record_write(func, a0, v0, args, {}, self._find(sys._getframe(2)))
                     return r
                 tr = self.tracker
-                where = self._find(sys._getframe(1))
+                where = self._find(sys._getframe(2))
                 if not tr._created(func, args, None, r, where, t):
                     tr.record_outputs(func, GENERAL, args, {}, r, where)
             elif isinstance(r, (tuple, list)):
-                self.tracker.record_outputs(func, GENERAL, args, {}, r, self._find(sys._getframe(1)))
+                self.tracker.record_outputs(func, GENERAL, args, {}, r, self._find(sys._getframe(2)))
         except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
             self._internal(e)
         return r
