@@ -127,7 +127,8 @@ def _placer(locator: Locator | None) -> Any:
 def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
               locator: Locator | None) -> _Snapshot:  # fmt: skip
     bound = list(naming.named_tensors(namespace)) if namespace is not None else []  # one walk
-    _add_unseen_bound(tr, bound)
+    if tr.internal_error is None:  # after a stop, every later tensor would look "unseen"
+        _add_unseen_bound(tr, bound)
     place = _placer(locator)
     # Names: namespace first; a tensor gone by now keeps its line's assignment target.
     names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in naming.names_by_id(bound).items()}

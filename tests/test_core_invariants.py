@@ -280,3 +280,28 @@ def test_long_block_leaves_the_garbage_collector_little_to_walk():
     added = len(gc.get_objects()) - before
     assert added < 400, f"{added} GC-tracked objects for 4,000 events"
     assert len(rec.events) == 4000
+
+
+def test_internal_failure_stops_recording_but_not_the_code():
+    """A failure inside the tracker warns once, keeps what was recorded, and changes no result."""
+    from tensormagic.api import TrackingWarning
+
+    calls = []
+
+    def boom(tr, idx, objs):
+        calls.append(idx)
+        if idx == 2:
+            raise RuntimeError("simulated tracker bug")
+
+    x = torch.arange(4.0)
+    bare = ((x + 1) * 2 - 3).sum()
+    t = tensormagic.track(diagnostics=None)
+    with pytest.warns(TrackingWarning, match="stopped recording part-way: RuntimeError: simulated tracker bug"):
+        with t as rec:
+            t._tracker.record_hooks.append(boom)  # the extension point diagnostics use
+            y = ((x + 1) * 2 - 3).sum()
+    assert torch.equal(y, bare)
+    assert [e.op for e in rec.events] == ["torch.Tensor.add", "torch.Tensor.mul", "torch.Tensor.sub"]
+    assert rec.internal_error == "RuntimeError: simulated tracker bug"
+    assert calls == [0, 1, 2]  # nothing reached the tracker after the failure
+    assert torch._C._len_torch_function_stack() == 0
