@@ -134,21 +134,20 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
     names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in naming.names_by_id(bound).items()}
     raw = tr.raw
 
-    targets: dict[Any, str | None] = {}  # per line: a loop runs the same few lines many times
-
     def target_of(where: Any) -> str | None:
-        if where in targets:
-            return targets[where]
         target = naming.assigned_name(place(where)[3])
         # ``lin = nn.Linear(…)`` binds a module: its temporaries are not "lin"
         if target is not None and namespace is not None and target in namespace:
             if not isinstance(namespace[target], torch.Tensor):
-                target = None
-        targets[where] = target
+                return None
         return target
 
+    one_name: dict[str, tuple[str, ...]] = {}  # one ("x",) per name, shared by a loop's tensors
     for tid, target in _line_results(raw, target_of, failed=rec.failed):
-        names.setdefault(tid, (target,))
+        tup = one_name.get(target)
+        if tup is None:
+            tup = one_name[target] = (target,)
+        names.setdefault(tid, tup)
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
     final: dict[int, Any] = {}
     live: list[tuple[str, Any]] = []
@@ -235,7 +234,8 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
     rec.tensors = _tensor_records(tr, refs, state, snap.final, rec.events)
 
 
-_MADE = frozenset(("create", "view", "move"))  # event kinds that make the tensor they name
+_MADE = frozenset(("create", "view", "move"))
+_UNSET = object()  # event kinds that make the tensor they name
 
 
 def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> list[tuple[int, str]]:
@@ -243,6 +243,7 @@ def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> li
     same line consumed: ``z`` in ``z = y * y * 3`` but not ``y * y``; each loop iteration's ``h``.
     In a block that failed, the last line never finished its assignment: it names nothing."""
     out: list[tuple[int, str]] = []
+    seen: dict[Any, Any] = {}  # where -> target: a loop runs the same few lines many times
     n = len(raw)
     i = 0
     while i < n:
@@ -252,7 +253,9 @@ def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> li
         while j < n and raw[j][WHERE] == where:
             j += 1
         # raw[i:j] ran on one line
-        target = target_of(where) if where is not None else None
+        target = seen.get(where, _UNSET)
+        if target is _UNSET:
+            target = seen[where] = target_of(where) if where is not None else None
         if target is None or (failed and j == n):
             pass
         elif j - i == 1:  # the common case in loops: one op per run of the line

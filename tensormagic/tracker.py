@@ -100,6 +100,7 @@ class Tracker:
         self.modules = ModuleStack()
         self.t0 = time.perf_counter_ns()
         self._last_move: dict[int, int] = {}
+        self.backwards: list[int] = []  # raw indices of the backward records (the end of block looks)
         self.internal_error: BaseException | None = None
         # Extension points (diagnostics): called only when non-empty.
         self.record_hooks: list[Callable[[Tracker, int, tuple[Tensor, ...]], None]] = []
@@ -388,7 +389,10 @@ class Tracker:
         if roots_l:
             root = roots_l[0]
             rtid = self.see(root, where)
+            n = len(self.raw)
             self._add("backward", func, rtid, self.meta(root), where, tuple(grads), (root,))
+            if len(self.raw) > n:
+                self.backwards.append(n)
 
 
 def _held_grad(t: Tensor) -> Tensor | None:

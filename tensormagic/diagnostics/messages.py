@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import identity, naming
 from ..events import Diagnostic
 from ..ops import op_name
-from ..tracker import EXTRA, KIND
+from ..tracker import EXTRA
 from ..views.common import fmt_shape
 from . import grads, inplace
 from .context import Context, Finding, op_words
@@ -21,7 +21,7 @@ Words = tuple[str, str | None, tuple[str, ...], tuple[Any, ...]]  # message, fix
 def render_all(ctx: Context, checks: Checks) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     saved = checks.saved
-    backward_idx = [i for i, r in enumerate(ctx.raw) if r[0] == "backward"] if saved is not None else []
+    backward_idx = list(checks.tr.backwards)
     failures = saved.backward_errors if saved is not None else []
     explained: set[Any] = set()
     for f in checks.findings.values():
@@ -45,16 +45,16 @@ def render_all(ctx: Context, checks: Checks) -> list[Diagnostic]:
                 f = Finding("sync-in-loop", where, (tid,) if tid is not None else (), count=n)
                 text, fix, names = _sync(ctx, f, ops)
                 out.append(ctx.diagnostic(f, text, fix, names=names))
-    if checks.accumulation and _any_accumulated(ctx.raw):
+    if checks.accumulation and _any_accumulated(ctx.raw, backward_idx):
         out.extend(grads.accumulation(ctx.rec.events))
     out.sort(key=lambda d: (d.cell or 0, d.file or "", d.line if d.line is not None else 1 << 30))
     return out
 
 
-def _any_accumulated(raw: list[Any]) -> bool:
+def _any_accumulated(raw: list[Any], backward_idx: list[int]) -> bool:
     """Whether some backward added onto a leftover gradient: only then are the events worth
     building to tell a mistake from deliberate accumulation (they are built lazily)."""
-    return any(r[KIND] == "backward" and any(g[4] for g in r[EXTRA]) for r in raw)
+    return any(any(g[4] for g in raw[i][EXTRA]) for i in backward_idx)
 
 
 def _sync(ctx: Context, f: Finding, ops: set[str]) -> tuple[str, str, tuple[str, ...]]:
