@@ -151,10 +151,8 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
     final: dict[int, Any] = {}
     live: list[tuple[str, Any]] = []
-    ids = identity._ids
     for tid, info in tr.tensors.items():
-        ref = ids.get(info[0])
-        t = ref() if ref is not None and ref.tid == tid else None
+        t = tr.alive(tid)
         if t is not None and tid not in tr.merged:
             final[tid] = tr.meta(t)
             live.append((f"t{tid}", t))
@@ -234,8 +232,8 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
     rec.tensors = _tensor_records(tr, refs, state, snap.final, rec.events)
 
 
-_MADE = frozenset(("create", "view", "move"))
-_UNSET = object()  # event kinds that make the tensor they name
+_MADE = frozenset(("create", "view", "move"))  # event kinds that make the tensor they name
+_UNSET = object()
 
 
 def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> list[tuple[int, str]]:

@@ -49,16 +49,17 @@ class LineFinder:
         self.lasti = -1
         self._prefixes = _library_prefixes()
 
-    def _is_user(self, code: CodeType) -> bool:
+    def _learn(self, code: CodeType) -> tuple[CodeType, bool, dict[int, tuple[str, int]]]:
+        """Whether ``code`` is the user's, cached with the ``(filename, line)`` tuples of its lines
+        (one per line, shared by every record made there)."""
         fn = code.co_filename
         if fn.startswith("<"):
             # <ipython-input-…> cells and exec'd strings are the user's; <frozen …> is Python's.
             ok = not fn.startswith("<frozen")
         else:
             ok = not os.path.realpath(fn).startswith(self._prefixes)
-        # the third part holds one (filename, line) tuple per line: records share it
-        self._cache[id(code)] = (code, ok, {})
-        return ok
+        ent = self._cache[id(code)] = (code, ok, {})
+        return ent
 
     def find(self, frame: FrameType | None) -> tuple[str, int] | None:
         cache = self._cache
@@ -66,8 +67,7 @@ class LineFinder:
             code = frame.f_code
             ent = cache.get(id(code))
             if ent is None:
-                self._is_user(code)
-                ent = cache[id(code)]
+                ent = self._learn(code)
             if ent[1]:
                 self.lasti = frame.f_lasti
                 line = frame.f_lineno

@@ -230,10 +230,10 @@ class Tracker:
                     self._output(func, action, inputs, o, where)
 
     def _created(self, func: Any, args: Any, kwargs: Any, o: Tensor, where: Any, t: int = 0) -> bool:
-        """The common case in one function: an op made one new, non-view
-        tensor from tensors this block already knows.  Records exactly what ``_output`` would and
-        returns True; returns False, having changed nothing, for anything else (the general path
-        then handles it).  Every line here runs once per recorded op: keep it that way."""
+        """The common case in one function: an op made one new, non-view tensor from tensors this
+        block already knows.  Records exactly what ``_output`` would and returns True; returns
+        False, having changed nothing, for anything else (the general path then handles it).
+        ``t`` is when the call began.  Every line here runs once per recorded op: keep it short."""
         raw = self.raw
         n = len(raw)
         if n >= self._fast_cap:
