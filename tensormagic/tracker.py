@@ -24,7 +24,13 @@ from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP,
 
 Tensor = torch.Tensor
 _now = time.perf_counter_ns
-_name = op_name  # raw records keep the op's name (a cached lookup), not the function
+
+
+def _name(func: Any) -> str | None:
+    """The op's name a raw record keeps (a cached lookup), not the function; None for a tensor
+    that appeared without an op (the block's end names it from the source line)."""
+    return None if func is None else op_name(func)
+
 
 # Raw record layout: (kind, op name, tid, meta, where, module, t_ns, extra, bytecode offset in the line).
 # Records hold strings, numbers and tuples, never functions or classes, so that the garbage

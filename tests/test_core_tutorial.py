@@ -91,6 +91,16 @@ def test_from_numpy_used_by_an_op_is_seen_at_its_line():
     assert rec.events[0].line + 1 == rec.events[1].line and c.dtype == torch.float64
 
 
+def test_unnamed_numpy_born_tensor_is_named_by_its_call():
+    """A NumPy-born tensor that no variable holds is made by the call on its line, not by 'torch.None'."""
+    a = np.ones(3)
+    with tensormagic.track() as rec:
+        c = torch.from_numpy(a) * 2
+    seen = rec.events[0]
+    assert (seen.origin, seen.op) == ("seen", "torch.from_numpy")
+    assert "NumPy" in seen.note and c.dtype == torch.float64
+
+
 def test_numpy_bridge_from_tensor_is_recorded():
     """``torch.ones(5).numpy()`` records the creation and the NumPy array that shares its memory."""
     with tensormagic.track() as rec:
