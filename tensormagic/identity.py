@@ -41,11 +41,6 @@ def lookup(t: Any) -> int | None:
     return None
 
 
-def assign(t: Any) -> int:
-    """The id of ``t``, giving it a fresh one if it has none."""
-    return assign_ref(t).tid
-
-
 def assign_ref(t: Any) -> Ref:
     """The weak reference (with its id) of ``t``, giving it a fresh id if it has none."""
     key = id(t)

@@ -64,12 +64,6 @@ def create_parts(extra: tuple[Any, ...]) -> tuple[tuple[int, ...], str, str | No
     return extra, "op", None
 
 
-def meta_of(t: Tensor) -> tuple[Any, ...]:
-    """A tensor's metadata as a plain tuple (not interned: for code outside a block)."""
-    gf = t.grad_fn
-    return (tuple(t.shape), t.dtype, t.device, t.requires_grad, None if gf is None else _gf_name(gf), t._version)
-
-
 def _tensors_in(args: Any, kwargs: dict[str, Any]) -> list[Tensor]:
     out: list[Tensor] = []
     for a in args:
@@ -135,8 +129,7 @@ class Tracker:
 
     def alive(self, tid: int) -> Tensor | None:
         """A tensor this block knows, if it is still alive."""
-        info = self.tensors.get(tid)
-        ref = None if info is None else ref_of(info[0], tid)
+        ref = self.ref(tid)
         return None if ref is None else ref()
 
     def meta(self, t: Tensor) -> tuple[Any, ...]:
