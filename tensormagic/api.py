@@ -12,8 +12,9 @@ import torch
 
 from . import identity, naming
 from .lines import Locator, ipython_locator
+from .mode import TrackMode
 from .recording import Recording
-from .tracker import Tracker, TrackMode
+from .tracker import Tracker
 
 _last: list[Recording] = []
 

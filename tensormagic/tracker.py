@@ -1,26 +1,23 @@
-"""The hot path: a ``TorchFunctionMode`` that turns torch calls into compact raw records.
+"""The hot path's bookkeeping: torch calls (routed here by ``mode.TrackMode``) become compact raw records.
 
 Nothing here formats strings or builds event objects: a raw record is a tuple of the objects
 at hand (the op's name, a metadata tuple, the frame's filename and line), and ``build.py``
-turns them into events when the block ends.  Calls that create nothing (attribute reads,
-``size()``, ``item()``) take a two-lookup fast path; an op that makes one new tensor from
-tensors the block knows (most of them) takes one straight function, ``Tracker._created``.
+turns them into events when the block ends.  An op that makes one new tensor from tensors the
+block knows (most of them) takes one straight function, ``Tracker._created``.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any, Callable
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 from . import identity
 from .identity import Ref, _counter, _ids, _storage_counter, assign_ref, new_storage_id, ref_of, storage_id, storage_key
 from .lines import LineFinder
 from .modules import ModuleStack
-from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, _names, classify, op_name
+from .ops import ALIAS, GENERAL, MOVE, _names, op_name
 
 Tensor = torch.Tensor
 _now = time.perf_counter_ns
@@ -407,167 +404,3 @@ def _nonzero(g: Tensor) -> bool:
         with torch.no_grad():
             return bool(g.ne(0).any())
     return True
-
-
-class _AllSkip(dict):  # type: ignore[type-arg]
-    """The action table of a mode that stopped recording: every call is SKIP."""
-
-    def get(self, key: Any, default: Any = None) -> int:
-        return SKIP
-
-
-class TrackMode(TorchFunctionMode):
-    """The mode entered by ``track()``; routes each call by its cached classification."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        super().__init__()
-        self.tracker = tracker
-        self._actions: dict[Any, int] = {}
-        self._watched: dict[Any, tuple[Callable[..., None], int]] = {}  # func -> (watch, action)
-        self.disabled = False
-        self._busy = False
-        self._find = tracker.lines.find  # bound once: the hot path calls it per recorded op
-
-    def _classify(self, func: Any) -> int:
-        action = classify(func)
-        watch = self.tracker.call_watch.get(op_name(func))
-        if watch is not None:
-            self._watched[func] = (watch, action)
-            action = -1
-        self._actions[func] = action
-        return action
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        action = self._actions.get(func)
-        if action is None:
-            action = self._classify(func)
-        if action == GENERAL and not kwargs and not self._busy:
-            return self._general(func, args)
-        if action == SKIP or self._busy:
-            return func(*args, **kwargs) if kwargs else func(*args)
-        return self._call(func, action, args, kwargs or {})
-
-    def _general(self, func: Any, args: Any) -> Any:
-        """A GENERAL op without keyword arguments, the bulk of what a block runs, in one function."""
-        # First, a call torch.compile cannot trace: if it is compiling a function that runs under
-        # tracking, it stops here and runs this op eagerly through the mode, rather than tracing
-        # our bookkeeping on fake tensors (which it gets wrong).
-        t = _now()
-        a0 = args[0] if args else None
-        # an op that writes its input and hands it back (dropout inplace) shows as a version bump
-        v0 = a0._version if isinstance(a0, Tensor) else -1
-        # Calls made by the function itself (e.g. inside nn.init on a Parameter) can reach the mode
-        # again: they are part of this call, not events of their own.
-        self._busy = True
-        try:
-            r = func(*args)
-        except Exception as exc:
-            if self.tracker.error_hooks:
-                self._on_error(func, args, {}, exc)
-            raise
-        finally:
-            self._busy = False
-        # (the frame walk starts at the caller of __torch_function__: frame 2 from here)
-        try:
-            if isinstance(r, Tensor):
-                if r is a0:
-                    if a0._version != v0:
-                        self.tracker.record_write(func, a0, v0, args, {}, self._find(sys._getframe(2)))
-                    return r
-                tr = self.tracker
-                where = self._find(sys._getframe(2))
-                if not tr._created(func, args, None, r, where, t):
-                    tr.record_outputs(func, GENERAL, args, {}, r, where)
-            elif isinstance(r, (tuple, list)):
-                self.tracker.record_outputs(func, GENERAL, args, {}, r, self._find(sys._getframe(2)))
-        except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
-            self._internal(e)
-        return r
-
-    def _call(self, func: Any, action: int, args: Any, kwargs: dict[str, Any]) -> Any:
-        """Every other recorded call: in-place, out=, moves, views, backward, watched calls."""
-        _now()  # not traceable by torch.compile: see _general
-        tr = self.tracker
-        if action == -1:
-            watch, action = self._watched[func]
-            try:
-                watch(tr, func, args, self._where)
-            except Exception as e:  # noqa: BLE001 - a failing check must never break user code
-                self._internal(e)
-            if action == SKIP or self.disabled:
-                return func(*args, **kwargs)
-        written: Any = None
-        if action == INPLACE:
-            # torch.nn.init functions arrive with the tensor as a keyword (tensor=...)
-            written = args[0] if args else next((v for v in kwargs.values() if isinstance(v, Tensor)), None)
-        elif action == GENERAL:
-            out = kwargs.get("out") if kwargs else None
-            if out is not None:
-                written = out
-            elif args and isinstance(args[0], Tensor):
-                written = args[0]  # an op that writes its input and hands it back (dropout inplace)
-        elif action == DATA_SET:
-            before = tr.meta(args[0])
-        if isinstance(written, Tensor):
-            v0: Any = written._version
-        elif isinstance(written, (list, tuple)):
-            v0 = [w._version for w in written]
-        prep: Any = None
-        if action == BACKWARD:
-            try:
-                prep = tr.prepare_backward(func, args, kwargs)
-            except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
-                self._internal(e)
-        # Calls made by the function itself (e.g. inside nn.init on a Parameter) can reach the mode
-        # again: they are part of this call, not events of their own.
-        self._busy = True
-        try:
-            r = func(*args, **kwargs)
-        except Exception as exc:
-            if tr.error_hooks:
-                self._on_error(func, args, kwargs, exc)
-            raise
-        finally:
-            self._busy = False
-        try:
-            if action == GENERAL or action == ALIAS or action == MOVE:
-                if written is not None and (r is written or action == GENERAL and "out" in kwargs):
-                    if isinstance(written, Tensor) and written._version != v0:
-                        tr.record_write(func, written, v0, args, kwargs, self._find(sys._getframe(1)))
-                elif isinstance(r, (Tensor, tuple, list)):
-                    tr.record_outputs(func, action, args, kwargs, r, self._find(sys._getframe(1)))
-            elif action == INPLACE:
-                if isinstance(written, Tensor):
-                    tr.record_write(func, written, v0, args, kwargs, self._find(sys._getframe(1)))
-                elif isinstance(written, (list, tuple)):
-                    where = self._where()
-                    for w, v in zip(written, v0):
-                        if isinstance(w, Tensor):
-                            tr.record_write(func, w, v, (w,), {}, where)
-            elif action == DATA_SET:
-                tr.record_data_set(func, args[0], args[1], before, self._where())
-            elif action == NUMPY:
-                tr.record_numpy(func, args[0], self._where())
-            elif prep is not None:
-                tr.finish_backward(func, prep, r, self._where())
-        except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
-            self._internal(e)
-        return r
-
-    def _where(self) -> Any:
-        return self.tracker.lines.find(sys._getframe(2))
-
-    def _on_error(self, func: Any, args: Any, kwargs: Any, exc: BaseException) -> None:
-        where = self._where()
-        for hook in self.tracker.error_hooks:
-            try:
-                hook(self.tracker, func, args, kwargs, exc, where)
-            except Exception as e:  # noqa: BLE001 - the user's exception is the one that matters
-                self._internal(e)
-
-    def _internal(self, e: BaseException) -> None:
-        """An internal failure: stop recording for the rest of the block, say so once."""
-        if self.tracker.internal_error is None:
-            self.tracker.internal_error = e
-        self.disabled = True
-        self._actions = _AllSkip()

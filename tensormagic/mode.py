@@ -1,0 +1,194 @@
+"""The ``TorchFunctionMode`` that ``track()`` enters: it routes each torch call to the Tracker.
+
+Every torch call of the block passes through ``TrackMode.__torch_function__``, so its first
+lines decide in two dict lookups what a call is (cached per function, ``ops.classify``).  The
+common case, an op without keyword arguments that may make a new tensor, is handled in that
+one function; everything else (in-place writes, ``out=``, moves, views, backward, watched
+calls) goes through ``_call``.
+
+torch.compile: Dynamo inlines a mode's ``__torch_function__`` when it compiles a function that
+runs under the mode.  Each recording path begins with a call Dynamo cannot trace (``_now``), so
+it stops there and runs the op eagerly through the mode, rather than tracing our bookkeeping on
+fake tensors (which it gets wrong).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
+from .tracker import Tracker
+
+Tensor = torch.Tensor
+_now = time.perf_counter_ns
+_getframe = sys._getframe
+WATCHED = -1  # a call a diagnostic watches before it runs (``Tracker.call_watch``)
+WATCHED_SKIP = -2  # a watched call that records nothing itself (``.grad`` reads)
+
+
+class _AllSkip(dict):  # type: ignore[type-arg]
+    """The action table of a mode that stopped recording: every call is SKIP."""
+
+    def get(self, key: Any, default: Any = None) -> int:
+        return SKIP
+
+
+class TrackMode(TorchFunctionMode):
+    """The mode entered by ``track()``; routes each call by its cached classification."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self._actions: dict[Any, int] = {}
+        self._watched: dict[Any, tuple[Callable[..., None], int]] = {}  # func -> (watch, action)
+        self.disabled = False
+        self._busy = False
+        self._find = tracker.lines.find  # bound once: the hot path calls it per recorded op
+
+    def _classify(self, func: Any) -> int:
+        action = classify(func)
+        watch = self.tracker.call_watch.get(op_name(func))
+        if watch is not None:
+            self._watched[func] = (watch, action)
+            action = WATCHED_SKIP if action == SKIP else WATCHED
+        self._actions[func] = action
+        return action
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        action = self._actions.get(func)
+        if action is None:
+            action = self._classify(func)
+        if action != GENERAL or kwargs or self._busy:
+            if action == SKIP or self._busy:
+                return func(*args, **kwargs) if kwargs else func(*args)
+            if action == WATCHED_SKIP:
+                self._watch(func, args)
+                return func(*args, **kwargs) if kwargs else func(*args)
+            return self._call(func, action, args, kwargs or {})
+        # A GENERAL op without keyword arguments: the bulk of what a block runs, handled here
+        # without another call.  First, the call torch.compile cannot trace (module docstring).
+        t = _now()
+        a0 = args[0] if args else None
+        # an op that writes its input and hands it back (dropout inplace) shows as a version bump
+        v0 = a0._version if isinstance(a0, Tensor) else -1
+        # Calls made by the function itself (e.g. inside nn.init on a Parameter) can reach the mode
+        # again: they are part of this call, not events of their own.
+        self._busy = True
+        try:
+            r = func(*args)
+        except Exception as exc:
+            if self.tracker.error_hooks:
+                self._on_error(func, args, {}, exc)
+            raise
+        finally:
+            self._busy = False
+        try:
+            if isinstance(r, Tensor):
+                if r is a0:
+                    if a0._version != v0:
+                        self.tracker.record_write(func, a0, v0, args, {}, self._find(_getframe(1)))
+                    return r
+                tr = self.tracker
+                where = self._find(_getframe(1))
+                if not tr._created(func, args, None, r, where, t):
+                    tr.record_outputs(func, GENERAL, args, {}, r, where)
+            elif isinstance(r, (tuple, list)):
+                self.tracker.record_outputs(func, GENERAL, args, {}, r, self._find(_getframe(1)))
+        except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
+            self._internal(e)
+        return r
+
+    def _watch(self, func: Any, args: Any) -> None:
+        try:
+            self._watched[func][0](self.tracker, func, args, self._where)
+        except Exception as e:  # noqa: BLE001 - a failing check must never break user code
+            self._internal(e)
+
+    def _call(self, func: Any, action: int, args: Any, kwargs: dict[str, Any]) -> Any:
+        """Every other recorded call: in-place, out=, moves, views, backward, watched calls."""
+        _now()  # not traceable by torch.compile: see the module docstring
+        tr = self.tracker
+        if action == WATCHED:
+            action = self._watched[func][1]
+            self._watch(func, args)
+            if self.disabled:
+                return func(*args, **kwargs)
+        written: Any = None
+        if action == INPLACE:
+            # torch.nn.init functions arrive with the tensor as a keyword (tensor=...)
+            written = args[0] if args else next((v for v in kwargs.values() if isinstance(v, Tensor)), None)
+        elif action == GENERAL:
+            out = kwargs.get("out") if kwargs else None
+            if out is not None:
+                written = out
+            elif args and isinstance(args[0], Tensor):
+                written = args[0]  # an op that writes its input and hands it back (dropout inplace)
+        elif action == DATA_SET:
+            before = tr.meta(args[0])
+        if isinstance(written, Tensor):
+            v0: Any = written._version
+        elif isinstance(written, (list, tuple)):
+            v0 = [w._version for w in written]
+        prep: Any = None
+        if action == BACKWARD:
+            try:
+                prep = tr.prepare_backward(func, args, kwargs)
+            except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
+                self._internal(e)
+        self._busy = True
+        try:
+            r = func(*args, **kwargs)
+        except Exception as exc:
+            if tr.error_hooks:
+                self._on_error(func, args, kwargs, exc)
+            raise
+        finally:
+            self._busy = False
+        try:
+            if action == GENERAL or action == ALIAS or action == MOVE:
+                if written is not None and (r is written or action == GENERAL and "out" in kwargs):
+                    if isinstance(written, Tensor) and written._version != v0:
+                        tr.record_write(func, written, v0, args, kwargs, self._find(_getframe(1)))
+                elif isinstance(r, (Tensor, tuple, list)):
+                    tr.record_outputs(func, action, args, kwargs, r, self._find(_getframe(1)))
+            elif action == INPLACE:
+                if isinstance(written, Tensor):
+                    tr.record_write(func, written, v0, args, kwargs, self._find(_getframe(1)))
+                elif isinstance(written, (list, tuple)):
+                    where = self._where()
+                    for w, v in zip(written, v0):
+                        if isinstance(w, Tensor):
+                            tr.record_write(func, w, v, (w,), {}, where)
+            elif action == DATA_SET:
+                tr.record_data_set(func, args[0], args[1], before, self._where())
+            elif action == NUMPY:
+                tr.record_numpy(func, args[0], self._where())
+            elif prep is not None:
+                tr.finish_backward(func, prep, r, self._where())
+        except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
+            self._internal(e)
+        return r
+
+    def _where(self) -> Any:
+        # the walk skips tensormagic's own frames: starting a few frames deep costs little
+        return self.tracker.lines.find(_getframe(2))
+
+    def _on_error(self, func: Any, args: Any, kwargs: Any, exc: BaseException) -> None:
+        where = self._where()
+        for hook in self.tracker.error_hooks:
+            try:
+                hook(self.tracker, func, args, kwargs, exc, where)
+            except Exception as e:  # noqa: BLE001 - the user's exception is the one that matters
+                self._internal(e)
+
+    def _internal(self, e: BaseException) -> None:
+        """An internal failure: stop recording for the rest of the block, say so once."""
+        if self.tracker.internal_error is None:
+            self.tracker.internal_error = e
+        self.disabled = True
+        self._actions = _AllSkip()
