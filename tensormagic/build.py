@@ -97,11 +97,24 @@ class _Snapshot:
     """What ``build`` takes when the block ends, for the events made later."""
 
     def __init__(self, place: Any, names: dict[int, tuple[str, ...]], roots: dict[str, str],
-                 final: dict[int, Any]) -> None:  # fmt: skip
+                 final: dict[int, Any], targets: dict[Any, str | None], failed: bool) -> None:  # fmt: skip
         self.place = place
-        self.names = names
+        self.names = names  # tensor id -> names; the lines' names are added with the events
         self.roots = roots
         self.final = final  # tensor id -> metadata of tensors still alive when the block ended
+        self.targets = targets  # where -> the line's assignment target
+        self.failed = failed
+
+    def name_dead(self, raw: list[Any]) -> None:
+        """A tensor gone by the block's end keeps its line's assignment target as its name."""
+        names = self.names
+        one_name: dict[str, tuple[str, ...]] = {}  # one ("x",) per name, shared by a loop's tensors
+        for tid, target in _line_results(raw, self.targets, failed=self.failed):
+            if tid not in names:
+                tup = one_name.get(target)
+                if tup is None:
+                    tup = one_name[target] = (target,)
+                names[tid] = tup
 
 
 def _placer(locator: Locator | None) -> Any:
@@ -142,23 +155,27 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
                 return None
         return target
 
-    one_name: dict[str, tuple[str, ...]] = {}  # one ("x",) per name, shared by a loop's tensors
-    for tid, target in _line_results(raw, target_of, failed=rec.failed):
-        tup = one_name.get(target)
-        if tup is None:
-            tup = one_name[target] = (target,)
-        names.setdefault(tid, tup)
+    # Every line the block ran is decided now (the namespace may change later); the names of
+    # the tensors those lines made are found when the events are built, but for the live
+    # tensors now, since their graphs are named now.
+    targets = {where: target_of(where) for where in tr.lines.places()}
+    live: list[tuple[int, Any]] = []
+    get = identity._ids.get
+    for tid, info in tr.tensors.items():
+        ref = get(info[0])  # ``tr.alive`` inline: a long block ends with 10,000s of tensors here
+        if ref is not None and ref.tid == tid and tid not in tr.merged:
+            t = ref()
+            if t is not None:
+                live.append((tid, t))
+    _name_live(raw, targets, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
+               failed=rec.failed)  # fmt: skip
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
     final: dict[int, Any] = {}
-    live: list[tuple[str, Any]] = []
-    for tid, info in tr.tensors.items():
-        t = tr.alive(tid)
-        if t is not None and tid not in tr.merged:
-            final[tid] = tr.meta(t)
-            live.append((f"t{tid}", t))
-            _remember_provenance(tid, info[3], raw, place)
-    rec.graphs = capture(live, lambda t: _name_of(t, names))
-    return _Snapshot(place, names, roots, final)
+    for tid, t in live:
+        final[tid] = tr.meta(t)
+        _remember_provenance(tid, tr.tensors[tid][3], raw, place)
+    rec.graphs = capture([(f"t{tid}", t) for tid, t in live], lambda t: _name_of(t, names))
+    return _Snapshot(place, names, roots, final, targets, rec.failed)
 
 
 def _remember_provenance(tid: int, idx: int | None, raw: list[Any], place: Any) -> None:
@@ -179,6 +196,7 @@ def _materialize(tr: Tracker, rec: Recording, snap: _Snapshot,
 
 def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int, int | None] | None) -> None:
     place, roots, raw = snap.place, snap.roots, tr.raw
+    snap.name_dead(raw)
     refs = _Refs(tr, snap.names)
     state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
     events: list[Event] = []
@@ -236,24 +254,25 @@ _MADE = frozenset(("create", "view", "move"))  # event kinds that make the tenso
 _UNSET = object()
 
 
-def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> list[tuple[int, str]]:
+def _line_results(raw: list[Any], targets: Mapping[Any, str | None], *, failed: bool = False,
+                  lo: int = 0, hi: int | None = None) -> list[tuple[int, str]]:  # fmt: skip
     """(tensor id, assignment target) for each tensor a line produced and no later op on the
     same line consumed: ``z`` in ``z = y * y * 3`` but not ``y * y``; each loop iteration's ``h``.
-    In a block that failed, the last line never finished its assignment: it names nothing."""
+    In a block that failed, the last line never finished its assignment: it names nothing.
+    ``targets``: where -> the line's assignment target; ``raw[lo:hi]`` starts and ends on runs'
+    boundaries (a run: consecutive records of one line)."""
     out: list[tuple[int, str]] = []
-    seen: dict[Any, Any] = {}  # where -> target: a loop runs the same few lines many times
     n = len(raw)
-    i = 0
-    while i < n:
+    end = n if hi is None else hi
+    i = lo
+    while i < end:
         r = raw[i]
         where = r[WHERE]
         j = i + 1
-        while j < n and raw[j][WHERE] == where:
+        while j < end and raw[j][WHERE] == where:
             j += 1
         # raw[i:j] ran on one line
-        target = seen.get(where, _UNSET)
-        if target is _UNSET:
-            target = seen[where] = target_of(where) if where is not None else None
+        target = targets.get(where) if where is not None else None
         if target is None or (failed and j == n):
             pass
         elif j - i == 1:  # the common case in loops: one op per run of the line
@@ -274,6 +293,46 @@ def _line_results(raw: list[Any], target_of: Any, *, failed: bool = False) -> li
                     start = k
         i = j
     return out
+
+
+def _run_around(raw: list[Any], idx: int, limit: int) -> tuple[int, int] | None:
+    """The bounds of the run of records (one line) that holds ``raw[idx]``; None past ``limit``
+    records scanned (a very long run: the caller does one full pass instead)."""
+    where = raw[idx][WHERE]
+    lo, hi, n = idx, idx + 1, len(raw)
+    while lo > 0 and raw[lo - 1][WHERE] == where:
+        lo -= 1
+        if idx - lo > limit:
+            return None
+    while hi < n and raw[hi][WHERE] == where:
+        hi += 1
+        if hi - idx > limit:
+            return None
+    return lo, hi
+
+
+def _name_live(raw: list[Any], targets: Mapping[Any, str | None], names: dict[int, tuple[str, ...]],
+               unnamed: list[tuple[int, int | None]], *, failed: bool) -> None:  # fmt: skip
+    """Names from their lines for live tensors the namespace does not name: each one's run of
+    records is scanned, unless there are many (then one pass over the whole block)."""
+    wanted = {tid for tid, idx in unnamed if idx is not None and idx < len(raw) and raw[idx][TID] == tid}
+    if not wanted:
+        return
+    runs: set[tuple[int, int]] | None = set() if len(wanted) <= 64 else None
+    for tid, idx in unnamed:
+        if runs is None:
+            break
+        if tid in wanted:
+            run = _run_around(raw, idx, 4096)  # type: ignore[arg-type]
+            if run is None:
+                runs = None
+            else:
+                runs.add(run)
+    spans = sorted(runs) if runs is not None else [(0, len(raw))]
+    for lo, hi in spans:
+        for tid, target in _line_results(raw, targets, failed=failed, lo=lo, hi=hi):
+            if tid in wanted:
+                names.setdefault(tid, (target,))
 
 
 def _runs_again(prev: Any, r: Any) -> bool:

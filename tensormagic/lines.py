@@ -84,6 +84,10 @@ class LineFinder:
             frame = frame.f_back
         return None
 
+    def places(self) -> list[tuple[str, int]]:
+        """Every ``(filename, line)`` ``find`` has returned."""
+        return [where for ent in self._cache.values() for where in ent[3].values()]
+
 
 def source_line(filename: str, lineno: int) -> str | None:
     text = linecache.getline(filename, lineno)

@@ -249,3 +249,36 @@ def test_ops_inside_one_module_call_name_only_its_result():
         logits = model(torch.ones(5, 4))
     made = [(e.tensor.label, e.module) for e in rec.filter(kind="create") if e.module]
     assert made[-1] == ("logits", "model.2") and made[0][0] != "logits" and logits.shape == (5, 2)
+
+
+def test_live_tensor_no_variable_names_takes_its_lines_name_in_its_graph():
+    """A tensor alive at the block's end that no variable reaches is named by its line, graph included."""
+    w = torch.ones(2, requires_grad=True)
+    box = type("Box", (), {})()
+
+    def make():
+        hidden = w * 3
+        return hidden
+
+    with tensormagic.track() as rec:
+        box.kept = make()
+        other = w + 1  # noqa: F841 - a named tensor after it: the run scan must stop at its line
+    graph = rec.grad_graph(box.kept)
+    assert graph.node(graph.root).tensors == ("hidden",) and rec.tensor(box.kept).names == ("hidden",)
+
+
+def test_many_live_unnamed_tensors_are_named_in_one_pass():
+    """Past 64 live tensors without a variable, one pass over the block names them all the same way."""
+    w = torch.ones(2, requires_grad=True)
+    box = type("Box", (), {})()
+    box.kept = []
+
+    def make():
+        part = w * 3
+        return part
+
+    with tensormagic.track() as rec:
+        for _ in range(70):
+            box.kept.append(make())
+    roots = [rec.grad_graph(t) for t in box.kept]
+    assert {g.node(g.root).tensors for g in roots} == {("part",)} and len(rec.filter(kind="create")) == 70
