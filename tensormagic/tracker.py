@@ -370,7 +370,7 @@ class Tracker:
                 ltid = self.see(lf, where)
                 gtid, gmeta = self._new(g, alias=False)
                 self._add("create", func, gtid, gmeta, where, (ltid,), (g,))
-                grads.append((ltid, self.meta(lf), gmeta[0], g.dtype, False, gtid))
+                grads.append((ltid, self.meta(lf), gmeta[0], gmeta[1], False, gtid))
         else:
             for lf, was in zip(leaves, prev_nonzero):
                 g = _held_grad(lf)
@@ -381,7 +381,9 @@ class Tracker:
                 if gtid is None or gtid not in self.tensors:
                     gtid, gmeta = self._new(g, alias=False)
                     self._add("create", func, gtid, gmeta, where, ((ltid,), "seen", "grad"), (g,))
-                grads.append((ltid, self.meta(lf), self.meta(g)[0], g.dtype, bool(was), gtid))
+                else:
+                    gmeta = self.meta(g)
+                grads.append((ltid, self.meta(lf), gmeta[0], gmeta[1], bool(was), gtid))
         if roots_l:
             root = roots_l[0]
             rtid = self.see(root, where)

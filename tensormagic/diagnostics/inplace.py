@@ -55,6 +55,9 @@ class SavedWrites:
         self.by_storage: dict[int, list[int]] = {}  # storage id -> tids whose grad_fn may save it
         self.own_counter: set[int] = set()  # tids with a version counter of their own (.data)
         self.spent = 0
+        # tid -> its version when its grad_fn was found freed (backward ran without retain_graph):
+        # it saves nothing any more, until an in-place write (a version bump) gives it a new node
+        self.freed: dict[int, int] = {}
         self._reported: set[Any] = set()  # keys reported by the write being checked
         self.backward_errors: list[tuple[int, Any, str]] = []  # (raw length then, where, message)
 
@@ -96,12 +99,15 @@ class SavedWrites:
         roots: list[tuple[int, Any]] = [(tid, t)] if gf is not None else []
         if cands:
             live = []
+            alive, freed = self.tr.alive, self.freed
             for c in cands:
-                obj = self.tr.alive(c)
+                obj = alive(c)
                 if obj is not None:
                     live.append((c, obj))
             cands[:] = [c for c, _ in live[-_KEEP:]]
-            roots.extend(x for x in reversed(live[-MAX_ROOTS:]) if x[0] != tid)
+            roots.extend(x for x in reversed(live[-MAX_ROOTS:]) if x[0] != tid and freed.get(x[0]) != x[1]._version)
+            if not roots:
+                return
         key = identity.storage_key(t)
         if key is None:
             return
@@ -121,6 +127,8 @@ class SavedWrites:
                 seen.add(id(node))
                 keep.append(node)
                 freed = node is not own and self._inspect(node, rtid, job)
+                if freed and depth == 0 and rtid != tid:
+                    self.freed[rtid] = root._version
                 if depth < MAX_DEPTH and not freed:
                     stack.extend((n, depth + 1) for n, _ in node.next_functions if n is not None)
         self.spent += len(seen)
