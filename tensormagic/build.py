@@ -16,7 +16,7 @@ from .lines import Locator, source_line, source_text
 from .modules import resolve_path
 from .ops import op_name
 from .recording import Recording, TensorRecord, attach_events
-from .tracker import EXTRA, FUNC, KIND, LASTI, META, MODULE, TID, TIME, WHERE, Tracker, create_parts
+from .tracker import EXTRA, FUNC, KIND, LASTI, META, MODULE, TID, WHERE, Tracker, create_parts
 
 # One string per dtype / device, shared by every TensorRef: ~90 B per event less to keep.
 _dtype_names: dict[Any, str] = {}
@@ -161,12 +161,17 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
     targets = {where: target_of(where) for where in tr.lines.places()}
     live: list[tuple[int, Any]] = []
     get = identity._ids.get
-    for tid, info in tr.tensors.items():
+    tensors = tr.tensors
+    for tid, info in tensors.items():
         ref = get(info[0])  # ``tr.alive`` inline: a long block ends with 10,000s of tensors here
-        if ref is not None and ref.tid == tid and tid not in tr.merged:
+        if ref is not None and ref.tid == tid:
             t = ref()
             if t is not None:
-                live.append((tid, t))
+                if tid not in tr.merged:
+                    live.append((tid, t))
+                continue
+        if info[0] is not None:  # dead: its id() key can find nothing any more (32 B a tensor)
+            tensors[tid] = (None, *info[1:])
     _name_live(raw, targets, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
                failed=rec.failed)  # fmt: skip
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
@@ -195,7 +200,7 @@ def _materialize(tr: Tracker, rec: Recording, snap: _Snapshot,
 
 
 def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int, int | None] | None) -> None:
-    place, roots, raw = snap.place, snap.roots, tr.raw
+    place, roots, raw, times = snap.place, snap.roots, tr.raw, tr.times
     snap.name_dead(raw)
     refs = _Refs(tr, snap.names)
     state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
@@ -232,14 +237,15 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
                 kw["version_before"], kw["version_after"] = extra[3], int(meta[5])
         elif kind == "backward":
             kw["grads"] = tuple(
-                GradRecord(tensor=refs.ref(ltid, lmeta), shape=shape, dtype=_dtype(dt),
+                GradRecord(tensor=refs.ref(ltid, lmeta), shape=tuple(gmeta[0]), dtype=_dtype(gmeta[1]),
                            accumulated=acc, grad_id=f"t{gtid}")  # fmt: skip
-                for ltid, lmeta, shape, dt, acc, gtid in extra
+                for ltid, lmeta, acc, gtid in extra
+                for gmeta in (tr.tensors[gtid][1],)
             )
         state[tid] = meta
         events.append(Event(seq=i, kind=kind, op=op or "?", tensor=refs.ref(tid, meta), line=line,
                             source=src, cell=cell, file=fn, module=resolve_path(r[MODULE], roots),
-                            time_us=r[TIME] / 1000.0, stats=tr.stats_at.get(i), **kw))  # fmt: skip
+                            time_us=times[i] / 1000.0, stats=tr.stats_at.get(i), **kw))  # fmt: skip
     events = _place_seen(events, block, place)
     rec.events = tuple(events)
     rec.folds = tuple(

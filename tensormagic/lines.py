@@ -13,8 +13,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 #: filename -> (cell number, line offset) for code that belongs to a notebook cell.
 Locator = Callable[[str], Optional[Tuple[Optional[int], int]]]
-#: per code object: (the code, whether it is the user's, offset -> place, line -> place)
-_Entry = Tuple[CodeType, bool, Dict[int, Tuple[str, int]], Dict[int, Tuple[str, int]]]
+#: per code object: (the code, whether it is the user's, offset -> (place, offset), line -> place)
+_Entry = Tuple[CodeType, bool, Dict[int, Tuple[Tuple[str, int], int]], Dict[int, Tuple[str, int]]]
 
 
 @functools.lru_cache(maxsize=1)  # realpath on each folder: ~0.6 ms, once per process, not per block
@@ -52,9 +52,9 @@ class LineFinder:
         self._prefixes = _library_prefixes()
 
     def _learn(self, code: CodeType) -> _Entry:
-        """Whether ``code`` is the user's, cached with its places: bytecode offset -> the shared
-        ``(filename, line)`` of that offset's line (one tuple per line, used by every record
-        made there).  Keyed by offset: ``f_lineno`` decodes the line table (~0.1 µs a call)."""
+        """Whether ``code`` is the user's, cached with its places: bytecode offset -> (the shared
+        ``(filename, line)`` of that offset's line, one tuple per line used by every record made
+        there; the offset).  Keyed by offset: ``f_lineno`` decodes the line table (~0.1 µs a call)."""
         fn = code.co_filename
         if fn.startswith("<"):
             # <ipython-input-…> cells and exec'd strings are the user's; <frozen …> is Python's.
@@ -72,15 +72,17 @@ class LineFinder:
             if ent is None:
                 ent = self._learn(code)
             if ent[1]:
-                lasti = self.lasti = frame.f_lasti
-                where = ent[2].get(lasti)
-                if where is None:
+                lasti = frame.f_lasti
+                hit = ent[2].get(lasti)
+                if hit is None:
                     line = frame.f_lineno
                     where = ent[3].get(line)
                     if where is None:
                         where = ent[3][line] = (code.co_filename, line)
-                    ent[2][lasti] = where
-                return where
+                    # the offset's int is kept too: records then share it (a new int past 256)
+                    hit = ent[2][lasti] = (where, lasti)
+                self.lasti = hit[1]
+                return hit[0]
             frame = frame.f_back
         return None
 

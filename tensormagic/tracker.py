@@ -9,6 +9,7 @@ block knows (most of them) takes one straight function, ``Tracker._created``.
 from __future__ import annotations
 
 import time
+from array import array
 from typing import Any, Callable
 
 import torch
@@ -29,19 +30,23 @@ def _name(func: Any) -> str | None:
     return None if func is None else op_name(func)
 
 
-# Raw record layout: (kind, op name, tid, meta, where, module, t_ns, extra, bytecode offset in the line).
-# Records hold strings, numbers and tuples, never functions or classes, so that the garbage
-# collector stops tracking them.  Metadata tuples are interned per block (``Tracker.meta``):
-# a loop makes the same few thousand metas again and again, and keeps one copy of each.
-KIND, FUNC, TID, META, WHERE, MODULE, TIME, EXTRA, LASTI = range(9)
+# Raw record layout: (kind, op name, tid, meta, where, module, bytecode offset in the line, extra);
+# its time (ns since the block began) is ``Tracker.times[i]``, an int64 array: a time in the tuple
+# took a 32-byte int object per record.  Records hold strings, numbers and tuples, never
+# functions or classes, so that the garbage collector stops tracking them.  Metadata tuples are
+# interned per block (``Tracker.meta``): a loop makes the same few thousand metas again and
+# again, and keeps one copy of each.
+KIND, FUNC, TID, META, WHERE, MODULE, LASTI, EXTRA = range(8)
 # meta layout: (shape, dtype, device, requires_grad, grad_fn class name, version)
 # extra, by kind: create: the input ids (made by an op) or (input ids, "seen", note), see
 # ``create_parts``; view: the base's id; inplace: (version before, *input ids); move: (source id,
-# source meta, in place[, version before]); backward: one tuple per gradient; numpy: None.
+# source meta, in place[, version before]); backward: one (leaf id, leaf meta, accumulated, gradient
+# id) per gradient (the gradient's shape and dtype are in its Tracker.tensors entry); numpy: None.
 # The common records hold no tuple made with them but one of ints: the collector's first pass
 # then stops tracking them (a nested fresh tuple keeps the outer one tracked into the old
 # generation, and 10,000 of those set off a full collection).
-# Tracker.tensors entry layout: (id() key into identity's table, first meta, storage id, first raw index)
+# Tracker.tensors entry layout: (id() key into identity's table (None once the block ended without it),
+# first meta, storage id, first raw index)
 FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted, not stored
 
 _gf_names: dict[type, str] = {}  # grad_fn class -> name: one shared string, not one per record
@@ -84,6 +89,7 @@ class Tracker:
         # _created stores records only below this length: past it, folding (or stats) decides
         self._fast_cap = 0 if stats else max_events
         self.raw: list[tuple[Any, ...]] = []
+        self.times = array("q")  # raw[i] began at times[i] ns after t0
         #: tid -> (id() key, first meta, storage id, first raw index or None); see ``ref``
         self.tensors: dict[int, tuple[Any, ...]] = {}
         self.sid_of_key: dict[int, int] = {}
@@ -92,6 +98,9 @@ class Tracker:
         self.folds: dict[tuple[Any, ...], int] = {}
         self._fold_counts: dict[tuple[Any, ...], int] | None = None
         self._metas: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._grad_extras: dict[int, tuple[Any, ...]] = {}
+        self._inputs: dict[tuple[int, ...], tuple[int, ...]] = {}  # input ids of creates, interned
         self.stats_at: dict[int, Any] = {}
         self.lines = LineFinder()
         self.modules = ModuleStack()
@@ -114,6 +123,9 @@ class Tracker:
         self.call_watch.clear()
         self.sid_of_key = {}
         self._metas = {}
+        self._shapes = {}
+        self._grad_extras = {}
+        self._inputs = {}
         self._fold_counts = None
         self._last_move = {}
         self.preexisting = set()
@@ -139,9 +151,20 @@ class Tracker:
     def _intern(self, m: tuple[Any, ...]) -> tuple[Any, ...]:
         # The stored copy holds a plain tuple for the shape, not the torch.Size (equal, same hash):
         # the collector then stops tracking every record that holds it.
-        got = (tuple(m[0]), *m[1:])
+        # Shapes are shared too: a parameter gets a new meta at each optimizer step (its version).
+        shape = self._shapes.get(m[0])
+        if shape is None:
+            shape = self._shapes[shape] = tuple(m[0])
+        got = (shape, *m[1:])
         self._metas[got] = got
         return got
+
+    def grad_extra(self, ltid: int) -> tuple[Any, ...]:
+        """The extra of a gradient's "seen" create record, one per leaf (a loop makes many)."""
+        extra = self._grad_extras.get(ltid)
+        if extra is None:
+            extra = self._grad_extras[ltid] = ((ltid,), "seen", "grad")
+        return extra
 
     def mark_preexisting(self, t: Tensor) -> None:
         self.preexisting.add(assign_ref(t).tid)
@@ -188,8 +211,8 @@ class Tracker:
         raw = self.raw
         if len(raw) >= self.max_events and self._fold(kind, func, where):
             return
-        raw.append((kind, _name(func), tid, meta, where, self.modules.current, _now() - self.t0, extra,
-                    self.lines.lasti))  # fmt: skip
+        raw.append((kind, _name(func), tid, meta, where, self.modules.current, self.lines.lasti, extra))
+        self.times.append(_now() - self.t0)
         if self.stats and objs:
             from .stats import compute_stats
 
@@ -268,8 +291,10 @@ class Tracker:
         meta = self._metas.get(meta) or self._intern(meta)
         sid = self.sid_of_key[skey] = next(_storage_counter)
         tensors[tid] = (key, meta, sid, n)
-        raw.append(("create", _names[func], tid, meta, where, self.modules.current, (t or _now()) - self.t0,
-                    tuple(in_ids), self.lines.lasti))  # fmt: skip
+        ins = tuple(in_ids)  # a loop passes the same inputs (a layer's weights) again: shared
+        raw.append(("create", _names[func], tid, meta, where, self.modules.current, self.lines.lasti,
+                    self._inputs.setdefault(ins, ins)))  # fmt: skip
+        self.times.append((t or _now()) - self.t0)
         if self.record_hooks:
             objs = (o,)
             for hook in self.record_hooks:
@@ -326,9 +351,8 @@ class Tracker:
         ntid = identity.lookup(new)
         idx = self._last_move.get(ntid) if ntid is not None else None
         if idx is not None and idx < len(self.raw) and self.raw[idx][TID] == ntid:
-            kind, mfunc, _, _, mwhere, module, t, extra, lasti = self.raw[idx]
-            self.raw[idx] = (kind, mfunc, tid, self.meta(target), mwhere, module, t,
-                             (tid, extra[1], True), lasti)  # fmt: skip
+            kind, mfunc, _, _, mwhere, module, lasti, extra = self.raw[idx]
+            self.raw[idx] = (kind, mfunc, tid, self.meta(target), mwhere, module, lasti, (tid, extra[1], True))
             self.merged.add(ntid)
             return
         after = self.meta(target)
@@ -370,7 +394,7 @@ class Tracker:
                 ltid = self.see(lf, where)
                 gtid, gmeta = self._new(g, alias=False)
                 self._add("create", func, gtid, gmeta, where, (ltid,), (g,))
-                grads.append((ltid, self.meta(lf), gmeta[0], gmeta[1], False, gtid))
+                grads.append((ltid, self.meta(lf), False, gtid))
         else:
             for lf, was in zip(leaves, prev_nonzero):
                 g = _held_grad(lf)
@@ -380,10 +404,8 @@ class Tracker:
                 gtid = identity.lookup(g)
                 if gtid is None or gtid not in self.tensors:
                     gtid, gmeta = self._new(g, alias=False)
-                    self._add("create", func, gtid, gmeta, where, ((ltid,), "seen", "grad"), (g,))
-                else:
-                    gmeta = self.meta(g)
-                grads.append((ltid, self.meta(lf), gmeta[0], gmeta[1], bool(was), gtid))
+                    self._add("create", func, gtid, gmeta, where, self.grad_extra(ltid), (g,))
+                grads.append((ltid, self.meta(lf), bool(was), gtid))
         if roots_l:
             root = roots_l[0]
             rtid = self.see(root, where)

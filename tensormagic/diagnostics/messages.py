@@ -54,7 +54,7 @@ def render_all(ctx: Context, checks: Checks) -> list[Diagnostic]:
 def _any_accumulated(raw: list[Any], backward_idx: list[int]) -> bool:
     """Whether some backward added onto a leftover gradient: only then are the events worth
     building to tell a mistake from deliberate accumulation (they are built lazily)."""
-    return any(any(g[4] for g in raw[i][EXTRA]) for i in backward_idx)
+    return any(any(g[2] for g in raw[i][EXTRA]) for i in backward_idx)  # (leaf, meta, accumulated, grad)
 
 
 def _sync(ctx: Context, f: Finding, ops: set[str]) -> tuple[str, str, tuple[str, ...]]:
