@@ -202,6 +202,14 @@ def _materialize(tr: Tracker, rec: Recording, snap: _Snapshot,
 def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int, int | None] | None) -> None:
     place, roots, raw, times = snap.place, snap.roots, tr.raw, tr.times
     snap.name_dead(raw)
+    paths: dict[str | None, str | None] = {}
+
+    def module_of(path: str | None) -> str | None:
+        got = paths.get(path, _UNSET)
+        if got is _UNSET:
+            got = paths[path] = resolve_path(path, roots)
+        return got  # type: ignore[return-value]
+
     refs = _Refs(tr, snap.names)
     state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
     events: list[Event] = []
@@ -209,7 +217,7 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
     for i, r in enumerate(raw):
         kind, tid, meta, extra = r[KIND], r[TID], r[META], r[EXTRA]
         cell, fn, line, src = place(r[WHERE])
-        op = op_name(r[FUNC]) if r[FUNC] is not None else None
+        op = r[FUNC]  # records keep the op's name (or None)
         kw: dict[str, Any] = {}
         if kind == "create":
             in_ids, origin, note = create_parts(extra)
@@ -244,7 +252,7 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
             )
         state[tid] = meta
         events.append(Event(seq=i, kind=kind, op=op or "?", tensor=refs.ref(tid, meta), line=line,
-                            source=src, cell=cell, file=fn, module=resolve_path(r[MODULE], roots),
+                            source=src, cell=cell, file=fn, module=module_of(r[MODULE]),
                             time_us=times[i] / 1000.0, stats=tr.stats_at.get(i), **kw))  # fmt: skip
     events = _place_seen(events, block, place)
     rec.events = tuple(events)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 SCHEMA_VERSION = 1
 
@@ -173,10 +173,12 @@ class Event:
     def crosses_devices(self) -> bool:
         return self.kind == "move" and self.from_device != self.to_device
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, refs: Callable[[TensorRef], Any] = TensorRef.to_dict) -> dict[str, Any]:
+        """The event as JSON-ready data; ``refs`` turns each TensorRef into its JSON value (the log
+        writer hands the TensorRefs to orjson as they are: it writes a dataclass as the same dict)."""
         # Spelled out, with the output of _to_dict (fields at their default are left out; a test
         # holds the two equal): a log writes every event through here, and the loop cost twice as much.
-        out: dict[str, Any] = {"seq": self.seq, "kind": self.kind, "op": self.op, "tensor": self.tensor.to_dict()}
+        out: dict[str, Any] = {"seq": self.seq, "kind": self.kind, "op": self.op, "tensor": refs(self.tensor)}
         if self.line is not None:
             out["line"] = self.line
         if self.source is not None:
@@ -190,17 +192,17 @@ class Event:
         if self.time_us != 0.0:
             out["time_us"] = self.time_us
         if self.inputs:
-            out["inputs"] = [r.to_dict() for r in self.inputs]
+            out["inputs"] = [refs(r) for r in self.inputs]
         if self.origin != "op":
             out["origin"] = self.origin
         if self.base is not None:
-            out["base"] = self.base.to_dict()
+            out["base"] = refs(self.base)
         if self.version_before is not None:
             out["version_before"] = self.version_before
         if self.version_after is not None:
             out["version_after"] = self.version_after
         if self.aliases:
-            out["aliases"] = [r.to_dict() for r in self.aliases]
+            out["aliases"] = [refs(r) for r in self.aliases]
         if self.from_device is not None:
             out["from_device"] = self.from_device
         if self.to_device is not None:
@@ -212,7 +214,7 @@ class Event:
         if self.nbytes is not None:
             out["nbytes"] = self.nbytes
         if self.source_tensor is not None:
-            out["source_tensor"] = self.source_tensor.to_dict()
+            out["source_tensor"] = refs(self.source_tensor)
         if self.inplace:
             out["inplace"] = self.inplace
         if self.grads:

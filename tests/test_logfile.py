@@ -509,6 +509,25 @@ def test_log_works_without_orjson(tmp_path: Path) -> None:
     assert back.events[0].tensor.names == ("é",)
 
 
+def test_tensor_refs_handed_to_orjson_write_the_same_bytes_as_their_dicts() -> None:
+    """The writer's fast path (TensorRefs left for orjson to write) gives the bytes of ``to_dict``."""
+    rec = _every_kind(stats=True)
+    for e in rec.events:
+        fast = logfile.dumps({"event": e.to_dict(refs=logfile._as_is)})
+        assert fast == logfile.dumps({"event": e.to_dict()}) == logfile._std_dumps({"event": e.to_dict()})
+
+
+def test_undecodable_tensor_name_falls_back_to_the_stdlib_with_its_refs() -> None:
+    """A tensor named with a lone surrogate (orjson refuses it) is written by the stdlib, refs as dicts."""
+    import dataclasses
+
+    e = _every_kind(stats=False).events[0]
+    e = dataclasses.replace(e, tensor=dataclasses.replace(e.tensor, names=("x\udc80",)))
+    line = logfile.dumps({"event": e.to_dict(refs=logfile._as_is)})
+    assert line == logfile._std_dumps({"event": e.to_dict()})
+    assert logfile.loads(line)["event"]["tensor"]["names"] == ["x\udc80"]
+
+
 def test_undecodable_source_is_still_logged(tmp_path: Path) -> None:
     """A cell source holding a lone surrogate (undecodable bytes) is logged, not dropped."""
     rec = _every_kind(stats=False)
