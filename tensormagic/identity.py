@@ -1,4 +1,6 @@
-"""Stable tensor ids and storage ids that outlive a single recording, holding only weak references.
+"""Stable tensor ids that outlive a single recording, holding only weak references; the
+addresses that tell storages apart (a recording names each storage after the first tensor it
+saw on it: ``s7``).
 
 ``id(t)`` is reused as soon as a tensor dies, so each Python tensor object gets a counter id
 (``t17``) that is never handed out again in this process.  The table is keyed on ``id(t)`` and
@@ -28,7 +30,6 @@ class Ref(weakref.ref):  # type: ignore[type-arg]
 
 _ids: dict[int, Ref] = {}
 _counter = itertools.count(1)
-_storage_counter = itertools.count(1)
 #: tensor id -> (cell, line, op) where it was first created under tracking; survives across cells.
 provenance: dict[int, tuple[int | None, str | None, int | None, str]] = {}
 
@@ -57,10 +58,6 @@ def ref_of(key: int, tid: int) -> Ref | None:
     entry is still the same tensor's: a dead tensor's key may belong to a newer tensor by now."""
     ref = _ids.get(key)
     return ref if ref is not None and ref.tid == tid else None
-
-
-def new_storage_id() -> int:
-    return next(_storage_counter)
 
 
 def _storage_key_slow(t: Any) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from . import identity
-from .identity import Ref, _counter, _ids, _storage_counter, assign_ref, new_storage_id, ref_of, storage_id, storage_key
+from .identity import Ref, _counter, _ids, assign_ref, ref_of, storage_id, storage_key
 from .lines import LineFinder
 from .modules import ModuleStack
 from .ops import ALIAS, GENERAL, MOVE, _names, op_name
@@ -181,13 +181,15 @@ class Tracker:
             tid = assign_ref(t).tid
             fresh = True
         meta = self.meta(t)
-        self.tensors[tid] = (id(t), meta, self._storage(t, new=False), None)
+        self.tensors[tid] = (id(t), meta, self._storage(t, tid, new=False), None)
         if fresh and tid not in self.preexisting:
             # appeared without an op the mode can see (from_numpy, Parameter(t), torch.load…)
             self._add("create", None, tid, meta, where, ((), "seen", None), (t,))
         return tid
 
-    def _storage(self, t: Tensor, new: bool) -> int | None:
+    def _storage(self, t: Tensor, tid: int, new: bool) -> int | None:
+        """The id of ``t``'s storage: a storage is named after the first tensor seen on it
+        (``s7``: the memory ``t7`` brought), which also spares an int object per storage."""
         key = storage_key(t)
         if key is None:
             return None
@@ -195,14 +197,14 @@ class Tracker:
             sid = self.sid_of_key.get(key)
             if sid is not None:
                 return sid
-        sid = self.sid_of_key[key] = new_storage_id()
+        sid = self.sid_of_key[key] = tid
         return sid
 
     def _new(self, t: Tensor, *, alias: bool) -> tuple[int, Any]:
         """Register a tensor an op just made; returns its id and its metadata snapshot."""
         tid = assign_ref(t).tid
         meta = self.meta(t)
-        self.tensors[tid] = (id(t), meta, self._storage(t, new=not alias), len(self.raw))
+        self.tensors[tid] = (id(t), meta, self._storage(t, tid, new=not alias), len(self.raw))
         return tid, meta
 
     # -- records -----------------------------------------------------------------------------
@@ -289,8 +291,8 @@ class Tracker:
         meta = (o.shape, o.dtype, o.device, o.requires_grad,
                 None if gf is None else (_gf_names.get(type(gf)) or _gf_name(gf)), o._version)  # fmt: skip
         meta = self._metas.get(meta) or self._intern(meta)
-        sid = self.sid_of_key[skey] = next(_storage_counter)
-        tensors[tid] = (key, meta, sid, n)
+        self.sid_of_key[skey] = tid  # its storage is named after it: see _storage
+        tensors[tid] = (key, meta, tid, n)
         ins = tuple(in_ids)  # a loop passes the same inputs (a layer's weights) again: shared
         raw.append(("create", _names[func], tid, meta, where, self.modules.current, self.lines.lasti,
                     self._inputs.setdefault(ins, ins)))  # fmt: skip
