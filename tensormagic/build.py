@@ -12,11 +12,18 @@ import torch
 from . import identity, naming
 from .autograd import capture
 from .events import Event, Fold, GradRecord, TensorRef
+from .fastinit import fast_constructor
 from .lines import Locator, source_line, source_text
 from .modules import resolve_path
 from .ops import op_name
 from .recording import Recording, TensorRecord, attach_events
 from .tracker import EXTRA, FUNC, KIND, LASTI, META, MODULE, TID, WHERE, Tracker, create_parts
+
+# The build makes one Event per record and a TensorRef per snapshot: half the cost of the
+# frozen dataclasses' own __init__ (see fastinit), same objects.
+_event = fast_constructor(Event)
+_tensor_ref = fast_constructor(TensorRef)
+_grad_record = fast_constructor(GradRecord)
 
 # One string per dtype / device, shared by every TensorRef: ~90 B per event less to keep.
 _dtype_names: dict[Any, str] = {}
@@ -52,16 +59,19 @@ class _Refs:
         ent = self.cache.get(tid)
         if ent is not None and ent[0] is meta:
             return ent[1]
-        r = self.older.get((tid, id(meta)))
+        key = (tid, id(meta))
+        r = self.older.get(key)
         if r is None:
             info = self.tr.tensors.get(tid)
             sid = info[2] if info is not None else None
             gf = meta[4]
-            r = TensorRef(id=f"t{tid}", storage_id=None if sid is None else f"s{sid}",
-                          names=self.names.get(tid, ()), shape=tuple(meta[0]), dtype=_dtype(meta[1]),
-                          device=_device(meta[2]), requires_grad=bool(meta[3]), is_leaf=gf is None,
-                          grad_fn=gf, version=int(meta[5]))  # fmt: skip
-            self.older[(tid, id(meta))] = r
+            dtype = _dtype_names.get(meta[1]) or _dtype(meta[1])
+            device = _device_names.get(meta[2]) or _device(meta[2])
+            # positional, in TensorRef's field order: id, storage_id, names, shape, dtype, device,
+            # requires_grad, is_leaf, grad_fn, version
+            r = _tensor_ref(f"t{tid}", None if sid is None else f"s{sid}", self.names.get(tid, ()),
+                            tuple(meta[0]), dtype, device, bool(meta[3]), gf is None, gf, int(meta[5]))  # fmt: skip
+            self.older[key] = r
         self.cache[tid] = (meta, r)
         return r
 
@@ -211,6 +221,17 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
         return got  # type: ignore[return-value]
 
     refs = _Refs(tr, snap.names)
+    cache = refs.cache
+
+    def ref_all(ids: Any) -> tuple[TensorRef, ...]:
+        out = []
+        for t in ids:
+            m = state.get(t)
+            if m is not None:
+                ent = cache.get(t)  # _Refs.ref's first check, inline: most inputs hit it
+                out.append(ent[1] if ent is not None and ent[0] is m else refs.ref(t, m))
+        return tuple(out)
+
     state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
     events: list[Event] = []
     by_storage: dict[int, list[tuple[int, list[Any]]]] | None = None  # built at the first in-place write
@@ -221,7 +242,7 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
         kw: dict[str, Any] = {}
         if kind == "create":
             in_ids, origin, note = create_parts(extra)
-            kw["inputs"] = tuple(refs.ref(t, state[t]) for t in in_ids if t in state)
+            kw["inputs"] = ref_all(in_ids)
             kw["origin"] = origin
             if origin == "seen":
                 if op is None:
@@ -232,7 +253,7 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
         elif kind == "inplace":
             v0, in_ids = extra[0], extra[1:]
             kw["version_before"], kw["version_after"] = v0, int(meta[5])
-            kw["inputs"] = tuple(refs.ref(t, state[t]) for t in in_ids if t in state)
+            kw["inputs"] = ref_all(in_ids)
             if by_storage is None:
                 by_storage = _by_storage(tr)
             kw["aliases"] = _aliases(tr, refs, state, tid, i, by_storage)
@@ -245,15 +266,17 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
                 kw["version_before"], kw["version_after"] = extra[3], int(meta[5])
         elif kind == "backward":
             kw["grads"] = tuple(
-                GradRecord(tensor=refs.ref(ltid, lmeta), shape=tuple(gmeta[0]), dtype=_dtype(gmeta[1]),
+                _grad_record(tensor=refs.ref(ltid, lmeta), shape=tuple(gmeta[0]), dtype=_dtype(gmeta[1]),
                            accumulated=acc, grad_id=f"t{gtid}")  # fmt: skip
                 for ltid, lmeta, acc, gtid in extra
                 for gmeta in (tr.tensors[gtid][1],)
             )
         state[tid] = meta
-        events.append(Event(seq=i, kind=kind, op=op or "?", tensor=refs.ref(tid, meta), line=line,
-                            source=src, cell=cell, file=fn, module=module_of(r[MODULE]),
-                            time_us=times[i] / 1000.0, stats=tr.stats_at.get(i), **kw))  # fmt: skip
+        ent = cache.get(tid)
+        events.append(_event(seq=i, kind=kind, op=op or "?", line=line, source=src, cell=cell, file=fn,
+                             tensor=ent[1] if ent is not None and ent[0] is meta else refs.ref(tid, meta),
+                             module=module_of(r[MODULE]), time_us=times[i] / 1000.0, stats=tr.stats_at.get(i),
+                             **kw))  # fmt: skip
     events = _place_seen(events, block, place)
     rec.events = tuple(events)
     rec.folds = tuple(
@@ -261,7 +284,11 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
              cell=place(w)[0], file=place(w)[1], count=n)  # fmt: skip
         for (w, f, k), n in tr.folds.items()
     )
-    rec.tensors = _tensor_records(tr, refs, state, snap.final, rec.events)
+    final = _final_refs(tr, refs, state, snap.final)
+    rec._final_refs = final
+    # TensorRecords (and which events touched each) are made when first read: a log needs only
+    # the final snapshots
+    rec._pending_tensors = lambda r: _tensor_records(tr, final, r.events)
 
 
 _MADE = frozenset(("create", "view", "move"))  # event kinds that make the tensor they name
@@ -466,13 +493,19 @@ def _name_of(t: Any, names: dict[int, tuple[str, ...]]) -> str | None:
     return n[0] if n else None
 
 
-def _tensor_records(tr: Tracker, refs: _Refs, state: dict[int, Any], final: dict[int, Any],
-                    events: tuple[Event, ...]) -> dict[str, TensorRecord]:  # fmt: skip
-    recs: dict[str, TensorRecord] = {}
+def _final_refs(tr: Tracker, refs: _Refs, state: dict[int, Any], final: dict[int, Any]) -> dict[str, TensorRef]:
+    """Each tensor's snapshot when the block ended: its live metadata then, else its last event's."""
+    out: dict[str, TensorRef] = {}
     for tid, info in tr.tensors.items():
         if tid in tr.merged:
             continue
-        meta = final.get(tid) or state.get(tid, info[1])
-        ref = refs.ref(tid, meta)
-        recs[ref.id] = TensorRecord(id=ref.id, names=ref.names, ref=ref, _weak=tr.ref(tid))
+        ref = refs.ref(tid, final.get(tid) or state.get(tid, info[1]))
+        out[ref.id] = ref
+    return out
+
+
+def _tensor_records(tr: Tracker, final: dict[str, TensorRef], events: tuple[Event, ...]) -> dict[str, TensorRecord]:
+    recs: dict[str, TensorRecord] = {}
+    for rid, ref in final.items():
+        recs[rid] = TensorRecord(id=rid, names=ref.names, ref=ref, _weak=tr.ref(int(rid[1:])))
     return attach_events(recs, events)

@@ -70,8 +70,14 @@ class GradRecord:
     accumulated: bool = False
     grad_id: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+    def to_dict(self, *, refs: Callable[[TensorRef], Any] = TensorRef.to_dict) -> dict[str, Any]:
+        # spelled out like Event.to_dict (same output as _to_dict; a test holds them equal)
+        out: dict[str, Any] = {"tensor": refs(self.tensor), "shape": list(self.shape), "dtype": self.dtype}
+        if self.accumulated:
+            out["accumulated"] = self.accumulated
+        if self.grad_id is not None:
+            out["grad_id"] = self.grad_id
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GradRecord:
@@ -218,7 +224,7 @@ class Event:
         if self.inplace:
             out["inplace"] = self.inplace
         if self.grads:
-            out["grads"] = [g.to_dict() for g in self.grads]
+            out["grads"] = [g.to_dict(refs=refs) for g in self.grads]
         if self.stats is not None:
             out["stats"] = self.stats.to_dict()
         if self.note is not None:

@@ -33,7 +33,7 @@ import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from .events import SCHEMA_VERSION, TensorRef
 from .recording import Recording, last_refs
@@ -69,16 +69,22 @@ def dumps(obj: Any) -> bytes:
 
 def _std_dumps(obj: Any) -> bytes:
     # ASCII escapes keep even a lone surrogate (undecodable bytes in a cell's source) writable
-    return json.dumps(obj, separators=(",", ":"), default=_std_default).encode("ascii")
+    return json.dumps(obj, separators=(",", ":"), default=str).encode("ascii")
 
 
-def _std_default(o: Any) -> Any:
-    # a TensorRef handed over as is (see cell_records), the way orjson writes a dataclass
-    return o.to_dict() if isinstance(o, TensorRef) else str(o)
+def ref_dicts() -> Callable[[TensorRef], dict[str, Any]]:
+    """``TensorRef.to_dict`` with a memo for one write: events share TensorRefs (a tensor's
+    snapshot appears as an output, then as the input of each op that reads it), and each is
+    turned into a dict once.  The dicts are only read by the encoder, so sharing them is safe."""
+    memo: dict[int, dict[str, Any]] = {}
 
+    def ref_dict(ref: TensorRef) -> dict[str, Any]:
+        d = memo.get(id(ref))  # the refs stay alive (the recording holds them) while it writes
+        if d is None:
+            d = memo[id(ref)] = ref.to_dict()
+        return d
 
-def _as_is(ref: TensorRef) -> Any:
-    return ref
+    return ref_dict
 
 
 def loads(line: bytes | str) -> Any:
@@ -139,9 +145,7 @@ def _devices() -> list[str]:
 
 def cell_records(rec: Recording, key: str) -> Iterator[dict[str, Any]]:
     """The records of one recording: its events, then the cell record that closes them."""
-    # orjson writes a TensorRef (a dataclass) as the dict its to_dict makes, in C: ~30% of the
-    # log's time was those dicts
-    refs = _as_is if _orjson is not None else TensorRef.to_dict
+    refs = ref_dicts()
     for e in rec.events:
         yield {"type": "event", "key": key, "event": e.to_dict(refs=refs)}
     yield cell_record(rec, key)
@@ -189,7 +193,11 @@ def _tensor_table(rec: Recording) -> list[Any]:
     """The recording's tensors in order: an id where the events' latest snapshot of the tensor
     is its final one (the reader rebuilds it from the events), else the full ``TensorRef``."""
     derived = last_refs(rec.events)
-    return [tid if derived.get(tid) == r.ref else r.ref.to_dict() for tid, r in rec.tensors.items()]
+    out: list[Any] = []
+    for tid, ref in rec.final_refs().items():
+        d = derived.get(tid)
+        out.append(tid if d is ref or d == ref else ref.to_dict())  # mostly the same object
+    return out
 
 
 def _diagnostic_dict(d: Any) -> dict[str, Any]:

@@ -68,7 +68,12 @@ class _Built:
             pending(obj)
         value = obj.__dict__.get(self.attr)
         if value is None:
-            value = obj.__dict__[self.attr] = self.empty()
+            later = obj.__dict__.get("_pending" + self.attr)  # a field the build left for its first read
+            if later is not None:
+                obj.__dict__["_pending" + self.attr] = None
+                value = obj.__dict__[self.attr] = later(obj)
+            else:
+                value = obj.__dict__[self.attr] = self.empty()
         return value
 
     def __set__(self, obj: Any, value: Any) -> None:
@@ -96,6 +101,9 @@ class Recording:
     diagnostics: list[Any] = field(default_factory=list)
     finished: bool = False
     _pending: Callable[[Recording], None] | None = field(default=None, repr=False, compare=False)
+    _pending_tensors: Callable[[Recording], dict[str, TensorRecord]] | None = field(
+        default=None, repr=False, compare=False)
+    _final_refs: dict[str, TensorRef] | None = field(default=None, repr=False, compare=False)
 
     # -- queries ---------------------------------------------------------------------------
     def filter(self, kind: str | None = None, line: int | None = None, name: str | None = None,
@@ -133,6 +141,14 @@ class Recording:
         if tid is None or tid not in self.tensors:
             raise KeyError("that tensor was not tracked in this recording")
         return self.tensors[tid]
+
+    def final_refs(self) -> dict[str, TensorRef]:
+        """Each tracked tensor's snapshot when the block ended, by id: the ``ref`` of each of
+        ``tensors``, without making the TensorRecords (what a log writer needs)."""
+        self.events  # noqa: B018 - reading it finishes the build, which fills _final_refs
+        if self._final_refs is not None:
+            return self._final_refs
+        return {tid: r.ref for tid, r in self.tensors.items()}
 
     def grad_graph(self, tensor_or_name: Any) -> GradGraph:
         """The grad_fn graph below a tensor, as captured when the block ended."""
@@ -242,9 +258,20 @@ def last_refs(events: Iterable[Event]) -> dict[str, TensorRef]:
     """The latest snapshot of each tensor the events mention, in order of first mention."""
     refs: dict[str, TensorRef] = {}
     for e in events:
-        for tid, r in touched_tensors(e).items():
-            if r is not None:
-                refs[tid] = r
+        # touched_tensors(e), inline (a log writes this for every event): the event's own
+        # tensor first, then the others in the same order; within one event the first wins
+        t = e.tensor
+        own = t.id
+        refs[own] = t
+        for r in (e.base, e.source_tensor):
+            if r is not None and r.id != own:
+                refs[r.id] = r
+        for r in e.inputs:
+            if r.id != own:
+                refs[r.id] = r
+        for g in e.grads:
+            if g.tensor.id != own:
+                refs[g.tensor.id] = g.tensor
     return refs
 
 
