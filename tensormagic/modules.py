@@ -21,8 +21,9 @@ class ModuleStack:
     def __init__(self) -> None:
         self.current: str | None = None
         self._stack: list[tuple[Any, str]] = []
-        self._child_names: dict[tuple[int, int], str] = {}
+        self._child_paths: dict[tuple[int, int], tuple[str, str]] = {}  # -> (parent's path, path)
         self.roots: list[weakref.ref[Any]] = []
+        self._root_paths: list[str] = []
         self._root_index: dict[int, int] = {}
         self._handles: list[Any] = []
 
@@ -43,22 +44,26 @@ class ModuleStack:
         self.current = None
 
     def _path_of(self, mod: Any) -> str:
+        # Runs at every module call: the path strings are made (and interned) once, then looked up.
         if not self._stack:
             idx = self._root_index.get(id(mod))
             if idx is None or self.roots[idx]() is not mod:
                 idx = len(self.roots)
                 self.roots.append(weakref.ref(mod))
+                self._root_paths.append(sys.intern(f"{ROOT_MARK}{idx}"))
                 self._root_index[id(mod)] = idx
-            return sys.intern(f"{ROOT_MARK}{idx}")  # one string per path, not one per call
+            return self._root_paths[idx]
         parent, ppath = self._stack[-1]
         key = (id(parent), id(mod))
-        name = self._child_names.get(key)
-        if name is None:
-            name = next((n for n, c in parent._modules.items() if c is mod), None)
-            if name is None:  # called from the parent's forward without being its child
-                name = type(mod).__name__
-            self._child_names[key] = name
-        return sys.intern(f"{ppath}.{name}")
+        got = self._child_paths.get(key)
+        if got is not None and got[0] is ppath:
+            return got[1]
+        name = next((n for n, c in parent._modules.items() if c is mod), None)
+        if name is None:  # called from the parent's forward without being its child
+            name = type(mod).__name__
+        path = sys.intern(f"{ppath}.{name}")  # one string per path, not one per call
+        self._child_paths[key] = (ppath, path)
+        return path
 
     def _pre(self, mod: Any, args: Any) -> None:
         path = self._path_of(mod)

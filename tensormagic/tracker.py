@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from . import identity
+from .autograd import leaves_of
 from .identity import Ref, _counter, _ids, assign_ref, ref_of, storage_id, storage_key
 from .lines import LineFinder
 from .modules import ModuleStack
@@ -369,8 +370,6 @@ class Tracker:
 
     def prepare_backward(self, func: Any, args: Any, kwargs: Any) -> tuple[Any, ...]:
         """Before backward runs: the leaves that will receive gradients and what they held."""
-        from .autograd import leaves_of
-
         is_grad = op_name(func) == "torch.autograd.grad"
         if is_grad:
             roots = args[0] if args else kwargs.get("outputs")
