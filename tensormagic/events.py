@@ -181,7 +181,7 @@ class Event:
 
     def to_dict(self, *, refs: Callable[[TensorRef], Any] = TensorRef.to_dict) -> dict[str, Any]:
         """The event as JSON-ready data; ``refs`` turns each TensorRef into its JSON value (the log
-        writer hands the TensorRefs to orjson as they are: it writes a dataclass as the same dict)."""
+        writer passes a memo: one dict per TensorRef, which many events share)."""
         # Spelled out, with the output of _to_dict (fields at their default are left out; a test
         # holds the two equal): a log writes every event through here, and the loop cost twice as much.
         out: dict[str, Any] = {"seq": self.seq, "kind": self.kind, "op": self.op, "tensor": refs(self.tensor)}

@@ -101,7 +101,7 @@ class Tracker:
         self._metas: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._grad_extras: dict[int, tuple[Any, ...]] = {}
-        self._inputs: dict[tuple[int, ...], tuple[int, ...]] = {}  # input ids of creates, interned
+        self._inputs: dict[tuple[int, ...], tuple[int, ...]] = {}  # input ids that no op of the block made
         self.stats_at: dict[int, Any] = {}
         self.lines = LineFinder()
         self.modules = ModuleStack()
@@ -153,9 +153,10 @@ class Tracker:
         # The stored copy holds a plain tuple for the shape, not the torch.Size (equal, same hash):
         # the collector then stops tracking every record that holds it.
         # Shapes are shared too: a parameter gets a new meta at each optimizer step (its version).
-        shape = self._shapes.get(m[0])
+        shape = self._shapes.get(m[0])  # a torch.Size finds its equal tuple
         if shape is None:
-            shape = self._shapes[shape] = tuple(m[0])
+            shape = tuple(m[0])
+            self._shapes[shape] = shape
         got = (shape, *m[1:])
         self._metas[got] = got
         return got
@@ -263,14 +264,17 @@ class Tracker:
         tensors = self.tensors
         get = _ids.get
         in_ids = []
+        made = False  # whether an input was made in this block (else: weights, a fixed batch)
         for a in args:
             if isinstance(a, Tensor):
                 ref = get(id(a))
                 if ref is None or ref() is not a:
                     return False  # first sight of this input: see() records it
                 tid = ref.tid
-                if tid not in tensors:
+                info = tensors.get(tid)
+                if info is None:
                     return False
+                made = made or info[3] is not None
                 in_ids.append(tid)
             elif isinstance(a, (list, tuple)):
                 return False
@@ -294,9 +298,10 @@ class Tracker:
         meta = self._metas.get(meta) or self._intern(meta)
         self.sid_of_key[skey] = tid  # its storage is named after it: see _storage
         tensors[tid] = (key, meta, tid, n)
-        ins = tuple(in_ids)  # a loop passes the same inputs (a layer's weights) again: shared
-        raw.append(("create", _names[func], tid, meta, where, self.modules.current, self.lines.lasti,
-                    self._inputs.setdefault(ins, ins)))  # fmt: skip
+        ins = tuple(in_ids)
+        if not made:  # a loop passes the same weights again: one tuple for all its records
+            ins = self._inputs.setdefault(ins, ins)
+        raw.append(("create", _names[func], tid, meta, where, self.modules.current, self.lines.lasti, ins))
         self.times.append((t or _now()) - self.t0)
         if self.record_hooks:
             objs = (o,)
