@@ -12,7 +12,7 @@ import torch
 
 from . import identity, naming
 from .lines import Locator, ipython_locator
-from .mode import TrackMode
+from .mode import ENGINES, TrackMode, make_mode
 from .recording import Recording
 from .tracker import Tracker
 
@@ -36,18 +36,23 @@ class track:
     bounds memory: past it, repeats of a (line, op, kind) are folded into counts.  ``log`` is a
     path to append the recording to (JSON Lines).  The keyword-only arguments are the seams the
     IPython layer uses: the namespace names are resolved from, how filenames map to cells, and
-    the block's own source file and line range.
+    the block's own source file and line range.  ``engine`` picks the hot path: "c" (compiled at
+    install, the default where it was built) or "python" (the same records, slower; also chosen by
+    the environment variable ``TENSORMAGIC_ENGINE=python``).
     """
 
     def __init__(self, stats: bool = False, max_events: int = 20_000, log: Any = None,
                  diagnostics: Any = "all", *, namespace: Mapping[str, Any] | None = None,
                  locator: Locator | None = None, block: tuple[str, int, int | None] | None = None,
                  cell: int | None = None, cell_id: str | None = None,
-                 source: str | None = None) -> None:  # fmt: skip
+                 source: str | None = None, engine: str | None = None) -> None:  # fmt: skip
         if max_events < 1:
             raise ValueError(f"max_events must be a positive number, got {max_events!r}")
         self.stats = bool(stats)
         self.max_events = int(max_events)
+        if engine is not None and engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))} or None, got {engine!r}")
+        self.engine = engine
         self.log = log
         self.diagnostics = diagnostics
         from .diagnostics import select as select_diagnostics
@@ -91,7 +96,7 @@ class track:
             tr.mark_preexisting(t)
         self._t0 = time.perf_counter()
         tr.modules.__enter__()
-        self._mode = TrackMode(tr)
+        self._mode = make_mode(tr, self.engine)
         self._mode.__enter__()
         return self.recording
 
@@ -107,6 +112,7 @@ class track:
         try:
             _remove_mode(mode)
         finally:
+            mode.close()
             tr.modules.__exit__(None, None, None)
         rec = self.recording
         rec.duration_s = time.perf_counter() - self._t0

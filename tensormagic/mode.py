@@ -6,6 +6,10 @@ common case, an op without keyword arguments that may make a new tensor, is hand
 one function; everything else (in-place writes, ``out=``, moves, views, backward, watched
 calls) goes through ``_call``.
 
+``CompiledTrackMode`` runs the two commonest cases (calls that record nothing, and that new-tensor
+op) in C (``_hotpath.c``, built at install where a compiler is available) and hands every other
+call to the Python method; both engines record the same events (``tests/test_engines.py``).
+
 torch.compile: Dynamo inlines a mode's ``__torch_function__`` when it compiles a function that
 runs under the mode.  Each recording path begins with a call Dynamo cannot trace (``_now``), so
 it stops there and runs the op eagerly through the mode, rather than tracing our bookkeeping on
@@ -14,15 +18,26 @@ fake tensors (which it gets wrong).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from types import MethodType
 from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+from . import identity, ops
+from . import tracker as tracker_mod
 from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
 from .tracker import Tracker
+
+try:  # built from _hotpath.c at install when a C compiler is there; the Python path does the same
+    from . import _hotpath
+except ImportError:  # pragma: no cover - exercised where no compiler was available
+    _hotpath = None  # type: ignore[assignment]
+
+ENGINES = ("c", "python")
 
 Tensor = torch.Tensor
 _now = time.perf_counter_ns
@@ -192,3 +207,63 @@ class TrackMode(TorchFunctionMode):
             self.tracker.internal_error = e
         self.disabled = True
         self._actions = _AllSkip()
+
+    def close(self) -> None:
+        """The block has ended and the mode is off the stack: drop what recording needed."""
+
+
+class CompiledTrackMode(TrackMode):
+    """``TrackMode`` whose two common cases run in C (``_hotpath.c``): calls that record nothing,
+    and an op without keyword arguments that makes one new tensor from known ones.  Every other
+    call goes to ``TrackMode.__torch_function__``, unchanged.
+
+    torch looks ``__torch_function__`` up on the mode object and requires a method bound to it:
+    the instance attribute is the compiled object bound to this mode (torch.compile still sees
+    the class's Python method)."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        super().__init__(tracker)
+        tr, lines = tracker, tracker.lines
+        self._hot = _hotpath.Hot(
+            actions=self._actions, state=self.__dict__, slow=MethodType(TrackMode.__torch_function__, self),
+            on_error=self._on_error, internal=self._internal, tracker=tr,
+            error_hooks=tr.error_hooks, record_hooks=tr.record_hooks, raw=tr.raw,
+            times_append=tr.times.append, tensors=tr.tensors, sid_of_key=tr.sid_of_key,
+            metas=tr._metas, intern=tr._intern, inputs=tr._inputs, gf_names=tracker_mod._gf_names,
+            gf_name=tracker_mod._gf_name, names=ops._names, ids=identity._ids, counter=identity._counter,
+            ref_type=identity.Ref, storage_id=identity.storage_id, no_storage=identity.NO_STORAGE,
+            modules=tr.modules, lines=lines, line_cache=lines._cache, learn=lines._learn, find=lines.find,
+            record_write=tr.record_write, record_outputs=tr.record_outputs, tensor_type=Tensor,
+            now=_now, general=GENERAL, t0=tr.t0, fast_cap=tr._fast_cap,
+        )  # fmt: skip
+        self.__torch_function__ = MethodType(self._hot, self)  # type: ignore[method-assign]
+
+    def _internal(self, e: BaseException) -> None:
+        super()._internal(e)
+        self._hot.disable()
+
+    def close(self) -> None:
+        # the bound method and the compiled object's references make cycles through this mode
+        self.__dict__.pop("__torch_function__", None)
+        self._hot.close()
+
+
+def default_engine() -> str:
+    """The compiled engine when it was built, unless ``TENSORMAGIC_ENGINE=python`` says otherwise."""
+    env = os.environ.get("TENSORMAGIC_ENGINE", "").strip().lower()
+    if env == "python" or _hotpath is None:
+        return "python"
+    return "c"
+
+
+def make_mode(tracker: Tracker, engine: str | None = None) -> TrackMode:
+    """The tracking mode for ``engine`` ("c", "python"; None: ``default_engine()``)."""
+    engine = engine or default_engine()
+    if engine == "c":
+        if _hotpath is None:
+            raise ValueError("engine='c' needs tensormagic's compiled hot path, which was not built "
+                             "at install (no C compiler?); use engine='python'")  # fmt: skip
+        return CompiledTrackMode(tracker)
+    if engine == "python":
+        return TrackMode(tracker)
+    raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))} or None, got {engine!r}")

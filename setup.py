@@ -1,0 +1,9 @@
+"""The optional compiled hot path (``tensormagic/_hotpath.c``); everything else is in pyproject.toml.
+
+``optional=True``: where no C compiler is available the build goes on without it and tensormagic
+uses its pure-Python hot path, which records the same events (more slowly).
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("tensormagic._hotpath", ["tensormagic/_hotpath.c"], optional=True)])

@@ -1,0 +1,711 @@
+/* The compiled hot path of tensormagic's TorchFunctionMode (see mode.py: ``CompiledTrackMode``).
+ *
+ * torch calls ``mode.__torch_function__(func, types, args[, kwargs])`` for every torch call a
+ * tracked block makes.  Most of those calls either record nothing (SKIP: metadata reads, quiet
+ * methods) or are an op without keyword arguments that makes one new tensor from tensors the
+ * block already knows.  This object handles exactly those two cases; everything else is handed
+ * to the Python ``TrackMode.__torch_function__`` unchanged.  What it records is, field for field,
+ * what ``mode.TrackMode.__torch_function__`` + ``tracker.Tracker._created`` record (the test
+ * suite runs its scenarios through both and compares the recordings), so the two must change
+ * together.
+ *
+ * It never holds a user tensor: the raw record, the id table and the tracker's tables get the
+ * same objects the Python path would put there (ints, strings, shared tuples, weak references).
+ * Every failure inside the recording part is handed to ``mode._internal`` (recording stops for
+ * the block), never to the user's code; a failure of the user's call is the user's exception,
+ * passed through unchanged.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <frameobject.h>
+#include <stddef.h>
+
+/* action codes, as in ops.py */
+#define SKIP 0
+#define GENERAL 1
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    /* every object below is given by mode.py at construction (no imports here) */
+    PyObject *actions;        /* dict: func -> action (the mode's cache; slow() fills it) */
+    PyObject *state;          /* the mode's __dict__: its "_busy" is shared with the Python path */
+    PyObject *slow;           /* TrackMode.__torch_function__ bound to the mode */
+    PyObject *on_error;       /* mode._on_error(func, args, kwargs, exc) */
+    PyObject *internal;       /* mode._internal(exc) */
+    PyObject *tracker;
+    PyObject *error_hooks;    /* list */
+    PyObject *record_hooks;   /* list */
+    PyObject *raw;            /* list of raw records */
+    PyObject *times_append;   /* tracker.times.append */
+    PyObject *tensors;        /* dict: tid -> (key, meta, storage id, raw index) */
+    PyObject *sid_of_key;     /* dict */
+    PyObject *metas;          /* dict: the interned metadata tuples */
+    PyObject *intern;         /* tracker._intern(meta) */
+    PyObject *inputs;         /* dict: interned input-id tuples */
+    PyObject *gf_names;       /* dict: grad_fn class -> name */
+    PyObject *gf_name;        /* tracker._gf_name(gf) */
+    PyObject *names;          /* ops._names: func -> op name */
+    PyObject *ids;            /* identity._ids: id(t) -> Ref */
+    PyObject *counter;        /* identity._counter */
+    PyObject *ref_type;       /* identity.Ref */
+    PyObject *storage_id;     /* identity.storage_id */
+    PyObject *no_storage;     /* identity.NO_STORAGE: exceptions meaning "no storage" */
+    PyObject *modules;        /* tracker.modules (ModuleStack): .current */
+    PyObject *lines;          /* tracker.lines (LineFinder): .lasti */
+    PyObject *line_cache;     /* lines._cache: id(code) -> (code, ok, {lasti: hit}, {line: where}) */
+    PyObject *learn;          /* lines._learn(code) */
+    PyObject *find;           /* lines.find(frame) */
+    PyObject *record_write;   /* tracker.record_write */
+    PyObject *record_outputs; /* tracker.record_outputs */
+    PyObject *tensor_type;    /* torch.Tensor */
+    PyObject *now;            /* time.perf_counter_ns */
+    PyObject *general;        /* the int GENERAL */
+    long long t0;
+    Py_ssize_t fast_cap;
+    int disabled;
+} Hot;
+
+#define HOT_FIELDS(X) \
+    X(actions) X(state) X(slow) X(on_error) X(internal) X(tracker) X(error_hooks) X(record_hooks) X(raw) \
+    X(times_append) X(tensors) X(sid_of_key) X(metas) X(intern) X(inputs) X(gf_names) X(gf_name) \
+    X(names) X(ids) X(counter) X(ref_type) X(storage_id) X(no_storage) X(modules) X(lines) \
+    X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general)
+
+static PyObject *s_version, *s_is_view, *s_shape, *s_dtype, *s_device, *s_requires_grad,
+    *s_grad_fn, *s_tid, *s_current, *s_lasti, *s_create, *s_f_lasti, *s_busy;
+
+static int hot_traverse(Hot *self, visitproc visit, void *arg) {
+#define VISIT(f) Py_VISIT(self->f);
+    HOT_FIELDS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int hot_clear(Hot *self) {
+#define CLEAR(f) Py_CLEAR(self->f);
+    HOT_FIELDS(CLEAR)
+#undef CLEAR
+    self->disabled = 1;  /* a closed object only passes calls through */
+    return 0;
+}
+
+static void hot_dealloc(Hot *self) {
+    PyObject_GC_UnTrack(self);
+    hot_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static long long now_ns_python(Hot *self);
+
+static int is_tensor(Hot *self, PyObject *o) {
+    return PyObject_TypeCheck(o, (PyTypeObject *)self->tensor_type);
+}
+
+/* perf_counter_ns as a C integer; -1 with an exception set on failure.  On Linux, CPython's
+ * perf_counter is clock_gettime(CLOCK_MONOTONIC): read it directly (the test suite checks that
+ * both clocks agree); elsewhere ask time.perf_counter_ns. */
+#if defined(__linux__)
+#include <time.h>
+static long long now_ns(Hot *self) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return now_ns_python(self);
+}
+#else
+static long long now_ns(Hot *self) { return now_ns_python(self); }
+#endif
+
+static PyObject *hot_now(Hot *self, PyObject *Py_UNUSED(ignored)) {
+    long long t = now_ns(self);
+    if (t == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromLongLong(t);
+}
+
+static long long now_ns_python(Hot *self) {
+    PyObject *t = PyObject_CallNoArgs(self->now);
+    if (t == NULL) return -1;
+    long long v = PyLong_AsLongLong(t);
+    Py_DECREF(t);
+    return v;
+}
+
+/* t._version; -2 with an exception set on failure */
+static long long version_of(PyObject *t) {
+    PyObject *v = PyObject_GetAttr(t, s_version);
+    if (v == NULL) return -2;
+    long long r = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (r == -1 && PyErr_Occurred()) return -2;
+    return r;
+}
+
+static int frame_lasti(PyFrameObject *frame) {
+#if PY_VERSION_HEX >= 0x030B0000
+    return PyFrame_GetLasti(frame);
+#else
+    PyObject *v = PyObject_GetAttr((PyObject *)frame, s_f_lasti);
+    if (v == NULL) return -2;
+    long r = PyLong_AsLong(v);
+    Py_DECREF(v);
+    return (int)r;
+#endif
+}
+
+/* LineFinder.find from the innermost Python frame (the caller of the torch function).
+ * Returns a new reference to the place ((filename, line) or None) and sets *lasti (a new
+ * reference, or NULL when no user frame was found); NULL with an exception on failure.
+ * A cache hit is answered here; anything else goes to the Python LineFinder, which fills the cache. */
+static PyObject *find_where(Hot *self, PyObject **lasti) {
+    *lasti = NULL;
+    PyFrameObject *frame = PyEval_GetFrame();
+    Py_XINCREF(frame);
+    while (frame != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        PyObject *key = PyLong_FromVoidPtr(code);
+        if (key == NULL) { Py_DECREF(code); Py_DECREF(frame); return NULL; }
+        PyObject *ent = PyDict_GetItemWithError(self->line_cache, key);
+        Py_DECREF(key);
+        if (ent != NULL) {
+            Py_INCREF(ent);
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(code); Py_DECREF(frame); return NULL;
+        } else {
+            ent = PyObject_CallOneArg(self->learn, (PyObject *)code);
+            if (ent == NULL) { Py_DECREF(code); Py_DECREF(frame); return NULL; }
+        }
+        Py_DECREF(code);
+        if (!PyTuple_Check(ent) || PyTuple_GET_SIZE(ent) < 3) {
+            Py_DECREF(ent); Py_DECREF(frame);
+            PyErr_SetString(PyExc_TypeError, "tensormagic: unexpected line-cache entry");
+            return NULL;
+        }
+        if (PyTuple_GET_ITEM(ent, 1) == Py_True) {
+            PyObject *hit = NULL;
+            int li = frame_lasti(frame);
+            if (li == -2 && PyErr_Occurred()) { Py_DECREF(ent); Py_DECREF(frame); return NULL; }
+            PyObject *k = PyLong_FromLong(li);
+            if (k == NULL) { Py_DECREF(ent); Py_DECREF(frame); return NULL; }
+            hit = PyDict_GetItemWithError(PyTuple_GET_ITEM(ent, 2), k);
+            Py_DECREF(k);
+            Py_DECREF(ent);
+            if (hit == NULL) {
+                if (PyErr_Occurred()) { Py_DECREF(frame); return NULL; }
+                /* a new offset: the Python finder learns it (and sets lines.lasti) */
+                PyObject *where = PyObject_CallOneArg(self->find, (PyObject *)frame);
+                Py_DECREF(frame);
+                if (where == NULL) return NULL;
+                *lasti = PyObject_GetAttr(self->lines, s_lasti);
+                if (*lasti == NULL) { Py_DECREF(where); return NULL; }
+                return where;
+            }
+            Py_DECREF(frame);
+            PyObject *where = PyTuple_GET_ITEM(hit, 0);
+            PyObject *off = PyTuple_GET_ITEM(hit, 1);
+            if (PyObject_SetAttr(self->lines, s_lasti, off) < 0) return NULL;
+            Py_INCREF(where);
+            Py_INCREF(off);
+            *lasti = off;
+            return where;
+        }
+        Py_DECREF(ent);
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    /* no user frame: the record keeps the last offset found, as LineFinder leaves it */
+    *lasti = PyObject_GetAttr(self->lines, s_lasti);
+    if (*lasti == NULL) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* tid of a tensor this block knows through the id table, or 0 if it is unknown (or the id
+ * belongs to a dead tensor); -1 with an exception on failure.  *key gets id(t) (a new reference). */
+static long long known_tid(Hot *self, PyObject *t, PyObject **ref_out) {
+    *ref_out = NULL;
+    PyObject *key = PyLong_FromVoidPtr(t);
+    if (key == NULL) return -1;
+    PyObject *ref = PyDict_GetItemWithError(self->ids, key);
+    Py_DECREF(key);
+    if (ref == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyWeakref_Check(ref)) return 0;
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *obj;
+    if (PyWeakref_GetRef(ref, &obj) < 0) return -1;
+    Py_XDECREF(obj);  /* only compared: t itself is alive (the caller holds it) */
+    if (obj != t) return 0;
+#else
+    if (PyWeakref_GET_OBJECT(ref) != t) return 0;
+#endif
+    *ref_out = ref;  /* borrowed */
+    return 1;
+}
+
+/* Tracker._created: 1 recorded, 0 not this case (nothing changed), -1 error. */
+static int created(Hot *self, PyObject *func, PyObject *args, PyObject *o, PyObject *where,
+                   PyObject *lasti, long long t) {
+    Py_ssize_t n = PyList_GET_SIZE(self->raw);
+    if (n >= self->fast_cap) return 0;
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+    PyObject *in_ids = PyTuple_New(nargs);  /* trimmed to the tensors below */
+    if (in_ids == NULL) return -1;
+    Py_ssize_t nin = 0;
+    int made = 0;
+    int result = -1;
+    PyObject *key = NULL, *ref = NULL, *tid = NULL, *meta = NULL, *gfname = NULL, *skey = NULL;
+    PyObject *entry = NULL, *name_rec = NULL, *ins = NULL, *module = NULL, *rec = NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
+        if (is_tensor(self, a)) {
+            PyObject *aref;
+            long long k = known_tid(self, a, &aref);
+            if (k < 0) goto done;
+            if (k == 0) { result = 0; goto done; }  /* first sight of this input: see() records it */
+            PyObject *atid = PyObject_GetAttr(aref, s_tid);
+            if (atid == NULL) goto done;
+            PyObject *info = PyDict_GetItemWithError(self->tensors, atid);
+            if (info == NULL) {
+                Py_DECREF(atid);
+                if (PyErr_Occurred()) goto done;
+                result = 0;
+                goto done;
+            }
+            if (PyTuple_GET_ITEM(info, 3) != Py_None) made = 1;
+            PyTuple_SET_ITEM(in_ids, nin, atid);  /* steals atid */
+            nin++;
+        } else if (PyList_Check(a) || PyTuple_Check(a)) {
+            result = 0;
+            goto done;
+        }
+    }
+    {
+        PyObject *oref;
+        long long k = known_tid(self, o, &oref);
+        if (k < 0) goto done;
+        if (k == 1) { result = 0; goto done; }  /* an input handed back: the general path says which */
+    }
+    {
+        PyObject *v = PyObject_CallMethodNoArgs(o, s_is_view);
+        if (v == NULL) goto done;
+        int isv = PyObject_IsTrue(v);
+        Py_DECREF(v);
+        if (isv < 0) goto done;
+        if (isv) { result = 0; goto done; }
+    }
+    skey = PyObject_CallOneArg(self->storage_id, o);
+    if (skey == NULL) {
+        if (PyErr_ExceptionMatches(self->no_storage)) { PyErr_Clear(); result = 0; }
+        goto done;
+    }
+    key = PyLong_FromVoidPtr(o);
+    if (key == NULL) goto done;
+    ref = PyObject_CallOneArg(self->ref_type, o);
+    if (ref == NULL) goto done;
+    if (PyDict_SetItem(self->ids, key, ref) < 0) goto done;
+    tid = PyIter_Next(self->counter);
+    if (tid == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "tensormagic: id counter ended");
+        goto done;
+    }
+    if (PyObject_SetAttr(ref, s_tid, tid) < 0) goto done;
+    {
+        PyObject *gf = PyObject_GetAttr(o, s_grad_fn);
+        if (gf == NULL) goto done;
+        if (gf == Py_None) {
+            gfname = gf;
+        } else {
+            gfname = PyDict_GetItemWithError(self->gf_names, (PyObject *)Py_TYPE(gf));
+            if (gfname != NULL) {
+                Py_INCREF(gfname);
+            } else if (PyErr_Occurred()) {
+                Py_DECREF(gf);
+                goto done;
+            } else {
+                gfname = PyObject_CallOneArg(self->gf_name, gf);
+            }
+            Py_DECREF(gf);
+            if (gfname == NULL) goto done;
+        }
+    }
+    meta = PyTuple_New(6);
+    if (meta == NULL) goto done;
+    {
+        PyObject *f;
+        if ((f = PyObject_GetAttr(o, s_shape)) == NULL) goto done;
+        PyTuple_SET_ITEM(meta, 0, f);
+        if ((f = PyObject_GetAttr(o, s_dtype)) == NULL) goto done;
+        PyTuple_SET_ITEM(meta, 1, f);
+        if ((f = PyObject_GetAttr(o, s_device)) == NULL) goto done;
+        PyTuple_SET_ITEM(meta, 2, f);
+        if ((f = PyObject_GetAttr(o, s_requires_grad)) == NULL) goto done;
+        PyTuple_SET_ITEM(meta, 3, f);
+        PyTuple_SET_ITEM(meta, 4, gfname);
+        gfname = NULL;
+        if ((f = PyObject_GetAttr(o, s_version)) == NULL) goto done;
+        PyTuple_SET_ITEM(meta, 5, f);
+    }
+    {
+        PyObject *got = PyDict_GetItemWithError(self->metas, meta);
+        if (got != NULL) {
+            Py_INCREF(got);
+        } else if (PyErr_Occurred()) {
+            goto done;
+        } else {
+            got = PyObject_CallOneArg(self->intern, meta);
+            if (got == NULL) goto done;
+        }
+        Py_SETREF(meta, got);
+    }
+    if (PyDict_SetItem(self->sid_of_key, skey, tid) < 0) goto done;  /* the storage is named after it */
+    {
+        PyObject *idx = PyLong_FromSsize_t(n);
+        if (idx == NULL) goto done;
+        entry = PyTuple_Pack(4, key, meta, tid, idx);
+        Py_DECREF(idx);
+        if (entry == NULL) goto done;
+        if (PyDict_SetItem(self->tensors, tid, entry) < 0) goto done;
+    }
+    if (_PyTuple_Resize(&in_ids, nin) < 0) goto done;
+    if (made) {
+        ins = in_ids;
+        Py_INCREF(ins);
+    } else {  /* a loop passes the same weights again: one tuple for all its records */
+        ins = PyDict_SetDefault(self->inputs, in_ids, in_ids);
+        if (ins == NULL) goto done;
+        Py_INCREF(ins);
+    }
+    name_rec = PyDict_GetItemWithError(self->names, func);
+    if (name_rec == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, func);
+        goto done;
+    }
+    module = PyObject_GetAttr(self->modules, s_current);
+    if (module == NULL) goto done;
+    rec = PyTuple_Pack(8, s_create, name_rec, tid, meta, where, module, lasti ? lasti : Py_None, ins);
+    if (rec == NULL) goto done;
+    if (PyList_Append(self->raw, rec) < 0) goto done;
+    {
+        PyObject *dt = PyLong_FromLongLong(t - self->t0);
+        if (dt == NULL) goto done;
+        PyObject *r = PyObject_CallOneArg(self->times_append, dt);
+        Py_DECREF(dt);
+        if (r == NULL) goto done;
+        Py_DECREF(r);
+    }
+    if (PyList_GET_SIZE(self->record_hooks)) {
+        PyObject *objs = PyTuple_Pack(1, o);
+        PyObject *idx = PyLong_FromSsize_t(n);
+        if (objs == NULL || idx == NULL) { Py_XDECREF(objs); Py_XDECREF(idx); goto done; }
+        /* a copy: a hook may not change the list, but iterating a snapshot is safe anyway */
+        PyObject *hooks = PyList_GetSlice(self->record_hooks, 0, PyList_GET_SIZE(self->record_hooks));
+        if (hooks == NULL) { Py_DECREF(objs); Py_DECREF(idx); goto done; }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(hooks); i++) {
+            PyObject *hargs[3] = {self->tracker, idx, objs};
+            PyObject *r = PyObject_Vectorcall(PyList_GET_ITEM(hooks, i), hargs, 3, NULL);
+            if (r == NULL) { Py_DECREF(hooks); Py_DECREF(objs); Py_DECREF(idx); goto done; }
+            Py_DECREF(r);
+        }
+        Py_DECREF(hooks);
+        Py_DECREF(objs);
+        Py_DECREF(idx);
+    }
+    result = 1;
+done:
+    Py_XDECREF(in_ids);
+    Py_XDECREF(key);
+    Py_XDECREF(ref);
+    Py_XDECREF(tid);
+    Py_XDECREF(meta);
+    Py_XDECREF(gfname);
+    Py_XDECREF(skey);
+    Py_XDECREF(entry);
+    Py_XDECREF(ins);
+    Py_XDECREF(module);
+    Py_XDECREF(rec);
+    return result;
+}
+
+/* A failure inside recording: an Exception goes to mode._internal (recording stops, the user's
+ * result is returned); anything else (KeyboardInterrupt) propagates, as in the Python path.
+ * Returns 0 when handled, -1 when the exception must propagate. */
+static int recording_failed(Hot *self) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) PyException_SetTraceback(value, tb);
+    PyObject *r = self->internal ? PyObject_CallOneArg(self->internal, value) : NULL;
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (r == NULL) {
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+        PyErr_Clear();
+    }
+    Py_XDECREF(r);
+    self->disabled = 1;
+    return 0;
+}
+
+/* The user's call failed: let the error hooks see it (as the Python path does), then re-raise it
+ * unchanged. */
+static void user_call_failed(Hot *self, PyObject *func, PyObject *args) {
+    if (self->error_hooks == NULL || PyList_GET_SIZE(self->error_hooks) == 0) return;
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) PyException_SetTraceback(value, tb);
+    PyObject *kw = PyDict_New();
+    if (kw != NULL) {
+        PyObject *cargs[4] = {func, args, kw, value};
+        PyObject *r = PyObject_Vectorcall(self->on_error, cargs, 4, NULL);
+        Py_XDECREF(r);
+        Py_DECREF(kw);
+    }
+    PyErr_Clear();  /* the user's exception is the one that matters */
+    PyErr_Restore(type, value, tb);
+}
+
+static PyObject *plain_call(PyObject *func, PyObject *args, PyObject *kwargs) {
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) == 0) kwargs = NULL;
+    return PyObject_Call(func, args, kwargs);
+}
+
+/* __torch_function__(mode, func, types, args=(), kwargs=None), called through a bound method */
+static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || n < 4 || n > 5 || !PyTuple_Check(a[3]) || self->slow == NULL) {
+        if (self->slow == NULL) {  /* closed: the block has ended; behave like the plain function */
+            if (n >= 2 && kwnames == NULL) {
+                PyObject *args = n >= 4 ? a[3] : NULL;
+                PyObject *kwargs = n == 5 && a[4] != Py_None ? a[4] : NULL;
+                if (args == NULL) {
+                    PyObject *empty = PyTuple_New(0);
+                    if (empty == NULL) return NULL;
+                    PyObject *r = PyObject_Call(a[1], empty, kwargs);
+                    Py_DECREF(empty);
+                    return r;
+                }
+                return PyObject_Call(a[1], args, kwargs);
+            }
+            PyErr_SetString(PyExc_RuntimeError, "tensormagic: the tracking mode was closed");
+            return NULL;
+        }
+        return PyObject_Vectorcall(self->slow, a + 1, (n - 1) | (nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET), kwnames);
+    }
+    PyObject *func = a[1], *args = a[3];
+    PyObject *kwargs = n == 5 && a[4] != Py_None ? a[4] : NULL;
+    if (kwargs != NULL && !PyDict_Check(kwargs)) return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);
+    if (self->disabled) return plain_call(func, args, kwargs);
+    PyObject *action = PyDict_GetItemWithError(self->actions, func);
+    if (action == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);  /* classifies it */
+    }
+    long act = PyLong_AsLong(action);
+    if (act == -1 && PyErr_Occurred()) return NULL;
+    /* a call made by a running torch call (inside nn.init, say) is part of that call */
+    PyObject *busy = PyDict_GetItemWithError(self->state, s_busy);
+    if (busy == NULL && PyErr_Occurred()) return NULL;
+    if (act == SKIP || busy == Py_True) return plain_call(func, args, kwargs);
+    if (act != GENERAL || (kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0))
+        return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);
+
+    /* A GENERAL op without keyword arguments (mode.py's inlined path, step for step). */
+    long long t = now_ns(self);
+    if (t == -1 && PyErr_Occurred()) return NULL;
+    PyObject *a0 = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : NULL;
+    long long v0 = -1;
+    if (a0 != NULL && is_tensor(self, a0)) {
+        v0 = version_of(a0);
+        if (v0 == -2) return NULL;
+    }
+    Py_XINCREF(a0);  /* the call may drop the args tuple's last reference elsewhere: keep ours */
+    if (PyDict_SetItem(self->state, s_busy, Py_True) < 0) { Py_XDECREF(a0); return NULL; }
+    PyObject *r = PyObject_Call(func, args, NULL);
+    if (PyDict_SetItem(self->state, s_busy, Py_False) < 0) {  /* as a `finally:` would */
+        if (r != NULL) { Py_DECREF(r); r = NULL; }
+        else PyErr_Clear();  /* cannot happen (a key that exists); the user's error wins */
+    }
+    if (r == NULL) {
+        user_call_failed(self, func, args);
+        Py_XDECREF(a0);
+        return NULL;
+    }
+    if (self->disabled || self->raw == NULL) { Py_XDECREF(a0); return r; }
+    PyObject *lasti = NULL, *where = NULL;
+    int failed = 0;
+    if (is_tensor(self, r)) {
+        if (r == a0) {
+            long long v1 = version_of(a0);
+            if (v1 == -2) {
+                failed = 1;
+            } else if (v1 != v0) {
+                where = find_where(self, &lasti);
+                if (where == NULL) {
+                    failed = 1;
+                } else {
+                    PyObject *pv0 = PyLong_FromLongLong(v0);
+                    PyObject *kw = PyDict_New();
+                    if (pv0 == NULL || kw == NULL) {
+                        failed = 1;
+                    } else {
+                        PyObject *cargs[6] = {func, a0, pv0, args, kw, where};
+                        PyObject *res = PyObject_Vectorcall(self->record_write, cargs, 6, NULL);
+                        if (res == NULL) failed = 1;
+                        Py_XDECREF(res);
+                    }
+                    Py_XDECREF(pv0);
+                    Py_XDECREF(kw);
+                }
+            }
+        } else {
+            where = find_where(self, &lasti);
+            if (where == NULL) {
+                failed = 1;
+            } else {
+                int c = created(self, func, args, r, where, lasti, t);
+                if (c < 0) {
+                    failed = 1;
+                } else if (c == 0) {
+                    PyObject *kw = PyDict_New();
+                    if (kw == NULL) {
+                        failed = 1;
+                    } else {
+                        PyObject *cargs[6] = {func, self->general, args, kw, r, where};
+                        PyObject *res = PyObject_Vectorcall(self->record_outputs, cargs, 6, NULL);
+                        if (res == NULL) failed = 1;
+                        Py_XDECREF(res);
+                        Py_DECREF(kw);
+                    }
+                }
+            }
+        }
+    } else if (PyTuple_Check(r) || PyList_Check(r)) {
+        where = find_where(self, &lasti);
+        if (where == NULL) {
+            failed = 1;
+        } else {
+            PyObject *kw = PyDict_New();
+            if (kw == NULL) {
+                failed = 1;
+            } else {
+                PyObject *cargs[6] = {func, self->general, args, kw, r, where};
+                PyObject *res = PyObject_Vectorcall(self->record_outputs, cargs, 6, NULL);
+                if (res == NULL) failed = 1;
+                Py_XDECREF(res);
+                Py_DECREF(kw);
+            }
+        }
+    }
+    Py_XDECREF(where);
+    Py_XDECREF(lasti);
+    Py_XDECREF(a0);
+    if (failed && recording_failed(self) < 0) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
+static PyObject *hot_close(Hot *self, PyObject *Py_UNUSED(ignored)) {
+    hot_clear(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *hot_disable(Hot *self, PyObject *Py_UNUSED(ignored)) {
+    self->disabled = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef hot_methods[] = {
+    {"close", (PyCFunction)hot_close, METH_NOARGS, "Drop every reference (the block has ended)."},
+    {"disable", (PyCFunction)hot_disable, METH_NOARGS, "Record nothing more: every call passes through."},
+    {"now", (PyCFunction)hot_now, METH_NOARGS, "The clock the records' times come from (perf_counter_ns)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *hot_get_disabled(Hot *self, void *closure) { return PyBool_FromLong(self->disabled); }
+
+static PyGetSetDef hot_getset[] = {
+    {"disabled", (getter)hot_get_disabled, NULL, "Recording stopped (an internal error or close()).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static char *hot_kwlist[] = {
+    "actions", "state", "slow", "on_error", "internal", "tracker", "error_hooks", "record_hooks", "raw",
+    "times_append", "tensors", "sid_of_key", "metas", "intern", "inputs", "gf_names", "gf_name",
+    "names", "ids", "counter", "ref_type", "storage_id", "no_storage", "modules", "lines",
+    "line_cache", "learn", "find", "record_write", "record_outputs", "tensor_type", "now", "general",
+    "t0", "fast_cap", NULL,
+};
+
+static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    Hot *self = (Hot *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->vectorcall = (vectorcallfunc)hot_vectorcall;
+    PyObject *o[33];
+    long long t0;
+    Py_ssize_t cap;
+    if (!PyArg_ParseTupleAndKeywords(args, kw,
+            "O!O!OOOO" "O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OO" "Ln:Hot", hot_kwlist,
+            &PyDict_Type, &o[0], &PyDict_Type, &o[1], &o[2], &o[3], &o[4], &o[5],
+            &PyList_Type, &o[6], &PyList_Type, &o[7], &PyList_Type, &o[8], &o[9],
+            &PyDict_Type, &o[10], &PyDict_Type, &o[11], &PyDict_Type, &o[12], &o[13],
+            &PyDict_Type, &o[14], &PyDict_Type, &o[15], &o[16], &PyDict_Type, &o[17],
+            &PyDict_Type, &o[18], &o[19], &o[20], &o[21], &o[22], &o[23], &o[24], &PyDict_Type, &o[25],
+            &o[26], &o[27], &o[28], &o[29], &PyType_Type, &o[30], &o[31], &o[32], &t0, &cap)) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    int i = 0;
+#define SET(f) self->f = Py_NewRef(o[i]); i++;
+    HOT_FIELDS(SET)
+#undef SET
+    self->t0 = t0;
+    self->fast_cap = cap;
+    return (PyObject *)self;
+}
+
+static PyTypeObject HotType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tensormagic._hotpath.Hot",
+    .tp_basicsize = sizeof(Hot),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "The compiled __torch_function__ of a tracking mode: SKIP calls and new-tensor ops.",
+    .tp_new = hot_new,
+    .tp_dealloc = (destructor)hot_dealloc,
+    .tp_traverse = (traverseproc)hot_traverse,
+    .tp_clear = (inquiry)hot_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Hot, vectorcall),
+    .tp_methods = hot_methods,
+    .tp_getset = hot_getset,
+};
+
+static struct PyModuleDef hotpath_module = {
+    PyModuleDef_HEAD_INIT, "_hotpath",
+    "The compiled hot path of tensormagic's tracking mode (optional: mode.py falls back to Python).",
+    -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__hotpath(void) {
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
+    INTERN(s_version, "_version") INTERN(s_is_view, "_is_view") INTERN(s_shape, "shape")
+    INTERN(s_dtype, "dtype") INTERN(s_device, "device") INTERN(s_requires_grad, "requires_grad")
+    INTERN(s_grad_fn, "grad_fn") INTERN(s_tid, "tid") INTERN(s_current, "current")
+    INTERN(s_lasti, "lasti") INTERN(s_create, "create") INTERN(s_f_lasti, "f_lasti")
+    INTERN(s_busy, "_busy")
+#undef INTERN
+    if (PyType_Ready(&HotType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&hotpath_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&HotType);
+    if (PyModule_AddObject(m, "Hot", (PyObject *)&HotType) < 0) {
+        Py_DECREF(&HotType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

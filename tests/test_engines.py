@@ -1,0 +1,286 @@
+"""The compiled hot path (``_hotpath.c``) and the pure-Python one record the same events.
+
+Each scenario below runs once per engine; the recordings (every event, fold, tensor record and
+the text report, with tensor ids renumbered in order of appearance and times removed) must be
+equal.  The rest of the suite runs on the default engine (the compiled one where it was built);
+``scripts/test.sh`` runs the core tests again with ``TENSORMAGIC_ENGINE=python``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.overrides import _get_current_function_mode
+
+import tensormagic
+from tensormagic import mode as mode_mod
+from tensormagic.recording import Recording
+from tensormagic.tracker import Tracker
+
+Scenario = Callable[[str], Recording]
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(f: Scenario) -> Scenario:
+    SCENARIOS[f.__name__] = f
+    return f
+
+
+def normalized(rec: Recording) -> dict[str, Any]:
+    """A recording as comparable data: ids renumbered by first appearance, no times."""
+    d = {
+        "events": [e.to_dict() for e in rec.events],
+        "folds": [f.to_dict() for f in rec.folds],
+        "tensors": [  # in order of appearance: "t9" sorts after "t10" as text
+            (k, v.names, v.created.seq if v.created else None, [e.seq for e in v.events])
+            for k, v in sorted(rec.tensors.items(), key=lambda kv: int(kv[0][1:]))
+        ],
+        "diagnostics": [repr(x) for x in rec.diagnostics],
+        "text": re.sub(r"[0-9.]+ ?(ms|µs|s)\b", "T", rec.to_text()),
+    }
+    s = json.dumps(d, sort_keys=True, default=str)
+    ids: dict[str, str] = {}
+
+    def renumber(m: re.Match[str]) -> str:
+        k = m.group(0)
+        if k not in ids:
+            ids[k] = f"{k[0]}#{sum(1 for x in ids if x[0] == k[0])}"
+        return ids[k]
+
+    s = re.sub(r'"time_us": [0-9.e+-]+', '"time_us": 0', s)
+    s = re.sub(r"\b[ts][0-9]+\b", renumber, s)
+    return json.loads(s)
+
+
+@scenario
+def autograd_example(engine: str) -> Recording:
+    with tensormagic.track(engine=engine) as rec:
+        x = torch.ones(2, 2, requires_grad=True)
+        y = x + 2
+        z = y * y * 3
+        out = z.mean()
+        out.backward()
+    return rec
+
+
+@scenario
+def views_and_inplace(engine: str) -> Recording:
+    with tensormagic.track(engine=engine) as rec:
+        a = torch.zeros(4, 4)
+        b = a[1]
+        c = a.view(16)  # noqa: F841 - recorded as a view
+        b.add_(1)
+        a[2] = 5
+        d = a.detach()
+        d.mul_(2)
+        e = a.reshape(2, 8)  # noqa: F841
+        f = a.t().contiguous()
+        torch.add(a, 1, out=f)
+        g = a.data
+        g.sub_(1)
+        h, i = a.chunk(2)  # noqa: F841
+        j = torch.relu_(a)  # noqa: F841
+        k = a.clamp_(0, 1)  # noqa: F841
+        a.copy_(torch.ones(4, 4, dtype=torch.float64))
+    return rec
+
+
+@scenario
+def moves(engine: str) -> Recording:
+    with tensormagic.track(engine=engine) as rec:
+        x = torch.randn(3, 3)
+        y = x.to(torch.float64)  # noqa: F841
+        z = x.double()  # noqa: F841
+        m = x.to("meta")  # noqa: F841
+        buf = torch.empty(3, 3, dtype=torch.float64)
+        buf.copy_(x)
+        mod = nn.Linear(3, 2)
+        mod.to(torch.float64)
+        mod.to("meta")
+    return rec
+
+
+@scenario
+def numpy_and_parameters(engine: str) -> Recording:
+    with tensormagic.track(engine=engine) as rec:
+        a = np.ones(3, dtype=np.float32)
+        t = torch.from_numpy(a)
+        u = t * 2
+        n = u.numpy()  # noqa: F841
+        p = nn.Parameter(torch.randn(2))  # noqa: F841
+        s = u.sum().item()  # noqa: F841
+        c = torch.from_numpy(a) * 2  # noqa: F841 - a tensor no variable holds, made without an op
+    return rec
+
+
+@scenario
+def gradients(engine: str) -> Recording:
+    with tensormagic.track(engine=engine) as rec:
+        w = torch.randn(3, requires_grad=True)
+        x = torch.randn(3)
+        y = (w * x).sum()
+        (g,) = torch.autograd.grad(y, [w])
+        (w * w).sum().backward()
+        (w * 3).sum().backward()
+        h = w.sigmoid()
+        h.retain_grad()
+        h.sum().backward()
+    return rec
+
+
+@scenario
+def training_loop_with_inplace_and_move(engine: str) -> Recording:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.Dropout(0.5), nn.ReLU(inplace=True), nn.Linear(6, 3))
+    opt = torch.optim.Adam(model.parameters())
+    x, y = torch.randn(5, 8), torch.randint(0, 3, (5,))
+    with tensormagic.track(engine=engine) as rec:
+        for _ in range(3):
+            opt.zero_grad()
+            out = model(x).to(torch.float64)
+            loss = F.cross_entropy(out, y)
+            loss.backward()
+            opt.step()
+    return rec
+
+
+@scenario
+def folding_past_max_events(engine: str) -> Recording:
+    with tensormagic.track(max_events=50, engine=engine) as rec:
+        x = torch.zeros(3)
+        for _ in range(100):
+            x = x + 1
+            y = x * 2  # noqa: F841
+        x.add_(1)
+    return rec
+
+
+@scenario
+def stats_on(engine: str) -> Recording:
+    torch.manual_seed(0)
+    with tensormagic.track(stats=True, engine=engine) as rec:
+        x = torch.randn(10)
+        y = x.exp()
+        y.mul_(2)
+    return rec
+
+
+@scenario
+def failing_block(engine: str) -> Recording:
+    with pytest.raises(RuntimeError):
+        with tensormagic.track(engine=engine) as rec:
+            a = torch.ones(2, 3)
+            b = a + 1
+            a @ b
+    return rec
+
+
+@scenario
+def tuples_and_lists(engine: str) -> Recording:
+    with tensormagic.track(engine=engine) as rec:
+        ts = [torch.ones(2), torch.zeros(2)]
+        torch._foreach_add_(ts, 1.0)
+        c = torch.cat(ts)
+        s = torch.stack(ts)
+        u = torch.unbind(s)  # noqa: F841
+        sp = torch.split(c, 2)  # noqa: F841
+        mx = torch.max(c, 0)  # noqa: F841
+    return rec
+
+
+@scenario
+def nested_modules_and_diagnostics(engine: str) -> Recording:
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.act = nn.Linear(4, 4), nn.GELU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.lin(x)) + x
+
+    net = nn.Sequential(Block(), Block())
+    x = torch.randn(2, 4)
+    with tensormagic.track(engine=engine) as rec:
+        net(x).sum().backward()
+        s = torch.sigmoid(x)
+        s.mul_(2)  # sigmoid saved its output: the backward below fails, the diagnostic says why
+        try:
+            (s * x).sum().backward()
+        except RuntimeError:
+            pass
+    return rec
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_both_engines_record_the_same_events(name: str) -> None:
+    """Each scenario gives the same recording under the compiled and the pure-Python engine."""
+    assert normalized(SCENARIOS[name]("c")) == normalized(SCENARIOS[name]("python"))
+
+
+def test_compiled_engine_is_built_and_is_the_default() -> None:
+    """The install built the compiled hot path, and track() uses it unless told otherwise."""
+    assert mode_mod._hotpath is not None, "tensormagic._hotpath was not built: is a C compiler installed?"
+    tr = Tracker()
+    m = mode_mod.make_mode(tr)
+    m.close()
+    assert type(m) is mode_mod.CompiledTrackMode
+
+
+def test_environment_variable_selects_the_python_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TENSORMAGIC_ENGINE=python makes the pure-Python engine the default."""
+    monkeypatch.setenv("TENSORMAGIC_ENGINE", "python")
+    assert mode_mod.default_engine() == "python"
+
+
+def test_unknown_engine_is_a_clear_error_before_the_block() -> None:
+    """track(engine=...) with an unknown name fails at once and names the choices."""
+    with pytest.raises(ValueError, match="engine must be one of 'c', 'python'"):
+        tensormagic.track(engine="fast")
+
+
+def test_compiled_clock_is_perf_counter() -> None:
+    """Event times from the compiled path use time.perf_counter_ns's clock."""
+    m = mode_mod.make_mode(Tracker(), "c")
+    try:
+        before = time.perf_counter_ns()
+        now = m._hot.now()
+        after = time.perf_counter_ns()
+    finally:
+        m.close()
+    assert before <= now <= after
+
+
+def test_compiled_internal_error_stops_recording_and_keeps_results() -> None:
+    """A failing record hook on the compiled path stops recording; the user's values are unchanged."""
+
+    def broken_hook(tr: Tracker, idx: int, objs: tuple[torch.Tensor, ...]) -> None:
+        raise KeyError("boom")
+
+    x = torch.arange(4.0)
+    with pytest.warns(tensormagic.TrackingWarning, match="stopped recording part-way: KeyError"):
+        with tensormagic.track(engine="c", diagnostics=None) as rec:
+            y = x * 2
+            _get_current_function_mode().tracker.record_hooks.append(broken_hook)
+            z = y + 1  # y is known: the compiled path records this op and calls the hook
+            w = z - 1
+    assert torch.equal(w, torch.arange(4.0) * 2)
+    assert [e.op for e in rec.events] == ["torch.Tensor.mul", "torch.Tensor.add"]
+
+
+def test_closed_compiled_mode_passes_calls_through() -> None:
+    """After the block the compiled object only forwards calls (nothing is recorded or held)."""
+    tr = Tracker()
+    m = mode_mod.make_mode(tr, "c")
+    hot = m._hot
+    m.close()
+    assert hot.disabled and "__torch_function__" not in m.__dict__
+    assert torch.equal(hot(m, torch.add, (), (torch.ones(2), 1)), torch.full((2,), 2.0))
+    assert tr.raw == []
