@@ -36,6 +36,7 @@ typedef struct {
     PyObject *tracker;
     PyObject *error_hooks;    /* list */
     PyObject *record_hooks;   /* list */
+    PyObject *quiet;          /* tracker.quiet_creates: op names whose plain creates no hook needs */
     PyObject *raw;            /* list of raw records */
     PyObject *times_append;   /* tracker.times.append */
     PyObject *tensors;        /* dict: tid -> (key, meta, storage id, raw index) */
@@ -67,7 +68,7 @@ typedef struct {
 } Hot;
 
 #define HOT_FIELDS(X) \
-    X(actions) X(state) X(slow) X(on_error) X(internal) X(tracker) X(error_hooks) X(record_hooks) X(raw) \
+    X(actions) X(state) X(slow) X(on_error) X(internal) X(tracker) X(error_hooks) X(record_hooks) X(quiet) X(raw) \
     X(times_append) X(tensors) X(sid_of_key) X(metas) X(intern) X(inputs) X(gf_names) X(gf_name) \
     X(names) X(ids) X(counter) X(ref_type) X(storage_id) X(no_storage) X(modules) X(lines) \
     X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general)
@@ -251,6 +252,7 @@ static int created(Hot *self, PyObject *func, PyObject *args, PyObject *o, PyObj
     if (in_ids == NULL) return -1;
     Py_ssize_t nin = 0;
     int made = 0;
+    int no_gf = 0;
     int result = -1;
     PyObject *key = NULL, *ref = NULL, *tid = NULL, *meta = NULL, *gfname = NULL, *skey = NULL;
     PyObject *entry = NULL, *name_rec = NULL, *ins = NULL, *module = NULL, *rec = NULL;
@@ -312,6 +314,7 @@ static int created(Hot *self, PyObject *func, PyObject *args, PyObject *o, PyObj
         PyObject *gf = PyObject_GetAttr(o, s_grad_fn);
         if (gf == NULL) goto done;
         if (gf == Py_None) {
+            no_gf = 1;
             gfname = gf;
         } else {
             gfname = PyDict_GetItemWithError(self->gf_names, (PyObject *)Py_TYPE(gf));
@@ -392,7 +395,13 @@ static int created(Hot *self, PyObject *func, PyObject *args, PyObject *o, PyObj
         if (r == NULL) goto done;
         Py_DECREF(r);
     }
-    if (PyList_GET_SIZE(self->record_hooks)) {
+    int quiet = 0;
+    if (no_gf && nin < 2) {  /* a create the hooks said they need not see (Tracker.quiet_creates) */
+        PyObject *q = PyDict_GetItemWithError(self->quiet, name_rec);
+        if (q == NULL && PyErr_Occurred()) goto done;
+        quiet = q != NULL && PyObject_IsTrue(q) == 1;
+    }
+    if (PyList_GET_SIZE(self->record_hooks) && !quiet) {
         PyObject *objs = PyTuple_Pack(1, o);
         PyObject *idx = PyLong_FromSsize_t(n);
         if (objs == NULL || idx == NULL) { Py_XDECREF(objs); Py_XDECREF(idx); goto done; }
@@ -634,7 +643,7 @@ static PyGetSetDef hot_getset[] = {
 };
 
 static char *hot_kwlist[] = {
-    "actions", "state", "slow", "on_error", "internal", "tracker", "error_hooks", "record_hooks", "raw",
+    "actions", "state", "slow", "on_error", "internal", "tracker", "error_hooks", "record_hooks", "quiet", "raw",
     "times_append", "tensors", "sid_of_key", "metas", "intern", "inputs", "gf_names", "gf_name",
     "names", "ids", "counter", "ref_type", "storage_id", "no_storage", "modules", "lines",
     "line_cache", "learn", "find", "record_write", "record_outputs", "tensor_type", "now", "general",
@@ -645,17 +654,17 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     Hot *self = (Hot *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->vectorcall = (vectorcallfunc)hot_vectorcall;
-    PyObject *o[33];
+    PyObject *o[34];
     long long t0;
     Py_ssize_t cap;
     if (!PyArg_ParseTupleAndKeywords(args, kw,
-            "O!O!OOOO" "O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OO" "Ln:Hot", hot_kwlist,
+            "O!O!OOOO" "O!O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OO" "Ln:Hot", hot_kwlist,
             &PyDict_Type, &o[0], &PyDict_Type, &o[1], &o[2], &o[3], &o[4], &o[5],
-            &PyList_Type, &o[6], &PyList_Type, &o[7], &PyList_Type, &o[8], &o[9],
-            &PyDict_Type, &o[10], &PyDict_Type, &o[11], &PyDict_Type, &o[12], &o[13],
-            &PyDict_Type, &o[14], &PyDict_Type, &o[15], &o[16], &PyDict_Type, &o[17],
-            &PyDict_Type, &o[18], &o[19], &o[20], &o[21], &o[22], &o[23], &o[24], &PyDict_Type, &o[25],
-            &o[26], &o[27], &o[28], &o[29], &PyType_Type, &o[30], &o[31], &o[32], &t0, &cap)) {
+            &PyList_Type, &o[6], &PyList_Type, &o[7], &PyDict_Type, &o[8], &PyList_Type, &o[9], &o[10],
+            &PyDict_Type, &o[11], &PyDict_Type, &o[12], &PyDict_Type, &o[13], &o[14],
+            &PyDict_Type, &o[15], &PyDict_Type, &o[16], &o[17], &PyDict_Type, &o[18],
+            &PyDict_Type, &o[19], &o[20], &o[21], &o[22], &o[23], &o[24], &o[25], &PyDict_Type, &o[26],
+            &o[27], &o[28], &o[29], &o[30], &PyType_Type, &o[31], &o[32], &o[33], &t0, &cap)) {
         Py_DECREF(self);
         return NULL;
     }

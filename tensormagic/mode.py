@@ -227,7 +227,7 @@ class CompiledTrackMode(TrackMode):
         self._hot = _hotpath.Hot(
             actions=self._actions, state=self.__dict__, slow=MethodType(TrackMode.__torch_function__, self),
             on_error=self._on_error, internal=self._internal, tracker=tr,
-            error_hooks=tr.error_hooks, record_hooks=tr.record_hooks, raw=tr.raw,
+            error_hooks=tr.error_hooks, record_hooks=tr.record_hooks, quiet=tr.quiet_creates, raw=tr.raw,
             times_append=tr.times.append, tensors=tr.tensors, sid_of_key=tr.sid_of_key,
             metas=tr._metas, intern=tr._intern, inputs=tr._inputs, gf_names=tracker_mod._gf_names,
             gf_name=tracker_mod._gf_name, names=ops._names, ids=identity._ids, counter=identity._counter,

@@ -111,6 +111,10 @@ class Tracker:
         self.internal_error: BaseException | None = None
         # Extension points (diagnostics): called only when non-empty.
         self.record_hooks: list[Callable[[Tracker, int, tuple[Tensor, ...]], None]] = []
+        #: op names whose create records (no grad_fn, fewer than two inputs) the record hooks have
+        #: said they need not see: the hot path then skips the call.  Filled and cleared by the
+        #: hooks' owner (diagnostics), never replaced (the compiled engine holds this dict).
+        self.quiet_creates: dict[str, bool] = {}
         self.error_hooks: list[Callable[..., None]] = []
         # call_watch: op name -> watch(tracker, func, args, where), called before the op runs;
         # ``where`` is a zero-argument callable (the frame walk costs µs: only pay it when needed).
@@ -128,6 +132,7 @@ class Tracker:
         self._grad_extras = {}
         self._inputs = {}
         self._fold_counts = None
+        self.quiet_creates = {}
         self._last_move = {}
         self.preexisting = set()
 
@@ -301,9 +306,10 @@ class Tracker:
         ins = tuple(in_ids)
         if not made:  # a loop passes the same weights again: one tuple for all its records
             ins = self._inputs.setdefault(ins, ins)
-        raw.append(("create", _names[func], tid, meta, where, self.modules.current, self.lines.lasti, ins))
+        name = _names[func]
+        raw.append(("create", name, tid, meta, where, self.modules.current, self.lines.lasti, ins))
         self.times.append((t or _now()) - self.t0)
-        if self.record_hooks:
+        if self.record_hooks and not (gf is None and len(ins) < 2 and self.quiet_creates.get(name)):
             objs = (o,)
             for hook in self.record_hooks:
                 hook(self, n, objs)

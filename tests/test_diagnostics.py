@@ -265,6 +265,18 @@ def test_broadcast_before_a_reduction():
     assert loss.shape == ()
 
 
+def test_broadcast_is_followed_through_ops_the_block_ran_before():
+    """Single-input ops seen before a broadcast (their calls skipped since) still carry it to the reduction."""
+    with pytest.warns(BroadcastWarning, match="64×64"):
+        with tensormagic.track() as rec:
+            warm = (torch.randn(64) ** 2).mean()  # pow and mean: plain creates nobody needs to see
+            pred = torch.randn(64, 1)
+            target = torch.randn(64)
+            loss = ((pred - target) ** 2).mean()
+    assert only(rec, "broadcast").line == line_of(rec, "sub")
+    assert warm.shape == loss.shape == ()
+
+
 @pytest.mark.filterwarnings("ignore:Using a target size")
 def test_broadcast_inside_a_loss():
     """nn.MSELoss with (64, 1) and (64,) broadcasts internally: reported at the loss."""

@@ -174,6 +174,9 @@ class Checks:
         role = self._roles.get(func)
         if role is None:
             role = self._roles[func] = role_of(func)
+            if role is not None and not role & SHAPING and not self.nonfinite and not self._blown:
+                # what on_record's first test decides for this op: the hot path may skip the call
+                self.tr.quiet_creates[func] = True
         if self._blown:
             self._follow(idx, tid, meta, in_ids, role)
         if role:
@@ -230,6 +233,7 @@ class Checks:
         if len(self._blown) > 4096:  # a loop of deliberate outer products: keep the live ones
             self._blown = {k: v for k, v in self._blown.items() if self.tr.alive(k) is not None}
         self._blown[tid] = [idx, n_out, False]
+        self.tr.quiet_creates.clear()  # every create may now continue a blown-up tensor's flow
 
     def _follow(self, idx: int, tid: int, meta: Any, in_ids: tuple[int, ...], role: int) -> None:
         """A blown-up tensor flows on through same-sized ops; a reduction or loss confirms it."""
