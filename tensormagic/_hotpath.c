@@ -23,6 +23,8 @@
 /* action codes, as in ops.py */
 #define SKIP 0
 #define GENERAL 1
+#define INPLACE 2
+#define WATCHED_SKIP -2  /* mode.py: a watched call that records nothing itself */
 
 typedef struct {
     PyObject_HEAD
@@ -31,6 +33,8 @@ typedef struct {
     PyObject *actions;        /* dict: func -> action (the mode's cache; slow() fills it) */
     PyObject *state;          /* the mode's __dict__: its "_busy" is shared with the Python path */
     PyObject *slow;           /* TrackMode.__torch_function__ bound to the mode */
+    PyObject *watched;        /* the mode's _watched: func -> (watch, action) */
+    PyObject *where;          /* mode._where: the zero-argument place finder a watch is given */
     PyObject *on_error;       /* mode._on_error(func, args, kwargs, exc) */
     PyObject *internal;       /* mode._internal(exc) */
     PyObject *tracker;
@@ -68,13 +72,13 @@ typedef struct {
 } Hot;
 
 #define HOT_FIELDS(X) \
-    X(actions) X(state) X(slow) X(on_error) X(internal) X(tracker) X(error_hooks) X(record_hooks) X(quiet) X(raw) \
+    X(actions) X(state) X(slow) X(watched) X(where) X(on_error) X(internal) X(tracker) X(error_hooks) X(record_hooks) X(quiet) X(raw) \
     X(times_append) X(tensors) X(sid_of_key) X(metas) X(intern) X(inputs) X(gf_names) X(gf_name) \
     X(names) X(ids) X(counter) X(ref_type) X(storage_id) X(no_storage) X(modules) X(lines) \
     X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general)
 
 static PyObject *s_version, *s_is_view, *s_shape, *s_dtype, *s_device, *s_requires_grad,
-    *s_grad_fn, *s_tid, *s_current, *s_lasti, *s_create, *s_f_lasti, *s_busy;
+    *s_grad_fn, *s_tid, *s_current, *s_lasti, *s_create, *s_f_lasti, *s_busy, *s_inplace, *s_out;
 
 static int hot_traverse(Hot *self, visitproc visit, void *arg) {
 #define VISIT(f) Py_VISIT(self->f);
@@ -242,19 +246,112 @@ static long long known_tid(Hot *self, PyObject *t, PyObject **ref_out) {
     return 1;
 }
 
+/* Tracker.meta: (shape, dtype, device, requires_grad, grad_fn name, version), interned per block.
+ * A new reference, or NULL with an exception; *no_gf says whether grad_fn was None. */
+static PyObject *make_meta(Hot *self, PyObject *o, int *no_gf) {
+    PyObject *gfname;
+    PyObject *gf = PyObject_GetAttr(o, s_grad_fn);
+    if (gf == NULL) return NULL;
+    *no_gf = gf == Py_None;
+    if (gf == Py_None) {
+        gfname = gf;
+    } else {
+        gfname = PyDict_GetItemWithError(self->gf_names, (PyObject *)Py_TYPE(gf));
+        if (gfname != NULL) {
+            Py_INCREF(gfname);
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(gf);
+            return NULL;
+        } else {
+            gfname = PyObject_CallOneArg(self->gf_name, gf);
+        }
+        Py_DECREF(gf);
+        if (gfname == NULL) return NULL;
+    }
+    PyObject *meta = PyTuple_New(6);
+    if (meta == NULL) { Py_DECREF(gfname); return NULL; }
+    PyTuple_SET_ITEM(meta, 4, gfname);
+    PyObject *f;
+    if ((f = PyObject_GetAttr(o, s_shape)) == NULL) goto fail;
+    PyTuple_SET_ITEM(meta, 0, f);
+    if ((f = PyObject_GetAttr(o, s_dtype)) == NULL) goto fail;
+    PyTuple_SET_ITEM(meta, 1, f);
+    if ((f = PyObject_GetAttr(o, s_device)) == NULL) goto fail;
+    PyTuple_SET_ITEM(meta, 2, f);
+    if ((f = PyObject_GetAttr(o, s_requires_grad)) == NULL) goto fail;
+    PyTuple_SET_ITEM(meta, 3, f);
+    if ((f = PyObject_GetAttr(o, s_version)) == NULL) goto fail;
+    PyTuple_SET_ITEM(meta, 5, f);
+    PyObject *got = PyDict_GetItemWithError(self->metas, meta);
+    if (got != NULL) {
+        Py_INCREF(got);
+    } else if (PyErr_Occurred()) {
+        goto fail;
+    } else {
+        got = PyObject_CallOneArg(self->intern, meta);
+    }
+    Py_DECREF(meta);
+    return got;
+fail:
+    Py_DECREF(meta);
+    return NULL;
+}
+
+/* Each record hook, as Tracker._add calls them: hook(tracker, raw index, (tensor,)). */
+static int call_hooks(Hot *self, Py_ssize_t n, PyObject *o) {
+    if (PyList_GET_SIZE(self->record_hooks) == 0) return 0;
+    int rc = -1;
+    PyObject *objs = PyTuple_Pack(1, o);
+    PyObject *idx = PyLong_FromSsize_t(n);
+    /* a snapshot: a hook may change the list (a diagnostic that gives up) */
+    PyObject *hooks = PyList_GetSlice(self->record_hooks, 0, PyList_GET_SIZE(self->record_hooks));
+    if (objs != NULL && idx != NULL && hooks != NULL) {
+        rc = 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(hooks); i++) {
+            PyObject *hargs[3] = {self->tracker, idx, objs};
+            PyObject *r = PyObject_Vectorcall(PyList_GET_ITEM(hooks, i), hargs, 3, NULL);
+            if (r == NULL) { rc = -1; break; }
+            Py_DECREF(r);
+        }
+    }
+    Py_XDECREF(objs);
+    Py_XDECREF(idx);
+    Py_XDECREF(hooks);
+    return rc;
+}
+
+/* raw.append(rec); times.append(t - t0) */
+static int append_record(Hot *self, PyObject *rec, long long t) {
+    if (PyList_Append(self->raw, rec) < 0) return -1;
+    PyObject *dt = PyLong_FromLongLong(t - self->t0);
+    if (dt == NULL) return -1;
+    PyObject *r = PyObject_CallOneArg(self->times_append, dt);
+    Py_DECREF(dt);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 /* Tracker._created: 1 recorded, 0 not this case (nothing changed), -1 error. */
-static int created(Hot *self, PyObject *func, PyObject *args, PyObject *o, PyObject *where,
-                   PyObject *lasti, long long t) {
+static int created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,
+                   PyObject *where, PyObject *lasti, long long t) {
     Py_ssize_t n = PyList_GET_SIZE(self->raw);
     if (n >= self->fast_cap) return 0;
+    if (kwargs != NULL) {  /* a tensor passed by keyword: the general path */
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(kwargs, &pos, &k, &v))
+            if (is_tensor(self, v)) return 0;
+    }
     Py_ssize_t nargs = PyTuple_GET_SIZE(args);
     PyObject *in_ids = PyTuple_New(nargs);  /* trimmed to the tensors below */
     if (in_ids == NULL) return -1;
     Py_ssize_t nin = 0;
     int made = 0;
     int no_gf = 0;
+    int quiet = 0;
     int result = -1;
-    PyObject *key = NULL, *ref = NULL, *tid = NULL, *meta = NULL, *gfname = NULL, *skey = NULL;
+    PyObject *key = NULL, *ref = NULL, *tid = NULL, *meta = NULL, *skey = NULL;
     PyObject *entry = NULL, *name_rec = NULL, *ins = NULL, *module = NULL, *rec = NULL;
     for (Py_ssize_t i = 0; i < nargs; i++) {
         PyObject *a = PyTuple_GET_ITEM(args, i);
@@ -310,55 +407,8 @@ static int created(Hot *self, PyObject *func, PyObject *args, PyObject *o, PyObj
         goto done;
     }
     if (PyObject_SetAttr(ref, s_tid, tid) < 0) goto done;
-    {
-        PyObject *gf = PyObject_GetAttr(o, s_grad_fn);
-        if (gf == NULL) goto done;
-        if (gf == Py_None) {
-            no_gf = 1;
-            gfname = gf;
-        } else {
-            gfname = PyDict_GetItemWithError(self->gf_names, (PyObject *)Py_TYPE(gf));
-            if (gfname != NULL) {
-                Py_INCREF(gfname);
-            } else if (PyErr_Occurred()) {
-                Py_DECREF(gf);
-                goto done;
-            } else {
-                gfname = PyObject_CallOneArg(self->gf_name, gf);
-            }
-            Py_DECREF(gf);
-            if (gfname == NULL) goto done;
-        }
-    }
-    meta = PyTuple_New(6);
+    meta = make_meta(self, o, &no_gf);
     if (meta == NULL) goto done;
-    {
-        PyObject *f;
-        if ((f = PyObject_GetAttr(o, s_shape)) == NULL) goto done;
-        PyTuple_SET_ITEM(meta, 0, f);
-        if ((f = PyObject_GetAttr(o, s_dtype)) == NULL) goto done;
-        PyTuple_SET_ITEM(meta, 1, f);
-        if ((f = PyObject_GetAttr(o, s_device)) == NULL) goto done;
-        PyTuple_SET_ITEM(meta, 2, f);
-        if ((f = PyObject_GetAttr(o, s_requires_grad)) == NULL) goto done;
-        PyTuple_SET_ITEM(meta, 3, f);
-        PyTuple_SET_ITEM(meta, 4, gfname);
-        gfname = NULL;
-        if ((f = PyObject_GetAttr(o, s_version)) == NULL) goto done;
-        PyTuple_SET_ITEM(meta, 5, f);
-    }
-    {
-        PyObject *got = PyDict_GetItemWithError(self->metas, meta);
-        if (got != NULL) {
-            Py_INCREF(got);
-        } else if (PyErr_Occurred()) {
-            goto done;
-        } else {
-            got = PyObject_CallOneArg(self->intern, meta);
-            if (got == NULL) goto done;
-        }
-        Py_SETREF(meta, got);
-    }
     if (PyDict_SetItem(self->sid_of_key, skey, tid) < 0) goto done;  /* the storage is named after it */
     {
         PyObject *idx = PyLong_FromSsize_t(n);
@@ -386,38 +436,13 @@ static int created(Hot *self, PyObject *func, PyObject *args, PyObject *o, PyObj
     if (module == NULL) goto done;
     rec = PyTuple_Pack(8, s_create, name_rec, tid, meta, where, module, lasti ? lasti : Py_None, ins);
     if (rec == NULL) goto done;
-    if (PyList_Append(self->raw, rec) < 0) goto done;
-    {
-        PyObject *dt = PyLong_FromLongLong(t - self->t0);
-        if (dt == NULL) goto done;
-        PyObject *r = PyObject_CallOneArg(self->times_append, dt);
-        Py_DECREF(dt);
-        if (r == NULL) goto done;
-        Py_DECREF(r);
-    }
-    int quiet = 0;
     if (no_gf && nin < 2) {  /* a create the hooks said they need not see (Tracker.quiet_creates) */
         PyObject *q = PyDict_GetItemWithError(self->quiet, name_rec);
         if (q == NULL && PyErr_Occurred()) goto done;
         quiet = q != NULL && PyObject_IsTrue(q) == 1;
     }
-    if (PyList_GET_SIZE(self->record_hooks) && !quiet) {
-        PyObject *objs = PyTuple_Pack(1, o);
-        PyObject *idx = PyLong_FromSsize_t(n);
-        if (objs == NULL || idx == NULL) { Py_XDECREF(objs); Py_XDECREF(idx); goto done; }
-        /* a copy: a hook may not change the list, but iterating a snapshot is safe anyway */
-        PyObject *hooks = PyList_GetSlice(self->record_hooks, 0, PyList_GET_SIZE(self->record_hooks));
-        if (hooks == NULL) { Py_DECREF(objs); Py_DECREF(idx); goto done; }
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(hooks); i++) {
-            PyObject *hargs[3] = {self->tracker, idx, objs};
-            PyObject *r = PyObject_Vectorcall(PyList_GET_ITEM(hooks, i), hargs, 3, NULL);
-            if (r == NULL) { Py_DECREF(hooks); Py_DECREF(objs); Py_DECREF(idx); goto done; }
-            Py_DECREF(r);
-        }
-        Py_DECREF(hooks);
-        Py_DECREF(objs);
-        Py_DECREF(idx);
-    }
+    if (append_record(self, rec, t) < 0) goto done;
+    if (!quiet && call_hooks(self, n, o) < 0) goto done;
     result = 1;
 done:
     Py_XDECREF(in_ids);
@@ -425,7 +450,6 @@ done:
     Py_XDECREF(ref);
     Py_XDECREF(tid);
     Py_XDECREF(meta);
-    Py_XDECREF(gfname);
     Py_XDECREF(skey);
     Py_XDECREF(entry);
     Py_XDECREF(ins);
@@ -458,14 +482,14 @@ static int recording_failed(Hot *self) {
 
 /* The user's call failed: let the error hooks see it (as the Python path does), then re-raise it
  * unchanged. */
-static void user_call_failed(Hot *self, PyObject *func, PyObject *args) {
+static void user_call_failed(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs) {
     if (self->error_hooks == NULL || PyList_GET_SIZE(self->error_hooks) == 0) return;
     if (!PyErr_ExceptionMatches(PyExc_Exception)) return;
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb != NULL) PyException_SetTraceback(value, tb);
-    PyObject *kw = PyDict_New();
+    PyObject *kw = kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
     if (kw != NULL) {
         PyObject *cargs[4] = {func, args, kw, value};
         PyObject *r = PyObject_Vectorcall(self->on_error, cargs, 4, NULL);
@@ -476,37 +500,161 @@ static void user_call_failed(Hot *self, PyObject *func, PyObject *args) {
     PyErr_Restore(type, value, tb);
 }
 
-static PyObject *plain_call(PyObject *func, PyObject *args, PyObject *kwargs) {
-    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) == 0) kwargs = NULL;
-    return PyObject_Call(func, args, kwargs);
+/* The tensors of a call's arguments, as tracker._tensors_in gives them (a list or tuple argument
+ * is looked into, one level), without `skip`: a new list, or NULL with an exception. */
+static PyObject *tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *skip) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
+        if (is_tensor(self, a)) {
+            if (a != skip && PyList_Append(out, a) < 0) goto fail;
+        } else if (PyList_Check(a) || PyTuple_Check(a)) {
+            PyObject *seq = PySequence_Fast(a, "");
+            if (seq == NULL) goto fail;
+            for (Py_ssize_t j = 0; j < PySequence_Fast_GET_SIZE(seq); j++) {
+                PyObject *x = PySequence_Fast_GET_ITEM(seq, j);
+                if (is_tensor(self, x) && x != skip && PyList_Append(out, x) < 0) { Py_DECREF(seq); goto fail; }
+            }
+            Py_DECREF(seq);
+        }
+    }
+    if (kwargs != NULL) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(kwargs, &pos, &k, &v))
+            if (is_tensor(self, v) && v != skip && PyList_Append(out, v) < 0) goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* The id of a tensor this block has registered (Tracker.tensors), as a new reference; NULL and no
+ * exception if it has none (Tracker.see would record its first sight: the Python path's job). */
+static PyObject *registered_tid(Hot *self, PyObject *t) {
+    PyObject *ref;
+    long long k = known_tid(self, t, &ref);
+    if (k <= 0) return NULL;
+    PyObject *tid = PyObject_GetAttr(ref, s_tid);
+    if (tid == NULL) return NULL;
+    int has = PyDict_Contains(self->tensors, tid);
+    if (has != 1) { Py_DECREF(tid); return NULL; }
+    return tid;
+}
+
+/* Tracker.record_write for a tensor the block knows, written by an op whose inputs it knows:
+ * 1 recorded (or nothing to record), 0 for the Python path (first sights, copy_ and __setitem__,
+ * folding, stats), -1 error. */
+static int written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *args, PyObject *kwargs,
+                   PyObject *where, PyObject *lasti) {
+    PyObject *name = PyDict_GetItemWithError(self->names, func);
+    if (name == NULL) return PyErr_Occurred() ? -1 : 0;
+    int special = PyUnicode_CompareWithASCIIString(name, "torch.Tensor.copy_") == 0 ||
+                  PyUnicode_CompareWithASCIIString(name, "torch.Tensor.__setitem__") == 0;
+    if (special) return 0;  /* a cross-device copy_ is a move; __setitem__ is recorded unchanged */
+    long long v1 = version_of(w);
+    if (v1 == -2) return -1;
+    if (v1 == v0) return 1;
+    Py_ssize_t n = PyList_GET_SIZE(self->raw);
+    if (n >= self->fast_cap) return 0;
+    int result = -1, no_gf;
+    PyObject *tid = NULL, *inputs = NULL, *extra = NULL, *meta = NULL, *module = NULL, *rec = NULL;
+    tid = registered_tid(self, w);
+    if (tid == NULL) { result = PyErr_Occurred() ? -1 : 0; goto done; }
+    inputs = tensors_in(self, args, kwargs, w);
+    if (inputs == NULL) goto done;
+    extra = PyTuple_New(1 + PyList_GET_SIZE(inputs));
+    if (extra == NULL) goto done;
+    PyObject *pv0 = PyLong_FromLongLong(v0);
+    if (pv0 == NULL) goto done;
+    PyTuple_SET_ITEM(extra, 0, pv0);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(inputs); i++) {
+        PyObject *itid = registered_tid(self, PyList_GET_ITEM(inputs, i));
+        if (itid == NULL) { result = PyErr_Occurred() ? -1 : 0; goto done; }
+        PyTuple_SET_ITEM(extra, i + 1, itid);
+    }
+    meta = make_meta(self, w, &no_gf);
+    if (meta == NULL) goto done;
+    module = PyObject_GetAttr(self->modules, s_current);
+    if (module == NULL) goto done;
+    rec = PyTuple_Pack(8, s_inplace, name, tid, meta, where, module, lasti ? lasti : Py_None, extra);
+    if (rec == NULL) goto done;
+    long long t = now_ns(self);
+    if (t == -1 && PyErr_Occurred()) goto done;
+    if (append_record(self, rec, t) < 0) goto done;
+    if (call_hooks(self, n, w) < 0) goto done;
+    result = 1;
+done:
+    Py_XDECREF(tid);
+    Py_XDECREF(inputs);
+    Py_XDECREF(extra);
+    Py_XDECREF(meta);
+    Py_XDECREF(module);
+    Py_XDECREF(rec);
+    return result;
+}
+
+/* Python's record_write / record_outputs, for what the compiled path leaves to them (find_where
+ * has left the line finder's offset at `where`'s, which Tracker._add reads). */
+static int call_python(Hot *self, PyObject *method, PyObject *func, PyObject *second, PyObject *third,
+                       PyObject *args, PyObject *kwargs, PyObject *where) {
+    PyObject *kw = kwargs;
+    if (kw == NULL && (kw = PyDict_New()) == NULL) return -1;
+    else if (kwargs != NULL) Py_INCREF(kw);
+    PyObject *cargs[6] = {func, second, third, args, kw, where};
+    PyObject *res;
+    if (method == self->record_write) {  /* record_write(func, written, v0, args, kwargs, where) */
+        res = PyObject_Vectorcall(method, cargs, 6, NULL);
+    } else {  /* record_outputs(func, action, args, kwargs, r, where) */
+        PyObject *oargs[6] = {func, second, args, kw, third, where};
+        res = PyObject_Vectorcall(method, oargs, 6, NULL);
+    }
+    Py_DECREF(kw);
+    if (res == NULL) return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+/* A watched call that records nothing itself (TrackMode._watch): the watch runs first. */
+static int run_watch(Hot *self, PyObject *func, PyObject *args) {
+    PyObject *entry = PyDict_GetItemWithError(self->watched, func);
+    if (entry == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, func);
+        return -1;
+    }
+    PyObject *wargs[4] = {self->tracker, func, args, self->where};
+    PyObject *r = PyObject_Vectorcall(PyTuple_GET_ITEM(entry, 0), wargs, 4, NULL);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
 }
 
 /* __torch_function__(mode, func, types, args=(), kwargs=None), called through a bound method */
 static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t n = PyVectorcall_NARGS(nargsf);
-    if (kwnames != NULL || n < 4 || n > 5 || !PyTuple_Check(a[3]) || self->slow == NULL) {
-        if (self->slow == NULL) {  /* closed: the block has ended; behave like the plain function */
-            if (n >= 2 && kwnames == NULL) {
-                PyObject *args = n >= 4 ? a[3] : NULL;
-                PyObject *kwargs = n == 5 && a[4] != Py_None ? a[4] : NULL;
-                if (args == NULL) {
-                    PyObject *empty = PyTuple_New(0);
-                    if (empty == NULL) return NULL;
-                    PyObject *r = PyObject_Call(a[1], empty, kwargs);
-                    Py_DECREF(empty);
-                    return r;
-                }
-                return PyObject_Call(a[1], args, kwargs);
+    if (self->slow == NULL) {  /* closed: the block has ended; behave like the plain function */
+        if (n >= 2 && n <= 5 && kwnames == NULL) {
+            PyObject *kwargs = n == 5 && a[4] != Py_None ? a[4] : NULL;
+            if (n < 4) {
+                PyObject *empty = PyTuple_New(0);
+                if (empty == NULL) return NULL;
+                PyObject *r = PyObject_Call(a[1], empty, kwargs);
+                Py_DECREF(empty);
+                return r;
             }
-            PyErr_SetString(PyExc_RuntimeError, "tensormagic: the tracking mode was closed");
-            return NULL;
+            return PyObject_Call(a[1], a[3], kwargs);
         }
-        return PyObject_Vectorcall(self->slow, a + 1, (n - 1) | (nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET), kwnames);
+        PyErr_SetString(PyExc_RuntimeError, "tensormagic: the tracking mode was closed");
+        return NULL;
     }
+    if (kwnames != NULL || n < 4 || n > 5 || !PyTuple_Check(a[3]) ||
+        (n == 5 && a[4] != Py_None && !PyDict_Check(a[4])))
+        return PyObject_Vectorcall(self->slow, a + 1, (n - 1) | (nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET), kwnames);
     PyObject *func = a[1], *args = a[3];
-    PyObject *kwargs = n == 5 && a[4] != Py_None ? a[4] : NULL;
-    if (kwargs != NULL && !PyDict_Check(kwargs)) return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);
-    if (self->disabled) return plain_call(func, args, kwargs);
+    PyObject *kwargs = n == 5 && a[4] != Py_None && PyDict_GET_SIZE(a[4]) > 0 ? a[4] : NULL;
+    if (self->disabled) return PyObject_Call(func, args, kwargs);
     PyObject *action = PyDict_GetItemWithError(self->actions, func);
     if (action == NULL) {
         if (PyErr_Occurred()) return NULL;
@@ -517,95 +665,66 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
     /* a call made by a running torch call (inside nn.init, say) is part of that call */
     PyObject *busy = PyDict_GetItemWithError(self->state, s_busy);
     if (busy == NULL && PyErr_Occurred()) return NULL;
-    if (act == SKIP || busy == Py_True) return plain_call(func, args, kwargs);
-    if (act != GENERAL || (kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0))
+    if (act == SKIP || busy == Py_True) return PyObject_Call(func, args, kwargs);
+    if (act == WATCHED_SKIP) {
+        if (run_watch(self, func, args) < 0 && recording_failed(self) < 0) return NULL;
+        return PyObject_Call(func, args, kwargs);
+    }
+    PyObject *a0 = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : NULL;
+    int a0_tensor = a0 != NULL && is_tensor(self, a0);
+    if (!((act == GENERAL && (kwargs == NULL || PyDict_GetItemWithError(kwargs, s_out) == NULL)) ||
+          (act == INPLACE && a0_tensor))) {
+        if (PyErr_Occurred()) return NULL;
         return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);
+    }
 
-    /* A GENERAL op without keyword arguments (mode.py's inlined path, step for step). */
+    /* GENERAL (no out=): mode.py's inlined path and _call's; INPLACE on args[0]: _call's. */
     long long t = now_ns(self);
     if (t == -1 && PyErr_Occurred()) return NULL;
-    PyObject *a0 = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : NULL;
     long long v0 = -1;
-    if (a0 != NULL && is_tensor(self, a0)) {
+    if (a0_tensor) {
         v0 = version_of(a0);
         if (v0 == -2) return NULL;
     }
     Py_XINCREF(a0);  /* the call may drop the args tuple's last reference elsewhere: keep ours */
     if (PyDict_SetItem(self->state, s_busy, Py_True) < 0) { Py_XDECREF(a0); return NULL; }
-    PyObject *r = PyObject_Call(func, args, NULL);
+    PyObject *r = PyObject_Call(func, args, kwargs);
     if (PyDict_SetItem(self->state, s_busy, Py_False) < 0) {  /* as a `finally:` would */
         if (r != NULL) { Py_DECREF(r); r = NULL; }
         else PyErr_Clear();  /* cannot happen (a key that exists); the user's error wins */
     }
     if (r == NULL) {
-        user_call_failed(self, func, args);
+        user_call_failed(self, func, args, kwargs);
         Py_XDECREF(a0);
         return NULL;
     }
     if (self->disabled || self->raw == NULL) { Py_XDECREF(a0); return r; }
     PyObject *lasti = NULL, *where = NULL;
     int failed = 0;
-    if (is_tensor(self, r)) {
-        if (r == a0) {
-            long long v1 = version_of(a0);
-            if (v1 == -2) {
-                failed = 1;
-            } else if (v1 != v0) {
-                where = find_where(self, &lasti);
-                if (where == NULL) {
-                    failed = 1;
-                } else {
-                    PyObject *pv0 = PyLong_FromLongLong(v0);
-                    PyObject *kw = PyDict_New();
-                    if (pv0 == NULL || kw == NULL) {
-                        failed = 1;
-                    } else {
-                        PyObject *cargs[6] = {func, a0, pv0, args, kw, where};
-                        PyObject *res = PyObject_Vectorcall(self->record_write, cargs, 6, NULL);
-                        if (res == NULL) failed = 1;
-                        Py_XDECREF(res);
-                    }
-                    Py_XDECREF(pv0);
-                    Py_XDECREF(kw);
-                }
-            }
-        } else {
+    if (act == INPLACE || (r == a0 && a0_tensor)) {
+        /* an in-place op, or one that wrote its input and handed it back (dropout inplace) */
+        long long v1 = act == INPLACE ? -1 : version_of(a0);  /* record_write looks at INPLACE itself */
+        if (v1 == -2) {
+            failed = 1;
+        } else if (act == INPLACE || v1 != v0) {
             where = find_where(self, &lasti);
-            if (where == NULL) {
+            int c = where == NULL ? -1 : written(self, func, a0, v0, args, kwargs, where, lasti);
+            if (c < 0) {
                 failed = 1;
-            } else {
-                int c = created(self, func, args, r, where, lasti, t);
-                if (c < 0) {
-                    failed = 1;
-                } else if (c == 0) {
-                    PyObject *kw = PyDict_New();
-                    if (kw == NULL) {
-                        failed = 1;
-                    } else {
-                        PyObject *cargs[6] = {func, self->general, args, kw, r, where};
-                        PyObject *res = PyObject_Vectorcall(self->record_outputs, cargs, 6, NULL);
-                        if (res == NULL) failed = 1;
-                        Py_XDECREF(res);
-                        Py_DECREF(kw);
-                    }
-                }
+            } else if (c == 0) {
+                PyObject *pv0 = PyLong_FromLongLong(v0);
+                failed = pv0 == NULL ||
+                         call_python(self, self->record_write, func, a0, pv0, args, kwargs, where) < 0;
+                Py_XDECREF(pv0);
             }
         }
-    } else if (PyTuple_Check(r) || PyList_Check(r)) {
+    } else if (is_tensor(self, r) || PyTuple_Check(r) || PyList_Check(r)) {
         where = find_where(self, &lasti);
-        if (where == NULL) {
+        int c = where == NULL ? -1 : is_tensor(self, r) ? created(self, func, args, kwargs, r, where, lasti, t) : 0;
+        if (c < 0) {
             failed = 1;
-        } else {
-            PyObject *kw = PyDict_New();
-            if (kw == NULL) {
-                failed = 1;
-            } else {
-                PyObject *cargs[6] = {func, self->general, args, kw, r, where};
-                PyObject *res = PyObject_Vectorcall(self->record_outputs, cargs, 6, NULL);
-                if (res == NULL) failed = 1;
-                Py_XDECREF(res);
-                Py_DECREF(kw);
-            }
+        } else if (c == 0) {
+            failed = call_python(self, self->record_outputs, func, self->general, r, args, kwargs, where) < 0;
         }
     }
     Py_XDECREF(where);
@@ -643,7 +762,7 @@ static PyGetSetDef hot_getset[] = {
 };
 
 static char *hot_kwlist[] = {
-    "actions", "state", "slow", "on_error", "internal", "tracker", "error_hooks", "record_hooks", "quiet", "raw",
+    "actions", "state", "slow", "watched", "where", "on_error", "internal", "tracker", "error_hooks", "record_hooks", "quiet", "raw",
     "times_append", "tensors", "sid_of_key", "metas", "intern", "inputs", "gf_names", "gf_name",
     "names", "ids", "counter", "ref_type", "storage_id", "no_storage", "modules", "lines",
     "line_cache", "learn", "find", "record_write", "record_outputs", "tensor_type", "now", "general",
@@ -654,17 +773,17 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     Hot *self = (Hot *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->vectorcall = (vectorcallfunc)hot_vectorcall;
-    PyObject *o[34];
+    PyObject *o[36];
     long long t0;
     Py_ssize_t cap;
     if (!PyArg_ParseTupleAndKeywords(args, kw,
-            "O!O!OOOO" "O!O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OO" "Ln:Hot", hot_kwlist,
-            &PyDict_Type, &o[0], &PyDict_Type, &o[1], &o[2], &o[3], &o[4], &o[5],
-            &PyList_Type, &o[6], &PyList_Type, &o[7], &PyDict_Type, &o[8], &PyList_Type, &o[9], &o[10],
-            &PyDict_Type, &o[11], &PyDict_Type, &o[12], &PyDict_Type, &o[13], &o[14],
-            &PyDict_Type, &o[15], &PyDict_Type, &o[16], &o[17], &PyDict_Type, &o[18],
-            &PyDict_Type, &o[19], &o[20], &o[21], &o[22], &o[23], &o[24], &o[25], &PyDict_Type, &o[26],
-            &o[27], &o[28], &o[29], &o[30], &PyType_Type, &o[31], &o[32], &o[33], &t0, &cap)) {
+            "O!O!OO!OOOO" "O!O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OO" "Ln:Hot", hot_kwlist,
+            &PyDict_Type, &o[0], &PyDict_Type, &o[1], &o[2], &PyDict_Type, &o[3], &o[4], &o[5], &o[6], &o[7],
+            &PyList_Type, &o[8], &PyList_Type, &o[9], &PyDict_Type, &o[10], &PyList_Type, &o[11], &o[12],
+            &PyDict_Type, &o[13], &PyDict_Type, &o[14], &PyDict_Type, &o[15], &o[16],
+            &PyDict_Type, &o[17], &PyDict_Type, &o[18], &o[19], &PyDict_Type, &o[20],
+            &PyDict_Type, &o[21], &o[22], &o[23], &o[24], &o[25], &o[26], &o[27], &PyDict_Type, &o[28],
+            &o[29], &o[30], &o[31], &o[32], &PyType_Type, &o[33], &o[34], &o[35], &t0, &cap)) {
         Py_DECREF(self);
         return NULL;
     }
@@ -705,7 +824,7 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     INTERN(s_dtype, "dtype") INTERN(s_device, "device") INTERN(s_requires_grad, "requires_grad")
     INTERN(s_grad_fn, "grad_fn") INTERN(s_tid, "tid") INTERN(s_current, "current")
     INTERN(s_lasti, "lasti") INTERN(s_create, "create") INTERN(s_f_lasti, "f_lasti")
-    INTERN(s_busy, "_busy")
+    INTERN(s_busy, "_busy") INTERN(s_inplace, "inplace") INTERN(s_out, "out")
 #undef INTERN
     if (PyType_Ready(&HotType) < 0) return NULL;
     PyObject *m = PyModule_Create(&hotpath_module);

@@ -126,7 +126,7 @@ class TrackMode(TorchFunctionMode):
 
     def _call(self, func: Any, action: int, args: Any, kwargs: dict[str, Any]) -> Any:
         """Every other recorded call: in-place, out=, moves, views, backward, watched calls."""
-        _now()  # not traceable by torch.compile: see the module docstring
+        t = _now()  # when the call began; not traceable by torch.compile: see the module docstring
         tr = self.tracker
         if action == WATCHED:
             action = self._watched[func][1]
@@ -170,7 +170,7 @@ class TrackMode(TorchFunctionMode):
                     if isinstance(written, Tensor) and written._version != v0:
                         tr.record_write(func, written, v0, args, kwargs, self._find(_getframe(1)))
                 elif isinstance(r, (Tensor, tuple, list)):
-                    tr.record_outputs(func, action, args, kwargs, r, self._find(_getframe(1)))
+                    tr.record_outputs(func, action, args, kwargs, r, self._find(_getframe(1)), t)
             elif action == INPLACE:
                 if isinstance(written, Tensor):
                     tr.record_write(func, written, v0, args, kwargs, self._find(_getframe(1)))
@@ -226,6 +226,7 @@ class CompiledTrackMode(TrackMode):
         tr, lines = tracker, tracker.lines
         self._hot = _hotpath.Hot(
             actions=self._actions, state=self.__dict__, slow=MethodType(TrackMode.__torch_function__, self),
+            watched=self._watched, where=self._where,
             on_error=self._on_error, internal=self._internal, tracker=tr,
             error_hooks=tr.error_hooks, record_hooks=tr.record_hooks, quiet=tr.quiet_creates, raw=tr.raw,
             times_append=tr.times.append, tensors=tr.tensors, sid_of_key=tr.sid_of_key,

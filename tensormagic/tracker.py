@@ -246,8 +246,8 @@ class Tracker:
         return False
 
     def record_outputs(self, func: Any, action: int, args: Any, kwargs: Any, r: Any,
-                       where: Any) -> None:  # fmt: skip
-        if action == GENERAL and isinstance(r, Tensor) and self._created(func, args, kwargs, r, where):
+                       where: Any, t: int = 0) -> None:  # fmt: skip
+        if action == GENERAL and isinstance(r, Tensor) and self._created(func, args, kwargs, r, where, t):
             return
         inputs = _tensors_in(args, kwargs)
         if isinstance(r, Tensor):
