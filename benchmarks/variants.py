@@ -262,9 +262,16 @@ def make_variants(*, cuda: bool, shell: LoadedShell | None, smoke: bool = False,
         out.append(Variant("loaded", "extension loaded, not tracking", _same, note=shell.note,
                            before=shell.load, after=shell.unload))  # fmt: skip
     split = SplitTrack(now)
-    out.append(Variant("track", "track()", split.wrap, end_seconds=lambda: split.last_end))
+    from tensormagic.mode import default_engine
+
+    engine = default_engine()
+    out.append(Variant("track", "track()", split.wrap, end_seconds=lambda: split.last_end,
+                       note=f"engine {engine!r}: " + ("the compiled hot path" if engine == "c" else
+                                                      "the compiled hot path was not built here")))  # fmt: skip
     out.append(Variant("nodiag", "track(diagnostics=None)", _ctx(_track(diagnostics=None)),
                        note="default tracking without the diagnostics (issue 7) on top"))  # fmt: skip
+    out.append(Variant("python", "track(engine='python')", _ctx(_track(engine="python")),
+                       note="the pure-Python hot path (what installs without a C compiler get)"))  # fmt: skip
     out.append(Variant("stats", "track(stats=True)", _ctx(_track(stats=True)),
                        note="synchronises the GPU by design" if cuda else None))  # fmt: skip
     why = log_support()
