@@ -77,8 +77,7 @@ typedef struct {
     X(names) X(ids) X(counter) X(ref_type) X(storage_id) X(no_storage) X(modules) X(lines) \
     X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general)
 
-static PyObject *s_version, *s_is_view, *s_shape, *s_dtype, *s_device, *s_requires_grad,
-    *s_grad_fn, *s_tid, *s_current, *s_lasti, *s_create, *s_f_lasti, *s_busy, *s_inplace, *s_out;
+static PyObject *s_tid, *s_current, *s_lasti, *s_create, *s_f_lasti, *s_busy, *s_inplace, *s_out;
 
 static int hot_traverse(Hot *self, visitproc visit, void *arg) {
 #define VISIT(f) Py_VISIT(self->f);
@@ -102,6 +101,31 @@ static void hot_dealloc(Hot *self) {
 }
 
 static long long now_ns_python(Hot *self);
+
+/* The metadata attributes read on every recorded tensor.  On a plain torch.Tensor they are
+ * getset descriptors of torch._C.TensorBase: calling their getter directly skips the generic
+ * attribute lookup (~20 ns a read, seven reads per op).  A subclass (which may override one) and
+ * any attribute that is not a getset go through PyObject_GetAttr. */
+enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE, N_ATTRS };
+static PyObject *attr_names[N_ATTRS];
+static PyTypeObject *getset_type;  /* the exact type the getters below were looked up on */
+static PyGetSetDef *getsets[N_ATTRS];
+
+static void learn_getsets(PyTypeObject *tensor_type) {
+    if (getset_type == tensor_type) return;
+    getset_type = tensor_type;
+    for (int i = 0; i < N_ATTRS; i++) {
+        PyObject *d = _PyType_Lookup(tensor_type, attr_names[i]);  /* borrowed; held by the type */
+        getsets[i] = d != NULL && Py_IS_TYPE(d, &PyGetSetDescr_Type) && ((PyGetSetDescrObject *)d)->d_getset->get != NULL
+                         ? ((PyGetSetDescrObject *)d)->d_getset : NULL;
+    }
+}
+
+static PyObject *tensor_attr(PyObject *o, int which) {
+    PyGetSetDef *g = getsets[which];
+    if (g != NULL && Py_TYPE(o) == getset_type) return g->get(o, g->closure);
+    return PyObject_GetAttr(o, attr_names[which]);
+}
 
 static int is_tensor(Hot *self, PyObject *o) {
     return PyObject_TypeCheck(o, (PyTypeObject *)self->tensor_type);
@@ -137,7 +161,7 @@ static long long now_ns_python(Hot *self) {
 
 /* t._version; -2 with an exception set on failure */
 static long long version_of(PyObject *t) {
-    PyObject *v = PyObject_GetAttr(t, s_version);
+    PyObject *v = tensor_attr(t, A_VERSION);
     if (v == NULL) return -2;
     long long r = PyLong_AsLongLong(v);
     Py_DECREF(v);
@@ -250,7 +274,7 @@ static long long known_tid(Hot *self, PyObject *t, PyObject **ref_out) {
  * A new reference, or NULL with an exception; *no_gf says whether grad_fn was None. */
 static PyObject *make_meta(Hot *self, PyObject *o, int *no_gf) {
     PyObject *gfname;
-    PyObject *gf = PyObject_GetAttr(o, s_grad_fn);
+    PyObject *gf = tensor_attr(o, A_GRAD_FN);
     if (gf == NULL) return NULL;
     *no_gf = gf == Py_None;
     if (gf == Py_None) {
@@ -272,15 +296,15 @@ static PyObject *make_meta(Hot *self, PyObject *o, int *no_gf) {
     if (meta == NULL) { Py_DECREF(gfname); return NULL; }
     PyTuple_SET_ITEM(meta, 4, gfname);
     PyObject *f;
-    if ((f = PyObject_GetAttr(o, s_shape)) == NULL) goto fail;
+    if ((f = tensor_attr(o, A_SHAPE)) == NULL) goto fail;
     PyTuple_SET_ITEM(meta, 0, f);
-    if ((f = PyObject_GetAttr(o, s_dtype)) == NULL) goto fail;
+    if ((f = tensor_attr(o, A_DTYPE)) == NULL) goto fail;
     PyTuple_SET_ITEM(meta, 1, f);
-    if ((f = PyObject_GetAttr(o, s_device)) == NULL) goto fail;
+    if ((f = tensor_attr(o, A_DEVICE)) == NULL) goto fail;
     PyTuple_SET_ITEM(meta, 2, f);
-    if ((f = PyObject_GetAttr(o, s_requires_grad)) == NULL) goto fail;
+    if ((f = tensor_attr(o, A_REQUIRES_GRAD)) == NULL) goto fail;
     PyTuple_SET_ITEM(meta, 3, f);
-    if ((f = PyObject_GetAttr(o, s_version)) == NULL) goto fail;
+    if ((f = tensor_attr(o, A_VERSION)) == NULL) goto fail;
     PyTuple_SET_ITEM(meta, 5, f);
     PyObject *got = PyDict_GetItemWithError(self->metas, meta);
     if (got != NULL) {
@@ -383,13 +407,11 @@ static int created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, 
         if (k < 0) goto done;
         if (k == 1) { result = 0; goto done; }  /* an input handed back: the general path says which */
     }
-    {
-        PyObject *v = PyObject_CallMethodNoArgs(o, s_is_view);
-        if (v == NULL) goto done;
-        int isv = PyObject_IsTrue(v);
-        Py_DECREF(v);
-        if (isv < 0) goto done;
-        if (isv) { result = 0; goto done; }
+    {  /* o._is_view(), read as `o._base is not None` (a getset: no method call) */
+        PyObject *base = tensor_attr(o, A_BASE);
+        if (base == NULL) goto done;
+        Py_DECREF(base);
+        if (base != Py_None) { result = 0; goto done; }
     }
     skey = PyObject_CallOneArg(self->storage_id, o);
     if (skey == NULL) {
@@ -793,6 +815,7 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 #undef SET
     self->t0 = t0;
     self->fast_cap = cap;
+    learn_getsets((PyTypeObject *)self->tensor_type);
     return (PyObject *)self;
 }
 
@@ -820,11 +843,13 @@ static struct PyModuleDef hotpath_module = {
 
 PyMODINIT_FUNC PyInit__hotpath(void) {
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
-    INTERN(s_version, "_version") INTERN(s_is_view, "_is_view") INTERN(s_shape, "shape")
-    INTERN(s_dtype, "dtype") INTERN(s_device, "device") INTERN(s_requires_grad, "requires_grad")
-    INTERN(s_grad_fn, "grad_fn") INTERN(s_tid, "tid") INTERN(s_current, "current")
+    INTERN(s_tid, "tid") INTERN(s_current, "current")
     INTERN(s_lasti, "lasti") INTERN(s_create, "create") INTERN(s_f_lasti, "f_lasti")
     INTERN(s_busy, "_busy") INTERN(s_inplace, "inplace") INTERN(s_out, "out")
+    INTERN(attr_names[A_SHAPE], "shape") INTERN(attr_names[A_DTYPE], "dtype")
+    INTERN(attr_names[A_DEVICE], "device") INTERN(attr_names[A_REQUIRES_GRAD], "requires_grad")
+    INTERN(attr_names[A_GRAD_FN], "grad_fn") INTERN(attr_names[A_VERSION], "_version")
+    INTERN(attr_names[A_BASE], "_base")
 #undef INTERN
     if (PyType_Ready(&HotType) < 0) return NULL;
     PyObject *m = PyModule_Create(&hotpath_module);
