@@ -31,7 +31,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     /* every object below is given by mode.py at construction (no imports here) */
     PyObject *actions;        /* dict: func -> action (the mode's cache; slow() fills it) */
-    PyObject *state;          /* the mode's __dict__: its "_busy" is shared with the Python path */
+    PyObject *state;          /* the mode's __dict__: its "_busy" is the Python path's flag */
     PyObject *slow;           /* TrackMode.__torch_function__ bound to the mode */
     PyObject *watched;        /* the mode's _watched: func -> (watch, action) */
     PyObject *where;          /* mode._where: the zero-argument place finder a watch is given */
@@ -68,6 +68,7 @@ typedef struct {
     PyObject *general;        /* the int GENERAL */
     long long t0;
     Py_ssize_t fast_cap;
+    int busy;      /* a call this object started is running (the Python path's flag is in state) */
     int disabled;
 } Hot;
 
@@ -676,7 +677,9 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
         return PyObject_Vectorcall(self->slow, a + 1, (n - 1) | (nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET), kwnames);
     PyObject *func = a[1], *args = a[3];
     PyObject *kwargs = n == 5 && a[4] != Py_None && PyDict_GET_SIZE(a[4]) > 0 ? a[4] : NULL;
-    if (self->disabled) return PyObject_Call(func, args, kwargs);
+    /* a call made by a running torch call (inside nn.init, say) is part of that call: this
+     * object's own flag first, so that such a call never reaches the Python path */
+    if (self->disabled || self->busy) return PyObject_Call(func, args, kwargs);
     PyObject *action = PyDict_GetItemWithError(self->actions, func);
     if (action == NULL) {
         if (PyErr_Occurred()) return NULL;
@@ -684,8 +687,7 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
     }
     long act = PyLong_AsLong(action);
     if (act == -1 && PyErr_Occurred()) return NULL;
-    /* a call made by a running torch call (inside nn.init, say) is part of that call */
-    PyObject *busy = PyDict_GetItemWithError(self->state, s_busy);
+    PyObject *busy = PyDict_GetItemWithError(self->state, s_busy);  /* the Python path's flag */
     if (busy == NULL && PyErr_Occurred()) return NULL;
     if (act == SKIP || busy == Py_True) return PyObject_Call(func, args, kwargs);
     if (act == WATCHED_SKIP) {
@@ -709,12 +711,11 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
         if (v0 == -2) return NULL;
     }
     Py_XINCREF(a0);  /* the call may drop the args tuple's last reference elsewhere: keep ours */
-    if (PyDict_SetItem(self->state, s_busy, Py_True) < 0) { Py_XDECREF(a0); return NULL; }
+    /* Python code never runs inside this call through the mode (a nested torch call comes here
+     * first and sees the flag), so the flag need not be written to the mode's state. */
+    self->busy = 1;
     PyObject *r = PyObject_Call(func, args, kwargs);
-    if (PyDict_SetItem(self->state, s_busy, Py_False) < 0) {  /* as a `finally:` would */
-        if (r != NULL) { Py_DECREF(r); r = NULL; }
-        else PyErr_Clear();  /* cannot happen (a key that exists); the user's error wins */
-    }
+    self->busy = 0;
     if (r == NULL) {
         user_call_failed(self, func, args, kwargs);
         Py_XDECREF(a0);
