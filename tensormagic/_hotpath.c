@@ -1,13 +1,15 @@
 /* The compiled hot path of tensormagic's TorchFunctionMode (see mode.py: ``CompiledTrackMode``).
  *
  * torch calls ``mode.__torch_function__(func, types, args[, kwargs])`` for every torch call a
- * tracked block makes.  Most of those calls either record nothing (SKIP: metadata reads, quiet
- * methods) or are an op without keyword arguments that makes one new tensor from tensors the
- * block already knows.  This object handles exactly those two cases; everything else is handed
- * to the Python ``TrackMode.__torch_function__`` unchanged.  What it records is, field for field,
- * what ``mode.TrackMode.__torch_function__`` + ``tracker.Tracker._created`` record (the test
- * suite runs its scenarios through both and compares the recordings), so the two must change
- * together.
+ * tracked block makes.  This object answers the common calls itself: calls that record nothing
+ * (SKIP: metadata reads, quiet methods; watched calls such as ``.grad`` reads, after their
+ * watch), an op (no ``out=``) that makes one new tensor from tensors the block already knows,
+ * and an in-place op on its first argument whose inputs the block knows.  Anything else a call
+ * turns out to need goes to the same Python methods as before (``Tracker.record_outputs``,
+ * ``Tracker.record_write``), and every other kind of call to the Python
+ * ``TrackMode.__torch_function__`` unchanged.  What it records is, field for field, what the
+ * Python path records (tests/test_engines.py runs its scenarios through both and compares the
+ * recordings), so the two must change together.
  *
  * It never holds a user tensor: the raw record, the id table and the tracker's tables get the
  * same objects the Python path would put there (ints, strings, shared tuples, weak references).
@@ -218,8 +220,8 @@ static PyObject *find_where(Hot *self, PyObject **lasti) {
             if (k == NULL) { Py_DECREF(ent); Py_DECREF(frame); return NULL; }
             hit = PyDict_GetItemWithError(PyTuple_GET_ITEM(ent, 2), k);
             Py_DECREF(k);
-            Py_DECREF(ent);
             if (hit == NULL) {
+                Py_DECREF(ent);
                 if (PyErr_Occurred()) { Py_DECREF(frame); return NULL; }
                 /* a new offset: the Python finder learns it (and sets lines.lasti) */
                 PyObject *where = PyObject_CallOneArg(self->find, (PyObject *)frame);
@@ -230,11 +232,10 @@ static PyObject *find_where(Hot *self, PyObject **lasti) {
                 return where;
             }
             Py_DECREF(frame);
-            PyObject *where = PyTuple_GET_ITEM(hit, 0);
-            PyObject *off = PyTuple_GET_ITEM(hit, 1);
-            if (PyObject_SetAttr(self->lines, s_lasti, off) < 0) return NULL;
-            Py_INCREF(where);
-            Py_INCREF(off);
+            PyObject *where = Py_NewRef(PyTuple_GET_ITEM(hit, 0));
+            PyObject *off = Py_NewRef(PyTuple_GET_ITEM(hit, 1));
+            Py_DECREF(ent);  /* hit was borrowed from it */
+            if (PyObject_SetAttr(self->lines, s_lasti, off) < 0) { Py_DECREF(where); Py_DECREF(off); return NULL; }
             *lasti = off;
             return where;
         }
@@ -249,9 +250,9 @@ static PyObject *find_where(Hot *self, PyObject **lasti) {
     Py_RETURN_NONE;
 }
 
-/* tid of a tensor this block knows through the id table, or 0 if it is unknown (or the id
- * belongs to a dead tensor); -1 with an exception on failure.  *key gets id(t) (a new reference). */
-static long long known_tid(Hot *self, PyObject *t, PyObject **ref_out) {
+/* 1 if the id table holds `t` (its Ref, borrowed, in *ref_out), 0 if not (unknown, or its id()
+ * belongs to a dead tensor's entry), -1 with an exception on failure. */
+static int known_tid(Hot *self, PyObject *t, PyObject **ref_out) {
     *ref_out = NULL;
     PyObject *key = PyLong_FromVoidPtr(t);
     if (key == NULL) return -1;
@@ -382,7 +383,7 @@ static int created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, 
         PyObject *a = PyTuple_GET_ITEM(args, i);
         if (is_tensor(self, a)) {
             PyObject *aref;
-            long long k = known_tid(self, a, &aref);
+            int k = known_tid(self, a, &aref);
             if (k < 0) goto done;
             if (k == 0) { result = 0; goto done; }  /* first sight of this input: see() records it */
             PyObject *atid = PyObject_GetAttr(aref, s_tid);
@@ -404,7 +405,7 @@ static int created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, 
     }
     {
         PyObject *oref;
-        long long k = known_tid(self, o, &oref);
+        int k = known_tid(self, o, &oref);
         if (k < 0) goto done;
         if (k == 1) { result = 0; goto done; }  /* an input handed back: the general path says which */
     }
@@ -558,7 +559,7 @@ fail:
  * exception if it has none (Tracker.see would record its first sight: the Python path's job). */
 static PyObject *registered_tid(Hot *self, PyObject *t) {
     PyObject *ref;
-    long long k = known_tid(self, t, &ref);
+    int k = known_tid(self, t, &ref);
     if (k <= 0) return NULL;
     PyObject *tid = PyObject_GetAttr(ref, s_tid);
     if (tid == NULL) return NULL;
