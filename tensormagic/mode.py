@@ -6,9 +6,11 @@ common case, an op without keyword arguments that may make a new tensor, is hand
 one function; everything else (in-place writes, ``out=``, moves, views, backward, watched
 calls) goes through ``_call``.
 
-``CompiledTrackMode`` runs the two commonest cases (calls that record nothing, and that new-tensor
-op) in C (``_hotpath.c``, built at install where a compiler is available) and hands every other
-call to the Python method; both engines record the same events (``tests/test_engines.py``).
+``CompiledTrackMode`` runs the common calls in C (``_hotpath.c``, built at install where a
+compiler is available): calls that record nothing (watched ones after their watch), an op without
+``out=`` that makes one new tensor from known ones, an in-place op on its first argument.  It
+hands every other call to the Python method; both engines record the same events
+(``tests/test_engines.py``).
 
 torch.compile: Dynamo inlines a mode's ``__torch_function__`` when it compiles a function that
 runs under the mode.  Each recording path begins with a call Dynamo cannot trace (``_now``), so
@@ -213,9 +215,8 @@ class TrackMode(TorchFunctionMode):
 
 
 class CompiledTrackMode(TrackMode):
-    """``TrackMode`` whose two common cases run in C (``_hotpath.c``): calls that record nothing,
-    and an op without keyword arguments that makes one new tensor from known ones.  Every other
-    call goes to ``TrackMode.__torch_function__``, unchanged.
+    """``TrackMode`` whose common calls run in C (``_hotpath.c``, see the module docstring); every
+    other call goes to ``TrackMode.__torch_function__``, unchanged.
 
     torch looks ``__torch_function__`` up on the mode object and requires a method bound to it:
     the instance attribute is the compiled object bound to this mode (torch.compile still sees

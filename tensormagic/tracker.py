@@ -113,7 +113,7 @@ class Tracker:
         self.record_hooks: list[Callable[[Tracker, int, tuple[Tensor, ...]], None]] = []
         #: op names whose create records (no grad_fn, fewer than two inputs) the record hooks have
         #: said they need not see: the hot path then skips the call.  Filled and cleared by the
-        #: hooks' owner (diagnostics), never replaced (the compiled engine holds this dict).
+        #: hooks' owner (diagnostics), never replaced while recording (the compiled engine holds it).
         self.quiet_creates: dict[str, bool] = {}
         self.error_hooks: list[Callable[..., None]] = []
         # call_watch: op name -> watch(tracker, func, args, where), called before the op runs;

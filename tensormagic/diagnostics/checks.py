@@ -174,7 +174,7 @@ class Checks:
         role = self._roles.get(func)
         if role is None:
             role = self._roles[func] = role_of(func)
-            if role is not None and not role & SHAPING and not self.nonfinite and not self._blown:
+            if not role & SHAPING and not self.nonfinite and not self._blown:
                 # what on_record's first test decides for this op: the hot path may skip the call
                 self.tr.quiet_creates[func] = True
         if self._blown:
