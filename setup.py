@@ -1,4 +1,4 @@
-"""The optional compiled hot path (``tensormagic/_hotpath.c``); everything else is in pyproject.toml.
+"""The optional compiled hot path (``tensormagic/csrc/``); everything else is in pyproject.toml.
 
 ``optional=True``: where no C compiler is available the build goes on without it and tensormagic
 uses its pure-Python hot path, which records the same events (more slowly).
@@ -6,4 +6,13 @@ uses its pure-Python hot path, which records the same events (more slowly).
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("tensormagic._hotpath", ["tensormagic/_hotpath.c"], optional=True)])
+setup(
+    ext_modules=[
+        Extension(
+            "tensormagic._hotpath",
+            ["tensormagic/csrc/module.c", "tensormagic/csrc/lookup.c", "tensormagic/csrc/record.c"],
+            depends=["tensormagic/csrc/hot.h"],
+            optional=True,
+        )
+    ]
+)

@@ -6,10 +6,10 @@ common case, an op without keyword arguments that may make a new tensor, is hand
 one function; everything else (in-place writes, ``out=``, moves, views, backward, watched
 calls) goes through ``_call``.
 
-``CompiledTrackMode`` runs the common calls in C (``_hotpath.c``, built at install where a
-compiler is available): calls that record nothing (watched ones after their watch), an op without
-``out=`` that makes one new tensor from known ones, an in-place op on its first argument.  It
-hands every other call to the Python method; both engines record the same events
+``CompiledTrackMode`` runs the common calls in C (``csrc/``, the ``_hotpath`` extension, built at
+install where a compiler is available): calls that record nothing (watched ones after their
+watch), an op without ``out=`` that makes one new tensor from known ones, an in-place op on its
+first argument.  It hands every other call to the Python method; both engines record the same events
 (``tests/test_engines.py``).
 
 torch.compile: Dynamo inlines a mode's ``__torch_function__`` when it compiles a function that
@@ -34,7 +34,7 @@ from . import tracker as tracker_mod
 from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
 from .tracker import Tracker
 
-try:  # built from _hotpath.c at install when a C compiler is there; the Python path does the same
+try:  # built from csrc/ at install when a C compiler is there; the Python path does the same
     from . import _hotpath
 except ImportError:  # pragma: no cover - exercised where no compiler was available
     _hotpath = None  # type: ignore[assignment]
@@ -215,7 +215,7 @@ class TrackMode(TorchFunctionMode):
 
 
 class CompiledTrackMode(TrackMode):
-    """``TrackMode`` whose common calls run in C (``_hotpath.c``, see the module docstring); every
+    """``TrackMode`` whose common calls run in C (``csrc/``, see the module docstring); every
     other call goes to ``TrackMode.__torch_function__``, unchanged.
 
     torch looks ``__torch_function__`` up on the mode object and requires a method bound to it:

@@ -1,4 +1,4 @@
-"""The compiled hot path (``_hotpath.c``) and the pure-Python one record the same events.
+"""The compiled hot path (``tensormagic/csrc/``) and the pure-Python one record the same events.
 
 Each scenario below runs once per engine; the recordings (every event, fold, tensor record and
 the text report, with tensor ids renumbered in order of appearance and times removed) must be

@@ -1,0 +1,119 @@
+/* Shared by the compiled hot path's files (see module.c for what it does and why).
+ *
+ *   lookup.c  what a record is made of: tensor attributes, the clock, the user's frame, the id table
+ *   record.c  the records the compiled path makes itself (a new tensor, an in-place write)
+ *   module.c  the Hot type: its __torch_function__ dispatch, failures, construction, module init
+ */
+#ifndef TENSORMAGIC_HOT_H
+#define TENSORMAGIC_HOT_H
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <frameobject.h>
+#include <stddef.h>
+
+/* action codes, as in ops.py */
+#define SKIP 0
+#define GENERAL 1
+#define INPLACE 2
+#define WATCHED_SKIP -2  /* mode.py: a watched call that records nothing itself */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    /* every object below is given by mode.py at construction (no imports here) */
+    PyObject *actions;        /* dict: func -> action (the mode's cache; slow() fills it) */
+    PyObject *state;          /* the mode's __dict__: its "_busy" is the Python path's flag */
+    PyObject *slow;           /* TrackMode.__torch_function__ bound to the mode */
+    PyObject *watched;        /* the mode's _watched: func -> (watch, action) */
+    PyObject *where;          /* mode._where: the zero-argument place finder a watch is given */
+    PyObject *on_error;       /* mode._on_error(func, args, kwargs, exc) */
+    PyObject *internal;       /* mode._internal(exc) */
+    PyObject *tracker;
+    PyObject *error_hooks;    /* list */
+    PyObject *record_hooks;   /* list */
+    PyObject *quiet;          /* tracker.quiet_creates: op names whose plain creates no hook needs */
+    PyObject *raw;            /* list of raw records */
+    PyObject *times_append;   /* tracker.times.append */
+    PyObject *tensors;        /* dict: tid -> (key, meta, storage id, raw index) */
+    PyObject *sid_of_key;     /* dict */
+    PyObject *metas;          /* dict: the interned metadata tuples */
+    PyObject *intern;         /* tracker._intern(meta) */
+    PyObject *inputs;         /* dict: interned input-id tuples */
+    PyObject *gf_names;       /* dict: grad_fn class -> name */
+    PyObject *gf_name;        /* tracker._gf_name(gf) */
+    PyObject *names;          /* ops._names: func -> op name */
+    PyObject *ids;            /* identity._ids: id(t) -> Ref */
+    PyObject *counter;        /* identity._counter */
+    PyObject *ref_type;       /* identity.Ref */
+    PyObject *storage_id;     /* identity.storage_id */
+    PyObject *no_storage;     /* identity.NO_STORAGE: exceptions meaning "no storage" */
+    PyObject *modules;        /* tracker.modules (ModuleStack): .current */
+    PyObject *lines;          /* tracker.lines (LineFinder): .lasti */
+    PyObject *line_cache;     /* lines._cache: id(code) -> (code, ok, {lasti: hit}, {line: where}) */
+    PyObject *learn;          /* lines._learn(code) */
+    PyObject *find;           /* lines.find(frame) */
+    PyObject *record_write;   /* tracker.record_write */
+    PyObject *record_outputs; /* tracker.record_outputs */
+    PyObject *tensor_type;    /* torch.Tensor */
+    PyObject *now;            /* time.perf_counter_ns */
+    PyObject *general;        /* the int GENERAL */
+    long long t0;
+    Py_ssize_t fast_cap;
+    int busy;      /* a call this object started is running (the Python path's flag is in state) */
+    int disabled;
+} Hot;
+
+/* the metadata attributes read on every recorded tensor (lookup.c) */
+enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE, N_ATTRS };
+
+#define HOT_FIELDS(X) \
+    X(actions) X(state) X(slow) X(watched) X(where) X(on_error) X(internal) X(tracker) X(error_hooks) X(record_hooks) X(quiet) X(raw) \
+    X(times_append) X(tensors) X(sid_of_key) X(metas) X(intern) X(inputs) X(gf_names) X(gf_name) \
+    X(names) X(ids) X(counter) X(ref_type) X(storage_id) X(no_storage) X(modules) X(lines) \
+    X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general)
+
+/* Nothing below is exported from the shared object: only PyInit__hotpath is. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
+/* interned strings, made in module.c's init */
+extern PyObject *tmh_s_tid, *tmh_s_current, *tmh_s_lasti, *tmh_s_create, *tmh_s_f_lasti, *tmh_s_busy,
+    *tmh_s_inplace, *tmh_s_out, *tmh_attr_names[N_ATTRS];
+
+/* The metadata attributes read on every recorded tensor.  On a plain torch.Tensor they are
+ * getset descriptors of torch._C.TensorBase: calling their getter directly skips the generic
+ * attribute lookup (~20 ns a read, seven reads per op).  A subclass (which may override one) and
+ * any attribute that is not a getset go through PyObject_GetAttr.  (lookup.c fills the table.) */
+extern PyTypeObject *tmh_getset_type;
+extern PyGetSetDef *tmh_getsets[N_ATTRS];
+
+static inline PyObject *tmh_tensor_attr(PyObject *o, int which) {
+    PyGetSetDef *g = tmh_getsets[which];
+    if (g != NULL && Py_TYPE(o) == tmh_getset_type) return g->get(o, g->closure);
+    return PyObject_GetAttr(o, tmh_attr_names[which]);
+}
+
+static inline int tmh_is_tensor(Hot *self, PyObject *o) {
+    return PyObject_TypeCheck(o, (PyTypeObject *)self->tensor_type);
+}
+
+/* lookup.c */
+void tmh_learn_getsets(PyTypeObject *tensor_type);
+long long tmh_now_ns(Hot *self);
+long long tmh_version_of(PyObject *t);
+PyObject *tmh_find_where(Hot *self, PyObject **lasti);
+int tmh_known_tid(Hot *self, PyObject *t, PyObject **ref_out);
+PyObject *tmh_registered_tid(Hot *self, PyObject *t);
+PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *skip);
+
+/* record.c */
+int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,
+                PyObject *where, PyObject *lasti, long long t);
+int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *args, PyObject *kwargs,
+                PyObject *where, PyObject *lasti);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+#endif

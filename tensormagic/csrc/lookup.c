@@ -1,0 +1,197 @@
+/* What a record is made of: tensor attributes, the clock, the user's frame, the id table. */
+#include "hot.h"
+
+#if defined(__linux__)
+#include <time.h>
+#endif
+
+/* The getters tmh_tensor_attr (hot.h) calls directly, looked up once on torch.Tensor. */
+PyTypeObject *tmh_getset_type;
+PyGetSetDef *tmh_getsets[N_ATTRS];
+
+void tmh_learn_getsets(PyTypeObject *tensor_type) {
+    if (tmh_getset_type == tensor_type) return;
+    tmh_getset_type = tensor_type;
+    for (int i = 0; i < N_ATTRS; i++) {
+        PyObject *d = _PyType_Lookup(tensor_type, tmh_attr_names[i]);  /* borrowed; held by the type */
+        tmh_getsets[i] = d != NULL && Py_IS_TYPE(d, &PyGetSetDescr_Type) && ((PyGetSetDescrObject *)d)->d_getset->get != NULL
+                             ? ((PyGetSetDescrObject *)d)->d_getset : NULL;
+    }
+}
+
+static long long now_ns_python(Hot *self);
+
+/* perf_counter_ns as a C integer; -1 with an exception set on failure.  On Linux, CPython's
+ * perf_counter is clock_gettime(CLOCK_MONOTONIC): read it directly (the test suite checks that
+ * both clocks agree); elsewhere ask time.perf_counter_ns. */
+#if defined(__linux__)
+long long tmh_now_ns(Hot *self) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return now_ns_python(self);
+}
+#else
+long long tmh_now_ns(Hot *self) { return now_ns_python(self); }
+#endif
+
+static long long now_ns_python(Hot *self) {
+    PyObject *t = PyObject_CallNoArgs(self->now);
+    if (t == NULL) return -1;
+    long long v = PyLong_AsLongLong(t);
+    Py_DECREF(t);
+    return v;
+}
+
+/* t._version; -2 with an exception set on failure */
+long long tmh_version_of(PyObject *t) {
+    PyObject *v = tmh_tensor_attr(t, A_VERSION);
+    if (v == NULL) return -2;
+    long long r = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (r == -1 && PyErr_Occurred()) return -2;
+    return r;
+}
+
+static int frame_lasti(PyFrameObject *frame) {
+#if PY_VERSION_HEX >= 0x030B0000
+    return PyFrame_GetLasti(frame);
+#else
+    PyObject *v = PyObject_GetAttr((PyObject *)frame, tmh_s_f_lasti);
+    if (v == NULL) return -2;
+    long r = PyLong_AsLong(v);
+    Py_DECREF(v);
+    return (int)r;
+#endif
+}
+
+/* LineFinder.find from the innermost Python frame (the caller of the torch function).
+ * Returns a new reference to the place ((filename, line) or None) and sets *lasti (a new
+ * reference, or NULL when no user frame was found); NULL with an exception on failure.
+ * A cache hit is answered here; anything else goes to the Python LineFinder, which fills the cache. */
+PyObject *tmh_find_where(Hot *self, PyObject **lasti) {
+    *lasti = NULL;
+    PyFrameObject *frame = PyEval_GetFrame();
+    Py_XINCREF(frame);
+    while (frame != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        PyObject *key = PyLong_FromVoidPtr(code);
+        if (key == NULL) { Py_DECREF(code); Py_DECREF(frame); return NULL; }
+        PyObject *ent = PyDict_GetItemWithError(self->line_cache, key);
+        Py_DECREF(key);
+        if (ent != NULL) {
+            Py_INCREF(ent);
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(code); Py_DECREF(frame); return NULL;
+        } else {
+            ent = PyObject_CallOneArg(self->learn, (PyObject *)code);
+            if (ent == NULL) { Py_DECREF(code); Py_DECREF(frame); return NULL; }
+        }
+        Py_DECREF(code);
+        if (!PyTuple_Check(ent) || PyTuple_GET_SIZE(ent) < 3) {
+            Py_DECREF(ent); Py_DECREF(frame);
+            PyErr_SetString(PyExc_TypeError, "tensormagic: unexpected line-cache entry");
+            return NULL;
+        }
+        if (PyTuple_GET_ITEM(ent, 1) == Py_True) {
+            PyObject *hit = NULL;
+            int li = frame_lasti(frame);
+            if (li == -2 && PyErr_Occurred()) { Py_DECREF(ent); Py_DECREF(frame); return NULL; }
+            PyObject *k = PyLong_FromLong(li);
+            if (k == NULL) { Py_DECREF(ent); Py_DECREF(frame); return NULL; }
+            hit = PyDict_GetItemWithError(PyTuple_GET_ITEM(ent, 2), k);
+            Py_DECREF(k);
+            if (hit == NULL) {
+                Py_DECREF(ent);
+                if (PyErr_Occurred()) { Py_DECREF(frame); return NULL; }
+                /* a new offset: the Python finder learns it (and sets lines.lasti) */
+                PyObject *where = PyObject_CallOneArg(self->find, (PyObject *)frame);
+                Py_DECREF(frame);
+                if (where == NULL) return NULL;
+                *lasti = PyObject_GetAttr(self->lines, tmh_s_lasti);
+                if (*lasti == NULL) { Py_DECREF(where); return NULL; }
+                return where;
+            }
+            Py_DECREF(frame);
+            PyObject *where = Py_NewRef(PyTuple_GET_ITEM(hit, 0));
+            PyObject *off = Py_NewRef(PyTuple_GET_ITEM(hit, 1));
+            Py_DECREF(ent);  /* hit was borrowed from it */
+            if (PyObject_SetAttr(self->lines, tmh_s_lasti, off) < 0) { Py_DECREF(where); Py_DECREF(off); return NULL; }
+            *lasti = off;
+            return where;
+        }
+        Py_DECREF(ent);
+        PyFrameObject *back = PyFrame_GetBack(frame);
+        Py_DECREF(frame);
+        frame = back;
+    }
+    /* no user frame: the record keeps the last offset found, as LineFinder leaves it */
+    *lasti = PyObject_GetAttr(self->lines, tmh_s_lasti);
+    if (*lasti == NULL) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* 1 if the id table holds `t` (its Ref, borrowed, in *ref_out), 0 if not (unknown, or its id()
+ * belongs to a dead tensor's entry), -1 with an exception on failure. */
+int tmh_known_tid(Hot *self, PyObject *t, PyObject **ref_out) {
+    *ref_out = NULL;
+    PyObject *key = PyLong_FromVoidPtr(t);
+    if (key == NULL) return -1;
+    PyObject *ref = PyDict_GetItemWithError(self->ids, key);
+    Py_DECREF(key);
+    if (ref == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyWeakref_Check(ref)) return 0;
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *obj;
+    if (PyWeakref_GetRef(ref, &obj) < 0) return -1;
+    Py_XDECREF(obj);  /* only compared: t itself is alive (the caller holds it) */
+    if (obj != t) return 0;
+#else
+    if (PyWeakref_GET_OBJECT(ref) != t) return 0;
+#endif
+    *ref_out = ref;  /* borrowed */
+    return 1;
+}
+
+/* The tensors of a call's arguments, as tracker._tensors_in gives them (a list or tuple argument
+ * is looked into, one level), without `skip`: a new list, or NULL with an exception. */
+PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *skip) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
+        if (tmh_is_tensor(self, a)) {
+            if (a != skip && PyList_Append(out, a) < 0) goto fail;
+        } else if (PyList_Check(a) || PyTuple_Check(a)) {
+            PyObject *seq = PySequence_Fast(a, "");
+            if (seq == NULL) goto fail;
+            for (Py_ssize_t j = 0; j < PySequence_Fast_GET_SIZE(seq); j++) {
+                PyObject *x = PySequence_Fast_GET_ITEM(seq, j);
+                if (tmh_is_tensor(self, x) && x != skip && PyList_Append(out, x) < 0) { Py_DECREF(seq); goto fail; }
+            }
+            Py_DECREF(seq);
+        }
+    }
+    if (kwargs != NULL) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(kwargs, &pos, &k, &v))
+            if (tmh_is_tensor(self, v) && v != skip && PyList_Append(out, v) < 0) goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* The id of a tensor this block has registered (Tracker.tensors), as a new reference; NULL and no
+ * exception if it has none (Tracker.see would record its first sight: the Python path's job). */
+PyObject *tmh_registered_tid(Hot *self, PyObject *t) {
+    PyObject *ref;
+    int k = tmh_known_tid(self, t, &ref);
+    if (k <= 0) return NULL;
+    PyObject *tid = PyObject_GetAttr(ref, tmh_s_tid);
+    if (tid == NULL) return NULL;
+    int has = PyDict_Contains(self->tensors, tid);
+    if (has != 1) { Py_DECREF(tid); return NULL; }
+    return tid;
+}

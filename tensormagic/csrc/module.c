@@ -1,0 +1,337 @@
+/* The compiled hot path of tensormagic's TorchFunctionMode (see mode.py: ``CompiledTrackMode``).
+ *
+ * torch calls ``mode.__torch_function__(func, types, args[, kwargs])`` for every torch call a
+ * tracked block makes.  This object answers the common calls itself: calls that record nothing
+ * (SKIP: metadata reads, quiet methods; watched calls such as ``.grad`` reads, after their
+ * watch), an op (no ``out=``) that makes one new tensor from tensors the block already knows,
+ * and an in-place op on its first argument whose inputs the block knows.  Anything else a call
+ * turns out to need goes to the same Python methods as before (``Tracker.record_outputs``,
+ * ``Tracker.record_write``), and every other kind of call to the Python
+ * ``TrackMode.__torch_function__`` unchanged.  What it records is, field for field, what the
+ * Python path records (tests/test_engines.py runs its scenarios through both and compares the
+ * recordings), so the two must change together.
+ *
+ * It never holds a user tensor: the raw record, the id table and the tracker's tables get the
+ * same objects the Python path would put there (ints, strings, shared tuples, weak references).
+ * Every failure inside the recording part is handed to ``mode._internal`` (recording stops for
+ * the block), never to the user's code; a failure of the user's call is the user's exception,
+ * passed through unchanged.
+ */
+#include "hot.h"
+
+PyObject *tmh_s_tid, *tmh_s_current, *tmh_s_lasti, *tmh_s_create, *tmh_s_f_lasti, *tmh_s_busy,
+    *tmh_s_inplace, *tmh_s_out, *tmh_attr_names[N_ATTRS];
+
+static int hot_traverse(Hot *self, visitproc visit, void *arg) {
+#define VISIT(f) Py_VISIT(self->f);
+    HOT_FIELDS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int hot_clear(Hot *self) {
+#define CLEAR(f) Py_CLEAR(self->f);
+    HOT_FIELDS(CLEAR)
+#undef CLEAR
+    self->disabled = 1;  /* a closed object only passes calls through */
+    return 0;
+}
+
+static void hot_dealloc(Hot *self) {
+    PyObject_GC_UnTrack(self);
+    hot_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *hot_now(Hot *self, PyObject *Py_UNUSED(ignored)) {
+    long long t = tmh_now_ns(self);
+    if (t == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromLongLong(t);
+}
+
+/* A failure inside recording: an Exception goes to mode._internal (recording stops, the user's
+ * result is returned); anything else (KeyboardInterrupt) propagates, as in the Python path.
+ * Returns 0 when handled, -1 when the exception must propagate. */
+static int recording_failed(Hot *self) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) PyException_SetTraceback(value, tb);
+    PyObject *r = self->internal ? PyObject_CallOneArg(self->internal, value) : NULL;
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (r == NULL) {
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+        PyErr_Clear();
+    }
+    Py_XDECREF(r);
+    self->disabled = 1;
+    return 0;
+}
+
+/* The user's call failed: let the error hooks see it (as the Python path does), then re-raise it
+ * unchanged. */
+static void user_call_failed(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs) {
+    if (self->error_hooks == NULL || PyList_GET_SIZE(self->error_hooks) == 0) return;
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) PyException_SetTraceback(value, tb);
+    PyObject *kw = kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
+    if (kw != NULL) {
+        PyObject *cargs[4] = {func, args, kw, value};
+        PyObject *r = PyObject_Vectorcall(self->on_error, cargs, 4, NULL);
+        Py_XDECREF(r);
+        Py_DECREF(kw);
+    }
+    PyErr_Clear();  /* the user's exception is the one that matters */
+    PyErr_Restore(type, value, tb);
+}
+
+/* Python's record_write / record_outputs, for what the compiled path leaves to them (find_where
+ * has left the line finder's offset at `where`'s, which Tracker._add reads). */
+static int call_python(Hot *self, PyObject *method, PyObject *func, PyObject *second, PyObject *third,
+                       PyObject *args, PyObject *kwargs, PyObject *where) {
+    PyObject *kw = kwargs;
+    if (kw == NULL && (kw = PyDict_New()) == NULL) return -1;
+    else if (kwargs != NULL) Py_INCREF(kw);
+    PyObject *cargs[6] = {func, second, third, args, kw, where};
+    PyObject *res;
+    if (method == self->record_write) {  /* record_write(func, written, v0, args, kwargs, where) */
+        res = PyObject_Vectorcall(method, cargs, 6, NULL);
+    } else {  /* record_outputs(func, action, args, kwargs, r, where) */
+        PyObject *oargs[6] = {func, second, args, kw, third, where};
+        res = PyObject_Vectorcall(method, oargs, 6, NULL);
+    }
+    Py_DECREF(kw);
+    if (res == NULL) return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+/* A watched call that records nothing itself (TrackMode._watch): the watch runs first. */
+static int run_watch(Hot *self, PyObject *func, PyObject *args) {
+    PyObject *entry = PyDict_GetItemWithError(self->watched, func);
+    if (entry == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, func);
+        return -1;
+    }
+    PyObject *wargs[4] = {self->tracker, func, args, self->where};
+    PyObject *r = PyObject_Vectorcall(PyTuple_GET_ITEM(entry, 0), wargs, 4, NULL);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* __torch_function__(mode, func, types, args=(), kwargs=None), called through a bound method */
+static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (self->slow == NULL) {  /* closed: the block has ended; behave like the plain function */
+        if (n >= 2 && n <= 5 && kwnames == NULL) {
+            PyObject *kwargs = n == 5 && a[4] != Py_None ? a[4] : NULL;
+            if (n < 4) {
+                PyObject *empty = PyTuple_New(0);
+                if (empty == NULL) return NULL;
+                PyObject *r = PyObject_Call(a[1], empty, kwargs);
+                Py_DECREF(empty);
+                return r;
+            }
+            return PyObject_Call(a[1], a[3], kwargs);
+        }
+        PyErr_SetString(PyExc_RuntimeError, "tensormagic: the tracking mode was closed");
+        return NULL;
+    }
+    if (kwnames != NULL || n < 4 || n > 5 || !PyTuple_Check(a[3]) ||
+        (n == 5 && a[4] != Py_None && !PyDict_Check(a[4])))
+        return PyObject_Vectorcall(self->slow, a + 1, (n - 1) | (nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET), kwnames);
+    PyObject *func = a[1], *args = a[3];
+    PyObject *kwargs = n == 5 && a[4] != Py_None && PyDict_GET_SIZE(a[4]) > 0 ? a[4] : NULL;
+    /* a call made by a running torch call (inside nn.init, say) is part of that call: this
+     * object's own flag first, so that such a call never reaches the Python path */
+    if (self->disabled || self->busy) return PyObject_Call(func, args, kwargs);
+    PyObject *action = PyDict_GetItemWithError(self->actions, func);
+    if (action == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);  /* classifies it */
+    }
+    long act = PyLong_AsLong(action);
+    if (act == -1 && PyErr_Occurred()) return NULL;
+    PyObject *busy = PyDict_GetItemWithError(self->state, tmh_s_busy);  /* the Python path's flag */
+    if (busy == NULL && PyErr_Occurred()) return NULL;
+    if (act == SKIP || busy == Py_True) return PyObject_Call(func, args, kwargs);
+    if (act == WATCHED_SKIP) {
+        if (run_watch(self, func, args) < 0 && recording_failed(self) < 0) return NULL;
+        return PyObject_Call(func, args, kwargs);
+    }
+    PyObject *a0 = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : NULL;
+    int a0_tensor = a0 != NULL && tmh_is_tensor(self, a0);
+    if (!((act == GENERAL && (kwargs == NULL || PyDict_GetItemWithError(kwargs, tmh_s_out) == NULL)) ||
+          (act == INPLACE && a0_tensor))) {
+        if (PyErr_Occurred()) return NULL;
+        return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);
+    }
+
+    /* GENERAL (no out=): mode.py's inlined path and _call's; INPLACE on args[0]: _call's. */
+    long long t = tmh_now_ns(self);
+    if (t == -1 && PyErr_Occurred()) return NULL;
+    long long v0 = -1;
+    if (a0_tensor) {
+        v0 = tmh_version_of(a0);
+        if (v0 == -2) return NULL;
+    }
+    Py_XINCREF(a0);  /* the call may drop the args tuple's last reference elsewhere: keep ours */
+    /* Python code never runs inside this call through the mode (a nested torch call comes here
+     * first and sees the flag), so the flag need not be written to the mode's state. */
+    self->busy = 1;
+    PyObject *r = PyObject_Call(func, args, kwargs);
+    self->busy = 0;
+    if (r == NULL) {
+        user_call_failed(self, func, args, kwargs);
+        Py_XDECREF(a0);
+        return NULL;
+    }
+    if (self->disabled || self->raw == NULL) { Py_XDECREF(a0); return r; }
+    PyObject *lasti = NULL, *where = NULL;
+    int failed = 0;
+    if (act == INPLACE || (r == a0 && a0_tensor)) {
+        /* an in-place op, or one that wrote its input and handed it back (dropout inplace) */
+        long long v1 = act == INPLACE ? -1 : tmh_version_of(a0);  /* record_write looks at INPLACE itself */
+        if (v1 == -2) {
+            failed = 1;
+        } else if (act == INPLACE || v1 != v0) {
+            where = tmh_find_where(self, &lasti);
+            int c = where == NULL ? -1 : tmh_written(self, func, a0, v0, args, kwargs, where, lasti);
+            if (c < 0) {
+                failed = 1;
+            } else if (c == 0) {
+                PyObject *pv0 = PyLong_FromLongLong(v0);
+                failed = pv0 == NULL ||
+                         call_python(self, self->record_write, func, a0, pv0, args, kwargs, where) < 0;
+                Py_XDECREF(pv0);
+            }
+        }
+    } else if (tmh_is_tensor(self, r) || PyTuple_Check(r) || PyList_Check(r)) {
+        where = tmh_find_where(self, &lasti);
+        int c = where == NULL ? -1 : tmh_is_tensor(self, r) ? tmh_created(self, func, args, kwargs, r, where, lasti, t) : 0;
+        if (c < 0) {
+            failed = 1;
+        } else if (c == 0) {
+            failed = call_python(self, self->record_outputs, func, self->general, r, args, kwargs, where) < 0;
+        }
+    }
+    Py_XDECREF(where);
+    Py_XDECREF(lasti);
+    Py_XDECREF(a0);
+    if (failed && recording_failed(self) < 0) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
+static PyObject *hot_close(Hot *self, PyObject *Py_UNUSED(ignored)) {
+    hot_clear(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *hot_disable(Hot *self, PyObject *Py_UNUSED(ignored)) {
+    self->disabled = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef hot_methods[] = {
+    {"close", (PyCFunction)hot_close, METH_NOARGS, "Drop every reference (the block has ended)."},
+    {"disable", (PyCFunction)hot_disable, METH_NOARGS, "Record nothing more: every call passes through."},
+    {"now", (PyCFunction)hot_now, METH_NOARGS, "The clock the records' times come from (perf_counter_ns)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *hot_get_disabled(Hot *self, void *closure) { return PyBool_FromLong(self->disabled); }
+
+static PyGetSetDef hot_getset[] = {
+    {"disabled", (getter)hot_get_disabled, NULL, "Recording stopped (an internal error or close()).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static char *hot_kwlist[] = {
+    "actions", "state", "slow", "watched", "where", "on_error", "internal", "tracker", "error_hooks", "record_hooks", "quiet", "raw",
+    "times_append", "tensors", "sid_of_key", "metas", "intern", "inputs", "gf_names", "gf_name",
+    "names", "ids", "counter", "ref_type", "storage_id", "no_storage", "modules", "lines",
+    "line_cache", "learn", "find", "record_write", "record_outputs", "tensor_type", "now", "general",
+    "t0", "fast_cap", NULL,
+};
+
+static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    Hot *self = (Hot *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->vectorcall = (vectorcallfunc)hot_vectorcall;
+    PyObject *o[36];
+    long long t0;
+    Py_ssize_t cap;
+    if (!PyArg_ParseTupleAndKeywords(args, kw,
+            "O!O!OO!OOOO" "O!O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OO" "Ln:Hot", hot_kwlist,
+            &PyDict_Type, &o[0], &PyDict_Type, &o[1], &o[2], &PyDict_Type, &o[3], &o[4], &o[5], &o[6], &o[7],
+            &PyList_Type, &o[8], &PyList_Type, &o[9], &PyDict_Type, &o[10], &PyList_Type, &o[11], &o[12],
+            &PyDict_Type, &o[13], &PyDict_Type, &o[14], &PyDict_Type, &o[15], &o[16],
+            &PyDict_Type, &o[17], &PyDict_Type, &o[18], &o[19], &PyDict_Type, &o[20],
+            &PyDict_Type, &o[21], &o[22], &o[23], &o[24], &o[25], &o[26], &o[27], &PyDict_Type, &o[28],
+            &o[29], &o[30], &o[31], &o[32], &PyType_Type, &o[33], &o[34], &o[35], &t0, &cap)) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    int i = 0;
+#define SET(f) self->f = Py_NewRef(o[i]); i++;
+    HOT_FIELDS(SET)
+#undef SET
+    self->t0 = t0;
+    self->fast_cap = cap;
+    tmh_learn_getsets((PyTypeObject *)self->tensor_type);
+    return (PyObject *)self;
+}
+
+static PyTypeObject HotType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tensormagic._hotpath.Hot",
+    .tp_basicsize = sizeof(Hot),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "The compiled __torch_function__ of a tracking mode: SKIP calls and new-tensor ops.",
+    .tp_new = hot_new,
+    .tp_dealloc = (destructor)hot_dealloc,
+    .tp_traverse = (traverseproc)hot_traverse,
+    .tp_clear = (inquiry)hot_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Hot, vectorcall),
+    .tp_methods = hot_methods,
+    .tp_getset = hot_getset,
+};
+
+static struct PyModuleDef hotpath_module = {
+    PyModuleDef_HEAD_INIT, "_hotpath",
+    "The compiled hot path of tensormagic's tracking mode (optional: mode.py falls back to Python).",
+    -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__hotpath(void) {
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
+    INTERN(tmh_s_tid, "tid") INTERN(tmh_s_current, "current")
+    INTERN(tmh_s_lasti, "lasti") INTERN(tmh_s_create, "create") INTERN(tmh_s_f_lasti, "f_lasti")
+    INTERN(tmh_s_busy, "_busy") INTERN(tmh_s_inplace, "inplace") INTERN(tmh_s_out, "out")
+    INTERN(tmh_attr_names[A_SHAPE], "shape") INTERN(tmh_attr_names[A_DTYPE], "dtype")
+    INTERN(tmh_attr_names[A_DEVICE], "device") INTERN(tmh_attr_names[A_REQUIRES_GRAD], "requires_grad")
+    INTERN(tmh_attr_names[A_GRAD_FN], "grad_fn") INTERN(tmh_attr_names[A_VERSION], "_version")
+    INTERN(tmh_attr_names[A_BASE], "_base")
+#undef INTERN
+    if (PyType_Ready(&HotType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&hotpath_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&HotType);
+    if (PyModule_AddObject(m, "Hot", (PyObject *)&HotType) < 0) {
+        Py_DECREF(&HotType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,265 @@
+/* The records the compiled path makes itself: a new tensor from known ones (Tracker._created),
+ * an in-place write of a known tensor by known inputs (Tracker.record_write's common case). */
+#include "hot.h"
+
+/* Tracker.meta: (shape, dtype, device, requires_grad, grad_fn name, version), interned per block.
+ * A new reference, or NULL with an exception; *no_gf says whether grad_fn was None. */
+static PyObject *make_meta(Hot *self, PyObject *o, int *no_gf) {
+    PyObject *gfname;
+    PyObject *gf = tmh_tensor_attr(o, A_GRAD_FN);
+    if (gf == NULL) return NULL;
+    *no_gf = gf == Py_None;
+    if (gf == Py_None) {
+        gfname = gf;
+    } else {
+        gfname = PyDict_GetItemWithError(self->gf_names, (PyObject *)Py_TYPE(gf));
+        if (gfname != NULL) {
+            Py_INCREF(gfname);
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(gf);
+            return NULL;
+        } else {
+            gfname = PyObject_CallOneArg(self->gf_name, gf);
+        }
+        Py_DECREF(gf);
+        if (gfname == NULL) return NULL;
+    }
+    PyObject *meta = PyTuple_New(6);
+    if (meta == NULL) { Py_DECREF(gfname); return NULL; }
+    PyTuple_SET_ITEM(meta, 4, gfname);
+    PyObject *f;
+    if ((f = tmh_tensor_attr(o, A_SHAPE)) == NULL) goto fail;
+    PyTuple_SET_ITEM(meta, 0, f);
+    if ((f = tmh_tensor_attr(o, A_DTYPE)) == NULL) goto fail;
+    PyTuple_SET_ITEM(meta, 1, f);
+    if ((f = tmh_tensor_attr(o, A_DEVICE)) == NULL) goto fail;
+    PyTuple_SET_ITEM(meta, 2, f);
+    if ((f = tmh_tensor_attr(o, A_REQUIRES_GRAD)) == NULL) goto fail;
+    PyTuple_SET_ITEM(meta, 3, f);
+    if ((f = tmh_tensor_attr(o, A_VERSION)) == NULL) goto fail;
+    PyTuple_SET_ITEM(meta, 5, f);
+    PyObject *got = PyDict_GetItemWithError(self->metas, meta);
+    if (got != NULL) {
+        Py_INCREF(got);
+    } else if (PyErr_Occurred()) {
+        goto fail;
+    } else {
+        got = PyObject_CallOneArg(self->intern, meta);
+    }
+    Py_DECREF(meta);
+    return got;
+fail:
+    Py_DECREF(meta);
+    return NULL;
+}
+
+/* Each record hook, as Tracker._add calls them: hook(tracker, raw index, (tensor,)). */
+static int call_hooks(Hot *self, Py_ssize_t n, PyObject *o) {
+    if (PyList_GET_SIZE(self->record_hooks) == 0) return 0;
+    int rc = -1;
+    PyObject *objs = PyTuple_Pack(1, o);
+    PyObject *idx = PyLong_FromSsize_t(n);
+    /* a snapshot: a hook may change the list (a diagnostic that gives up) */
+    PyObject *hooks = PyList_GetSlice(self->record_hooks, 0, PyList_GET_SIZE(self->record_hooks));
+    if (objs != NULL && idx != NULL && hooks != NULL) {
+        rc = 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(hooks); i++) {
+            PyObject *hargs[3] = {self->tracker, idx, objs};
+            PyObject *r = PyObject_Vectorcall(PyList_GET_ITEM(hooks, i), hargs, 3, NULL);
+            if (r == NULL) { rc = -1; break; }
+            Py_DECREF(r);
+        }
+    }
+    Py_XDECREF(objs);
+    Py_XDECREF(idx);
+    Py_XDECREF(hooks);
+    return rc;
+}
+
+/* raw.append(rec); times.append(t - t0) */
+static int append_record(Hot *self, PyObject *rec, long long t) {
+    if (PyList_Append(self->raw, rec) < 0) return -1;
+    PyObject *dt = PyLong_FromLongLong(t - self->t0);
+    if (dt == NULL) return -1;
+    PyObject *r = PyObject_CallOneArg(self->times_append, dt);
+    Py_DECREF(dt);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Tracker._created: 1 recorded, 0 not this case (nothing changed), -1 error. */
+int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,
+                   PyObject *where, PyObject *lasti, long long t) {
+    Py_ssize_t n = PyList_GET_SIZE(self->raw);
+    if (n >= self->fast_cap) return 0;
+    if (kwargs != NULL) {  /* a tensor passed by keyword: the general path */
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(kwargs, &pos, &k, &v))
+            if (tmh_is_tensor(self, v)) return 0;
+    }
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+    PyObject *in_ids = PyTuple_New(nargs);  /* trimmed to the tensors below */
+    if (in_ids == NULL) return -1;
+    Py_ssize_t nin = 0;
+    int made = 0;
+    int no_gf = 0;
+    int quiet = 0;
+    int result = -1;
+    PyObject *key = NULL, *ref = NULL, *tid = NULL, *meta = NULL, *skey = NULL;
+    PyObject *entry = NULL, *name_rec = NULL, *ins = NULL, *module = NULL, *rec = NULL;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
+        if (tmh_is_tensor(self, a)) {
+            PyObject *aref;
+            int k = tmh_known_tid(self, a, &aref);
+            if (k < 0) goto done;
+            if (k == 0) { result = 0; goto done; }  /* first sight of this input: see() records it */
+            PyObject *atid = PyObject_GetAttr(aref, tmh_s_tid);
+            if (atid == NULL) goto done;
+            PyObject *info = PyDict_GetItemWithError(self->tensors, atid);
+            if (info == NULL) {
+                Py_DECREF(atid);
+                if (PyErr_Occurred()) goto done;
+                result = 0;
+                goto done;
+            }
+            if (PyTuple_GET_ITEM(info, 3) != Py_None) made = 1;
+            PyTuple_SET_ITEM(in_ids, nin, atid);  /* steals atid */
+            nin++;
+        } else if (PyList_Check(a) || PyTuple_Check(a)) {
+            result = 0;
+            goto done;
+        }
+    }
+    {
+        PyObject *oref;
+        int k = tmh_known_tid(self, o, &oref);
+        if (k < 0) goto done;
+        if (k == 1) { result = 0; goto done; }  /* an input handed back: the general path says which */
+    }
+    {  /* o._is_view(), read as `o._base is not None` (a getset: no method call) */
+        PyObject *base = tmh_tensor_attr(o, A_BASE);
+        if (base == NULL) goto done;
+        Py_DECREF(base);
+        if (base != Py_None) { result = 0; goto done; }
+    }
+    skey = PyObject_CallOneArg(self->storage_id, o);
+    if (skey == NULL) {
+        if (PyErr_ExceptionMatches(self->no_storage)) { PyErr_Clear(); result = 0; }
+        goto done;
+    }
+    key = PyLong_FromVoidPtr(o);
+    if (key == NULL) goto done;
+    ref = PyObject_CallOneArg(self->ref_type, o);
+    if (ref == NULL) goto done;
+    if (PyDict_SetItem(self->ids, key, ref) < 0) goto done;
+    tid = PyIter_Next(self->counter);
+    if (tid == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "tensormagic: id counter ended");
+        goto done;
+    }
+    if (PyObject_SetAttr(ref, tmh_s_tid, tid) < 0) goto done;
+    meta = make_meta(self, o, &no_gf);
+    if (meta == NULL) goto done;
+    if (PyDict_SetItem(self->sid_of_key, skey, tid) < 0) goto done;  /* the storage is named after it */
+    {
+        PyObject *idx = PyLong_FromSsize_t(n);
+        if (idx == NULL) goto done;
+        entry = PyTuple_Pack(4, key, meta, tid, idx);
+        Py_DECREF(idx);
+        if (entry == NULL) goto done;
+        if (PyDict_SetItem(self->tensors, tid, entry) < 0) goto done;
+    }
+    if (_PyTuple_Resize(&in_ids, nin) < 0) goto done;
+    if (made) {
+        ins = in_ids;
+        Py_INCREF(ins);
+    } else {  /* a loop passes the same weights again: one tuple for all its records */
+        ins = PyDict_SetDefault(self->inputs, in_ids, in_ids);
+        if (ins == NULL) goto done;
+        Py_INCREF(ins);
+    }
+    name_rec = PyDict_GetItemWithError(self->names, func);
+    if (name_rec == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, func);
+        goto done;
+    }
+    module = PyObject_GetAttr(self->modules, tmh_s_current);
+    if (module == NULL) goto done;
+    rec = PyTuple_Pack(8, tmh_s_create, name_rec, tid, meta, where, module, lasti ? lasti : Py_None, ins);
+    if (rec == NULL) goto done;
+    if (no_gf && nin < 2) {  /* a create the hooks said they need not see (Tracker.quiet_creates) */
+        PyObject *q = PyDict_GetItemWithError(self->quiet, name_rec);
+        if (q == NULL && PyErr_Occurred()) goto done;
+        quiet = q != NULL && PyObject_IsTrue(q) == 1;
+    }
+    if (append_record(self, rec, t) < 0) goto done;
+    if (!quiet && call_hooks(self, n, o) < 0) goto done;
+    result = 1;
+done:
+    Py_XDECREF(in_ids);
+    Py_XDECREF(key);
+    Py_XDECREF(ref);
+    Py_XDECREF(tid);
+    Py_XDECREF(meta);
+    Py_XDECREF(skey);
+    Py_XDECREF(entry);
+    Py_XDECREF(ins);
+    Py_XDECREF(module);
+    Py_XDECREF(rec);
+    return result;
+}
+
+/* Tracker.record_write for a tensor the block knows, written by an op whose inputs it knows:
+ * 1 recorded (or nothing to record), 0 for the Python path (first sights, copy_ and __setitem__,
+ * folding, stats), -1 error. */
+int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *args, PyObject *kwargs,
+                   PyObject *where, PyObject *lasti) {
+    PyObject *name = PyDict_GetItemWithError(self->names, func);
+    if (name == NULL) return PyErr_Occurred() ? -1 : 0;
+    int special = PyUnicode_CompareWithASCIIString(name, "torch.Tensor.copy_") == 0 ||
+                  PyUnicode_CompareWithASCIIString(name, "torch.Tensor.__setitem__") == 0;
+    if (special) return 0;  /* a cross-device copy_ is a move; __setitem__ is recorded unchanged */
+    long long v1 = tmh_version_of(w);
+    if (v1 == -2) return -1;
+    if (v1 == v0) return 1;
+    Py_ssize_t n = PyList_GET_SIZE(self->raw);
+    if (n >= self->fast_cap) return 0;
+    int result = -1, no_gf;
+    PyObject *tid = NULL, *inputs = NULL, *extra = NULL, *meta = NULL, *module = NULL, *rec = NULL;
+    tid = tmh_registered_tid(self, w);
+    if (tid == NULL) { result = PyErr_Occurred() ? -1 : 0; goto done; }
+    inputs = tmh_tensors_in(self, args, kwargs, w);
+    if (inputs == NULL) goto done;
+    extra = PyTuple_New(1 + PyList_GET_SIZE(inputs));
+    if (extra == NULL) goto done;
+    PyObject *pv0 = PyLong_FromLongLong(v0);
+    if (pv0 == NULL) goto done;
+    PyTuple_SET_ITEM(extra, 0, pv0);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(inputs); i++) {
+        PyObject *itid = tmh_registered_tid(self, PyList_GET_ITEM(inputs, i));
+        if (itid == NULL) { result = PyErr_Occurred() ? -1 : 0; goto done; }
+        PyTuple_SET_ITEM(extra, i + 1, itid);
+    }
+    meta = make_meta(self, w, &no_gf);
+    if (meta == NULL) goto done;
+    module = PyObject_GetAttr(self->modules, tmh_s_current);
+    if (module == NULL) goto done;
+    rec = PyTuple_Pack(8, tmh_s_inplace, name, tid, meta, where, module, lasti ? lasti : Py_None, extra);
+    if (rec == NULL) goto done;
+    long long t = tmh_now_ns(self);
+    if (t == -1 && PyErr_Occurred()) goto done;
+    if (append_record(self, rec, t) < 0) goto done;
+    if (call_hooks(self, n, w) < 0) goto done;
+    result = 1;
+done:
+    Py_XDECREF(tid);
+    Py_XDECREF(inputs);
+    Py_XDECREF(extra);
+    Py_XDECREF(meta);
+    Py_XDECREF(module);
+    Py_XDECREF(rec);
+    return result;
+}
