@@ -12,7 +12,7 @@ import torch
 
 from . import identity, naming
 from .lines import Locator, ipython_locator
-from .mode import ENGINES, TrackMode, make_mode
+from .mode import TrackMode, check_engine, make_mode
 from .recording import Recording
 from .tracker import Tracker
 
@@ -50,8 +50,7 @@ class track:
             raise ValueError(f"max_events must be a positive number, got {max_events!r}")
         self.stats = bool(stats)
         self.max_events = int(max_events)
-        if engine is not None and engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))} or None, got {engine!r}")
+        check_engine(engine)  # before the block: a bad name must not cost the user's cell
         self.engine = engine
         self.log = log
         self.diagnostics = diagnostics

@@ -258,14 +258,19 @@ def default_engine() -> str:
     return "c"
 
 
+def check_engine(engine: str | None) -> None:
+    """A clear error for an engine name that is not one of ``ENGINES`` (None: the default)."""
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))} or None, got {engine!r}")
+
+
 def make_mode(tracker: Tracker, engine: str | None = None) -> TrackMode:
     """The tracking mode for ``engine`` ("c", "python"; None: ``default_engine()``)."""
+    check_engine(engine)
     engine = engine or default_engine()
     if engine == "c":
         if _hotpath is None:
             raise ValueError("engine='c' needs tensormagic's compiled hot path, which was not built "
                              "at install (no C compiler?); use engine='python'")  # fmt: skip
         return CompiledTrackMode(tracker)
-    if engine == "python":
-        return TrackMode(tracker)
-    raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))} or None, got {engine!r}")
+    return TrackMode(tracker)

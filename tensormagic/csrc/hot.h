@@ -63,7 +63,7 @@ typedef struct {
     int disabled;
 } Hot;
 
-/* the metadata attributes read on every recorded tensor (lookup.c) */
+/* indices of the metadata attributes tmh_tensor_attr reads */
 enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE, N_ATTRS };
 
 #define HOT_FIELDS(X) \
