@@ -71,6 +71,11 @@ static int recording_failed(Hot *self) {
     return 0;
 }
 
+/* The call's keyword arguments as the Python methods take them: a dict, empty when none. */
+static PyObject *kwargs_dict(PyObject *kwargs) {
+    return kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
+}
+
 /* The user's call failed: let the error hooks see it (as the Python path does), then re-raise it
  * unchanged. */
 static void user_call_failed(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs) {
@@ -80,7 +85,7 @@ static void user_call_failed(Hot *self, PyObject *func, PyObject *args, PyObject
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb != NULL) PyException_SetTraceback(value, tb);
-    PyObject *kw = kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
+    PyObject *kw = kwargs_dict(kwargs);
     if (kw != NULL) {
         PyObject *cargs[4] = {func, args, kw, value};
         PyObject *r = PyObject_Vectorcall(self->on_error, cargs, 4, NULL);
@@ -91,21 +96,31 @@ static void user_call_failed(Hot *self, PyObject *func, PyObject *args, PyObject
     PyErr_Restore(type, value, tb);
 }
 
-/* Python's record_write / record_outputs, for what the compiled path leaves to them (find_where
- * has left the line finder's offset at `where`'s, which Tracker._add reads). */
-static int call_python(Hot *self, PyObject *method, PyObject *func, PyObject *second, PyObject *third,
-                       PyObject *args, PyObject *kwargs, PyObject *where) {
-    PyObject *kw = kwargs;
-    if (kw == NULL && (kw = PyDict_New()) == NULL) return -1;
-    else if (kwargs != NULL) Py_INCREF(kw);
-    PyObject *cargs[6] = {func, second, third, args, kw, where};
-    PyObject *res;
-    if (method == self->record_write) {  /* record_write(func, written, v0, args, kwargs, where) */
-        res = PyObject_Vectorcall(method, cargs, 6, NULL);
-    } else {  /* record_outputs(func, action, args, kwargs, r, where) */
-        PyObject *oargs[6] = {func, second, args, kw, third, where};
-        res = PyObject_Vectorcall(method, oargs, 6, NULL);
+/* What the compiled path leaves to Python (find_where has left the line finder's offset at
+ * `where`'s, which Tracker._add reads): Tracker.record_write(func, written, v0, args, kwargs, where)
+ * and Tracker.record_outputs(func, GENERAL, args, kwargs, r, where).  0, or -1 with an exception. */
+static int python_write(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *args,
+                        PyObject *kwargs, PyObject *where) {
+    PyObject *pv0 = PyLong_FromLongLong(v0);
+    PyObject *kw = kwargs_dict(kwargs);
+    PyObject *res = NULL;
+    if (pv0 != NULL && kw != NULL) {
+        PyObject *cargs[6] = {func, w, pv0, args, kw, where};
+        res = PyObject_Vectorcall(self->record_write, cargs, 6, NULL);
     }
+    Py_XDECREF(pv0);
+    Py_XDECREF(kw);
+    if (res == NULL) return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+static int python_outputs(Hot *self, PyObject *func, PyObject *r, PyObject *args, PyObject *kwargs,
+                          PyObject *where) {
+    PyObject *kw = kwargs_dict(kwargs);
+    if (kw == NULL) return -1;
+    PyObject *cargs[6] = {func, self->general, args, kw, r, where};
+    PyObject *res = PyObject_Vectorcall(self->record_outputs, cargs, 6, NULL);
     Py_DECREF(kw);
     if (res == NULL) return -1;
     Py_DECREF(res);
@@ -207,10 +222,7 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
             if (c < 0) {
                 failed = 1;
             } else if (c == 0) {
-                PyObject *pv0 = PyLong_FromLongLong(v0);
-                failed = pv0 == NULL ||
-                         call_python(self, self->record_write, func, a0, pv0, args, kwargs, where) < 0;
-                Py_XDECREF(pv0);
+                failed = python_write(self, func, a0, v0, args, kwargs, where) < 0;
             }
         }
     } else if (tmh_is_tensor(self, r) || PyTuple_Check(r) || PyList_Check(r)) {
@@ -219,7 +231,7 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
         if (c < 0) {
             failed = 1;
         } else if (c == 0) {
-            failed = call_python(self, self->record_outputs, func, self->general, r, args, kwargs, where) < 0;
+            failed = python_outputs(self, func, r, args, kwargs, where) < 0;
         }
     }
     Py_XDECREF(where);
