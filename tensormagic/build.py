@@ -170,19 +170,7 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
     # the tensors those lines made are found when the events are built, but for the live
     # tensors now, since their graphs are named now.
     targets = {where: target_of(where) for where in tr.lines.places()}
-    live: list[tuple[int, Any]] = []
-    get = identity._ids.get
-    tensors = tr.tensors
-    for tid, info in tensors.items():
-        ref = get(info[0])  # ``tr.alive`` inline: a long block ends with 10,000s of tensors here
-        if ref is not None and ref.tid == tid:
-            t = ref()
-            if t is not None:
-                if tid not in tr.merged:
-                    live.append((tid, t))
-                continue
-        if info[0] is not None:  # dead: its id() key can find nothing any more (32 B a tensor)
-            tensors[tid] = (None, *info[1:])
+    live = tr.live_tensors()
     name_live(raw, targets, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
                failed=rec.failed)  # fmt: skip
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 from types import MethodType
 from typing import Any, Callable
 
@@ -239,6 +240,8 @@ class CompiledTrackMode(TrackMode):
             now=_now, general=GENERAL, t0=tr.t0, fast_cap=tr._fast_cap,
         )  # fmt: skip
         self.__torch_function__ = MethodType(self._hot, self)  # type: ignore[method-assign]
+        # the block's end walks every tensor it made: the same loop, compiled
+        tr.live_tensors = partial(_hotpath.live_tensors, tr.tensors, identity._ids, tr.merged)  # type: ignore[method-assign]
 
     def _internal(self, e: BaseException) -> None:
         super()._internal(e)

@@ -147,6 +147,26 @@ class Tracker:
         ref = self.ref(tid)
         return None if ref is None else ref()
 
+    def live_tensors(self) -> list[tuple[int, Tensor]]:
+        """The block's tensors still alive at its end, (tid, tensor), without the merged ones.
+
+        A dead tensor's entry drops its ``id()`` key on the way (that key can find nothing any
+        more: 32 B a tensor).  The compiled engine replaces this method with the same loop in C
+        (``_hotpath.live_tensors``): a long block ends with 10,000s of tensors here."""
+        live: list[tuple[int, Tensor]] = []
+        get, tensors, merged = identity._ids.get, self.tensors, self.merged
+        for tid, info in tensors.items():
+            ref = get(info[0])  # ``ref_of`` inline
+            if ref is not None and ref.tid == tid:
+                t = ref()
+                if t is not None:
+                    if tid not in merged:
+                        live.append((tid, t))
+                    continue
+            if info[0] is not None:
+                tensors[tid] = (None, *info[1:])
+        return live
+
     def meta(self, t: Tensor) -> tuple[Any, ...]:
         """``t``'s metadata, interned: equal snapshots share one tuple."""
         gf = t.grad_fn

@@ -59,6 +59,7 @@ typedef struct {
     PyObject *general;        /* the int GENERAL */
     long long t0;
     Py_ssize_t fast_cap;
+    Py_ssize_t tid_offset;  /* where identity.Ref keeps its "tid" slot; 0: use attribute access */
     int busy;      /* a call this object started is running (the Python path's flag is in state) */
     int disabled;
 } Hot;
@@ -94,6 +95,25 @@ static inline PyObject *tmh_tensor_attr(PyObject *o, int which) {
     return PyObject_GetAttr(o, tmh_attr_names[which]);
 }
 
+/* ref.tid and ref.tid = tid for identity.Ref (a weakref subclass with one slot): at the slot's
+ * offset, as its member descriptor would (a generic attribute lookup costs ~40 ns, and every
+ * recorded op reads one or two and writes one).  Anything else goes through the attribute. */
+static inline PyObject *tmh_ref_tid(Hot *self, PyObject *ref) {
+    if (self->tid_offset > 0 && Py_TYPE(ref) == (PyTypeObject *)self->ref_type) {
+        PyObject *v = *(PyObject **)((char *)ref + self->tid_offset);
+        if (v != NULL) return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(ref, tmh_s_tid);
+}
+
+static inline int tmh_set_ref_tid(Hot *self, PyObject *ref, PyObject *tid) {
+    if (self->tid_offset > 0 && Py_TYPE(ref) == (PyTypeObject *)self->ref_type) {
+        Py_XSETREF(*(PyObject **)((char *)ref + self->tid_offset), Py_NewRef(tid));
+        return 0;
+    }
+    return PyObject_SetAttr(ref, tmh_s_tid, tid);
+}
+
 static inline int tmh_is_tensor(Hot *self, PyObject *o) {
     return PyObject_TypeCheck(o, (PyTypeObject *)self->tensor_type);
 }
@@ -104,8 +124,10 @@ long long tmh_now_ns(Hot *self);
 long long tmh_version_of(PyObject *t);
 PyObject *tmh_find_where(Hot *self, PyObject **lasti);
 int tmh_known_tid(Hot *self, PyObject *t, PyObject **ref_out);
+int tmh_known_at(Hot *self, PyObject *t, PyObject *key, PyObject **ref_out);
 PyObject *tmh_registered_tid(Hot *self, PyObject *t);
 PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *skip);
+PyObject *tmh_live_tensors(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 
 /* record.c */
 int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,

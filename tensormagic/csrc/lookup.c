@@ -136,8 +136,15 @@ int tmh_known_tid(Hot *self, PyObject *t, PyObject **ref_out) {
     *ref_out = NULL;
     PyObject *key = PyLong_FromVoidPtr(t);
     if (key == NULL) return -1;
-    PyObject *ref = PyDict_GetItemWithError(self->ids, key);
+    int r = tmh_known_at(self, t, key, ref_out);
     Py_DECREF(key);
+    return r;
+}
+
+/* tmh_known_tid with the id() key already made */
+int tmh_known_at(Hot *self, PyObject *t, PyObject *key, PyObject **ref_out) {
+    *ref_out = NULL;
+    PyObject *ref = PyDict_GetItemWithError(self->ids, key);
     if (ref == NULL) return PyErr_Occurred() ? -1 : 0;
     if (!PyWeakref_Check(ref)) return 0;
 #if PY_VERSION_HEX >= 0x030D0000
@@ -189,9 +196,76 @@ PyObject *tmh_registered_tid(Hot *self, PyObject *t) {
     PyObject *ref;
     int k = tmh_known_tid(self, t, &ref);
     if (k <= 0) return NULL;
-    PyObject *tid = PyObject_GetAttr(ref, tmh_s_tid);
+    PyObject *tid = tmh_ref_tid(self, ref);
     if (tid == NULL) return NULL;
     int has = PyDict_Contains(self->tensors, tid);
     if (has != 1) { Py_DECREF(tid); return NULL; }
     return tid;
+}
+
+/* Tracker.live_tensors (tracker.py says what it does; this is the same loop for the compiled engine):
+ * live_tensors(tensors, ids, merged) -> [(tid, tensor), ...] for the block's tensors still alive,
+ * without `merged`; a dead tensor's entry loses its id() key (a new tuple, key None).  A block of
+ * 10,000 tensors ends here: this loop in Python was most of W1's block end. */
+PyObject *tmh_live_tensors(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssize_t n) {
+    if (n != 3 || !PyDict_Check(a[0]) || !PyDict_Check(a[1]) || !PyAnySet_Check(a[2])) {
+        PyErr_SetString(PyExc_TypeError, "live_tensors(tensors: dict, ids: dict, merged: set)");
+        return NULL;
+    }
+    PyObject *tensors = a[0], *ids = a[1], *merged = a[2];
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    Py_ssize_t pos = 0;
+    PyObject *tid, *info;
+    while (PyDict_Next(tensors, &pos, &tid, &info)) {
+        if (!PyTuple_Check(info) || PyTuple_GET_SIZE(info) < 1) {
+            PyErr_SetString(PyExc_TypeError, "tensormagic: unexpected tensor entry");
+            goto fail;
+        }
+        PyObject *key = PyTuple_GET_ITEM(info, 0);
+        if (key == Py_None) continue;
+        PyObject *ref = PyDict_GetItemWithError(ids, key);  /* borrowed */
+        if (ref == NULL && PyErr_Occurred()) goto fail;
+        if (ref != NULL) {
+            PyObject *rtid = PyObject_GetAttr(ref, tmh_s_tid);
+            if (rtid == NULL) goto fail;
+            int same = PyObject_RichCompareBool(rtid, tid, Py_EQ);
+            Py_DECREF(rtid);
+            if (same < 0) goto fail;
+            if (same && PyWeakref_Check(ref)) {
+#if PY_VERSION_HEX >= 0x030D0000
+                PyObject *t;
+                if (PyWeakref_GetRef(ref, &t) < 0) goto fail;
+#else
+                PyObject *t = Py_NewRef(PyWeakref_GET_OBJECT(ref));
+                if (t == Py_None) Py_CLEAR(t);
+#endif
+                if (t != NULL) {
+                    int m = PySet_Contains(merged, tid);
+                    if (m == 0) {
+                        PyObject *pair = PyTuple_Pack(2, tid, t);
+                        if (pair == NULL || PyList_Append(out, pair) < 0) { Py_XDECREF(pair); Py_DECREF(t); goto fail; }
+                        Py_DECREF(pair);
+                    }
+                    Py_DECREF(t);
+                    if (m < 0) goto fail;
+                    continue;
+                }
+            }
+        }
+        /* dead: its id() key can find nothing any more.  Replacing a value keeps the keys, which
+         * PyDict_Next allows during the walk. */
+        Py_ssize_t size = PyTuple_GET_SIZE(info);
+        PyObject *dead = PyTuple_New(size);
+        if (dead == NULL) goto fail;
+        PyTuple_SET_ITEM(dead, 0, Py_NewRef(Py_None));
+        for (Py_ssize_t i = 1; i < size; i++) PyTuple_SET_ITEM(dead, i, Py_NewRef(PyTuple_GET_ITEM(info, i)));
+        int rc = PyDict_SetItem(tensors, tid, dead);
+        Py_DECREF(dead);
+        if (rc < 0) goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
 }

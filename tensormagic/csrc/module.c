@@ -18,6 +18,7 @@
  * passed through unchanged.
  */
 #include "hot.h"
+#include <structmember.h>
 
 PyObject *tmh_s_tid, *tmh_s_current, *tmh_s_lasti, *tmh_s_create, *tmh_s_f_lasti, *tmh_s_busy,
     *tmh_s_inplace, *tmh_s_out, *tmh_attr_names[N_ATTRS];
@@ -300,6 +301,14 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 #undef SET
     self->t0 = t0;
     self->fast_cap = cap;
+    self->tid_offset = 0;
+    if (PyType_Check(self->ref_type)) {  /* identity.Ref's "tid" slot: a writable object member */
+        PyObject *d = _PyType_Lookup((PyTypeObject *)self->ref_type, tmh_s_tid);  /* borrowed */
+        if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0) self->tid_offset = m->offset;
+        }
+    }
     tmh_learn_getsets((PyTypeObject *)self->tensor_type);
     return (PyObject *)self;
 }
@@ -320,10 +329,16 @@ static PyTypeObject HotType = {
     .tp_getset = hot_getset,
 };
 
+static PyMethodDef module_methods[] = {
+    {"live_tensors", (PyCFunction)(void (*)(void))tmh_live_tensors, METH_FASTCALL,
+     "live_tensors(tensors, ids, merged): Tracker.live_tensors, compiled."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef hotpath_module = {
     PyModuleDef_HEAD_INIT, "_hotpath",
     "The compiled hot path of tensormagic's tracking mode (optional: mode.py falls back to Python).",
-    -1, NULL,
+    -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__hotpath(void) {
