@@ -53,6 +53,14 @@ fail:
     return NULL;
 }
 
+/* A record or tensor entry holds strings, ints, None and the block's interned tuples: it can be
+ * part of no reference cycle, and the collector need not walk it (CPython untracks such tuples
+ * itself, but only those holding nothing tracked; the metadata's torch.Size keeps ours tracked).
+ * A long block holds two per op: every collection walked them all. */
+static inline void untrack(PyObject *tup) {
+    if (PyObject_GC_IsTracked(tup)) PyObject_GC_UnTrack(tup);
+}
+
 /* Each record hook, as Tracker._add calls them: hook(tracker, raw index, (tensor,)). */
 static int call_hooks(Hot *self, Py_ssize_t n, PyObject *o) {
     if (PyList_GET_SIZE(self->record_hooks) == 0) return 0;
@@ -116,7 +124,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
             int k = tmh_known_tid(self, a, &aref);
             if (k < 0) goto done;
             if (k == 0) { result = 0; goto done; }  /* first sight of this input: see() records it */
-            PyObject *atid = PyObject_GetAttr(aref, tmh_s_tid);
+            PyObject *atid = tmh_ref_tid(self, aref);
             if (atid == NULL) goto done;
             PyObject *info = PyDict_GetItemWithError(self->tensors, atid);
             if (info == NULL) {
@@ -133,9 +141,11 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
             goto done;
         }
     }
+    key = PyLong_FromVoidPtr(o);  /* its id(): the id table's key, kept in its entry */
+    if (key == NULL) goto done;
     {
         PyObject *oref;
-        int k = tmh_known_tid(self, o, &oref);
+        int k = tmh_known_at(self, o, key, &oref);
         if (k < 0) goto done;
         if (k == 1) { result = 0; goto done; }  /* an input handed back: the general path says which */
     }
@@ -150,8 +160,6 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
         if (PyErr_ExceptionMatches(self->no_storage)) { PyErr_Clear(); result = 0; }
         goto done;
     }
-    key = PyLong_FromVoidPtr(o);
-    if (key == NULL) goto done;
     ref = PyObject_CallOneArg(self->ref_type, o);
     if (ref == NULL) goto done;
     if (PyDict_SetItem(self->ids, key, ref) < 0) goto done;
@@ -160,7 +168,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "tensormagic: id counter ended");
         goto done;
     }
-    if (PyObject_SetAttr(ref, tmh_s_tid, tid) < 0) goto done;
+    if (tmh_set_ref_tid(self, ref, tid) < 0) goto done;
     meta = make_meta(self, o, &no_gf);
     if (meta == NULL) goto done;
     if (PyDict_SetItem(self->sid_of_key, skey, tid) < 0) goto done;  /* the storage is named after it */
@@ -170,6 +178,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
         entry = PyTuple_Pack(4, key, meta, tid, idx);
         Py_DECREF(idx);
         if (entry == NULL) goto done;
+        untrack(entry);
         if (PyDict_SetItem(self->tensors, tid, entry) < 0) goto done;
     }
     if (_PyTuple_Resize(&in_ids, nin) < 0) goto done;
@@ -190,6 +199,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
     if (module == NULL) goto done;
     rec = PyTuple_Pack(8, tmh_s_create, name_rec, tid, meta, where, module, lasti ? lasti : Py_None, ins);
     if (rec == NULL) goto done;
+    untrack(rec);
     if (no_gf && nin < 2) {  /* a create the hooks said they need not see (Tracker.quiet_creates) */
         PyObject *q = PyDict_GetItemWithError(self->quiet, name_rec);
         if (q == NULL && PyErr_Occurred()) goto done;
@@ -249,6 +259,7 @@ int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *
     if (module == NULL) goto done;
     rec = PyTuple_Pack(8, tmh_s_inplace, name, tid, meta, where, module, lasti ? lasti : Py_None, extra);
     if (rec == NULL) goto done;
+    untrack(rec);
     long long t = tmh_now_ns(self);
     if (t == -1 && PyErr_Occurred()) goto done;
     if (append_record(self, rec, t) < 0) goto done;
