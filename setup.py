@@ -10,7 +10,8 @@ setup(
     ext_modules=[
         Extension(
             "tensormagic._hotpath",
-            ["tensormagic/csrc/module.c", "tensormagic/csrc/lookup.c", "tensormagic/csrc/record.c"],
+            ["tensormagic/csrc/module.c", "tensormagic/csrc/lookup.c", "tensormagic/csrc/record.c",
+             "tensormagic/csrc/slots.c"],
             depends=["tensormagic/csrc/hot.h"],
             optional=True,
         )

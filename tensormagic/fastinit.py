@@ -5,18 +5,40 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from typing import Any, Callable
 
+try:
+    from ._hotpath import SlotMaker
+except ImportError:  # built without a C compiler: the Python constructor below
+    SlotMaker = None
 
-def fast_constructor(cls: type) -> Callable[..., Any]:
-    """A function with ``cls``'s constructor signature that fills the slots through their
-    member descriptors.  A frozen dataclass's ``__init__`` sets each field through
-    ``object.__setattr__``, about twice the cost: an Event has 26 fields and a log or a report
-    builds one per event.  The result is the same object (equal, hashable, frozen)."""
+_REQUIRED = object()  # SlotMaker's marker for a field without a default
+
+
+def fast_constructor(cls: type, *, compiled: bool | None = None) -> Callable[..., Any]:
+    """A callable with ``cls``'s constructor signature that fills the slots directly.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``: an Event
+    has 26 fields, and a log or a report builds one per event.  The compiled ``SlotMaker``
+    (``csrc/slots.c``) stores them all in one call; without it (or with ``compiled=False``), a
+    generated function calls each slot's member descriptor, about half ``__init__``'s cost.
+    The result is the same object either way (equal, hashable, frozen)."""
+    flds = fields(cls)
+    if any(f.default_factory is not MISSING for f in flds):  # pragma: no cover - the model has none
+        raise TypeError(f"{cls.__name__}: default factories are not supported")
+    if compiled is None:
+        compiled = SlotMaker is not None
+    if compiled:
+        if SlotMaker is None:
+            raise ValueError("the compiled SlotMaker was not built (no C compiler at install)")
+        defaults = tuple(_REQUIRED if f.default is MISSING else f.default for f in flds)
+        return SlotMaker(cls, tuple(f.name for f in flds), defaults, _REQUIRED)  # type: ignore[no-any-return]
+    return _python_constructor(cls)
+
+
+def _python_constructor(cls: type) -> Callable[..., Any]:
     ns: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
     params: list[str] = []
     body: list[str] = []
     for f in fields(cls):
-        if f.default_factory is not MISSING:  # pragma: no cover - the event model has none
-            raise TypeError(f"{cls.__name__}.{f.name}: default factories are not supported")
         if f.default is MISSING:
             params.append(f.name)
         else:

@@ -3,6 +3,7 @@
  *   lookup.c  what a record is made of: tensor attributes, the clock, the user's frame, the id table
  *   record.c  the records the compiled path makes itself (a new tensor, an in-place write)
  *   module.c  the Hot type: its __torch_function__ dispatch, failures, construction, module init
+ *   slots.c   SlotMaker: the event model's dataclasses built in one call (fastinit.py)
  */
 #ifndef TENSORMAGIC_HOT_H
 #define TENSORMAGIC_HOT_H
@@ -128,6 +129,9 @@ int tmh_known_at(Hot *self, PyObject *t, PyObject *key, PyObject **ref_out);
 PyObject *tmh_registered_tid(Hot *self, PyObject *t);
 PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *skip);
 PyObject *tmh_live_tensors(PyObject *mod, PyObject *const *a, Py_ssize_t n);
+
+/* slots.c */
+extern PyTypeObject tmh_SlotMakerType;
 
 /* record.c */
 int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,
