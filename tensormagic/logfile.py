@@ -151,6 +151,17 @@ def cell_records(rec: Recording, key: str) -> Iterator[dict[str, Any]]:
     yield cell_record(rec, key)
 
 
+def cell_lines(rec: Recording, key: str) -> Iterator[bytes]:
+    """``cell_records`` encoded, one JSON line each (no newline).  An event's line is the same
+    bytes as ``dumps`` of its record, assembled around the event's own encoding: the wrapper is
+    the same for every event of the cell, and a log writes thousands of them."""
+    refs = ref_dicts()
+    head = dumps({"type": "event", "key": key})[:-1] + b',"event":'
+    for e in rec.events:
+        yield head + dumps(e.to_dict(refs=refs)) + b"}"
+    yield dumps(cell_record(rec, key))
+
+
 def cell_record(rec: Recording, key: str) -> dict[str, Any]:
     err_type, err_msg = _split_error(rec.error) if rec.failed else (None, None)
     ended = rec.started + rec.duration_s
@@ -237,13 +248,13 @@ class LogWriter:
             key = f"{self.session}/{self._cells}"
             f = self._held if self._held is not None else _open_locked(self.path)
             try:
-                self._write_locked(f, cell_records(rec, key))
+                self._write_locked(f, cell_lines(rec, key))
             finally:
                 if f is not self._held:
                     f.close()
             return key
 
-    def _write_locked(self, f: IO[bytes], records: Iterable[dict[str, Any]]) -> None:
+    def _write_locked(self, f: IO[bytes], lines: Iterable[bytes]) -> None:
         st = os.fstat(f.fileno())
         ident = (st.st_dev, st.st_ino)
         out: list[bytes] = []
@@ -258,8 +269,8 @@ class LogWriter:
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            for r in records:
-                out.append(dumps(r))
+            for line in lines:
+                out.append(line)
                 if len(out) >= self.chunk:
                     _flush(sink, f, out)
             _flush(sink, f, out)
@@ -385,6 +396,7 @@ __all__ = [
     "LogWarning",
     "LogWriter",
     "cell_record",
+    "cell_lines",
     "cell_records",
     "close_all",
     "dumps",

@@ -91,6 +91,14 @@ def test_event_to_dict_matches_the_generic_encoder() -> None:
     assert all(list(e.to_dict()) == list(_to_dict(e)) for e in events)  # same key order too
 
 
+def test_cell_lines_are_the_records_encoded() -> None:
+    """Each line the writer assembles is byte for byte ``dumps`` of the same record."""
+    rec = _every_kind()
+    expected = [logfile.dumps(r) for r in logfile.cell_records(rec, "abc/1")]
+    assert list(logfile.cell_lines(rec, "abc/1")) == expected
+    assert len(expected) == len(rec.events) + 1
+
+
 def test_last_refs_is_the_latest_snapshot_of_each_touched_tensor() -> None:
     """last_refs, inlined for speed, keeps what touched_tensors reports, in order of first mention."""
     from tensormagic.recording import last_refs, touched_tensors
