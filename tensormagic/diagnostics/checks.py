@@ -145,11 +145,13 @@ class Checks:
             # Most creates need no check: one input (or none), no grad_fn, a role that looks at
             # one input only when it shapes it.  Decided here, without another call.
             meta, extra = r[3], r[7]
-            if meta[4] is None and not self.nonfinite and not self._blown and len(extra) < 2 \
-                    and not (extra and type(extra[0]) is tuple):  # fmt: skip
-                role = self._roles.get(r[1])
-                if role is not None and not role & SHAPING:
+            if meta[4] is None and not self.nonfinite:
+                if r[1] is None:  # appeared without an op (a gradient, a NumPy bridge): no input to check
                     return
+                if not self._blown and len(extra) < 2 and not (extra and type(extra[0]) is tuple):
+                    role = self._roles.get(r[1])
+                    if role is not None and not role & SHAPING:
+                        return
             self._on_create(r, idx)
         elif kind == "inplace":
             v0, in_ids = r[7][0], r[7][1:]

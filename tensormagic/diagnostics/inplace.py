@@ -64,10 +64,19 @@ class SavedWrites:
     # -- index -------------------------------------------------------------------------------
     def register(self, tid: int, in_ids: tuple[int, ...]) -> None:
         """A new tensor with a grad_fn: its node may save it (a result) or its inputs."""
-        tensors = self.tr.tensors
+        tensors, by_storage = self.tr.tensors, self.by_storage
         self._file(tensors[tid][2], tid)
-        for i in in_ids:
-            self._file(tensors[i][2], tid)
+        for i in in_ids:  # _file inline: every create with a grad_fn files each of its inputs
+            sid = tensors[i][2]
+            if sid is None:
+                continue
+            lst = by_storage.get(sid)
+            if not lst:
+                by_storage[sid] = [tid]
+            elif lst[-1] != tid:
+                lst.append(tid)
+                if len(lst) > 4 * _KEEP:
+                    self._trim(lst)
 
     def _file(self, sid: int | None, tid: int) -> None:
         if sid is None:
@@ -78,7 +87,10 @@ class SavedWrites:
         elif lst[-1] != tid:
             lst.append(tid)
             if len(lst) > 4 * _KEEP:
-                lst[:] = [c for c in lst if self.tr.alive(c) is not None][-_KEEP:]
+                self._trim(lst)
+
+    def _trim(self, lst: list[int]) -> None:
+        lst[:] = [c for c in lst if self.tr.alive(c) is not None][-_KEEP:]
 
     def on_view(self, tid: int, btid: int, func: Any, has_grad: bool) -> None:
         if btid in self.own_counter or (func is not None and op_name(func) == _DATA_GET):
@@ -99,13 +111,20 @@ class SavedWrites:
         roots: list[tuple[int, Any]] = [(tid, t)] if gf is not None else []
         if cands:
             live = []
-            alive, freed = self.tr.alive, self.freed
-            for c in cands:
-                obj = alive(c)
-                if obj is not None:
-                    live.append((c, obj))
-            cands[:] = [c for c, _ in live[-_KEEP:]]
-            roots.extend(x for x in reversed(live[-MAX_ROOTS:]) if x[0] != tid and freed.get(x[0]) != x[1]._version)
+            get, ids_get = tensors.get, identity._ids.get
+            for c in cands:  # ``Tracker.alive`` inline: every write to a parameter walks these
+                info = get(c)
+                ref = ids_get(info[0]) if info is not None else None
+                if ref is not None and ref.tid == c:
+                    obj = ref()
+                    if obj is not None:
+                        live.append((c, obj))
+            if len(live) != len(cands) or len(live) > _KEEP:
+                cands[:] = [c for c, _ in live[-_KEEP:]]
+            freed = self.freed
+            for x in reversed(live[-MAX_ROOTS:]):
+                if x[0] != tid and freed.get(x[0]) != x[1]._version:
+                    roots.append(x)
             if not roots:
                 return
         key = identity.storage_key(t)
