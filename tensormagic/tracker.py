@@ -60,6 +60,18 @@ def _gf_name(gf: Any) -> str:
     return name
 
 
+#: Tracker.quiet_creates values: an op's creates need no record hook when made from fewer than
+#: two inputs (QUIET_ONE), or from any number unless the result is float64 (QUIET_ANY)
+QUIET_ONE, QUIET_ANY = 1, 2
+_F64 = torch.float64
+
+
+def quiet(level: int | None, n_in: int, meta: tuple[Any, ...]) -> bool:
+    """Whether a create from ``n_in`` inputs of an op at this quiet ``level`` skips the hooks
+    (csrc/record.c decides the same)."""
+    return bool(level) and (n_in < 2 or (level >= QUIET_ANY and meta[1] is not _F64))
+
+
 def create_parts(extra: tuple[Any, ...]) -> tuple[tuple[int, ...], str, str | None]:
     """(input ids, origin "op" or "seen", note) of a create record's extra."""
     if extra and type(extra[0]) is tuple:
@@ -111,10 +123,11 @@ class Tracker:
         self.internal_error: BaseException | None = None
         # Extension points (diagnostics): called only when non-empty.
         self.record_hooks: list[Callable[[Tracker, int, tuple[Tensor, ...]], None]] = []
-        #: op names whose create records (no grad_fn, fewer than two inputs) the record hooks have
-        #: said they need not see: the hot path then skips the call.  Filled and cleared by the
-        #: hooks' owner (diagnostics), never replaced while recording (the compiled engine holds it).
-        self.quiet_creates: dict[str, bool] = {}
+        #: op name -> QUIET_ONE or QUIET_ANY: the create records of that op the record hooks have
+        #: said they need not see (see ``quiet``); the hot path then skips the call.  Filled and
+        #: cleared by the hooks' owner (diagnostics), never replaced while recording (the compiled
+        #: engine holds it).
+        self.quiet_creates: dict[str, int] = {}
         self.error_hooks: list[Callable[..., None]] = []
         # call_watch: op name -> watch(tracker, func, args, where), called before the op runs;
         # ``where`` is a zero-argument callable (the frame walk costs µs: only pay it when needed).
@@ -329,7 +342,7 @@ class Tracker:
         name = _names[func]
         raw.append(("create", name, tid, meta, where, self.modules.current, self.lines.lasti, ins))
         self.times.append((t or _now()) - self.t0)
-        if self.record_hooks and not (gf is None and len(ins) < 2 and self.quiet_creates.get(name)):
+        if self.record_hooks and not quiet(self.quiet_creates.get(name), len(ins), meta):
             objs = (o,)
             for hook in self.record_hooks:
                 hook(self, n, objs)

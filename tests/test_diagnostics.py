@@ -140,6 +140,40 @@ def test_inplace_write_to_an_input_autograd_saved():
     del y
 
 
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_inplace_write_to_what_a_skipped_op_saved(engine: str):
+    """An op whose later calls skip the checks (linear, once judged) still counts as saving its inputs."""
+    w = torch.randn(3, 3, requires_grad=True)
+    x = torch.randn(2, 3, requires_grad=True)
+    with pytest.warns(InplaceSavedWarning):
+        with tensormagic.track(engine=engine) as rec:
+            F.linear(x, w)  # the checks judge linear here: its creates need them no more
+            y = F.linear(x, w)
+            with torch.no_grad():
+                w.add_(1)
+    d = only(rec, "inplace-saved")
+    assert d.line == line_of(rec, "add_") and "w" in d.names
+    del y
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_judged_creates_skip_the_record_hooks(engine: str):
+    """Once judged, an op's creates skip the hooks (with a grad_fn or several inputs too); float64 ones from several inputs do not."""
+    from torch.overrides import _get_current_function_mode
+
+    w = torch.randn(3, 3, requires_grad=True)
+    x = torch.randn(2, 3)
+    wd, xd = w.detach().double(), x.double()
+    reached: list[str] = []
+    with tensormagic.track(engine=engine):
+        F.linear(x, w), x.exp(), x * x, F.linear(xd, wd)  # judged: linear, exp, mul
+        tr = _get_current_function_mode().tracker
+        tr.record_hooks.append(lambda tr, idx, objs: reached.append(tr.raw[idx][1]))
+        F.linear(x, w), x.exp(), w.exp()  # quiet: several inputs / one input, grad_fn or not
+        x * x, F.linear(xd, wd)  # mul from two inputs; a float64 result: the checks look
+    assert reached == ["torch.Tensor.mul", "torch.nn.functional.linear"]
+
+
 def test_inplace_before_use_or_on_unsaved_tensors_is_fine():
     """Writes no saved tensor depends on (before the use, or on what a mul by a scalar never saved): quiet."""
     x = torch.randn(3, requires_grad=True)

@@ -58,6 +58,7 @@ typedef struct {
     PyObject *tensor_type;    /* torch.Tensor */
     PyObject *now;            /* time.perf_counter_ns */
     PyObject *general;        /* the int GENERAL */
+    PyObject *f64;            /* torch.float64 (tracker.quiet: a float64 result is not quiet) */
     long long t0;
     Py_ssize_t fast_cap;
     Py_ssize_t tid_offset;  /* where identity.Ref keeps its "tid" slot; 0: use attribute access */
@@ -72,7 +73,7 @@ enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE
     X(actions) X(state) X(slow) X(watched) X(where) X(on_error) X(internal) X(tracker) X(error_hooks) X(record_hooks) X(quiet) X(raw) \
     X(times_append) X(tensors) X(sid_of_key) X(metas) X(intern) X(inputs) X(gf_names) X(gf_name) \
     X(names) X(ids) X(counter) X(ref_type) X(storage_id) X(no_storage) X(modules) X(lines) \
-    X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general)
+    X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general) X(f64)
 
 /* Nothing below is exported from the shared object: only PyInit__hotpath is. */
 #if defined(__GNUC__)

@@ -273,7 +273,7 @@ static char *hot_kwlist[] = {
     "actions", "state", "slow", "watched", "where", "on_error", "internal", "tracker", "error_hooks", "record_hooks", "quiet", "raw",
     "times_append", "tensors", "sid_of_key", "metas", "intern", "inputs", "gf_names", "gf_name",
     "names", "ids", "counter", "ref_type", "storage_id", "no_storage", "modules", "lines",
-    "line_cache", "learn", "find", "record_write", "record_outputs", "tensor_type", "now", "general",
+    "line_cache", "learn", "find", "record_write", "record_outputs", "tensor_type", "now", "general", "f64",
     "t0", "fast_cap", NULL,
 };
 
@@ -281,17 +281,17 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     Hot *self = (Hot *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->vectorcall = (vectorcallfunc)hot_vectorcall;
-    PyObject *o[36];
+    PyObject *o[37];
     long long t0;
     Py_ssize_t cap;
     if (!PyArg_ParseTupleAndKeywords(args, kw,
-            "O!O!OO!OOOO" "O!O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OO" "Ln:Hot", hot_kwlist,
+            "O!O!OO!OOOO" "O!O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OOO" "Ln:Hot", hot_kwlist,
             &PyDict_Type, &o[0], &PyDict_Type, &o[1], &o[2], &PyDict_Type, &o[3], &o[4], &o[5], &o[6], &o[7],
             &PyList_Type, &o[8], &PyList_Type, &o[9], &PyDict_Type, &o[10], &PyList_Type, &o[11], &o[12],
             &PyDict_Type, &o[13], &PyDict_Type, &o[14], &PyDict_Type, &o[15], &o[16],
             &PyDict_Type, &o[17], &PyDict_Type, &o[18], &o[19], &PyDict_Type, &o[20],
             &PyDict_Type, &o[21], &o[22], &o[23], &o[24], &o[25], &o[26], &o[27], &PyDict_Type, &o[28],
-            &o[29], &o[30], &o[31], &o[32], &PyType_Type, &o[33], &o[34], &o[35], &t0, &cap)) {
+            &o[29], &o[30], &o[31], &o[32], &PyType_Type, &o[33], &o[34], &o[35], &o[36], &t0, &cap)) {
         Py_DECREF(self);
         return NULL;
     }

@@ -3,12 +3,11 @@
 #include "hot.h"
 
 /* Tracker.meta: (shape, dtype, device, requires_grad, grad_fn name, version), interned per block.
- * A new reference, or NULL with an exception; *no_gf says whether grad_fn was None. */
-static PyObject *make_meta(Hot *self, PyObject *o, int *no_gf) {
+ * A new reference, or NULL with an exception. */
+static PyObject *make_meta(Hot *self, PyObject *o) {
     PyObject *gfname;
     PyObject *gf = tmh_tensor_attr(o, A_GRAD_FN);
     if (gf == NULL) return NULL;
-    *no_gf = gf == Py_None;
     if (gf == Py_None) {
         gfname = gf;
     } else {
@@ -112,7 +111,6 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
     if (in_ids == NULL) return -1;
     Py_ssize_t nin = 0;
     int made = 0;
-    int no_gf = 0;
     int quiet = 0;
     int result = -1;
     PyObject *key = NULL, *ref = NULL, *tid = NULL, *meta = NULL, *skey = NULL;
@@ -169,7 +167,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
         goto done;
     }
     if (tmh_set_ref_tid(self, ref, tid) < 0) goto done;
-    meta = make_meta(self, o, &no_gf);
+    meta = make_meta(self, o);
     if (meta == NULL) goto done;
     if (PyDict_SetItem(self->sid_of_key, skey, tid) < 0) goto done;  /* the storage is named after it */
     {
@@ -200,10 +198,12 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
     rec = PyTuple_Pack(8, tmh_s_create, name_rec, tid, meta, where, module, lasti ? lasti : Py_None, ins);
     if (rec == NULL) goto done;
     untrack(rec);
-    if (no_gf && nin < 2) {  /* a create the hooks said they need not see (Tracker.quiet_creates) */
+    {  /* a create the hooks said they need not see: tracker.quiet, as Tracker._created asks it */
         PyObject *q = PyDict_GetItemWithError(self->quiet, name_rec);
         if (q == NULL && PyErr_Occurred()) goto done;
-        quiet = q != NULL && PyObject_IsTrue(q) == 1;
+        long level = q == NULL ? 0 : PyLong_AsLong(q);
+        if (level == -1 && PyErr_Occurred()) goto done;
+        quiet = level > 0 && (nin < 2 || (level >= 2 && PyTuple_GET_ITEM(meta, 1) != self->f64));
     }
     if (append_record(self, rec, t) < 0) goto done;
     if (!quiet && call_hooks(self, n, o) < 0) goto done;
@@ -237,7 +237,7 @@ int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *
     if (v1 == v0) return 1;
     Py_ssize_t n = PyList_GET_SIZE(self->raw);
     if (n >= self->fast_cap) return 0;
-    int result = -1, no_gf;
+    int result = -1;
     PyObject *tid = NULL, *inputs = NULL, *extra = NULL, *meta = NULL, *module = NULL, *rec = NULL;
     tid = tmh_registered_tid(self, w);
     if (tid == NULL) { result = PyErr_Occurred() ? -1 : 0; goto done; }
@@ -253,7 +253,7 @@ int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *
         if (itid == NULL) { result = PyErr_Occurred() ? -1 : 0; goto done; }
         PyTuple_SET_ITEM(extra, i + 1, itid);
     }
-    meta = make_meta(self, w, &no_gf);
+    meta = make_meta(self, w);
     if (meta == NULL) goto done;
     module = PyObject_GetAttr(self->modules, tmh_s_current);
     if (module == NULL) goto done;

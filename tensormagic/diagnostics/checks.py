@@ -15,7 +15,7 @@ from ..events import Diagnostic
 from ..lines import Locator
 from ..ops import op_name
 from ..recording import Recording
-from ..tracker import Tracker, _tensors_in, create_parts
+from ..tracker import QUIET_ANY, QUIET_ONE, Tracker, _tensors_in, create_parts
 from .catalog import Settings
 from .context import Context, Finding
 from .inplace import SavedWrites
@@ -24,6 +24,8 @@ Tensor = torch.Tensor
 F64 = torch.float64
 LOW_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 ELEMENTWISE, REDUCTION, SHAPE_LOSS, FLOAT_LOSS, SHAPING = 1, 2, 4, 8, 16
+#: roles whose creates from several inputs are checked (broadcasts, losses, shapes)
+_SEVERAL = ELEMENTWISE | SHAPE_LOSS | FLOAT_LOSS | SHAPING
 
 _ELEMENTWISE = {
     "add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide", "floor_divide",
@@ -145,12 +147,12 @@ class Checks:
             # Most creates need no check: one input (or none), no grad_fn, a role that looks at
             # one input only when it shapes it.  Decided here, without another call.
             meta, extra = r[3], r[7]
-            if meta[4] is None and not self.nonfinite:
+            if not self.nonfinite:
                 if r[1] is None:  # appeared without an op (a gradient, a NumPy bridge): no input to check
                     return
-                if not self._blown and len(extra) < 2 and not (extra and type(extra[0]) is tuple):
+                if not self._blown and not (extra and type(extra[0]) is tuple):
                     role = self._roles.get(r[1])
-                    if role is not None and not role & SHAPING:
+                    if role is not None and self._quiet(role, len(extra), meta):
                         return
             self._on_create(r, idx)
         elif kind == "inplace":
@@ -164,11 +166,17 @@ class Checks:
         elif kind == "move":
             self._on_move(r, idx, objs)
 
+    @staticmethod
+    def _quiet(role: int, n_in: int, meta: Any) -> bool:
+        """Whether a create of an op with this role needs no check (QUIET_ANY/QUIET_ONE, below)."""
+        if n_in < 2:
+            return not role & SHAPING
+        return not role & _SEVERAL and meta[1] is not F64
+
     def _on_create(self, r: tuple[Any, ...], idx: int) -> None:
+        # inplace-saved files the creates with a grad_fn itself, from the records (catch_up)
         func, tid, meta = r[1], r[2], r[3]
         in_ids, origin, _note = create_parts(r[7])
-        if meta[4] is not None and self.saved is not None:
-            self.saved.register(tid, in_ids)
         if self.nonfinite:
             self._check_finite(idx, tid, in_ids if origin == "op" else (), prior=False)
         if not in_ids or func is None:
@@ -178,7 +186,7 @@ class Checks:
             role = self._roles[func] = role_of(func)
             if not role & SHAPING and not self.nonfinite and not self._blown:
                 # what on_record's first test decides for this op: the hot path may skip the call
-                self.tr.quiet_creates[func] = True
+                self.tr.quiet_creates[func] = QUIET_ONE if role & _SEVERAL else QUIET_ANY
         if self._blown:
             self._follow(idx, tid, meta, in_ids, role)
         if role:
@@ -196,8 +204,6 @@ class Checks:
 
     def _on_view(self, r: tuple[Any, ...], idx: int) -> None:
         tid, meta, btid = r[2], r[3], r[7]
-        if self.saved is not None:
-            self.saved.on_view(tid, btid, r[1], meta[4] is not None)
         s_base = self.tr.tensors[btid][1][0]
         if len(meta[0]) > len(s_base) or _numel(meta[0]) > _numel(s_base):
             self._shaped.add(tid)
@@ -216,8 +222,6 @@ class Checks:
             if self.saved is not None and len(extra) > 3 and objs and meta[5] != extra[3]:
                 self.saved.on_write(idx, tid, objs[0], extra[3])
         else:
-            if meta[4] is not None and self.saved is not None:
-                self.saved.register(tid, ())
             if self.leaf_moved and smeta[3] and smeta[4] is None and meta[4] is not None:
                 self.add("leaf-moved", where, (tid, stid), latest=True, idx=idx)
         if self.sync and smeta[2].type in self.settings.sync_devices and meta[2].type == "cpu":

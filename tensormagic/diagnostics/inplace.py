@@ -22,6 +22,7 @@ import torch
 from .. import identity
 from ..autograd import node_name
 from ..ops import op_name
+from ..tracker import create_parts
 from .context import Context, Finding
 
 MAX_DEPTH = 3  # levels below a candidate's grad_fn: composite ops and in-place chains
@@ -59,9 +60,30 @@ class SavedWrites:
         # it saves nothing any more, until an in-place write (a version bump) gives it a new node
         self.freed: dict[int, int] = {}
         self._reported: set[Any] = set()  # keys reported by the write being checked
+        self._filed = 0  # the records before this raw index are in the index (see catch_up)
         self.backward_errors: list[tuple[int, Any, str]] = []  # (raw length then, where, message)
 
     # -- index -------------------------------------------------------------------------------
+    def catch_up(self, end: int) -> None:
+        """File the records before raw index ``end`` that a write may need: the tensors a graph
+        may have saved (results and inputs of ops with a grad_fn) and the views' counters.
+
+        Only a write reads the index, so it is filed then, in the records' order, from the records
+        themselves: the hot path need not call the checks for every op with a grad_fn."""
+        raw = self.tr.raw
+        for i in range(self._filed, min(end, len(raw))):
+            r = raw[i]
+            kind = r[0]
+            if kind == "create":
+                if r[3][4] is not None:
+                    self.register(r[2], create_parts(r[7])[0])
+            elif kind == "view":
+                self.on_view(r[2], r[7], r[1], r[3][4] is not None)
+            elif kind == "move":
+                if not r[7][2] and r[3][4] is not None:  # a copy (not in place) with a grad_fn
+                    self.register(r[2], ())
+        self._filed = max(self._filed, end)
+
     def register(self, tid: int, in_ids: tuple[int, ...]) -> None:
         """A new tensor with a grad_fn: its node may save it (a result) or its inputs."""
         tensors, by_storage = self.tr.tensors, self.by_storage
@@ -100,6 +122,7 @@ class SavedWrites:
 
     # -- the check ---------------------------------------------------------------------------
     def on_write(self, idx: int, tid: int, t: Any, v0: int) -> None:
+        self.catch_up(idx)
         tensors = self.tr.tensors
         sid = tensors[tid][2]
         cands = self.by_storage.get(sid) if sid is not None else None
