@@ -55,9 +55,10 @@ fail:
 /* A record or tensor entry holds strings, ints, None and the block's interned tuples: it can be
  * part of no reference cycle, and the collector need not walk it (CPython untracks such tuples
  * itself, but only those holding nothing tracked; the metadata's torch.Size keeps ours tracked).
- * A long block holds two per op: every collection walked them all. */
-static inline void untrack(PyObject *tup) {
-    if (PyObject_GC_IsTracked(tup)) PyObject_GC_UnTrack(tup);
+ * A long block holds several per op: every collection walked them all.  (An untracked object
+ * that did sit in a cycle would only keep that cycle alive while it lives, never free it early.) */
+static inline void untrack(PyObject *o) {
+    if (PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
 }
 
 /* Each record hook, as Tracker._add calls them: hook(tracker, raw index, (tensor,)). */
@@ -160,6 +161,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
     }
     ref = PyObject_CallOneArg(self->ref_type, o);
     if (ref == NULL) goto done;
+    untrack(ref);  /* a weak reference with an int slot: nothing for the collector to walk */
     if (PyDict_SetItem(self->ids, key, ref) < 0) goto done;
     tid = PyIter_Next(self->counter);
     if (tid == NULL) {
@@ -180,6 +182,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
         if (PyDict_SetItem(self->tensors, tid, entry) < 0) goto done;
     }
     if (_PyTuple_Resize(&in_ids, nin) < 0) goto done;
+    untrack(in_ids);  /* ints */
     if (made) {
         ins = in_ids;
         Py_INCREF(ins);
