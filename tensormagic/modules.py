@@ -18,6 +18,9 @@ ROOT_MARK = "\x00"
 class ModuleStack:
     """Keeps the path of the innermost running module; ``current`` is read on the hot path."""
 
+    # slots: the compiled engine reads ``current`` at its offset, once per recorded op
+    __slots__ = ("current", "_stack", "_child_paths", "roots", "_root_paths", "_root_index", "_handles")
+
     def __init__(self) -> None:
         self.current: str | None = None
         self._stack: list[tuple[Any, str]] = []

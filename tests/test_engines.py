@@ -235,6 +235,15 @@ def test_compiled_engine_is_built_and_is_the_default() -> None:
     assert type(m) is mode_mod.CompiledTrackMode
 
 
+def test_compiled_engine_reads_its_attributes_at_their_slots() -> None:
+    """Ref.tid, ModuleStack.current and LineFinder.lasti are __slots__ the compiled path reads at their offsets."""
+    m = mode_mod.make_mode(Tracker(), "c")
+    try:
+        assert m._hot.fast_slots == (True, True, True)
+    finally:
+        m.close()
+
+
 def test_environment_variable_selects_the_python_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """TENSORMAGIC_ENGINE=python makes the pure-Python engine the default."""
     monkeypatch.setenv("TENSORMAGIC_ENGINE", "python")

@@ -18,6 +18,12 @@
 #define INPLACE 2
 #define WATCHED_SKIP -2  /* mode.py: a watched call that records nothing itself */
 
+/* An object slot (a __slots__ member) of one type, read and written at its offset. */
+typedef struct {
+    PyTypeObject *type;  /* borrowed: the objects below keep it alive */
+    Py_ssize_t offset;   /* 0: not a plain object slot; use attribute access */
+} Slot;
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -61,7 +67,9 @@ typedef struct {
     PyObject *f64;            /* torch.float64 (tracker.quiet: a float64 result is not quiet) */
     long long t0;
     Py_ssize_t fast_cap;
-    Py_ssize_t tid_offset;  /* where identity.Ref keeps its "tid" slot; 0: use attribute access */
+    Slot tid;      /* identity.Ref's "tid" */
+    Slot current;  /* ModuleStack's "current" */
+    Slot lasti;    /* LineFinder's "lasti" */
     int busy;      /* a call this object started is running (the Python path's flag is in state) */
     int disabled;
 } Hot;
@@ -97,24 +105,28 @@ static inline PyObject *tmh_tensor_attr(PyObject *o, int which) {
     return PyObject_GetAttr(o, tmh_attr_names[which]);
 }
 
-/* ref.tid and ref.tid = tid for identity.Ref (a weakref subclass with one slot): at the slot's
- * offset, as its member descriptor would (a generic attribute lookup costs ~40 ns, and every
- * recorded op reads one or two and writes one).  Anything else goes through the attribute. */
-static inline PyObject *tmh_ref_tid(Hot *self, PyObject *ref) {
-    if (self->tid_offset > 0 && Py_TYPE(ref) == (PyTypeObject *)self->ref_type) {
-        PyObject *v = *(PyObject **)((char *)ref + self->tid_offset);
+/* obj.name and obj.name = v for a __slots__ member: at the slot's offset when obj is of the type
+ * it was found on, as its member descriptor would (a generic attribute lookup costs ~40 ns, and
+ * every recorded op reads or writes four: a Ref's tid, the module path, the line offset).
+ * Anything else goes through the attribute.  (module.c's tmh_slot_of finds the offsets.) */
+static inline PyObject *tmh_get(Slot s, PyObject *obj, PyObject *name) {
+    if (s.offset > 0 && Py_TYPE(obj) == s.type) {
+        PyObject *v = *(PyObject **)((char *)obj + s.offset);
         if (v != NULL) return Py_NewRef(v);
     }
-    return PyObject_GetAttr(ref, tmh_s_tid);
+    return PyObject_GetAttr(obj, name);
 }
 
-static inline int tmh_set_ref_tid(Hot *self, PyObject *ref, PyObject *tid) {
-    if (self->tid_offset > 0 && Py_TYPE(ref) == (PyTypeObject *)self->ref_type) {
-        Py_XSETREF(*(PyObject **)((char *)ref + self->tid_offset), Py_NewRef(tid));
+static inline int tmh_set(Slot s, PyObject *obj, PyObject *name, PyObject *v) {
+    if (s.offset > 0 && Py_TYPE(obj) == s.type) {
+        Py_XSETREF(*(PyObject **)((char *)obj + s.offset), Py_NewRef(v));
         return 0;
     }
-    return PyObject_SetAttr(ref, tmh_s_tid, tid);
+    return PyObject_SetAttr(obj, name, v);
 }
+
+#define tmh_ref_tid(self, ref) tmh_get((self)->tid, (ref), tmh_s_tid)
+#define tmh_set_ref_tid(self, ref, v) tmh_set((self)->tid, (ref), tmh_s_tid, (v))
 
 static inline int tmh_is_tensor(Hot *self, PyObject *o) {
     return PyObject_TypeCheck(o, (PyTypeObject *)self->tensor_type);

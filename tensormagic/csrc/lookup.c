@@ -107,7 +107,7 @@ PyObject *tmh_find_where(Hot *self, PyObject **lasti) {
                 PyObject *where = PyObject_CallOneArg(self->find, (PyObject *)frame);
                 Py_DECREF(frame);
                 if (where == NULL) return NULL;
-                *lasti = PyObject_GetAttr(self->lines, tmh_s_lasti);
+                *lasti = tmh_get(self->lasti, self->lines, tmh_s_lasti);
                 if (*lasti == NULL) { Py_DECREF(where); return NULL; }
                 return where;
             }
@@ -115,7 +115,7 @@ PyObject *tmh_find_where(Hot *self, PyObject **lasti) {
             PyObject *where = Py_NewRef(PyTuple_GET_ITEM(hit, 0));
             PyObject *off = Py_NewRef(PyTuple_GET_ITEM(hit, 1));
             Py_DECREF(ent);  /* hit was borrowed from it */
-            if (PyObject_SetAttr(self->lines, tmh_s_lasti, off) < 0) { Py_DECREF(where); Py_DECREF(off); return NULL; }
+            if (tmh_set(self->lasti, self->lines, tmh_s_lasti, off) < 0) { Py_DECREF(where); Py_DECREF(off); return NULL; }
             *lasti = off;
             return where;
         }
@@ -125,7 +125,7 @@ PyObject *tmh_find_where(Hot *self, PyObject **lasti) {
         frame = back;
     }
     /* no user frame: the record keeps the last offset found, as LineFinder leaves it */
-    *lasti = PyObject_GetAttr(self->lines, tmh_s_lasti);
+    *lasti = tmh_get(self->lasti, self->lines, tmh_s_lasti);
     if (*lasti == NULL) return NULL;
     Py_RETURN_NONE;
 }

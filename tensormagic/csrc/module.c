@@ -264,8 +264,15 @@ static PyMethodDef hot_methods[] = {
 
 static PyObject *hot_get_disabled(Hot *self, void *closure) { return PyBool_FromLong(self->disabled); }
 
+static PyObject *hot_get_fast_slots(Hot *self, void *closure) {
+    return Py_BuildValue("(NNN)", PyBool_FromLong(self->tid.offset > 0), PyBool_FromLong(self->current.offset > 0),
+                         PyBool_FromLong(self->lasti.offset > 0));
+}
+
 static PyGetSetDef hot_getset[] = {
     {"disabled", (getter)hot_get_disabled, NULL, "Recording stopped (an internal error or close()).", NULL},
+    {"fast_slots", (getter)hot_get_fast_slots, NULL,
+     "Whether Ref.tid, ModuleStack.current and LineFinder.lasti are read at their slots' offsets.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -276,6 +283,20 @@ static char *hot_kwlist[] = {
     "line_cache", "learn", "find", "record_write", "record_outputs", "tensor_type", "now", "general", "f64",
     "t0", "fast_cap", NULL,
 };
+
+/* Where `type` keeps `name`, if it is a writable object slot (a __slots__ member). */
+static Slot tmh_slot_of(PyTypeObject *type, PyObject *name) {
+    Slot s = {type, 0};
+    if (!PyType_Check((PyObject *)type)) return s;
+    PyObject *d = _PyType_Lookup(type, name);  /* borrowed */
+    if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0 &&
+            PyType_IsSubtype(type, ((PyDescrObject *)d)->d_type))
+            s.offset = m->offset;
+    }
+    return s;
+}
 
 static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     Hot *self = (Hot *)type->tp_alloc(type, 0);
@@ -301,14 +322,9 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 #undef SET
     self->t0 = t0;
     self->fast_cap = cap;
-    self->tid_offset = 0;
-    if (PyType_Check(self->ref_type)) {  /* identity.Ref's "tid" slot: a writable object member */
-        PyObject *d = _PyType_Lookup((PyTypeObject *)self->ref_type, tmh_s_tid);  /* borrowed */
-        if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-            if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0) self->tid_offset = m->offset;
-        }
-    }
+    self->tid = tmh_slot_of((PyTypeObject *)self->ref_type, tmh_s_tid);
+    self->current = tmh_slot_of(Py_TYPE(self->modules), tmh_s_current);
+    self->lasti = tmh_slot_of(Py_TYPE(self->lines), tmh_s_lasti);
     tmh_learn_getsets((PyTypeObject *)self->tensor_type);
     return (PyObject *)self;
 }

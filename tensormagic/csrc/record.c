@@ -196,7 +196,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
         if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, func);
         goto done;
     }
-    module = PyObject_GetAttr(self->modules, tmh_s_current);
+    module = tmh_get(self->current, self->modules, tmh_s_current);
     if (module == NULL) goto done;
     rec = PyTuple_Pack(8, tmh_s_create, name_rec, tid, meta, where, module, lasti ? lasti : Py_None, ins);
     if (rec == NULL) goto done;
@@ -258,7 +258,7 @@ int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *
     }
     meta = make_meta(self, w);
     if (meta == NULL) goto done;
-    module = PyObject_GetAttr(self->modules, tmh_s_current);
+    module = tmh_get(self->current, self->modules, tmh_s_current);
     if (module == NULL) goto done;
     rec = PyTuple_Pack(8, tmh_s_inplace, name, tid, meta, where, module, lasti ? lasti : Py_None, extra);
     if (rec == NULL) goto done;
