@@ -56,16 +56,29 @@ def _timer(cuda: bool, clock: str, collect: bool) -> Callable[[Callable[[], obje
     return timed
 
 
+#: every timed run follows an untimed run of the same variant on a loop this many times shorter
+WARM_SHRINK = 10
+
+
 def measure_workload(wl: Workload, variants: list[Variant], *, device: str, scale: float, reps: int,
                      log: Callable[[str], None], clock: str = "wall", collect: bool = True) -> dict[str, Cell]:  # fmt: skip
-    """All variants on one workload, interleaved; the rotation of the order changes every repetition."""
+    """All variants on one workload, interleaved; the rotation of the order changes every repetition.
+
+    Right before each timed run, the same variant runs untimed on a loop ``WARM_SHRINK`` times
+    shorter: a variant pays for its own work, not for what the one before it left (the first
+    tracked block after a ``torch.profiler`` run was measured 3-7 ms slower on W1, and whichever
+    tensormagic variant came first after the profiler read ~0.3x higher than the same mode right
+    after another tracked block)."""
     timed = _timer(device == "cuda", clock, collect)
     cells = {v.key: Cell(note=v.note) for v in variants}
     runs: dict[int, Callable[[], object]] = {}
+    small: dict[int, Callable[[], object]] = {}
     for v in variants:
         if v.shrink not in runs:
             runs[v.shrink] = wl.make(device, scale / v.shrink)
+            small[v.shrink] = wl.make(device, scale / v.shrink / WARM_SHRINK)
     wrapped: dict[str, Callable[[], object]] = {}
+    warm: dict[str, Callable[[], object]] = {}
     for v in variants:
         if not v.available:
             continue
@@ -77,6 +90,7 @@ def measure_workload(wl: Workload, variants: list[Variant], *, device: str, scal
             finally:
                 v.after()
             wrapped[v.key] = fn
+            warm[v.key] = v.wrap(small[v.shrink])
         except Exception as e:  # noqa: BLE001 - one broken variant must not sink the table
             cells[v.key].error = f"{type(e).__name__}: {e}"
             log(f"  {wl.key} {v.key}: failed in warm-up\n{traceback.format_exc()}")
@@ -88,7 +102,13 @@ def measure_workload(wl: Workload, variants: list[Variant], *, device: str, scal
         ends: dict[str, float] = {}
         for v in order:
             if v.shrink != 1:  # its own bare pair, of the same smaller size, right before it
+                small[v.shrink]()
                 bare[v.shrink] = timed(runs[v.shrink])
+            v.before()
+            try:
+                warm[v.key]()
+            finally:
+                v.after()
             v.before()
             try:
                 times[v.key] = timed(wrapped[v.key])
