@@ -6,11 +6,14 @@ from dataclasses import MISSING, fields
 from typing import Any, Callable
 
 try:
-    from ._hotpath import SlotMaker
-except ImportError:  # built without a C compiler: the Python constructor below
-    SlotMaker = None
+    from ._hotpath import SlotDict, SlotMaker
+except ImportError:  # built without a C compiler: the Python code below
+    SlotDict = SlotMaker = None
 
-_REQUIRED = object()  # SlotMaker's marker for a field without a default
+_REQUIRED = object()  # SlotMaker's and SlotDict's marker for a field without a default
+#: how fast_to_dict writes a field: as is; refs(value); [refs(x) ...]; [x.to_dict(refs=refs) ...];
+#: value.to_dict()
+PLAIN, REF, REFS, DICTS, DICT = range(5)
 
 
 def fast_constructor(cls: type, *, compiled: bool | None = None) -> Callable[..., Any]:
@@ -51,3 +54,22 @@ def _python_constructor(cls: type) -> Callable[..., Any]:
     make = ns["make"]
     make.__qualname__ = make.__name__ = f"{cls.__name__}._make"
     return make  # type: ignore[no-any-return]
+
+
+def fast_to_dict(cls: type, kinds: dict[str, int], *, compiled: bool | None = None) -> Callable[[Any, Any], dict[str, Any]]:
+    """``(obj, refs) -> obj.to_dict(refs=refs)`` for a class whose ``to_dict`` writes its fields in
+    order, leaves out those at their default and converts them as ``kinds`` says (others: PLAIN).
+    Compiled (``SlotDict``) where built; else the class's own method."""
+    if compiled is None:
+        compiled = SlotDict is not None
+    if not compiled:
+        return lambda obj, refs: obj.to_dict(refs=refs)  # type: ignore[no-any-return]
+    if SlotDict is None:
+        raise ValueError("the compiled SlotDict was not built (no C compiler at install)")
+    flds = fields(cls)
+    unknown = set(kinds) - {f.name for f in flds}
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
+    defaults = tuple(_REQUIRED if f.default is MISSING else f.default for f in flds)
+    return SlotDict(cls, tuple(f.name for f in flds), defaults, _REQUIRED,  # type: ignore[no-any-return]
+                    tuple(kinds.get(f.name, PLAIN) for f in flds))

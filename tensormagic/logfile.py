@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from .events import SCHEMA_VERSION, TensorRef
+from .events import SCHEMA_VERSION, Event, TensorRef
 from .recording import Recording, last_refs
 
 FORMAT = "tensormagic-log"
@@ -157,9 +157,24 @@ def cell_lines(rec: Recording, key: str) -> Iterator[bytes]:
     the same for every event of the cell, and a log writes thousands of them."""
     refs = ref_dicts()
     head = dumps({"type": "event", "key": key})[:-1] + b',"event":'
+    event_dict = _event_dict()
     for e in rec.events:
-        yield head + dumps(e.to_dict(refs=refs)) + b"}"
+        yield head + dumps(event_dict(e, refs)) + b"}"
     yield dumps(cell_record(rec, key))
+
+
+_event_dicts: list[Callable[[Event, Callable[[TensorRef], Any]], dict[str, Any]]] = []
+
+
+def _event_dict() -> Callable[[Event, Callable[[TensorRef], Any]], dict[str, Any]]:
+    """``Event.to_dict(refs=...)``, compiled where the extension was built (made once)."""
+    if not _event_dicts:
+        from .fastinit import DICT, DICTS, REF, REFS, fast_to_dict
+
+        kinds = {"tensor": REF, "base": REF, "source_tensor": REF, "inputs": REFS, "aliases": REFS,
+                 "grads": DICTS, "stats": DICT}  # fmt: skip
+        _event_dicts.append(fast_to_dict(Event, kinds))
+    return _event_dicts[0]
 
 
 def cell_record(rec: Recording, key: str) -> dict[str, Any]:

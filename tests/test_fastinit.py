@@ -86,3 +86,32 @@ def test_slot_maker_refuses_a_class_with_a_dict() -> None:
         pytest.fail("tensormagic._hotpath was not built: is a C compiler installed?")
     with pytest.raises(TypeError, match="__dict__"):
         fastinit.fast_constructor(Loose, compiled=True)
+
+
+def test_compiled_event_dicts_are_event_to_dict() -> None:
+    """The compiled event encoder gives Event.to_dict's dict (same keys in the same order) for every kind."""
+    if fastinit.SlotDict is None:
+        pytest.fail("tensormagic._hotpath was not built: is a C compiler installed?")
+    from test_logfile import _every_kind
+
+    from tensormagic.fastinit import DICT, DICTS, REF, REFS
+
+    kinds = {"tensor": REF, "base": REF, "source_tensor": REF, "inputs": REFS, "aliases": REFS,
+             "grads": DICTS, "stats": DICT}  # fmt: skip
+    to_dict = fastinit.fast_to_dict(Event, kinds, compiled=True)
+    events = [*_every_kind().events, CASES[-1][0](**CASES[-1][2])]
+    assert {e.kind for e in events} >= {"create", "view", "inplace", "move", "backward"}
+    for e in events:
+        got, want = to_dict(e, TensorRef.to_dict), e.to_dict()
+        assert got == want and list(got) == list(want)
+
+
+def test_slot_dict_refuses_unknown_fields_and_other_objects() -> None:
+    """A kind for a field the class lacks, or an object of another class, is a clear error."""
+    if fastinit.SlotDict is None:
+        pytest.fail("tensormagic._hotpath was not built: is a C compiler installed?")
+    with pytest.raises(ValueError, match="no field 'colour'"):
+        fastinit.fast_to_dict(Event, {"colour": fastinit.REF}, compiled=True)
+    to_dict = fastinit.fast_to_dict(Event, {}, compiled=True)
+    with pytest.raises(TypeError, match="expected Event"):
+        to_dict(REF, TensorRef.to_dict)

@@ -3,7 +3,7 @@
  *   lookup.c  what a record is made of: tensor attributes, the clock, the user's frame, the id table
  *   record.c  the records the compiled path makes itself (a new tensor, an in-place write)
  *   module.c  the Hot type: its __torch_function__ dispatch, failures, construction, module init
- *   slots.c   SlotMaker: the event model's dataclasses built in one call (fastinit.py)
+ *   slots.c   SlotMaker, SlotDict: the event model's dataclasses built / made into dicts in one call
  */
 #ifndef TENSORMAGIC_HOT_H
 #define TENSORMAGIC_HOT_H
@@ -144,7 +144,7 @@ PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *
 PyObject *tmh_live_tensors(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 
 /* slots.c */
-extern PyTypeObject tmh_SlotMakerType;
+extern PyTypeObject tmh_SlotMakerType, tmh_SlotDictType;
 
 /* record.c */
 int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,

@@ -367,7 +367,8 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     INTERN(tmh_attr_names[A_GRAD_FN], "grad_fn") INTERN(tmh_attr_names[A_VERSION], "_version")
     INTERN(tmh_attr_names[A_BASE], "_base")
 #undef INTERN
-    if (PyType_Ready(&HotType) < 0 || PyType_Ready(&tmh_SlotMakerType) < 0) return NULL;
+    if (PyType_Ready(&HotType) < 0 || PyType_Ready(&tmh_SlotMakerType) < 0 || PyType_Ready(&tmh_SlotDictType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&hotpath_module);
     if (m == NULL) return NULL;
     Py_INCREF(&HotType);
@@ -376,9 +377,8 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
         Py_DECREF(m);
         return NULL;
     }
-    Py_INCREF(&tmh_SlotMakerType);
-    if (PyModule_AddObject(m, "SlotMaker", (PyObject *)&tmh_SlotMakerType) < 0) {
-        Py_DECREF(&tmh_SlotMakerType);
+    if (PyModule_AddObjectRef(m, "SlotMaker", (PyObject *)&tmh_SlotMakerType) < 0 ||
+        PyModule_AddObjectRef(m, "SlotDict", (PyObject *)&tmh_SlotDictType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -160,3 +160,182 @@ PyTypeObject tmh_SlotMakerType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(SlotMaker, vectorcall),
 };
+
+/* SlotDict: a slotted dataclass's JSON-ready dict, as its hand-written to_dict makes it (the log
+ * writes one per event): fields in order, a field at its default left out, and by `kinds`:
+ *   0 the value;  1 refs(value);  2 [refs(x) for x in value];
+ *   3 [x.to_dict(refs=refs) for x in value];  4 value.to_dict()
+ * (tests/test_fastinit.py holds it equal to Event.to_dict, key order included). */
+enum { K_PLAIN, K_REF, K_REFS, K_DICTS, K_DICT };
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyTypeObject *cls;
+    PyObject *names, *defaults, *required;
+    Py_ssize_t *offsets;
+    int *kinds;
+    Py_ssize_t n;
+} SlotDict;
+
+static PyObject *s_to_dict, *s_refs;  /* interned "to_dict", "refs" */
+
+static int sd_traverse(SlotDict *self, visitproc visit, void *arg) {
+    Py_VISIT(self->cls);
+    Py_VISIT(self->names);
+    Py_VISIT(self->defaults);
+    Py_VISIT(self->required);
+    return 0;
+}
+
+static int sd_clear(SlotDict *self) {
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->names);
+    Py_CLEAR(self->defaults);
+    Py_CLEAR(self->required);
+    return 0;
+}
+
+static void sd_dealloc(SlotDict *self) {
+    PyObject_GC_UnTrack(self);
+    sd_clear(self);
+    PyMem_Free(self->offsets);
+    PyMem_Free(self->kinds);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* [f(x) for x in seq] where f is refs(x), or x.to_dict(refs=refs) */
+static PyObject *map_list(PyObject *seq, PyObject *refs, int kind) {
+    PyObject *fast = PySequence_Fast(seq, "tensormagic: a sequence field");
+    if (fast == NULL) return NULL;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(fast);
+    PyObject *out = PyList_New(m);
+    if (out == NULL) { Py_DECREF(fast); return NULL; }
+    for (Py_ssize_t j = 0; j < m; j++) {
+        PyObject *x = PySequence_Fast_GET_ITEM(fast, j), *y;
+        if (kind == K_REFS) {
+            y = PyObject_CallOneArg(refs, x);
+        } else {
+            PyObject *meth = PyObject_GetAttr(x, s_to_dict);
+            if (meth == NULL) { Py_DECREF(out); Py_DECREF(fast); return NULL; }
+            PyObject *kwnames = PyTuple_Pack(1, s_refs);
+            PyObject *argv[1] = {refs};
+            y = kwnames == NULL ? NULL : PyObject_Vectorcall(meth, argv, 0, kwnames);
+            Py_XDECREF(kwnames);
+            Py_DECREF(meth);
+        }
+        if (y == NULL) { Py_DECREF(out); Py_DECREF(fast); return NULL; }
+        PyList_SET_ITEM(out, j, y);
+    }
+    Py_DECREF(fast);
+    return out;
+}
+
+static PyObject *sd_vectorcall(SlotDict *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "SlotDict(obj, refs) takes two positional arguments");
+        return NULL;
+    }
+    PyObject *obj = args[0], *refs = args[1];
+    if (!PyObject_TypeCheck(obj, self->cls)) {
+        PyErr_Format(PyExc_TypeError, "SlotDict: expected %s, got %s", self->cls->tp_name, Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        PyObject *v = *(PyObject **)((char *)obj + self->offsets[i]);
+        PyObject *name = PyTuple_GET_ITEM(self->names, i);
+        if (v == NULL) {
+            PyErr_Format(PyExc_AttributeError, "%s has no value for %R", self->cls->tp_name, name);
+            goto fail;
+        }
+        PyObject *d = PyTuple_GET_ITEM(self->defaults, i);
+        if (d != self->required) {
+            int same = PyObject_RichCompareBool(v, d, Py_EQ);
+            if (same < 0) goto fail;
+            if (same) continue;
+        }
+        PyObject *w;
+        switch (self->kinds[i]) {
+            case K_REF: w = PyObject_CallOneArg(refs, v); break;
+            case K_REFS: case K_DICTS: w = map_list(v, refs, self->kinds[i]); break;
+            case K_DICT: w = PyObject_CallMethodNoArgs(v, s_to_dict); break;
+            default: w = Py_NewRef(v);
+        }
+        if (w == NULL) goto fail;
+        int rc = PyDict_SetItem(out, name, w);
+        Py_DECREF(w);
+        if (rc < 0) goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* SlotDict(cls, names, defaults, required, kinds) */
+static PyObject *sd_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyTypeObject *cls;
+    PyObject *names, *defaults, *required, *kinds;
+    if (kw != NULL && PyDict_GET_SIZE(kw) > 0) {
+        PyErr_SetString(PyExc_TypeError, "SlotDict takes positional arguments only");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!O!OO!:SlotDict", &PyType_Type, &cls, &PyTuple_Type, &names, &PyTuple_Type,
+                          &defaults, &required, &PyTuple_Type, &kinds))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if (n == 0 || PyTuple_GET_SIZE(defaults) != n || PyTuple_GET_SIZE(kinds) != n) {
+        PyErr_SetString(PyExc_ValueError, "SlotDict: one default (or the marker) and one kind per field");
+        return NULL;
+    }
+    if (s_to_dict == NULL && ((s_to_dict = PyUnicode_InternFromString("to_dict")) == NULL ||
+                              (s_refs = PyUnicode_InternFromString("refs")) == NULL))
+        return NULL;
+    Py_ssize_t *offsets = PyMem_Malloc(sizeof(Py_ssize_t) * n);
+    int *ks = PyMem_Malloc(sizeof(int) * n);
+    if (offsets == NULL || ks == NULL) { PyMem_Free(offsets); PyMem_Free(ks); return PyErr_NoMemory(); }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        PyObject *d = PyUnicode_Check(name) ? _PyType_Lookup(cls, name) : NULL;  /* borrowed */
+        PyMemberDef *m = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member : NULL;
+        long k = PyLong_Check(PyTuple_GET_ITEM(kinds, i)) ? PyLong_AsLong(PyTuple_GET_ITEM(kinds, i)) : -1;
+        if (m == NULL || m->type != T_OBJECT_EX || m->offset <= 0 || k < K_PLAIN || k > K_DICT ||
+            !PyType_IsSubtype(cls, ((PyDescrObject *)d)->d_type)) {
+            PyMem_Free(offsets);
+            PyMem_Free(ks);
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "SlotDict: %R is not an object slot of %s with a known kind", name,
+                             cls->tp_name);
+            return NULL;
+        }
+        offsets[i] = m->offset;
+        ks[i] = (int)k;
+    }
+    SlotDict *self = (SlotDict *)type->tp_alloc(type, 0);
+    if (self == NULL) { PyMem_Free(offsets); PyMem_Free(ks); return NULL; }
+    self->vectorcall = (vectorcallfunc)sd_vectorcall;
+    self->cls = (PyTypeObject *)Py_NewRef(cls);
+    self->names = Py_NewRef(names);
+    self->defaults = Py_NewRef(defaults);
+    self->required = Py_NewRef(required);
+    self->offsets = offsets;
+    self->kinds = ks;
+    self->n = n;
+    return (PyObject *)self;
+}
+
+PyTypeObject tmh_SlotDictType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tensormagic._hotpath.SlotDict",
+    .tp_basicsize = sizeof(SlotDict),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "SlotDict(cls, names, defaults, required, kinds): a compiled to_dict of a slotted dataclass.",
+    .tp_new = sd_new,
+    .tp_dealloc = (destructor)sd_dealloc,
+    .tp_traverse = (traverseproc)sd_traverse,
+    .tp_clear = (inquiry)sd_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(SlotDict, vectorcall),
+};
