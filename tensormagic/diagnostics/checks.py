@@ -150,10 +150,13 @@ class Checks:
             if not self.nonfinite:
                 if r[1] is None:  # appeared without an op (a gradient, a NumPy bridge): no input to check
                     return
-                if not self._blown and not (extra and type(extra[0]) is tuple):
+                if not self._blown:
                     role = self._roles.get(r[1])
-                    if role is not None and self._quiet(role, len(extra), meta):
-                        return
+                    if role is not None:
+                        # a first sight ("seen": a gradient filled in by backward) has its inputs first
+                        ins = extra[0] if extra and type(extra[0]) is tuple else extra
+                        if self._quiet(role, len(ins), meta):
+                            return
             self._on_create(r, idx)
         elif kind == "inplace":
             v0, in_ids = r[7][0], r[7][1:]
