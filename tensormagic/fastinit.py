@@ -71,5 +71,6 @@ def fast_to_dict(cls: type, kinds: dict[str, int], *, compiled: bool | None = No
     if unknown:
         raise ValueError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
     defaults = tuple(_REQUIRED if f.default is MISSING else f.default for f in flds)
-    return SlotDict(cls, tuple(f.name for f in flds), defaults, _REQUIRED,  # type: ignore[no-any-return]
-                    tuple(kinds.get(f.name, PLAIN) for f in flds))
+    names = tuple(f.name for f in flds)
+    kind_of = tuple(kinds.get(f.name, PLAIN) for f in flds)
+    return SlotDict(cls, names, defaults, _REQUIRED, kind_of)  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from . import identity
-from .autograd import leaves_of
+from .backward_records import BackwardRecords
 from .identity import Ref, _counter, _ids, assign_ref, ref_of, storage_id, storage_key
 from .lines import LineFinder
 from .modules import ModuleStack
@@ -93,7 +93,7 @@ def _tensors_in(args: Any, kwargs: dict[str, Any]) -> list[Tensor]:
     return out
 
 
-class Tracker:
+class Tracker(BackwardRecords):
     """Collects raw records for one block; ``build.build`` turns them into a Recording."""
 
     def __init__(self, *, stats: bool = False, max_events: int = 20_000) -> None:
@@ -411,65 +411,3 @@ class Tracker:
     def record_numpy(self, func: Any, t: Tensor, where: Any) -> None:
         tid = self.see(t, where)
         self._add("numpy", func, tid, self.meta(t), where, None, (t,))
-
-    def prepare_backward(self, func: Any, args: Any, kwargs: Any) -> tuple[Any, ...]:
-        """Before backward runs: the leaves that will receive gradients and what they held."""
-        is_grad = op_name(func) == "torch.autograd.grad"
-        if is_grad:
-            roots = args[0] if args else kwargs.get("outputs")
-            wrt = args[1] if len(args) > 1 else kwargs.get("inputs")
-        else:
-            roots = args[0] if args else kwargs.get("tensors")
-            wrt = kwargs.get("inputs")
-        roots_l = [roots] if isinstance(roots, Tensor) else list(roots or ())
-        if wrt is not None:
-            leaves = [wrt] if isinstance(wrt, Tensor) else list(wrt)
-        else:
-            leaves = leaves_of(roots_l)
-        held = [_held_grad(lf) for lf in leaves]
-        return is_grad, roots_l, leaves, [g is not None and _nonzero(g) for g in held]
-
-    def finish_backward(self, func: Any, prep: tuple[Any, ...], result: Any, where: Any) -> None:
-        is_grad, roots_l, leaves, prev_nonzero = prep
-        grads: list[tuple[Any, ...]] = []
-        if is_grad:
-            for lf, g in zip(leaves, result):
-                if g is None:
-                    continue
-                ltid = self.see(lf, where)
-                gtid, gmeta = self._new(g, alias=False)
-                self._add("create", func, gtid, gmeta, where, (ltid,), (g,))
-                grads.append((ltid, self.meta(lf), False, gtid))
-        else:
-            for lf, was in zip(leaves, prev_nonzero):
-                g = _held_grad(lf)
-                if g is None:
-                    continue
-                ltid = self.see(lf, where)
-                gtid = identity.lookup(g)
-                if gtid is None or gtid not in self.tensors:
-                    gtid, gmeta = self._new(g, alias=False)
-                    self._add("create", func, gtid, gmeta, where, self.grad_extra(ltid), (g,))
-                grads.append((ltid, self.meta(lf), bool(was), gtid))
-        if roots_l:
-            root = roots_l[0]
-            rtid = self.see(root, where)
-            n = len(self.raw)
-            self._add("backward", func, rtid, self.meta(root), where, tuple(grads), (root,))
-            if len(self.raw) > n:
-                self.backwards.append(n)
-
-
-def _held_grad(t: Tensor) -> Tensor | None:
-    # reading .grad of a non-leaf warns; only leaves and retain_grad tensors have one
-    return t.grad if (t.is_leaf or t.retains_grad) else None
-
-
-def _nonzero(g: Tensor) -> bool:
-    """Whether a leftover gradient holds values; never synchronises a GPU (assumed non-zero)."""
-    if g.device.type in ("cpu", "meta"):
-        if g.device.type == "meta":
-            return True
-        with torch.no_grad():
-            return bool(g.ne(0).any())
-    return True

@@ -158,7 +158,7 @@ def test_inplace_write_to_what_a_skipped_op_saved(engine: str):
 
 @pytest.mark.parametrize("engine", ["c", "python"])
 def test_judged_creates_skip_the_record_hooks(engine: str):
-    """Once judged, an op's creates skip the hooks (with a grad_fn or several inputs too); float64 ones from several inputs do not."""
+    """Once judged, an op's creates skip the hooks (grad_fn or several inputs too), but not float64 ones from several."""
     from torch.overrides import _get_current_function_mode
 
     w = torch.randn(3, 3, requires_grad=True)
