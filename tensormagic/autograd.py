@@ -21,6 +21,9 @@ def node_name(node: Any) -> str:
     return node.name().rsplit("::", 1)[-1]
 
 
+_has_variable: dict[type, bool] = {}  # node type -> whether it has .variable (AccumulateGrad)
+
+
 def leaves_of(roots: Iterable[Any]) -> list[Any]:
     """Leaf tensors whose ``.grad`` a backward from ``roots`` fills, in discovery order."""
     out: list[Any] = []
@@ -33,9 +36,14 @@ def leaves_of(roots: Iterable[Any]) -> list[Any]:
             continue
         seen.add(id(node))
         keep.append(node)
-        var = getattr(node, "variable", None)
-        if var is not None:
-            out.append(var)
+        kind = type(node)
+        has = _has_variable.get(kind)
+        if has is None:  # only AccumulateGrad nodes have one: a failed getattr costs ~1 µs a node
+            has = _has_variable[kind] = hasattr(node, "variable")
+        if has:
+            var = node.variable
+            if var is not None:
+                out.append(var)
         # a plain loop, not extend(generator): this runs on every backward (17 -> 7 µs on an MLP)
         for n, _ in node.next_functions:
             if n is not None:
