@@ -52,11 +52,12 @@ fail:
     return NULL;
 }
 
-/* A record or tensor entry holds strings, ints, None and the block's interned tuples: it can be
- * part of no reference cycle, and the collector need not walk it (CPython untracks such tuples
- * itself, but only those holding nothing tracked; the metadata's torch.Size keeps ours tracked).
- * A long block holds several per op: every collection walked them all.  (An untracked object
- * that did sit in a cycle would only keep that cycle alive while it lives, never free it early.) */
+/* A record or tensor entry holds strings, ints, None and the block's interned tuples, a Ref an
+ * int slot: none can be part of a reference cycle, and the collector need not walk them.  CPython
+ * untracks such a tuple itself, but only once a collection has visited it (every young collection
+ * of a long block walked the last few hundred ops' records), and never a weak reference (one per
+ * recorded tensor, walked by every collection after).  (An untracked object that did sit in a
+ * cycle would only keep that cycle alive while it lives, never free it early.) */
 static inline void untrack(PyObject *o) {
     if (PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
 }
