@@ -134,6 +134,7 @@ static inline int tmh_is_tensor(Hot *self, PyObject *o) {
 
 /* lookup.c */
 void tmh_learn_getsets(PyTypeObject *tensor_type);
+Py_ssize_t tmh_member_offset(PyTypeObject *type, PyObject *name);
 long long tmh_now_ns(Hot *self);
 long long tmh_version_of(PyObject *t);
 PyObject *tmh_find_where(Hot *self, PyObject **lasti);

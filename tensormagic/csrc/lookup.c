@@ -1,9 +1,21 @@
 /* What a record is made of: tensor attributes, the clock, the user's frame, the id table. */
 #include "hot.h"
+#include <structmember.h>
 
 #if defined(__linux__)
 #include <time.h>
 #endif
+
+/* Where instances of `type` keep `name`, if it is a writable object slot (a __slots__ member of
+ * `type` or a base): its offset, else 0.  (The Slot helpers and slots.c use it.) */
+Py_ssize_t tmh_member_offset(PyTypeObject *type, PyObject *name) {
+    if (!PyType_Check((PyObject *)type)) return 0;
+    PyObject *d = _PyType_Lookup(type, name);  /* borrowed */
+    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) return 0;
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    if (m->type != T_OBJECT_EX || (m->flags & READONLY) || m->offset <= 0) return 0;
+    return PyType_IsSubtype(type, ((PyDescrObject *)d)->d_type) ? m->offset : 0;
+}
 
 /* The getters tmh_tensor_attr (hot.h) calls directly, looked up once on torch.Tensor. */
 PyTypeObject *tmh_getset_type;

@@ -18,7 +18,6 @@
  * passed through unchanged.
  */
 #include "hot.h"
-#include <structmember.h>
 
 PyObject *tmh_s_tid, *tmh_s_current, *tmh_s_lasti, *tmh_s_create, *tmh_s_f_lasti, *tmh_s_busy,
     *tmh_s_inplace, *tmh_s_out, *tmh_attr_names[N_ATTRS];
@@ -284,17 +283,9 @@ static char *hot_kwlist[] = {
     "t0", "fast_cap", NULL,
 };
 
-/* Where `type` keeps `name`, if it is a writable object slot (a __slots__ member). */
+/* `name` of instances of `type`, at its slot's offset where it is one (tmh_get, tmh_set) */
 static Slot tmh_slot_of(PyTypeObject *type, PyObject *name) {
-    Slot s = {type, 0};
-    if (!PyType_Check((PyObject *)type)) return s;
-    PyObject *d = _PyType_Lookup(type, name);  /* borrowed */
-    if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-        if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0 &&
-            PyType_IsSubtype(type, ((PyDescrObject *)d)->d_type))
-            s.offset = m->offset;
-    }
+    Slot s = {type, tmh_member_offset(type, name)};
     return s;
 }
 

@@ -1,52 +1,117 @@
-/* SlotMaker: the constructor of a frozen, slotted dataclass of the event model (Event, TensorRef,
- * GradRecord), compiled.  fastinit.py's pure-Python constructor fills the slots through their
- * member descriptors, one call per field; this one stores every field at its slot's offset in
- * one call (an Event has 26 fields and a report or a log builds one per event).  The object is
- * the one the dataclass's own __init__ would make: object.__new__(cls), every field set,
- * the same defaults, equal and hashable (tests/test_fastinit.py compares them). */
+/* SlotMaker and SlotDict: the event model's frozen, slotted dataclasses (Event, TensorRef,
+ * GradRecord) built, and made into the log's dicts, in one C call each (fastinit.py).
+ *
+ * SlotMaker is the constructor: fastinit.py's pure-Python one fills the slots through their member
+ * descriptors, one call per field; this one stores every field at its slot's offset (an Event has
+ * 26 fields and a report or a log builds one per event).  The object is the one the dataclass's
+ * own __init__ would make: object.__new__(cls), every field set, the same defaults, equal and
+ * hashable (tests/test_fastinit.py compares them). */
 #include "hot.h"
-#include <structmember.h>
 
+/* What both types know of the class: its fields' names, defaults and slot offsets. */
 typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
     PyTypeObject *cls;
     PyObject *names;     /* tuple of the field names (interned strings), in order */
-    PyObject *defaults;  /* tuple: a field's default, or NULL-marker `required` */
+    PyObject *defaults;  /* tuple: a field's default, or `required` for none */
     PyObject *required;  /* the marker object for "no default" */
     Py_ssize_t *offsets;
     Py_ssize_t n;
-} SlotMaker;
+} Fields;
 
-static int maker_traverse(SlotMaker *self, visitproc visit, void *arg) {
-    Py_VISIT(self->cls);
-    Py_VISIT(self->names);
-    Py_VISIT(self->defaults);
-    Py_VISIT(self->required);
+static int fields_traverse(Fields *f, visitproc visit, void *arg) {
+    Py_VISIT(f->cls);
+    Py_VISIT(f->names);
+    Py_VISIT(f->defaults);
+    Py_VISIT(f->required);
     return 0;
 }
 
+static void fields_clear(Fields *f) {
+    Py_CLEAR(f->cls);
+    Py_CLEAR(f->names);
+    Py_CLEAR(f->defaults);
+    Py_CLEAR(f->required);
+}
+
+/* Fill `f` from the constructor's arguments (cls, names, defaults, required[, kinds]): every name
+ * an object slot of cls, each once.  0, or -1 with an exception (f then holds nothing). */
+static int fields_init(Fields *f, const char *who, PyObject *args, PyObject *kw, PyObject **kinds) {
+    PyTypeObject *cls;
+    PyObject *names, *defaults, *required;
+    if (kw != NULL && PyDict_GET_SIZE(kw) > 0) {
+        PyErr_Format(PyExc_TypeError, "%s takes positional arguments only", who);
+        return -1;
+    }
+    int ok = kinds == NULL
+                 ? PyArg_ParseTuple(args, "O!O!O!O", &PyType_Type, &cls, &PyTuple_Type, &names, &PyTuple_Type,
+                                    &defaults, &required)
+                 : PyArg_ParseTuple(args, "O!O!O!OO!", &PyType_Type, &cls, &PyTuple_Type, &names, &PyTuple_Type,
+                                    &defaults, &required, &PyTuple_Type, kinds);
+    if (!ok) return -1;
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if (n == 0 || n > 64 || PyTuple_GET_SIZE(defaults) != n || (kinds != NULL && PyTuple_GET_SIZE(*kinds) != n)) {
+        PyErr_Format(PyExc_ValueError, "%s: 1 to 64 fields, one default (or the marker) each%s", who,
+                     kinds != NULL ? " and one kind" : "");
+        return -1;
+    }
+    if (cls->tp_dictoffset != 0 || cls->tp_alloc == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s: %s has a __dict__", who, cls->tp_name);
+        return -1;
+    }
+    Py_ssize_t *offsets = PyMem_Malloc(sizeof(Py_ssize_t) * n);
+    if (offsets == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        Py_ssize_t off = PyUnicode_Check(name) ? tmh_member_offset(cls, name) : 0;
+        for (Py_ssize_t j = 0; off > 0 && j < i; j++)
+            if (offsets[j] == off) off = 0;
+        if (off == 0) {
+            PyMem_Free(offsets);
+            PyErr_Format(PyExc_TypeError, "%s: %R is not an object slot of %s, or is given twice", who, name,
+                         cls->tp_name);
+            return -1;
+        }
+        offsets[i] = off;
+    }
+    f->cls = (PyTypeObject *)Py_NewRef(cls);
+    f->names = Py_NewRef(names);
+    f->defaults = Py_NewRef(defaults);
+    f->required = Py_NewRef(required);
+    f->offsets = offsets;
+    f->n = n;
+    return 0;
+}
+
+/* -- SlotMaker ------------------------------------------------------------------------------ */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Fields f;
+} SlotMaker;
+
+static int maker_traverse(SlotMaker *self, visitproc visit, void *arg) { return fields_traverse(&self->f, visit, arg); }
+
 static int maker_clear(SlotMaker *self) {
-    Py_CLEAR(self->cls);
-    Py_CLEAR(self->names);
-    Py_CLEAR(self->defaults);
-    Py_CLEAR(self->required);
+    fields_clear(&self->f);
     return 0;
 }
 
 static void maker_dealloc(SlotMaker *self) {
     PyObject_GC_UnTrack(self);
     maker_clear(self);
-    PyMem_Free(self->offsets);
+    PyMem_Free(self->f.offsets);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 /* The field a keyword names: its index, or -1 (an interned name is found by identity first). */
 static Py_ssize_t field_index(SlotMaker *self, PyObject *kw) {
-    for (Py_ssize_t i = 0; i < self->n; i++)
-        if (PyTuple_GET_ITEM(self->names, i) == kw) return i;
-    for (Py_ssize_t i = 0; i < self->n; i++) {
-        int eq = PyUnicode_Compare(PyTuple_GET_ITEM(self->names, i), kw);
+    for (Py_ssize_t i = 0; i < self->f.n; i++)
+        if (PyTuple_GET_ITEM(self->f.names, i) == kw) return i;
+    for (Py_ssize_t i = 0; i < self->f.n; i++) {
+        int eq = PyUnicode_Compare(PyTuple_GET_ITEM(self->f.names, i), kw);
         if (eq == 0) return i;
         if (eq == -1 && PyErr_Occurred()) return -2;
     }
@@ -55,13 +120,13 @@ static Py_ssize_t field_index(SlotMaker *self, PyObject *kw) {
 
 static PyObject *maker_vectorcall(SlotMaker *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t npos = PyVectorcall_NARGS(nargsf);
-    const char *cname = self->cls->tp_name;
-    if (npos > self->n) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments but %zd were given", cname, self->n, npos);
+    const char *cname = self->f.cls->tp_name;
+    if (npos > self->f.n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments but %zd were given", cname, self->f.n, npos);
         return NULL;
     }
     PyObject *vals[64];  /* the event model's largest class has 26 fields (checked at construction) */
-    for (Py_ssize_t i = 0; i < self->n; i++) vals[i] = i < npos ? args[i] : NULL;
+    for (Py_ssize_t i = 0; i < self->f.n; i++) vals[i] = i < npos ? args[i] : NULL;
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
     for (Py_ssize_t k = 0; k < nkw; k++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, k);
@@ -77,73 +142,33 @@ static PyObject *maker_vectorcall(SlotMaker *self, PyObject *const *args, size_t
         }
         vals[i] = args[npos + k];
     }
-    for (Py_ssize_t i = 0; i < self->n; i++) {
+    for (Py_ssize_t i = 0; i < self->f.n; i++) {
         if (vals[i] != NULL) continue;
-        PyObject *d = PyTuple_GET_ITEM(self->defaults, i);
-        if (d == self->required) {
+        PyObject *d = PyTuple_GET_ITEM(self->f.defaults, i);
+        if (d == self->f.required) {
             PyErr_Format(PyExc_TypeError, "%s() missing required argument: '%U'", cname,
-                         PyTuple_GET_ITEM(self->names, i));
+                         PyTuple_GET_ITEM(self->f.names, i));
             return NULL;
         }
         vals[i] = d;
     }
     /* object.__new__(cls) for a class without __dict__, __init__ or abstract methods */
-    PyObject *obj = self->cls->tp_alloc(self->cls, 0);
+    PyObject *obj = self->f.cls->tp_alloc(self->f.cls, 0);
     if (obj == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < self->n; i++)
-        *(PyObject **)((char *)obj + self->offsets[i]) = Py_NewRef(vals[i]);
+    for (Py_ssize_t i = 0; i < self->f.n; i++)
+        *(PyObject **)((char *)obj + self->f.offsets[i]) = Py_NewRef(vals[i]);
     return obj;
 }
 
 /* SlotMaker(cls, names, defaults, required): `defaults[i] is required` marks a field without one. */
 static PyObject *maker_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    PyTypeObject *cls;
-    PyObject *names, *defaults, *required;
-    if (kw != NULL && PyDict_GET_SIZE(kw) > 0) {
-        PyErr_SetString(PyExc_TypeError, "SlotMaker takes positional arguments only");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "O!O!O!O:SlotMaker", &PyType_Type, &cls, &PyTuple_Type, &names, &PyTuple_Type,
-                          &defaults, &required))
-        return NULL;
-    Py_ssize_t n = PyTuple_GET_SIZE(names);
-    if (n == 0 || n > 64 || PyTuple_GET_SIZE(defaults) != n) {
-        PyErr_SetString(PyExc_ValueError, "SlotMaker: 1 to 64 fields, one default (or the marker) each");
-        return NULL;
-    }
-    if (cls->tp_dictoffset != 0 || cls->tp_alloc == NULL) {
-        PyErr_Format(PyExc_TypeError, "SlotMaker: %s has a __dict__", cls->tp_name);
-        return NULL;
-    }
-    Py_ssize_t *offsets = PyMem_Malloc(sizeof(Py_ssize_t) * n);
-    if (offsets == NULL) return PyErr_NoMemory();
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *name = PyTuple_GET_ITEM(names, i);
-        PyObject *d = PyUnicode_Check(name) ? _PyType_Lookup(cls, name) : NULL;  /* borrowed */
-        PyMemberDef *m = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member : NULL;
-        if (m == NULL || m->type != T_OBJECT_EX || m->offset <= 0 ||
-            !PyType_IsSubtype(cls, ((PyDescrObject *)d)->d_type)) {
-            PyMem_Free(offsets);
-            PyErr_Format(PyExc_TypeError, "SlotMaker: %R is not an object slot of %s", name, cls->tp_name);
-            return NULL;
-        }
-        for (Py_ssize_t j = 0; j < i; j++)
-            if (offsets[j] == m->offset) {
-                PyMem_Free(offsets);
-                PyErr_Format(PyExc_ValueError, "SlotMaker: field %R given twice", name);
-                return NULL;
-            }
-        offsets[i] = m->offset;
-    }
     SlotMaker *self = (SlotMaker *)type->tp_alloc(type, 0);
-    if (self == NULL) { PyMem_Free(offsets); return NULL; }
+    if (self == NULL) return NULL;
+    if (fields_init(&self->f, "SlotMaker", args, kw, NULL) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     self->vectorcall = (vectorcallfunc)maker_vectorcall;
-    self->cls = (PyTypeObject *)Py_NewRef(cls);
-    self->names = Py_NewRef(names);
-    self->defaults = Py_NewRef(defaults);
-    self->required = Py_NewRef(required);
-    self->offsets = offsets;
-    self->n = n;
     return (PyObject *)self;
 }
 
@@ -161,6 +186,7 @@ PyTypeObject tmh_SlotMakerType = {
     .tp_vectorcall_offset = offsetof(SlotMaker, vectorcall),
 };
 
+/* -- SlotDict ------------------------------------------------------------------------------- */
 /* SlotDict: a slotted dataclass's JSON-ready dict, as its hand-written to_dict makes it (the log
  * writes one per event): fields in order, a field at its default left out, and by `kinds`:
  *   0 the value;  1 refs(value);  2 [refs(x) for x in value];
@@ -171,35 +197,23 @@ enum { K_PLAIN, K_REF, K_REFS, K_DICTS, K_DICT };
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyTypeObject *cls;
-    PyObject *names, *defaults, *required;
-    Py_ssize_t *offsets;
+    Fields f;
     int *kinds;
-    Py_ssize_t n;
 } SlotDict;
 
 static PyObject *s_to_dict, *s_refs;  /* interned "to_dict", "refs" */
 
-static int sd_traverse(SlotDict *self, visitproc visit, void *arg) {
-    Py_VISIT(self->cls);
-    Py_VISIT(self->names);
-    Py_VISIT(self->defaults);
-    Py_VISIT(self->required);
-    return 0;
-}
+static int sd_traverse(SlotDict *self, visitproc visit, void *arg) { return fields_traverse(&self->f, visit, arg); }
 
 static int sd_clear(SlotDict *self) {
-    Py_CLEAR(self->cls);
-    Py_CLEAR(self->names);
-    Py_CLEAR(self->defaults);
-    Py_CLEAR(self->required);
+    fields_clear(&self->f);
     return 0;
 }
 
 static void sd_dealloc(SlotDict *self) {
     PyObject_GC_UnTrack(self);
     sd_clear(self);
-    PyMem_Free(self->offsets);
+    PyMem_Free(self->f.offsets);
     PyMem_Free(self->kinds);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -237,21 +251,21 @@ static PyObject *sd_vectorcall(SlotDict *self, PyObject *const *args, size_t nar
         return NULL;
     }
     PyObject *obj = args[0], *refs = args[1];
-    if (!PyObject_TypeCheck(obj, self->cls)) {
-        PyErr_Format(PyExc_TypeError, "SlotDict: expected %s, got %s", self->cls->tp_name, Py_TYPE(obj)->tp_name);
+    if (!PyObject_TypeCheck(obj, self->f.cls)) {
+        PyErr_Format(PyExc_TypeError, "SlotDict: expected %s, got %s", self->f.cls->tp_name, Py_TYPE(obj)->tp_name);
         return NULL;
     }
     PyObject *out = PyDict_New();
     if (out == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < self->n; i++) {
-        PyObject *v = *(PyObject **)((char *)obj + self->offsets[i]);
-        PyObject *name = PyTuple_GET_ITEM(self->names, i);
+    for (Py_ssize_t i = 0; i < self->f.n; i++) {
+        PyObject *v = *(PyObject **)((char *)obj + self->f.offsets[i]);
+        PyObject *name = PyTuple_GET_ITEM(self->f.names, i);
         if (v == NULL) {
-            PyErr_Format(PyExc_AttributeError, "%s has no value for %R", self->cls->tp_name, name);
+            PyErr_Format(PyExc_AttributeError, "%s has no value for %R", self->f.cls->tp_name, name);
             goto fail;
         }
-        PyObject *d = PyTuple_GET_ITEM(self->defaults, i);
-        if (d != self->required) {
+        PyObject *d = PyTuple_GET_ITEM(self->f.defaults, i);
+        if (d != self->f.required) {
             int same = PyObject_RichCompareBool(v, d, Py_EQ);
             if (same < 0) goto fail;
             if (same) continue;
@@ -276,53 +290,32 @@ fail:
 
 /* SlotDict(cls, names, defaults, required, kinds) */
 static PyObject *sd_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    PyTypeObject *cls;
-    PyObject *names, *defaults, *required, *kinds;
-    if (kw != NULL && PyDict_GET_SIZE(kw) > 0) {
-        PyErr_SetString(PyExc_TypeError, "SlotDict takes positional arguments only");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "O!O!O!OO!:SlotDict", &PyType_Type, &cls, &PyTuple_Type, &names, &PyTuple_Type,
-                          &defaults, &required, &PyTuple_Type, &kinds))
-        return NULL;
-    Py_ssize_t n = PyTuple_GET_SIZE(names);
-    if (n == 0 || PyTuple_GET_SIZE(defaults) != n || PyTuple_GET_SIZE(kinds) != n) {
-        PyErr_SetString(PyExc_ValueError, "SlotDict: one default (or the marker) and one kind per field");
-        return NULL;
-    }
     if (s_to_dict == NULL && ((s_to_dict = PyUnicode_InternFromString("to_dict")) == NULL ||
                               (s_refs = PyUnicode_InternFromString("refs")) == NULL))
         return NULL;
-    Py_ssize_t *offsets = PyMem_Malloc(sizeof(Py_ssize_t) * n);
-    int *ks = PyMem_Malloc(sizeof(int) * n);
-    if (offsets == NULL || ks == NULL) { PyMem_Free(offsets); PyMem_Free(ks); return PyErr_NoMemory(); }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *name = PyTuple_GET_ITEM(names, i);
-        PyObject *d = PyUnicode_Check(name) ? _PyType_Lookup(cls, name) : NULL;  /* borrowed */
-        PyMemberDef *m = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member : NULL;
-        long k = PyLong_Check(PyTuple_GET_ITEM(kinds, i)) ? PyLong_AsLong(PyTuple_GET_ITEM(kinds, i)) : -1;
-        if (m == NULL || m->type != T_OBJECT_EX || m->offset <= 0 || k < K_PLAIN || k > K_DICT ||
-            !PyType_IsSubtype(cls, ((PyDescrObject *)d)->d_type)) {
-            PyMem_Free(offsets);
-            PyMem_Free(ks);
+    SlotDict *self = (SlotDict *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    PyObject *kinds;
+    if (fields_init(&self->f, "SlotDict", args, kw, &kinds) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->vectorcall = (vectorcallfunc)sd_vectorcall;
+    if ((self->kinds = PyMem_Malloc(sizeof(int) * self->f.n)) == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < self->f.n; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kinds, i);
+        long v = PyLong_Check(k) ? PyLong_AsLong(k) : -1;
+        if (v < K_PLAIN || v > K_DICT) {
             if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "SlotDict: %R is not an object slot of %s with a known kind", name,
-                             cls->tp_name);
+                PyErr_Format(PyExc_ValueError, "SlotDict: unknown kind %R for %R", k, PyTuple_GET_ITEM(self->f.names, i));
+            Py_DECREF(self);
             return NULL;
         }
-        offsets[i] = m->offset;
-        ks[i] = (int)k;
+        self->kinds[i] = (int)v;
     }
-    SlotDict *self = (SlotDict *)type->tp_alloc(type, 0);
-    if (self == NULL) { PyMem_Free(offsets); PyMem_Free(ks); return NULL; }
-    self->vectorcall = (vectorcallfunc)sd_vectorcall;
-    self->cls = (PyTypeObject *)Py_NewRef(cls);
-    self->names = Py_NewRef(names);
-    self->defaults = Py_NewRef(defaults);
-    self->required = Py_NewRef(required);
-    self->offsets = offsets;
-    self->kinds = ks;
-    self->n = n;
     return (PyObject *)self;
 }
 
