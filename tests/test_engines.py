@@ -45,7 +45,7 @@ def normalized(rec: Recording) -> dict[str, Any]:
         ],
         "diagnostics": [repr(x) for x in rec.diagnostics],
         # column padding follows the raw ids' widths (t99 vs t100: the counter is process-wide)
-        "text": re.sub(r" {2,}", "  ", re.sub(r"[0-9.]+ ?(ms|µs|s)\b", "T", rec.to_text())),
+        "text": re.sub(r" +", " ", re.sub(r"[0-9.]+ ?(ms|µs|s)\b", "T", rec.to_text())),
     }
     s = json.dumps(d, sort_keys=True, default=str)
     ids: dict[str, str] = {}
