@@ -171,7 +171,7 @@ class Checks:
 
     @staticmethod
     def _quiet(role: int, n_in: int, meta: Any) -> bool:
-        """Whether a create of an op with this role needs no check (QUIET_ANY/QUIET_ONE, below)."""
+        """Whether a create of an op with this role needs no check (what QUIET_ONE / QUIET_ANY promise)."""
         if n_in < 2:
             return not role & SHAPING
         return not role & _SEVERAL and meta[1] is not F64
