@@ -86,19 +86,10 @@ class SavedWrites:
 
     def register(self, tid: int, in_ids: tuple[int, ...]) -> None:
         """A new tensor with a grad_fn: its node may save it (a result) or its inputs."""
-        tensors, by_storage = self.tr.tensors, self.by_storage
+        tensors = self.tr.tensors
         self._file(tensors[tid][2], tid)
-        for i in in_ids:  # _file inline: every create with a grad_fn files each of its inputs
-            sid = tensors[i][2]
-            if sid is None:
-                continue
-            lst = by_storage.get(sid)
-            if not lst:
-                by_storage[sid] = [tid]
-            elif lst[-1] != tid:
-                lst.append(tid)
-                if len(lst) > 4 * _KEEP:
-                    self._trim(lst)
+        for i in in_ids:
+            self._file(tensors[i][2], tid)
 
     def _file(self, sid: int | None, tid: int) -> None:
         if sid is None:
@@ -109,10 +100,7 @@ class SavedWrites:
         elif lst[-1] != tid:
             lst.append(tid)
             if len(lst) > 4 * _KEEP:
-                self._trim(lst)
-
-    def _trim(self, lst: list[int]) -> None:
-        lst[:] = [c for c in lst if self.tr.alive(c) is not None][-_KEEP:]
+                lst[:] = [c for c in lst if self.tr.alive(c) is not None][-_KEEP:]
 
     def on_view(self, tid: int, btid: int, func: Any, has_grad: bool) -> None:
         if btid in self.own_counter or (func is not None and op_name(func) == _DATA_GET):
