@@ -68,6 +68,7 @@ def memory(scale: float) -> dict[str, Any]:
     alive = sum(1 for t in rec.tensors.values() if t.alive)
     extra_tensors = _tensor_objects() - tensors_before
     return {
+        "scale": scale,
         "events": n,
         "heap_bytes": kept - bare_kept,
         "bytes_per_event": (kept - bare_kept) / max(n, 1),
