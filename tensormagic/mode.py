@@ -56,6 +56,12 @@ class _AllSkip(dict):  # type: ignore[type-arg]
         return SKIP
 
 
+def _reads_non_leaf(args: Any) -> bool:
+    """The call's first argument is a tensor that is neither a leaf nor retains its grad."""
+    t = args[0] if args else None
+    return isinstance(t, Tensor) and not t.is_leaf and not t.retains_grad
+
+
 class TrackMode(TorchFunctionMode):
     """The mode entered by ``track()``; routes each call by its cached classification."""
 
@@ -63,7 +69,8 @@ class TrackMode(TorchFunctionMode):
         super().__init__()
         self.tracker = tracker
         self._actions: dict[Any, int] = {}
-        self._watched: dict[Any, tuple[Callable[..., None], int]] = {}  # func -> (watch, action)
+        # func -> (watch, action, non_leaf_only): see Tracker.call_watch
+        self._watched: dict[Any, tuple[Callable[..., None], int, bool]] = {}
         self.disabled = False
         self._busy = False
         self._find = tracker.lines.find  # bound once: the hot path calls it per recorded op
@@ -72,7 +79,7 @@ class TrackMode(TorchFunctionMode):
         action = classify(func)
         watch = self.tracker.call_watch.get(op_name(func))
         if watch is not None:
-            self._watched[func] = (watch, action)
+            self._watched[func] = (watch, action, getattr(watch, "non_leaf_only", False) is True)
             action = WATCHED_SKIP if action == SKIP else WATCHED
         self._actions[func] = action
         return action
@@ -123,7 +130,10 @@ class TrackMode(TorchFunctionMode):
 
     def _watch(self, func: Any, args: Any) -> None:
         try:
-            self._watched[func][0](self.tracker, func, args, self._where)
+            watch, _action, non_leaf_only = self._watched[func]
+            if non_leaf_only and not _reads_non_leaf(args):
+                return
+            watch(self.tracker, func, args, self._where)
         except Exception as e:  # noqa: BLE001 - a failing check must never break user code
             self._internal(e)
 

@@ -131,6 +131,8 @@ class Tracker(BackwardRecords):
         self.error_hooks: list[Callable[..., None]] = []
         # call_watch: op name -> watch(tracker, func, args, where), called before the op runs;
         # ``where`` is a zero-argument callable (the frame walk costs µs: only pay it when needed).
+        # A watch with ``non_leaf_only = True`` is called only when the first argument is a tensor
+        # that is neither a leaf nor retains its grad (both engines test that themselves).
         self.call_watch: dict[str, Callable[[Tracker, Any, tuple[Any, ...], Callable[[], Any]], None]] = {}
 
     def finish(self) -> None:

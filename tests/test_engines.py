@@ -244,6 +244,26 @@ def test_compiled_engine_reads_its_attributes_at_their_slots() -> None:
         m.close()
 
 
+@pytest.mark.parametrize("engine", ["c", "python"])
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+def test_non_leaf_only_watch_sees_only_non_leaf_reads(engine: str) -> None:
+    """A watch marked non_leaf_only is skipped for a leaf's .grad and for retain_grad tensors."""
+    seen: list[tuple[int, ...]] = []
+
+    def watch(tr: Tracker, func: Any, args: Any, where: Any) -> None:
+        seen.append(tuple(args[0].shape))
+
+    watch.non_leaf_only = True  # type: ignore[attr-defined]
+    leaf = torch.ones(1, requires_grad=True)
+    with tensormagic.track(engine=engine, diagnostics=None):
+        _get_current_function_mode().tracker.call_watch["torch.Tensor.grad.__get__"] = watch
+        kept = (leaf * torch.ones(2)).requires_grad_()
+        mid = leaf * torch.ones(3)
+        kept.retain_grad()
+        leaf.grad, kept.grad, mid.grad  # noqa: B018 - the reads are what is watched
+    assert seen == [(3,)]
+
+
 def test_environment_variable_selects_the_python_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """TENSORMAGIC_ENGINE=python makes the pure-Python engine the default."""
     monkeypatch.setenv("TENSORMAGIC_ENGINE", "python")

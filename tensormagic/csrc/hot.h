@@ -75,7 +75,7 @@ typedef struct {
 } Hot;
 
 /* indices of the metadata attributes tmh_tensor_attr reads */
-enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE, N_ATTRS };
+enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE, A_IS_LEAF, A_RETAINS_GRAD, N_ATTRS };
 
 #define HOT_FIELDS(X) \
     X(actions) X(state) X(slow) X(watched) X(where) X(on_error) X(internal) X(tracker) X(error_hooks) X(record_hooks) X(quiet) X(raw) \

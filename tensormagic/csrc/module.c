@@ -127,12 +127,32 @@ static int python_outputs(Hot *self, PyObject *func, PyObject *r, PyObject *args
     return 0;
 }
 
-/* A watched call that records nothing itself (TrackMode._watch): the watch runs first. */
+/* 1 if the call's first argument is a tensor that is neither a leaf nor retains its grad (what a
+ * watch marked non_leaf_only looks at), 0 if not, -1 with an exception. */
+static int reads_non_leaf(Hot *self, PyObject *args) {
+    PyObject *t = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : NULL;
+    if (t == NULL || !tmh_is_tensor(self, t)) return 0;
+    for (int which = A_IS_LEAF; which <= A_RETAINS_GRAD; which++) {
+        PyObject *v = tmh_tensor_attr(t, which);
+        if (v == NULL) return -1;
+        int yes = PyObject_IsTrue(v);
+        Py_DECREF(v);
+        if (yes != 0) return yes < 0 ? -1 : 0;
+    }
+    return 1;
+}
+
+/* A watched call that records nothing itself (TrackMode._watch): the watch runs first, unless it
+ * only looks at non-leaf reads and this is not one. */
 static int run_watch(Hot *self, PyObject *func, PyObject *args) {
     PyObject *entry = PyDict_GetItemWithError(self->watched, func);
     if (entry == NULL) {
         if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, func);
         return -1;
+    }
+    if (PyTuple_GET_SIZE(entry) > 2 && PyTuple_GET_ITEM(entry, 2) == Py_True) {
+        int r = reads_non_leaf(self, args);
+        if (r <= 0) return r;
     }
     PyObject *wargs[4] = {self->tracker, func, args, self->where};
     PyObject *r = PyObject_Vectorcall(PyTuple_GET_ITEM(entry, 0), wargs, 4, NULL);
@@ -356,7 +376,8 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     INTERN(tmh_attr_names[A_SHAPE], "shape") INTERN(tmh_attr_names[A_DTYPE], "dtype")
     INTERN(tmh_attr_names[A_DEVICE], "device") INTERN(tmh_attr_names[A_REQUIRES_GRAD], "requires_grad")
     INTERN(tmh_attr_names[A_GRAD_FN], "grad_fn") INTERN(tmh_attr_names[A_VERSION], "_version")
-    INTERN(tmh_attr_names[A_BASE], "_base")
+    INTERN(tmh_attr_names[A_BASE], "_base") INTERN(tmh_attr_names[A_IS_LEAF], "is_leaf")
+    INTERN(tmh_attr_names[A_RETAINS_GRAD], "retains_grad")
 #undef INTERN
     if (PyType_Ready(&HotType) < 0 || PyType_Ready(&tmh_SlotMakerType) < 0 || PyType_Ready(&tmh_SlotDictType) < 0)
         return NULL;

@@ -344,6 +344,9 @@ class Checks:
             w = where()
             self.add("grad-unfilled", w, (tr.see(t, w),))
 
+    # the engines skip the call for the other reads (an optimizer step reads every leaf's .grad)
+    _on_grad_read.non_leaf_only = True  # type: ignore[attr-defined]
+
     # -- failures ----------------------------------------------------------------------------
     def on_error(self, tr: Tracker, func: Any, args: Any, kwargs: Any, exc: BaseException,
                  where: Any) -> None:  # fmt: skip
