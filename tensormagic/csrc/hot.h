@@ -128,6 +128,18 @@ static inline int tmh_set(Slot s, PyObject *obj, PyObject *name, PyObject *v) {
 #define tmh_ref_tid(self, ref) tmh_get((self)->tid, (ref), tmh_s_tid)
 #define tmh_set_ref_tid(self, ref, v) tmh_set((self)->tid, (ref), tmh_s_tid, (v))
 
+/* What a weak reference points to: 1 and a new reference in *obj, 0 (and NULL) once it died,
+ * -1 with an exception (PyWeakref_GetRef's contract; it is new in 3.13). */
+static inline int tmh_ref_get(PyObject *ref, PyObject **obj) {
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyWeakref_GetRef(ref, obj);
+#else
+    PyObject *o = PyWeakref_GET_OBJECT(ref);
+    *obj = o == Py_None ? NULL : Py_NewRef(o);
+    return *obj != NULL;
+#endif
+}
+
 static inline int tmh_is_tensor(Hot *self, PyObject *o) {
     return PyObject_TypeCheck(o, (PyTypeObject *)self->tensor_type);
 }

@@ -159,14 +159,10 @@ int tmh_known_at(Hot *self, PyObject *t, PyObject *key, PyObject **ref_out) {
     PyObject *ref = PyDict_GetItemWithError(self->ids, key);
     if (ref == NULL) return PyErr_Occurred() ? -1 : 0;
     if (!PyWeakref_Check(ref)) return 0;
-#if PY_VERSION_HEX >= 0x030D0000
     PyObject *obj;
-    if (PyWeakref_GetRef(ref, &obj) < 0) return -1;
+    if (tmh_ref_get(ref, &obj) < 0) return -1;
     Py_XDECREF(obj);  /* only compared: t itself is alive (the caller holds it) */
     if (obj != t) return 0;
-#else
-    if (PyWeakref_GET_OBJECT(ref) != t) return 0;
-#endif
     *ref_out = ref;  /* borrowed */
     return 1;
 }
@@ -245,13 +241,8 @@ PyObject *tmh_live_tensors(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssiz
             Py_DECREF(rtid);
             if (same < 0) goto fail;
             if (same && PyWeakref_Check(ref)) {
-#if PY_VERSION_HEX >= 0x030D0000
                 PyObject *t;
-                if (PyWeakref_GetRef(ref, &t) < 0) goto fail;
-#else
-                PyObject *t = Py_NewRef(PyWeakref_GET_OBJECT(ref));
-                if (t == Py_None) Py_CLEAR(t);
-#endif
+                if (tmh_ref_get(ref, &t) < 0) goto fail;
                 if (t != NULL) {
                     int m = PySet_Contains(merged, tid);
                     if (m == 0) {
