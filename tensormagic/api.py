@@ -12,7 +12,7 @@ import torch
 
 from . import identity, naming
 from .lines import Locator, ipython_locator
-from .mode import TrackMode, check_engine, make_mode
+from .mode import TrackMode, check_engine, default_engine, make_mode
 from .recording import Recording
 from .tracker import Tracker
 
@@ -90,7 +90,7 @@ class track:
         if self._diagnostics.ids:
             from .diagnostics import install
 
-            self._checks = install(tr, self._diagnostics)
+            self._checks = install(tr, self._diagnostics, compiled=(self.engine or default_engine()) == "c")
         for _name, t in naming.named_tensors(self._namespace()):
             tr.mark_preexisting(t)
         self._t0 = time.perf_counter()

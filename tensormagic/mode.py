@@ -247,7 +247,7 @@ class CompiledTrackMode(TrackMode):
             ref_type=identity.Ref, storage_id=identity.storage_id, no_storage=identity.NO_STORAGE,
             modules=tr.modules, lines=lines, line_cache=lines._cache, learn=lines._learn, find=lines.find,
             record_write=tr.record_write, record_outputs=tr.record_outputs, tensor_type=Tensor,
-            now=_now, general=GENERAL, f64=torch.float64, t0=tr.t0, fast_cap=tr._fast_cap,
+            now=_now, general=GENERAL, f64=torch.float64, write_gate=tr.write_gate, t0=tr.t0, fast_cap=tr._fast_cap,
         )  # fmt: skip
         self.__torch_function__ = MethodType(self._hot, self)  # type: ignore[method-assign]
         # the block's end walks every tensor it made: the same loop, compiled

@@ -63,6 +63,8 @@ def _gf_name(gf: Any) -> str:
 #: Tracker.quiet_creates values: an op's creates need no record hook when made from fewer than
 #: two inputs (QUIET_ONE), or from any number unless the result is float64 (QUIET_ANY)
 QUIET_ONE, QUIET_ANY = 1, 2
+#: the record kinds ``Tracker.record_hooks`` see
+HOOKED_KINDS = frozenset({"create", "view", "move", "inplace"})
 _F64 = torch.float64
 
 
@@ -121,13 +123,18 @@ class Tracker(BackwardRecords):
         self._last_move: dict[int, int] = {}
         self.backwards: list[int] = []  # raw indices of the backward records (the end of block looks)
         self.internal_error: BaseException | None = None
-        # Extension points (diagnostics): called only when non-empty.
+        # Extension points (diagnostics): called only when non-empty.  A record hook sees the
+        # records ops make while they run (HOOKED_KINDS), not the backward or NumPy-bridge ones.
         self.record_hooks: list[Callable[[Tracker, int, tuple[Tensor, ...]], None]] = []
         #: op name -> QUIET_ONE or QUIET_ANY: the create records of that op the record hooks have
         #: said they need not see (see ``quiet``); the hot path then skips the call.  Filled and
         #: cleared by the hooks' owner (diagnostics), never replaced while recording (the compiled
         #: engine holds it).
         self.quiet_creates: dict[str, int] = {}
+        #: which in-place records the record hooks need: None every one, False none, else an object
+        #: whose ``needs(raw index, tid, tensor)`` says (both engines ask it; the compiled one
+        #: takes it at construction, so it is set before the block starts).
+        self.write_gate: Any = None
         self.error_hooks: list[Callable[..., None]] = []
         # call_watch: op name -> watch(tracker, func, args, where), called before the op runs;
         # ``where`` is a zero-argument callable (the frame walk costs µs: only pay it when needed).
@@ -148,6 +155,7 @@ class Tracker(BackwardRecords):
         self._inputs = {}
         self._fold_counts = None
         self.quiet_creates = {}
+        self.write_gate = None
         self._last_move = {}
         self.preexisting = set()
 
@@ -261,7 +269,14 @@ class Tracker(BackwardRecords):
             from .stats import compute_stats
 
             self.stats_at[len(raw) - 1] = compute_stats(objs[0])
-        if self.record_hooks:
+        if self.record_hooks and kind in HOOKED_KINDS:
+            if kind == "create":  # a gradient backward filled in, say: the hooks judged its op already
+                if quiet(self.quiet_creates.get(raw[-1][1]), len(create_parts(extra)[0]), meta):
+                    return
+            elif kind == "inplace":
+                gate = self.write_gate
+                if gate is not None and (gate is False or not gate.needs(len(raw) - 1, tid, objs[0])):
+                    return
             for hook in self.record_hooks:
                 hook(self, len(raw) - 1, objs)
 

@@ -174,6 +174,41 @@ def test_judged_creates_skip_the_record_hooks(engine: str):
     assert reached == ["torch.Tensor.mul", "torch.nn.functional.linear"]
 
 
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_writes_after_backward_skip_the_record_hooks(engine: str):
+    """An optimizer step after backward (the graphs that used the parameters are freed) calls no record hook."""
+    from torch.overrides import _get_current_function_mode
+
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(3, 4)
+    reached: list[str] = []
+    with tensormagic.track(engine=engine) as rec:
+        tr = _get_current_function_mode().tracker
+        tr.record_hooks.append(lambda tr, idx, objs: reached.append(tr.raw[idx][0]))
+        for _ in range(3):
+            out = model(x)
+            out.sum().backward()
+            opt.step()
+            opt.zero_grad()
+    assert len(rec.filter(kind="inplace")) == 6 and "inplace" not in reached and rec.diagnostics == []
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_write_to_what_a_retained_graph_saved(engine: str):
+    """After backward(retain_graph=True) the graph still holds w: the write is checked and reported."""
+    w = torch.randn(3, requires_grad=True)
+    with pytest.warns(InplaceSavedWarning):
+        with tensormagic.track(engine=engine) as rec:
+            y = w * w
+            y.sum().backward(retain_graph=True)
+            with torch.no_grad():
+                w.add_(1)
+    d = only(rec, "inplace-saved")
+    assert d.line == line_of(rec, "add_") and "w" in d.names
+    del y
+
+
 def test_inplace_before_use_or_on_unsaved_tensors_is_fine():
     """Writes no saved tensor depends on (before the use, or on what a mul by a scalar never saved): quiet."""
     x = torch.randn(3, requires_grad=True)

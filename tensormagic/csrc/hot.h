@@ -4,6 +4,8 @@
  *   record.c  the records the compiled path makes itself (a new tensor, an in-place write)
  *   module.c  the Hot type: its __torch_function__ dispatch, failures, construction, module init
  *   slots.c   SlotMaker, SlotDict: the event model's dataclasses built / made into dicts in one call
+ *   saved.c   SavedIndex (saved.h): inplace-saved's index of what graphs may have saved
+ *   gate.c    what one in-place write needs: its roots, and the write gate before the record hooks
  */
 #ifndef TENSORMAGIC_HOT_H
 #define TENSORMAGIC_HOT_H
@@ -65,6 +67,7 @@ typedef struct {
     PyObject *now;            /* time.perf_counter_ns */
     PyObject *general;        /* the int GENERAL */
     PyObject *f64;            /* torch.float64 (tracker.quiet: a float64 result is not quiet) */
+    PyObject *write_gate;     /* tracker.write_gate: which in-place records the record hooks need */
     long long t0;
     Py_ssize_t fast_cap;
     Slot tid;      /* identity.Ref's "tid" */
@@ -81,7 +84,7 @@ enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE
     X(actions) X(state) X(slow) X(watched) X(where) X(on_error) X(internal) X(tracker) X(error_hooks) X(record_hooks) X(quiet) X(raw) \
     X(times_append) X(tensors) X(sid_of_key) X(metas) X(intern) X(inputs) X(gf_names) X(gf_name) \
     X(names) X(ids) X(counter) X(ref_type) X(storage_id) X(no_storage) X(modules) X(lines) \
-    X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general) X(f64)
+    X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general) X(f64) X(write_gate)
 
 /* Nothing below is exported from the shared object: only PyInit__hotpath is. */
 #if defined(__GNUC__)
@@ -158,6 +161,11 @@ PyObject *tmh_live_tensors(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 
 /* slots.c */
 extern PyTypeObject tmh_SlotMakerType, tmh_SlotDictType;
+
+/* saved.c, gate.c */
+extern PyTypeObject tmh_SavedIndexType;
+int tmh_saved_init(void);
+int tmh_write_needed(PyObject *gate, Py_ssize_t idx, PyObject *tid, PyObject *t);
 
 /* record.c */
 int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,

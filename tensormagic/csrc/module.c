@@ -300,7 +300,7 @@ static char *hot_kwlist[] = {
     "times_append", "tensors", "sid_of_key", "metas", "intern", "inputs", "gf_names", "gf_name",
     "names", "ids", "counter", "ref_type", "storage_id", "no_storage", "modules", "lines",
     "line_cache", "learn", "find", "record_write", "record_outputs", "tensor_type", "now", "general", "f64",
-    "t0", "fast_cap", NULL,
+    "write_gate", "t0", "fast_cap", NULL,
 };
 
 /* `name` of instances of `type`, at its slot's offset where it is one (tmh_get, tmh_set) */
@@ -313,17 +313,17 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     Hot *self = (Hot *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->vectorcall = (vectorcallfunc)hot_vectorcall;
-    PyObject *o[37];
+    PyObject *o[38];
     long long t0;
     Py_ssize_t cap;
     if (!PyArg_ParseTupleAndKeywords(args, kw,
-            "O!O!OO!OOOO" "O!O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OOO" "Ln:Hot", hot_kwlist,
+            "O!O!OO!OOOO" "O!O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OOO" "O" "Ln:Hot", hot_kwlist,
             &PyDict_Type, &o[0], &PyDict_Type, &o[1], &o[2], &PyDict_Type, &o[3], &o[4], &o[5], &o[6], &o[7],
             &PyList_Type, &o[8], &PyList_Type, &o[9], &PyDict_Type, &o[10], &PyList_Type, &o[11], &o[12],
             &PyDict_Type, &o[13], &PyDict_Type, &o[14], &PyDict_Type, &o[15], &o[16],
             &PyDict_Type, &o[17], &PyDict_Type, &o[18], &o[19], &PyDict_Type, &o[20],
             &PyDict_Type, &o[21], &o[22], &o[23], &o[24], &o[25], &o[26], &o[27], &PyDict_Type, &o[28],
-            &o[29], &o[30], &o[31], &o[32], &PyType_Type, &o[33], &o[34], &o[35], &o[36], &t0, &cap)) {
+            &o[29], &o[30], &o[31], &o[32], &PyType_Type, &o[33], &o[34], &o[35], &o[36], &o[37], &t0, &cap)) {
         Py_DECREF(self);
         return NULL;
     }
@@ -379,7 +379,8 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     INTERN(tmh_attr_names[A_BASE], "_base") INTERN(tmh_attr_names[A_IS_LEAF], "is_leaf")
     INTERN(tmh_attr_names[A_RETAINS_GRAD], "retains_grad")
 #undef INTERN
-    if (PyType_Ready(&HotType) < 0 || PyType_Ready(&tmh_SlotMakerType) < 0 || PyType_Ready(&tmh_SlotDictType) < 0)
+    if (PyType_Ready(&HotType) < 0 || PyType_Ready(&tmh_SlotMakerType) < 0 || PyType_Ready(&tmh_SlotDictType) < 0 ||
+        tmh_saved_init() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&hotpath_module);
     if (m == NULL) return NULL;
@@ -390,7 +391,8 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
         return NULL;
     }
     if (PyModule_AddObjectRef(m, "SlotMaker", (PyObject *)&tmh_SlotMakerType) < 0 ||
-        PyModule_AddObjectRef(m, "SlotDict", (PyObject *)&tmh_SlotDictType) < 0) {
+        PyModule_AddObjectRef(m, "SlotDict", (PyObject *)&tmh_SlotDictType) < 0 ||
+        PyModule_AddObjectRef(m, "SavedIndex", (PyObject *)&tmh_SavedIndexType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

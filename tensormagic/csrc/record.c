@@ -267,7 +267,10 @@ int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *
     long long t = tmh_now_ns(self);
     if (t == -1 && PyErr_Occurred()) goto done;
     if (append_record(self, rec, t) < 0) goto done;
-    if (call_hooks(self, n, w) < 0) goto done;
+    if (PyList_GET_SIZE(self->record_hooks) > 0) {  /* Tracker._add asks the write gate the same */
+        int need = tmh_write_needed(self->write_gate, n, tid, w);
+        if (need < 0 || (need && call_hooks(self, n, w) < 0)) goto done;
+    }
     result = 1;
 done:
     Py_XDECREF(tid);

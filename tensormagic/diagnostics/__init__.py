@@ -37,14 +37,15 @@ from .catalog import (
 )
 
 
-def install(tracker: Any, spec: Any = "all") -> Any:
-    """Put the selected checks on a Tracker before its block runs; None when none is selected."""
+def install(tracker: Any, spec: Any = "all", *, compiled: bool = False) -> Any:
+    """Put the selected checks on a Tracker before its block runs; None when none is selected.
+    ``compiled``: the block runs the compiled engine, whose C helpers the checks may use too."""
     settings = select(spec)
     if not settings.ids:
         return None
     from .checks import Checks
 
-    return Checks(tracker, settings)
+    return Checks(tracker, settings, compiled=compiled)
 
 
 def warning_text(d: Diagnostic) -> str:

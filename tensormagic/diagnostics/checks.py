@@ -94,12 +94,12 @@ def _numel(shape: tuple[int, ...]) -> int:
 class Checks:
     """The diagnostics of one block: installed on its Tracker, finished into ``Diagnostic``s."""
 
-    def __init__(self, tr: Tracker, settings: Settings) -> None:
+    def __init__(self, tr: Tracker, settings: Settings, *, compiled: bool = False) -> None:
         self.tr = tr
         self.settings = settings
         ids = settings.ids
         self.findings: dict[tuple[Any, ...], Finding] = {}
-        self.saved = SavedWrites(tr, self.add) if "inplace-saved" in ids else None
+        self.saved = SavedWrites(tr, self.add, compiled=compiled) if "inplace-saved" in ids else None
         self.broadcast = "broadcast" in ids
         self.leaf_moved = "leaf-moved" in ids
         self.f64 = "dtype-float64" in ids
@@ -118,6 +118,9 @@ class Checks:
         if self.saved or self.broadcast or self.leaf_moved or self.f64 or self.int_target or \
                 self.nonfinite or self.sync:  # fmt: skip
             tr.record_hooks.append(self.on_record)
+            # on_record looks at an in-place record for these two only; inplace-saved's index
+            # says which writes have a graph to inspect (most of an optimizer step's do not)
+            tr.write_gate = None if self.nonfinite else self.saved.index if self.saved else False
         if self.saved or self.device or self.f64 or self.int_target:
             tr.error_hooks.append(self.on_error)
         if self.sync:

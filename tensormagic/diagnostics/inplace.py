@@ -22,125 +22,37 @@ import torch
 from .. import identity
 from ..autograd import node_name
 from ..ops import op_name
-from ..tracker import create_parts
 from .context import Context, Finding
+from .saved_index import make_index, saved_attrs
 
 MAX_DEPTH = 3  # levels below a candidate's grad_fn: composite ops and in-place chains
-MAX_ROOTS = 16  # most recent live candidates per written storage
 MAX_NODES = 96  # nodes inspected per write
-BUDGET = 200_000  # nodes inspected per block, after which the check stops quietly
-_KEEP = 64  # candidates kept per storage between writes
 _STALE = "modified by an inplace operation"
 _VERSIONS = re.compile(r"is at version (\d+); expected version (\d+)")
-_DATA_GET = "torch.Tensor.data.__get__"
-
-_saved_attrs: dict[type, tuple[tuple[str, str], ...]] = {}
-
-
-def saved_attrs(node_type: type) -> tuple[tuple[str, str], ...]:
-    """(raw attribute, unpacking attribute) pairs of the tensors a node type saves."""
-    attrs = _saved_attrs.get(node_type)
-    if attrs is None:
-        attrs = tuple((a, "_saved_" + a[len("_raw_saved_"):]) for a in dir(node_type)
-                      if a.startswith("_raw_saved_"))  # fmt: skip
-        _saved_attrs[node_type] = attrs
-    return attrs
 
 
 class SavedWrites:
     """Detection state for one block: which tensors' graphs may hold which storage."""
 
-    def __init__(self, tracker: Any, add: Callable[..., Finding]) -> None:
+    def __init__(self, tracker: Any, add: Callable[..., Finding], *, compiled: bool = False) -> None:
         self.tr = tracker
         self.add = add
-        self.by_storage: dict[int, list[int]] = {}  # storage id -> tids whose grad_fn may save it
-        self.own_counter: set[int] = set()  # tids with a version counter of their own (.data)
-        self.spent = 0
-        # tid -> its version when its grad_fn was found freed (backward ran without retain_graph):
-        # it saves nothing any more, until an in-place write (a version bump) gives it a new node
-        self.freed: dict[int, int] = {}
+        self.index = make_index(tracker, compiled)
+        self.own_counter = self.index.own_counter
+        self.freed = self.index.freed
         self._reported: set[Any] = set()  # keys reported by the write being checked
-        self._filed = 0  # the records before this raw index are in the index (see catch_up)
         self.backward_errors: list[tuple[int, Any, str]] = []  # (raw length then, where, message)
 
-    # -- index -------------------------------------------------------------------------------
-    def catch_up(self, end: int) -> None:
-        """File the records before raw index ``end`` that a write may need: the tensors a graph
-        may have saved (results and inputs of ops with a grad_fn) and the views' counters.
-
-        Only a write reads the index, so it is filed then, in the records' order, from the records
-        themselves: the hot path need not call the checks for every op with a grad_fn."""
-        raw = self.tr.raw
-        for i in range(self._filed, min(end, len(raw))):
-            r = raw[i]
-            kind = r[0]
-            if kind == "create":
-                if r[3][4] is not None:
-                    self.register(r[2], create_parts(r[7])[0])
-            elif kind == "view":
-                self.on_view(r[2], r[7], r[1], r[3][4] is not None)
-            elif kind == "move":
-                if not r[7][2] and r[3][4] is not None:  # a copy (not in place) with a grad_fn
-                    self.register(r[2], ())
-        self._filed = max(self._filed, end)
-
-    def register(self, tid: int, in_ids: tuple[int, ...]) -> None:
-        """A new tensor with a grad_fn: its node may save it (a result) or its inputs."""
-        tensors = self.tr.tensors
-        self._file(tensors[tid][2], tid)
-        for i in in_ids:
-            self._file(tensors[i][2], tid)
-
-    def _file(self, sid: int | None, tid: int) -> None:
-        if sid is None:
-            return
-        lst = self.by_storage.get(sid)
-        if not lst:
-            self.by_storage[sid] = [tid]
-        elif lst[-1] != tid:
-            lst.append(tid)
-            if len(lst) > 4 * _KEEP:
-                lst[:] = [c for c in lst if self.tr.alive(c) is not None][-_KEEP:]
-
-    def on_view(self, tid: int, btid: int, func: Any, has_grad: bool) -> None:
-        if btid in self.own_counter or (func is not None and op_name(func) == _DATA_GET):
-            self.own_counter.add(tid)
-        if has_grad:
-            self.register(tid, ())
-
-    # -- the check ---------------------------------------------------------------------------
     def on_write(self, idx: int, tid: int, t: Any, v0: int) -> None:
-        self.catch_up(idx)
-        tensors = self.tr.tensors
-        sid = tensors[tid][2]
-        cands = self.by_storage.get(sid) if sid is not None else None
-        gf = t.grad_fn
-        if (not cands and gf is None) or self.spent > BUDGET:
+        roots = self.index.roots(idx, tid, t)
+        if roots is None:
             return
-        # In grad mode the write gave the tensor a new grad_fn, whose saved values are current.
-        own = gf if gf is not None and torch.is_grad_enabled() else None
-        roots: list[tuple[int, Any]] = [(tid, t)] if gf is not None else []
-        if cands:
-            live = []
-            get, ids_get = tensors.get, identity._ids.get
-            for c in cands:  # ``Tracker.alive`` inline: every write to a parameter walks these
-                info = get(c)
-                ref = ids_get(info[0]) if info is not None else None
-                if ref is not None and ref.tid == c:
-                    obj = ref()
-                    if obj is not None:
-                        live.append((c, obj))
-            if len(live) != len(cands) or len(live) > _KEEP:
-                cands[:] = [c for c, _ in live[-_KEEP:]]
-            freed = self.freed
-            for x in reversed(live[-MAX_ROOTS:]):
-                if x[0] != tid and freed.get(x[0]) != x[1]._version:
-                    roots.append(x)
-            if not roots:
-                return
         key = identity.storage_key(t)
         if key is None:
             return
+        gf = t.grad_fn
+        # In grad mode the write gave the tensor a new grad_fn, whose saved values are current.
+        own = gf if gf is not None and torch.is_grad_enabled() else None
         self._reported = set()
         job = (key, v0, tid, idx, [c for c, _ in roots])
         seen: set[int] = set()
@@ -161,7 +73,7 @@ class SavedWrites:
                     self.freed[rtid] = root._version
                 if depth < MAX_DEPTH and not freed:
                     stack.extend((n, depth + 1) for n, _ in node.next_functions if n is not None)
-        self.spent += len(seen)
+        self.index.spent += len(seen)
 
     def _inspect(self, node: Any, rtid: int, job: tuple[Any, ...]) -> bool:
         """Report a saved tensor on the written storage; True when backward already freed the node."""
