@@ -252,14 +252,21 @@ class CompiledTrackMode(TrackMode):
         self.__torch_function__ = MethodType(self._hot, self)  # type: ignore[method-assign]
         # the block's end walks every tensor it made: the same loop, compiled
         tr.live_tensors = partial(_hotpath.live_tensors, tr.tensors, identity._ids, tr.merged)  # type: ignore[method-assign]
+        # what the Python path still registers (backward's gradients, first sights) and snapshots
+        # (each backward's leaves) goes through the compiled helpers too, while the block runs
+        self._tracker_helpers = {"meta": self._hot.meta, "_new": self._hot.new_tensor}
+        tr.__dict__.update(self._tracker_helpers)
 
     def _internal(self, e: BaseException) -> None:
         super()._internal(e)
         self._hot.disable()
 
     def close(self) -> None:
-        # the bound method and the compiled object's references make cycles through this mode
+        # the bound method and the compiled object's references make cycles through this mode;
+        # the block's end snapshots with the tracker's own methods (the compiled object closes)
         self.__dict__.pop("__torch_function__", None)
+        for name in self._tracker_helpers:
+            self.tracker.__dict__.pop(name, None)
         self._hot.close()
 
 

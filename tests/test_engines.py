@@ -333,3 +333,30 @@ def test_compiled_live_tensors_is_the_python_loop() -> None:
     assert all(a is b for (_, a), (_, b) in zip(live_c, live_py))
     assert twin == tr.tensors
     assert [tid for tid, info in twin.items() if info[0] is None] == tids[3:] + [10**9]
+
+
+def test_compiled_tracker_helpers_match_the_python_methods() -> None:
+    """Hot.meta and Hot.new_tensor, the tracker's meta and _new during a compiled block, do what Tracker's do."""
+
+    def tensors() -> list[torch.Tensor]:
+        base = torch.arange(6.0)
+        return [torch.ones(2, requires_grad=True) * 2, torch.zeros(3, dtype=torch.float64),
+                torch.ones(2, device="meta"), base, base[2:]]  # fmt: skip
+
+    def register(tr: Tracker, ts: list[torch.Tensor]) -> list[Any]:
+        out = [tr._new(t, alias=i == 4) for i, t in enumerate(ts)]
+        again = tr._new(ts[0], alias=False)  # a known tensor keeps its id
+        entries = [tr.tensors[tid] for tid, _ in out]
+        assert again[0] == out[0][0] and all(e[0] == id(t) for e, t in zip(entries, ts))
+        # ids and storage names, relative to the first id; metadata; raw index
+        t0 = out[0][0]
+        return [(tid - t0, e[2] - t0 if e[2] is not None else None, meta, e[3]) for (tid, meta), e in zip(out, entries)]
+
+    py_tr, c_tr = Tracker(), Tracker()
+    m = mode_mod.make_mode(c_tr, "c")
+    assert c_tr._new == m._hot.new_tensor and c_tr.meta == m._hot.meta
+    ts_py, ts_c = tensors(), tensors()
+    assert register(c_tr, ts_c) == register(py_tr, ts_py)
+    assert all(c_tr.meta(t) is Tracker.meta(c_tr, t) for t in ts_c)  # the same interned snapshot
+    m.close()
+    assert "meta" not in c_tr.__dict__ and "_new" not in c_tr.__dict__  # the block's end uses its own

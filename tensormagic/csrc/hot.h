@@ -172,6 +172,8 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
                 PyObject *where, PyObject *lasti, long long t);
 int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *args, PyObject *kwargs,
                 PyObject *where, PyObject *lasti);
+PyObject *tmh_meta(Hot *self, PyObject *t);
+PyObject *tmh_new_tensor(Hot *self, PyObject *t, int alias);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -274,7 +274,18 @@ static PyObject *hot_disable(Hot *self, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
+static PyObject *hot_new_tensor(Hot *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"t", "alias", NULL};
+    PyObject *t;
+    int alias = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$p:new_tensor", kwlist, &t, &alias)) return NULL;
+    return tmh_new_tensor(self, t, alias);
+}
+
 static PyMethodDef hot_methods[] = {
+    {"meta", (PyCFunction)tmh_meta, METH_O, "Tracker.meta, compiled: a tensor's interned metadata snapshot."},
+    {"new_tensor", (PyCFunction)(void (*)(void))hot_new_tensor, METH_VARARGS | METH_KEYWORDS,
+     "Tracker._new, compiled: new_tensor(t, *, alias=False) -> (tid, meta)."},
     {"close", (PyCFunction)hot_close, METH_NOARGS, "Drop every reference (the block has ended)."},
     {"disable", (PyCFunction)hot_disable, METH_NOARGS, "Record nothing more: every call passes through."},
     {"now", (PyCFunction)hot_now, METH_NOARGS, "The clock the records' times come from (perf_counter_ns)."},

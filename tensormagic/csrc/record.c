@@ -281,3 +281,72 @@ done:
     Py_XDECREF(rec);
     return result;
 }
+
+/* -- the tracker's own helpers, compiled (CompiledTrackMode puts them on its tracker) ---------- */
+
+static int check_open(Hot *self) {
+    if (self->tensors != NULL) return 0;
+    PyErr_SetString(PyExc_RuntimeError, "tensormagic: the block's compiled recorder is closed");
+    return -1;
+}
+
+/* Tracker.meta */
+PyObject *tmh_meta(Hot *self, PyObject *t) {
+    if (check_open(self) < 0) return NULL;
+    return make_meta(self, t);
+}
+
+/* Tracker._new: register a tensor an op just made (its Ref and id, its snapshot, its storage's
+ * name, its entry); (tid, meta), or NULL with an exception.  alias (a view): the storage keeps
+ * the name it has.  backward's gradients are registered here: four a step on an MLP. */
+PyObject *tmh_new_tensor(Hot *self, PyObject *t, int alias) {
+    if (check_open(self) < 0) return NULL;
+    PyObject *key = NULL, *ref = NULL, *tid = NULL, *meta = NULL, *skey = NULL, *sid = NULL;
+    PyObject *idx = NULL, *entry = NULL, *out = NULL, *known;
+    if ((key = PyLong_FromVoidPtr(t)) == NULL) goto done;
+    int k = tmh_known_at(self, t, key, &known);  /* identity.assign_ref: its Ref, or a new one */
+    if (k < 0) goto done;
+    if (k == 1) {
+        ref = Py_NewRef(known);
+    } else {
+        if ((ref = PyObject_CallOneArg(self->ref_type, t)) == NULL) goto done;
+        untrack(ref);
+        if (PyDict_SetItem(self->ids, key, ref) < 0) goto done;
+        PyObject *fresh = PyIter_Next(self->counter);
+        if (fresh == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "tensormagic: id counter ended");
+            goto done;
+        }
+        int rc = tmh_set_ref_tid(self, ref, fresh);
+        Py_DECREF(fresh);
+        if (rc < 0) goto done;
+    }
+    if ((tid = tmh_ref_tid(self, ref)) == NULL || (meta = make_meta(self, t)) == NULL) goto done;
+    if ((skey = PyObject_CallOneArg(self->storage_id, t)) == NULL) {  /* Tracker._storage */
+        if (!PyErr_ExceptionMatches(self->no_storage)) goto done;
+        PyErr_Clear();
+        sid = Py_NewRef(Py_None);
+    } else {
+        if (alias && (sid = Py_XNewRef(PyDict_GetItemWithError(self->sid_of_key, skey))) == NULL && PyErr_Occurred())
+            goto done;
+        if (sid == NULL) {
+            if (PyDict_SetItem(self->sid_of_key, skey, tid) < 0) goto done;
+            sid = Py_NewRef(tid);
+        }
+    }
+    if ((idx = PyLong_FromSsize_t(PyList_GET_SIZE(self->raw))) == NULL) goto done;
+    if ((entry = PyTuple_Pack(4, key, meta, sid, idx)) == NULL) goto done;
+    untrack(entry);
+    if (PyDict_SetItem(self->tensors, tid, entry) < 0) goto done;
+    out = PyTuple_Pack(2, tid, meta);
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(ref);
+    Py_XDECREF(tid);
+    Py_XDECREF(meta);
+    Py_XDECREF(skey);
+    Py_XDECREF(sid);
+    Py_XDECREF(idx);
+    Py_XDECREF(entry);
+    return out;
+}
