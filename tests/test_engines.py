@@ -360,3 +360,39 @@ def test_compiled_tracker_helpers_match_the_python_methods() -> None:
     assert all(c_tr.meta(t) is Tracker.meta(c_tr, t) for t in ts_c)  # the same interned snapshot
     m.close()
     assert "meta" not in c_tr.__dict__ and "_new" not in c_tr.__dict__  # the block's end uses its own
+
+
+def test_compiled_add_makes_the_python_records_and_hook_calls() -> None:
+    """Hot.add, the tracker's _add during a compiled block, appends Tracker._add's records and calls the same hooks."""
+    from tensormagic.ops import op_name
+    from tensormagic.tracker import QUIET_ANY
+
+    def prepare(tr: Tracker) -> Tracker:  # as the diagnostics do, before the block
+        tr.quiet_creates["torch.Tensor.exp"] = QUIET_ANY
+        tr.write_gate = False
+        return tr
+
+    def feed(tr: Tracker) -> tuple[list[Any], list[Any]]:
+        seen: list[Any] = []
+        tr.record_hooks.append(lambda tr, idx, objs: seen.append((tr.raw[idx][0], idx, objs[0].shape)))
+        t = torch.ones(2)
+        meta = Tracker.meta(tr, t)
+        calls = [("create", torch.Tensor.exp, (1,)), ("create", torch.Tensor.mul, (1, 2)),
+                 ("create", None, ((), "seen", None)), ("view", torch.Tensor.view, 1),
+                 ("move", torch.Tensor.to, (1, meta, False)), ("inplace", torch.Tensor.add_, (0,)),
+                 ("backward", torch.Tensor.backward, ()), ("numpy", torch.Tensor.numpy, None)]  # fmt: skip
+        for kind, func, extra in calls + [calls[1]] * 6:  # the repeats pass max_events: folded
+            tr._add(kind, func, 7, meta, ("f", 1), extra, (t,))
+        return list(tr.raw), seen
+
+    for func in (torch.Tensor.exp, torch.Tensor.mul, torch.Tensor.view, torch.Tensor.to, torch.Tensor.add_,
+                 torch.Tensor.backward, torch.Tensor.numpy):  # fmt: skip
+        op_name(func)  # the compiled path takes calls whose op name is cached (any op recorded before)
+    py_tr, c_tr = prepare(Tracker(max_events=10)), prepare(Tracker(max_events=10))
+    mode_mod.make_mode(c_tr, "c")  # puts its helpers on c_tr (never entered)
+    assert c_tr._add != Tracker._add.__get__(c_tr)
+    raw_c, seen_c = feed(c_tr)
+    assert (raw_c, seen_c) == feed(py_tr)
+    # quiet exp and the gated write were not seen, nor backward and numpy records
+    assert [k for k, _, _ in seen_c[:4]] == ["create", "create", "view", "move"]
+    assert len(c_tr.times) == len(raw_c) < 14 and c_tr.folds == py_tr.folds and c_tr.folds

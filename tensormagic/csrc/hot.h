@@ -93,7 +93,7 @@ enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE
 
 /* interned strings, made in module.c's init */
 extern PyObject *tmh_s_tid, *tmh_s_current, *tmh_s_lasti, *tmh_s_create, *tmh_s_f_lasti, *tmh_s_busy,
-    *tmh_s_inplace, *tmh_s_out, *tmh_attr_names[N_ATTRS];
+    *tmh_s_inplace, *tmh_s_out, *tmh_s_view, *tmh_s_move, *tmh_attr_names[N_ATTRS];
 
 /* The metadata attributes read on every recorded tensor.  On a plain torch.Tensor they are
  * getset descriptors of torch._C.TensorBase: calling their getter directly skips the generic
@@ -174,6 +174,7 @@ int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *
                 PyObject *where, PyObject *lasti);
 PyObject *tmh_meta(Hot *self, PyObject *t);
 PyObject *tmh_new_tensor(Hot *self, PyObject *t, int alias);
+PyObject *tmh_add(Hot *self, PyObject *const *a, Py_ssize_t n);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

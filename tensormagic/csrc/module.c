@@ -20,7 +20,7 @@
 #include "hot.h"
 
 PyObject *tmh_s_tid, *tmh_s_current, *tmh_s_lasti, *tmh_s_create, *tmh_s_f_lasti, *tmh_s_busy,
-    *tmh_s_inplace, *tmh_s_out, *tmh_attr_names[N_ATTRS];
+    *tmh_s_inplace, *tmh_s_out, *tmh_s_view, *tmh_s_move, *tmh_attr_names[N_ATTRS];
 
 static int hot_traverse(Hot *self, visitproc visit, void *arg) {
 #define VISIT(f) Py_VISIT(self->f);
@@ -286,6 +286,8 @@ static PyMethodDef hot_methods[] = {
     {"meta", (PyCFunction)tmh_meta, METH_O, "Tracker.meta, compiled: a tensor's interned metadata snapshot."},
     {"new_tensor", (PyCFunction)(void (*)(void))hot_new_tensor, METH_VARARGS | METH_KEYWORDS,
      "Tracker._new, compiled: new_tensor(t, *, alias=False) -> (tid, meta)."},
+    {"add", (PyCFunction)(void (*)(void))tmh_add, METH_FASTCALL,
+     "Tracker._add, compiled: add(kind, func, tid, meta, where, extra, objs)."},
     {"close", (PyCFunction)hot_close, METH_NOARGS, "Drop every reference (the block has ended)."},
     {"disable", (PyCFunction)hot_disable, METH_NOARGS, "Record nothing more: every call passes through."},
     {"now", (PyCFunction)hot_now, METH_NOARGS, "The clock the records' times come from (perf_counter_ns)."},
@@ -384,6 +386,7 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     INTERN(tmh_s_tid, "tid") INTERN(tmh_s_current, "current")
     INTERN(tmh_s_lasti, "lasti") INTERN(tmh_s_create, "create") INTERN(tmh_s_f_lasti, "f_lasti")
     INTERN(tmh_s_busy, "_busy") INTERN(tmh_s_inplace, "inplace") INTERN(tmh_s_out, "out")
+    INTERN(tmh_s_view, "view") INTERN(tmh_s_move, "move")
     INTERN(tmh_attr_names[A_SHAPE], "shape") INTERN(tmh_attr_names[A_DTYPE], "dtype")
     INTERN(tmh_attr_names[A_DEVICE], "device") INTERN(tmh_attr_names[A_REQUIRES_GRAD], "requires_grad")
     INTERN(tmh_attr_names[A_GRAD_FN], "grad_fn") INTERN(tmh_attr_names[A_VERSION], "_version")

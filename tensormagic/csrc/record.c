@@ -350,3 +350,73 @@ done:
     Py_XDECREF(entry);
     return out;
 }
+
+static int is_kind(PyObject *kind, PyObject *interned) {
+    return kind == interned || (PyUnicode_CheckExact(kind) && !PyUnicode_CHECK_INTERNED(kind) &&
+                                PyUnicode_Compare(kind, interned) == 0);
+}
+
+/* Tracker._add itself (the class's function, not this object): folding past fast_cap, stats, an
+ * op name not cached yet, anything unusual */
+static PyObject *python_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
+    PyObject *fn = PyObject_GetAttrString((PyObject *)Py_TYPE(self->tracker), "_add");
+    if (fn == NULL) return NULL;
+    PyObject *argv[8] = {self->tracker};
+    for (Py_ssize_t i = 0; i < n; i++) argv[i + 1] = a[i];
+    PyObject *r = PyObject_Vectorcall(fn, argv, n + 1, NULL);
+    Py_DECREF(fn);
+    return r;
+}
+
+/* Tracker._add: append a record the Python path made (a view, a move, backward's records, a first
+ * sight) and call the record hooks, as Tracker._add does (the same quiet creates and write gate). */
+PyObject *tmh_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
+    if (check_open(self) < 0) return NULL;
+    if (n != 7) {
+        PyErr_SetString(PyExc_TypeError, "add(kind, func, tid, meta, where, extra, objs)");
+        return NULL;
+    }
+    PyObject *kind = a[0], *func = a[1], *tid = a[2], *meta = a[3], *where = a[4], *extra = a[5], *objs = a[6];
+    Py_ssize_t idx = PyList_GET_SIZE(self->raw);
+    PyObject *name = func == Py_None ? Py_None : PyDict_GetItemWithError(self->names, func);
+    if (name == NULL && PyErr_Occurred()) return NULL;
+    if (idx >= self->fast_cap || name == NULL || !PyTuple_CheckExact(objs) || PyTuple_GET_SIZE(objs) != 1 ||
+        !PyTuple_Check(meta) || PyTuple_GET_SIZE(meta) < 2)
+        return python_add(self, a, n);
+    PyObject *o = PyTuple_GET_ITEM(objs, 0);
+    PyObject *module = NULL, *lasti = NULL, *rec = NULL, *result = NULL;
+    if ((module = tmh_get(self->current, self->modules, tmh_s_current)) == NULL) goto done;
+    if ((lasti = tmh_get(self->lasti, self->lines, tmh_s_lasti)) == NULL) goto done;
+    if ((rec = PyTuple_Pack(8, kind, name, tid, meta, where, module, lasti, extra)) == NULL) goto done;
+    long long t = tmh_now_ns(self);
+    if ((t == -1 && PyErr_Occurred()) || append_record(self, rec, t) < 0) goto done;
+    if (PyList_GET_SIZE(self->record_hooks) > 0) {  /* HOOKED_KINDS */
+        int need = 0;
+        if (is_kind(kind, tmh_s_create)) {  /* quiet: what the hooks said they need not see */
+            PyObject *q = PyDict_GetItemWithError(self->quiet, name);
+            if (q == NULL && PyErr_Occurred()) goto done;
+            long level = q == NULL ? 0 : PyLong_AsLong(q);
+            if (level == -1 && PyErr_Occurred()) goto done;
+            Py_ssize_t nin = 0;  /* create_parts: (in_ids, origin, note), or the in_ids */
+            if (PyTuple_Check(extra)) {
+                PyObject *first = PyTuple_GET_SIZE(extra) > 0 ? PyTuple_GET_ITEM(extra, 0) : NULL;
+                nin = first != NULL && PyTuple_CheckExact(first) ? PyTuple_GET_SIZE(first) : PyTuple_GET_SIZE(extra);
+            } else if ((nin = PyObject_Length(extra)) < 0) {
+                goto done;
+            }
+            need = !(level > 0 && (nin < 2 || (level >= 2 && PyTuple_GET_ITEM(meta, 1) != self->f64)));
+        } else if (is_kind(kind, tmh_s_inplace)) {
+            if ((need = tmh_write_needed(self->write_gate, idx, tid, o)) < 0) goto done;
+        } else {
+            need = is_kind(kind, tmh_s_view) || is_kind(kind, tmh_s_move);
+        }
+        if (need && call_hooks(self, idx, o) < 0) goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(module);
+    Py_XDECREF(lasti);
+    Py_XDECREF(rec);
+    return result;
+}
+
