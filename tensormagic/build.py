@@ -17,8 +17,9 @@ from .linenames import line_results, name_live
 from .lines import Locator, source_line, source_text
 from .modules import resolve_path
 from .ops import op_name
+from .raw import EXTRA, FUNC, KIND, META, MODULE, TID, WHERE, create_parts
 from .recording import Recording, TensorRecord, attach_events
-from .tracker import EXTRA, FUNC, KIND, META, MODULE, TID, WHERE, Tracker, create_parts
+from .tracker import Tracker
 
 # The build makes one Event per record and a TensorRef per snapshot: half the cost of the
 # frozen dataclasses' own __init__ (see fastinit), same objects.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .tracker import EXTRA, KIND, LASTI, MODULE, TID, WHERE, create_parts
+from .raw import EXTRA, KIND, LASTI, MODULE, TID, WHERE, create_parts
 
 _MADE = frozenset(("create", "view", "move"))  # event kinds that make the tensor they name
 

@@ -31,7 +31,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from . import identity, ops
-from . import tracker as tracker_mod
+from . import raw as raw_mod
 from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
 from .tracker import Tracker
 
@@ -242,8 +242,8 @@ class CompiledTrackMode(TrackMode):
             on_error=self._on_error, internal=self._internal, tracker=tr,
             error_hooks=tr.error_hooks, record_hooks=tr.record_hooks, quiet=tr.quiet_creates, raw=tr.raw,
             times_append=tr.times.append, tensors=tr.tensors, sid_of_key=tr.sid_of_key,
-            metas=tr._metas, intern=tr._intern, inputs=tr._inputs, gf_names=tracker_mod._gf_names,
-            gf_name=tracker_mod._gf_name, names=ops._names, ids=identity._ids, counter=identity._counter,
+            metas=tr._metas, intern=tr._intern, inputs=tr._inputs, gf_names=raw_mod._gf_names,
+            gf_name=raw_mod._gf_name, names=ops._names, ids=identity._ids, counter=identity._counter,
             ref_type=identity.Ref, storage_id=identity.storage_id, no_storage=identity.NO_STORAGE,
             modules=tr.modules, lines=lines, line_cache=lines._cache, learn=lines._learn, find=lines.find,
             record_write=tr.record_write, record_outputs=tr.record_outputs, tensor_type=Tensor,

@@ -365,7 +365,7 @@ def test_compiled_tracker_helpers_match_the_python_methods() -> None:
 def test_compiled_add_makes_the_python_records_and_hook_calls() -> None:
     """Hot.add, the tracker's _add during a compiled block, appends Tracker._add's records and calls the same hooks."""
     from tensormagic.ops import op_name
-    from tensormagic.tracker import QUIET_ANY
+    from tensormagic.raw import QUIET_ANY
 
     def prepare(tr: Tracker) -> Tracker:  # as the diagnostics do, before the block
         tr.quiet_creates["torch.Tensor.exp"] = QUIET_ANY

@@ -49,7 +49,7 @@ typedef struct {
     PyObject *intern;         /* tracker._intern(meta) */
     PyObject *inputs;         /* dict: interned input-id tuples */
     PyObject *gf_names;       /* dict: grad_fn class -> name */
-    PyObject *gf_name;        /* tracker._gf_name(gf) */
+    PyObject *gf_name;        /* raw._gf_name(gf) */
     PyObject *names;          /* ops._names: func -> op name */
     PyObject *ids;            /* identity._ids: id(t) -> Ref */
     PyObject *counter;        /* identity._counter */
@@ -66,7 +66,7 @@ typedef struct {
     PyObject *tensor_type;    /* torch.Tensor */
     PyObject *now;            /* time.perf_counter_ns */
     PyObject *general;        /* the int GENERAL */
-    PyObject *f64;            /* torch.float64 (tracker.quiet: a float64 result is not quiet) */
+    PyObject *f64;            /* torch.float64 (raw.quiet: a float64 result is not quiet) */
     PyObject *write_gate;     /* tracker.write_gate: which in-place records the record hooks need */
     long long t0;
     Py_ssize_t fast_cap;

@@ -167,7 +167,7 @@ int tmh_known_at(Hot *self, PyObject *t, PyObject *key, PyObject **ref_out) {
     return 1;
 }
 
-/* The tensors of a call's arguments, as tracker._tensors_in gives them (a list or tuple argument
+/* The tensors of a call's arguments, as raw._tensors_in gives them (a list or tuple argument
  * is looked into, one level), without `skip`: a new list, or NULL with an exception. */
 PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *skip) {
     PyObject *out = PyList_New(0);

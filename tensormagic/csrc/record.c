@@ -202,7 +202,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
     rec = PyTuple_Pack(8, tmh_s_create, name_rec, tid, meta, where, module, lasti ? lasti : Py_None, ins);
     if (rec == NULL) goto done;
     untrack(rec);
-    {  /* a create the hooks said they need not see: tracker.quiet, as Tracker._created asks it */
+    {  /* a create the hooks said they need not see: raw.quiet, as Tracker._created asks it */
         PyObject *q = PyDict_GetItemWithError(self->quiet, name_rec);
         if (q == NULL && PyErr_Occurred()) goto done;
         long level = q == NULL ? 0 : PyLong_AsLong(q);

@@ -14,8 +14,9 @@ import torch
 from ..events import Diagnostic
 from ..lines import Locator
 from ..ops import op_name
+from ..raw import QUIET_ANY, QUIET_ONE, _tensors_in, create_parts
 from ..recording import Recording
-from ..tracker import QUIET_ANY, QUIET_ONE, Tracker, _tensors_in, create_parts
+from ..tracker import Tracker
 from .catalog import Settings
 from .context import Context, Finding
 from .inplace import SavedWrites

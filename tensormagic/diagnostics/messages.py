@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import identity, naming
 from ..events import Diagnostic
 from ..ops import op_name
-from ..tracker import EXTRA
+from ..raw import EXTRA
 from ..views.common import fmt_shape
 from . import grads, inplace
 from .context import Context, Finding, op_words

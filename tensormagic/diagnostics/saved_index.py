@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import identity
-from ..tracker import create_parts
+from ..raw import create_parts
 
 try:
     from .. import _hotpath  # type: ignore[attr-defined]
