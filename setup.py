@@ -11,7 +11,8 @@ setup(
         Extension(
             "tensormagic._hotpath",
             ["tensormagic/csrc/module.c", "tensormagic/csrc/lookup.c", "tensormagic/csrc/record.c",
-             "tensormagic/csrc/slots.c", "tensormagic/csrc/saved.c", "tensormagic/csrc/gate.c"],
+             "tensormagic/csrc/tracker.c", "tensormagic/csrc/slots.c", "tensormagic/csrc/saved.c",
+             "tensormagic/csrc/gate.c"],
             depends=["tensormagic/csrc/hot.h", "tensormagic/csrc/saved.h"],
             optional=True,
         )

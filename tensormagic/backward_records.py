@@ -62,16 +62,7 @@ class BackwardRecords:
                 self._add("create", func, gtid, gmeta, where, (ltid,), (g,))
                 grads.append((ltid, self.meta(lf), False, gtid))
         else:
-            for lf, was in zip(leaves, prev_nonzero):
-                g = _held_grad(lf)
-                if g is None:
-                    continue
-                ltid = self.see(lf, where)
-                gtid = identity.lookup(g)
-                if gtid is None or gtid not in self.tensors:
-                    gtid, gmeta = self._new(g, alias=False)
-                    self._add("create", func, gtid, gmeta, where, self.grad_extra(ltid), (g,))
-                grads.append((ltid, self.meta(lf), bool(was), gtid))
+            grads = self._grads_filled(func, leaves, prev_nonzero, where)
         if roots_l:
             root = roots_l[0]
             rtid = self.see(root, where)
@@ -79,6 +70,25 @@ class BackwardRecords:
             self._add("backward", func, rtid, self.meta(root), where, tuple(grads), (root,))
             if len(self.raw) > n:
                 self.backwards.append(n)
+
+
+    def _grads_filled(self, func: Any, leaves: list[Any], prev_nonzero: list[bool], where: Any) -> list[tuple[Any, ...]]:
+        """After backward(): for each leaf holding a gradient now, the gradient's create record when
+        it is new (its first sight) and the backward record's entry (leaf id, leaf metadata,
+        accumulated, gradient id).  The compiled engine runs this loop in C (``Hot.grads_filled``):
+        an MLP's step fills four gradients."""
+        grads: list[tuple[Any, ...]] = []
+        for lf, was in zip(leaves, prev_nonzero):
+            g = _held_grad(lf)
+            if g is None:
+                continue
+            ltid = self.see(lf, where)
+            gtid = identity.lookup(g)
+            if gtid is None or gtid not in self.tensors:
+                gtid, gmeta = self._new(g, alias=False)
+                self._add("create", func, gtid, gmeta, where, self.grad_extra(ltid), (g,))
+            grads.append((ltid, self.meta(lf), bool(was), gtid))
+        return grads
 
 
 def _held_grad(t: Tensor) -> Tensor | None:

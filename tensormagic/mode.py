@@ -254,7 +254,8 @@ class CompiledTrackMode(TrackMode):
         tr.live_tensors = partial(_hotpath.live_tensors, tr.tensors, identity._ids, tr.merged)  # type: ignore[method-assign]
         # what the Python path still registers (backward's gradients, first sights) and snapshots
         # (each backward's leaves) goes through the compiled helpers too, while the block runs
-        self._tracker_helpers = {"meta": self._hot.meta, "_new": self._hot.new_tensor, "_add": self._hot.add}
+        self._tracker_helpers = {"meta": self._hot.meta, "_new": self._hot.new_tensor, "_add": self._hot.add,
+                                 "_grads_filled": self._hot.grads_filled}  # fmt: skip
         tr.__dict__.update(self._tracker_helpers)
 
     def _internal(self, e: BaseException) -> None:

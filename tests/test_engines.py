@@ -138,6 +138,16 @@ def gradients(engine: str) -> Recording:
 
 
 @scenario
+def backward_of_a_graph_made_before_the_block(engine: str) -> Recording:
+    w = torch.randn(3, requires_grad=True)
+    y = (w * 2).sum()
+    with tensormagic.track(engine=engine) as rec:
+        y.backward()  # its leaf and root are first seen here, by the backward records
+        z = w.grad * 1  # noqa: F841
+    return rec
+
+
+@scenario
 def training_loop_with_inplace_and_move(engine: str) -> Recording:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 6), nn.Dropout(0.5), nn.ReLU(inplace=True), nn.Linear(6, 3))

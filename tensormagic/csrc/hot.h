@@ -2,6 +2,7 @@
  *
  *   lookup.c  what a record is made of: tensor attributes, the clock, the user's frame, the id table
  *   record.c  the records the compiled path makes itself (a new tensor, an in-place write)
+ *   tracker.c the tracker's own methods, compiled, for what the Python path still records
  *   module.c  the Hot type: its __torch_function__ dispatch, failures, construction, module init
  *   slots.c   SlotMaker, SlotDict: the event model's dataclasses built / made into dicts in one call
  *   saved.c   SavedIndex (saved.h): inplace-saved's index of what graphs may have saved
@@ -143,6 +144,16 @@ static inline int tmh_ref_get(PyObject *ref, PyObject **obj) {
 #endif
 }
 
+/* A record or tensor entry holds strings, ints, None and the block's interned tuples, a Ref an
+ * int slot: none can be part of a reference cycle, and the collector need not walk them.  CPython
+ * untracks such a tuple itself, but only once a collection has visited it (every young collection
+ * of a long block walked the last few hundred ops' records), and never a weak reference (one per
+ * recorded tensor, walked by every collection after).  (An untracked object that did sit in a
+ * cycle would only keep that cycle alive while it lives, never free it early.) */
+static inline void untrack(PyObject *o) {
+    if (PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
+}
+
 static inline int tmh_is_tensor(Hot *self, PyObject *o) {
     return PyObject_TypeCheck(o, (PyTypeObject *)self->tensor_type);
 }
@@ -167,14 +178,20 @@ extern PyTypeObject tmh_SavedIndexType;
 int tmh_saved_init(void);
 int tmh_write_needed(PyObject *gate, Py_ssize_t idx, PyObject *tid, PyObject *t);
 
-/* record.c */
+/* record.c (and what tracker.c shares of it) */
+PyObject *tmh_make_meta(Hot *self, PyObject *o);
+int tmh_call_hooks(Hot *self, Py_ssize_t n, PyObject *o);
+int tmh_append_record(Hot *self, PyObject *rec, long long t);
 int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,
                 PyObject *where, PyObject *lasti, long long t);
 int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *args, PyObject *kwargs,
                 PyObject *where, PyObject *lasti);
+
+/* tracker.c */
 PyObject *tmh_meta(Hot *self, PyObject *t);
 PyObject *tmh_new_tensor(Hot *self, PyObject *t, int alias);
 PyObject *tmh_add(Hot *self, PyObject *const *a, Py_ssize_t n);
+PyObject *tmh_grads_filled(Hot *self, PyObject *const *a, Py_ssize_t n);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

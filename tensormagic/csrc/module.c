@@ -288,6 +288,8 @@ static PyMethodDef hot_methods[] = {
      "Tracker._new, compiled: new_tensor(t, *, alias=False) -> (tid, meta)."},
     {"add", (PyCFunction)(void (*)(void))tmh_add, METH_FASTCALL,
      "Tracker._add, compiled: add(kind, func, tid, meta, where, extra, objs)."},
+    {"grads_filled", (PyCFunction)(void (*)(void))tmh_grads_filled, METH_FASTCALL,
+     "BackwardRecords._grads_filled, compiled: grads_filled(func, leaves, prev_nonzero, where)."},
     {"close", (PyCFunction)hot_close, METH_NOARGS, "Drop every reference (the block has ended)."},
     {"disable", (PyCFunction)hot_disable, METH_NOARGS, "Record nothing more: every call passes through."},
     {"now", (PyCFunction)hot_now, METH_NOARGS, "The clock the records' times come from (perf_counter_ns)."},

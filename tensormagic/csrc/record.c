@@ -4,7 +4,7 @@
 
 /* Tracker.meta: (shape, dtype, device, requires_grad, grad_fn name, version), interned per block.
  * A new reference, or NULL with an exception. */
-static PyObject *make_meta(Hot *self, PyObject *o) {
+PyObject *tmh_make_meta(Hot *self, PyObject *o) {
     PyObject *gfname;
     PyObject *gf = tmh_tensor_attr(o, A_GRAD_FN);
     if (gf == NULL) return NULL;
@@ -52,18 +52,8 @@ fail:
     return NULL;
 }
 
-/* A record or tensor entry holds strings, ints, None and the block's interned tuples, a Ref an
- * int slot: none can be part of a reference cycle, and the collector need not walk them.  CPython
- * untracks such a tuple itself, but only once a collection has visited it (every young collection
- * of a long block walked the last few hundred ops' records), and never a weak reference (one per
- * recorded tensor, walked by every collection after).  (An untracked object that did sit in a
- * cycle would only keep that cycle alive while it lives, never free it early.) */
-static inline void untrack(PyObject *o) {
-    if (PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
-}
-
 /* Each record hook, as Tracker._add calls them: hook(tracker, raw index, (tensor,)). */
-static int call_hooks(Hot *self, Py_ssize_t n, PyObject *o) {
+int tmh_call_hooks(Hot *self, Py_ssize_t n, PyObject *o) {
     if (PyList_GET_SIZE(self->record_hooks) == 0) return 0;
     int rc = -1;
     PyObject *objs = PyTuple_Pack(1, o);
@@ -86,7 +76,7 @@ static int call_hooks(Hot *self, Py_ssize_t n, PyObject *o) {
 }
 
 /* raw.append(rec); times.append(t - t0) */
-static int append_record(Hot *self, PyObject *rec, long long t) {
+int tmh_append_record(Hot *self, PyObject *rec, long long t) {
     if (PyList_Append(self->raw, rec) < 0) return -1;
     PyObject *dt = PyLong_FromLongLong(t - self->t0);
     if (dt == NULL) return -1;
@@ -170,7 +160,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
         goto done;
     }
     if (tmh_set_ref_tid(self, ref, tid) < 0) goto done;
-    meta = make_meta(self, o);
+    meta = tmh_make_meta(self, o);
     if (meta == NULL) goto done;
     if (PyDict_SetItem(self->sid_of_key, skey, tid) < 0) goto done;  /* the storage is named after it */
     {
@@ -209,8 +199,8 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
         if (level == -1 && PyErr_Occurred()) goto done;
         quiet = level > 0 && (nin < 2 || (level >= 2 && PyTuple_GET_ITEM(meta, 1) != self->f64));
     }
-    if (append_record(self, rec, t) < 0) goto done;
-    if (!quiet && call_hooks(self, n, o) < 0) goto done;
+    if (tmh_append_record(self, rec, t) < 0) goto done;
+    if (!quiet && tmh_call_hooks(self, n, o) < 0) goto done;
     result = 1;
 done:
     Py_XDECREF(in_ids);
@@ -257,7 +247,7 @@ int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *
         if (itid == NULL) { result = PyErr_Occurred() ? -1 : 0; goto done; }
         PyTuple_SET_ITEM(extra, i + 1, itid);
     }
-    meta = make_meta(self, w);
+    meta = tmh_make_meta(self, w);
     if (meta == NULL) goto done;
     module = tmh_get(self->current, self->modules, tmh_s_current);
     if (module == NULL) goto done;
@@ -266,10 +256,10 @@ int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *
     untrack(rec);
     long long t = tmh_now_ns(self);
     if (t == -1 && PyErr_Occurred()) goto done;
-    if (append_record(self, rec, t) < 0) goto done;
+    if (tmh_append_record(self, rec, t) < 0) goto done;
     if (PyList_GET_SIZE(self->record_hooks) > 0) {  /* Tracker._add asks the write gate the same */
         int need = tmh_write_needed(self->write_gate, n, tid, w);
-        if (need < 0 || (need && call_hooks(self, n, w) < 0)) goto done;
+        if (need < 0 || (need && tmh_call_hooks(self, n, w) < 0)) goto done;
     }
     result = 1;
 done:
@@ -281,142 +271,3 @@ done:
     Py_XDECREF(rec);
     return result;
 }
-
-/* -- the tracker's own helpers, compiled (CompiledTrackMode puts them on its tracker) ---------- */
-
-static int check_open(Hot *self) {
-    if (self->tensors != NULL) return 0;
-    PyErr_SetString(PyExc_RuntimeError, "tensormagic: the block's compiled recorder is closed");
-    return -1;
-}
-
-/* Tracker.meta */
-PyObject *tmh_meta(Hot *self, PyObject *t) {
-    if (check_open(self) < 0) return NULL;
-    return make_meta(self, t);
-}
-
-/* Tracker._new: register a tensor an op just made (its Ref and id, its snapshot, its storage's
- * name, its entry); (tid, meta), or NULL with an exception.  alias (a view): the storage keeps
- * the name it has.  backward's gradients are registered here: four a step on an MLP. */
-PyObject *tmh_new_tensor(Hot *self, PyObject *t, int alias) {
-    if (check_open(self) < 0) return NULL;
-    PyObject *key = NULL, *ref = NULL, *tid = NULL, *meta = NULL, *skey = NULL, *sid = NULL;
-    PyObject *idx = NULL, *entry = NULL, *out = NULL, *known;
-    if ((key = PyLong_FromVoidPtr(t)) == NULL) goto done;
-    int k = tmh_known_at(self, t, key, &known);  /* identity.assign_ref: its Ref, or a new one */
-    if (k < 0) goto done;
-    if (k == 1) {
-        ref = Py_NewRef(known);
-    } else {
-        if ((ref = PyObject_CallOneArg(self->ref_type, t)) == NULL) goto done;
-        untrack(ref);
-        if (PyDict_SetItem(self->ids, key, ref) < 0) goto done;
-        PyObject *fresh = PyIter_Next(self->counter);
-        if (fresh == NULL) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "tensormagic: id counter ended");
-            goto done;
-        }
-        int rc = tmh_set_ref_tid(self, ref, fresh);
-        Py_DECREF(fresh);
-        if (rc < 0) goto done;
-    }
-    if ((tid = tmh_ref_tid(self, ref)) == NULL || (meta = make_meta(self, t)) == NULL) goto done;
-    if ((skey = PyObject_CallOneArg(self->storage_id, t)) == NULL) {  /* Tracker._storage */
-        if (!PyErr_ExceptionMatches(self->no_storage)) goto done;
-        PyErr_Clear();
-        sid = Py_NewRef(Py_None);
-    } else {
-        if (alias && (sid = Py_XNewRef(PyDict_GetItemWithError(self->sid_of_key, skey))) == NULL && PyErr_Occurred())
-            goto done;
-        if (sid == NULL) {
-            if (PyDict_SetItem(self->sid_of_key, skey, tid) < 0) goto done;
-            sid = Py_NewRef(tid);
-        }
-    }
-    if ((idx = PyLong_FromSsize_t(PyList_GET_SIZE(self->raw))) == NULL) goto done;
-    if ((entry = PyTuple_Pack(4, key, meta, sid, idx)) == NULL) goto done;
-    untrack(entry);
-    if (PyDict_SetItem(self->tensors, tid, entry) < 0) goto done;
-    out = PyTuple_Pack(2, tid, meta);
-done:
-    Py_XDECREF(key);
-    Py_XDECREF(ref);
-    Py_XDECREF(tid);
-    Py_XDECREF(meta);
-    Py_XDECREF(skey);
-    Py_XDECREF(sid);
-    Py_XDECREF(idx);
-    Py_XDECREF(entry);
-    return out;
-}
-
-static int is_kind(PyObject *kind, PyObject *interned) {
-    return kind == interned || (PyUnicode_CheckExact(kind) && !PyUnicode_CHECK_INTERNED(kind) &&
-                                PyUnicode_Compare(kind, interned) == 0);
-}
-
-/* Tracker._add itself (the class's function, not this object): folding past fast_cap, stats, an
- * op name not cached yet, anything unusual */
-static PyObject *python_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
-    PyObject *fn = PyObject_GetAttrString((PyObject *)Py_TYPE(self->tracker), "_add");
-    if (fn == NULL) return NULL;
-    PyObject *argv[8] = {self->tracker};
-    for (Py_ssize_t i = 0; i < n; i++) argv[i + 1] = a[i];
-    PyObject *r = PyObject_Vectorcall(fn, argv, n + 1, NULL);
-    Py_DECREF(fn);
-    return r;
-}
-
-/* Tracker._add: append a record the Python path made (a view, a move, backward's records, a first
- * sight) and call the record hooks, as Tracker._add does (the same quiet creates and write gate). */
-PyObject *tmh_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
-    if (check_open(self) < 0) return NULL;
-    if (n != 7) {
-        PyErr_SetString(PyExc_TypeError, "add(kind, func, tid, meta, where, extra, objs)");
-        return NULL;
-    }
-    PyObject *kind = a[0], *func = a[1], *tid = a[2], *meta = a[3], *where = a[4], *extra = a[5], *objs = a[6];
-    Py_ssize_t idx = PyList_GET_SIZE(self->raw);
-    PyObject *name = func == Py_None ? Py_None : PyDict_GetItemWithError(self->names, func);
-    if (name == NULL && PyErr_Occurred()) return NULL;
-    if (idx >= self->fast_cap || name == NULL || !PyTuple_CheckExact(objs) || PyTuple_GET_SIZE(objs) != 1 ||
-        !PyTuple_Check(meta) || PyTuple_GET_SIZE(meta) < 2)
-        return python_add(self, a, n);
-    PyObject *o = PyTuple_GET_ITEM(objs, 0);
-    PyObject *module = NULL, *lasti = NULL, *rec = NULL, *result = NULL;
-    if ((module = tmh_get(self->current, self->modules, tmh_s_current)) == NULL) goto done;
-    if ((lasti = tmh_get(self->lasti, self->lines, tmh_s_lasti)) == NULL) goto done;
-    if ((rec = PyTuple_Pack(8, kind, name, tid, meta, where, module, lasti, extra)) == NULL) goto done;
-    long long t = tmh_now_ns(self);
-    if ((t == -1 && PyErr_Occurred()) || append_record(self, rec, t) < 0) goto done;
-    if (PyList_GET_SIZE(self->record_hooks) > 0) {  /* HOOKED_KINDS */
-        int need = 0;
-        if (is_kind(kind, tmh_s_create)) {  /* quiet: what the hooks said they need not see */
-            PyObject *q = PyDict_GetItemWithError(self->quiet, name);
-            if (q == NULL && PyErr_Occurred()) goto done;
-            long level = q == NULL ? 0 : PyLong_AsLong(q);
-            if (level == -1 && PyErr_Occurred()) goto done;
-            Py_ssize_t nin = 0;  /* create_parts: (in_ids, origin, note), or the in_ids */
-            if (PyTuple_Check(extra)) {
-                PyObject *first = PyTuple_GET_SIZE(extra) > 0 ? PyTuple_GET_ITEM(extra, 0) : NULL;
-                nin = first != NULL && PyTuple_CheckExact(first) ? PyTuple_GET_SIZE(first) : PyTuple_GET_SIZE(extra);
-            } else if ((nin = PyObject_Length(extra)) < 0) {
-                goto done;
-            }
-            need = !(level > 0 && (nin < 2 || (level >= 2 && PyTuple_GET_ITEM(meta, 1) != self->f64)));
-        } else if (is_kind(kind, tmh_s_inplace)) {
-            if ((need = tmh_write_needed(self->write_gate, idx, tid, o)) < 0) goto done;
-        } else {
-            need = is_kind(kind, tmh_s_view) || is_kind(kind, tmh_s_move);
-        }
-        if (need && call_hooks(self, idx, o) < 0) goto done;
-    }
-    result = Py_NewRef(Py_None);
-done:
-    Py_XDECREF(module);
-    Py_XDECREF(lasti);
-    Py_XDECREF(rec);
-    return result;
-}
-

@@ -1,0 +1,220 @@
+/* The tracker's own methods, compiled: CompiledTrackMode puts them on its tracker while the block
+ * runs (Tracker.meta, ._new, ._add, BackwardRecords._grads_filled), so that what the Python path
+ * still records (views, moves, backward's gradients and records, first sights) is filed without
+ * Python bytecode.  Each does what its Python twin does (tests/test_engines.py holds them equal). */
+#include "hot.h"
+
+static int check_open(Hot *self) {
+    if (self->tensors != NULL) return 0;
+    PyErr_SetString(PyExc_RuntimeError, "tensormagic: the block's compiled recorder is closed");
+    return -1;
+}
+
+/* Tracker.meta */
+PyObject *tmh_meta(Hot *self, PyObject *t) {
+    if (check_open(self) < 0) return NULL;
+    return tmh_make_meta(self, t);
+}
+
+/* Tracker._new: register a tensor an op just made (its Ref and id, its snapshot, its storage's
+ * name, its entry); (tid, meta), or NULL with an exception.  alias (a view): the storage keeps
+ * the name it has.  backward's gradients are registered here: four a step on an MLP. */
+PyObject *tmh_new_tensor(Hot *self, PyObject *t, int alias) {
+    if (check_open(self) < 0) return NULL;
+    PyObject *key = NULL, *ref = NULL, *tid = NULL, *meta = NULL, *skey = NULL, *sid = NULL;
+    PyObject *idx = NULL, *entry = NULL, *out = NULL, *known;
+    if ((key = PyLong_FromVoidPtr(t)) == NULL) goto done;
+    int k = tmh_known_at(self, t, key, &known);  /* identity.assign_ref: its Ref, or a new one */
+    if (k < 0) goto done;
+    if (k == 1) {
+        ref = Py_NewRef(known);
+    } else {
+        if ((ref = PyObject_CallOneArg(self->ref_type, t)) == NULL) goto done;
+        untrack(ref);
+        if (PyDict_SetItem(self->ids, key, ref) < 0) goto done;
+        PyObject *fresh = PyIter_Next(self->counter);
+        if (fresh == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "tensormagic: id counter ended");
+            goto done;
+        }
+        int rc = tmh_set_ref_tid(self, ref, fresh);
+        Py_DECREF(fresh);
+        if (rc < 0) goto done;
+    }
+    if ((tid = tmh_ref_tid(self, ref)) == NULL || (meta = tmh_make_meta(self, t)) == NULL) goto done;
+    if ((skey = PyObject_CallOneArg(self->storage_id, t)) == NULL) {  /* Tracker._storage */
+        if (!PyErr_ExceptionMatches(self->no_storage)) goto done;
+        PyErr_Clear();
+        sid = Py_NewRef(Py_None);
+    } else {
+        if (alias && (sid = Py_XNewRef(PyDict_GetItemWithError(self->sid_of_key, skey))) == NULL && PyErr_Occurred())
+            goto done;
+        if (sid == NULL) {
+            if (PyDict_SetItem(self->sid_of_key, skey, tid) < 0) goto done;
+            sid = Py_NewRef(tid);
+        }
+    }
+    if ((idx = PyLong_FromSsize_t(PyList_GET_SIZE(self->raw))) == NULL) goto done;
+    if ((entry = PyTuple_Pack(4, key, meta, sid, idx)) == NULL) goto done;
+    untrack(entry);
+    if (PyDict_SetItem(self->tensors, tid, entry) < 0) goto done;
+    out = PyTuple_Pack(2, tid, meta);
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(ref);
+    Py_XDECREF(tid);
+    Py_XDECREF(meta);
+    Py_XDECREF(skey);
+    Py_XDECREF(sid);
+    Py_XDECREF(idx);
+    Py_XDECREF(entry);
+    return out;
+}
+
+static int is_kind(PyObject *kind, PyObject *interned) {
+    return kind == interned || (PyUnicode_CheckExact(kind) && !PyUnicode_CHECK_INTERNED(kind) &&
+                                PyUnicode_Compare(kind, interned) == 0);
+}
+
+/* Tracker._add itself (the class's function, not this object): folding past fast_cap, stats, an
+ * op name not cached yet, anything unusual */
+static PyObject *python_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
+    PyObject *fn = PyObject_GetAttrString((PyObject *)Py_TYPE(self->tracker), "_add");
+    if (fn == NULL) return NULL;
+    PyObject *argv[8] = {self->tracker};
+    for (Py_ssize_t i = 0; i < n; i++) argv[i + 1] = a[i];
+    PyObject *r = PyObject_Vectorcall(fn, argv, n + 1, NULL);
+    Py_DECREF(fn);
+    return r;
+}
+
+/* Tracker._add: append a record the Python path made (a view, a move, backward's records, a first
+ * sight) and call the record hooks, as Tracker._add does (the same quiet creates and write gate). */
+PyObject *tmh_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
+    if (check_open(self) < 0) return NULL;
+    if (n != 7) {
+        PyErr_SetString(PyExc_TypeError, "add(kind, func, tid, meta, where, extra, objs)");
+        return NULL;
+    }
+    PyObject *kind = a[0], *func = a[1], *tid = a[2], *meta = a[3], *where = a[4], *extra = a[5], *objs = a[6];
+    Py_ssize_t idx = PyList_GET_SIZE(self->raw);
+    PyObject *name = func == Py_None ? Py_None : PyDict_GetItemWithError(self->names, func);
+    if (name == NULL && PyErr_Occurred()) return NULL;
+    if (idx >= self->fast_cap || name == NULL || !PyTuple_CheckExact(objs) || PyTuple_GET_SIZE(objs) != 1 ||
+        !PyTuple_Check(meta) || PyTuple_GET_SIZE(meta) < 2)
+        return python_add(self, a, n);
+    PyObject *o = PyTuple_GET_ITEM(objs, 0);
+    PyObject *module = NULL, *lasti = NULL, *rec = NULL, *result = NULL;
+    if ((module = tmh_get(self->current, self->modules, tmh_s_current)) == NULL) goto done;
+    if ((lasti = tmh_get(self->lasti, self->lines, tmh_s_lasti)) == NULL) goto done;
+    if ((rec = PyTuple_Pack(8, kind, name, tid, meta, where, module, lasti, extra)) == NULL) goto done;
+    long long t = tmh_now_ns(self);
+    if ((t == -1 && PyErr_Occurred()) || tmh_append_record(self, rec, t) < 0) goto done;
+    if (PyList_GET_SIZE(self->record_hooks) > 0) {  /* HOOKED_KINDS */
+        int need = 0;
+        if (is_kind(kind, tmh_s_create)) {  /* quiet: what the hooks said they need not see */
+            PyObject *q = PyDict_GetItemWithError(self->quiet, name);
+            if (q == NULL && PyErr_Occurred()) goto done;
+            long level = q == NULL ? 0 : PyLong_AsLong(q);
+            if (level == -1 && PyErr_Occurred()) goto done;
+            Py_ssize_t nin = 0;  /* create_parts: (in_ids, origin, note), or the in_ids */
+            if (PyTuple_Check(extra)) {
+                PyObject *first = PyTuple_GET_SIZE(extra) > 0 ? PyTuple_GET_ITEM(extra, 0) : NULL;
+                nin = first != NULL && PyTuple_CheckExact(first) ? PyTuple_GET_SIZE(first) : PyTuple_GET_SIZE(extra);
+            } else if ((nin = PyObject_Length(extra)) < 0) {
+                goto done;
+            }
+            need = !(level > 0 && (nin < 2 || (level >= 2 && PyTuple_GET_ITEM(meta, 1) != self->f64)));
+        } else if (is_kind(kind, tmh_s_inplace)) {
+            if ((need = tmh_write_needed(self->write_gate, idx, tid, o)) < 0) goto done;
+        } else {
+            need = is_kind(kind, tmh_s_view) || is_kind(kind, tmh_s_move);
+        }
+        if (need && tmh_call_hooks(self, idx, o) < 0) goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(module);
+    Py_XDECREF(lasti);
+    Py_XDECREF(rec);
+    return result;
+}
+
+/* BackwardRecords._grads_filled, compiled: grads_filled(func, leaves, prev_nonzero, where) -> the
+ * backward record's entries, with each new gradient's create record made on the way.  A leaf
+ * the block has not seen yet, and each gradient's record extra, go through the tracker's own
+ * see() and grad_extra(). */
+PyObject *tmh_grads_filled(Hot *self, PyObject *const *a, Py_ssize_t n) {
+    if (check_open(self) < 0) return NULL;
+    if (n != 4 || !PyList_Check(a[1]) || !PyList_Check(a[2])) {
+        PyErr_SetString(PyExc_TypeError, "grads_filled(func, leaves: list, prev_nonzero: list, where)");
+        return NULL;
+    }
+    static PyObject *s_grad, *s_see, *s_grad_extra;
+    if (s_grad == NULL && ((s_grad = PyUnicode_InternFromString("grad")) == NULL ||
+                           (s_see = PyUnicode_InternFromString("see")) == NULL ||
+                           (s_grad_extra = PyUnicode_InternFromString("grad_extra")) == NULL))
+        return NULL;
+    PyObject *func = a[0], *leaves = a[1], *prev = a[2], *where = a[3];
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(leaves) && i < PyList_GET_SIZE(prev); i++) {
+        PyObject *lf = Py_NewRef(PyList_GET_ITEM(leaves, i)), *was = Py_NewRef(PyList_GET_ITEM(prev, i));
+        PyObject *g = NULL, *ltid = NULL, *gtid = NULL, *made = NULL, *extra = NULL, *objs = NULL;
+        PyObject *r = NULL, *lmeta = NULL, *entry = NULL;
+        int ok = 0;
+        /* _held_grad: only a leaf or a tensor that retains its grad has one */
+        PyObject *flag = tmh_tensor_attr(lf, A_IS_LEAF);
+        int held = flag == NULL ? -1 : PyObject_IsTrue(flag);
+        Py_XDECREF(flag);
+        if (held == 0) {
+            flag = tmh_tensor_attr(lf, A_RETAINS_GRAD);
+            held = flag == NULL ? -1 : PyObject_IsTrue(flag);
+            Py_XDECREF(flag);
+        }
+        if (held < 0) goto next;
+        if (held == 0 || (g = PyObject_GetAttr(lf, s_grad)) == NULL || g == Py_None) { ok = g != NULL || held == 0; goto next; }
+        if ((ltid = tmh_registered_tid(self, lf)) == NULL) {  /* first sight: Tracker.see records it */
+            if (PyErr_Occurred() || (ltid = PyObject_CallMethodObjArgs(self->tracker, s_see, lf, where, NULL)) == NULL)
+                goto next;
+        }
+        PyObject *gref;  /* identity.lookup(g), and whether this block registered it */
+        int k = tmh_known_tid(self, g, &gref);
+        if (k < 0) goto next;
+        if (k == 1 && (gtid = tmh_ref_tid(self, gref)) == NULL) goto next;
+        int known = gtid != NULL ? PyDict_Contains(self->tensors, gtid) : 0;
+        if (known < 0) goto next;
+        if (!known) {
+            Py_CLEAR(gtid);
+            if ((made = tmh_new_tensor(self, g, 0)) == NULL) goto next;
+            gtid = Py_NewRef(PyTuple_GET_ITEM(made, 0));
+            if ((extra = PyObject_CallMethodOneArg(self->tracker, s_grad_extra, ltid)) == NULL) goto next;
+            if ((objs = PyTuple_Pack(1, g)) == NULL) goto next;
+            PyObject *argv[7] = {tmh_s_create, func, gtid, PyTuple_GET_ITEM(made, 1), where, extra, objs};
+            if ((r = tmh_add(self, argv, 7)) == NULL) goto next;
+        }
+        if ((lmeta = tmh_make_meta(self, lf)) == NULL) goto next;
+        int acc = PyObject_IsTrue(was);
+        if (acc < 0) goto next;
+        if ((entry = PyTuple_Pack(4, ltid, lmeta, acc ? Py_True : Py_False, gtid)) == NULL) goto next;
+        ok = PyList_Append(out, entry) == 0;
+    next:
+        Py_DECREF(lf);
+        Py_DECREF(was);
+        Py_XDECREF(g);
+        Py_XDECREF(ltid);
+        Py_XDECREF(gtid);
+        Py_XDECREF(made);
+        Py_XDECREF(extra);
+        Py_XDECREF(objs);
+        Py_XDECREF(r);
+        Py_XDECREF(lmeta);
+        Py_XDECREF(entry);
+        if (!ok) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
