@@ -66,3 +66,11 @@ def test_cuda_mode_skips_cleanly_without_a_gpu(tmp_path: Path) -> None:
                            "--json", str(tmp_path / "c.json")], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "no CUDA device" in proc.stdout
+
+
+def test_backward_probe_runs() -> None:
+    """benchmarks/backward_probe.py runs every variant (CPU, two steps) and prints its table."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "backward_probe.py"), "--device", "cpu", "--steps", "2", "--reps", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(name in proc.stdout for name in ("bare", "no-op mode", "weak refs", "graph walk", "track(diagnostics=None)"))
