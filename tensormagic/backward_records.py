@@ -71,7 +71,6 @@ class BackwardRecords:
             if len(self.raw) > n:
                 self.backwards.append(n)
 
-
     def _grads_filled(self, func: Any, leaves: list[Any], prev_nonzero: list[bool], where: Any) -> list[tuple[Any, ...]]:
         """After backward(): for each leaf holding a gradient now, the gradient's create record when
         it is new (its first sight) and the backward record's entry (leaf id, leaf metadata,

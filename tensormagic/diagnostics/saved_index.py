@@ -94,7 +94,7 @@ class SavedIndex:
         elif lst[-1] != tid:
             lst.append(tid)
             if len(lst) > 4 * self.keep:
-                lst[:] = [c for c in lst if self._alive(c) is not None][-self.keep:]
+                lst[:] = [c for c in lst if self._alive(c) is not None][-self.keep :]
 
     def _alive(self, tid: int) -> Any:
         info = self.tensors.get(tid)
@@ -124,9 +124,9 @@ class SavedIndex:
                     if obj is not None:
                         live.append((c, obj))
             if len(live) != len(cands) or len(live) > self.keep:
-                cands[:] = [c for c, _ in live[-self.keep:]]
+                cands[:] = [c for c, _ in live[-self.keep :]]
             freed = self.freed
-            for x in reversed(live[-self.max_roots:]):
+            for x in reversed(live[-self.max_roots :]):
                 if x[0] != tid and freed.get(x[0]) != x[1]._version:
                     roots.append(x)
             if not roots:
