@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .events import GradGraph, GradNode
+from .gradgraph import GradGraph, GradNode
 
 MAX_NODES = 20_000
 

@@ -3,14 +3,16 @@
 Every class here is plain, frozen data with no reference to torch objects, so a Recording
 read back from a log file is the same thing as a live one.  ``to_dict`` omits fields that
 hold their default value (the log stays compact) and ``from_dict`` ignores unknown keys
-(a newer writer must not break an older reader).
+(a newer writer must not break an older reader).  The autograd graph's data (``GradGraph``) is
+in ``gradgraph.py``, the generic dict conversion in ``dictform.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from operator import attrgetter
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
+
+from .dictform import _known, _to_dict
 
 SCHEMA_VERSION = 1
 
@@ -303,89 +305,6 @@ class Fold:
         return cls(**_known(cls, d))
 
 
-@dataclass(frozen=True, slots=True)
-class GradNode:
-    """One autograd node: its normalised name and the names of the tensors it produced."""
-
-    id: int
-    name: str
-    tensors: tuple[str, ...] = ()
-    leaf: str | None = None
-
-    @property
-    def label(self) -> str:
-        if self.leaf is not None:
-            return f"{self.name}({self.leaf})"
-        if self.tensors:
-            return f"{self.name} ({', '.join(self.tensors)})"
-        return self.name
-
-    def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GradNode:
-        d = _known(cls, d)
-        d["tensors"] = tuple(d.get("tensors", ()))
-        return cls(**d)
-
-
-@dataclass(frozen=True, slots=True)
-class GradGraph:
-    """The grad_fn graph below one tensor, as plain data (edges from a node to its inputs)."""
-
-    root: int | None
-    nodes: tuple[GradNode, ...] = ()
-    edges: tuple[tuple[int, int], ...] = ()
-    tensor: str | None = None
-
-    def node(self, nid: int) -> GradNode:
-        for n in self.nodes:
-            if n.id == nid:
-                return n
-        raise KeyError(nid)
-
-    def children(self, nid: int) -> list[int]:
-        """Inputs of a node, parallel edges kept, in autograd's order."""
-        return [dst for src, dst in self.edges if src == nid]
-
-    def chain(self) -> str:
-        """``MeanBackward0 → MulBackward0 ⇉ AddBackward0 → AccumulateGrad(x)`` along first inputs."""
-        if self.root is None:
-            return "(no grad_fn: not part of an autograd graph)"
-        parts: list[str] = []
-        seen: set[int] = set()
-        nid: int | None = self.root
-        arrow = ""
-        while nid is not None and nid not in seen:
-            seen.add(nid)
-            n = self.node(nid)
-            parts.append(f"{arrow}{n.name}({n.leaf})" if n.leaf else f"{arrow}{n.name}")
-            kids = self.children(nid)
-            if not kids:
-                break
-            arrow = " ⇉ " if len(kids) > 1 and len(set(kids)) == 1 else " → "
-            nid = kids[0]
-        return "".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "root": self.root,
-            "tensor": self.tensor,
-            "nodes": [n.to_dict() for n in self.nodes],
-            "edges": [list(e) for e in self.edges],
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GradGraph:
-        return cls(
-            root=d.get("root"),
-            tensor=d.get("tensor"),
-            nodes=tuple(GradNode.from_dict(n) for n in d.get("nodes", ())),
-            edges=tuple((int(a), int(b)) for a, b in d.get("edges", ())),
-        )
-
-
 def where_label(line: int | None, file: str | None, cell: int | None) -> str:
     """``line 3`` in a cell (or a block without a file), ``train.py:3`` in a file."""
     if line is None:
@@ -403,69 +322,12 @@ def _num(v: float | None) -> str:
     return f"{v:.4g}"
 
 
-def _default(f: Any) -> Any:
-    from dataclasses import MISSING
-
-    if f.default is not MISSING:
-        return f.default
-    if f.default_factory is not MISSING:  # pragma: no cover - no factories in this model today
-        return f.default_factory()
-    return MISSING
-
-
-_PLAIN = (str, int, float, bool, type(None))
-_ALWAYS = ("kind", "op", "tensor", "seq")
-# (field name, default or MISSING, always written) per class: the log serialises millions of
-# events, and looking fields and defaults up per object cost ~50 µs an event.
-_PLANS: dict[type, tuple[Any, tuple[tuple[str, Any, bool], ...]]] = {}
-
-
-def _plan(cls: type) -> tuple[Any, tuple[tuple[str, Any, bool], ...]]:
-    plan = _PLANS.get(cls)
-    if plan is None:
-        fs = fields(cls)
-        plan = _PLANS[cls] = (attrgetter(*(f.name for f in fs)),
-                              tuple((f.name, _default(f), f.name in _ALWAYS) for f in fs))  # fmt: skip
-    return plan
-
-
-def _encode(v: Any) -> Any:
-    if isinstance(v, _PLAIN):
-        return v
-    if hasattr(v, "to_dict"):
-        return v.to_dict()
-    if isinstance(v, tuple):
-        return [_encode(x) for x in v]
-    return v
-
-
-def _to_dict(obj: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    get, plan = _plan(type(obj))
-    for (name, default, always), v in zip(plan, get(obj)):
-        if always or v != default:
-            out[name] = _encode(v)
-    return out
-
-
-_NAMES: dict[type, frozenset[str]] = {}
-
-
-def _known(cls: type, d: Mapping[str, Any]) -> dict[str, Any]:
-    names = _NAMES.get(cls)
-    if names is None:
-        names = _NAMES[cls] = frozenset(f.name for f in fields(cls))
-    return {k: v for k, v in d.items() if k in names}
-
-
 __all__ = [
     "KINDS",
     "SCHEMA_VERSION",
     "Diagnostic",
     "Event",
     "Fold",
-    "GradGraph",
-    "GradNode",
     "GradRecord",
     "Stats",
     "TensorRef",

@@ -8,7 +8,8 @@ from typing import Any, Mapping
 import torch
 
 from . import identity, naming
-from .events import GradGraph, Stats
+from .events import Stats
+from .gradgraph import GradGraph
 from .views.common import fmt_bytes, fmt_shape
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .autograd import GraphTable
-from .events import KINDS, Event, Fold, GradGraph, Stats, TensorRef
+from .events import KINDS, Event, Fold, Stats, TensorRef
+from .gradgraph import GradGraph
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..events import Event, Fold, GradGraph, TensorRef, where_label
+from ..events import Event, Fold, TensorRef, where_label
+from ..gradgraph import GradGraph
 from ..recording import Recording
 
 KIND_WORD = {
