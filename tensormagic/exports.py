@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from typing import IO, Any, Callable
 
-from .logfile import dumps
 from .logread import LoggedCell, ScanStats, first_body_line, iter_cells, to_recording
+from .logrecords import dumps
 from .views.html import h as _h
 
 CELLS_TID = 1

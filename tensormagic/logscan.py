@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
 from .events import SCHEMA_VERSION
-from .logfile import FORMAT, loads
+from .logrecords import FORMAT, loads
 
 _OUR_PREFIXES = (
     b'{"type":"header","format":"tensormagic-log"',

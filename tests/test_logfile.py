@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import tensormagic
-from tensormagic import logfile
+from tensormagic import logfile, logrecords
 from tensormagic.events import KINDS, SCHEMA_VERSION
 from tensormagic.logfile import LogError, LogWarning, LogWriter
 from tensormagic.logread import NotALogError, load_log
@@ -94,8 +94,8 @@ def test_event_to_dict_matches_the_generic_encoder() -> None:
 def test_cell_lines_are_the_records_encoded() -> None:
     """Each line the writer assembles is byte for byte ``dumps`` of the same record."""
     rec = _every_kind()
-    expected = [logfile.dumps(r) for r in logfile.cell_records(rec, "abc/1")]
-    assert list(logfile.cell_lines(rec, "abc/1")) == expected
+    expected = [logrecords.dumps(r) for r in logrecords.cell_records(rec, "abc/1")]
+    assert list(logrecords.cell_lines(rec, "abc/1")) == expected
     assert len(expected) == len(rec.events) + 1
 
 
@@ -518,8 +518,8 @@ def test_counting_scan_agrees_with_full_parse(tmp_path: Path) -> None:
 _WITHOUT_ORJSON = """
 import sys
 sys.modules["orjson"] = None  # as if it were not installed
-from tensormagic import logfile, logread
-assert logfile._orjson is None
+from tensormagic import logfile, logread, logrecords
+assert logrecords._orjson is None
 from tensormagic.events import Event, TensorRef
 from tensormagic.recording import Recording
 ref = TensorRef(id="t1", storage_id=None, names=("é",), shape=(2,), dtype="float32", device="cpu",
@@ -545,9 +545,9 @@ def test_log_works_without_orjson(tmp_path: Path) -> None:
 def test_memoized_ref_dicts_write_the_same_bytes_as_to_dict() -> None:
     """The writer's memo of TensorRef dicts (one per shared snapshot) gives the lines of to_dict."""
     rec = _every_kind(stats=True)
-    refs = logfile.ref_dicts()
+    refs = logrecords.ref_dicts()
     for e in rec.events:
-        assert logfile.dumps({"event": e.to_dict(refs=refs)}) == logfile.dumps({"event": e.to_dict()})
+        assert logrecords.dumps({"event": e.to_dict(refs=refs)}) == logrecords.dumps({"event": e.to_dict()})
 
 
 def test_undecodable_source_is_still_logged(tmp_path: Path) -> None:

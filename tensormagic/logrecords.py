@@ -1,0 +1,207 @@
+"""What a log file holds, as bytes: the records of one cell, and how they are encoded and read.
+
+Records (one JSON object per line, ``type`` first):
+
+* ``header``: once per writing process and file, before its first cell: ``format``,
+  ``schema_version``, ``session``, versions, devices, start time, pid, hostname.
+* ``event``: ``{"type": "event", "key": "<session>/<n>", "event": Event.to_dict()}``: the core
+  event model, serialised by its own ``to_dict``.
+* ``cell``: after the cell's events: execution count, cell id, source, times, status, folds,
+  counts, the autograd ``GraphTable``, tensors (see ``_tensor_table``), diagnostics.
+
+``logfile.py`` writes them (locks, gzip, one append per cell); ``logscan.py`` and ``logread.py``
+read them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+from .events import SCHEMA_VERSION, Event, TensorRef
+from .recording import Recording, last_refs
+
+FORMAT = "tensormagic-log"
+
+try:  # orjson is several times faster; the log must still work without it
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised only where orjson is not installed
+    _orjson = None
+
+
+# -- serialisation ---------------------------------------------------------------------------
+def dumps(obj: Any) -> bytes:
+    """One JSON line (without the newline), with orjson when installed."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(obj)
+        except (TypeError, _orjson.JSONEncodeError):
+            return _std_dumps(obj)  # integers past 64 bits, lone surrogates: the stdlib copes
+    return _std_dumps(obj)
+
+
+def _std_dumps(obj: Any) -> bytes:
+    # ASCII escapes keep even a lone surrogate (undecodable bytes in a cell's source) writable
+    return json.dumps(obj, separators=(",", ":"), default=str).encode("ascii")
+
+
+def ref_dicts() -> Callable[[TensorRef], dict[str, Any]]:
+    """``TensorRef.to_dict`` with a memo for one write: events share TensorRefs (a tensor's
+    snapshot appears as an output, then as the input of each op that reads it), and each is
+    turned into a dict once.  The dicts are only read by the encoder, so sharing them is safe."""
+    memo: dict[int, dict[str, Any]] = {}
+
+    def ref_dict(ref: TensorRef) -> dict[str, Any]:
+        d = memo.get(id(ref))  # the refs stay alive (the recording holds them) while it writes
+        if d is None:
+            d = memo[id(ref)] = ref.to_dict()
+        return d
+
+    return ref_dict
+
+
+def loads(line: bytes | str) -> Any:
+    """Parse one line; raises ``ValueError`` on anything that is not JSON."""
+    if _orjson is not None:
+        try:
+            return _orjson.loads(line)
+        except _orjson.JSONDecodeError:
+            return json.loads(line)  # the stdlib also reads NaN/Infinity and lone surrogates
+    return json.loads(line)
+
+
+# -- records ---------------------------------------------------------------------------------
+def header_record(session: str, started: float | None = None) -> dict[str, Any]:
+    """What a reader needs to know about the writing process."""
+    from . import __version__
+
+    return {
+        "type": "header",
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "session": session,
+        "tensormagic": __version__,
+        "torch": _torch_version(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "devices": _devices(),
+        "started": time.time() if started is None else started,
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+    }
+
+
+def _torch_version() -> str | None:
+    torch = sys.modules.get("torch")
+    return getattr(torch, "__version__", None) if torch is not None else None
+
+
+def _devices() -> list[str]:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return ["cpu"]
+    out = ["cpu"]
+    try:
+        # device_count does not create a CUDA context; device names would, so they are left out
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            out.append("mps")
+    except Exception as e:  # noqa: BLE001 - a broken driver must not stop the log
+        out.append(f"(devices unknown: {type(e).__name__})")
+    return out
+
+
+def cell_records(rec: Recording, key: str) -> Iterator[dict[str, Any]]:
+    """The records of one recording: its events, then the cell record that closes them."""
+    refs = ref_dicts()
+    for e in rec.events:
+        yield {"type": "event", "key": key, "event": e.to_dict(refs=refs)}
+    yield cell_record(rec, key)
+
+
+def cell_lines(rec: Recording, key: str) -> Iterator[bytes]:
+    """``cell_records`` encoded, one JSON line each (no newline).  An event's line is the same
+    bytes as ``dumps`` of its record, assembled around the event's own encoding: the wrapper is
+    the same for every event of the cell, and a log writes thousands of them."""
+    refs = ref_dicts()
+    head = dumps({"type": "event", "key": key})[:-1] + b',"event":'
+    event_dict = _event_dict()
+    for e in rec.events:
+        yield head + dumps(event_dict(e, refs)) + b"}"
+    yield dumps(cell_record(rec, key))
+
+
+_event_dicts: list[Callable[[Event, Callable[[TensorRef], Any]], dict[str, Any]]] = []
+
+
+def _event_dict() -> Callable[[Event, Callable[[TensorRef], Any]], dict[str, Any]]:
+    """``Event.to_dict(refs=...)``, compiled where the extension was built (made once)."""
+    if not _event_dicts:
+        from .fastinit import DICT, DICTS, REF, REFS, fast_to_dict
+
+        kinds = {"tensor": REF, "base": REF, "source_tensor": REF, "inputs": REFS, "aliases": REFS,
+                 "grads": DICTS, "stats": DICT}  # fmt: skip
+        _event_dicts.append(fast_to_dict(Event, kinds))
+    return _event_dicts[0]
+
+
+def cell_record(rec: Recording, key: str) -> dict[str, Any]:
+    err_type, err_msg = _split_error(rec.error) if rec.failed else (None, None)
+    ended = rec.started + rec.duration_s
+    out: dict[str, Any] = {
+        "type": "cell",
+        "key": key,
+        "exec_count": rec.cell,
+        "cell_id": rec.cell_id,
+        "source": rec.source,
+        "file": rec.file,
+        "started": rec.started,
+        "ended": ended,
+        "duration_s": rec.duration_s,
+        "status": "error" if rec.failed else "ok",
+        "error": None if not rec.failed else {"type": err_type, "message": err_msg},
+        "n_events": len(rec.events),
+        "counts": rec.counts(),
+        "bytes_moved": rec.bytes_moved(),
+        "folds": [f.to_dict() for f in rec.folds],
+        "stats_enabled": rec.stats_enabled,
+        "internal_error": rec.internal_error,
+        "tensors": _tensor_table(rec),
+        "graphs": rec.graphs.to_dict(),
+        "diagnostics": [_diagnostic_dict(d) for d in rec.diagnostics],
+    }
+    return out
+
+
+def _split_error(error: str | None) -> tuple[str | None, str | None]:
+    """``"ValueError: bad"`` → (``ValueError``, ``bad``), the way ``track`` wrote it."""
+    if not error:
+        return None, None
+    name, sep, msg = error.partition(": ")
+    if sep and name.replace(".", "").replace("_", "").isalnum():
+        return name, msg
+    return error, ""
+
+
+def _tensor_table(rec: Recording) -> list[Any]:
+    """The recording's tensors in order: an id where the events' latest snapshot of the tensor
+    is its final one (the reader rebuilds it from the events), else the full ``TensorRef``."""
+    derived = last_refs(rec.events)
+    out: list[Any] = []
+    for tid, ref in rec.final_refs().items():
+        d = derived.get(tid)
+        out.append(tid if d is ref or d == ref else ref.to_dict())  # mostly the same object
+    return out
+
+
+def _diagnostic_dict(d: Any) -> dict[str, Any]:
+    if hasattr(d, "to_dict"):
+        return dict(d.to_dict())
+    return {k: str(getattr(d, k)) for k in ("where", "message", "fix") if getattr(d, k, None) is not None}
