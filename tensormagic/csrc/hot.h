@@ -154,6 +154,14 @@ static inline void untrack(PyObject *o) {
     if (PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
 }
 
+/* a == interned, by value: an interned `a` (every kind and op name a record holds, in practice) is
+ * compared by address alone */
+static inline int tmh_same_str(PyObject *a, PyObject *interned) {
+    if (a == interned) return 1;
+    if (!PyUnicode_CheckExact(a) || PyUnicode_CHECK_INTERNED(a)) return 0;
+    return PyUnicode_Compare(a, interned) == 0;
+}
+
 static inline int tmh_is_tensor(Hot *self, PyObject *o) {
     return PyObject_TypeCheck(o, (PyTypeObject *)self->tensor_type);
 }
@@ -168,6 +176,7 @@ int tmh_known_tid(Hot *self, PyObject *t, PyObject **ref_out);
 int tmh_known_at(Hot *self, PyObject *t, PyObject *key, PyObject **ref_out);
 PyObject *tmh_registered_tid(Hot *self, PyObject *t);
 PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *skip);
+int tmh_entry_alive(PyObject *ids, PyObject *key, PyObject *tid, PyObject **obj);
 PyObject *tmh_live_tensors(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 
 /* slots.c */
@@ -182,6 +191,7 @@ int tmh_write_needed(PyObject *gate, Py_ssize_t idx, PyObject *tid, PyObject *t)
 PyObject *tmh_make_meta(Hot *self, PyObject *o);
 int tmh_call_hooks(Hot *self, Py_ssize_t n, PyObject *o);
 int tmh_append_record(Hot *self, PyObject *rec, long long t);
+int tmh_quiet(Hot *self, PyObject *name, Py_ssize_t nin, PyObject *meta);
 int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,
                 PyObject *where, PyObject *lasti, long long t);
 int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *args, PyObject *kwargs,

@@ -211,6 +211,23 @@ PyObject *tmh_registered_tid(Hot *self, PyObject *t) {
     return tid;
 }
 
+/* The tensor an entry of Tracker.tensors names (its id() key, its id), while that entry's Ref in
+ * the id table is still its own and the tensor lives (Tracker.alive): 1 and a new reference in
+ * *obj, 0 (dead, or the key now names another tensor), -1 with an exception. */
+int tmh_entry_alive(PyObject *ids, PyObject *key, PyObject *tid, PyObject **obj) {
+    *obj = NULL;
+    PyObject *ref = PyDict_GetItemWithError(ids, key);
+    if (ref == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (!PyWeakref_Check(ref)) return 0;
+    Py_INCREF(ref);
+    PyObject *rtid = PyObject_GetAttr(ref, tmh_s_tid);
+    int rc = rtid == NULL ? -1 : PyObject_RichCompareBool(rtid, tid, Py_EQ);
+    Py_XDECREF(rtid);
+    if (rc == 1) rc = tmh_ref_get(ref, obj);
+    Py_DECREF(ref);
+    return rc;
+}
+
 /* Tracker.live_tensors (tracker.py says what it does; this is the same loop for the compiled engine):
  * live_tensors(tensors, ids, merged) -> [(tid, tensor), ...] for the block's tensors still alive,
  * without `merged`; a dead tensor's entry loses its id() key (a new tuple, key None).  A block of
@@ -232,29 +249,19 @@ PyObject *tmh_live_tensors(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssiz
         }
         PyObject *key = PyTuple_GET_ITEM(info, 0);
         if (key == Py_None) continue;
-        PyObject *ref = PyDict_GetItemWithError(ids, key);  /* borrowed */
-        if (ref == NULL && PyErr_Occurred()) goto fail;
-        if (ref != NULL) {
-            PyObject *rtid = PyObject_GetAttr(ref, tmh_s_tid);
-            if (rtid == NULL) goto fail;
-            int same = PyObject_RichCompareBool(rtid, tid, Py_EQ);
-            Py_DECREF(rtid);
-            if (same < 0) goto fail;
-            if (same && PyWeakref_Check(ref)) {
-                PyObject *t;
-                if (tmh_ref_get(ref, &t) < 0) goto fail;
-                if (t != NULL) {
-                    int m = PySet_Contains(merged, tid);
-                    if (m == 0) {
-                        PyObject *pair = PyTuple_Pack(2, tid, t);
-                        if (pair == NULL || PyList_Append(out, pair) < 0) { Py_XDECREF(pair); Py_DECREF(t); goto fail; }
-                        Py_DECREF(pair);
-                    }
-                    Py_DECREF(t);
-                    if (m < 0) goto fail;
-                    continue;
-                }
+        PyObject *t;
+        int alive = tmh_entry_alive(ids, key, tid, &t);
+        if (alive < 0) goto fail;
+        if (alive) {
+            int m = PySet_Contains(merged, tid);
+            if (m == 0) {
+                PyObject *pair = PyTuple_Pack(2, tid, t);
+                if (pair == NULL || PyList_Append(out, pair) < 0) { Py_XDECREF(pair); Py_DECREF(t); goto fail; }
+                Py_DECREF(pair);
             }
+            Py_DECREF(t);
+            if (m < 0) goto fail;
+            continue;
         }
         /* dead: its id() key can find nothing any more.  Replacing a value keeps the keys, which
          * PyDict_Next allows during the walk. */

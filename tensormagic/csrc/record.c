@@ -87,6 +87,16 @@ int tmh_append_record(Hot *self, PyObject *rec, long long t) {
     return 0;
 }
 
+/* raw.quiet: whether a create of op `name` from `nin` inputs skips the record hooks (the hooks
+ * said they need not see it: tracker.quiet_creates): 1, 0, or -1 with an exception. */
+int tmh_quiet(Hot *self, PyObject *name, Py_ssize_t nin, PyObject *meta) {
+    PyObject *q = PyDict_GetItemWithError(self->quiet, name);
+    if (q == NULL) return PyErr_Occurred() ? -1 : 0;
+    long level = PyLong_AsLong(q);
+    if (level == -1 && PyErr_Occurred()) return -1;
+    return level > 0 && (nin < 2 || (level >= 2 && PyTuple_GET_ITEM(meta, 1) != self->f64));
+}
+
 /* Tracker._created: 1 recorded, 0 not this case (nothing changed), -1 error. */
 int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,
                    PyObject *where, PyObject *lasti, long long t) {
@@ -192,13 +202,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
     rec = PyTuple_Pack(8, tmh_s_create, name_rec, tid, meta, where, module, lasti ? lasti : Py_None, ins);
     if (rec == NULL) goto done;
     untrack(rec);
-    {  /* a create the hooks said they need not see: raw.quiet, as Tracker._created asks it */
-        PyObject *q = PyDict_GetItemWithError(self->quiet, name_rec);
-        if (q == NULL && PyErr_Occurred()) goto done;
-        long level = q == NULL ? 0 : PyLong_AsLong(q);
-        if (level == -1 && PyErr_Occurred()) goto done;
-        quiet = level > 0 && (nin < 2 || (level >= 2 && PyTuple_GET_ITEM(meta, 1) != self->f64));
-    }
+    if ((quiet = tmh_quiet(self, name_rec, nin, meta)) < 0) goto done;
     if (tmh_append_record(self, rec, t) < 0) goto done;
     if (!quiet && tmh_call_hooks(self, n, o) < 0) goto done;
     result = 1;

@@ -4,18 +4,10 @@
 #include "saved.h"
 #include <structmember.h>
 
-static PyObject *s_view, *s_move, *s_data_get;
+static PyObject *s_data_get;  /* the kinds are hot.h's interned strings */
 PyObject *tmh_s_data;
 
 #define FIELDS(X) X(raw) X(tensors) X(ids) X(by_storage) X(own_counter) X(freed) X(saved_attrs) X(learn_attrs) X(storage_id)
-
-/* a == interned, by value: an interned `a` (every kind and name a record holds, in practice) is
- * compared by address alone */
-static int same_str(PyObject *a, PyObject *interned) {
-    if (a == interned) return 1;
-    if (!PyUnicode_CheckExact(a) || PyUnicode_CHECK_INTERNED(a)) return 0;
-    return PyUnicode_Compare(a, interned) == 0;
-}
 
 /* A raw record: a tuple of 8 (tracker.py's layout). */
 static int check_record(PyObject *r) {
@@ -47,25 +39,7 @@ int tmh_saved_alive(SavedIndex *self, PyObject *tid, PyObject **obj) {
         PyErr_SetString(PyExc_TypeError, "tensormagic: unexpected tensor entry");
         return -1;
     }
-    PyObject *ref = PyDict_GetItemWithError(self->ids, PyTuple_GET_ITEM(info, 0));
-    if (ref == NULL) return PyErr_Occurred() ? -1 : 0;
-    Py_INCREF(ref);
-    int rc = -1;
-    PyObject *rtid = PyObject_GetAttr(ref, tmh_s_tid);
-    if (rtid == NULL) goto done;
-    rc = PyObject_RichCompareBool(rtid, tid, Py_EQ);
-    Py_DECREF(rtid);
-    if (rc <= 0) goto done;
-    if (PyWeakref_Check(ref)) {
-        rc = tmh_ref_get(ref, obj);
-    } else {  /* not a Ref: call it, as Python does */
-        PyObject *o = PyObject_CallNoArgs(ref);
-        if (o == NULL) { rc = -1; goto done; }
-        if (o == Py_None) { Py_DECREF(o); rc = 0; } else { *obj = o; rc = 1; }
-    }
-done:
-    Py_DECREF(ref);
-    return rc;
+    return tmh_entry_alive(self->ids, PyTuple_GET_ITEM(info, 0), tid, obj);
 }
 
 static int file_tid(SavedIndex *self, PyObject *sid, PyObject *tid) {
@@ -140,21 +114,21 @@ static int file_record(SavedIndex *self, PyObject *r) {
         return -1;
     }
     int has_grad = PyTuple_GET_ITEM(meta, 4) != Py_None;
-    if (same_str(kind, tmh_s_create)) {
+    if (tmh_same_str(kind, tmh_s_create)) {
         if (!has_grad) return 0;
         PyObject *in_ids = extra;  /* create_parts: (in_ids, origin, note) or the in_ids themselves */
         if (PyTuple_Check(extra) && PyTuple_GET_SIZE(extra) > 0 && PyTuple_CheckExact(PyTuple_GET_ITEM(extra, 0)))
             in_ids = PyTuple_GET_ITEM(extra, 0);
         return register_tid(self, tid, in_ids);
     }
-    if (same_str(kind, s_view)) {
+    if (tmh_same_str(kind, tmh_s_view)) {
         int own = PySet_Contains(self->own_counter, extra);
         if (own < 0) return -1;
-        if (own || same_str(PyTuple_GET_ITEM(r, 1), s_data_get))
+        if (own || tmh_same_str(PyTuple_GET_ITEM(r, 1), s_data_get))
             if (PySet_Add(self->own_counter, tid) < 0) return -1;
         return has_grad ? register_tid(self, tid, NULL) : 0;
     }
-    if (same_str(kind, s_move)) {
+    if (tmh_same_str(kind, tmh_s_move)) {
         if (!PyTuple_Check(extra) || PyTuple_GET_SIZE(extra) < 3) {
             PyErr_SetString(PyExc_TypeError, "tensormagic: unexpected move record");
             return -1;
@@ -294,9 +268,7 @@ PyTypeObject tmh_SavedIndexType = {
 };
 
 int tmh_saved_init(void) {
-    if ((s_view = PyUnicode_InternFromString("view")) == NULL ||
-        (s_move = PyUnicode_InternFromString("move")) == NULL ||
-        (s_data_get = PyUnicode_InternFromString("torch.Tensor.data.__get__")) == NULL ||
+    if ((s_data_get = PyUnicode_InternFromString("torch.Tensor.data.__get__")) == NULL ||
         (tmh_s_data = PyUnicode_InternFromString("data")) == NULL)
         return -1;
     return PyType_Ready(&tmh_SavedIndexType);

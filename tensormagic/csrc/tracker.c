@@ -71,11 +71,6 @@ done:
     return out;
 }
 
-static int is_kind(PyObject *kind, PyObject *interned) {
-    return kind == interned || (PyUnicode_CheckExact(kind) && !PyUnicode_CHECK_INTERNED(kind) &&
-                                PyUnicode_Compare(kind, interned) == 0);
-}
-
 /* Tracker._add itself (the class's function, not this object): folding past fast_cap, stats, an
  * op name not cached yet, anything unusual */
 static PyObject *python_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
@@ -112,11 +107,7 @@ PyObject *tmh_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
     if ((t == -1 && PyErr_Occurred()) || tmh_append_record(self, rec, t) < 0) goto done;
     if (PyList_GET_SIZE(self->record_hooks) > 0) {  /* HOOKED_KINDS */
         int need = 0;
-        if (is_kind(kind, tmh_s_create)) {  /* quiet: what the hooks said they need not see */
-            PyObject *q = PyDict_GetItemWithError(self->quiet, name);
-            if (q == NULL && PyErr_Occurred()) goto done;
-            long level = q == NULL ? 0 : PyLong_AsLong(q);
-            if (level == -1 && PyErr_Occurred()) goto done;
+        if (tmh_same_str(kind, tmh_s_create)) {  /* quiet: what the hooks said they need not see */
             Py_ssize_t nin = 0;  /* create_parts: (in_ids, origin, note), or the in_ids */
             if (PyTuple_Check(extra)) {
                 PyObject *first = PyTuple_GET_SIZE(extra) > 0 ? PyTuple_GET_ITEM(extra, 0) : NULL;
@@ -124,11 +115,13 @@ PyObject *tmh_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
             } else if ((nin = PyObject_Length(extra)) < 0) {
                 goto done;
             }
-            need = !(level > 0 && (nin < 2 || (level >= 2 && PyTuple_GET_ITEM(meta, 1) != self->f64)));
-        } else if (is_kind(kind, tmh_s_inplace)) {
+            int quiet = tmh_quiet(self, name, nin, meta);
+            if (quiet < 0) goto done;
+            need = !quiet;
+        } else if (tmh_same_str(kind, tmh_s_inplace)) {
             if ((need = tmh_write_needed(self->write_gate, idx, tid, o)) < 0) goto done;
         } else {
-            need = is_kind(kind, tmh_s_view) || is_kind(kind, tmh_s_move);
+            need = tmh_same_str(kind, tmh_s_view) || tmh_same_str(kind, tmh_s_move);
         }
         if (need && tmh_call_hooks(self, idx, o) < 0) goto done;
     }

@@ -23,7 +23,7 @@ from .. import identity
 from ..autograd import node_name
 from ..ops import op_name
 from .context import Context, Finding
-from .saved_index import make_index, saved_attrs
+from .saved_index import make_index, saved_attrs, saved_data
 
 MAX_DEPTH = 3  # levels below a candidate's grad_fn: composite ops and in-place chains
 MAX_NODES = 96  # nodes inspected per write
@@ -82,29 +82,24 @@ class SavedWrites:
             return False
         key, v0, tid = job[0], job[1], job[2]
         held = False
-        for raw_attr, attr in attrs:
-            raw = getattr(node, raw_attr, None)
-            for sv in raw if isinstance(raw, (list, tuple)) else (raw,):
-                d = sv.data if sv is not None else None
-                if d is None:
+        for attr, d in saved_data(node, attrs):
+            held = True
+            # the storage's address without building a Python storage object (~10 µs each)
+            if identity.storage_key(d) != key:
+                continue  # another storage, or none (sparse, nested): not what was written
+            try:
+                getattr(node, attr)
+            except RuntimeError as e:
+                msg = str(e)
+                if _STALE not in msg:
                     continue
-                held = True
-                # the storage's address without building a Python storage object (~10 µs each)
-                if identity.storage_key(d) != key:
-                    continue  # another storage, or none (sparse, nested): not what was written
-                try:
-                    getattr(node, attr)
-                except RuntimeError as e:
-                    msg = str(e)
-                    if _STALE not in msg:
-                        continue
-                    m = _VERSIONS.search(msg)
-                    if m is not None and int(m.group(2)) != v0:
-                        continue  # stale already, since an earlier write (reported there)
-                    self._report("stale", node, attr, rtid, job)
-                else:
-                    if tid in self.own_counter:
-                        self._report("silent", node, attr, rtid, job)
+                m = _VERSIONS.search(msg)
+                if m is not None and int(m.group(2)) != v0:
+                    continue  # stale already, since an earlier write (reported there)
+                self._report("stale", node, attr, rtid, job)
+            else:
+                if tid in self.own_counter:
+                    self._report("silent", node, attr, rtid, job)
         return not held
 
     def _report(self, mode: str, node: Any, attr: str, rtid: int, job: tuple[Any, ...]) -> None:

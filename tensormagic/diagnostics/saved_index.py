@@ -14,7 +14,7 @@ graphs that used them.  Both twins leave the index in the same state.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from .. import identity
 from ..raw import create_parts
@@ -163,18 +163,26 @@ class SavedIndex:
         return True
 
 
+def saved_data(node: Any, attrs: tuple[tuple[str, str], ...]) -> Iterator[tuple[str, Any]]:
+    """(unpacking attribute, data) of each tensor ``node`` still holds for backward.
+
+    ``node._raw_saved_<name>.data`` reads a saved tensor without unpacking it (no version check,
+    no exception), and is None once backward freed it."""
+    for raw_attr, attr in attrs:
+        raw = getattr(node, raw_attr, None)
+        for sv in raw if isinstance(raw, (list, tuple)) else (raw,):
+            d = sv.data if sv is not None else None
+            if d is not None:
+                yield attr, d
+
+
 def holds_saved(node: Any) -> int:
-    """A saved tensor still held by ``node`` (inplace.py's ``_inspect`` looks the same way): 1 yes,
+    """A saved tensor still held by ``node`` (as inplace.py's ``_inspect`` finds them): 1 yes,
     0 none (backward freed them all), 2 a node saving nothing (on_write walks below it)."""
     attrs = saved_attrs(type(node))
     if not attrs:
         return 2
-    for raw_attr, _ in attrs:
-        raw = getattr(node, raw_attr, None)
-        for sv in raw if isinstance(raw, (list, tuple)) else (raw,):
-            if sv is not None and sv.data is not None:
-                return 1
-    return 0
+    return 1 if next(saved_data(node, attrs), None) is not None else 0
 
 
 def make_index(tracker: Any, compiled: bool) -> Any:
