@@ -67,6 +67,7 @@ class track:
         self._tracker: Tracker | None = None
         self._t0 = 0.0
         self._log_writer: Any = None
+        self._compiled = False
 
     def __enter__(self) -> Recording:
         if self._mode is not None:
@@ -87,10 +88,11 @@ class track:
         # event times count from the Tracker's creation: take the wall-clock start just before it
         self.recording.started = time.time()
         tr = self._tracker = Tracker(stats=self.stats, max_events=self.max_events)
+        self._compiled = (self.engine or default_engine()) == "c"  # the checks and the build follow the engine
         if self._diagnostics.ids:
             from .diagnostics import install
 
-            self._checks = install(tr, self._diagnostics, compiled=(self.engine or default_engine()) == "c")
+            self._checks = install(tr, self._diagnostics, compiled=self._compiled)
         for _name, t in naming.named_tensors(self._namespace()):
             tr.mark_preexisting(t)
         self._t0 = time.perf_counter()
@@ -122,7 +124,8 @@ class track:
         try:
             from .build import build
 
-            build(tr, rec, namespace=namespace, locator=self.locator, block=self.block)
+            build(tr, rec, namespace=namespace, locator=self.locator, block=self.block,
+                  compiled=self._compiled)
         except Exception as e:  # noqa: BLE001 - a report failure must not replace the user's result
             rec.internal_error = f"{type(e).__name__}: {e}"
             warnings.warn(f"tensormagic could not finish the recording: {rec.internal_error}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any, Iterator, Mapping
 
 import torch
@@ -79,16 +79,32 @@ class _Refs:
 
 
 def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
-          locator: Locator | None, block: tuple[str, int, int | None] | None) -> Recording:  # fmt: skip
-    """Fill ``rec`` from the tracker's records.
+          locator: Locator | None, block: tuple[str, int, int | None] | None,
+          compiled: bool = False) -> Recording:  # fmt: skip
+    """Fill ``rec`` from the tracker's records (``compiled``: the events are made by
+    ``csrc/build.c``'s twin of the Python loop; the engine's choice).
 
     What depends on the moment the block ends is taken now: names from the namespace, the live
     tensors' final metadata, their autograd graphs and provenance.  The events themselves (about
     10 µs each to build) are made the first time someone reads them, from the raw records."""
     with _gc_paused():
         snap = _snapshot(tr, rec, namespace=namespace, locator=locator)
-    rec._pending = lambda r: _materialize(tr, r, snap, block)
+    snap.compiled = compiled
+    rec._pending = Pending(tr, snap, block)
     return rec
+
+
+class Pending:
+    """A recording's events, made when first read (``Recording._pending``).  ``snap.compiled``
+    picks the builder: tests make one block's events with each and compare them."""
+
+    def __init__(self, tr: Tracker, snap: _Snapshot, block: tuple[str, int, int | None] | None) -> None:
+        self.tr = tr
+        self.snap = snap
+        self.block = block
+
+    def __call__(self, rec: Recording) -> None:
+        _materialize(self.tr, rec, self.snap, self.block)
 
 
 @contextmanager
@@ -116,6 +132,7 @@ class _Snapshot:
         self.final = final  # tensor id -> metadata of tensors still alive when the block ended
         self.targets = targets  # where -> the line's assignment target
         self.failed = failed
+        self.compiled = False  # the events are made by csrc/build.c
 
     def name_dead(self, raw: list[Any]) -> None:
         """A tensor gone by the block's end keeps its line's assignment target as its name."""
@@ -146,6 +163,7 @@ def _placer(locator: Locator | None) -> Any:
             where_cache[where] = p
         return p
 
+    place.cache = where_cache  # type: ignore[attr-defined]  # read by the compiled builder
     return place
 
 
@@ -200,8 +218,34 @@ def _materialize(tr: Tracker, rec: Recording, snap: _Snapshot,
 
 
 def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int, int | None] | None) -> None:
-    place, roots, raw, times = snap.place, snap.roots, tr.raw, tr.times
+    place, raw = snap.place, tr.raw
     snap.name_dead(raw)
+    module_of = _module_resolver(snap.roots)
+    state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
+    refs: Any
+    if snap.compiled:
+        refs = _compiled_builder(tr, snap.names, state, place, module_of)
+        events = refs.events(raw, tr.times)
+    else:
+        refs = _Refs(tr, snap.names)
+        events = _python_events(tr, refs, state, place, module_of)
+    events = _place_seen(events, block, place)
+    rec.events = tuple(events)
+    rec.folds = tuple(
+        Fold(kind=k, op=op_name(f) if f is not None else "?", line=place(w)[2], source=place(w)[3],
+             cell=place(w)[0], file=place(w)[1], count=n)  # fmt: skip
+        for (w, f, k), n in tr.folds.items()
+    )
+    final = _final_refs(tr, refs, state, snap.final)
+    rec._final_refs = final
+    # TensorRecords (and which events touched each) are made when first read: a log needs only
+    # the final snapshots
+    rec._pending_tensors = lambda r: _tensor_records(tr, final, r.events)
+
+
+def _module_resolver(roots: dict[str, str]) -> Any:
+    """A record's module path -> its dotted name under the namespace's roots (cached per path;
+    ``.cache`` is the cache, read by the compiled builder)."""
     paths: dict[str | None, str | None] = {}
 
     def module_of(path: str | None) -> str | None:
@@ -210,8 +254,34 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
             got = paths[path] = resolve_path(path, roots)
         return got  # type: ignore[return-value]
 
-    refs = _Refs(tr, snap.names)
-    cache = refs.cache
+    module_of.cache = paths  # type: ignore[attr-defined]
+    return module_of
+
+
+def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dict[int, Any], place: Any,
+                      module_of: Any) -> Any:  # fmt: skip
+    """``csrc/build.c``'s EventBuilder: ``_python_events`` and ``_Refs.ref`` in one C object."""
+    from . import _hotpath
+
+    return _hotpath.EventBuilder(
+        tensors=tr.tensors, names=names, state=state, merged=tr.merged, stats_at=tr.stats_at,
+        place=place, place_cache=place.cache, module_of=module_of, module_cache=module_of.cache,
+        dtype=_dtype, dtype_names=_dtype_names, device=_device, device_names=_device_names,
+        ref_maker=_tensor_ref, grad_maker=_grad_record, event_maker=_event,
+        event_fields=tuple(f.name for f in fields(Event)), event_defaults=_EVENT_DEFAULTS,
+        seen_note=_seen_note, call_name=naming.call_name,
+        by_storage=lambda: _by_storage(tr), other_kw=lambda b, r: _other_kw(b, r),
+    )  # fmt: skip
+
+
+# Event's defaults, in field order: the compiled builder passes every field positionally (it
+# always gives the required ones, whose default here is dataclasses.MISSING)
+_EVENT_DEFAULTS = tuple(f.default for f in fields(Event))
+
+
+def _python_events(tr: Tracker, refs: _Refs, state: dict[int, Any], place: Any, module_of: Any) -> list[Event]:
+    """One Event per raw record (``csrc/build.c``'s ``EventBuilder.events`` is its twin)."""
+    raw, times, cache = tr.raw, tr.times, refs.cache
 
     def ref_all(ids: Any) -> tuple[TensorRef, ...]:
         out = []
@@ -222,7 +292,6 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
                 out.append(ent[1] if ent is not None and ent[0] is m else refs.ref(t, m))
         return tuple(out)
 
-    state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
     events: list[Event] = []
     by_storage: dict[int, list[tuple[int, list[Any]]]] | None = None  # built at the first in-place write
     for i, r in enumerate(raw):
@@ -247,38 +316,35 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
             if by_storage is None:
                 by_storage = _by_storage(tr)
             kw["aliases"] = _aliases(tr, refs, state, tid, i, by_storage)
-        elif kind == "move":
-            stid, smeta, inplace = extra[0], extra[1], extra[2]
-            kw.update(source_tensor=refs.ref(stid, smeta), from_device=_device(smeta[2]),
-                      to_device=_device(meta[2]), from_dtype=_dtype(smeta[1]), to_dtype=_dtype(meta[1]),
-                      inplace=inplace, nbytes=_nbytes(meta))  # fmt: skip
-            if len(extra) > 3:
-                kw["version_before"], kw["version_after"] = extra[3], int(meta[5])
         elif kind == "backward":
             kw["grads"] = tuple(
-                _grad_record(tensor=refs.ref(ltid, lmeta), shape=tuple(gmeta[0]), dtype=_dtype(gmeta[1]),
-                           accumulated=acc, grad_id=f"t{gtid}")  # fmt: skip
+                _grad_record(refs.ref(ltid, lmeta), tuple(gmeta[0]), _dtype(gmeta[1]), acc, f"t{gtid}")
                 for ltid, lmeta, acc, gtid in extra
                 for gmeta in (tr.tensors[gtid][1],)
-            )
+            )  # positional, in GradRecord's field order: tensor, shape, dtype, accumulated, grad_id
+        else:
+            kw = _other_kw(refs, r)
         state[tid] = meta
         ent = cache.get(tid)
         events.append(_event(seq=i, kind=kind, op=op or "?", line=line, source=src, cell=cell, file=fn,
                              tensor=ent[1] if ent is not None and ent[0] is meta else refs.ref(tid, meta),
                              module=module_of(r[MODULE]), time_us=times[i] / 1000.0, stats=tr.stats_at.get(i),
                              **kw))  # fmt: skip
-    events = _place_seen(events, block, place)
-    rec.events = tuple(events)
-    rec.folds = tuple(
-        Fold(kind=k, op=op_name(f) if f is not None else "?", line=place(w)[2], source=place(w)[3],
-             cell=place(w)[0], file=place(w)[1], count=n)  # fmt: skip
-        for (w, f, k), n in tr.folds.items()
-    )
-    final = _final_refs(tr, refs, state, snap.final)
-    rec._final_refs = final
-    # TensorRecords (and which events touched each) are made when first read: a log needs only
-    # the final snapshots
-    rec._pending_tensors = lambda r: _tensor_records(tr, final, r.events)
+    return events
+
+
+def _other_kw(refs: Any, r: tuple[Any, ...]) -> dict[str, Any]:
+    """The fields of a record of the kinds both builders leave to Python: a move (rare: one per
+    ``.to()``), a NumPy bridge (no fields of its own)."""
+    if r[KIND] != "move":
+        return {}
+    meta, extra = r[META], r[EXTRA]
+    stid, smeta, inplace = extra[0], extra[1], extra[2]
+    kw = dict(source_tensor=refs.ref(stid, smeta), from_device=_device(smeta[2]), to_device=_device(meta[2]),
+              from_dtype=_dtype(smeta[1]), to_dtype=_dtype(meta[1]), inplace=inplace, nbytes=_nbytes(meta))  # fmt: skip
+    if len(extra) > 3:
+        kw["version_before"], kw["version_after"] = extra[3], int(meta[5])
+    return kw
 
 
 _UNSET = object()

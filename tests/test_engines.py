@@ -25,7 +25,7 @@ from tensormagic import mode as mode_mod
 from tensormagic.recording import Recording
 from tensormagic.tracker import Tracker
 
-Scenario = Callable[[str], Recording]
+Scenario = Callable[..., Recording]  # (engine, **track options) -> its recording
 SCENARIOS: dict[str, Scenario] = {}
 
 
@@ -62,8 +62,8 @@ def normalized(rec: Recording) -> dict[str, Any]:
 
 
 @scenario
-def autograd_example(engine: str) -> Recording:
-    with tensormagic.track(engine=engine) as rec:
+def autograd_example(engine: str, **kw: Any) -> Recording:
+    with tensormagic.track(engine=engine, **kw) as rec:
         x = torch.ones(2, 2, requires_grad=True)
         y = x + 2
         z = y * y * 3
@@ -73,8 +73,8 @@ def autograd_example(engine: str) -> Recording:
 
 
 @scenario
-def views_and_inplace(engine: str) -> Recording:
-    with tensormagic.track(engine=engine) as rec:
+def views_and_inplace(engine: str, **kw: Any) -> Recording:
+    with tensormagic.track(engine=engine, **kw) as rec:
         a = torch.zeros(4, 4)
         b = a[1]
         c = a.view(16)  # noqa: F841 - recorded as a view
@@ -95,8 +95,8 @@ def views_and_inplace(engine: str) -> Recording:
 
 
 @scenario
-def moves(engine: str) -> Recording:
-    with tensormagic.track(engine=engine) as rec:
+def moves(engine: str, **kw: Any) -> Recording:
+    with tensormagic.track(engine=engine, **kw) as rec:
         x = torch.randn(3, 3)
         y = x.to(torch.float64)  # noqa: F841
         z = x.double()  # noqa: F841
@@ -110,8 +110,8 @@ def moves(engine: str) -> Recording:
 
 
 @scenario
-def numpy_and_parameters(engine: str) -> Recording:
-    with tensormagic.track(engine=engine) as rec:
+def numpy_and_parameters(engine: str, **kw: Any) -> Recording:
+    with tensormagic.track(engine=engine, **kw) as rec:
         a = np.ones(3, dtype=np.float32)
         t = torch.from_numpy(a)
         u = t * 2
@@ -123,8 +123,8 @@ def numpy_and_parameters(engine: str) -> Recording:
 
 
 @scenario
-def gradients(engine: str) -> Recording:
-    with tensormagic.track(engine=engine) as rec:
+def gradients(engine: str, **kw: Any) -> Recording:
+    with tensormagic.track(engine=engine, **kw) as rec:
         w = torch.randn(3, requires_grad=True)
         x = torch.randn(3)
         y = (w * x).sum()
@@ -138,22 +138,22 @@ def gradients(engine: str) -> Recording:
 
 
 @scenario
-def backward_of_a_graph_made_before_the_block(engine: str) -> Recording:
+def backward_of_a_graph_made_before_the_block(engine: str, **kw: Any) -> Recording:
     w = torch.randn(3, requires_grad=True)
     y = (w * 2).sum()
-    with tensormagic.track(engine=engine) as rec:
+    with tensormagic.track(engine=engine, **kw) as rec:
         y.backward()  # its leaf and root are first seen here, by the backward records
         z = w.grad * 1  # noqa: F841
     return rec
 
 
 @scenario
-def training_loop_with_inplace_and_move(engine: str) -> Recording:
+def training_loop_with_inplace_and_move(engine: str, **kw: Any) -> Recording:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 6), nn.Dropout(0.5), nn.ReLU(inplace=True), nn.Linear(6, 3))
     opt = torch.optim.Adam(model.parameters())
     x, y = torch.randn(5, 8), torch.randint(0, 3, (5,))
-    with tensormagic.track(engine=engine) as rec:
+    with tensormagic.track(engine=engine, **kw) as rec:
         for _ in range(3):
             opt.zero_grad()
             out = model(x).to(torch.float64)
@@ -164,8 +164,8 @@ def training_loop_with_inplace_and_move(engine: str) -> Recording:
 
 
 @scenario
-def folding_past_max_events(engine: str) -> Recording:
-    with tensormagic.track(max_events=50, engine=engine) as rec:
+def folding_past_max_events(engine: str, **kw: Any) -> Recording:
+    with tensormagic.track(max_events=50, engine=engine, **kw) as rec:
         x = torch.zeros(3)
         for _ in range(100):
             x = x + 1
@@ -175,9 +175,9 @@ def folding_past_max_events(engine: str) -> Recording:
 
 
 @scenario
-def stats_on(engine: str) -> Recording:
+def stats_on(engine: str, **kw: Any) -> Recording:
     torch.manual_seed(0)
-    with tensormagic.track(stats=True, engine=engine) as rec:
+    with tensormagic.track(stats=True, engine=engine, **kw) as rec:
         x = torch.randn(10)
         y = x.exp()
         y.mul_(2)
@@ -185,9 +185,9 @@ def stats_on(engine: str) -> Recording:
 
 
 @scenario
-def failing_block(engine: str) -> Recording:
+def failing_block(engine: str, **kw: Any) -> Recording:
     with pytest.raises(RuntimeError):
-        with tensormagic.track(engine=engine) as rec:
+        with tensormagic.track(engine=engine, **kw) as rec:
             a = torch.ones(2, 3)
             b = a + 1
             a @ b
@@ -195,8 +195,8 @@ def failing_block(engine: str) -> Recording:
 
 
 @scenario
-def tuples_and_lists(engine: str) -> Recording:
-    with tensormagic.track(engine=engine) as rec:
+def tuples_and_lists(engine: str, **kw: Any) -> Recording:
+    with tensormagic.track(engine=engine, **kw) as rec:
         ts = [torch.ones(2), torch.zeros(2)]
         torch._foreach_add_(ts, 1.0)
         c = torch.cat(ts)
@@ -208,7 +208,7 @@ def tuples_and_lists(engine: str) -> Recording:
 
 
 @scenario
-def nested_modules_and_diagnostics(engine: str) -> Recording:
+def nested_modules_and_diagnostics(engine: str, **kw: Any) -> Recording:
     class Block(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -219,7 +219,7 @@ def nested_modules_and_diagnostics(engine: str) -> Recording:
 
     net = nn.Sequential(Block(), Block())
     x = torch.randn(2, 4)
-    with tensormagic.track(engine=engine) as rec:
+    with tensormagic.track(engine=engine, **kw) as rec:
         net(x).sum().backward()
         s = torch.sigmoid(x)
         s.mul_(2)  # sigmoid saved its output: the backward below fails, the diagnostic says why

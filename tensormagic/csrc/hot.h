@@ -7,6 +7,7 @@
  *   slots.c   SlotMaker, SlotDict: the event model's dataclasses built / made into dicts in one call
  *   saved.c   SavedIndex (saved.h): inplace-saved's index of what graphs may have saved
  *   gate.c    what one in-place write needs: its roots, and the write gate before the record hooks
+ *   build.c   EventBuilder: the block's end, the raw records made into the event model's objects
  */
 #ifndef TENSORMAGIC_HOT_H
 #define TENSORMAGIC_HOT_H
@@ -186,6 +187,10 @@ extern PyTypeObject tmh_SlotMakerType, tmh_SlotDictType;
 extern PyTypeObject tmh_SavedIndexType;
 int tmh_saved_init(void);
 int tmh_write_needed(PyObject *gate, Py_ssize_t idx, PyObject *tid, PyObject *t);
+
+/* build.c */
+extern PyTypeObject tmh_EventBuilderType;
+int tmh_build_init(void);
 
 /* record.c (and what tracker.c shares of it) */
 PyObject *tmh_make_meta(Hot *self, PyObject *o);
