@@ -66,11 +66,15 @@ def fast_to_dict(cls: type, kinds: dict[str, int], *, compiled: bool | None = No
         return lambda obj, refs: obj.to_dict(refs=refs)  # type: ignore[no-any-return]
     if SlotDict is None:
         raise ValueError("the compiled SlotDict was not built (no C compiler at install)")
+    return SlotDict(*dict_spec(cls, kinds))  # type: ignore[no-any-return]
+
+
+def dict_spec(cls: type, kinds: dict[str, int]) -> tuple[Any, ...]:
+    """What the compiled ``SlotDict`` and ``LineEncoder`` know of a class written like
+    ``fast_to_dict`` says: (cls, field names, defaults, the no-default marker, kinds)."""
     flds = fields(cls)
     unknown = set(kinds) - {f.name for f in flds}
     if unknown:
         raise ValueError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
     defaults = tuple(_REQUIRED if f.default is MISSING else f.default for f in flds)
-    names = tuple(f.name for f in flds)
-    kind_of = tuple(kinds.get(f.name, PLAIN) for f in flds)
-    return SlotDict(cls, names, defaults, _REQUIRED, kind_of)  # type: ignore[no-any-return]
+    return cls, tuple(f.name for f in flds), defaults, _REQUIRED, tuple(kinds.get(f.name, PLAIN) for f in flds)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from .events import SCHEMA_VERSION, Event, TensorRef
+from .events import SCHEMA_VERSION, Event, GradRecord, TensorRef
 from .recording import Recording, last_refs
 
 FORMAT = "tensormagic-log"
@@ -126,30 +126,67 @@ def cell_records(rec: Recording, key: str) -> Iterator[dict[str, Any]]:
     yield cell_record(rec, key)
 
 
-def cell_lines(rec: Recording, key: str) -> Iterator[bytes]:
+def cell_lines(rec: Recording, key: str, *, compiled: bool | None = None) -> Iterator[bytes]:
     """``cell_records`` encoded, one JSON line each (no newline).  An event's line is the same
     bytes as ``dumps`` of its record, assembled around the event's own encoding: the wrapper is
-    the same for every event of the cell, and a log writes thousands of them."""
+    the same for every event of the cell, and a log writes thousands of them.
+
+    ``compiled`` (the default where it was built and orjson encodes): the events are encoded by
+    ``csrc/encode.c``'s LineEncoder, without their dicts; an event it hands back (statistics,
+    a huge int, a lone surrogate) goes the Python way."""
     refs = ref_dicts()
     head = dumps({"type": "event", "key": key})[:-1] + b',"event":'
     event_dict = _event_dict()
-    for e in rec.events:
-        yield head + dumps(event_dict(e, refs)) + b"}"
+    events = rec.events
+    enc = _line_encoder(compiled)
+    if enc is None:
+        for e in events:
+            yield head + dumps(event_dict(e, refs)) + b"}"
+    else:
+        for start in range(0, len(events), _BATCH):  # a batch at a time: a cell may be large
+            for x in enc.lines(events, start, start + _BATCH, head, b"}"):
+                yield x if type(x) is bytes else head + dumps(event_dict(x, refs)) + b"}"
     yield dumps(cell_record(rec, key))
 
 
+_BATCH = 1000
 _event_dicts: list[Callable[[Event, Callable[[TensorRef], Any]], dict[str, Any]]] = []
+_EVENT_KINDS: dict[str, int] = {}  # Event's fields as to_dict writes them (filled with fastinit's kinds)
 
 
 def _event_dict() -> Callable[[Event, Callable[[TensorRef], Any]], dict[str, Any]]:
     """``Event.to_dict(refs=...)``, compiled where the extension was built (made once)."""
     if not _event_dicts:
-        from .fastinit import DICT, DICTS, REF, REFS, fast_to_dict
+        from .fastinit import fast_to_dict
 
-        kinds = {"tensor": REF, "base": REF, "source_tensor": REF, "inputs": REFS, "aliases": REFS,
-                 "grads": DICTS, "stats": DICT}  # fmt: skip
-        _event_dicts.append(fast_to_dict(Event, kinds))
+        _event_dicts.append(fast_to_dict(Event, _event_kinds()))
     return _event_dicts[0]
+
+
+def _event_kinds() -> dict[str, int]:
+    if not _EVENT_KINDS:
+        from .fastinit import DICT, DICTS, REF, REFS
+
+        _EVENT_KINDS.update(tensor=REF, base=REF, source_tensor=REF, inputs=REFS, aliases=REFS, grads=DICTS, stats=DICT)
+    return _EVENT_KINDS
+
+
+def _line_encoder(compiled: bool | None) -> Any:
+    """A fresh LineEncoder (its TensorRef memo is one cell's), or None for the Python path."""
+    from .fastinit import REF, dict_spec
+
+    try:
+        from ._hotpath import LineEncoder
+    except ImportError:  # built without a C compiler
+        LineEncoder = None  # noqa: N806 - the class's name
+    available = LineEncoder is not None and _orjson is not None  # the stdlib escapes non-ASCII: other bytes
+    if compiled is None:
+        compiled = available
+    if not compiled:
+        return None
+    if not available:
+        raise ValueError("the compiled LineEncoder needs the built extension and orjson")
+    return LineEncoder(dict_spec(Event, _event_kinds()), dict_spec(TensorRef, {}), dict_spec(GradRecord, {"tensor": REF}))
 
 
 def cell_record(rec: Recording, key: str) -> dict[str, Any]:

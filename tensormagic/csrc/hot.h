@@ -8,6 +8,7 @@
  *   saved.c   SavedIndex (saved.h): inplace-saved's index of what graphs may have saved
  *   gate.c    what one in-place write needs: its roots, and the write gate before the record hooks
  *   build.c   EventBuilder: the block's end, the raw records made into the event model's objects
+ *   encode.c  LineEncoder: a cell's event lines for the log, encoded from the events
  */
 #ifndef TENSORMAGIC_HOT_H
 #define TENSORMAGIC_HOT_H
@@ -188,8 +189,8 @@ extern PyTypeObject tmh_SavedIndexType;
 int tmh_saved_init(void);
 int tmh_write_needed(PyObject *gate, Py_ssize_t idx, PyObject *tid, PyObject *t);
 
-/* build.c */
-extern PyTypeObject tmh_EventBuilderType;
+/* build.c, encode.c */
+extern PyTypeObject tmh_EventBuilderType, tmh_LineEncoderType;
 int tmh_build_init(void);
 
 /* record.c (and what tracker.c shares of it) */

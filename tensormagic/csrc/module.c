@@ -396,7 +396,7 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     INTERN(tmh_attr_names[A_RETAINS_GRAD], "retains_grad")
 #undef INTERN
     if (PyType_Ready(&HotType) < 0 || PyType_Ready(&tmh_SlotMakerType) < 0 || PyType_Ready(&tmh_SlotDictType) < 0 ||
-        tmh_saved_init() < 0 || tmh_build_init() < 0)
+        tmh_saved_init() < 0 || tmh_build_init() < 0 || PyType_Ready(&tmh_LineEncoderType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&hotpath_module);
     if (m == NULL) return NULL;
@@ -409,7 +409,8 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     if (PyModule_AddObjectRef(m, "SlotMaker", (PyObject *)&tmh_SlotMakerType) < 0 ||
         PyModule_AddObjectRef(m, "SlotDict", (PyObject *)&tmh_SlotDictType) < 0 ||
         PyModule_AddObjectRef(m, "SavedIndex", (PyObject *)&tmh_SavedIndexType) < 0 ||
-        PyModule_AddObjectRef(m, "EventBuilder", (PyObject *)&tmh_EventBuilderType) < 0) {
+        PyModule_AddObjectRef(m, "EventBuilder", (PyObject *)&tmh_EventBuilderType) < 0 ||
+        PyModule_AddObjectRef(m, "LineEncoder", (PyObject *)&tmh_LineEncoderType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
