@@ -11,18 +11,10 @@
  * escapes non-ASCII text, this does not). */
 #include "hot.h"
 
-enum { K_PLAIN, K_REF, K_REFS, K_DICTS, K_DICT };  /* fastinit.py's kinds, as SlotDict reads them */
-#define MAX_FIELDS 64
-
-/* what the encoder knows of one class: its fields' slots, defaults, kinds and encoded keys */
+/* what the encoder knows of one class: its fields (with their kinds) and their encoded keys */
 typedef struct {
-    PyTypeObject *cls;      /* borrowed: `held` keeps it */
-    PyObject *held;         /* the (cls, names, defaults, required, kinds) tuple given */
-    PyObject *keys;         /* tuple of bytes: ',"name":' per field */
-    PyObject *defaults, *required;
-    Py_ssize_t n;
-    Py_ssize_t offsets[MAX_FIELDS];
-    int kinds[MAX_FIELDS];
+    Fields f;
+    PyObject *keys;  /* tuple of bytes: ',"name":' per field */
 } Spec;
 
 typedef struct {
@@ -142,7 +134,7 @@ static int put_obj(Encoder *self, Buf *b, Spec *s, PyObject *obj);
 
 /* a TensorRef: its encoding from the memo, or encoded now and remembered */
 static int put_ref(Encoder *self, Buf *b, PyObject *r) {
-    if (Py_TYPE(r) != self->ref.cls) return UNSUPPORTED;
+    if (Py_TYPE(r) != self->ref.f.cls) return UNSUPPORTED;
     PyObject *key = PyLong_FromVoidPtr(r);
     if (key == NULL) return -1;
     PyObject *got = PyDict_GetItemWithError(self->memo, key);
@@ -171,7 +163,7 @@ static int put_list(Encoder *self, Buf *b, PyObject *v, Spec *sub) {
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); i++) {
         if (i && put(b, ",", 1) < 0) return -1;
         PyObject *x = PyTuple_GET_ITEM(v, i);
-        int rc = sub == NULL ? put_ref(self, b, x) : Py_TYPE(x) == sub->cls ? put_obj(self, b, sub, x) : UNSUPPORTED;
+        int rc = sub == NULL ? put_ref(self, b, x) : Py_TYPE(x) == sub->f.cls ? put_obj(self, b, sub, x) : UNSUPPORTED;
         if (rc) return rc;
     }
     return put(b, "]", 1);
@@ -181,11 +173,11 @@ static int put_list(Encoder *self, Buf *b, PyObject *v, Spec *sub) {
 static int put_obj(Encoder *self, Buf *b, Spec *s, PyObject *obj) {
     int first = 1;
     if (put(b, "{", 1) < 0) return -1;
-    for (Py_ssize_t i = 0; i < s->n; i++) {
-        PyObject *v = *(PyObject **)((char *)obj + s->offsets[i]);
+    for (Py_ssize_t i = 0; i < s->f.n; i++) {
+        PyObject *v = *(PyObject **)((char *)obj + s->f.offsets[i]);
         if (v == NULL) return UNSUPPORTED;  /* the Python path raises its own AttributeError */
-        PyObject *d = PyTuple_GET_ITEM(s->defaults, i);
-        if (d != s->required) {
+        PyObject *d = PyTuple_GET_ITEM(s->f.defaults, i);
+        if (d != s->f.required) {
             /* as SlotDict decides (by ==); nothing the model holds equals None but None */
             int same = v == d ? 1 : d == Py_None ? 0 : PyObject_RichCompareBool(v, d, Py_EQ);
             if (same < 0) return -1;
@@ -195,11 +187,11 @@ static int put_obj(Encoder *self, Buf *b, Spec *s, PyObject *obj) {
         if (put(b, PyBytes_AS_STRING(key) + first, PyBytes_GET_SIZE(key) - first) < 0) return -1;
         first = 0;
         int rc;
-        switch (s->kinds[i]) {
-            case K_REF: rc = put_ref(self, b, v); break;
-            case K_REFS: rc = put_list(self, b, v, NULL); break;
-            case K_DICTS: rc = put_list(self, b, v, &self->grad); break;
-            case K_DICT: rc = UNSUPPORTED; break;  /* statistics: rare, and floats of any size */
+        switch (s->f.kinds[i]) {
+            case TMH_K_REF: rc = put_ref(self, b, v); break;
+            case TMH_K_REFS: rc = put_list(self, b, v, NULL); break;
+            case TMH_K_DICTS: rc = put_list(self, b, v, &self->grad); break;
+            case TMH_K_DICT: rc = UNSUPPORTED; break;  /* statistics: rare, and floats of any size */
             default: rc = put_plain(b, v);
         }
         if (rc) return rc;
@@ -207,53 +199,33 @@ static int put_obj(Encoder *self, Buf *b, Spec *s, PyObject *obj) {
     return put(b, "}", 1);
 }
 
-/* Spec from (cls, names, defaults, required, kinds), as fastinit.fast_to_dict gives SlotDict */
+/* Spec from (cls, names, defaults, required, kinds), as fastinit.dict_spec gives it */
 static int spec_init(Spec *s, PyObject *t) {
-    PyTypeObject *cls;
-    PyObject *names, *defaults, *required, *kinds;
-    if (!PyArg_ParseTuple(t, "O!O!O!OO!:LineEncoder spec", &PyType_Type, &cls, &PyTuple_Type, &names, &PyTuple_Type,
-                          &defaults, &required, &PyTuple_Type, &kinds))
-        return -1;
-    Py_ssize_t n = PyTuple_GET_SIZE(names);
-    if (n < 1 || n > MAX_FIELDS || PyTuple_GET_SIZE(defaults) != n || PyTuple_GET_SIZE(kinds) != n) {
-        PyErr_SetString(PyExc_ValueError, "LineEncoder: 1 to 64 fields, with one default and one kind each");
+    if (!PyTuple_Check(t)) {
+        PyErr_SetString(PyExc_TypeError, "LineEncoder: each spec is fastinit.dict_spec's tuple");
         return -1;
     }
-    if ((s->keys = PyTuple_New(n)) == NULL) return -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *name = PyTuple_GET_ITEM(names, i);
-        long k = PyLong_Check(PyTuple_GET_ITEM(kinds, i)) ? PyLong_AsLong(PyTuple_GET_ITEM(kinds, i)) : -1;
-        Py_ssize_t off = PyUnicode_Check(name) ? tmh_member_offset(cls, name) : 0;
-        if (off <= 0 || k < K_PLAIN || k > K_DICT) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "LineEncoder: %R is not an object slot of %s, or has an unknown kind",
-                             name, cls->tp_name);
-            return -1;
-        }
-        const char *u = PyUnicode_AsUTF8(name);
-        PyObject *key = u == NULL ? NULL : PyBytes_FromFormat(",\"%s\":", u);  /* identifiers: nothing to escape */
+    if (tmh_fields_init(&s->f, "LineEncoder", t, NULL, 1) < 0 || (s->keys = PyTuple_New(s->f.n)) == NULL) return -1;
+    for (Py_ssize_t i = 0; i < s->f.n; i++) {
+        const char *u = PyUnicode_AsUTF8(PyTuple_GET_ITEM(s->f.names, i));
+        PyObject *key = u == NULL ? NULL : PyBytes_FromFormat(",\"%s\":", u);  /* slot names: nothing to escape */
         if (key == NULL) return -1;
         PyTuple_SET_ITEM(s->keys, i, key);
-        s->offsets[i] = off;
-        s->kinds[i] = (int)k;
     }
-    s->cls = cls;
-    s->held = Py_NewRef(t);
-    s->defaults = defaults;  /* borrowed from `held` */
-    s->required = required;
-    s->n = n;
     return 0;
 }
 
 static void spec_clear(Spec *s) {
-    Py_CLEAR(s->held);
+    tmh_fields_clear(&s->f);
     Py_CLEAR(s->keys);
 }
 
 static int enc_traverse(Encoder *self, visitproc visit, void *arg) {
-    Py_VISIT(self->event.held);
-    Py_VISIT(self->ref.held);
-    Py_VISIT(self->grad.held);
+    Spec *specs[] = {&self->event, &self->ref, &self->grad};
+    for (int i = 0; i < 3; i++) {
+        int rc = tmh_fields_traverse(&specs[i]->f, visit, arg);
+        if (rc) return rc;
+    }
     Py_VISIT(self->memo);
     return 0;
 }
@@ -269,6 +241,9 @@ static int enc_clear(Encoder *self) {
 static void enc_dealloc(Encoder *self) {
     PyObject_GC_UnTrack(self);
     enc_clear(self);
+    tmh_fields_free(&self->event.f);
+    tmh_fields_free(&self->ref.f);
+    tmh_fields_free(&self->grad.f);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -308,7 +283,7 @@ static PyObject *enc_lines(Encoder *self, PyObject *const *a, Py_ssize_t n) {
         PyObject *e = PyTuple_GET_ITEM(events, i), *line = NULL;
         b.n = 0;
         int rc = put(&b, PyBytes_AS_STRING(head), PyBytes_GET_SIZE(head));
-        if (rc == 0) rc = Py_TYPE(e) == self->event.cls ? put_obj(self, &b, &self->event, e) : UNSUPPORTED;
+        if (rc == 0) rc = Py_TYPE(e) == self->event.f.cls ? put_obj(self, &b, &self->event, e) : UNSUPPORTED;
         if (rc == 0) rc = put(&b, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail));
         if (rc == 0) line = PyBytes_FromStringAndSize(b.p, b.n);
         else if (rc == UNSUPPORTED) line = Py_NewRef(e);

@@ -181,8 +181,24 @@ PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *
 int tmh_entry_alive(PyObject *ids, PyObject *key, PyObject *tid, PyObject **obj);
 PyObject *tmh_live_tensors(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 
-/* slots.c */
+/* slots.c: SlotMaker, SlotDict, and what they (and encode.c) know of a slotted dataclass */
 extern PyTypeObject tmh_SlotMakerType, tmh_SlotDictType;
+/* how a field is written, as fastinit.py numbers them: the value; a TensorRef; a tuple of them; a
+ * tuple of objects with their own to_dict(refs=); an object with its own to_dict() */
+enum { TMH_K_PLAIN, TMH_K_REF, TMH_K_REFS, TMH_K_DICTS, TMH_K_DICT, TMH_K_LAST = TMH_K_DICT };
+typedef struct {
+    PyTypeObject *cls;
+    PyObject *names;     /* tuple of the field names, in order */
+    PyObject *defaults;  /* tuple: a field's default, or `required` for none */
+    PyObject *required;  /* the marker object for "no default" */
+    Py_ssize_t *offsets;
+    int *kinds;          /* NULL where the kinds were not asked for */
+    Py_ssize_t n;
+} Fields;
+int tmh_fields_init(Fields *f, const char *who, PyObject *args, PyObject *kw, int with_kinds);
+int tmh_fields_traverse(Fields *f, visitproc visit, void *arg);
+void tmh_fields_clear(Fields *f);
+void tmh_fields_free(Fields *f);
 
 /* saved.c, gate.c */
 extern PyTypeObject tmh_SavedIndexType;

@@ -8,17 +8,8 @@
  * hashable (tests/test_fastinit.py compares them). */
 #include "hot.h"
 
-/* What both types know of the class: its fields' names, defaults and slot offsets. */
-typedef struct {
-    PyTypeObject *cls;
-    PyObject *names;     /* tuple of the field names (interned strings), in order */
-    PyObject *defaults;  /* tuple: a field's default, or `required` for none */
-    PyObject *required;  /* the marker object for "no default" */
-    Py_ssize_t *offsets;
-    Py_ssize_t n;
-} Fields;
-
-static int fields_traverse(Fields *f, visitproc visit, void *arg) {
+/* What SlotMaker, SlotDict and encode.c's LineEncoder know of a class: Fields (hot.h). */
+int tmh_fields_traverse(Fields *f, visitproc visit, void *arg) {
     Py_VISIT(f->cls);
     Py_VISIT(f->names);
     Py_VISIT(f->defaults);
@@ -26,30 +17,37 @@ static int fields_traverse(Fields *f, visitproc visit, void *arg) {
     return 0;
 }
 
-static void fields_clear(Fields *f) {
+void tmh_fields_clear(Fields *f) {
     Py_CLEAR(f->cls);
     Py_CLEAR(f->names);
     Py_CLEAR(f->defaults);
     Py_CLEAR(f->required);
 }
 
-/* Fill `f` from the constructor's arguments (cls, names, defaults, required[, kinds]): every name
- * an object slot of cls, each once.  0, or -1 with an exception (f then holds nothing). */
-static int fields_init(Fields *f, const char *who, PyObject *args, PyObject *kw, PyObject **kinds) {
+void tmh_fields_free(Fields *f) {
+    PyMem_Free(f->offsets);
+    PyMem_Free(f->kinds);
+    f->offsets = NULL, f->kinds = NULL;
+}
+
+/* Fill `f` from (cls, names, defaults, required[, kinds]) (with_kinds: the kinds too, each
+ * 0..TMH_K_LAST): every name an object slot of cls, each once.  0, or -1 with an exception (f then
+ * holds nothing). */
+int tmh_fields_init(Fields *f, const char *who, PyObject *args, PyObject *kw, int with_kinds) {
     PyTypeObject *cls;
-    PyObject *names, *defaults, *required;
+    PyObject *names, *defaults, *required, *kinds = NULL;
     if (kw != NULL && PyDict_GET_SIZE(kw) > 0) {
         PyErr_Format(PyExc_TypeError, "%s takes positional arguments only", who);
         return -1;
     }
-    int ok = kinds == NULL
+    int ok = !with_kinds
                  ? PyArg_ParseTuple(args, "O!O!O!O", &PyType_Type, &cls, &PyTuple_Type, &names, &PyTuple_Type,
                                     &defaults, &required)
                  : PyArg_ParseTuple(args, "O!O!O!OO!", &PyType_Type, &cls, &PyTuple_Type, &names, &PyTuple_Type,
-                                    &defaults, &required, &PyTuple_Type, kinds);
+                                    &defaults, &required, &PyTuple_Type, &kinds);
     if (!ok) return -1;
     Py_ssize_t n = PyTuple_GET_SIZE(names);
-    if (n == 0 || n > 64 || PyTuple_GET_SIZE(defaults) != n || (kinds != NULL && PyTuple_GET_SIZE(*kinds) != n)) {
+    if (n == 0 || n > 64 || PyTuple_GET_SIZE(defaults) != n || (kinds != NULL && PyTuple_GET_SIZE(kinds) != n)) {
         PyErr_Format(PyExc_ValueError, "%s: 1 to 64 fields, one default (or the marker) each%s", who,
                      kinds != NULL ? " and one kind" : "");
         return -1;
@@ -59,7 +57,10 @@ static int fields_init(Fields *f, const char *who, PyObject *args, PyObject *kw,
         return -1;
     }
     Py_ssize_t *offsets = PyMem_Malloc(sizeof(Py_ssize_t) * n);
-    if (offsets == NULL) {
+    int *kind_of = kinds != NULL ? PyMem_Malloc(sizeof(int) * n) : NULL;
+    if (offsets == NULL || (kinds != NULL && kind_of == NULL)) {
+        PyMem_Free(offsets);
+        PyMem_Free(kind_of);
         PyErr_NoMemory();
         return -1;
     }
@@ -68,19 +69,31 @@ static int fields_init(Fields *f, const char *who, PyObject *args, PyObject *kw,
         Py_ssize_t off = PyUnicode_Check(name) ? tmh_member_offset(cls, name) : 0;
         for (Py_ssize_t j = 0; off > 0 && j < i; j++)
             if (offsets[j] == off) off = 0;
-        if (off == 0) {
+        long k = 0;
+        if (kinds != NULL) {
+            PyObject *ko = PyTuple_GET_ITEM(kinds, i);
+            k = PyLong_Check(ko) ? PyLong_AsLong(ko) : -1;
+        }
+        if (off == 0 || k < 0 || k > TMH_K_LAST) {
             PyMem_Free(offsets);
-            PyErr_Format(PyExc_TypeError, "%s: %R is not an object slot of %s, or is given twice", who, name,
-                         cls->tp_name);
+            PyMem_Free(kind_of);
+            if (PyErr_Occurred()) return -1;
+            if (off == 0)
+                PyErr_Format(PyExc_TypeError, "%s: %R is not an object slot of %s, or is given twice", who, name,
+                             cls->tp_name);
+            else
+                PyErr_Format(PyExc_ValueError, "%s: unknown kind %R for %R", who, PyTuple_GET_ITEM(kinds, i), name);
             return -1;
         }
         offsets[i] = off;
+        if (kind_of != NULL) kind_of[i] = (int)k;
     }
     f->cls = (PyTypeObject *)Py_NewRef(cls);
     f->names = Py_NewRef(names);
     f->defaults = Py_NewRef(defaults);
     f->required = Py_NewRef(required);
     f->offsets = offsets;
+    f->kinds = kind_of;
     f->n = n;
     return 0;
 }
@@ -92,17 +105,17 @@ typedef struct {
     Fields f;
 } SlotMaker;
 
-static int maker_traverse(SlotMaker *self, visitproc visit, void *arg) { return fields_traverse(&self->f, visit, arg); }
+static int maker_traverse(SlotMaker *self, visitproc visit, void *arg) { return tmh_fields_traverse(&self->f, visit, arg); }
 
 static int maker_clear(SlotMaker *self) {
-    fields_clear(&self->f);
+    tmh_fields_clear(&self->f);
     return 0;
 }
 
 static void maker_dealloc(SlotMaker *self) {
     PyObject_GC_UnTrack(self);
     maker_clear(self);
-    PyMem_Free(self->f.offsets);
+    tmh_fields_free(&self->f);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -164,7 +177,7 @@ static PyObject *maker_vectorcall(SlotMaker *self, PyObject *const *args, size_t
 static PyObject *maker_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     SlotMaker *self = (SlotMaker *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
-    if (fields_init(&self->f, "SlotMaker", args, kw, NULL) < 0) {
+    if (tmh_fields_init(&self->f, "SlotMaker", args, kw, 0) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -192,29 +205,25 @@ PyTypeObject tmh_SlotMakerType = {
  *   0 the value;  1 refs(value);  2 [refs(x) for x in value];
  *   3 [x.to_dict(refs=refs) for x in value];  4 value.to_dict()
  * (tests/test_fastinit.py holds it equal to Event.to_dict, key order included). */
-enum { K_PLAIN, K_REF, K_REFS, K_DICTS, K_DICT };
-
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    Fields f;
-    int *kinds;
+    Fields f;  /* with its kinds */
 } SlotDict;
 
 static PyObject *s_to_dict, *s_refs;  /* interned "to_dict", "refs" */
 
-static int sd_traverse(SlotDict *self, visitproc visit, void *arg) { return fields_traverse(&self->f, visit, arg); }
+static int sd_traverse(SlotDict *self, visitproc visit, void *arg) { return tmh_fields_traverse(&self->f, visit, arg); }
 
 static int sd_clear(SlotDict *self) {
-    fields_clear(&self->f);
+    tmh_fields_clear(&self->f);
     return 0;
 }
 
 static void sd_dealloc(SlotDict *self) {
     PyObject_GC_UnTrack(self);
     sd_clear(self);
-    PyMem_Free(self->f.offsets);
-    PyMem_Free(self->kinds);
+    tmh_fields_free(&self->f);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -227,7 +236,7 @@ static PyObject *map_list(PyObject *seq, PyObject *refs, int kind) {
     if (out == NULL) { Py_DECREF(fast); return NULL; }
     for (Py_ssize_t j = 0; j < m; j++) {
         PyObject *x = PySequence_Fast_GET_ITEM(fast, j), *y;
-        if (kind == K_REFS) {
+        if (kind == TMH_K_REFS) {
             y = PyObject_CallOneArg(refs, x);
         } else {
             PyObject *meth = PyObject_GetAttr(x, s_to_dict);
@@ -271,10 +280,10 @@ static PyObject *sd_vectorcall(SlotDict *self, PyObject *const *args, size_t nar
             if (same) continue;
         }
         PyObject *w;
-        switch (self->kinds[i]) {
-            case K_REF: w = PyObject_CallOneArg(refs, v); break;
-            case K_REFS: case K_DICTS: w = map_list(v, refs, self->kinds[i]); break;
-            case K_DICT: w = PyObject_CallMethodNoArgs(v, s_to_dict); break;
+        switch (self->f.kinds[i]) {
+            case TMH_K_REF: w = PyObject_CallOneArg(refs, v); break;
+            case TMH_K_REFS: case TMH_K_DICTS: w = map_list(v, refs, self->f.kinds[i]); break;
+            case TMH_K_DICT: w = PyObject_CallMethodNoArgs(v, s_to_dict); break;
             default: w = Py_NewRef(v);
         }
         if (w == NULL) goto fail;
@@ -295,27 +304,11 @@ static PyObject *sd_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         return NULL;
     SlotDict *self = (SlotDict *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
-    PyObject *kinds;
-    if (fields_init(&self->f, "SlotDict", args, kw, &kinds) < 0) {
+    if (tmh_fields_init(&self->f, "SlotDict", args, kw, 1) < 0) {
         Py_DECREF(self);
         return NULL;
     }
     self->vectorcall = (vectorcallfunc)sd_vectorcall;
-    if ((self->kinds = PyMem_Malloc(sizeof(int) * self->f.n)) == NULL) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < self->f.n; i++) {
-        PyObject *k = PyTuple_GET_ITEM(kinds, i);
-        long v = PyLong_Check(k) ? PyLong_AsLong(k) : -1;
-        if (v < K_PLAIN || v > K_DICT) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_ValueError, "SlotDict: unknown kind %R for %R", k, PyTuple_GET_ITEM(self->f.names, i));
-            Py_DECREF(self);
-            return NULL;
-        }
-        self->kinds[i] = (int)v;
-    }
     return (PyObject *)self;
 }
 
