@@ -12,8 +12,9 @@ setup(
             "tensormagic._hotpath",
             ["tensormagic/csrc/module.c", "tensormagic/csrc/lookup.c", "tensormagic/csrc/record.c",
              "tensormagic/csrc/tracker.c", "tensormagic/csrc/slots.c", "tensormagic/csrc/saved.c",
-             "tensormagic/csrc/gate.c", "tensormagic/csrc/build.c", "tensormagic/csrc/encode.c"],
-            depends=["tensormagic/csrc/hot.h", "tensormagic/csrc/saved.h"],
+             "tensormagic/csrc/gate.c", "tensormagic/csrc/build.c", "tensormagic/csrc/snapshots.c",
+             "tensormagic/csrc/encode.c"],
+            depends=["tensormagic/csrc/hot.h", "tensormagic/csrc/saved.h", "tensormagic/csrc/build.h"],
             optional=True,
         )
     ]

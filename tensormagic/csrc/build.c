@@ -1,4 +1,4 @@
-/* EventBuilder: build.py's _python_events and _Refs.ref in C, for the block's end.
+/* EventBuilder: build.py's _python_events in C, for the block's end.
  *
  * A block's events are made from its raw records the first time someone reads them (a log writes
  * every cell's; the panel and the report read them): one Event per record and a TensorRef per new
@@ -6,36 +6,16 @@
  * order, sharing the same TensorRefs (tests/test_build_twins.py holds the two equal, object sharing
  * included).  What it leaves to Python: a move's fields and a NumPy record's (other_kw), the note
  * of a tensor seen without an op (seen_note), an unknown op's name from its line (call_name), and
- * every cache miss of the place, module, dtype and device lookups. */
-#include "hot.h"
+ * every cache miss of the place, module, dtype and device lookups.  Its TensorRefs (_Refs.ref and
+ * the fields made of them) are in snapshots.c. */
+#include "build.h"
 
-/* the Event fields the loop sets, found by name in event_fields at construction */
-enum { F_SEQ, F_KIND, F_OP, F_TENSOR, F_LINE, F_SOURCE, F_CELL, F_FILE, F_MODULE, F_TIME_US, F_INPUTS, F_ORIGIN,
-       F_BASE, F_VERSION_BEFORE, F_VERSION_AFTER, F_ALIASES, F_GRADS, F_STATS, F_NOTE, N_FIELDS };
 static const char *field_names[N_FIELDS] = {
     "seq", "kind", "op", "tensor", "line", "source", "cell", "file", "module", "time_us", "inputs", "origin",
     "base", "version_before", "version_after", "aliases", "grads", "stats", "note"};
 #define MAX_EVENT_FIELDS 64
 
-#define BUILDER_FIELDS(X) \
-    X(tensors) X(names) X(state) X(merged) X(stats_at) X(place) X(place_cache) X(module_of) X(module_cache) \
-    X(dtype) X(dtype_names) X(device) X(device_names) X(ref_maker) X(grad_maker) X(event_maker) X(event_fields) X(event_defaults) \
-    X(seen_note) X(call_name) X(by_storage) X(other_kw)
-
-typedef struct {
-    PyObject_HEAD
-#define DECL(f) PyObject *f;
-    BUILDER_FIELDS(DECL)
-#undef DECL
-    /* _Refs' caches: tid -> the meta last looked up, and its TensorRef; (tid, id(meta)) -> TensorRef */
-    PyObject *cache_meta, *cache_ref, *older;
-    PyObject *storages;   /* _by_storage(tr), made at the first in-place record */
-    PyObject *op_of_src;  /* call_name(src) or "(no visible op)", per source line */
-    Py_ssize_t n_event_fields;
-    Py_ssize_t at[N_FIELDS];  /* where each field sits in Event's positional arguments */
-} Builder;
-
-static PyObject *s_seen, *s_backward, *s_no_op, *s_question, *s_empty_tuple;
+static PyObject *s_seen, *s_backward, *s_no_op, *s_question;
 
 static int b_traverse(Builder *self, visitproc visit, void *arg) {
 #define VISIT(f) Py_VISIT(self->f);
@@ -67,174 +47,12 @@ static void b_dealloc(Builder *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* d[key], or fallback(key) when d has no entry (the fallback fills d: build.py's caches); new ref */
-static PyObject *cached(PyObject *d, PyObject *key, PyObject *fallback) {
-    PyObject *v = PyDict_GetItemWithError(d, key);
-    if (v != NULL) return Py_NewRef(v);
-    if (PyErr_Occurred()) return NULL;
-    return PyObject_CallOneArg(fallback, key);
-}
-
-/* d[key] as Python's subscript would: KeyError when missing; borrowed */
-static PyObject *item(PyObject *d, PyObject *key) {
-    PyObject *v = PyDict_GetItemWithError(d, key);
-    if (v == NULL && !PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
-    return v;
-}
-
-/* _Refs.ref(tid, meta): the TensorRef of a tensor at one metadata snapshot; new reference */
-static PyObject *b_ref(Builder *self, PyObject *tid, PyObject *meta) {
-    PyObject *m = PyDict_GetItemWithError(self->cache_meta, tid);
-    if (m == meta) return Py_NewRef(PyDict_GetItemWithError(self->cache_ref, tid));
-    if (PyErr_Occurred()) return NULL;
-    PyObject *r = NULL, *key = NULL, *mid = PyLong_FromVoidPtr(meta);
-    if (mid == NULL || (key = PyTuple_Pack(2, tid, mid)) == NULL) goto done;
-    r = Py_XNewRef(PyDict_GetItemWithError(self->older, key));
-    if (r == NULL) {
-        if (PyErr_Occurred()) goto done;
-        if (!PyTuple_Check(meta) || PyTuple_GET_SIZE(meta) < 6) {
-            PyErr_SetString(PyExc_TypeError, "tensormagic: a metadata snapshot is a 6-tuple");
-            goto done;
-        }
-        PyObject *info = PyDict_GetItemWithError(self->tensors, tid), *sid = Py_None, *names;
-        if (info == NULL && PyErr_Occurred()) goto done;
-        if (info != NULL && (sid = PySequence_GetItem(info, 2)) == NULL) goto done;
-        if (info == NULL) Py_INCREF(sid);
-        if ((names = PyDict_GetItemWithError(self->names, tid)) == NULL && PyErr_Occurred()) {
-            Py_DECREF(sid);
-            goto done;
-        }
-        PyObject *gf = PyTuple_GET_ITEM(meta, 4);
-        PyObject *args[10] = {
-            PyUnicode_FromFormat("t%S", tid), sid == Py_None ? Py_NewRef(Py_None) : PyUnicode_FromFormat("s%S", sid),
-            Py_NewRef(names != NULL ? names : s_empty_tuple), PySequence_Tuple(PyTuple_GET_ITEM(meta, 0)),
-            cached(self->dtype_names, PyTuple_GET_ITEM(meta, 1), self->dtype),
-            cached(self->device_names, PyTuple_GET_ITEM(meta, 2), self->device), NULL,
-            Py_NewRef(gf == Py_None ? Py_True : Py_False), Py_NewRef(gf), PyNumber_Long(PyTuple_GET_ITEM(meta, 5))};
-        Py_DECREF(sid);
-        int rg = PyObject_IsTrue(PyTuple_GET_ITEM(meta, 3));
-        if (rg >= 0) args[6] = Py_NewRef(rg ? Py_True : Py_False);
-        int ok = 1;
-        for (int i = 0; i < 10; i++) ok = ok && args[i] != NULL;
-        /* positional, in TensorRef's field order: id, storage_id, names, shape, dtype, device,
-         * requires_grad, is_leaf, grad_fn, version */
-        if (ok) r = PyObject_Vectorcall(self->ref_maker, args, 10, NULL);
-        for (int i = 0; i < 10; i++) Py_XDECREF(args[i]);
-        if (r == NULL || PyDict_SetItem(self->older, key, r) < 0) goto done;
-    }
-    if (PyDict_SetItem(self->cache_meta, tid, meta) < 0 || PyDict_SetItem(self->cache_ref, tid, r) < 0) Py_CLEAR(r);
-done:
-    Py_XDECREF(mid);
-    Py_XDECREF(key);
-    if (PyErr_Occurred()) Py_CLEAR(r);
-    return r;
-}
-
 static PyObject *b_ref_method(Builder *self, PyObject *const *a, Py_ssize_t n) {
     if (n != 2) {
         PyErr_SetString(PyExc_TypeError, "EventBuilder.ref(tid, meta)");
         return NULL;
     }
-    return b_ref(self, a[0], a[1]);
-}
-
-/* the TensorRefs of the ids that have a snapshot so far (ref_all), as a tuple */
-static PyObject *ref_all(Builder *self, PyObject *ids, Py_ssize_t from) {
-    PyObject *fast = PySequence_Fast(ids, "tensormagic: a record's input ids");
-    if (fast == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast), k = 0;
-    PyObject *out = PyTuple_New(n > from ? n - from : 0);
-    for (Py_ssize_t j = from; out != NULL && j < n; j++) {
-        PyObject *t = PySequence_Fast_GET_ITEM(fast, j), *m = PyDict_GetItemWithError(self->state, t), *r;
-        if (m == NULL) {
-            if (PyErr_Occurred()) Py_CLEAR(out);
-            continue;
-        }
-        if ((r = b_ref(self, t, m)) == NULL) Py_CLEAR(out);
-        else PyTuple_SET_ITEM(out, k++, r);
-    }
-    Py_DECREF(fast);
-    if (out != NULL && k < PyTuple_GET_SIZE(out) && _PyTuple_Resize(&out, k) < 0) return NULL;
-    return out;
-}
-
-/* _aliases: the other tensors on the written tensor's storage, as they were at record idx */
-static PyObject *aliases(Builder *self, PyObject *tid, Py_ssize_t idx) {
-    if (self->storages == NULL && (self->storages = PyObject_CallNoArgs(self->by_storage)) == NULL) return NULL;
-    PyObject *info = item(self->tensors, tid), *sid;
-    if (info == NULL || (sid = PySequence_GetItem(info, 2)) == NULL) return NULL;
-    PyObject *same = sid == Py_None ? NULL : PyDict_GetItemWithError(self->storages, sid);
-    Py_DECREF(sid);
-    if (same == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(s_empty_tuple);
-    PyObject *out = PyList_New(0);
-    PyObject *fast = out == NULL ? NULL : PySequence_Fast(same, "tensormagic: a storage's tensors");
-    Py_ssize_t n = fast == NULL ? 0 : PySequence_Fast_GET_SIZE(fast);
-    for (Py_ssize_t j = 0; fast != NULL && j < n; j++) {
-        PyObject *pair = PySequence_Fast_GET_ITEM(fast, j), *other, *oinfo, *first, *m;
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_TypeError, "tensormagic: a storage's tensors are (tid, entry) pairs");
-            break;
-        }
-        other = PyTuple_GET_ITEM(pair, 0);
-        oinfo = PyTuple_GET_ITEM(pair, 1);
-        int same_tid = PyObject_RichCompareBool(other, tid, Py_EQ), merged;
-        if (same_tid < 0 || (!same_tid && (merged = PySet_Contains(self->merged, other)) < 0)) break;
-        if (same_tid || merged) continue;
-        if ((first = PySequence_GetItem(oinfo, 3)) == NULL) break;
-        Py_ssize_t f = first == Py_None ? -1 : PyLong_AsSsize_t(first);
-        Py_DECREF(first);
-        if (f == -1 && PyErr_Occurred()) break;
-        if (f > idx) continue;
-        if ((m = PyDict_GetItemWithError(self->state, other)) == NULL) {
-            if (PyErr_Occurred() || (m = PySequence_GetItem(oinfo, 1)) == NULL) break;
-        } else {
-            Py_INCREF(m);
-        }
-        PyObject *r = b_ref(self, other, m);
-        Py_DECREF(m);
-        if (r == NULL || PyList_Append(out, r) < 0) {
-            Py_XDECREF(r);
-            break;
-        }
-        Py_DECREF(r);
-    }
-    Py_XDECREF(fast);
-    PyObject *tup = out != NULL && !PyErr_Occurred() ? PyList_AsTuple(out) : NULL;
-    Py_XDECREF(out);
-    return tup;
-}
-
-/* a backward record's GradRecords: one per (leaf id, leaf meta, accumulated, gradient id) */
-static PyObject *grads(Builder *self, PyObject *extra) {
-    PyObject *fast = PySequence_Fast(extra, "tensormagic: a backward record's gradients");
-    if (fast == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    PyObject *out = PyTuple_New(n);
-    for (Py_ssize_t j = 0; out != NULL && j < n; j++) {
-        PyObject *g = PySequence_Fast_GET_ITEM(fast, j), *ginfo, *gmeta = NULL, *x = NULL;
-        if (!PyTuple_Check(g) || PyTuple_GET_SIZE(g) != 4) {
-            PyErr_SetString(PyExc_TypeError, "tensormagic: a gradient is (leaf id, leaf meta, accumulated, id)");
-        } else if ((ginfo = item(self->tensors, PyTuple_GET_ITEM(g, 3))) != NULL &&
-                   (gmeta = PySequence_GetItem(ginfo, 1)) != NULL) {
-            if (!PyTuple_Check(gmeta) || PyTuple_GET_SIZE(gmeta) < 2) {
-                PyErr_SetString(PyExc_TypeError, "tensormagic: a metadata snapshot is a 6-tuple");
-            } else {
-                /* positional, in GradRecord's field order: tensor, shape, dtype, accumulated, grad_id */
-                PyObject *args[5] = {b_ref(self, PyTuple_GET_ITEM(g, 0), PyTuple_GET_ITEM(g, 1)),
-                                     PySequence_Tuple(PyTuple_GET_ITEM(gmeta, 0)),
-                                     cached(self->dtype_names, PyTuple_GET_ITEM(gmeta, 1), self->dtype),
-                                     Py_NewRef(PyTuple_GET_ITEM(g, 2)),
-                                     PyUnicode_FromFormat("t%S", PyTuple_GET_ITEM(g, 3))};
-                if (args[0] && args[1] && args[2] && args[4]) x = PyObject_Vectorcall(self->grad_maker, args, 5, NULL);
-                for (int i = 0; i < 5; i++) Py_XDECREF(args[i]);
-            }
-            Py_DECREF(gmeta);
-        }
-        if (x == NULL) Py_CLEAR(out);
-        else PyTuple_SET_ITEM(out, j, x);
-    }
-    Py_DECREF(fast);
-    return out;
+    return tmh_b_ref(self, a[0], a[1]);
 }
 
 /* the op a "seen" create without one is shown under: its line's call, or "(no visible op)" */
@@ -262,7 +80,7 @@ static int kind_fields(Builder *self, PyObject *rec, Py_ssize_t i, PyObject **va
             }
             ids = PyTuple_GET_ITEM(extra, 0), origin = PyTuple_GET_ITEM(extra, 1), note = PyTuple_GET_ITEM(extra, 2);
         }
-        if ((vals[at[F_INPUTS]] = ref_all(self, ids, 0)) == NULL) return -1;
+        if ((vals[at[F_INPUTS]] = tmh_ref_all(self, ids, 0)) == NULL) return -1;
         if (origin == NULL) return 0;  /* "op": the default */
         vals[at[F_ORIGIN]] = Py_NewRef(origin);
         if (tmh_same_str(origin, s_seen)) {
@@ -273,8 +91,8 @@ static int kind_fields(Builder *self, PyObject *rec, Py_ssize_t i, PyObject **va
         return 0;
     }
     if (tmh_same_str(kind, tmh_s_view)) {
-        PyObject *m = item(self->state, extra);
-        return m == NULL || (vals[at[F_BASE]] = b_ref(self, extra, m)) == NULL ? -1 : 0;
+        PyObject *m = tmh_item(self->state, extra);
+        return m == NULL || (vals[at[F_BASE]] = tmh_b_ref(self, extra, m)) == NULL ? -1 : 0;
     }
     if (tmh_same_str(kind, tmh_s_inplace)) {
         if (!PyTuple_Check(extra) || PyTuple_GET_SIZE(extra) < 1 || !PyTuple_Check(meta) || PyTuple_GET_SIZE(meta) < 6) {
@@ -283,11 +101,11 @@ static int kind_fields(Builder *self, PyObject *rec, Py_ssize_t i, PyObject **va
         }
         vals[at[F_VERSION_BEFORE]] = Py_NewRef(PyTuple_GET_ITEM(extra, 0));
         if ((vals[at[F_VERSION_AFTER]] = PyNumber_Long(PyTuple_GET_ITEM(meta, 5))) == NULL ||
-            (vals[at[F_INPUTS]] = ref_all(self, extra, 1)) == NULL || (vals[at[F_ALIASES]] = aliases(self, tid, i)) == NULL)
+            (vals[at[F_INPUTS]] = tmh_ref_all(self, extra, 1)) == NULL || (vals[at[F_ALIASES]] = tmh_aliases(self, tid, i)) == NULL)
             return -1;
         return 0;
     }
-    if (tmh_same_str(kind, s_backward)) return (vals[at[F_GRADS]] = grads(self, extra)) == NULL ? -1 : 0;
+    if (tmh_same_str(kind, s_backward)) return (vals[at[F_GRADS]] = tmh_grads(self, extra)) == NULL ? -1 : 0;
     /* a move, a NumPy record: build.py's _other_kw, as keyword fields */
     PyObject *args[2] = {(PyObject *)self, rec}, *kw = PyObject_Vectorcall(self->other_kw, args, 2, NULL), *k, *v;
     if (kw == NULL) return -1;
@@ -321,7 +139,7 @@ static PyObject *event(Builder *self, PyObject *rec, Py_ssize_t i, long long t_n
     PyObject *vals[MAX_EVENT_FIELDS] = {NULL}, *out = NULL, *place = NULL, *op = NULL;
     Py_ssize_t *at = self->at, n = self->n_event_fields;
     PyObject *tid = PyTuple_GET_ITEM(rec, 2), *meta = PyTuple_GET_ITEM(rec, 3);
-    if ((place = cached(self->place_cache, PyTuple_GET_ITEM(rec, 4), self->place)) == NULL) goto done;
+    if ((place = tmh_cached(self->place_cache, PyTuple_GET_ITEM(rec, 4), self->place)) == NULL) goto done;
     if (!PyTuple_Check(place) || PyTuple_GET_SIZE(place) != 4) {
         PyErr_SetString(PyExc_TypeError, "tensormagic: a place is (cell, file, line, source)");
         goto done;
@@ -338,8 +156,8 @@ static PyObject *event(Builder *self, PyObject *rec, Py_ssize_t i, long long t_n
     vals[at[F_SOURCE]] = Py_NewRef(PyTuple_GET_ITEM(place, 3));
     vals[at[F_CELL]] = Py_NewRef(PyTuple_GET_ITEM(place, 0));
     vals[at[F_FILE]] = Py_NewRef(PyTuple_GET_ITEM(place, 1));
-    vals[at[F_TENSOR]] = b_ref(self, tid, meta);
-    vals[at[F_MODULE]] = cached(self->module_cache, PyTuple_GET_ITEM(rec, 5), self->module_of);
+    vals[at[F_TENSOR]] = tmh_b_ref(self, tid, meta);
+    vals[at[F_MODULE]] = tmh_cached(self->module_cache, PyTuple_GET_ITEM(rec, 5), self->module_of);
     vals[at[F_TIME_US]] = PyFloat_FromDouble((double)t_ns / 1000.0);  /* times[i] / 1000.0 */
     if (vals[at[F_SEQ]] == NULL || vals[at[F_TENSOR]] == NULL || vals[at[F_MODULE]] == NULL || vals[at[F_TIME_US]] == NULL)
         goto done;
@@ -487,6 +305,7 @@ int tmh_build_init(void) {
     INTERN(s_seen, "seen") INTERN(s_backward, "backward")
     INTERN(s_no_op, "(no visible op)") INTERN(s_question, "?")
 #undef INTERN
-    if ((s_empty_tuple = PyTuple_New(0)) == NULL) return -1;
+    if ((tmh_empty_tuple = PyTuple_New(0)) == NULL) return -1;
     return PyType_Ready(&tmh_EventBuilderType);
 }
+

@@ -8,6 +8,7 @@
  *   saved.c   SavedIndex (saved.h): inplace-saved's index of what graphs may have saved
  *   gate.c    what one in-place write needs: its roots, and the write gate before the record hooks
  *   build.c   EventBuilder: the block's end, the raw records made into the event model's objects
+ *   snapshots.c  the EventBuilder's TensorRefs (build.h)
  *   encode.c  LineEncoder: a cell's event lines for the log, encoded from the events
  */
 #ifndef TENSORMAGIC_HOT_H
