@@ -270,7 +270,7 @@ def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dic
         ref_maker=_tensor_ref, grad_maker=_grad_record, event_maker=_event,
         event_fields=tuple(f.name for f in fields(Event)), event_defaults=_EVENT_DEFAULTS,
         seen_note=_seen_note, call_name=naming.call_name,
-        by_storage=lambda: _by_storage(tr), other_kw=lambda b, r: _other_kw(b, r),
+        by_storage=lambda: _by_storage(tr), other_kw=_other_kw,
     )  # fmt: skip
 
 

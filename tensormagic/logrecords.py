@@ -25,7 +25,13 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 from .events import SCHEMA_VERSION, Event, GradRecord, TensorRef
+from .fastinit import DICT, DICTS, REF, REFS, dict_spec, fast_to_dict
 from .recording import Recording, last_refs
+
+try:
+    from ._hotpath import LineEncoder
+except ImportError:  # built without a C compiler: the Python path
+    LineEncoder = None
 
 FORMAT = "tensormagic-log"
 
@@ -150,35 +156,22 @@ def cell_lines(rec: Recording, key: str, *, compiled: bool | None = None) -> Ite
 
 
 _BATCH = 1000
+#: how Event.to_dict writes each field (fastinit's kinds; the others as they are)
+_EVENT_KINDS = {"tensor": REF, "base": REF, "source_tensor": REF, "inputs": REFS, "aliases": REFS, "grads": DICTS,
+                "stats": DICT}  # fmt: skip
 _event_dicts: list[Callable[[Event, Callable[[TensorRef], Any]], dict[str, Any]]] = []
-_EVENT_KINDS: dict[str, int] = {}  # Event's fields as to_dict writes them (filled with fastinit's kinds)
+_encoder_specs: list[tuple[Any, ...]] = []
 
 
 def _event_dict() -> Callable[[Event, Callable[[TensorRef], Any]], dict[str, Any]]:
     """``Event.to_dict(refs=...)``, compiled where the extension was built (made once)."""
     if not _event_dicts:
-        from .fastinit import fast_to_dict
-
-        _event_dicts.append(fast_to_dict(Event, _event_kinds()))
+        _event_dicts.append(fast_to_dict(Event, _EVENT_KINDS))
     return _event_dicts[0]
-
-
-def _event_kinds() -> dict[str, int]:
-    if not _EVENT_KINDS:
-        from .fastinit import DICT, DICTS, REF, REFS
-
-        _EVENT_KINDS.update(tensor=REF, base=REF, source_tensor=REF, inputs=REFS, aliases=REFS, grads=DICTS, stats=DICT)
-    return _EVENT_KINDS
 
 
 def _line_encoder(compiled: bool | None) -> Any:
     """A fresh LineEncoder (its TensorRef memo is one cell's), or None for the Python path."""
-    from .fastinit import REF, dict_spec
-
-    try:
-        from ._hotpath import LineEncoder
-    except ImportError:  # built without a C compiler
-        LineEncoder = None  # noqa: N806 - the class's name
     available = LineEncoder is not None and _orjson is not None  # the stdlib escapes non-ASCII: other bytes
     if compiled is None:
         compiled = available
@@ -186,7 +179,10 @@ def _line_encoder(compiled: bool | None) -> Any:
         return None
     if not available:
         raise ValueError("the compiled LineEncoder needs the built extension and orjson")
-    return LineEncoder(dict_spec(Event, _event_kinds()), dict_spec(TensorRef, {}), dict_spec(GradRecord, {"tensor": REF}))
+    if not _encoder_specs:
+        _encoder_specs.extend((dict_spec(Event, _EVENT_KINDS), dict_spec(TensorRef, {}),
+                               dict_spec(GradRecord, {"tensor": REF})))  # fmt: skip
+    return LineEncoder(*_encoder_specs)
 
 
 def cell_record(rec: Recording, key: str) -> dict[str, Any]:
