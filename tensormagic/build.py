@@ -236,7 +236,7 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
              cell=place(w)[0], file=place(w)[1], count=n)  # fmt: skip
         for (w, f, k), n in tr.folds.items()
     )
-    final = _final_refs(tr, refs, state, snap.final)
+    final = refs.final_refs(snap.final) if snap.compiled else _final_refs(tr, refs, state, snap.final)
     rec._final_refs = final
     # TensorRecords (and which events touched each) are made when first read: a log needs only
     # the final snapshots
@@ -270,7 +270,7 @@ def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dic
         ref_maker=_tensor_ref, grad_maker=_grad_record, event_maker=_event,
         event_fields=tuple(f.name for f in fields(Event)), event_defaults=_EVENT_DEFAULTS,
         seen_note=_seen_note, call_name=naming.call_name,
-        by_storage=lambda: _by_storage(tr), other_kw=_other_kw,
+        other_kw=_other_kw,
     )  # fmt: skip
 
 

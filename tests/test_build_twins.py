@@ -121,3 +121,13 @@ def test_compiled_builder_ref_is_the_python_ref() -> None:
     for tid, meta in state.items():
         a, b = c_refs.ref(tid, meta), py_refs.ref(tid, meta)
         assert a == b and c_refs.ref(tid, meta) is a
+
+
+def test_compiled_events_are_left_out_of_the_collector() -> None:
+    """The compiled builder's events, snapshots and their tuples are untracked by the cyclic GC (they cannot form cycles)."""
+    import gc
+
+    c, py = built_both(SCENARIOS["views_and_inplace"]("c", diagnostics=None))
+    objs = [x for e in c.events for x in (e, e.inputs, *refs_in(e))]
+    assert objs and not any(gc.is_tracked(x) for x in objs)
+    assert any(gc.is_tracked(e) for e in py.events)  # the Python loop's are ordinary objects

@@ -170,6 +170,10 @@ static PyObject *event(Builder *self, PyObject *rec, Py_ssize_t i, long long t_n
     PyObject *args[MAX_EVENT_FIELDS];
     for (Py_ssize_t j = 0; j < n; j++) args[j] = vals[j] != NULL ? vals[j] : PyTuple_GET_ITEM(self->event_defaults, j);
     out = PyObject_Vectorcall(self->event_maker, args, n, NULL);
+    /* Events, TensorRefs, GradRecords and their tuples are frozen and hold strings, numbers and
+     * each other: no cycle can run through them, and a log's collections (after the build) would
+     * walk the ~10,000 of a W2 block for nothing (1 ms; snapshots.c untracks its own the same way) */
+    if (out != NULL) untrack(out);
 done:
     for (Py_ssize_t j = 0; j < n; j++) Py_XDECREF(vals[j]);
     Py_XDECREF(place);
@@ -217,6 +221,7 @@ done:
 
 static PyMethodDef b_methods[] = {
     {"ref", (PyCFunction)(void (*)(void))b_ref_method, METH_FASTCALL, "_Refs.ref(tid, meta), compiled."},
+    {"final_refs", (PyCFunction)tmh_final_refs, METH_O, "_final_refs(tr, self, state, final), compiled."},
     {"events", (PyCFunction)(void (*)(void))b_events, METH_FASTCALL,
      "events(raw, times): build.py's _python_events, compiled: one Event per raw record."},
     {NULL, NULL, 0, NULL},
@@ -233,7 +238,7 @@ static PyObject *b_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 #define ONE(f) +1
     enum { N = 0 BUILDER_FIELDS(ONE) };
 #undef ONE
-    _Static_assert(N == 22, "one &o[i] below per field");
+    _Static_assert(N == 21, "one &o[i] below per field");
     PyObject *o[N];
     char fmt[N + 16];
     memset(fmt, 'O', N);
@@ -244,7 +249,7 @@ static PyObject *b_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     }
     if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, b_kwlist,
             &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13],
-            &o[14], &o[15], &o[16], &o[17], &o[18], &o[19], &o[20], &o[21]))
+            &o[14], &o[15], &o[16], &o[17], &o[18], &o[19], &o[20]))
         return NULL;
     Builder *self = (Builder *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
@@ -305,7 +310,7 @@ int tmh_build_init(void) {
     INTERN(s_seen, "seen") INTERN(s_backward, "backward")
     INTERN(s_no_op, "(no visible op)") INTERN(s_question, "?")
 #undef INTERN
-    if ((tmh_empty_tuple = PyTuple_New(0)) == NULL) return -1;
+    if ((tmh_empty_tuple = PyTuple_New(0)) == NULL || (tmh_s_id = PyUnicode_InternFromString("id")) == NULL) return -1;
     return PyType_Ready(&tmh_EventBuilderType);
 }
 

@@ -10,7 +10,7 @@ enum { F_SEQ, F_KIND, F_OP, F_TENSOR, F_LINE, F_SOURCE, F_CELL, F_FILE, F_MODULE
 #define BUILDER_FIELDS(X) \
     X(tensors) X(names) X(state) X(merged) X(stats_at) X(place) X(place_cache) X(module_of) X(module_cache) \
     X(dtype) X(dtype_names) X(device) X(device_names) X(ref_maker) X(grad_maker) X(event_maker) X(event_fields) X(event_defaults) \
-    X(seen_note) X(call_name) X(by_storage) X(other_kw)
+    X(seen_note) X(call_name) X(other_kw)
 
 typedef struct {
     PyObject_HEAD
@@ -19,7 +19,7 @@ typedef struct {
 #undef DECL
     /* _Refs' caches: tid -> the meta last looked up, and its TensorRef; (tid, id(meta)) -> TensorRef */
     PyObject *cache_meta, *cache_ref, *older;
-    PyObject *storages;   /* _by_storage(tr), made at the first in-place record */
+    PyObject *storages;   /* _by_storage's index, made at the first in-place record */
     PyObject *op_of_src;  /* call_name(src) or "(no visible op)", per source line */
     Py_ssize_t n_event_fields;
     Py_ssize_t at[N_FIELDS];  /* where each field sits in Event's positional arguments */
@@ -28,13 +28,14 @@ typedef struct {
 #if defined(__GNUC__)
 #pragma GCC visibility push(hidden)
 #endif
-extern PyObject *tmh_empty_tuple;
+extern PyObject *tmh_empty_tuple, *tmh_s_id;
 PyObject *tmh_cached(PyObject *d, PyObject *key, PyObject *fallback);
 PyObject *tmh_item(PyObject *d, PyObject *key);
 PyObject *tmh_b_ref(Builder *self, PyObject *tid, PyObject *meta);
 PyObject *tmh_ref_all(Builder *self, PyObject *ids, Py_ssize_t from);
 PyObject *tmh_aliases(Builder *self, PyObject *tid, Py_ssize_t idx);
 PyObject *tmh_grads(Builder *self, PyObject *extra);
+PyObject *tmh_final_refs(Builder *self, PyObject *final);
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif

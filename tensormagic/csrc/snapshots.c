@@ -2,7 +2,7 @@
  * backward record's GradRecords, in C.  Same objects, made in the same order, as the Python twins. */
 #include "build.h"
 
-PyObject *tmh_empty_tuple;
+PyObject *tmh_empty_tuple, *tmh_s_id;
 
 /* d[key], or fallback(key) when d has no entry (the fallback fills d: build.py's caches); new ref */
 PyObject *tmh_cached(PyObject *d, PyObject *key, PyObject *fallback) {
@@ -55,7 +55,7 @@ PyObject *tmh_b_ref(Builder *self, PyObject *tid, PyObject *meta) {
         for (int i = 0; i < 10; i++) ok = ok && args[i] != NULL;
         /* positional, in TensorRef's field order: id, storage_id, names, shape, dtype, device,
          * requires_grad, is_leaf, grad_fn, version */
-        if (ok) r = PyObject_Vectorcall(self->ref_maker, args, 10, NULL);
+        if (ok && (r = PyObject_Vectorcall(self->ref_maker, args, 10, NULL)) != NULL) untrack(r);
         for (int i = 0; i < 10; i++) Py_XDECREF(args[i]);
         if (r == NULL || PyDict_SetItem(self->older, key, r) < 0) goto done;
     }
@@ -84,12 +84,36 @@ PyObject *tmh_ref_all(Builder *self, PyObject *ids, Py_ssize_t from) {
     }
     Py_DECREF(fast);
     if (out != NULL && k < PyTuple_GET_SIZE(out) && _PyTuple_Resize(&out, k) < 0) return NULL;
+    if (out != NULL) untrack(out);
+    return out;
+}
+
+/* _by_storage: storage id -> [(tid, entry), ...] in the tracker's order; new reference */
+static PyObject *by_storage(Builder *self) {
+    PyObject *out = PyDict_New(), *tid, *info;
+    Py_ssize_t pos = 0;
+    while (out != NULL && PyDict_Next(self->tensors, &pos, &tid, &info)) {
+        PyObject *sid = PySequence_GetItem(info, 2), *lst = NULL, *pair = NULL;
+        if (sid == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        if (sid != Py_None) {
+            lst = Py_XNewRef(PyDict_GetItemWithError(out, sid));
+            if (lst == NULL && !PyErr_Occurred() && (lst = PyList_New(0)) != NULL && PyDict_SetItem(out, sid, lst) < 0)
+                Py_CLEAR(lst);
+            if (lst == NULL || (pair = PyTuple_Pack(2, tid, info)) == NULL || PyList_Append(lst, pair) < 0) Py_CLEAR(out);
+        }
+        Py_DECREF(sid);
+        Py_XDECREF(lst);
+        Py_XDECREF(pair);
+    }
     return out;
 }
 
 /* _aliases: the other tensors on the written tensor's storage, as they were at record idx */
 PyObject *tmh_aliases(Builder *self, PyObject *tid, Py_ssize_t idx) {
-    if (self->storages == NULL && (self->storages = PyObject_CallNoArgs(self->by_storage)) == NULL) return NULL;
+    if (self->storages == NULL && (self->storages = by_storage(self)) == NULL) return NULL;
     PyObject *info = tmh_item(self->tensors, tid), *sid;
     if (info == NULL || (sid = PySequence_GetItem(info, 2)) == NULL) return NULL;
     PyObject *same = sid == Py_None ? NULL : PyDict_GetItemWithError(self->storages, sid);
@@ -130,6 +154,7 @@ PyObject *tmh_aliases(Builder *self, PyObject *tid, Py_ssize_t idx) {
     Py_XDECREF(fast);
     PyObject *tup = out != NULL && !PyErr_Occurred() ? PyList_AsTuple(out) : NULL;
     Py_XDECREF(out);
+    if (tup != NULL) untrack(tup);
     return tup;
 }
 
@@ -154,7 +179,8 @@ PyObject *tmh_grads(Builder *self, PyObject *extra) {
                                      tmh_cached(self->dtype_names, PyTuple_GET_ITEM(gmeta, 1), self->dtype),
                                      Py_NewRef(PyTuple_GET_ITEM(g, 2)),
                                      PyUnicode_FromFormat("t%S", PyTuple_GET_ITEM(g, 3))};
-                if (args[0] && args[1] && args[2] && args[4]) x = PyObject_Vectorcall(self->grad_maker, args, 5, NULL);
+                if (args[0] && args[1] && args[2] && args[4] && (x = PyObject_Vectorcall(self->grad_maker, args, 5, NULL)))
+                    untrack(x);
                 for (int i = 0; i < 5; i++) Py_XDECREF(args[i]);
             }
             Py_DECREF(gmeta);
@@ -163,6 +189,46 @@ PyObject *tmh_grads(Builder *self, PyObject *extra) {
         else PyTuple_SET_ITEM(out, j, x);
     }
     Py_DECREF(fast);
+    if (out != NULL) untrack(out);
     return out;
 }
 
+
+/* _final_refs: each tensor's snapshot when the block ended (its live metadata then, else its last
+ * event's), by TensorRef id, in the tracker's order */
+PyObject *tmh_final_refs(Builder *self, PyObject *final) {
+    if (!PyDict_Check(final)) {
+        PyErr_SetString(PyExc_TypeError, "EventBuilder.final_refs(final: dict)");
+        return NULL;
+    }
+    PyObject *out = PyDict_New(), *tid, *info;
+    Py_ssize_t pos = 0;
+    while (out != NULL && PyDict_Next(self->tensors, &pos, &tid, &info)) {
+        int merged = PySet_Contains(self->merged, tid);
+        if (merged) {
+            if (merged < 0) Py_CLEAR(out);
+            continue;
+        }
+        PyObject *m = PyDict_GetItemWithError(final, tid), *r = NULL, *id = NULL;
+        int live = m == NULL ? 0 : PyObject_IsTrue(m);  /* final.get(tid) or ... */
+        if (live < 0 || (m == NULL && PyErr_Occurred())) {
+            Py_CLEAR(out);
+            break;
+        }
+        if (!live && (m = PyDict_GetItemWithError(self->state, tid)) == NULL && PyErr_Occurred()) {
+            Py_CLEAR(out);
+            break;
+        }
+        if (m != NULL) Py_INCREF(m);
+        else if ((m = PySequence_GetItem(info, 1)) == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        r = tmh_b_ref(self, tid, m);
+        Py_DECREF(m);
+        if (r == NULL || (id = PyObject_GetAttr(r, tmh_s_id)) == NULL || PyDict_SetItem(out, id, r) < 0) Py_CLEAR(out);
+        Py_XDECREF(r);
+        Py_XDECREF(id);
+    }
+    return out;
+}
