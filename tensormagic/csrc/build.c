@@ -84,7 +84,11 @@ static int kind_fields(Builder *self, PyObject *rec, Py_ssize_t i, PyObject **va
         if (origin == NULL) return 0;  /* "op": the default */
         vals[at[F_ORIGIN]] = Py_NewRef(origin);
         if (tmh_same_str(origin, s_seen)) {
-            if (*op == Py_None && (*op = seen_op(self, src)) == NULL) return -1;
+            if (*op == Py_None) {
+                PyObject *named = seen_op(self, src);
+                if (named == NULL) return -1;
+                Py_SETREF(*op, named);
+            }
             PyObject *args[3] = {*op, note, vals[at[F_INPUTS]]};
             if ((vals[at[F_NOTE]] = PyObject_Vectorcall(self->seen_note, args, 3, NULL)) == NULL) return -1;
         }
