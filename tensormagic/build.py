@@ -47,7 +47,8 @@ def _device(d: Any) -> str:
 
 
 class _Refs:
-    """Builds TensorRefs, sharing one object per (tensor, metadata snapshot)."""
+    """Builds TensorRefs, sharing one object per (tensor, metadata snapshot) (``csrc/snapshots.c``'s
+    ``tmh_b_ref`` is the compiled twin)."""
 
     def __init__(self, tr: Tracker, names: dict[int, tuple[str, ...]]) -> None:
         self.tr = tr
@@ -260,7 +261,8 @@ def _module_resolver(roots: dict[str, str]) -> Any:
 
 def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dict[int, Any], place: Any,
                       module_of: Any) -> Any:  # fmt: skip
-    """``csrc/build.c``'s EventBuilder: ``_python_events`` and ``_Refs.ref`` in one C object."""
+    """``csrc/build.c``'s EventBuilder: ``_python_events``, ``_Refs.ref``, ``_by_storage`` and
+    ``_final_refs`` in one C object (tests/test_build_twins.py holds them equal)."""
     from . import _hotpath
 
     return _hotpath.EventBuilder(
@@ -373,7 +375,8 @@ def _nbytes(meta: Any) -> int:
 
 
 def _by_storage(tr: Tracker) -> dict[int, list[tuple[int, list[Any]]]]:
-    """Storage id -> its tensors, in the tracker's order: one pass, instead of one per write."""
+    """Storage id -> its tensors, in the tracker's order: one pass, instead of one per write
+    (``csrc/snapshots.c``'s ``by_storage`` is the compiled twin)."""
     out: dict[int, list[tuple[int, list[Any]]]] = {}
     for tid, info in tr.tensors.items():
         if info[2] is not None:
@@ -439,7 +442,8 @@ def _name_of(t: Any, names: dict[int, tuple[str, ...]]) -> str | None:
 
 
 def _final_refs(tr: Tracker, refs: _Refs, state: dict[int, Any], final: dict[int, Any]) -> dict[str, TensorRef]:
-    """Each tensor's snapshot when the block ended: its live metadata then, else its last event's."""
+    """Each tensor's snapshot when the block ended: its live metadata then, else its last event's
+    (``EventBuilder.final_refs`` is the compiled twin)."""
     out: dict[str, TensorRef] = {}
     for tid, info in tr.tensors.items():
         if tid in tr.merged:
