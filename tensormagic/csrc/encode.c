@@ -176,13 +176,9 @@ static int put_obj(Encoder *self, Buf *b, Spec *s, PyObject *obj) {
     for (Py_ssize_t i = 0; i < s->f.n; i++) {
         PyObject *v = *(PyObject **)((char *)obj + s->f.offsets[i]);
         if (v == NULL) return UNSUPPORTED;  /* the Python path raises its own AttributeError */
-        PyObject *d = PyTuple_GET_ITEM(s->f.defaults, i);
-        if (d != s->f.required) {
-            /* as SlotDict decides (by ==); nothing the model holds equals None but None */
-            int same = v == d ? 1 : d == Py_None ? 0 : PyObject_RichCompareBool(v, d, Py_EQ);
-            if (same < 0) return -1;
-            if (same) continue;
-        }
+        int skip = tmh_field_at_default(&s->f, i, v);  /* as SlotDict leaves a field out */
+        if (skip < 0) return -1;
+        if (skip) continue;
         PyObject *key = PyTuple_GET_ITEM(s->keys, i);  /* ',"name":'; the first field without the comma */
         if (put(b, PyBytes_AS_STRING(key) + first, PyBytes_GET_SIZE(key) - first) < 0) return -1;
         first = 0;

@@ -200,6 +200,7 @@ int tmh_fields_init(Fields *f, const char *who, PyObject *args, PyObject *kw, in
 int tmh_fields_traverse(Fields *f, visitproc visit, void *arg);
 void tmh_fields_clear(Fields *f);
 void tmh_fields_free(Fields *f);
+int tmh_field_at_default(const Fields *f, Py_ssize_t i, PyObject *v);
 
 /* saved.c, gate.c */
 extern PyTypeObject tmh_SavedIndexType;

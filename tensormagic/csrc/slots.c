@@ -30,6 +30,16 @@ void tmh_fields_free(Fields *f) {
     f->offsets = NULL, f->kinds = NULL;
 }
 
+/* Whether field i's value v is at its default, which a to_dict leaves out: 1, 0, or -1 with an
+ * exception.  By ==, as the hand-written to_dicts compare (`is not None` where the default is
+ * None: nothing the model holds equals None but None). */
+int tmh_field_at_default(const Fields *f, Py_ssize_t i, PyObject *v) {
+    PyObject *d = PyTuple_GET_ITEM(f->defaults, i);
+    if (d == f->required) return 0;
+    if (v == d) return 1;
+    return d == Py_None ? 0 : PyObject_RichCompareBool(v, d, Py_EQ);
+}
+
 /* Fill `f` from (cls, names, defaults, required[, kinds]) (with_kinds: the kinds too, each
  * 0..TMH_K_LAST): every name an object slot of cls, each once.  0, or -1 with an exception (f then
  * holds nothing). */
@@ -273,12 +283,9 @@ static PyObject *sd_vectorcall(SlotDict *self, PyObject *const *args, size_t nar
             PyErr_Format(PyExc_AttributeError, "%s has no value for %R", self->f.cls->tp_name, name);
             goto fail;
         }
-        PyObject *d = PyTuple_GET_ITEM(self->f.defaults, i);
-        if (d != self->f.required) {
-            int same = PyObject_RichCompareBool(v, d, Py_EQ);
-            if (same < 0) goto fail;
-            if (same) continue;
-        }
+        int skip = tmh_field_at_default(&self->f, i, v);
+        if (skip < 0) goto fail;
+        if (skip) continue;
         PyObject *w;
         switch (self->f.kinds[i]) {
             case TMH_K_REF: w = PyObject_CallOneArg(refs, v); break;
