@@ -90,22 +90,23 @@ def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
     10 µs each to build) are made the first time someone reads them, from the raw records."""
     with _gc_paused():
         snap = _snapshot(tr, rec, namespace=namespace, locator=locator)
-    snap.compiled = compiled
-    rec._pending = Pending(tr, snap, block)
+    rec._pending = Pending(tr, snap, block, compiled)
     return rec
 
 
 class Pending:
-    """A recording's events, made when first read (``Recording._pending``).  ``snap.compiled``
-    picks the builder: tests make one block's events with each and compare them."""
+    """A recording's events, made when first read (``Recording._pending``).  ``compiled`` picks
+    the builder: tests make one block's events with each and compare them."""
 
-    def __init__(self, tr: Tracker, snap: _Snapshot, block: tuple[str, int, int | None] | None) -> None:
+    def __init__(self, tr: Tracker, snap: _Snapshot, block: tuple[str, int, int | None] | None,
+                 compiled: bool) -> None:  # fmt: skip
         self.tr = tr
         self.snap = snap
         self.block = block
+        self.compiled = compiled
 
     def __call__(self, rec: Recording) -> None:
-        _materialize(self.tr, rec, self.snap, self.block)
+        _materialize(self.tr, rec, self.snap, self.block, self.compiled)
 
 
 @contextmanager
@@ -133,7 +134,6 @@ class _Snapshot:
         self.final = final  # tensor id -> metadata of tensors still alive when the block ended
         self.targets = targets  # where -> the line's assignment target
         self.failed = failed
-        self.compiled = False  # the events are made by csrc/build.c
 
     def name_dead(self, raw: list[Any]) -> None:
         """A tensor gone by the block's end keeps its line's assignment target as its name."""
@@ -212,19 +212,20 @@ def _remember_provenance(tid: int, idx: int | None, raw: list[Any], place: Any) 
     identity.provenance[tid] = (cell, fn, line, op)
 
 
-def _materialize(tr: Tracker, rec: Recording, snap: _Snapshot,
-                 block: tuple[str, int, int | None] | None) -> None:  # fmt: skip
+def _materialize(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int, int | None] | None,
+                 compiled: bool) -> None:  # fmt: skip
     with _gc_paused():
-        _events(tr, rec, snap, block)
+        _events(tr, rec, snap, block, compiled)
 
 
-def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int, int | None] | None) -> None:
+def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int, int | None] | None,
+            compiled: bool) -> None:  # fmt: skip
     place, raw = snap.place, tr.raw
     snap.name_dead(raw)
     module_of = _module_resolver(snap.roots)
     state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
     refs: Any
-    if snap.compiled:
+    if compiled:
         refs = _compiled_builder(tr, snap.names, state, place, module_of)
         events = refs.events(raw, tr.times)
     else:
@@ -237,7 +238,7 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
              cell=place(w)[0], file=place(w)[1], count=n)  # fmt: skip
         for (w, f, k), n in tr.folds.items()
     )
-    final = refs.final_refs(snap.final) if snap.compiled else _final_refs(tr, refs, state, snap.final)
+    final = refs.final_refs(snap.final) if compiled else _final_refs(tr, refs, state, snap.final)
     rec._final_refs = final
     # TensorRecords (and which events touched each) are made when first read: a log needs only
     # the final snapshots

@@ -28,7 +28,7 @@ def built_both(rec: Recording) -> tuple[Recording, Recording]:
     assert isinstance(pending, build.Pending)
     out = []
     for compiled in (True, False):
-        pending.snap.compiled = compiled
+        pending.compiled = compiled
         r = Recording()
         pending(r)
         out.append(r)
@@ -86,7 +86,7 @@ def test_compiled_builder_is_used_by_the_compiled_engine() -> None:
     for engine, compiled in (("c", True), ("python", False)):
         with tensormagic.track(engine=engine, diagnostics=None) as rec:
             torch.ones(2) + 1
-        assert isinstance(rec._pending, build.Pending) and rec._pending.snap.compiled is compiled
+        assert isinstance(rec._pending, build.Pending) and rec._pending.compiled is compiled
         assert rec.events
 
 
