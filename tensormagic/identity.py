@@ -69,6 +69,9 @@ def _storage_key_slow(t: Any) -> int:
 #: The address of a tensor's storage object; raises one of ``NO_STORAGE`` for tensors without one.
 storage_id: Any = getattr(torch._C, "_storage_id", None) or _storage_key_slow
 NO_STORAGE = (RuntimeError, NotImplementedError, TypeError, AttributeError)
+#: How many tensors (and storage objects) hold the storage at an address ``storage_id`` gave;
+#: None where this torch lacks it.
+storage_users: Any = getattr(torch._C, "_storage_Use_Count", None)
 
 
 def storage_key(t: Any) -> int | None:

@@ -26,6 +26,11 @@ Tensor = torch.Tensor
 _now = time.perf_counter_ns
 
 
+def _on(t: Tensor | None, key: int) -> bool:
+    """Whether ``t`` is alive and on the storage at ``key`` (``set_`` moves a tensor to another)."""
+    return t is not None and storage_key(t) == key
+
+
 FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted, not stored
 
 
@@ -165,24 +170,42 @@ class Tracker(BackwardRecords):
             tid = assign_ref(t).tid
             fresh = True
         meta = self.meta(t)
-        self.tensors[tid] = (id(t), meta, self._storage(t, tid, new=False), None)
+        self.tensors[tid] = (id(t), meta, self._storage(t, tid, new=False, fresh=fresh), None)
         if fresh and tid not in self.preexisting:
             # appeared without an op the mode can see (from_numpy, Parameter(t), torch.load…)
             self._add("create", None, tid, meta, where, ((), "seen", None), (t,))
         return tid
 
-    def _storage(self, t: Tensor, tid: int, new: bool) -> int | None:
+    def _storage(self, t: Tensor, tid: int, new: bool, fresh: bool = False) -> int | None:
         """The id of ``t``'s storage: a storage is named after the first tensor seen on it
-        (``s7``: the memory ``t7`` brought), which also spares an int object per storage."""
+        (``s7``: the memory ``t7`` brought), which also spares an int object per storage.
+
+        A storage is known by its address, and a dead storage's address is soon another's.  Every
+        storage an op makes is named anew (``new``), and one a known tensor is on has been alive
+        since that tensor was registered, so only a ``fresh`` tensor (one that appeared without an
+        op: ``from_numpy``, ``torch.load``) can meet an address that belonged to a dead storage."""
         key = storage_key(t)
         if key is None:
             return None
         if not new:
             sid = self.sid_of_key.get(key)
-            if sid is not None:
+            if sid is not None and (not fresh or self._storage_alive(sid, key)):
                 return sid
         sid = self.sid_of_key[key] = tid
         return sid
+
+    def _storage_alive(self, sid: int, key: int) -> bool:
+        """Whether storage ``sid`` (named at address ``key``) is still the one there: a tensor
+        this block registered on it is alive.  Rare (a fresh tensor on a known address)."""
+        ref = self.ref(sid)
+        if ref is not None and _on(ref(), key):
+            return True  # the tensor it is named after (a view keeps its base alive too)
+        if identity.storage_users is not None and identity.storage_users(key) <= 1:
+            return False  # the fresh tensor is its only user: nothing known shares it
+        for tid, info in self.tensors.items():
+            if info[2] == sid and (ref := ref_of(info[0], tid)) is not None and _on(ref(), key):
+                return True
+        return False
 
     def _new(self, t: Tensor, *, alias: bool) -> tuple[int, Any]:
         """Register a tensor an op just made; returns its id and its metadata snapshot."""

@@ -101,6 +101,34 @@ def test_unnamed_numpy_born_tensor_is_named_by_its_call():
     assert "NumPy" in seen.note and c.dtype == torch.float64
 
 
+def test_numpy_born_tensor_never_takes_a_dead_tensors_storage():
+    """A NumPy-born tensor made right after a tensor died is not put on that tensor's storage,
+    although its storage is often allocated at the dead one's address."""
+    a = np.ones(3, dtype=np.float32)
+    with tensormagic.track() as rec:
+        for _ in range(50):
+            s = torch.ones(3).sum().item()  # noqa: F841 - both tensors die on this line
+            c = torch.from_numpy(a) * 2  # noqa: F841
+    numpy_born = {e.tensor.storage_id for e in rec.events if e.origin == "seen"}
+    op_made = {e.tensor.storage_id for e in rec.events if e.origin == "op"}
+    assert len(numpy_born) == 50 and not numpy_born & op_made
+
+
+def test_tensor_seen_without_an_op_shares_a_live_tensors_storage():
+    """``nn.Parameter(w)`` is on w's storage while w lives, and on the storage of a live tensor
+    that shares it once the tensor the storage is named after is gone."""
+    with tensormagic.track() as rec:
+        w = torch.randn(4)
+        p = torch.nn.Parameter(w)
+        x = torch.randn(4)
+        v = x.detach()  # on x's storage; unlike a view, it does not keep x alive
+        del x
+        q = torch.nn.Parameter(v)
+    sid = {e.tensor.label: e.tensor.storage_id for e in rec.events}
+    assert sid["p"] == sid["w"] and sid["q"] == sid["v"] != sid["w"]
+    assert p.data_ptr() == w.data_ptr() and q.data_ptr() == v.data_ptr()
+
+
 def test_numpy_bridge_from_tensor_is_recorded():
     """``torch.ones(5).numpy()`` records the creation and the NumPy array that shares its memory."""
     with tensormagic.track() as rec:
