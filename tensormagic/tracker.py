@@ -197,15 +197,11 @@ class Tracker(BackwardRecords):
     def _storage_alive(self, sid: int, key: int) -> bool:
         """Whether storage ``sid`` (named at address ``key``) is still the one there: a tensor
         this block registered on it is alive.  Rare (a fresh tensor on a known address)."""
-        ref = self.ref(sid)
-        if ref is not None and _on(ref(), key):
+        if _on(self.alive(sid), key):
             return True  # the tensor it is named after (a view keeps its base alive too)
         if identity.storage_users is not None and identity.storage_users(key) <= 1:
             return False  # the fresh tensor is its only user: nothing known shares it
-        for tid, info in self.tensors.items():
-            if info[2] == sid and (ref := ref_of(info[0], tid)) is not None and _on(ref(), key):
-                return True
-        return False
+        return any(info[2] == sid and _on(self.alive(tid), key) for tid, info in self.tensors.items())
 
     def _new(self, t: Tensor, *, alias: bool) -> tuple[int, Any]:
         """Register a tensor an op just made; returns its id and its metadata snapshot."""
