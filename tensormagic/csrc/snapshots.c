@@ -22,7 +22,10 @@ PyObject *tmh_item(PyObject *d, PyObject *key) {
 /* _Refs.ref(tid, meta): the TensorRef of a tensor at one metadata snapshot; new reference */
 PyObject *tmh_b_ref(Builder *self, PyObject *tid, PyObject *meta) {
     PyObject *m = PyDict_GetItemWithError(self->cache_meta, tid);
-    if (m == meta) return Py_NewRef(PyDict_GetItemWithError(self->cache_ref, tid));
+    if (m == meta) {  /* cache_ref lacks it only where storing it failed: then made again below */
+        PyObject *cached = PyDict_GetItemWithError(self->cache_ref, tid);
+        if (cached != NULL) return Py_NewRef(cached);
+    }
     if (PyErr_Occurred()) return NULL;
     PyObject *r = NULL, *key = NULL, *mid = PyLong_FromVoidPtr(meta);
     if (mid == NULL || (key = PyTuple_Pack(2, tid, mid)) == NULL) goto done;
