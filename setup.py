@@ -1,4 +1,4 @@
-"""The optional compiled hot path (``tensormagic/csrc/``); everything else is in pyproject.toml.
+"""The optional compiled hot path (``tensormagic/engine/csrc/``); everything else is in pyproject.toml.
 
 ``optional=True``: where no C compiler is available the build goes on without it and tensormagic
 uses its pure-Python hot path, which records the same events (more slowly).
@@ -9,12 +9,12 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "tensormagic._hotpath",
-            ["tensormagic/csrc/module.c", "tensormagic/csrc/lookup.c", "tensormagic/csrc/record.c",
-             "tensormagic/csrc/tracker.c", "tensormagic/csrc/slots.c", "tensormagic/csrc/saved.c",
-             "tensormagic/csrc/gate.c", "tensormagic/csrc/build.c", "tensormagic/csrc/snapshots.c",
-             "tensormagic/csrc/encode.c"],
-            depends=["tensormagic/csrc/hot.h", "tensormagic/csrc/saved.h", "tensormagic/csrc/build.h"],
+            "tensormagic.engine._hotpath",
+            ["tensormagic/engine/csrc/module.c", "tensormagic/engine/csrc/lookup.c", "tensormagic/engine/csrc/record.c",
+             "tensormagic/engine/csrc/tracker.c", "tensormagic/engine/csrc/slots.c", "tensormagic/engine/csrc/saved.c",
+             "tensormagic/engine/csrc/gate.c", "tensormagic/engine/csrc/build.c", "tensormagic/engine/csrc/snapshots.c",
+             "tensormagic/engine/csrc/encode.c"],
+            depends=["tensormagic/engine/csrc/hot.h", "tensormagic/engine/csrc/saved.h", "tensormagic/engine/csrc/build.h"],
             optional=True,
         )
     ]

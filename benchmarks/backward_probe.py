@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tensormagic  # noqa: E402 - after the path insert, so that a checkout runs without install
-from tensormagic.autograd import leaves_of  # noqa: E402
+from tensormagic.engine.autograd import leaves_of  # noqa: E402
 
 
 class NoopMode(TorchFunctionMode):

@@ -126,8 +126,8 @@ def panel(n_events: int) -> dict[str, Any]:
 # -- log summary -----------------------------------------------------------------------------------
 def log_summary(n_events: int) -> dict[str, Any]:
     """``summary`` over a synthetic log of real events, by the log issue's own ``log_scale.py``."""
-    if not _has_module("tensormagic.logfile") or not _has_module("tensormagic.logread"):
-        return {"na": "n/a (tensormagic/logfile.py not present)"}
+    if not _has_module("tensormagic.log.writer") or not _has_module("tensormagic.log.reader"):
+        return {"na": "n/a (tensormagic/log/ not present)"}
     try:
         import log_scale
     except ImportError as e:

@@ -40,7 +40,7 @@ def template(steps: int = 10) -> Any:
 def write_synthetic_log(path: str | os.PathLike[str], n_events: int, *, per_cell: int = 100_000,
                         rec: Any = None) -> dict[str, float]:  # fmt: skip
     """Write ``n_events`` real-looking events to ``path`` in cells of ``per_cell``; returns timings."""
-    from tensormagic.logfile import LogWriter
+    from tensormagic.log.writer import LogWriter
 
     rec = rec if rec is not None else template()
     base = rec.events
@@ -114,7 +114,7 @@ def write_overhead(steps: int = 200, reps: int = 5) -> dict[str, float]:
     from workloads import make_w2
 
     import tensormagic
-    from tensormagic.logfile import LogWriter
+    from tensormagic.log.writer import LogWriter
 
     out: dict[str, list[float]] = {"track_s": [], "track_log_s": [], "write_s": []}
     with tempfile.TemporaryDirectory() as d:

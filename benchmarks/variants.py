@@ -167,7 +167,7 @@ def log_support() -> str | None:
                 with tensormagic.track(log=str(path)):
                     torch.ones(2) + 1
             with contextlib.suppress(Exception):
-                from tensormagic import logfile
+                from tensormagic.log import writer as logfile
 
                 logfile.close_all()
             if not path.exists() or path.stat().st_size == 0:
@@ -191,7 +191,7 @@ class LogTarget:
 
     def after(self) -> None:
         with contextlib.suppress(Exception):
-            from tensormagic import logfile
+            from tensormagic.log import writer as logfile
 
             logfile.close_all()
         with contextlib.suppress(OSError):
@@ -283,7 +283,7 @@ def make_variants(*, cuda: bool, shell: LoadedShell | None, smoke: bool = False,
         out.append(Variant("loaded", "extension loaded, not tracking", _same, note=shell.note,
                            before=shell.load, after=shell.unload))  # fmt: skip
     split = SplitTrack(now)
-    from tensormagic.mode import default_engine
+    from tensormagic.engine.mode import default_engine
 
     engine = default_engine()
     out.append(Variant("track", "track()", split.wrap, end_seconds=lambda: split.last_end,

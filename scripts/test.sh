@@ -7,7 +7,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && apt-get install -y -qq chromium graphviz gcc >/dev/null
   fi
 fi
-# gcc builds the compiled hot path (tensormagic/csrc/) at install; tests/test_engines.py
+# gcc builds the compiled hot path (tensormagic/engine/csrc/) at install; tests/test_engines.py
 # fails if it was not built.
 python3 -m pip install -q -c constraints.txt -e ".[test]"
 python3 -m pytest -q -p no:cacheprovider "$@"

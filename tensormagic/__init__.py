@@ -12,20 +12,20 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import TrackingWarning, last_recording, track
-    from .logfile import LogWarning
-    from .logread import load_log
-    from .recording import Recording, TensorRecord
+    from .log.reader import load_log
+    from .log.writer import LogWarning
+    from .model.recording import Recording, TensorRecord
 
 _LAZY = {
     "track": "api",
     "last_recording": "api",
     "TrackingWarning": "api",
-    "Recording": "recording",
-    "TensorRecord": "recording",
+    "Recording": "model.recording",
+    "TensorRecord": "model.recording",
     "tensor_info": "info",
     "TensorInfo": "info",
-    "load_log": "logread",
-    "LogWarning": "logfile",
+    "load_log": "log.reader",
+    "LogWarning": "log.writer",
 }
 
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension", "__version__"]
@@ -44,13 +44,13 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext tensormagic``."""
-    from .magics import load
+    from .ipython.magics import load
 
     load(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
     """``%unload_ext tensormagic``: removes every magic, hook and mode it installed."""
-    from .magics import unload
+    from .ipython.magics import unload
 
     unload(ip)

@@ -10,11 +10,11 @@ from typing import Any, Mapping
 
 import torch
 
-from . import identity, naming
-from .lines import Locator, ipython_locator
-from .mode import TrackMode, check_engine, default_engine, make_mode
-from .recording import Recording
-from .tracker import Tracker
+from .engine import identity, naming
+from .engine.mode import TrackMode, check_engine, default_engine, make_mode
+from .engine.source import Locator, ipython_locator
+from .engine.tracker import Tracker
+from .model.recording import Recording
 
 _last: list[Recording] = []
 
@@ -80,7 +80,7 @@ class track:
         if self.block is None:
             self.block = (caller.f_code.co_filename, caller.f_lineno, None)
         if self.log is not None:  # checked now, so a bad path warns once, before the block runs
-            from .logfile import start_logging
+            from .log.writer import start_logging
 
             self._log_writer = start_logging(self.log)
         if self.recording.cell is None and self.recording.file is None and self.block is not None:
@@ -122,7 +122,7 @@ class track:
             rec.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         namespace = self._namespace()
         try:
-            from .build import build
+            from .engine.build import build
 
             build(tr, rec, namespace=namespace, locator=self.locator, block=self.block,
                   compiled=self._compiled)
@@ -154,7 +154,7 @@ class track:
         identity.prune()
         _last[:] = [rec]
         if self._log_writer is not None:
-            from .logfile import log_recording
+            from .log.writer import log_recording
 
             log_recording(self._log_writer, rec)
             self._log_writer = None

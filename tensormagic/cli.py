@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Callable, TextIO
 
-from .events import KINDS
+from .model.events import KINDS
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -28,7 +28,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from .lesson import find_notebook, run_lesson
+    from .ipython.lesson import find_notebook, run_lesson
 
     try:
         notebook = find_notebook(args.notebook)
@@ -48,7 +48,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_example(args: argparse.Namespace) -> int:
-    from .demo import DEMO_SOURCE, run_demo
+    from .ipython.demo import DEMO_SOURCE, run_demo
 
     print("Tracking this code with tensormagic.track():\n")
     print("    " + DEMO_SOURCE.strip().replace("\n", "\n    ") + "\n")
@@ -95,7 +95,7 @@ def _progress(label: str) -> Progress | None:
 
 
 def _run_scan(label: str, work: Callable[[Any, Any], Any], path: str) -> tuple[Any, Any]:
-    from .logread import ScanStats
+    from .log.reader import ScanStats
 
     stats = ScanStats(path)
     bar = _progress(label)
@@ -110,7 +110,7 @@ def _run_scan(label: str, work: Callable[[Any, Any], Any], path: str) -> tuple[A
 
 
 def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from .logread import iter_cells
+    from .log.reader import iter_cells
     from .views.common import KIND_WORD, fmt_bytes
 
     out = out or sys.stdout
@@ -157,7 +157,7 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from .logread import iter_cells, to_recording
+    from .log.reader import iter_cells, to_recording
 
     def wanted(c: Any) -> bool:
         return c.position == args.cell if args.cell is not None else c.exec_count == args.exec_count
@@ -188,7 +188,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .exports import export_chrome, export_html
+    from .log.export import export_chrome, export_html
 
     if args.chrome is None and args.html is None:
         raise CliError("export needs --chrome OUT.json and/or --html OUT.html")
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from .logread import LogReadError
+    from .log.reader import LogReadError
 
     try:
         return int(args.func(args))

@@ -7,9 +7,9 @@ from typing import Any, Mapping
 
 import torch
 
-from . import identity, naming
-from .events import Stats
-from .gradgraph import GradGraph
+from .engine import identity, naming
+from .model.events import Stats
+from .model.gradgraph import GradGraph
 from .views.common import fmt_bytes, fmt_shape
 
 
@@ -139,7 +139,7 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
 
 
 def _safe_stats(t: torch.Tensor) -> Stats | None:
-    from .stats import compute_stats
+    from .engine.stats import compute_stats
 
     try:
         return compute_stats(t)
@@ -251,6 +251,6 @@ def namespace_info(namespace: Mapping[str, Any]) -> TableInfo:
 
 def _graph(t: torch.Tensor, names: dict[int, list[str]]) -> GradGraph:
     """The grad_fn graph below a live tensor, with namespace names on its nodes."""
-    from .autograd import capture
+    from .engine.autograd import capture
 
     return capture([("t", t)], lambda x: (names.get(id(x)) or [None])[0]).graph("t")

@@ -17,9 +17,9 @@ import torch
 from test_engines import SCENARIOS
 
 import tensormagic
-from tensormagic import build
-from tensormagic.events import Event, TensorRef
-from tensormagic.recording import Recording
+from tensormagic.engine import build
+from tensormagic.model.events import Event, TensorRef
+from tensormagic.model.recording import Recording
 
 
 def built_both(rec: Recording) -> tuple[Recording, Recording]:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import tensormagic
-from tensormagic import logfile
+from tensormagic.log import writer as logfile
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 

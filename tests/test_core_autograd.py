@@ -111,7 +111,7 @@ def test_ops_inside_a_function_use_the_callers_file_line():
 
 def test_prior_cell_provenance_is_kept_for_live_tensors():
     """A tensor created in one block remembers where, for later blocks and ``%tensorinfo``."""
-    from tensormagic import identity
+    from tensormagic.engine import identity
 
     with tensormagic.track():
         keep = torch.ones(2)

@@ -28,7 +28,7 @@ from tensormagic.diagnostics import (
     SyncInLoopWarning,
     TensorMagicWarning,
 )
-from tensormagic.events import Diagnostic
+from tensormagic.model.events import Diagnostic
 
 INPLACE_ERROR = "modified by an inplace operation"
 

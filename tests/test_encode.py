@@ -15,9 +15,9 @@ from test_engines import SCENARIOS
 from test_logfile import _every_kind
 
 import tensormagic
-from tensormagic import logrecords
-from tensormagic.events import Event, GradRecord, Stats, TensorRef
-from tensormagic.recording import Recording
+from tensormagic.log import records as logrecords
+from tensormagic.model.events import Event, GradRecord, Stats, TensorRef
+from tensormagic.model.recording import Recording
 
 REF = TensorRef("t1", "s1", ("x",), (2, 3), "float32", "cpu", True, False, "AddBackward0", 4)
 HEAD = b'{"type":"event","key":"abc/1","event":'

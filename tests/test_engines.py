@@ -1,4 +1,4 @@
-"""The compiled hot path (``tensormagic/csrc/``) and the pure-Python one record the same events.
+"""The compiled hot path (``tensormagic/engine/csrc/``) and the pure-Python one record the same events.
 
 Each scenario below runs once per engine; the recordings (every event, fold, tensor record and
 the text report, with tensor ids renumbered in order of appearance and times removed) must be
@@ -21,9 +21,9 @@ from torch.nn import functional as F
 from torch.overrides import _get_current_function_mode
 
 import tensormagic
-from tensormagic import mode as mode_mod
-from tensormagic.recording import Recording
-from tensormagic.tracker import Tracker
+from tensormagic.engine import mode as mode_mod
+from tensormagic.engine.tracker import Tracker
+from tensormagic.model.recording import Recording
 
 Scenario = Callable[..., Recording]  # (engine, **track options) -> its recording
 SCENARIOS: dict[str, Scenario] = {}
@@ -238,11 +238,24 @@ def test_both_engines_record_the_same_events(name: str) -> None:
 
 def test_compiled_engine_is_built_and_is_the_default() -> None:
     """The install built the compiled hot path, and track() uses it unless told otherwise."""
-    assert mode_mod._hotpath is not None, "tensormagic._hotpath was not built: is a C compiler installed?"
+    assert mode_mod._hotpath is not None, "tensormagic.engine._hotpath was not built: is a C compiler installed?"
     tr = Tracker()
     m = mode_mod.make_mode(tr)
     m.close()
     assert type(m) is mode_mod.CompiledTrackMode
+
+
+def test_compiled_engine_loaded_is_the_build_of_these_sources() -> None:
+    """The loaded extension sits in tensormagic/engine/ and is newer than every C source (no stale build)."""
+    from pathlib import Path
+
+    so = Path(mode_mod._hotpath.__file__).resolve()
+    engine_dir = Path(mode_mod.__file__).resolve().parent
+    assert so.parent == engine_dir, f"loaded {so}, expected a build inside {engine_dir}"
+    sources = list((engine_dir / "csrc").glob("*.[ch]"))
+    assert sources, "no C sources found beside the engine"
+    newest = max(sources, key=lambda p: p.stat().st_mtime)
+    assert so.stat().st_mtime >= newest.stat().st_mtime, f"{so.name} is older than {newest.name}: rebuild it"
 
 
 def test_compiled_engine_reads_its_attributes_at_their_slots() -> None:
@@ -374,8 +387,8 @@ def test_compiled_tracker_helpers_match_the_python_methods() -> None:
 
 def test_compiled_add_makes_the_python_records_and_hook_calls() -> None:
     """Hot.add, the tracker's _add during a compiled block, appends Tracker._add's records and calls the same hooks."""
-    from tensormagic.ops import op_name
-    from tensormagic.raw import QUIET_ANY
+    from tensormagic.engine.ops import op_name
+    from tensormagic.engine.raw import QUIET_ANY
 
     def prepare(tr: Tracker) -> Tracker:  # as the diagnostics do, before the block
         tr.quiet_creates["torch.Tensor.exp"] = QUIET_ANY

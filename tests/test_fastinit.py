@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import pytest
 
-from tensormagic import fastinit
-from tensormagic.events import Event, GradRecord, Stats, TensorRef
+from tensormagic.model import fastinit
+from tensormagic.model.events import Event, GradRecord, Stats, TensorRef
 
 REF = TensorRef("t1", "s1", ("x",), (2, 3), "float32", "cpu", True, False, "AddBackward0", 4)
 
@@ -33,7 +33,7 @@ ENGINES = [pytest.param(True, id="compiled"), pytest.param(False, id="python")]
 
 def _maker(cls: type, compiled: bool) -> Callable[..., Any]:
     if compiled and fastinit.SlotMaker is None:
-        pytest.fail("tensormagic._hotpath was not built: is a C compiler installed?")
+        pytest.fail("tensormagic.engine._hotpath was not built: is a C compiler installed?")
     return fastinit.fast_constructor(cls, compiled=compiled)
 
 
@@ -83,7 +83,7 @@ def test_slot_maker_refuses_a_class_with_a_dict() -> None:
         a: int
 
     if fastinit.SlotMaker is None:
-        pytest.fail("tensormagic._hotpath was not built: is a C compiler installed?")
+        pytest.fail("tensormagic.engine._hotpath was not built: is a C compiler installed?")
     with pytest.raises(TypeError, match="__dict__"):
         fastinit.fast_constructor(Loose, compiled=True)
 
@@ -91,10 +91,10 @@ def test_slot_maker_refuses_a_class_with_a_dict() -> None:
 def test_compiled_event_dicts_are_event_to_dict() -> None:
     """The compiled event encoder gives Event.to_dict's dict (same keys in the same order) for every kind."""
     if fastinit.SlotDict is None:
-        pytest.fail("tensormagic._hotpath was not built: is a C compiler installed?")
+        pytest.fail("tensormagic.engine._hotpath was not built: is a C compiler installed?")
     from test_logfile import _every_kind
 
-    from tensormagic.fastinit import DICT, DICTS, REF, REFS
+    from tensormagic.model.fastinit import DICT, DICTS, REF, REFS
 
     kinds = {"tensor": REF, "base": REF, "source_tensor": REF, "inputs": REFS, "aliases": REFS,
              "grads": DICTS, "stats": DICT}  # fmt: skip
@@ -109,7 +109,7 @@ def test_compiled_event_dicts_are_event_to_dict() -> None:
 def test_slot_dict_refuses_unknown_fields_and_other_objects() -> None:
     """A kind for a field the class lacks, or an object of another class, is a clear error."""
     if fastinit.SlotDict is None:
-        pytest.fail("tensormagic._hotpath was not built: is a C compiler installed?")
+        pytest.fail("tensormagic.engine._hotpath was not built: is a C compiler installed?")
     with pytest.raises(ValueError, match="no field 'colour'"):
         fastinit.fast_to_dict(Event, {"colour": fastinit.REF}, compiled=True)
     to_dict = fastinit.fast_to_dict(Event, {}, compiled=True)

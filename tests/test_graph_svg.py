@@ -10,7 +10,7 @@ import torch
 from testkit import autograd_example
 
 import tensormagic
-from tensormagic.gradgraph import GradGraph, GradNode
+from tensormagic.model.gradgraph import GradGraph, GradNode
 from tensormagic.views.graph import GRAPHVIZ_HINT, MAX_SVG_NODES, dot_path, graph_html, graph_svg, to_dot
 
 HOSTILE = "<img src=x onerror=alert(1)>"

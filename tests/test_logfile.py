@@ -17,10 +17,11 @@ import pytest
 import torch
 
 import tensormagic
-from tensormagic import logfile, logrecords
-from tensormagic.events import KINDS, SCHEMA_VERSION
-from tensormagic.logfile import LogError, LogWarning, LogWriter
-from tensormagic.logread import NotALogError, load_log
+from tensormagic.log import records as logrecords
+from tensormagic.log import writer as logfile
+from tensormagic.log.reader import NotALogError, load_log
+from tensormagic.log.writer import LogError, LogWarning, LogWriter
+from tensormagic.model.events import KINDS, SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_round_trip_every_event_kind(tmp_path: Path) -> None:
 
 def test_event_to_dict_matches_the_generic_encoder() -> None:
     """Event.to_dict, spelled out for speed, writes exactly what the field-by-field encoder writes."""
-    from tensormagic.events import _to_dict
+    from tensormagic.model.events import _to_dict
 
     events = _every_kind().events
     assert events and all(e.to_dict() == _to_dict(e) for e in events)
@@ -101,7 +102,7 @@ def test_cell_lines_are_the_records_encoded() -> None:
 
 def test_last_refs_is_the_latest_snapshot_of_each_touched_tensor() -> None:
     """last_refs, inlined for speed, keeps what touched_tensors reports, in order of first mention."""
-    from tensormagic.recording import last_refs, touched_tensors
+    from tensormagic.model.recording import last_refs, touched_tensors
 
     events = _every_kind().events
     expected: dict[str, object] = {}
@@ -117,7 +118,7 @@ def test_grad_record_to_dict_matches_the_generic_encoder() -> None:
     """GradRecord.to_dict, spelled out for speed, writes what the generic encoder writes, key order included."""
     import dataclasses
 
-    from tensormagic.events import _to_dict
+    from tensormagic.model.events import _to_dict
 
     grads = [g for e in _every_kind().events for g in e.grads]
     grads.append(dataclasses.replace(grads[0], accumulated=not grads[0].accumulated, grad_id=None))
@@ -166,7 +167,7 @@ def test_failed_cell_round_trip(tmp_path: Path) -> None:
 
 def test_diagnostics_are_logged(tmp_path: Path) -> None:
     """Diagnostics are written with their own to_dict and read back as the same Diagnostic."""
-    from tensormagic import events
+    from tensormagic.model import events
 
     Diagnostic = getattr(events, "Diagnostic", None)
     if Diagnostic is None:
@@ -234,9 +235,9 @@ def test_long_cell_is_written_in_chunks(tmp_path: Path) -> None:
 
 _APPENDER = """
 import sys, time
-from tensormagic.events import Event, TensorRef
-from tensormagic.logfile import LogWriter
-from tensormagic.recording import Recording
+from tensormagic.model.events import Event, TensorRef
+from tensormagic.log.writer import LogWriter
+from tensormagic.model.recording import Recording
 path, tag, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
 ref = TensorRef(id="t1", storage_id="s1", names=(tag,), shape=(4,), dtype="float32", device="cpu",
                 requires_grad=False, is_leaf=True, grad_fn=None, version=0)
@@ -270,9 +271,9 @@ def test_two_processes_append_to_one_file(tmp_path: Path) -> None:
 
 _GZIP_HOLDER = """
 import sys
-from tensormagic.events import Event, TensorRef
-from tensormagic.logfile import LogWriter
-from tensormagic.recording import Recording
+from tensormagic.model.events import Event, TensorRef
+from tensormagic.log.writer import LogWriter
+from tensormagic.model.recording import Recording
 ref = TensorRef(id="t1", storage_id=None, names=("x",), shape=(), dtype="float32", device="cpu",
                 requires_grad=False, is_leaf=True, grad_fn=None, version=0)
 rec = Recording(events=(Event(seq=0, kind="create", op="torch.ones", tensor=ref),), finished=True)
@@ -476,7 +477,7 @@ def test_numpy_event_leaves_no_array(tmp_path: Path) -> None:
 
 
 def _synthetic(n: int, tag: str = "x") -> tensormagic.Recording:
-    from tensormagic.events import Event, TensorRef
+    from tensormagic.model.events import Event, TensorRef
 
     ref = TensorRef(id="t1", storage_id="s1", names=(tag,), shape=(4,), dtype="float32", device="cpu",
                     requires_grad=False, is_leaf=True, grad_fn=None, version=0)  # fmt: skip
@@ -496,7 +497,7 @@ def test_gzip_cell_larger_than_a_read_block(tmp_path: Path) -> None:
 
 def test_counting_scan_agrees_with_full_parse(tmp_path: Path) -> None:
     """The summary's counting scan gives the counts and bytes moved a full parse gives."""
-    from tensormagic.logread import iter_cells
+    from tensormagic.log.reader import iter_cells
 
     log = tmp_path / "run.jsonl"
     _two_cells(log)
@@ -518,10 +519,10 @@ def test_counting_scan_agrees_with_full_parse(tmp_path: Path) -> None:
 _WITHOUT_ORJSON = """
 import sys
 sys.modules["orjson"] = None  # as if it were not installed
-from tensormagic import logfile, logread, logrecords
+from tensormagic.log import writer as logfile, reader as logread, records as logrecords
 assert logrecords._orjson is None
-from tensormagic.events import Event, TensorRef
-from tensormagic.recording import Recording
+from tensormagic.model.events import Event, TensorRef
+from tensormagic.model.recording import Recording
 ref = TensorRef(id="t1", storage_id=None, names=("é",), shape=(2,), dtype="float32", device="cpu",
                 requires_grad=True, is_leaf=True, grad_fn=None, version=0)
 rec = Recording(events=(Event(seq=0, kind="create", op="torch.ones", tensor=ref, source="x = 'é'"),),

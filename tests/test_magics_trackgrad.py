@@ -134,7 +134,7 @@ def test_auto_tracking_raising_cell_is_balanced(ip):
 def test_internal_failure_switches_tracking_off_once(ip):
     """A callback that fails internally warns once, switches tracking off and never raises into IPython."""
     from tensormagic.api import TrackingWarning
-    from tensormagic.session import AutoTracker, Options
+    from tensormagic.ipython.session import AutoTracker, Options
 
     def broken(*a, **k):
         raise RuntimeError("internal")
@@ -172,7 +172,7 @@ def test_help_comes_from_docstring_and_arguments(ip):
 def test_internal_recording_failure_switches_auto_tracking_off(ip):
     """A recording that fails inside auto-tracking warns once and turns tracking off."""
     from tensormagic.api import TrackingWarning
-    from tensormagic.session import AutoTracker, Options, _make_track
+    from tensormagic.ipython.session import AutoTracker, Options, _make_track
 
     def failing_track(*a, **k):
         t = _make_track(*a, **k)

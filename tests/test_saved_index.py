@@ -15,13 +15,13 @@ from torch.overrides import _get_current_function_mode
 
 import tensormagic
 from tensormagic.diagnostics import saved_index
-from tensormagic.tracker import Tracker
+from tensormagic.engine.tracker import Tracker
 
 
 @pytest.fixture(autouse=True)
 def compiled() -> None:
     if saved_index._hotpath is None:
-        pytest.fail("tensormagic._hotpath was not built: is a C compiler installed?")
+        pytest.fail("tensormagic.engine._hotpath was not built: is a C compiler installed?")
 
 
 def recorded() -> tuple[Tracker, list[Any]]:

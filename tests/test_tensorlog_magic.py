@@ -10,8 +10,8 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from testkit import run
 
-from tensormagic import logfile
-from tensormagic.logread import load_log
+from tensormagic.log import writer as logfile
+from tensormagic.log.reader import load_log
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Iterable
 
-from ..events import Diagnostic
+from ..model.events import Diagnostic
 from .catalog import (
     CATALOG,
     IDS,

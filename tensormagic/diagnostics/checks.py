@@ -11,12 +11,12 @@ from typing import Any, Mapping
 
 import torch
 
-from ..events import Diagnostic
-from ..lines import Locator
-from ..ops import op_name
-from ..raw import QUIET_ANY, QUIET_ONE, _tensors_in, create_parts
-from ..recording import Recording
-from ..tracker import Tracker
+from ..engine.ops import op_name
+from ..engine.raw import QUIET_ANY, QUIET_ONE, _tensors_in, create_parts
+from ..engine.source import Locator
+from ..engine.tracker import Tracker
+from ..model.events import Diagnostic
+from ..model.recording import Recording
 from .catalog import Settings
 from .context import Context, Finding
 from .inplace import SavedWrites

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .. import identity
-from ..events import Diagnostic, Event, where_label
-from ..lines import Locator, source_line
-from ..ops import op_name
-from ..recording import Recording, TensorRecord
+from ..engine import identity
+from ..engine.ops import op_name
+from ..engine.source import Locator, source_line
+from ..model.events import Diagnostic, Event, where_label
+from ..model.recording import Recording, TensorRecord
 from ..views.common import fmt_shape, short_op
 from .catalog import severity
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..events import Diagnostic, Event
+from ..model.events import Diagnostic, Event
 from .catalog import severity
 from .context import op_words
 

@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 import torch
 
-from .. import identity
-from ..autograd import node_name
-from ..ops import op_name
+from ..engine import identity
+from ..engine.autograd import node_name
+from ..engine.ops import op_name
 from .context import Context, Finding
 from .saved_index import make_index, saved_attrs, saved_data
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import identity, naming
-from ..events import Diagnostic
-from ..ops import op_name
-from ..raw import EXTRA
+from ..engine import identity, naming
+from ..engine.ops import op_name
+from ..engine.raw import EXTRA
+from ..model.events import Diagnostic
 from ..views.common import fmt_shape
 from . import grads, inplace
 from .context import Context, Finding, op_words

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from .. import identity
-from ..raw import create_parts
+from ..engine import identity
+from ..engine.raw import create_parts
 
 try:
-    from .. import _hotpath  # type: ignore[attr-defined]
+    from ..engine import _hotpath
 except ImportError:  # built without a C compiler: the Python index below
     _hotpath = None
 

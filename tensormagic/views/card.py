@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..events import Stats, TensorRef
-from ..recording import Recording, TensorRecord
+from ..model.events import Stats, TensorRef
+from ..model.recording import Recording, TensorRecord
 from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, short_op
 from .panel_tables import origin_event
 from .table import h, nbytes_of
@@ -42,7 +42,7 @@ def histogram_svg(hist: tuple[list[int], float, float] | None, *, width: int = 2
 
 
 def _histogram_of(t: Any) -> tuple[list[int], float, float] | None:
-    from ..stats import histogram
+    from ..engine.stats import histogram
 
     try:
         return histogram(t, bins=HIST_BINS)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..events import Event, Fold, TensorRef, where_label
-from ..gradgraph import GradGraph
-from ..recording import Recording
+from ..model.events import Event, Fold, TensorRef, where_label
+from ..model.gradgraph import GradGraph
+from ..model.recording import Recording
 
 KIND_WORD = {
     "create": "new",

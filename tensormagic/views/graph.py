@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from html import escape
 
-from ..gradgraph import GradGraph, GradNode
+from ..model.gradgraph import GradGraph, GradNode
 from .common import tree_lines
 
 #: Past this many nodes a picture is unreadable and slow to lay out: the text tree is shown.

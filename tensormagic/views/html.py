@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from html import escape
 
-from ..events import Fold
-from ..recording import Recording
+from ..model.events import Fold
+from ..model.recording import Recording
 from .common import KIND_WORD, capped_line_groups, count_words, describe, fold_words, short_op, tree_lines
 from .text import summary_line
 

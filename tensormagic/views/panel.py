@@ -13,7 +13,7 @@ from typing import Any, Callable, Generic, Mapping, TypeVar
 
 import ipywidgets as W
 
-from ..recording import Recording
+from ..model.recording import Recording
 from .card import EMPTY_CARD, record_card_html, tensor_card_html
 from .common import count_words, fmt_bytes, fmt_shape
 from .graph import graph_html
@@ -308,7 +308,7 @@ NAMESPACE_COLUMNS: tuple[Column[NamespaceRow], ...] = (
 
 
 def namespace_rows(namespace: Mapping[str, Any]) -> list[NamespaceRow]:
-    from ..naming import named_tensors
+    from ..engine.naming import named_tensors
 
     rows = []
     for name, t in named_tensors(namespace):

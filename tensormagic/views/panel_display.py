@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import ipywidgets as W
 
-from ..recording import Recording
+from ..model.recording import Recording
 from .card import info_card_html
 from .table import STYLE
 
@@ -100,7 +100,7 @@ class PanelDisplay:
         self._own = []
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ..display import Summary
+        from ..ipython.display import Summary
         from .panel import bundle
 
         if self.summary:

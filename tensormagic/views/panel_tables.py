@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..events import Event, Fold, TensorRef, where_label
-from ..recording import Recording, TensorRecord
+from ..model.events import Event, Fold, TensorRef, where_label
+from ..model.recording import Recording, TensorRecord
 from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, line_groups, short_op
 from .html import fold_row
 from .table import PAGE_SIZE, STYLE, Column, Table, h, nbytes_of

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..recording import Recording
+from ..model.recording import Recording
 from .common import KIND_WORD, capped_line_groups, count_words, describe, fold_words, short_op, tree_lines
 
 MAX_LINES = 400

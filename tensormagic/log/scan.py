@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
-from .events import SCHEMA_VERSION
-from .logrecords import FORMAT, loads
+from ..model.events import SCHEMA_VERSION
+from .records import FORMAT, loads
 
 _OUR_PREFIXES = (
     b'{"type":"header","format":"tensormagic-log"',

@@ -6,7 +6,7 @@ from dataclasses import MISSING, fields
 from typing import Any, Callable
 
 try:
-    from ._hotpath import SlotDict, SlotMaker
+    from ..engine._hotpath import SlotDict, SlotMaker
 except ImportError:  # built without a C compiler: the Python code below
     SlotDict = SlotMaker = None
 

@@ -11,8 +11,8 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode, Union
 
+from ..model.recording import Recording
 from .display import MODES, show, show_info, show_log, show_namespace
-from .recording import Recording
 from .session import AutoTracker, Options, run_tracked_cell
 
 MAGIC_NAMES = {"line": ("trackgrad", "tensorinfo", "device", "tensorlog"), "cell": ("trackgrad",)}
@@ -37,7 +37,7 @@ class TensorMagic(Magics):
 
     # -- helpers ---------------------------------------------------------------------------
     def options(self) -> Options:
-        from .diagnostics import select
+        from ..diagnostics import select
 
         try:
             select(self.diagnostics)
@@ -136,7 +136,7 @@ class TensorMagic(Magics):
         """
         import torch
 
-        from .info import module_info, tensor_info
+        from ..info import module_info, tensor_info
 
         expr = line.strip()
         if not expr:
@@ -189,7 +189,7 @@ class TensorMagic(Magics):
         """
         import os
 
-        from .logread import LogReadError, load_log
+        from ..log.reader import LogReadError, load_log
 
         args = parse_argstring(self.tensorlog, line)
         path = os.path.expanduser(args.path)

@@ -15,12 +15,12 @@ from typing import Any, Callable
 import torch
 
 from . import identity
-from .backward_records import BackwardRecords
+from .backward import BackwardRecords
 from .identity import Ref, _counter, _ids, assign_ref, ref_of, storage_id, storage_key
-from .lines import LineFinder
 from .modules import ModuleStack
 from .ops import ALIAS, GENERAL, MOVE, _names, op_name
 from .raw import FUNC, HOOKED_KINDS, KIND, TID, WHERE, _gf_name, _gf_names, _name, _tensors_in, create_parts, quiet
+from .source import LineFinder
 
 Tensor = torch.Tensor
 _now = time.perf_counter_ns

@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from .logrecords import cell_lines, dumps, header_record
-from .recording import Recording
+from ..model.recording import Recording
+from .records import cell_lines, dumps, header_record
 
 #: Records per write + flush within one cell's append (bounds memory and what a crash loses).
 CHUNK = 4096

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 from typing import IO, Any, Callable
 
-from .logread import LoggedCell, ScanStats, first_body_line, iter_cells, to_recording
-from .logrecords import dumps
-from .views.html import h as _h
+from ..views.html import h as _h
+from .reader import LoggedCell, ScanStats, first_body_line, iter_cells, to_recording
+from .records import dumps
 
 CELLS_TID = 1
 EVENTS_TID = 2

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from .autograd import GraphTable
-from .events import Event, Fold, TensorRef
-from .logfile import LogWarning
-from .logscan import LogReadError, NotALogError, ScanStats, scan
-from .recording import Recording, TensorRecord, attach_events, last_refs
+from ..model.events import Event, Fold, TensorRef
+from ..model.gradgraph import GraphTable
+from ..model.recording import Recording, TensorRecord, attach_events, last_refs
+from .scan import LogReadError, NotALogError, ScanStats, scan
+from .writer import LogWarning
 
 
 @dataclass
@@ -253,7 +253,7 @@ def _graphs(d: Any) -> GraphTable:
 
 def _diagnostic(d: dict[str, Any]) -> Any:
     """A ``Diagnostic`` of the event model when the dict is one, else its plain fields."""
-    from . import events
+    from ..model import events
 
     cls = getattr(events, "Diagnostic", None)
     if cls is not None:

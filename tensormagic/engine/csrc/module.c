@@ -357,7 +357,7 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 
 static PyTypeObject HotType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "tensormagic._hotpath.Hot",
+    .tp_name = "tensormagic.engine._hotpath.Hot",
     .tp_basicsize = sizeof(Hot),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "The compiled __torch_function__ of a tracking mode: SKIP calls and new-tensor ops.",

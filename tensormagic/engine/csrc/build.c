@@ -298,7 +298,7 @@ fail:
 
 PyTypeObject tmh_EventBuilderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "tensormagic._hotpath.EventBuilder",
+    .tp_name = "tensormagic.engine._hotpath.EventBuilder",
     .tp_basicsize = sizeof(Builder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "EventBuilder(**parts): build.py's event loop and _Refs.ref, compiled (see build._compiled_builder).",

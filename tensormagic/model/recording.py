@@ -10,7 +10,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .autograd import GraphTable
+from ..model.gradgraph import GraphTable
 from .events import KINDS, Event, Fold, Stats, TensorRef
 from .gradgraph import GradGraph
 
@@ -44,7 +44,7 @@ class TensorRecord:
         else those recorded during the block with ``stats=True``, if any."""
         t = self.tensor()
         if t is not None and (sync or t.device.type in ("cpu", "meta")):
-            from .stats import compute_stats
+            from ..engine.stats import compute_stats
 
             return compute_stats(t)
         return self.recorded_stats
@@ -136,7 +136,7 @@ class Recording:
                 if key in rec.names:
                     return rec
             raise KeyError(f"no tracked tensor named {key!r} in this recording")
-        from . import identity
+        from ..engine import identity
 
         tid = identity.tensor_id(key)
         if tid is None or tid not in self.tensors:
@@ -200,26 +200,26 @@ class Recording:
 
     # -- display ---------------------------------------------------------------------------
     def to_text(self, *, width: int = 100) -> str:
-        from .views.text import render_recording
+        from ..views.text import render_recording
 
         return render_recording(self, width=width)
 
     def to_html(self) -> str:
-        from .views.html import render_recording
+        from ..views.html import render_recording
 
         return render_recording(self)
 
     def summary_line(self) -> str:
-        from .views.text import summary_line
+        from ..views.text import summary_line
 
         return summary_line(self)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from .display import current_shell_in_kernel
+        from ..ipython.display import current_shell_in_kernel
 
         if current_shell_in_kernel():  # a recording shown by itself in Jupyter opens the panel
             try:
-                from .views.panel_display import recording_bundle
+                from ..views.panel_display import recording_bundle
             except ImportError:  # no ipywidgets: text and HTML still say everything
                 pass
             else:

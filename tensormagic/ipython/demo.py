@@ -17,7 +17,7 @@ def run_demo() -> str:
 
     import torch
 
-    from .api import track
+    from ..api import track
 
     filename = "<tensormagic-demo>"
     # register the source so the report can quote each line, as it does for a notebook cell

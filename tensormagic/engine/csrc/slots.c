@@ -197,7 +197,7 @@ static PyObject *maker_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 
 PyTypeObject tmh_SlotMakerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "tensormagic._hotpath.SlotMaker",
+    .tp_name = "tensormagic.engine._hotpath.SlotMaker",
     .tp_basicsize = sizeof(SlotMaker),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "SlotMaker(cls, names, defaults, required): a compiled constructor of a slotted dataclass.",
@@ -321,7 +321,7 @@ static PyObject *sd_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 
 PyTypeObject tmh_SlotDictType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "tensormagic._hotpath.SlotDict",
+    .tp_name = "tensormagic.engine._hotpath.SlotDict",
     .tp_basicsize = sizeof(SlotDict),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "SlotDict(cls, names, defaults, required, kinds): a compiled to_dict of a slotted dataclass.",

@@ -24,12 +24,12 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from .events import SCHEMA_VERSION, Event, GradRecord, TensorRef
-from .fastinit import DICT, DICTS, REF, REFS, dict_spec, fast_to_dict
-from .recording import Recording, last_refs
+from ..model.events import SCHEMA_VERSION, Event, GradRecord, TensorRef
+from ..model.fastinit import DICT, DICTS, REF, REFS, dict_spec, fast_to_dict
+from ..model.recording import Recording, last_refs
 
 try:
-    from ._hotpath import LineEncoder
+    from ..engine._hotpath import LineEncoder
 except ImportError:  # built without a C compiler: the Python path
     LineEncoder = None
 
@@ -85,7 +85,7 @@ def loads(line: bytes | str) -> Any:
 # -- records ---------------------------------------------------------------------------------
 def header_record(session: str, started: float | None = None) -> dict[str, Any]:
     """What a reader needs to know about the writing process."""
-    from . import __version__
+    from .. import __version__
 
     return {
         "type": "header",

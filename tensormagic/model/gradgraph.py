@@ -1,9 +1,11 @@
-"""The grad_fn graph below a tensor, as plain data a recording and a log file carry (``autograd.py``
-captures it when a block ends; ``views/graph.py`` draws it)."""
+"""The grad_fn graph below a tensor, as plain data a recording and a log file carry
+(``engine/autograd.py`` captures it when a block ends; ``views/graph.py`` draws it), and the
+block's ``GraphTable`` of every node its tensors reach."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .dictform import _known, _to_dict
@@ -90,3 +92,47 @@ class GradGraph:
             nodes=tuple(GradNode.from_dict(n) for n in d.get("nodes", ())),
             edges=tuple((int(a), int(b)) for a, b in d.get("edges", ())),
         )
+
+
+@dataclass
+class GraphTable:
+    """Every node reachable from the block's live tensors, shared by all their graphs."""
+
+    nodes: dict[int, GradNode] = field(default_factory=dict)
+    edges: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    roots: dict[str, int] = field(default_factory=dict)  # tensor id -> root node id
+    truncated: bool = False
+
+    def graph(self, tensor_id: str, label: str | None = None) -> GradGraph:
+        root = self.roots.get(tensor_id)
+        if root is None:
+            return GradGraph(root=None, tensor=label)
+        order: list[int] = []
+        seen = {root}
+        queue = deque([root])
+        edges: list[tuple[int, int]] = []
+        while queue:
+            nid = queue.popleft()
+            order.append(nid)
+            for child in self.edges.get(nid, ()):
+                edges.append((nid, child))
+                if child not in seen:
+                    seen.add(child)
+                    queue.append(child)
+        return GradGraph(root=root, nodes=tuple(self.nodes[n] for n in order if n in self.nodes),
+                         edges=tuple(edges), tensor=label)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": [n.to_dict() for n in self.nodes.values()],
+            "edges": {str(k): list(v) for k, v in self.edges.items()},
+            "roots": dict(self.roots),
+            "truncated": self.truncated,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GraphTable:
+        nodes = {n["id"]: GradNode.from_dict(n) for n in d.get("nodes", ())}
+        edges = {int(k): tuple(v) for k, v in d.get("edges", {}).items()}
+        return cls(nodes=nodes, edges=edges, roots=dict(d.get("roots", {})),
+                   truncated=bool(d.get("truncated", False)))  # fmt: skip

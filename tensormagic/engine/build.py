@@ -9,16 +9,16 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
+from ..model.events import Event, Fold, GradRecord, TensorRef
+from ..model.fastinit import fast_constructor
+from ..model.recording import Recording, TensorRecord, attach_events
 from . import identity, naming
 from .autograd import capture
-from .events import Event, Fold, GradRecord, TensorRef
-from .fastinit import fast_constructor
-from .linenames import line_results, name_live
-from .lines import Locator, source_line, source_text
+from .bound_names import line_results, name_live
 from .modules import resolve_path
 from .ops import op_name
 from .raw import EXTRA, FUNC, KIND, META, MODULE, TID, WHERE, create_parts
-from .recording import Recording, TensorRecord, attach_events
+from .source import Locator, source_line, source_text
 from .tracker import Tracker
 
 # The build makes one Event per record and a TensorRef per snapshot: half the cost of the

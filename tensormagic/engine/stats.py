@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .events import Stats
+from ..model.events import Stats
 
 
 def compute_stats(t: torch.Tensor) -> Stats:

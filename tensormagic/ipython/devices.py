@@ -7,8 +7,8 @@ from typing import Any, Mapping
 
 import torch
 
-from . import naming
-from .views.common import fmt_bytes
+from ..engine import naming
+from ..views.common import fmt_bytes
 
 
 @dataclass
@@ -35,7 +35,7 @@ class DeviceReport:
         return "\n".join(lines)
 
     def to_html(self) -> str:
-        from .views.html import STYLE, h
+        from ..views.html import STYLE, h
 
         return f"{STYLE}<div class='tm-report'><pre>{h(self.to_text())}</pre></div>"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .recording import Recording
-from .views.html import h
+from ..model.recording import Recording
+from ..views.html import h
 
 MODES = ("auto", "widget", "html", "text")
 
@@ -34,7 +34,7 @@ def resolve_mode(mode: str, shell: Any) -> str:
 
 def panel_available() -> bool:
     try:
-        from .views import panel
+        from ..views import panel
     except ImportError:  # ipywidgets missing: HTML still shows everything
         return False
     return hasattr(panel, "display_recording")
@@ -67,7 +67,7 @@ def show(rec: Recording, mode: str, shell: Any, *, summary: bool = False) -> Any
     """Display ``rec`` under the current cell; returns what was displayed (a panel, or None)."""
     resolved = resolve_mode(mode, shell)
     if resolved == "widget":
-        from .views.panel import display_recording
+        from ..views.panel import display_recording
 
         return display_recording(rec, summary=summary)
     # not rec._repr_mimebundle_(): in a kernel that is the panel, and html/text mode asked otherwise
@@ -81,7 +81,7 @@ def show_info(obj: Any, mode: str, shell: Any, *, tensor: Any = None) -> Any:
     else the object's own text/HTML."""
     resolved = resolve_mode(mode, shell)
     if resolved == "widget" and tensor is not None:
-        from .views.panel import display_tensor_info
+        from ..views.panel import display_tensor_info
 
         return display_tensor_info(obj, tensor)
     emit(obj._repr_mimebundle_(), resolved)
@@ -92,10 +92,10 @@ def show_namespace(namespace: Any, mode: str, shell: Any) -> Any:
     """``%tensorinfo`` alone: the filterable table widget in a kernel, else a static table."""
     resolved = resolve_mode(mode, shell)
     if resolved == "widget":
-        from .views.panel import display_namespace
+        from ..views.panel import display_namespace
 
         return display_namespace(namespace)
-    from .info import namespace_info
+    from ..info import namespace_info
 
     emit(namespace_info(namespace)._repr_mimebundle_(), resolved)
     return None
@@ -105,7 +105,7 @@ def show_log(recs: Any, labels: list[str], mode: str, shell: Any) -> Any:
     """``%tensorlog``: a cell selector above the panel in a kernel, else each cell's report."""
     resolved = resolve_mode(mode, shell)
     if resolved == "widget":
-        from .views.panel import display_log
+        from ..views.panel import display_log
 
         return display_log(recs, labels)
     for label, rec in zip(labels, recs):

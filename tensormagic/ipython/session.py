@@ -11,9 +11,9 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from .api import TrackingWarning, track
-from .lines import cell_locator
-from .recording import Recording
+from ..api import TrackingWarning, track
+from ..engine.source import cell_locator
+from ..model.recording import Recording
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,7 @@ static void si_dealloc(SavedIndex *self) {
 
 PyTypeObject tmh_SavedIndexType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "tensormagic._hotpath.SavedIndex",
+    .tp_name = "tensormagic.engine._hotpath.SavedIndex",
     .tp_basicsize = sizeof(SavedIndex),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "diagnostics.saved_index.SavedIndex, compiled: storage id -> tids whose grad_fn may save it.",

@@ -299,7 +299,7 @@ static PyMethodDef enc_methods[] = {
 
 PyTypeObject tmh_LineEncoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "tensormagic._hotpath.LineEncoder",
+    .tp_name = "tensormagic.engine._hotpath.LineEncoder",
     .tp_basicsize = sizeof(Encoder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "LineEncoder(event_spec, ref_spec, grad_spec): one cell's event lines, encoded from the events "

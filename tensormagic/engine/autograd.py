@@ -7,11 +7,9 @@ and edges that a log file can carry too.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .gradgraph import GradGraph, GradNode
+from ..model.gradgraph import GradNode, GraphTable
 
 MAX_NODES = 20_000
 
@@ -52,50 +50,6 @@ def leaves_of(roots: Iterable[Any]) -> list[Any]:
         if getattr(r, "grad_fn", None) is None and getattr(r, "requires_grad", False):
             out.append(r)
     return out
-
-
-@dataclass
-class GraphTable:
-    """Every node reachable from the block's live tensors, shared by all their graphs."""
-
-    nodes: dict[int, GradNode] = field(default_factory=dict)
-    edges: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    roots: dict[str, int] = field(default_factory=dict)  # tensor id -> root node id
-    truncated: bool = False
-
-    def graph(self, tensor_id: str, label: str | None = None) -> GradGraph:
-        root = self.roots.get(tensor_id)
-        if root is None:
-            return GradGraph(root=None, tensor=label)
-        order: list[int] = []
-        seen = {root}
-        queue = deque([root])
-        edges: list[tuple[int, int]] = []
-        while queue:
-            nid = queue.popleft()
-            order.append(nid)
-            for child in self.edges.get(nid, ()):
-                edges.append((nid, child))
-                if child not in seen:
-                    seen.add(child)
-                    queue.append(child)
-        return GradGraph(root=root, nodes=tuple(self.nodes[n] for n in order if n in self.nodes),
-                         edges=tuple(edges), tensor=label)  # fmt: skip
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "nodes": [n.to_dict() for n in self.nodes.values()],
-            "edges": {str(k): list(v) for k, v in self.edges.items()},
-            "roots": dict(self.roots),
-            "truncated": self.truncated,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GraphTable:
-        nodes = {n["id"]: GradNode.from_dict(n) for n in d.get("nodes", ())}
-        edges = {int(k): tuple(v) for k, v in d.get("edges", {}).items()}
-        return cls(nodes=nodes, edges=edges, roots=dict(d.get("roots", {})),
-                   truncated=bool(d.get("truncated", False)))  # fmt: skip
 
 
 def capture(tensors: Iterable[tuple[str, Any]], name_of: Callable[[Any], str | None]) -> GraphTable:

@@ -1,0 +1,1 @@
+"""Log files: the JSON Lines writer, the streaming reader, the records they share, the exports."""
