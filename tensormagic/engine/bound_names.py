@@ -1,5 +1,8 @@
 """The names a tensor takes from the line that made it: ``z`` for ``z = y * y * 3``.
 
+``source.py`` finds the line; ``naming.py`` names tensors from where they live when the block ends
+(the namespace, module parameters, containers); this module names them from the assignment.
+
 A block's records are cut into runs (consecutive records of one line); within a run, the
 tensors no later op of the run consumed are what the line's assignment target names.  Dead
 tensors are named when the events are built; live ones when the block ends (their graphs are

@@ -1,4 +1,6 @@
-"""Names for tensors, resolved when a block ends: namespace, module parameters, containers."""
+"""Names for tensors, resolved when a block ends: namespace, module parameters, containers.
+
+Names taken from the assignment on the line that made a tensor are ``bound_names.py``'s."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Which frame is the user's: map a torch call to the cell or file line a person wrote."""
+"""Which frame is the user's: map a torch call to the cell or file line a person wrote.
+
+The names a line binds (``z`` for ``z = y * y``) are ``bound_names.py``'s; this module only finds
+the line."""
 
 from __future__ import annotations
 
