@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+import torch
+
 from ..model.gradgraph import GradNode, GraphTable
+from . import describe
+
+Tensor = torch.Tensor
 
 MAX_NODES = 20_000
 
@@ -26,7 +31,7 @@ def leaves_of(roots: Iterable[Any]) -> list[Any]:
     """Leaf tensors whose ``.grad`` a backward from ``roots`` fills, in discovery order."""
     out: list[Any] = []
     seen: set[int] = set()
-    stack = [r.grad_fn for r in roots if getattr(r, "grad_fn", None) is not None]
+    stack = [_grad_fn(r) for r in roots]
     keep: list[Any] = []  # hold nodes while walking so id() is not reused
     while stack:
         node = stack.pop()
@@ -47,9 +52,20 @@ def leaves_of(roots: Iterable[Any]) -> list[Any]:
             if n is not None:
                 stack.append(n)
     for r in roots:  # a leaf given as root (out = x; out.backward(...)) fills its own grad
-        if getattr(r, "grad_fn", None) is None and getattr(r, "requires_grad", False):
+        if isinstance(r, Tensor) and _grad_fn(r) is None and describe.flag(r, "requires_grad"):
             out.append(r)
     return out
+
+
+def _grad_fn(t: Any) -> Any:
+    """``t.grad_fn`` read without a subclass's ``__torch_function__``; None for a non-tensor or
+    when it cannot be read."""
+    if not isinstance(t, Tensor):
+        return None
+    try:
+        return describe.attr(t, "grad_fn")
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def capture(tensors: Iterable[tuple[str, Any]], name_of: Callable[[Any], str | None]) -> GraphTable:
@@ -60,7 +76,7 @@ def capture(tensors: Iterable[tuple[str, Any]], name_of: Callable[[Any], str | N
     produced: dict[int, list[str]] = {}
     pending: list[tuple[str, Any]] = []
     for tid, t in tensors:
-        gf = t.grad_fn
+        gf = _grad_fn(t)
         if gf is None:
             continue
         pending.append((tid, gf))

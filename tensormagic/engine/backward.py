@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import identity
+from . import describe, identity
 from .autograd import leaves_of
 from .ops import op_name
 
@@ -91,15 +91,25 @@ class BackwardRecords:
 
 
 def _held_grad(t: Tensor) -> Tensor | None:
-    # reading .grad of a non-leaf warns; only leaves and retain_grad tensors have one
-    return t.grad if (t.is_leaf or t.retains_grad) else None
+    # reading .grad of a non-leaf warns; only leaves and retain_grad tensors have one.  Read
+    # through describe: a subclass's __torch_function__ never runs, a failed read is "none".
+    if not (describe.flag(t, "is_leaf") or describe.flag(t, "retains_grad")):
+        return None
+    try:
+        return describe.attr(t, "grad")  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _nonzero(g: Tensor) -> bool:
-    """Whether a leftover gradient holds values; never synchronises a GPU (assumed non-zero)."""
-    if g.device.type in ("cpu", "meta"):
-        if g.device.type == "meta":
+    """Whether a leftover gradient holds values; never synchronises a GPU (assumed non-zero),
+    nor runs a subclass's code (a tensor that is not a plain strided one is assumed non-zero)."""
+    try:
+        if type(g) not in describe.PLAIN or describe.attr(g, "layout") != torch.strided:
             return True
-        with torch.no_grad():
-            return bool(g.ne(0).any())
+        if g.device.type == "cpu":
+            with torch.no_grad():
+                return bool(g.ne(0).any())
+    except Exception:  # noqa: BLE001 - what cannot be read is assumed to hold values
+        pass
     return True

@@ -190,6 +190,10 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
     # the tensors those lines made are found when the events are built, but for the live
     # tensors now, since their graphs are named now.
     targets = {where: target_of(where) for where in tr.lines.places()}
+    for tid in list(tr.suspects):  # made empty, maybe filled by an unseen set_(): look again
+        t = tr.alive(tid)
+        if t is not None:
+            tr.recheck(tid, t)
     live = tr.live_tensors()
     name_live(raw, targets, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
                failed=rec.failed)  # fmt: skip
@@ -365,12 +369,17 @@ def _seen_note(op: str, note: str | None, inputs: tuple[TensorRef, ...]) -> str:
 _itemsize: dict[Any, int] = {}
 
 
-def _nbytes(meta: Any) -> int:
+def _nbytes(meta: Any) -> int | None:
+    """The bytes a snapshot's elements take; None where its shape or dtype could not be read."""
     n = 1
     for s in meta[0]:
+        if type(s) is not int:
+            return None  # an irregular (nested) dimension
         n *= s
     size = _itemsize.get(meta[1])
     if size is None:  # one meta tensor per dtype, not per move
+        if not isinstance(meta[1], torch.dtype):
+            return None
         size = _itemsize[meta[1]] = torch.empty((), dtype=meta[1], device="meta").element_size()
     return n * size
 

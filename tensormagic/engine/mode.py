@@ -30,8 +30,9 @@ from typing import Any, Callable
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import identity, ops
+from . import describe, identity, ops
 from . import raw as raw_mod
+from .describe import NO_VERSION, PLAIN
 from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
 from .tracker import Tracker
 
@@ -39,6 +40,8 @@ try:  # built from csrc/ at install when a C compiler is there; the Python path 
     from . import _hotpath
 except ImportError:  # pragma: no cover - exercised where no compiler was available
     _hotpath = None  # type: ignore[assignment]
+else:  # how the compiled path reads a tensor that is not a plain one (describe.py)
+    _hotpath.set_describe(describe.attr, describe.meta, torch.nn.Parameter)
 
 ENGINES = ("c", "python")
 
@@ -59,7 +62,7 @@ class _AllSkip(dict):  # type: ignore[type-arg]
 def _reads_non_leaf(args: Any) -> bool:
     """The call's first argument is a tensor that is neither a leaf nor retains its grad."""
     t = args[0] if args else None
-    return isinstance(t, Tensor) and not t.is_leaf and not t.retains_grad
+    return isinstance(t, Tensor) and not describe.flag(t, "is_leaf") and not describe.flag(t, "retains_grad")
 
 
 class TrackMode(TorchFunctionMode):
@@ -99,8 +102,17 @@ class TrackMode(TorchFunctionMode):
         # without another call.  First, the call torch.compile cannot trace (module docstring).
         t = _now()
         a0 = args[0] if args else None
-        # an op that writes its input and hands it back (dropout inplace) shows as a version bump
-        v0 = a0._version if isinstance(a0, Tensor) else -1
+        # an op that writes its input and hands it back (dropout inplace) shows as a version bump;
+        # read without a subclass's __torch_function__, NO_VERSION when it has none (inference)
+        v0 = NO_VERSION
+        if isinstance(a0, Tensor):
+            if type(a0) in PLAIN:
+                try:
+                    v0 = a0._version
+                except Exception:  # noqa: BLE001 - an inference tensor keeps no version counter
+                    pass
+            else:
+                v0 = describe.version(a0)
         # Calls made by the function itself (e.g. inside nn.init on a Parameter) can reach the mode
         # again: they are part of this call, not events of their own.
         self._busy = True
@@ -115,7 +127,7 @@ class TrackMode(TorchFunctionMode):
         try:
             if isinstance(r, Tensor):
                 if r is a0:
-                    if a0._version != v0:
+                    if describe.version(a0) != v0:
                         self.tracker.record_write(func, a0, v0, args, {}, self._find(_getframe(1)))
                     return r
                 tr = self.tracker
@@ -157,11 +169,14 @@ class TrackMode(TorchFunctionMode):
             elif args and isinstance(args[0], Tensor):
                 written = args[0]  # an op that writes its input and hands it back (dropout inplace)
         elif action == DATA_SET:
-            before = tr.meta(args[0])
+            try:
+                before = tr.meta(args[0])
+            except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
+                self._internal(e)
         if isinstance(written, Tensor):
-            v0: Any = written._version
+            v0: Any = describe.version(written)
         elif isinstance(written, (list, tuple)):
-            v0 = [w._version for w in written]
+            v0 = [describe.version(w) if isinstance(w, Tensor) else NO_VERSION for w in written]
         prep: Any = None
         if action == BACKWARD:
             try:
@@ -180,7 +195,7 @@ class TrackMode(TorchFunctionMode):
         try:
             if action == GENERAL or action == ALIAS or action == MOVE:
                 if written is not None and (r is written or action == GENERAL and "out" in kwargs):
-                    if isinstance(written, Tensor) and written._version != v0:
+                    if isinstance(written, Tensor) and describe.version(written) != v0:
                         tr.record_write(func, written, v0, args, kwargs, self._find(_getframe(1)))
                 elif isinstance(r, (Tensor, tuple, list)):
                     tr.record_outputs(func, action, args, kwargs, r, self._find(_getframe(1)), t)
@@ -247,7 +262,8 @@ class CompiledTrackMode(TrackMode):
             ref_type=identity.Ref, storage_id=identity.storage_id, no_storage=identity.NO_STORAGE,
             modules=tr.modules, lines=lines, line_cache=lines._cache, learn=lines._learn, find=lines.find,
             record_write=tr.record_write, record_outputs=tr.record_outputs, tensor_type=Tensor,
-            now=_now, general=GENERAL, f64=torch.float64, write_gate=tr.write_gate, t0=tr.t0, fast_cap=tr._fast_cap,
+            now=_now, general=GENERAL, f64=torch.float64, write_gate=tr.write_gate, suspects=tr.suspects,
+            recheck=tr._recheck, t0=tr.t0, fast_cap=tr._fast_cap,
         )  # fmt: skip
         self.__torch_function__ = MethodType(self._hot, self)  # type: ignore[method-assign]
         # the block's end walks every tensor it made: the same loop, compiled

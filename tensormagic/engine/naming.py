@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
-from . import identity
+from . import describe, identity
 
 _SKIP_PREFIXES = ("_",)
 _SKIP_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
@@ -38,8 +38,11 @@ def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
 def _expand(name: str, v: Any, depth: int) -> Iterator[tuple[str, torch.Tensor]]:
     if isinstance(v, torch.Tensor):
         yield name, v
-        if v.is_leaf:
-            g = v.grad
+        if describe.flag(v, "is_leaf"):  # read without a subclass's __torch_function__
+            try:
+                g = describe.attr(v, "grad")
+            except Exception:  # noqa: BLE001 - a gradient that cannot be read is not named
+                g = None
             if g is not None:
                 yield f"{name}.grad", g
     elif isinstance(v, torch.nn.Module):

@@ -14,12 +14,13 @@ from typing import Any, Callable
 
 import torch
 
-from . import identity
+from . import describe, identity
 from .backward import BackwardRecords
+from .describe import NO_VERSION, PLAIN
 from .identity import Ref, _counter, _ids, assign_ref, ref_of, storage_id, storage_key
 from .modules import ModuleStack
 from .ops import ALIAS, GENERAL, MOVE, _names, op_name
-from .raw import FUNC, HOOKED_KINDS, KIND, TID, WHERE, _gf_name, _gf_names, _name, _tensors_in, create_parts, quiet
+from .raw import FUNC, HOOKED_KINDS, KIND, META, TID, WHERE, _gf_name, _gf_names, _name, _tensors_in, create_parts, quiet
 from .source import LineFinder
 
 Tensor = torch.Tensor
@@ -32,6 +33,9 @@ def _on(t: Tensor | None, key: int) -> bool:
 
 
 FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted, not stored
+_EMPTY = (0,)
+#: a block keeps at most this many ``suspects`` (tensors ``recheck`` looks at again)
+MAX_SUSPECTS = 256
 
 
 class Tracker(BackwardRecords):
@@ -61,6 +65,10 @@ class Tracker(BackwardRecords):
         self.t0 = time.perf_counter_ns()
         self._last_move: dict[int, int] = {}
         self.backwards: list[int] = []  # raw indices of the backward records (the end of block looks)
+        #: ids of tensors a factory made empty, (0,): unpickling, ``torch.load`` and DataLoader
+        #: workers' batches fill such a tensor by ``set_``, which no function mode sees.  The
+        #: next op that uses one, or the block's end, looks again (``recheck``).
+        self.suspects: set[int] = set()
         self.internal_error: BaseException | None = None
         # Extension points (diagnostics): called only when non-empty.  A record hook sees the
         # records ops make while they run (HOOKED_KINDS), not the backward or NumPy-bridge ones.
@@ -130,9 +138,16 @@ class Tracker(BackwardRecords):
         return live
 
     def meta(self, t: Tensor) -> tuple[Any, ...]:
-        """``t``'s metadata, interned: equal snapshots share one tuple."""
-        gf = t.grad_fn
-        m = (t.shape, t.dtype, t.device, t.requires_grad, None if gf is None else _gf_name(gf), t._version)
+        """``t``'s metadata, interned: equal snapshots share one tuple.  A tensor whose reads
+        could fail or run a subclass's code is read by ``describe.meta`` (never raises)."""
+        if type(t) in PLAIN:
+            try:
+                gf = t.grad_fn
+                m = (t.shape, t.dtype, t.device, t.requires_grad, None if gf is None else _gf_name(gf), t._version)
+            except Exception:  # noqa: BLE001 - an inference tensor's version, a nested tensor's shape
+                m = describe.meta(t)
+        else:
+            m = describe.meta(t)
         got = self._metas.get(m)
         return got if got is not None else self._intern(m)
 
@@ -250,6 +265,8 @@ class Tracker(BackwardRecords):
 
     def record_outputs(self, func: Any, action: int, args: Any, kwargs: Any, r: Any,
                        where: Any, t: int = 0) -> None:  # fmt: skip
+        if self.suspects:
+            self._recheck(args, kwargs)
         if action == GENERAL and isinstance(r, Tensor) and self._created(func, args, kwargs, r, where, t):
             return
         inputs = _tensors_in(args, kwargs)
@@ -265,6 +282,8 @@ class Tracker(BackwardRecords):
         block already knows.  Records exactly what ``_output`` would and returns True; returns
         False, having changed nothing, for anything else (the general path then handles it).
         ``t`` is when the call began.  Every line here runs once per recorded op: keep it short."""
+        if self.suspects:
+            self._recheck(args, kwargs)
         raw = self.raw
         n = len(raw)
         if n >= self._fast_cap:
@@ -292,20 +311,27 @@ class Tracker(BackwardRecords):
                     return False
         key = id(o)
         ref = get(key)
-        if (ref is not None and ref() is o) or o._is_view():
-            return False  # an input handed back, or a view: the general path says which
+        # an input handed back, or a tensor another (outer) block registered, or a view, or a
+        # subclass (read through ``describe``): the general path says which
+        if (ref is not None and ref() is o) or type(o) not in PLAIN or o._is_view():
+            return False
         try:
             skey = storage_id(o)
         except identity.NO_STORAGE:
             return False
+        try:
+            gf = o.grad_fn
+            meta = (o.shape, o.dtype, o.device, o.requires_grad,
+                    None if gf is None else (_gf_names.get(type(gf)) or _gf_name(gf)), o._version)  # fmt: skip
+        except Exception:  # noqa: BLE001 - an inference tensor's version, a nested tensor's shape
+            meta = describe.meta(o)
         ref = _ids[key] = Ref(o)
         tid = ref.tid = next(_counter)
-        gf = o.grad_fn
-        meta = (o.shape, o.dtype, o.device, o.requires_grad,
-                None if gf is None else (_gf_names.get(type(gf)) or _gf_name(gf)), o._version)  # fmt: skip
         meta = self._metas.get(meta) or self._intern(meta)
         self.sid_of_key[skey] = tid  # its storage is named after it: see _storage
         tensors[tid] = (key, meta, tid, n)
+        if not in_ids and meta[0] == _EMPTY and len(self.suspects) < MAX_SUSPECTS:
+            self.suspects.add(tid)  # torch.empty(0) that set_() may fill unseen: see recheck
         ins = tuple(in_ids)
         if not made:  # a loop passes the same weights again: one tuple for all its records
             ins = self._inputs.setdefault(ins, ins)
@@ -323,8 +349,8 @@ class Tracker(BackwardRecords):
             if o is a:
                 return  # not new: an input handed back
         ref = _ids.get(id(o))
-        if ref is not None and ref() is o:
-            return  # not new: a tensor seen before
+        if ref is not None and ref() is o and ref.tid in self.tensors:
+            return  # not new: a tensor this block has seen before (an outer block's is new here)
         if action == MOVE and inputs:
             src = inputs[0]
             stid = self.see(src, where)
@@ -333,7 +359,7 @@ class Tracker(BackwardRecords):
             self._add("move", func, tid, meta, where, (stid, self.meta(src), False), (o,))
             return
         base = None
-        if action == ALIAS or o._is_view():
+        if action == ALIAS or describe.is_view(o):
             okey = storage_key(o)
             base = next((a for a in inputs if storage_key(a) == okey), None)
         if base is not None:
@@ -343,24 +369,60 @@ class Tracker(BackwardRecords):
         else:
             in_ids = tuple([self.see(a, where) for a in inputs])
             tid, meta = self._new(o, alias=False)
+            if not in_ids and meta[0] == _EMPTY and len(self.suspects) < MAX_SUSPECTS:
+                self.suspects.add(tid)
             self._add("create", func, tid, meta, where, in_ids, (o,))
 
     def record_write(self, func: Any, written: Tensor, v0: int, args: Any, kwargs: Any,
                      where: Any) -> None:  # fmt: skip
+        if self.suspects:
+            self._recheck(args, kwargs, written, v0)
         name = op_name(func)
-        if written._version == v0 and name != "torch.Tensor.__setitem__":
+        # a tensor without a version counter (inference) is written whenever a writing op ran
+        v1 = describe.version(written)
+        if v1 == v0 and v1 != NO_VERSION and name != "torch.Tensor.__setitem__":
             return
         tid = self.see(written, where)
         inputs = [a for a in _tensors_in(args, kwargs) if a is not written]
         if name == "torch.Tensor.copy_" and inputs:
             src = inputs[0]
-            if src.device != written.device or src.dtype != written.dtype:
+            smeta, wmeta = self.meta(src), self.meta(written)
+            if smeta[2] != wmeta[2] or smeta[1] != wmeta[1]:
                 stid = self.see(src, where)
-                self._add("move", func, tid, self.meta(written), where,
-                          (stid, self.meta(src), True, v0), (written,))  # fmt: skip
+                self._add("move", func, tid, wmeta, where, (stid, smeta, True, v0), (written,))
                 return
         in_ids = tuple(self.see(a, where) for a in inputs)
         self._add("inplace", func, tid, self.meta(written), where, (v0, *in_ids), (written,))
+
+    def _recheck(self, args: Any, kwargs: Any, written: Any = None, v0: int = NO_VERSION) -> None:
+        """The call's tensors that are ``suspects``: each looked at again (``recheck``) and forgotten.
+        ``written`` was written by the call, which ran already: ``v0`` is its version before."""
+        for a in _tensors_in(args, kwargs):
+            tid = identity.lookup(a)
+            if tid is not None and tid in self.suspects:
+                self.recheck(tid, a, v0 if a is written else None)
+
+    def recheck(self, tid: int, t: Tensor, version: int | None = None) -> None:
+        """A tensor made empty whose version moved with no record (``set_`` by unpickling,
+        ``torch.load``, a DataLoader worker's batch): its creation record gets its metadata and
+        storage as they are now, since no event in between changed them.  ``version``: its
+        version before the op now writing it (the snapshot keeps that one)."""
+        self.suspects.discard(tid)
+        info = self.tensors.get(tid)
+        idx = info[3] if info is not None else None
+        if idx is None or idx >= len(self.raw):
+            return
+        rec = self.raw[idx]
+        if rec[TID] != tid or rec[KIND] != "create":
+            return
+        m = self.meta(t)
+        if version is not None and version != m[5]:
+            m = (*m[:5], version)
+            m = self._metas.get(m) or self._intern(m)
+        if m[5] == rec[META][5]:
+            return  # no write since the record: what it says still holds
+        self.raw[idx] = (*rec[:META], m, *rec[META + 1 :])
+        self.tensors[tid] = (info[0], m, self._storage(t, tid, new=False, fresh=True), idx)  # type: ignore[index]
 
     def record_data_set(self, func: Any, target: Tensor, new: Tensor, before: Any, where: Any) -> None:
         """``param.data = t``: Module.to swaps parameter data this way, with no version bump."""

@@ -23,6 +23,7 @@
 #define GENERAL 1
 #define INPLACE 2
 #define WATCHED_SKIP -2  /* mode.py: a watched call that records nothing itself */
+#define TMH_MAX_SUSPECTS 256  /* tracker.py's MAX_SUSPECTS */
 
 /* An object slot (a __slots__ member) of one type, read and written at its offset. */
 typedef struct {
@@ -72,6 +73,8 @@ typedef struct {
     PyObject *general;        /* the int GENERAL */
     PyObject *f64;            /* torch.float64 (raw.quiet: a float64 result is not quiet) */
     PyObject *write_gate;     /* tracker.write_gate: which in-place records the record hooks need */
+    PyObject *suspects;       /* tracker.suspects: set of ids of tensors made empty (see Tracker.recheck) */
+    PyObject *recheck;        /* tracker._recheck(args, kwargs[, written, v0]) */
     long long t0;
     Py_ssize_t fast_cap;
     Slot tid;      /* identity.Ref's "tid" */
@@ -82,13 +85,13 @@ typedef struct {
 } Hot;
 
 /* indices of the metadata attributes tmh_tensor_attr reads */
-enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE, A_IS_LEAF, A_RETAINS_GRAD, N_ATTRS };
+enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE, A_IS_LEAF, A_RETAINS_GRAD, A_GRAD, N_ATTRS };
 
 #define HOT_FIELDS(X) \
     X(actions) X(state) X(slow) X(watched) X(where) X(on_error) X(internal) X(tracker) X(error_hooks) X(record_hooks) X(quiet) X(raw) \
     X(times_append) X(tensors) X(sid_of_key) X(metas) X(intern) X(inputs) X(gf_names) X(gf_name) \
     X(names) X(ids) X(counter) X(ref_type) X(storage_id) X(no_storage) X(modules) X(lines) \
-    X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general) X(f64) X(write_gate)
+    X(line_cache) X(learn) X(find) X(record_write) X(record_outputs) X(tensor_type) X(now) X(general) X(f64) X(write_gate) X(suspects) X(recheck)
 
 /* Nothing below is exported from the shared object: only PyInit__hotpath is. */
 #if defined(__GNUC__)
@@ -99,17 +102,24 @@ enum { A_SHAPE, A_DTYPE, A_DEVICE, A_REQUIRES_GRAD, A_GRAD_FN, A_VERSION, A_BASE
 extern PyObject *tmh_s_tid, *tmh_s_current, *tmh_s_lasti, *tmh_s_create, *tmh_s_f_lasti, *tmh_s_busy,
     *tmh_s_inplace, *tmh_s_out, *tmh_s_view, *tmh_s_move, *tmh_attr_names[N_ATTRS];
 
-/* The metadata attributes read on every recorded tensor.  On a plain torch.Tensor they are
- * getset descriptors of torch._C.TensorBase: calling their getter directly skips the generic
- * attribute lookup (~20 ns a read, seven reads per op).  A subclass (which may override one) and
- * any attribute that is not a getset go through PyObject_GetAttr.  (lookup.c fills the table.) */
-extern PyTypeObject *tmh_getset_type;
+/* The metadata attributes read on every recorded tensor.  On a plain torch.Tensor (or an
+ * nn.Parameter: describe.PLAIN) they are getset descriptors of torch._C.TensorBase: calling their
+ * getter directly skips the generic attribute lookup (~20 ns a read, seven reads per op).  Any
+ * other type goes through describe.attr (never a subclass's __torch_function__), and so does
+ * everything when describe has not been given (lookup.c fills the table; set_describe the rest). */
+extern PyTypeObject *tmh_getset_type, *tmh_param_type;
 extern PyGetSetDef *tmh_getsets[N_ATTRS];
+extern PyObject *tmh_describe_attr, *tmh_describe_meta;
+PyObject *tmh_attr_slow(PyObject *o, int which);
+
+static inline int tmh_plain(PyObject *o) {
+    return Py_TYPE(o) == tmh_getset_type || (tmh_param_type != NULL && Py_TYPE(o) == tmh_param_type);
+}
 
 static inline PyObject *tmh_tensor_attr(PyObject *o, int which) {
     PyGetSetDef *g = tmh_getsets[which];
-    if (g != NULL && Py_TYPE(o) == tmh_getset_type) return g->get(o, g->closure);
-    return PyObject_GetAttr(o, tmh_attr_names[which]);
+    if (g != NULL && tmh_plain(o)) return g->get(o, g->closure);
+    return tmh_attr_slow(o, which);
 }
 
 /* obj.name and obj.name = v for a __slots__ member: at the slot's offset when obj is of the type
@@ -181,6 +191,9 @@ PyObject *tmh_registered_tid(Hot *self, PyObject *t);
 PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *skip);
 int tmh_entry_alive(PyObject *ids, PyObject *key, PyObject *tid, PyObject **obj);
 PyObject *tmh_live_tensors(PyObject *mod, PyObject *const *a, Py_ssize_t n);
+PyObject *tmh_set_describe(PyObject *mod, PyObject *const *a, Py_ssize_t n);
+int tmh_clear_exception(void);
+int tmh_recheck(Hot *self, PyObject *args, PyObject *kwargs, PyObject *written, long long v0);
 
 /* slots.c: SlotMaker, SlotDict, and what they (and encode.c) know of a slotted dataclass */
 extern PyTypeObject tmh_SlotMakerType, tmh_SlotDictType;

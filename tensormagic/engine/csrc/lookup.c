@@ -18,8 +18,36 @@ Py_ssize_t tmh_member_offset(PyTypeObject *type, PyObject *name) {
 }
 
 /* The getters tmh_tensor_attr (hot.h) calls directly, looked up once on torch.Tensor. */
-PyTypeObject *tmh_getset_type;
+PyTypeObject *tmh_getset_type, *tmh_param_type;
 PyGetSetDef *tmh_getsets[N_ATTRS];
+PyObject *tmh_describe_attr, *tmh_describe_meta;
+
+/* set_describe(attr, meta, parameter_type): describe.attr, describe.meta and nn.Parameter, given
+ * once by mode.py (the module holds them for the process) */
+PyObject *tmh_set_describe(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssize_t n) {
+    if (n != 3 || !PyCallable_Check(a[0]) || !PyCallable_Check(a[1]) || !PyType_Check(a[2])) {
+        PyErr_SetString(PyExc_TypeError, "set_describe(attr, meta, parameter_type)");
+        return NULL;
+    }
+    Py_XSETREF(tmh_describe_attr, Py_NewRef(a[0]));
+    Py_XSETREF(tmh_describe_meta, Py_NewRef(a[1]));
+    Py_XSETREF(tmh_param_type, (PyTypeObject *)Py_NewRef(a[2]));
+    Py_RETURN_NONE;
+}
+
+/* describe.attr(o, name): a tensor that is not a plain one, or an attribute without a getset */
+PyObject *tmh_attr_slow(PyObject *o, int which) {
+    if (tmh_describe_attr == NULL) return PyObject_GetAttr(o, tmh_attr_names[which]);
+    return PyObject_CallFunctionObjArgs(tmh_describe_attr, o, tmh_attr_names[which], NULL);
+}
+
+/* An Exception set now is cleared (1): a read that failed is described, not raised.  Anything else
+ * (KeyboardInterrupt) stays set (0). */
+int tmh_clear_exception(void) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return 0;
+    PyErr_Clear();
+    return 1;
+}
 
 void tmh_learn_getsets(PyTypeObject *tensor_type) {
     if (tmh_getset_type == tensor_type) return;
@@ -54,14 +82,36 @@ static long long now_ns_python(Hot *self) {
     return v;
 }
 
-/* t._version; -2 with an exception set on failure */
+/* t._version (describe.version): -1 (NO_VERSION) for a tensor that keeps none (an inference
+ * tensor) or whose version cannot be read; -2 with an exception set when one that is not an
+ * Exception (KeyboardInterrupt) arrived meanwhile */
 long long tmh_version_of(PyObject *t) {
     PyObject *v = tmh_tensor_attr(t, A_VERSION);
-    if (v == NULL) return -2;
-    long long r = PyLong_AsLongLong(v);
-    Py_DECREF(v);
-    if (r == -1 && PyErr_Occurred()) return -2;
+    long long r = -1;
+    if (v != NULL) {
+        r = PyLong_AsLongLong(v);
+        Py_DECREF(v);
+    }
+    if (PyErr_Occurred()) return tmh_clear_exception() ? -1 : -2;
     return r;
+}
+
+/* Tracker._recheck(args, kwargs, written, v0) when the block has suspects (tensors made empty
+ * that an unseen set_ may have filled): 0, or -1 with an exception */
+int tmh_recheck(Hot *self, PyObject *args, PyObject *kwargs, PyObject *written, long long v0) {
+    if (PySet_GET_SIZE(self->suspects) == 0) return 0;
+    PyObject *kw = kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
+    PyObject *pv0 = PyLong_FromLongLong(v0);
+    PyObject *r = NULL;
+    if (kw != NULL && pv0 != NULL) {
+        PyObject *cargs[4] = {args, kw, written != NULL ? written : Py_None, pv0};
+        r = PyObject_Vectorcall(self->recheck, cargs, 4, NULL);
+    }
+    Py_XDECREF(kw);
+    Py_XDECREF(pv0);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
 }
 
 static int frame_lasti(PyFrameObject *frame) {

@@ -134,9 +134,9 @@ static int reads_non_leaf(Hot *self, PyObject *args) {
     if (t == NULL || !tmh_is_tensor(self, t)) return 0;
     for (int which = A_IS_LEAF; which <= A_RETAINS_GRAD; which++) {
         PyObject *v = tmh_tensor_attr(t, which);
-        if (v == NULL) return -1;
-        int yes = PyObject_IsTrue(v);
-        Py_DECREF(v);
+        int yes = v == NULL ? -1 : PyObject_IsTrue(v);
+        Py_XDECREF(v);
+        if (yes < 0 && tmh_clear_exception()) yes = 0;  /* describe.flag: unreadable is "no" */
         if (yes != 0) return yes < 0 ? -1 : 0;
     }
     return 1;
@@ -315,7 +315,7 @@ static char *hot_kwlist[] = {
     "times_append", "tensors", "sid_of_key", "metas", "intern", "inputs", "gf_names", "gf_name",
     "names", "ids", "counter", "ref_type", "storage_id", "no_storage", "modules", "lines",
     "line_cache", "learn", "find", "record_write", "record_outputs", "tensor_type", "now", "general", "f64",
-    "write_gate", "t0", "fast_cap", NULL,
+    "write_gate", "suspects", "recheck", "t0", "fast_cap", NULL,
 };
 
 /* `name` of instances of `type`, at its slot's offset where it is one (tmh_get, tmh_set) */
@@ -328,17 +328,18 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     Hot *self = (Hot *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
     self->vectorcall = (vectorcallfunc)hot_vectorcall;
-    PyObject *o[38];
+    PyObject *o[40];
     long long t0;
     Py_ssize_t cap;
     if (!PyArg_ParseTupleAndKeywords(args, kw,
-            "O!O!OO!OOOO" "O!O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OOO" "O" "Ln:Hot", hot_kwlist,
+            "O!O!OO!OOOO" "O!O!O!O!" "O" "O!O!O!" "O" "O!O!" "O" "O!O!" "OOOOOO" "O!" "OOOO" "O!" "OOO" "O" "O!O" "Ln:Hot", hot_kwlist,
             &PyDict_Type, &o[0], &PyDict_Type, &o[1], &o[2], &PyDict_Type, &o[3], &o[4], &o[5], &o[6], &o[7],
             &PyList_Type, &o[8], &PyList_Type, &o[9], &PyDict_Type, &o[10], &PyList_Type, &o[11], &o[12],
             &PyDict_Type, &o[13], &PyDict_Type, &o[14], &PyDict_Type, &o[15], &o[16],
             &PyDict_Type, &o[17], &PyDict_Type, &o[18], &o[19], &PyDict_Type, &o[20],
             &PyDict_Type, &o[21], &o[22], &o[23], &o[24], &o[25], &o[26], &o[27], &PyDict_Type, &o[28],
-            &o[29], &o[30], &o[31], &o[32], &PyType_Type, &o[33], &o[34], &o[35], &o[36], &o[37], &t0, &cap)) {
+            &o[29], &o[30], &o[31], &o[32], &PyType_Type, &o[33], &o[34], &o[35], &o[36], &o[37],
+            &PySet_Type, &o[38], &o[39], &t0, &cap)) {
         Py_DECREF(self);
         return NULL;
     }
@@ -374,6 +375,8 @@ static PyTypeObject HotType = {
 static PyMethodDef module_methods[] = {
     {"live_tensors", (PyCFunction)(void (*)(void))tmh_live_tensors, METH_FASTCALL,
      "live_tensors(tensors, ids, merged): Tracker.live_tensors, compiled."},
+    {"set_describe", (PyCFunction)(void (*)(void))tmh_set_describe, METH_FASTCALL,
+     "set_describe(attr, meta, parameter_type): how tensors that are not plain ones are read (describe.py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -393,7 +396,7 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     INTERN(tmh_attr_names[A_DEVICE], "device") INTERN(tmh_attr_names[A_REQUIRES_GRAD], "requires_grad")
     INTERN(tmh_attr_names[A_GRAD_FN], "grad_fn") INTERN(tmh_attr_names[A_VERSION], "_version")
     INTERN(tmh_attr_names[A_BASE], "_base") INTERN(tmh_attr_names[A_IS_LEAF], "is_leaf")
-    INTERN(tmh_attr_names[A_RETAINS_GRAD], "retains_grad")
+    INTERN(tmh_attr_names[A_RETAINS_GRAD], "retains_grad") INTERN(tmh_attr_names[A_GRAD], "grad")
 #undef INTERN
     if (PyType_Ready(&HotType) < 0 || PyType_Ready(&tmh_SlotMakerType) < 0 || PyType_Ready(&tmh_SlotDictType) < 0 ||
         tmh_saved_init() < 0 || tmh_build_init() < 0 || PyType_Ready(&tmh_LineEncoderType) < 0)

@@ -2,9 +2,41 @@
  * an in-place write of a known tensor by known inputs (Tracker.record_write's common case). */
 #include "hot.h"
 
+static PyObject *intern_meta(Hot *self, PyObject *meta);
+
+/* describe.meta(o), interned: a tensor that is not a plain one, or a plain one a read failed on
+ * (an inference tensor's version, a nested tensor's shape), as Tracker.meta does */
+static PyObject *described_meta(Hot *self, PyObject *o) {
+    if (tmh_describe_meta == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tensormagic: describe.meta was not given (set_describe)");
+        return NULL;
+    }
+    PyObject *meta = PyObject_CallOneArg(tmh_describe_meta, o);
+    if (meta == NULL) return NULL;
+    PyObject *got = intern_meta(self, meta);
+    Py_DECREF(meta);
+    return got;
+}
+
+static PyObject *plain_meta(Hot *self, PyObject *o);
+
 /* Tracker.meta: (shape, dtype, device, requires_grad, grad_fn name, version), interned per block.
  * A new reference, or NULL with an exception. */
 PyObject *tmh_make_meta(Hot *self, PyObject *o) {
+    if (!tmh_plain(o)) return described_meta(self, o);
+    PyObject *got = plain_meta(self, o);
+    if (got == NULL && tmh_clear_exception()) return described_meta(self, o);
+    return got;
+}
+
+static PyObject *intern_meta(Hot *self, PyObject *meta) {
+    PyObject *got = PyDict_GetItemWithError(self->metas, meta);
+    if (got != NULL) return Py_NewRef(got);
+    if (PyErr_Occurred()) return NULL;
+    return PyObject_CallOneArg(self->intern, meta);
+}
+
+static PyObject *plain_meta(Hot *self, PyObject *o) {
     PyObject *gfname;
     PyObject *gf = tmh_tensor_attr(o, A_GRAD_FN);
     if (gf == NULL) return NULL;
@@ -37,14 +69,7 @@ PyObject *tmh_make_meta(Hot *self, PyObject *o) {
     PyTuple_SET_ITEM(meta, 3, f);
     if ((f = tmh_tensor_attr(o, A_VERSION)) == NULL) goto fail;
     PyTuple_SET_ITEM(meta, 5, f);
-    PyObject *got = PyDict_GetItemWithError(self->metas, meta);
-    if (got != NULL) {
-        Py_INCREF(got);
-    } else if (PyErr_Occurred()) {
-        goto fail;
-    } else {
-        got = PyObject_CallOneArg(self->intern, meta);
-    }
+    PyObject *got = intern_meta(self, meta);
     Py_DECREF(meta);
     return got;
 fail:
@@ -100,6 +125,7 @@ int tmh_quiet(Hot *self, PyObject *name, Py_ssize_t nin, PyObject *meta) {
 /* Tracker._created: 1 recorded, 0 not this case (nothing changed), -1 error. */
 int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,
                    PyObject *where, PyObject *lasti, long long t) {
+    if (tmh_recheck(self, args, kwargs, NULL, -1) < 0) return -1;
     Py_ssize_t n = PyList_GET_SIZE(self->raw);
     if (n >= self->fast_cap) return 0;
     if (kwargs != NULL) {  /* a tensor passed by keyword: the general path */
@@ -147,8 +173,10 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
         PyObject *oref;
         int k = tmh_known_at(self, o, key, &oref);
         if (k < 0) goto done;
-        if (k == 1) { result = 0; goto done; }  /* an input handed back: the general path says which */
+        /* an input handed back, or a tensor another (outer) block registered: the general path */
+        if (k == 1) { result = 0; goto done; }
     }
+    if (!tmh_plain(o)) { result = 0; goto done; }  /* a subclass: read through describe, in Python */
     {  /* o._is_view(), read as `o._base is not None` (a getset: no method call) */
         PyObject *base = tmh_tensor_attr(o, A_BASE);
         if (base == NULL) goto done;
@@ -173,6 +201,12 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
     meta = tmh_make_meta(self, o);
     if (meta == NULL) goto done;
     if (PyDict_SetItem(self->sid_of_key, skey, tid) < 0) goto done;  /* the storage is named after it */
+    if (nin == 0 && PySet_GET_SIZE(self->suspects) < TMH_MAX_SUSPECTS) {  /* torch.empty(0): Tracker.recheck */
+        PyObject *shape = PyTuple_GET_ITEM(meta, 0);
+        if (PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 1 && PyLong_CheckExact(PyTuple_GET_ITEM(shape, 0)) &&
+            PyLong_AsLong(PyTuple_GET_ITEM(shape, 0)) == 0 && PySet_Add(self->suspects, tid) < 0)
+            goto done;
+    }
     {
         PyObject *idx = PyLong_FromSsize_t(n);
         if (idx == NULL) goto done;
@@ -230,9 +264,10 @@ int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *
     int special = PyUnicode_CompareWithASCIIString(name, "torch.Tensor.copy_") == 0 ||
                   PyUnicode_CompareWithASCIIString(name, "torch.Tensor.__setitem__") == 0;
     if (special) return 0;  /* a cross-device copy_ is a move; __setitem__ is recorded unchanged */
+    if (tmh_recheck(self, args, kwargs, w, v0) < 0) return -1;
     long long v1 = tmh_version_of(w);
     if (v1 == -2) return -1;
-    if (v1 == v0) return 1;
+    if (v1 == v0 && v1 != -1) return 1;  /* no version counter (inference): a writing op wrote */
     Py_ssize_t n = PyList_GET_SIZE(self->raw);
     if (n >= self->fast_cap) return 0;
     int result = -1;

@@ -133,6 +133,16 @@ done:
     return result;
 }
 
+/* describe.flag: a boolean attribute, 0 when it cannot be read; -1 only for an exception that is
+ * not an Exception (KeyboardInterrupt) */
+static int read_flag(PyObject *t, int which) {
+    PyObject *v = tmh_tensor_attr(t, which);
+    int yes = v == NULL ? -1 : PyObject_IsTrue(v);
+    Py_XDECREF(v);
+    if (yes < 0) return tmh_clear_exception() ? 0 : -1;
+    return yes;
+}
+
 /* BackwardRecords._grads_filled, compiled: grads_filled(func, leaves, prev_nonzero, where) -> the
  * backward record's entries, with each new gradient's create record made on the way.  A leaf
  * the block has not seen yet, and each gradient's record extra, go through the tracker's own
@@ -143,9 +153,8 @@ PyObject *tmh_grads_filled(Hot *self, PyObject *const *a, Py_ssize_t n) {
         PyErr_SetString(PyExc_TypeError, "grads_filled(func, leaves: list, prev_nonzero: list, where)");
         return NULL;
     }
-    static PyObject *s_grad, *s_see, *s_grad_extra;
-    if (s_grad == NULL && ((s_grad = PyUnicode_InternFromString("grad")) == NULL ||
-                           (s_see = PyUnicode_InternFromString("see")) == NULL ||
+    static PyObject *s_see, *s_grad_extra;
+    if (s_see == NULL && ((s_see = PyUnicode_InternFromString("see")) == NULL ||
                            (s_grad_extra = PyUnicode_InternFromString("grad_extra")) == NULL))
         return NULL;
     PyObject *func = a[0], *leaves = a[1], *prev = a[2], *where = a[3];
@@ -156,17 +165,16 @@ PyObject *tmh_grads_filled(Hot *self, PyObject *const *a, Py_ssize_t n) {
         PyObject *g = NULL, *ltid = NULL, *gtid = NULL, *made = NULL, *extra = NULL, *objs = NULL;
         PyObject *r = NULL, *lmeta = NULL, *entry = NULL;
         int ok = 0;
-        /* _held_grad: only a leaf or a tensor that retains its grad has one */
-        PyObject *flag = tmh_tensor_attr(lf, A_IS_LEAF);
-        int held = flag == NULL ? -1 : PyObject_IsTrue(flag);
-        Py_XDECREF(flag);
-        if (held == 0) {
-            flag = tmh_tensor_attr(lf, A_RETAINS_GRAD);
-            held = flag == NULL ? -1 : PyObject_IsTrue(flag);
-            Py_XDECREF(flag);
-        }
+        /* _held_grad: only a leaf or a tensor that retains its grad has one; a read that fails
+         * (describe.flag, describe.attr) is "no" */
+        int held = read_flag(lf, A_IS_LEAF);
+        if (held == 0) held = read_flag(lf, A_RETAINS_GRAD);
         if (held < 0) goto next;
-        if (held == 0 || (g = PyObject_GetAttr(lf, s_grad)) == NULL || g == Py_None) { ok = g != NULL || held == 0; goto next; }
+        if (held == 1 && (g = tmh_tensor_attr(lf, A_GRAD)) == NULL) {
+            if (!tmh_clear_exception()) goto next;
+            g = Py_NewRef(Py_None);
+        }
+        if (held == 0 || g == Py_None) { ok = 1; goto next; }
         if ((ltid = tmh_registered_tid(self, lf)) == NULL) {  /* first sight: Tracker.see records it */
             if (PyErr_Occurred() || (ltid = PyObject_CallMethodObjArgs(self->tracker, s_see, lf, where, NULL)) == NULL)
                 goto next;
