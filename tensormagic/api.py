@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -17,6 +18,8 @@ from .engine.tracker import Tracker
 from .model.recording import Recording
 
 _last: list[Recording] = []
+#: the track() blocks running now, in this process (any thread): a forked child stops them
+_running: list[track] = []
 
 
 def last_recording() -> Recording | None:
@@ -71,7 +74,11 @@ class track:
 
     def __enter__(self) -> Recording:
         if self._mode is not None:
-            raise RuntimeError("this track() block is already running; make a new track() to nest")
+            raise RuntimeError("this track() is recording a block already: each with-block needs a track() "
+                               "of its own (a new track() inside a block records its own events)")  # fmt: skip
+        if self.recording.finished:
+            raise RuntimeError("this track() has recorded its block already and keeps that recording: "
+                               "make a new track() for another block")  # fmt: skip
         caller = sys._getframe(1)
         if self.namespace is None:
             self._frame = caller  # names are read from the caller's variables when the block ends
@@ -99,6 +106,7 @@ class track:
         tr.modules.__enter__()
         self._mode = make_mode(tr, self.engine)
         self._mode.__enter__()
+        _running.append(self)
         return self.recording
 
     def _namespace(self) -> Mapping[str, Any]:
@@ -110,6 +118,8 @@ class track:
                  tb: TracebackType | None) -> bool:  # fmt: skip
         assert self._tracker is not None and self._mode is not None
         tr, mode = self._tracker, self._mode
+        if self in _running:
+            _running.remove(self)
         try:
             _remove_mode(mode)
         finally:
@@ -180,6 +190,27 @@ def frame_namespace(frame: Any) -> dict[str, Any]:
         for k in [k for k, v in loc.items() if isinstance(v, torch.Tensor)]:
             del loc[k]
     return ns
+
+
+def _inert_in_forked_child() -> None:
+    """In a process forked while blocks were recording (a DataLoader worker): fork copied the
+    forking thread's tracking modes and the process-wide module hooks.  The child's records
+    could never reach the parent: take the modes off the stack and the hooks out, so that the
+    child's torch calls cost nothing and record nothing."""
+    blocks, _running[:] = list(_running), []
+    for t in blocks:
+        try:
+            if t._mode is not None:
+                t._mode.make_inert()
+                _remove_mode(t._mode)
+            if t._tracker is not None:
+                t._tracker.modules.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001 - the child's own work must go on
+            pass
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_inert_in_forked_child)
 
 
 def _remove_mode(mode: TrackMode) -> None:

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .engine import identity, naming
+from .engine import describe, identity, naming
 from .model.events import Stats
 from .model.gradgraph import GradGraph
 from .views.common import fmt_bytes, fmt_shape
@@ -97,54 +97,84 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
     ``no_grad`` on the tensor's device (only a few scalars reach the host)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"tensor_info needs a torch.Tensor, got {type(t).__name__}")
-    strided = t.layout == torch.strided
+    # Every read goes through describe (TensorBase's getters, no subclass's __torch_function__)
+    # or _try: what a tensor cannot answer (an inference tensor's version, a nested tensor's
+    # sizes, a wrapper subclass's storage) is left out or said, never raised.
+    shape, dtype, device, requires_grad, gf_name, version = describe.meta(t)
+    layout = _try(lambda: describe.attr(t, "layout"), None)
+    strided = layout == torch.strided and not _try(lambda: describe.attr(t, "is_nested"), False)
     notes: list[str] = []
-    is_view = t._is_view()
+    kind = describe.kind(t)
+    if kind != "tensor":
+        notes.append(f"a {kind} tensor")
+    is_view = describe.is_view(t)
     view_of = None
     pairs = list(naming.named_tensors(namespace)) if namespace is not None else []  # one walk
     ns_names = _names_by_object(pairs)
-    if is_view and t._base is not None:
-        view_of = ", ".join(ns_names.get(id(t._base), [])) or f"a {fmt_shape(tuple(t._base.shape))} tensor"
+    base = _try(lambda: describe.attr(t, "_base"), None)
+    if is_view and base is not None:
+        view_of = ", ".join(ns_names.get(id(base), [])) or f"a {fmt_shape(describe.meta(base)[0])} tensor"
     grad = None
-    if t.is_leaf or t.retains_grad:
-        g = t.grad
+    if describe.flag(t, "is_leaf") or describe.flag(t, "retains_grad"):
+        g = _try(lambda: describe.attr(t, "grad"), None)
         if g is not None:
             gs = _safe_stats(g) if stats else None
-            grad = f"{fmt_shape(tuple(g.shape))} {str(g.dtype).removeprefix('torch.')}" + (f", {gs.summary()}" if gs else "")
-        elif t.requires_grad:
+            gm = describe.meta(g)
+            grad = f"{fmt_shape(gm[0])} {str(gm[1]).removeprefix('torch.')}" + (f", {gs.summary()}" if gs else "")
+        elif requires_grad:
             grad = "None (no backward has reached it yet)"
-    elif t.requires_grad:
+    elif requires_grad:
         grad = "not kept: a non-leaf's .grad stays None unless you call retain_grad() before backward"
-    chain = _graph(t, ns_names).chain() if t.grad_fn is not None else None
+    chain = _try(lambda: _graph(t, ns_names).chain(), None) if gf_name is not None else None
     where = identity.created_where(t)
     created = None
     if where is not None:
         cell, fn, line, op = where
         place = f"In[{cell}] line {line}" if cell is not None else f"{fn}:{line}"
         created = f"{place} by {op}"
-    if t.device.type == "meta":
+    if getattr(device, "type", None) == "meta":
         notes.append("meta tensor: it has a shape and dtype but no values")
+    if version == describe.NO_VERSION:
+        notes.append("no version counter (an inference tensor): in-place writes are not counted")
+    if any(s is None for s in shape):
+        notes.append("nested tensor: ? marks a dimension whose size differs between its components")
+    with _no_subclass():
+        numel = _try(lambda: _TB.numel(t), 0)
+        nbytes = _try(lambda: numel * _TB.element_size(t), 0)
+        strides = _try(lambda: tuple(_TB.stride(t)), None) if strided else None
+        contiguous = _try(lambda: _TB.is_contiguous(t), None) if strided else None
     return TensorInfo(
-        name=name, id=identity.tensor_id(t), shape=tuple(t.shape),
-        dtype=str(t.dtype).removeprefix("torch."), device=str(t.device),
-        layout=str(t.layout).removeprefix("torch."),
-        strides=tuple(t.stride()) if strided else None,
-        contiguous=t.is_contiguous() if strided else None, numel=t.numel(),
-        nbytes=t.numel() * t.element_size(), requires_grad=t.requires_grad, is_leaf=t.is_leaf,
-        grad_fn=None if t.grad_fn is None else type(t.grad_fn).__name__, grad_chain=chain,
-        version=t._version, is_view=is_view, view_of=view_of,
-        shares_memory_with=[n for n in _sharing(t, pairs, namespace) if n != name], grad=grad,
+        name=name, id=identity.tensor_id(t), shape=tuple(shape),
+        dtype=str(dtype).removeprefix("torch."), device=str(device),
+        layout=str(layout).removeprefix("torch.") if layout is not None else "?",
+        strides=strides, contiguous=contiguous, numel=numel, nbytes=nbytes, requires_grad=requires_grad,
+        is_leaf=gf_name is None, grad_fn=gf_name, grad_chain=chain,
+        version=version, is_view=is_view, view_of=view_of,
+        shares_memory_with=[n for n in _try(lambda: _sharing(t, pairs, namespace), []) if n != name], grad=grad,
         stats=_safe_stats(t) if stats else None, created=created, notes=notes,
     )  # fmt: skip
+
+
+_TB = torch._C.TensorBase
+_no_subclass = torch._C.DisableTorchFunctionSubclass
+
+
+def _try(read: Any, default: Any) -> Any:
+    """``read()``, or ``default`` when it raises: one fact a tensor cannot give is left out."""
+    try:
+        return read()
+    except Exception:  # noqa: BLE001
+        return default
 
 
 def _safe_stats(t: torch.Tensor) -> Stats | None:
     from .engine.stats import compute_stats
 
     try:
-        return compute_stats(t)
-    except RuntimeError as e:  # e.g. a dtype without reductions: say why instead of failing
-        return Stats(numel=t.numel(), note=f"no statistics: {e}".split("\n")[0])
+        with _no_subclass():  # a subclass's __torch_function__ does not run (its dispatch may)
+            return compute_stats(t)
+    except Exception as e:  # noqa: BLE001 - a dtype without reductions, a subclass: say why
+        return Stats(numel=_try(lambda: _TB.numel(t), 0), note=f"no statistics: {e}".split("\n")[0])
 
 
 def _names_by_object(pairs: list[tuple[str, torch.Tensor]]) -> dict[int, list[str]]:
@@ -155,9 +185,13 @@ def _names_by_object(pairs: list[tuple[str, torch.Tensor]]) -> dict[int, list[st
 
 
 def _span(t: torch.Tensor) -> tuple[int, int] | None:
-    if t.device.type != "cpu" or t.layout != torch.strided:
+    if describe.attr(t, "device").type != "cpu" or describe.attr(t, "layout") != torch.strided:
         return None
-    st = t.untyped_storage()
+    try:
+        with _no_subclass():
+            st = _TB.untyped_storage(t)
+    except Exception:  # noqa: BLE001 - a wrapper subclass has no storage of its own
+        return None
     return (st.data_ptr(), st.data_ptr() + st.nbytes()) if st.nbytes() else None
 
 

@@ -239,6 +239,11 @@ class TrackMode(TorchFunctionMode):
     def close(self) -> None:
         """The block has ended and the mode is off the stack: drop what recording needed."""
 
+    def make_inert(self) -> None:
+        """Record nothing more, without calling it a failure (a forked child's copy of the mode)."""
+        self.disabled = True
+        self._actions = _AllSkip()
+
 
 class CompiledTrackMode(TrackMode):
     """``TrackMode`` whose common calls run in C (``csrc/``, see the module docstring); every
@@ -276,6 +281,10 @@ class CompiledTrackMode(TrackMode):
 
     def _internal(self, e: BaseException) -> None:
         super()._internal(e)
+        self._hot.disable()
+
+    def make_inert(self) -> None:
+        super().make_inert()
         self._hot.disable()
 
     def close(self) -> None:

@@ -9,8 +9,28 @@ from ..model.events import Stats
 
 def compute_stats(t: torch.Tensor) -> Stats:
     """min, max, mean, std and NaN/Inf/zero counts; reductions run on the device and only the
-    few scalars travel to the host (this synchronises a GPU: callers decide when)."""
+    few scalars travel to the host (this synchronises a GPU: callers decide when).  A subclass's
+    ``__torch_function__`` does not run; a tensor whose values cannot be summarised (nested,
+    a subclass that refuses) gets a note saying why."""
+    try:
+        with torch._C.DisableTorchFunctionSubclass():
+            return _stats(t)
+    except Exception as e:  # noqa: BLE001 - statistics are extra: say why there are none
+        return Stats(numel=_numel(t), note=f"no statistics: {e}".split("\n")[0])
+
+
+def _numel(t: torch.Tensor) -> int:
+    try:
+        with torch._C.DisableTorchFunctionSubclass():
+            return int(torch._C.TensorBase.numel(t))
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _stats(t: torch.Tensor) -> Stats:
     numel = t.numel()
+    if t.is_nested:
+        return Stats(numel=numel, note="nested tensor: no statistics")
     if t.device.type == "meta":
         return Stats(numel=numel, note="meta tensor: shape only, no values")
     if t.is_sparse or t.layout != torch.strided:
@@ -44,8 +64,17 @@ def compute_stats(t: torch.Tensor) -> Stats:
 
 
 def histogram(t: torch.Tensor, bins: int = 20) -> tuple[list[int], float, float] | None:
-    """Counts of finite values in ``bins`` equal bins between min and max, or None."""
-    if t.device.type == "meta" or t.numel() == 0 or t.layout != torch.strided:
+    """Counts of finite values in ``bins`` equal bins between min and max, or None (also for a
+    tensor whose values cannot be counted: nested, a subclass that refuses)."""
+    try:
+        with torch._C.DisableTorchFunctionSubclass():
+            return _histogram(t, bins)
+    except Exception:  # noqa: BLE001 - a histogram is extra
+        return None
+
+
+def _histogram(t: torch.Tensor, bins: int) -> tuple[list[int], float, float] | None:
+    if t.device.type == "meta" or t.numel() == 0 or t.layout != torch.strided or t.is_nested:
         return None
     with torch.no_grad():
         x = t.detach()

@@ -67,7 +67,7 @@ class Tracker(BackwardRecords):
         self.backwards: list[int] = []  # raw indices of the backward records (the end of block looks)
         #: ids of tensors a factory made empty, (0,): unpickling, ``torch.load`` and DataLoader
         #: workers' batches fill such a tensor by ``set_``, which no function mode sees.  The
-        #: next op that uses one, or the block's end, looks again (``recheck``).
+        #: next op the block records, or the block's end, looks again (``recheck``).
         self.suspects: set[int] = set()
         self.internal_error: BaseException | None = None
         # Extension points (diagnostics): called only when non-empty.  A record hook sees the
@@ -395,12 +395,16 @@ class Tracker(BackwardRecords):
         self._add("inplace", func, tid, self.meta(written), where, (v0, *in_ids), (written,))
 
     def _recheck(self, args: Any, kwargs: Any, written: Any = None, v0: int = NO_VERSION) -> None:
-        """The call's tensors that are ``suspects``: each looked at again (``recheck``) and forgotten.
-        ``written`` was written by the call, which ran already: ``v0`` is its version before."""
-        for a in _tensors_in(args, kwargs):
-            tid = identity.lookup(a)
-            if tid is not None and tid in self.suspects:
-                self.recheck(tid, a, v0 if a is written else None)
+        """The next op after a suspect was made: each suspect still alive is looked at again
+        (``recheck``), and all are forgotten.  ``written`` was written by this op, which ran
+        already: ``v0`` is its version before.  (``args``, ``kwargs``: the op's, for the compiled
+        engine's call.)"""
+        for tid in list(self.suspects):
+            t = self.alive(tid)
+            if t is None:
+                self.suspects.discard(tid)
+            else:
+                self.recheck(tid, t, v0 if t is written else None)
 
     def recheck(self, tid: int, t: Tensor, version: int | None = None) -> None:
         """A tensor made empty whose version moved with no record (``set_`` by unpickling,
@@ -419,14 +423,15 @@ class Tracker(BackwardRecords):
         if version is not None and version != m[5]:
             m = (*m[:5], version)
             m = self._metas.get(m) or self._intern(m)
-        if m[5] == rec[META][5]:
-            return  # no write since the record: what it says still holds
+        if m == rec[META]:
+            return  # what the record says still holds
         self.raw[idx] = (*rec[:META], m, *rec[META + 1 :])
         self.tensors[tid] = (info[0], m, self._storage(t, tid, new=False, fresh=True), idx)  # type: ignore[index]
 
     def record_data_set(self, func: Any, target: Tensor, new: Tensor, before: Any, where: Any) -> None:
         """``param.data = t``: Module.to swaps parameter data this way, with no version bump."""
         tid = self.see(target, where)
+        self.suspects.discard(tid)  # its new data has a record of its own
         ntid = identity.lookup(new)
         idx = self._last_move.get(ntid) if ntid is not None else None
         if idx is not None and idx < len(self.raw) and self.raw[idx][TID] == ntid:

@@ -26,7 +26,8 @@ COUNT_WORDS = (
 
 
 def fmt_shape(shape: tuple[int, ...]) -> str:
-    return "×".join(str(s) for s in shape) if shape else "scalar"
+    # None: a nested tensor's dimension whose size differs between its components
+    return "×".join("?" if s is None else str(s) for s in shape) if shape else "scalar"
 
 
 def fmt_bytes(n: int | None) -> str:
