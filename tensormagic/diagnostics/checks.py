@@ -74,7 +74,10 @@ def role_of(func: Any) -> int:
 
 
 def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The shape two shapes broadcast to, or None when they cannot."""
+    """The shape two shapes broadcast to, or None when they cannot (or are not plain sizes: a
+    nested tensor's irregular dimension is None)."""
+    if not all(type(s) is int for s in a) or not all(type(s) is int for s in b):
+        return None
     out: list[int] = []
     for i in range(1, max(len(a), len(b)) + 1):
         x = a[-i] if i <= len(a) else 1
@@ -86,8 +89,12 @@ def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] |
 
 
 def _numel(shape: tuple[int, ...]) -> int:
+    """The elements of a shape; 0 for a nested tensor's (an irregular dimension is None), which
+    the size checks then leave alone."""
     n = 1
     for s in shape:
+        if s is None:
+            return 0
         n *= s
     return n
 

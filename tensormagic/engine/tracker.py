@@ -419,6 +419,8 @@ class Tracker(BackwardRecords):
         rec = self.raw[idx]
         if rec[TID] != tid or rec[KIND] != "create":
             return
+        if version is not None and version == rec[META][5]:
+            return  # written now, and by nothing unseen before: this op's record tells the rest
         m = self.meta(t)
         if version is not None and version != m[5]:
             m = (*m[:5], version)
