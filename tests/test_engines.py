@@ -9,8 +9,10 @@ equal.  The rest of the suite runs on the default engine (the compiled one where
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import time
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -227,6 +229,41 @@ def nested_modules_and_diagnostics(engine: str, **kw: Any) -> Recording:
             (s * x).sum().backward()
         except RuntimeError:
             pass
+    return rec
+
+
+class _Refusing(torch.Tensor):
+    """A subclass whose __torch_function__ refuses the tracker's own reads (attribute gets)."""
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if getattr(func, "__name__", "") == "__get__":
+            raise RuntimeError("refused")
+        with torch._C.DisableTorchFunctionSubclass():
+            r = func(*args, **(kwargs or {}))
+        return r.as_subclass(_Refusing) if isinstance(r, torch.Tensor) else r
+
+
+@scenario
+def tensors_the_tracker_reads_another_way(engine: str, **kw: Any) -> Recording:
+    blob = pickle.dumps(torch.arange(6.0).reshape(2, 3))
+    with torch.inference_mode():
+        inf = torch.arange(3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # nested tensors are a prototype
+        with tensormagic.track(engine=engine, **kw) as rec:
+            a = inf + 1  # an inference tensor as input
+            with torch.inference_mode():
+                b = a * 2
+                b.add_(1)  # no version counter
+            nt = torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(1, 3)])
+            n2 = nt * 2  # noqa: F841 - a shape with an irregular dimension
+            r = torch.ones(3).as_subclass(_Refusing)
+            r2 = (r + 1) * 2  # noqa: F841
+            u = pickle.loads(blob)  # torch.empty(0), then set_() unseen
+            v = u + b.sum()  # noqa: F841
+            e = torch.empty(0)
+            e.resize_(2)
     return rec
 
 
