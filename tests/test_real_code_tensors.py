@@ -16,6 +16,7 @@ from torch.utils._pytree import tree_map
 
 import tensormagic
 from tensormagic.engine.describe import NO_VERSION
+from tensormagic.engine.identity import tensor_id
 
 
 def sparse_coo_and_csr() -> dict[str, Any]:
@@ -229,3 +230,21 @@ def test_empty_tensor_resized_in_place_keeps_its_empty_creation(engine: str) -> 
         f = e + 1
     assert rec.tensor("e").created.tensor.shape == (0,)
     assert rec.tensor("f").created.inputs[0].shape == (5,)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_what_the_tracker_could_not_read_is_said_and_logged(engine: str, tmp_path: Any) -> None:
+    """A tensor the tracker read only in part is listed with what it could not read and what sort
+    of tensor it is, in the recording, its text, and the log read back."""
+    log = tmp_path / "cells.jsonl"
+    with tensormagic.track(engine=engine, log=log) as rec:
+        nt = torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(4, 3)])
+        z = MADE_IN_INFERENCE + 1
+    nid, iid = tensor_id(nt), tensor_id(MADE_IN_INFERENCE)
+    assert rec.unreadable[nid] == "a nested tensor: no single size in dimension 1 (shown as ?)"
+    assert rec.unreadable[iid] == "an inference tensor: no version counter: in-place writes are not counted"
+    assert f"note: MADE_IN_INFERENCE ({iid}) is an inference tensor" in rec.to_text()
+    (back,) = tensormagic.load_log(log)
+    assert back.unreadable == rec.unreadable
+    del z

@@ -12,7 +12,7 @@ import torch
 from ..model.events import Event, Fold, GradRecord, TensorRef
 from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, TensorRecord, attach_events
-from . import identity, naming
+from . import describe, identity, naming
 from .autograd import capture
 from .bound_names import line_results, name_live
 from .modules import resolve_path
@@ -203,7 +203,29 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
         final[tid] = tr.meta(t)
         _remember_provenance(tid, tr.tensors[tid][3], raw, place)
     rec.graphs = capture([(f"t{tid}", t) for tid, t in live], lambda t: _name_of(t, names))
+    rec.unreadable = _unreadable(tr, live)
     return _Snapshot(place, names, roots, final, targets, rec.failed)
+
+
+MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest
+
+
+def _unreadable(tr: Tracker, live: list[tuple[int, Any]]) -> dict[str, str]:
+    """Tensor id -> what its snapshots could not say and why (``describe.explain``), for tensors
+    the tracker read only in part: inference, nested, unreadable subclasses.  The block's
+    interned snapshots are looked at first: most blocks have none of these and pay one pass."""
+    odd = {m for m in tr._metas if describe.partial(m)}
+    if not odd:
+        return {}
+    alive = dict(live)
+    out: dict[str, str] = {}
+    for tid, info in tr.tensors.items():
+        if info[1] in odd and tid not in tr.merged:
+            if len(out) == MAX_UNREADABLE:
+                out["..."] = "more tensors like these"
+                break
+            out[f"t{tid}"] = describe.explain(info[1], alive.get(tid))
+    return out
 
 
 def _remember_provenance(tid: int, idx: int | None, raw: list[Any], place: Any) -> None:

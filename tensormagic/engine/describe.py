@@ -129,6 +129,31 @@ def _failed(t: Any, what: str, e: BaseException) -> None:
         failures[(type(t), what)] = f"{what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
 
 
+def partial(m: tuple[Any, ...]) -> bool:
+    """Whether a snapshot tuple (``meta``) holds a mark of something that could not be read."""
+    return m[5] == NO_VERSION or "?" in (m[1], m[2], m[4]) or None in m[0]
+
+
+def explain(m: tuple[Any, ...], t: Any = None) -> str:
+    """What a partial snapshot could not say, and why; with the tensor (if it is still alive) what
+    sort of tensor it is (``kind``)."""
+    parts: list[str] = []
+    if None in m[0]:
+        dims = ", ".join(str(i) for i, s in enumerate(m[0]) if s is None)
+        parts.append(f"no single size in dimension {dims} (shown as ?)")
+    if m[5] == NO_VERSION:
+        parts.append("no version counter: in-place writes are not counted")
+    for i, what in ((1, "dtype"), (2, "device"), (4, "grad_fn")):
+        if m[i] == "?":
+            why = failures.get((type(t), what), "") if t is not None else ""
+            parts.append(f"its {what} could not be read" + (f" ({why})" if why else ""))
+    text = "; ".join(parts)
+    if t is None:
+        return text
+    k = kind(t)
+    return f"{'an' if k[0] in 'aeiou' else 'a'} {k} tensor: {text}"
+
+
 def kind(t: Any) -> str:
     """A few words on what sort of tensor ``t`` is: its type when not a plain tensor, its layout
     when not strided, nested, inference.  Never raises."""

@@ -211,6 +211,8 @@ def to_recording(c: LoggedCell, stats: ScanStats | None = None) -> Recording:
         duration_s=float(r.get("duration_s") or 0.0),
         stats_enabled=bool(r.get("stats_enabled")),
         internal_error=internal,
+        unreadable={str(k): str(v) for k, v in (r.get("unreadable") or {}).items()} if isinstance(
+            r.get("unreadable"), dict) else {},
         diagnostics=[_diagnostic(d) for d in r.get("diagnostics") or () if isinstance(d, dict)],
         finished=True,
     )

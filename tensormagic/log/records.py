@@ -210,6 +210,8 @@ def cell_record(rec: Recording, key: str) -> dict[str, Any]:
         "graphs": rec.graphs.to_dict(),
         "diagnostics": [_diagnostic_dict(d) for d in rec.diagnostics],
     }
+    if rec.unreadable:  # only where there is something to say: other cells' lines stay as they were
+        out["unreadable"] = dict(rec.unreadable)
     return out
 
 

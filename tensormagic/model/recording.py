@@ -100,6 +100,9 @@ class Recording:
     stats_enabled: bool = False
     internal_error: str | None = None
     diagnostics: list[Any] = field(default_factory=list)
+    #: tensor id -> what the tracker could not read of it and why (an inference tensor's version,
+    #: a nested tensor's irregular sizes); the snapshots hold what it could read
+    unreadable: dict[str, str] = field(default_factory=dict)
     finished: bool = False
     _pending: Callable[[Recording], None] | None = field(default=None, repr=False, compare=False)
     _pending_tensors: Callable[[Recording], dict[str, TensorRecord]] | None = field(

@@ -39,6 +39,7 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
     parts = [STYLE, '<div class="tm-report">', f"<div><b>{h(summary_line(rec))}</b></div>"]
     if rec.internal_error:
         parts.append(f"<div class='tm-warn'>recording incomplete: {h(rec.internal_error)}</div>")
+    parts.extend(f"<div class='tm-muted'>{h(tid)} is {h(why)}</div>" for tid, why in list(rec.unreadable.items())[:5])
     parts.append("<table>")
     n = 0
     for first, group in capped_line_groups(rec.events, max_rows):

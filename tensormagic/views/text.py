@@ -19,6 +19,7 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
     out = [summary_line(rec)]
     if rec.internal_error:
         out.append(f"  note: recording incomplete ({rec.internal_error})")
+    out.extend(f"  note: {_label(rec, tid)} is {why}"[:width] for tid, why in list(rec.unreadable.items())[:5])
     n = 0
     for first, group in capped_line_groups(rec.events, MAX_LINES):
         src = (first.source or "").strip()
@@ -50,3 +51,9 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         if stats is not None:
             out.append(f"  {g.tensor.label}.grad: {stats.summary()}")
     return "\n".join(out)
+
+
+def _label(rec: Recording, tid: str) -> str:
+    """A tensor's name and id (``y (t5)``), or its id."""
+    tr = rec.tensors.get(tid)
+    return f"{tr.names[0]} ({tid})" if tr is not None and tr.names else tid
