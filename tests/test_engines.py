@@ -258,8 +258,10 @@ def tensors_the_tracker_reads_another_way(engine: str, **kw: Any) -> Recording:
                 b.add_(1)  # no version counter
             nt = torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(1, 3)])
             n2 = nt * 2  # noqa: F841 - a shape with an irregular dimension
-            r = torch.ones(3).as_subclass(_Refusing)
-            r2 = (r + 1) * 2  # noqa: F841
+            r = torch.ones(3, requires_grad=True).as_subclass(_Refusing)
+            r2 = (r + 1) * 2
+            r2.add_(1)  # the hooks read a refusing subclass written in place
+            r2.sum().backward()
             u = pickle.loads(blob)  # torch.empty(0), then set_() unseen
             v = u + b.sum()  # noqa: F841
             e = torch.empty(0)

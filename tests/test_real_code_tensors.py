@@ -68,7 +68,8 @@ def inference_before_and_inside() -> dict[str, Any]:
 class Strict(torch.Tensor):
     """A subclass that refuses every call it does not know (as strict wrappers in the wild do)."""
 
-    ALLOWED = {torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.sum}
+    ALLOWED = {torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.sum,
+               torch.Tensor.add_, torch.Tensor.sigmoid, torch.Tensor.double, torch.Tensor.backward}
 
     @classmethod
     def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -99,15 +100,18 @@ class Wrapper(torch.Tensor):
 
 
 def subclasses() -> dict[str, Any]:
-    s = torch.randn(3).as_subclass(Strict)
-    s2 = s + 1
+    leaf = torch.randn(3, requires_grad=True)
+    s = leaf.as_subclass(Strict)
+    s2 = s.sigmoid() + 1
     s3 = s2 * s
+    s3.add_(1)  # in place: the diagnostics' hooks read it too
+    s3.double().sum().backward()
     w = Wrapper(torch.randn(3))
     w2 = w * 2 + w
     p = torch.nn.Parameter(torch.randn(3))
     q = (p * 2).sum()
     q.backward()
-    return {"s": s, "s2": s2, "s3": s3, "w": w, "w2": w2, "p": p, "q": q}
+    return {"leaf": leaf, "s": s, "s2": s2, "s3": s3, "w": w, "w2": w2, "p": p, "q": q}
 
 
 SCENARIOS = [sparse_coo_and_csr, complex_numbers, nested_strided_and_jagged, inference_before_and_inside, subclasses]

@@ -49,6 +49,13 @@ def attr(t: Any, name: str) -> Any:
         return get(t)
 
 
+def call_unwrapped(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` with every subclass's ``__torch_function__`` off: a record hook, watch or write
+    gate (diagnostics) reading a subclass's attributes the plain way."""
+    with _no_subclass():
+        return fn(*args)
+
+
 def version(t: Any) -> int:
     """``t._version``, or ``NO_VERSION`` for a tensor that keeps none (an inference tensor)."""
     try:

@@ -41,7 +41,7 @@ try:  # built from csrc/ at install when a C compiler is there; the Python path 
 except ImportError:  # pragma: no cover - exercised where no compiler was available
     _hotpath = None  # type: ignore[assignment]
 else:  # how the compiled path reads a tensor that is not a plain one (describe.py)
-    _hotpath.set_describe(describe.attr, describe.meta, torch.nn.Parameter)
+    _hotpath.set_describe(describe.attr, describe.meta, describe.call_unwrapped, torch.nn.Parameter)
 
 ENGINES = ("c", "python")
 
@@ -145,7 +145,10 @@ class TrackMode(TorchFunctionMode):
             watch, _action, non_leaf_only = self._watched[func]
             if non_leaf_only and not _reads_non_leaf(args):
                 return
-            watch(self.tracker, func, args, self._where)
+            if args and isinstance(args[0], Tensor) and type(args[0]) not in PLAIN:
+                describe.call_unwrapped(watch, self.tracker, func, args, self._where)  # no subclass code
+            else:
+                watch(self.tracker, func, args, self._where)
         except Exception as e:  # noqa: BLE001 - a failing check must never break user code
             self._internal(e)
 
@@ -224,8 +227,8 @@ class TrackMode(TorchFunctionMode):
     def _on_error(self, func: Any, args: Any, kwargs: Any, exc: BaseException) -> None:
         where = self._where()
         for hook in self.tracker.error_hooks:
-            try:
-                hook(self.tracker, func, args, kwargs, exc, where)
+            try:  # reads of a subclass's attributes run none of its code
+                describe.call_unwrapped(hook, self.tracker, func, args, kwargs, exc, where)
             except Exception as e:  # noqa: BLE001 - the user's exception is the one that matters
                 self._internal(e)
 

@@ -238,15 +238,23 @@ class Tracker(BackwardRecords):
 
             self.stats_at[len(raw) - 1] = compute_stats(objs[0])
         if self.record_hooks and kind in HOOKED_KINDS:
-            if kind == "create":  # a gradient backward filled in, say: the hooks judged its op already
-                if quiet(self.quiet_creates.get(raw[-1][1]), len(create_parts(extra)[0]), meta):
-                    return
-            elif kind == "inplace":
-                gate = self.write_gate
-                if gate is not None and (gate is False or not gate.needs(len(raw) - 1, tid, objs[0])):
-                    return
-            for hook in self.record_hooks:
-                hook(self, len(raw) - 1, objs)
+            if objs and type(objs[0]) not in PLAIN:  # the hooks read it without its subclass's code
+                describe.call_unwrapped(self._hooks, kind, tid, meta, extra, objs)
+                return
+            self._hooks(kind, tid, meta, extra, objs)
+
+    def _hooks(self, kind: str, tid: int, meta: Any, extra: Any, objs: tuple[Tensor, ...]) -> None:
+        """The record hooks on the record just added (``_add``), unless quiet or gated."""
+        raw = self.raw
+        if kind == "create":  # a gradient backward filled in, say: the hooks judged its op already
+            if quiet(self.quiet_creates.get(raw[-1][1]), len(create_parts(extra)[0]), meta):
+                return
+        elif kind == "inplace":
+            gate = self.write_gate
+            if gate is not None and (gate is False or not gate.needs(len(raw) - 1, tid, objs[0])):
+                return
+        for hook in self.record_hooks:
+            hook(self, len(raw) - 1, objs)
 
     def _fold(self, kind: str, func: Any, where: Any) -> bool:
         counts = self._fold_counts

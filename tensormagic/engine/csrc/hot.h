@@ -109,7 +109,7 @@ extern PyObject *tmh_s_tid, *tmh_s_current, *tmh_s_lasti, *tmh_s_create, *tmh_s_
  * everything when describe has not been given (lookup.c fills the table; set_describe the rest). */
 extern PyTypeObject *tmh_getset_type, *tmh_param_type;
 extern PyGetSetDef *tmh_getsets[N_ATTRS];
-extern PyObject *tmh_describe_attr, *tmh_describe_meta;
+extern PyObject *tmh_describe_attr, *tmh_describe_meta, *tmh_describe_call;
 PyObject *tmh_attr_slow(PyObject *o, int which);
 
 static inline int tmh_plain(PyObject *o) {

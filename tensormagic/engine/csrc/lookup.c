@@ -20,18 +20,19 @@ Py_ssize_t tmh_member_offset(PyTypeObject *type, PyObject *name) {
 /* The getters tmh_tensor_attr (hot.h) calls directly, looked up once on torch.Tensor. */
 PyTypeObject *tmh_getset_type, *tmh_param_type;
 PyGetSetDef *tmh_getsets[N_ATTRS];
-PyObject *tmh_describe_attr, *tmh_describe_meta;
+PyObject *tmh_describe_attr, *tmh_describe_meta, *tmh_describe_call;
 
-/* set_describe(attr, meta, parameter_type): describe.attr, describe.meta and nn.Parameter, given
- * once by mode.py (the module holds them for the process) */
+/* set_describe(attr, meta, call_unwrapped, parameter_type): describe.attr, describe.meta,
+ * describe.call_unwrapped and nn.Parameter, given once by mode.py (held for the process) */
 PyObject *tmh_set_describe(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssize_t n) {
-    if (n != 3 || !PyCallable_Check(a[0]) || !PyCallable_Check(a[1]) || !PyType_Check(a[2])) {
-        PyErr_SetString(PyExc_TypeError, "set_describe(attr, meta, parameter_type)");
+    if (n != 4 || !PyCallable_Check(a[0]) || !PyCallable_Check(a[1]) || !PyCallable_Check(a[2]) || !PyType_Check(a[3])) {
+        PyErr_SetString(PyExc_TypeError, "set_describe(attr, meta, call_unwrapped, parameter_type)");
         return NULL;
     }
     Py_XSETREF(tmh_describe_attr, Py_NewRef(a[0]));
     Py_XSETREF(tmh_describe_meta, Py_NewRef(a[1]));
-    Py_XSETREF(tmh_param_type, (PyTypeObject *)Py_NewRef(a[2]));
+    Py_XSETREF(tmh_describe_call, Py_NewRef(a[2]));
+    Py_XSETREF(tmh_param_type, (PyTypeObject *)Py_NewRef(a[3]));
     Py_RETURN_NONE;
 }
 

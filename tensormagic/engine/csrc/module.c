@@ -154,8 +154,16 @@ static int run_watch(Hot *self, PyObject *func, PyObject *args) {
         int r = reads_non_leaf(self, args);
         if (r <= 0) return r;
     }
-    PyObject *wargs[4] = {self->tracker, func, args, self->where};
-    PyObject *r = PyObject_Vectorcall(PyTuple_GET_ITEM(entry, 0), wargs, 4, NULL);
+    PyObject *a0 = PyTuple_GET_SIZE(args) ? PyTuple_GET_ITEM(args, 0) : NULL;
+    PyObject *r;
+    if (a0 != NULL && tmh_is_tensor(self, a0) && !tmh_plain(a0) && tmh_describe_call != NULL) {
+        /* a subclass: the watch reads it without the subclass's code (describe.call_unwrapped) */
+        PyObject *wargs[5] = {PyTuple_GET_ITEM(entry, 0), self->tracker, func, args, self->where};
+        r = PyObject_Vectorcall(tmh_describe_call, wargs, 5, NULL);
+    } else {
+        PyObject *wargs[4] = {self->tracker, func, args, self->where};
+        r = PyObject_Vectorcall(PyTuple_GET_ITEM(entry, 0), wargs, 4, NULL);
+    }
     if (r == NULL) return -1;
     Py_DECREF(r);
     return 0;
@@ -376,7 +384,7 @@ static PyMethodDef module_methods[] = {
     {"live_tensors", (PyCFunction)(void (*)(void))tmh_live_tensors, METH_FASTCALL,
      "live_tensors(tensors, ids, merged): Tracker.live_tensors, compiled."},
     {"set_describe", (PyCFunction)(void (*)(void))tmh_set_describe, METH_FASTCALL,
-     "set_describe(attr, meta, parameter_type): how tensors that are not plain ones are read (describe.py)."},
+     "set_describe(attr, meta, call_unwrapped, parameter_type): how tensors that are not plain ones are read (describe.py)."},
     {NULL, NULL, 0, NULL},
 };
 

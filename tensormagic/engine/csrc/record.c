@@ -263,7 +263,9 @@ int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *
     if (name == NULL) return PyErr_Occurred() ? -1 : 0;
     int special = PyUnicode_CompareWithASCIIString(name, "torch.Tensor.copy_") == 0 ||
                   PyUnicode_CompareWithASCIIString(name, "torch.Tensor.__setitem__") == 0;
-    if (special) return 0;  /* a cross-device copy_ is a move; __setitem__ is recorded unchanged */
+    /* a cross-device copy_ is a move; __setitem__ is recorded unchanged; a subclass's write goes to
+     * Tracker._add, whose hooks read it without the subclass's code */
+    if (special || !tmh_plain(w)) return 0;
     if (tmh_recheck(self, args, kwargs, w, v0) < 0) return -1;
     long long v1 = tmh_version_of(w);
     if (v1 == -2) return -1;

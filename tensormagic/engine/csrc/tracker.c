@@ -96,8 +96,8 @@ PyObject *tmh_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
     PyObject *name = func == Py_None ? Py_None : PyDict_GetItemWithError(self->names, func);
     if (name == NULL && PyErr_Occurred()) return NULL;
     if (idx >= self->fast_cap || name == NULL || !PyTuple_CheckExact(objs) || PyTuple_GET_SIZE(objs) != 1 ||
-        !PyTuple_Check(meta) || PyTuple_GET_SIZE(meta) < 2)
-        return python_add(self, a, n);
+        !PyTuple_Check(meta) || PyTuple_GET_SIZE(meta) < 2 || !tmh_plain(PyTuple_GET_ITEM(objs, 0)))
+        return python_add(self, a, n);  /* a subclass: its hooks run without its code (describe) */
     PyObject *o = PyTuple_GET_ITEM(objs, 0);
     PyObject *module = NULL, *lasti = NULL, *rec = NULL, *result = NULL;
     if ((module = tmh_get(self->current, self->modules, tmh_s_current)) == NULL) goto done;
