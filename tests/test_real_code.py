@@ -171,6 +171,7 @@ SCENARIOS = [gpt2_from_config, resnet_with_batch_norm, torch_func_transforms, ch
              bf16_autocast_on_cpu]  # fmt: skip
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__)
 def test_real_code_runs_bit_identical_and_recorded(scenario: Any, engine: str) -> None:

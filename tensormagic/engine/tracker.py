@@ -20,7 +20,8 @@ from .describe import NO_VERSION, PLAIN
 from .identity import Ref, _counter, _ids, assign_ref, ref_of, storage_id, storage_key
 from .modules import ModuleStack
 from .ops import ALIAS, GENERAL, MOVE, _names, op_name
-from .raw import FUNC, HOOKED_KINDS, KIND, META, TID, WHERE, _gf_name, _gf_names, _name, _tensors_in, create_parts, quiet
+from .raw import FUNC, HOOKED_KINDS, KIND, TID, WHERE, _gf_name, _gf_names, _name, _tensors_in, create_parts, quiet
+from .rebuilt import _EMPTY, MAX_SUSPECTS, RebuiltTensors
 from .source import LineFinder
 
 Tensor = torch.Tensor
@@ -33,12 +34,9 @@ def _on(t: Tensor | None, key: int) -> bool:
 
 
 FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted, not stored
-_EMPTY = (0,)
-#: a block keeps at most this many ``suspects`` (tensors ``recheck`` looks at again)
-MAX_SUSPECTS = 256
 
 
-class Tracker(BackwardRecords):
+class Tracker(BackwardRecords, RebuiltTensors):
     """Collects raw records for one block; ``build.build`` turns them into a Recording."""
 
     def __init__(self, *, stats: bool = False, max_events: int = 20_000) -> None:
@@ -401,42 +399,6 @@ class Tracker(BackwardRecords):
                 return
         in_ids = tuple(self.see(a, where) for a in inputs)
         self._add("inplace", func, tid, self.meta(written), where, (v0, *in_ids), (written,))
-
-    def _recheck(self, args: Any, kwargs: Any, written: Any = None, v0: int = NO_VERSION) -> None:
-        """The next op after a suspect was made: each suspect still alive is looked at again
-        (``recheck``), and all are forgotten.  ``written`` was written by this op, which ran
-        already: ``v0`` is its version before.  (``args``, ``kwargs``: the op's, for the compiled
-        engine's call.)"""
-        for tid in list(self.suspects):
-            t = self.alive(tid)
-            if t is None:
-                self.suspects.discard(tid)
-            else:
-                self.recheck(tid, t, v0 if t is written else None)
-
-    def recheck(self, tid: int, t: Tensor, version: int | None = None) -> None:
-        """A tensor made empty whose version moved with no record (``set_`` by unpickling,
-        ``torch.load``, a DataLoader worker's batch): its creation record gets its metadata and
-        storage as they are now, since no event in between changed them.  ``version``: its
-        version before the op now writing it (the snapshot keeps that one)."""
-        self.suspects.discard(tid)
-        info = self.tensors.get(tid)
-        idx = info[3] if info is not None else None
-        if idx is None or idx >= len(self.raw):
-            return
-        rec = self.raw[idx]
-        if rec[TID] != tid or rec[KIND] != "create":
-            return
-        if version is not None and version == rec[META][5]:
-            return  # written now, and by nothing unseen before: this op's record tells the rest
-        m = self.meta(t)
-        if version is not None and version != m[5]:
-            m = (*m[:5], version)
-            m = self._metas.get(m) or self._intern(m)
-        if m == rec[META]:
-            return  # what the record says still holds
-        self.raw[idx] = (*rec[:META], m, *rec[META + 1 :])
-        self.tensors[tid] = (info[0], m, self._storage(t, tid, new=False, fresh=True), idx)  # type: ignore[index]
 
     def record_data_set(self, func: Any, target: Tensor, new: Tensor, before: Any, where: Any) -> None:
         """``param.data = t``: Module.to swaps parameter data this way, with no version bump."""
