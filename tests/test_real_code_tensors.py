@@ -252,3 +252,20 @@ def test_what_the_tracker_could_not_read_is_said_and_logged(engine: str, tmp_pat
     (back,) = tensormagic.load_log(log)
     assert back.unreadable == rec.unreadable
     del z
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+def test_tensorinfo_magic_explains_every_kind(ip: Any) -> None:
+    """%tensorinfo explains a wrapper subclass (no storage of its own), a strict subclass, an
+    inference tensor and a strided nested tensor without an error."""
+    from IPython.utils.capture import capture_output
+    from testkit import run
+
+    ip.user_ns.update(wr=Wrapper(torch.randn(3)), st=torch.ones(2).as_subclass(Strict), inf=MADE_IN_INFERENCE,
+                      nt=torch.nested.nested_tensor([torch.ones(2, 3), torch.ones(1, 3)]))  # fmt: skip
+    for name in ("wr", "st", "inf", "nt"):
+        with capture_output() as cap:
+            result = run(ip, f"%tensorinfo {name}")
+        assert result.error_in_exec is None and result.error_before_exec is None, name
+        text = cap.stdout + "".join(o.data.get("text/plain", "") for o in cap.outputs)
+        assert text.startswith(name) and "shape" in text, text
