@@ -13,9 +13,10 @@ first argument.  It hands every other call to the Python method; both engines re
 (``tests/test_engines.py``).
 
 torch.compile: Dynamo inlines a mode's ``__torch_function__`` when it compiles a function that
-runs under the mode.  Each recording path begins with a call Dynamo cannot trace (``_now``), so
-it stops there and runs the op eagerly through the mode, rather than tracing our bookkeeping on
-fake tensors (which it gets wrong).
+runs under the mode.  Its first line passes every call through while Dynamo traces
+(``torch.compiler.is_compiling()``, which Dynamo reads as True): tracking adds nothing to the
+graph, no graph break and no recompile beyond the mode's presence on the stack, and Dynamo never
+reaches tensormagic's own code (it would compile those frames, guarding them on tensor ids).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import sys
 import time
 from functools import partial
-from types import MethodType
+from types import FunctionType, MethodType
 from typing import Any, Callable
 
 import torch
@@ -48,6 +49,7 @@ ENGINES = ("c", "python")
 Tensor = torch.Tensor
 _now = time.perf_counter_ns
 _getframe = sys._getframe
+_is_compiling = torch.compiler.is_compiling
 WATCHED = -1  # a call a diagnostic watches before it runs (``Tracker.call_watch``)
 WATCHED_SKIP = -2  # a watched call that records nothing itself (``.grad`` reads)
 
@@ -88,6 +90,8 @@ class TrackMode(TorchFunctionMode):
         return action
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if _is_compiling():  # torch.compile is tracing this call: pass it through (module docstring)
+            return func(*args, **kwargs) if kwargs else func(*args)
         action = self._actions.get(func)
         if action is None:
             action = self._classify(func)
@@ -252,9 +256,12 @@ class CompiledTrackMode(TrackMode):
     """``TrackMode`` whose common calls run in C (``csrc/``, see the module docstring); every
     other call goes to ``TrackMode.__torch_function__``, unchanged.
 
-    torch looks ``__torch_function__`` up on the mode object and requires a method bound to it:
-    the instance attribute is the compiled object bound to this mode (torch.compile still sees
-    the class's Python method)."""
+    torch looks ``__torch_function__`` up on the mode object and requires a method bound to it.
+    The instance attribute is a copy of ``TrackMode.__torch_function__`` (same code) whose calls
+    from C (torch's dispatch) go to the compiled object (``_hotpath.set_dispatch``): torch.compile
+    reads that attribute, guards on its code and inlines it (it cannot trace the C object, and a
+    guard on the code holds from one block to the next).  A Python caller that CPython 3.11 runs
+    the code for directly (``torch.overrides.handle_torch_function``) gets the Python path."""
 
     def __init__(self, tracker: Tracker) -> None:
         super().__init__(tracker)
@@ -273,7 +280,12 @@ class CompiledTrackMode(TrackMode):
             now=_now, general=GENERAL, f64=torch.float64, write_gate=tr.write_gate, suspects=tr.suspects,
             recheck=tr._recheck, t0=tr.t0, fast_cap=tr._fast_cap,
         )  # fmt: skip
-        self.__torch_function__ = MethodType(self._hot, self)  # type: ignore[method-assign]
+        py = TrackMode.__torch_function__
+        fn = FunctionType(py.__code__, py.__globals__, py.__name__, py.__defaults__, py.__closure__)
+        fn.__qualname__ = py.__qualname__
+        _hotpath.set_dispatch(fn, self._hot)
+        self._dispatch = fn
+        self.__torch_function__ = MethodType(fn, self)  # type: ignore[method-assign]
         # the block's end walks every tensor it made: the same loop, compiled
         tr.live_tensors = partial(_hotpath.live_tensors, tr.tensors, identity._ids, tr.merged)  # type: ignore[method-assign]
         # what the Python path still registers (backward's gradients, first sights) and snapshots
@@ -294,6 +306,7 @@ class CompiledTrackMode(TrackMode):
         # the bound method and the compiled object's references make cycles through this mode;
         # the block's end snapshots with the tracker's own methods (the compiled object closes)
         self.__dict__.pop("__torch_function__", None)
+        self._dispatch.__dict__.clear()
         for name in self._tracker_helpers:
             self.tracker.__dict__.pop(name, None)
         self._hot.close()

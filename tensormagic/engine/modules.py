@@ -1,25 +1,87 @@
 """The ``nn.Module`` an op runs in, as a dotted path (``model.fc1``), for the block's duration.
 
-Global forward hooks are registered when a block starts and removed when it ends, so nothing
-stays installed between cells.  A top-level module's name is only known when the block ends
-(from the namespace), so paths start with a placeholder ``\\x00<index>`` that the recording
-replaces by the variable name.
+Global forward hooks are installed when the first block starts and removed when the last one
+ends, so nothing stays installed between cells.  They update the ``ModuleStack`` of the thread
+that runs the module, if a block is running in that thread: a module another thread runs never
+touches a tracked thread's paths (the tracking mode is per thread too).  A top-level module's name
+is only known when the block ends (from the namespace), so paths start with a placeholder
+``\\x00<index>`` that the recording replaces by the variable name.
+
+torch.compile: Dynamo traces global hooks when it compiles a module's call, and guards on the
+hook tables' keys.  The hooks are module-level functions kept under fixed keys, so every block
+installs the same table (a key from ``register_module_forward_hook`` is new each time: each block
+would recompile every compiled module); while Dynamo traces they return at once, adding nothing
+to the graph.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+import threading
+import warnings
 import weakref
 from typing import Any
 
+import torch
+from torch.nn.modules import module as _nn
+
 ROOT_MARK = "\x00"
+#: the hook tables' key for tensormagic's hooks (RemovableHandle ids count up from 0)
+HOOK_KEY = -0x7E45
+_is_compiling = torch.compiler.is_compiling
+_get_ident = threading.get_ident
+#: thread id -> the ModuleStacks of the blocks running in that thread (innermost last)
+_running: dict[int, list[ModuleStack]] = {}
+_lock = threading.Lock()
+
+
+def _pre_hook(mod: Any, args: Any) -> None:
+    if _is_compiling():  # Dynamo is tracing the module's call: nothing to keep
+        return
+    stacks = _running.get(_get_ident())
+    if stacks:
+        for st in stacks:
+            st._pre(mod)
+
+
+def _post_hook(mod: Any, args: Any, out: Any) -> None:
+    if _is_compiling():
+        return
+    stacks = _running.get(_get_ident())
+    if stacks:
+        for st in stacks:
+            st._post(mod)
+
+
+#: torch warns at every call of a ``torch.compile(module)`` while any global hook is installed that
+#: the hooks also fire for the wrapper: ours are meant to (the wrapper is the module the user called)
+_OPTIMIZED_MODULE_WARNING = ("ignore", re.compile(r"Using `torch\.compile\(module\)` when there are global hooks"),
+                             UserWarning, None, 0)  # fmt: skip
+
+
+def _install() -> None:
+    warnings.filters.insert(0, _OPTIMIZED_MODULE_WARNING)  # type: ignore[attr-defined]
+    warnings._filters_mutated()  # type: ignore[attr-defined]
+    _nn._global_forward_pre_hooks[HOOK_KEY] = _pre_hook
+    _nn._global_forward_hooks[HOOK_KEY] = _post_hook
+    # always called: the post hook runs on exceptions too, keeping the stack balanced
+    _nn._global_forward_hooks_always_called[HOOK_KEY] = True
+
+
+def _uninstall() -> None:
+    for table in (_nn._global_forward_pre_hooks, _nn._global_forward_hooks, _nn._global_forward_hooks_always_called):
+        table.pop(HOOK_KEY, None)
+    while _OPTIMIZED_MODULE_WARNING in warnings.filters:  # type: ignore[attr-defined]
+        warnings.filters.remove(_OPTIMIZED_MODULE_WARNING)  # type: ignore[attr-defined]
+    warnings._filters_mutated()  # type: ignore[attr-defined]
 
 
 class ModuleStack:
     """Keeps the path of the innermost running module; ``current`` is read on the hot path."""
 
     # slots: the compiled engine reads ``current`` at its offset, once per recorded op
-    __slots__ = ("current", "_stack", "_child_paths", "roots", "_root_paths", "_root_index", "_handles")
+    __slots__ = ("current", "_stack", "_child_paths", "roots", "_root_paths", "_root_index", "_thread")
 
     def __init__(self) -> None:
         self.current: str | None = None
@@ -28,21 +90,30 @@ class ModuleStack:
         self.roots: list[weakref.ref[Any]] = []
         self._root_paths: list[str] = []
         self._root_index: dict[int, int] = {}
-        self._handles: list[Any] = []
+        self._thread: int | None = None
 
     def __enter__(self) -> ModuleStack:
-        from torch.nn.modules import module as m
-
-        self._handles = [
-            m.register_module_forward_pre_hook(self._pre),
-            m.register_module_forward_hook(self._post, always_call=True),
-        ]
+        """Follow the module calls of the calling thread."""
+        if self._thread is not None:
+            return self
+        self._thread = tid = _get_ident()
+        with _lock:
+            if not _running:
+                _install()
+            _running.setdefault(tid, []).append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        tid, self._thread = self._thread, None
+        if tid is not None:
+            with _lock:
+                stacks = _running.get(tid, [])
+                if self in stacks:
+                    stacks.remove(self)
+                if not stacks:
+                    _running.pop(tid, None)
+                if not _running:
+                    _uninstall()
         self._stack.clear()
         self.current = None
 
@@ -68,13 +139,12 @@ class ModuleStack:
         self._child_paths[key] = (ppath, path)
         return path
 
-    def _pre(self, mod: Any, args: Any) -> None:
+    def _pre(self, mod: Any) -> None:
         path = self._path_of(mod)
         self._stack.append((mod, path))
         self.current = path
 
-    def _post(self, mod: Any, args: Any, out: Any) -> None:
-        # always_call=True runs this on exceptions too, keeping the stack balanced
+    def _post(self, mod: Any) -> None:
         if self._stack and self._stack[-1][0] is mod:
             self._stack.pop()
         self.current = self._stack[-1][1] if self._stack else None

@@ -272,6 +272,47 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
     return r;
 }
 
+/* The compiled mode's __torch_function__ (mode.py: CompiledTrackMode) is a Python function with
+ * TrackMode.__torch_function__'s code, so that torch.compile sees (and guards on) that code and
+ * inlines it, and whose calls through vectorcall (torch's dispatch from C++) come here: the Hot
+ * object kept in the function's __dict__ answers them.  A caller the interpreter runs the
+ * function's code for directly (a Python caller on CPython 3.11) gets the Python path, which
+ * records the same events. */
+static PyObject *tmh_s_hot;
+
+static PyObject *dispatch_vectorcall(PyObject *fn, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
+    PyObject *d = ((PyFunctionObject *)fn)->func_dict;
+    PyObject *hot = d != NULL ? PyDict_GetItemWithError(d, tmh_s_hot) : NULL;
+    if (hot == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        return _PyFunction_Vectorcall(fn, a, nargsf, kwnames);  /* closed: the Python body */
+    }
+    Py_INCREF(hot);
+    PyObject *r = hot_vectorcall((Hot *)hot, a, nargsf, kwnames);
+    Py_DECREF(hot);
+    return r;
+}
+
+static PyTypeObject HotType;
+
+static PyObject *set_dispatch(PyObject *module, PyObject *const *args, Py_ssize_t n) {
+    if (n != 2 || !PyFunction_Check(args[0]) || !PyObject_TypeCheck(args[1], &HotType)) {
+        PyErr_SetString(PyExc_TypeError, "set_dispatch(function, hot)");
+        return NULL;
+    }
+    PyObject *d = PyObject_GenericGetDict(args[0], NULL);
+    if (d == NULL) return NULL;
+    int rc = PyDict_SetItem(d, tmh_s_hot, args[1]);
+    Py_DECREF(d);
+    if (rc < 0) return NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyFunction_SetVectorcall((PyFunctionObject *)args[0], dispatch_vectorcall);
+#else
+    ((PyFunctionObject *)args[0])->vectorcall = dispatch_vectorcall;
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyObject *hot_close(Hot *self, PyObject *Py_UNUSED(ignored)) {
     hot_clear(self);
     Py_RETURN_NONE;
@@ -385,6 +426,9 @@ static PyMethodDef module_methods[] = {
      "live_tensors(tensors, ids, merged): Tracker.live_tensors, compiled."},
     {"set_describe", (PyCFunction)(void (*)(void))tmh_set_describe, METH_FASTCALL,
      "set_describe(attr, meta, call_unwrapped, parameter_type): how tensors that are not plain ones are read (describe.py)."},
+    {"set_dispatch", (PyCFunction)(void (*)(void))set_dispatch, METH_FASTCALL,
+     "set_dispatch(function, hot): the function's vectorcalls go to the Hot object (kept in its "
+     "__dict__ as '_tensormagic_hot'; without it, to the function's own code)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -399,7 +443,7 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     INTERN(tmh_s_tid, "tid") INTERN(tmh_s_current, "current")
     INTERN(tmh_s_lasti, "lasti") INTERN(tmh_s_create, "create") INTERN(tmh_s_f_lasti, "f_lasti")
     INTERN(tmh_s_busy, "_busy") INTERN(tmh_s_inplace, "inplace") INTERN(tmh_s_out, "out")
-    INTERN(tmh_s_view, "view") INTERN(tmh_s_move, "move")
+    INTERN(tmh_s_view, "view") INTERN(tmh_s_move, "move") INTERN(tmh_s_hot, "_tensormagic_hot")
     INTERN(tmh_attr_names[A_SHAPE], "shape") INTERN(tmh_attr_names[A_DTYPE], "dtype")
     INTERN(tmh_attr_names[A_DEVICE], "device") INTERN(tmh_attr_names[A_REQUIRES_GRAD], "requires_grad")
     INTERN(tmh_attr_names[A_GRAD_FN], "grad_fn") INTERN(tmh_attr_names[A_VERSION], "_version")

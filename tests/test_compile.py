@@ -1,0 +1,184 @@
+"""torch.compile under tracking: compiled code stays compiled and gives the same numbers.
+
+Dynamo's own counters are the oracle: ``CompileCounterWithBackend`` counts the graphs it compiles,
+``torch._dynamo.utils.counters["graph_break"]`` its graph breaks, and a code object it compiled
+holds cache entries.  Expected values come from torch run without tracking.  These run on both
+engines with the eager and aot_eager backends (fast); one inductor test runs on the default
+engine.  The full backend x engine matrix is in ``test_compile_matrix.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import warnings
+from typing import Any, Callable
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+from torch._dynamo.testing import CompileCounterWithBackend
+from torch._dynamo.utils import counters
+
+from tensormagic import track
+from tensormagic.engine.mode import default_engine
+
+ENGINES = ["c", "python"] if default_engine() == "c" else ["python"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Each test compiles from scratch and sees only its own counters."""
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def _step(model: nn.Module, call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
+    """One forward and backward; the output and every gradient, copied."""
+    for p in model.parameters():
+        p.grad = None
+    out = call(x)
+    out.square().mean().backward()
+    return [out.detach().clone()] + [p.grad.clone() for p in model.parameters()]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _tensormagic_code() -> list[Any]:
+    """Every function's code object in tensormagic's modules (methods included)."""
+    codes = []
+    for name, mod in list(sys.modules.items()):
+        if not (name == "tensormagic" or name.startswith("tensormagic.")):
+            continue
+        for obj in vars(mod).values():
+            members = [obj] + (list(vars(obj).values()) if inspect.isclass(obj) else [])
+            for m in members:
+                fn = getattr(m, "__func__", m)
+                code = getattr(fn, "__code__", None)
+                if code is not None and fn.__module__ and fn.__module__.startswith("tensormagic"):
+                    codes.append(code)
+    return codes
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_compiled_function_compiles_once_more_for_tracking_and_never_breaks(engine):
+    """A function compiled before the block gets one extra graph for tracking, however many blocks, and no break."""
+    cnt = CompileCounterWithBackend("eager")
+    f = torch.compile(lambda x, w: (x @ w).relu().sum(), backend=cnt)
+    x, w = torch.randn(3, 4), torch.randn(4, 5)
+    expected = f(x, w)
+    for _ in range(3):
+        with track(engine=engine):
+            got = f(x, w)
+        assert torch.equal(got, expected)
+    assert torch.equal(f(x, w), expected)
+    assert cnt.frame_count == 2  # untracked, tracked: torch guards on the mode stack
+    assert sum(counters["graph_break"].values()) == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_compiled_module_forward_backward_bit_identical(engine):
+    """torch.compile(module) with aot_eager: the untracked output and gradients, one extra graph for tracking."""
+    model = _mlp()
+    cnt = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, backend=cnt)
+    x = torch.randn(3, 4)
+    expected = _step(model, compiled, x)
+    for _ in range(2):
+        with track(engine=engine):
+            got = _step(model, compiled, x)
+        assert _same(got, expected)
+    assert cnt.frame_count == 2
+    assert sum(counters["graph_break"].values()) == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_module_compile_method_bit_identical(engine):
+    """module.compile() gives the untracked output and gradients under tracking, without a graph break."""
+    model = _mlp()
+    model.compile(backend="aot_eager")
+    x = torch.randn(3, 4)
+    expected = _step(model, model, x)
+    with track(engine=engine):
+        got = _step(model, model, x)
+    assert _same(got, expected)
+    assert sum(counters["graph_break"].values()) == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fullgraph_compiled_inside_the_block(engine):
+    """A fullgraph=True function compiled and first called inside the block runs and matches the untracked result."""
+    x, w = torch.randn(3, 4), torch.randn(4, 5, requires_grad=True)
+    expected = (x @ w).relu().sum()
+    with track(engine=engine):
+        f = torch.compile(lambda x, w: (x @ w).relu().sum(), backend="aot_eager", fullgraph=True)
+        got = f(x, w)
+        got.backward()
+    assert torch.equal(got, expected)
+    assert torch.equal(w.grad, torch.autograd.grad(expected, w)[0])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_explain_finds_one_graph_under_tracking(engine):
+    """torch._dynamo.explain of a module's step under tracking sees one graph and no break."""
+    model = _mlp()
+    x = torch.randn(3, 4)
+    with track(engine=engine):
+        report = torch._dynamo.explain(model)(x)
+    assert report.graph_count == 1
+    assert report.graph_break_count == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dynamo_compiles_no_tensormagic_frame_and_warns_nothing(engine, caplog):
+    """Compiled code run under tracking: no tensormagic function compiled, no Python warning, no Dynamo log warning."""
+    model = _mlp()
+    compiled = torch.compile(model, backend="eager")
+    f = torch.compile(lambda x: (x * 2 + 1).relu().sum(), backend="eager")
+    x = torch.randn(3, 4)
+    caplog.set_level(logging.WARNING, logger="torch")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            with track(engine=engine):
+                _step(model, compiled, x)
+                f(x)
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    compiled_here = [c.co_qualname for c in _tensormagic_code() if _debug_get_cache_entry_list(c)]
+    assert compiled_here == []
+
+
+def test_no_global_hook_left_after_a_block():
+    """After a block (even one that raises) no global module hook and no warnings filter of ours is left."""
+    filters = list(warnings.filters)
+    with pytest.raises(ValueError):
+        with track():
+            _mlp()(torch.randn(1, 4))
+            raise ValueError("user error")
+    assert not torch.nn.modules.module._has_any_global_hook()
+    assert warnings.filters == filters
+
+
+def test_inductor_forward_backward_bit_identical():
+    """The inductor backend gives the untracked output and gradients under tracking (default engine, smallest model)."""
+    lin = nn.Linear(4, 2)
+    compiled = torch.compile(lin, backend="inductor")
+    x = torch.randn(3, 4)
+    expected = _step(lin, compiled, x)
+    with track():
+        got = _step(lin, compiled, x)
+    assert _same(got, expected)
+    assert sum(counters["graph_break"].values()) == 0
