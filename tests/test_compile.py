@@ -144,8 +144,9 @@ def test_explain_finds_one_graph_under_tracking(engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_dynamo_compiles_no_tensormagic_frame_and_warns_nothing(engine, caplog):
     """Compiled code run under tracking: no tensormagic function compiled, no Python warning, no Dynamo log warning."""
-    model = _mlp()
+    model, other = _mlp(), _mlp()
     compiled = torch.compile(model, backend="eager")
+    other.compile(backend="eager")  # Dynamo skips torch's modules: it meets the frames they call
     f = torch.compile(lambda x: (x * 2 + 1).relu().sum(), backend="eager")
     x = torch.randn(3, 4)
     caplog.set_level(logging.WARNING, logger="torch")
@@ -154,6 +155,7 @@ def test_dynamo_compiles_no_tensormagic_frame_and_warns_nothing(engine, caplog):
         for _ in range(3):
             with track(engine=engine):
                 _step(model, compiled, x)
+                _step(other, other, x)
                 f(x)
     assert [str(w.message) for w in caught] == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import describe, identity, ops
+from . import describe, frames, identity, ops
 from . import raw as raw_mod
 from .describe import NO_VERSION, PLAIN
 from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
@@ -330,6 +330,7 @@ def make_mode(tracker: Tracker, engine: str | None = None) -> TrackMode:
     """The tracking mode for ``engine`` ("c", "python"; None: ``default_engine()``)."""
     check_engine(engine)
     engine = engine or default_engine()
+    frames.skip_frames()  # torch.compile must never compile our own functions as frames
     if engine == "c":
         if _hotpath is None:
             raise ValueError("engine='c' needs tensormagic's compiled hot path, which was not built "

@@ -1,0 +1,98 @@
+"""Every torch.compile backend x engine x way of compiling: results bit-identical tracked vs untracked.
+
+Slow (inductor compiles cost seconds each), so it runs only where asked:
+``TENSORMAGIC_COMPILE_MATRIX=1 python -m pytest -q -p no:cacheprovider tests/test_compile_matrix.py``.
+The default suite has the fast part (``test_compile.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+from torch._dynamo.testing import CompileCounterWithBackend
+from torch._dynamo.utils import counters
+
+from tensormagic import track
+from tensormagic.engine.mode import default_engine
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TENSORMAGIC_COMPILE_MATRIX") != "1", reason="the compile matrix: TENSORMAGIC_COMPILE_MATRIX=1"
+)
+
+ENGINES = ["c", "python"] if default_engine() == "c" else ["python"]
+BACKENDS = ["eager", "aot_eager", "inductor"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Each case compiles from scratch and sees only its own counters."""
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def _compiled(way: str, model: nn.Module, backend: object) -> Callable[[torch.Tensor], torch.Tensor]:
+    if way == "torch.compile(module)":
+        return torch.compile(model, backend=backend, fullgraph=True)
+    if way == "module.compile()":
+        # fullgraph=True finds no frame to compile here even untracked (torch 2.13: the module's
+        # _call_impl is in Dynamo's skip list when it is reached from module.compile())
+        model.compile(backend=backend)
+        return model
+    return torch.compile(lambda x: model(x).tanh(), backend=backend, fullgraph=True)
+
+
+def _step(model: nn.Module, call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
+    for p in model.parameters():
+        p.grad = None
+    out = call(x)
+    out.square().mean().backward()
+    return [out.detach().clone()] + [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("way", ["torch.compile(module)", "module.compile()", "@torch.compile function"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_compiled_before_the_block(engine, backend, way):
+    """Compiled before the block: the untracked output and gradients, one extra graph, no break."""
+    model = _mlp()
+    cnt = CompileCounterWithBackend(backend)
+    call = _compiled(way, model, cnt)
+    x = torch.randn(3, 4)
+    expected = _step(model, call, x)
+    untracked = cnt.frame_count  # 0 for module.compile() of torch's own modules: Dynamo skips them
+    graphs = []
+    for _ in range(3):
+        with track(engine=engine):
+            got = _step(model, call, x)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+        graphs.append(cnt.frame_count)
+    assert graphs[0] <= 2 * untracked and graphs[-1] == graphs[0]  # one more per graph, once
+    assert sum(counters["graph_break"].values()) == 0
+
+
+@pytest.mark.parametrize("way", ["torch.compile(module)", "module.compile()", "@torch.compile function"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_compiled_inside_the_block(engine, backend, way):
+    """Compiled and first called inside the block: the output and gradients of the same code untracked."""
+    model = _mlp()
+    x = torch.randn(3, 4)
+    with track(engine=engine):
+        got = _step(model, _compiled(way, model, backend), x)
+    torch._dynamo.reset()
+    fresh = _mlp()
+    expected = _step(fresh, _compiled(way, fresh, backend), x)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert sum(counters["graph_break"].values()) == 0
