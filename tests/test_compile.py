@@ -184,3 +184,18 @@ def test_inductor_forward_backward_bit_identical():
         got = _step(lin, compiled, x)
     assert _same(got, expected)
     assert sum(counters["graph_break"].values()) == 0
+
+
+@pytest.mark.skipif(len(ENGINES) < 2, reason="needs the compiled engine")
+def test_engines_record_the_same_compiled_block():
+    """A block that compiles a module and runs it forward and backward gets the same events from both engines."""
+    events = {}
+    for engine in ENGINES:
+        torch._dynamo.reset()
+        model, x = _mlp(), torch.randn(3, 4)
+        with track(engine=engine, namespace={"model": model, "x": x}) as rec:
+            compiled = torch.compile(model, backend="aot_eager")
+            compiled(x).sum().backward()
+        events[engine] = [(e.kind, e.op, e.module, e.line) for e in rec.events]
+    assert events["c"] == events["python"]
+    assert len(events["c"]) > 5

@@ -279,13 +279,14 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
  * function's code for directly (a Python caller on CPython 3.11) gets the Python path, which
  * records the same events. */
 static PyObject *tmh_s_hot;
+static vectorcallfunc function_vectorcall;  /* what a Python function's calls ran before set_dispatch */
 
 static PyObject *dispatch_vectorcall(PyObject *fn, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
     PyObject *d = ((PyFunctionObject *)fn)->func_dict;
     PyObject *hot = d != NULL ? PyDict_GetItemWithError(d, tmh_s_hot) : NULL;
     if (hot == NULL) {
         if (PyErr_Occurred()) return NULL;
-        return _PyFunction_Vectorcall(fn, a, nargsf, kwnames);  /* closed: the Python body */
+        return function_vectorcall(fn, a, nargsf, kwnames);  /* closed: the Python body */
     }
     Py_INCREF(hot);
     PyObject *r = hot_vectorcall((Hot *)hot, a, nargsf, kwnames);
@@ -299,6 +300,14 @@ static PyObject *set_dispatch(PyObject *module, PyObject *const *args, Py_ssize_
     if (n != 2 || !PyFunction_Check(args[0]) || !PyObject_TypeCheck(args[1], &HotType)) {
         PyErr_SetString(PyExc_TypeError, "set_dispatch(function, hot)");
         return NULL;
+    }
+    vectorcallfunc own = ((PyFunctionObject *)args[0])->vectorcall;
+    if (own != dispatch_vectorcall) {
+        if (function_vectorcall != NULL && own != function_vectorcall) {
+            PyErr_SetString(PyExc_TypeError, "set_dispatch: a function with its own vectorcall");
+            return NULL;
+        }
+        function_vectorcall = own;
     }
     PyObject *d = PyObject_GenericGetDict(args[0], NULL);
     if (d == NULL) return NULL;
