@@ -16,6 +16,7 @@ to the graph.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -34,6 +35,16 @@ _get_ident = threading.get_ident
 #: thread id -> the ModuleStacks of the blocks running in that thread (innermost last)
 _running: dict[int, list[ModuleStack]] = {}
 _lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    # fork copies the lock as it was: held, if another thread was entering or leaving a block
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; registered before api's handler, so it runs first
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def _pre_hook(mod: Any, args: Any) -> None:
