@@ -91,9 +91,7 @@ def test_module_another_thread_runs_leaves_the_tracked_threads_paths(engine: str
     mine = [e for e in rec.events if e.tensor.shape == (2, 3) and e.kind == "create"]
     assert [e.op for e in mine] == ["torch.nn.functional.linear", "torch.nn.functional.relu"], [e.op for e in mine]
     # the block names no module: the top-level one is called by its class
-    if [e.module for e in mine] != ["Sequential.0", "Sequential.1"]:
-        pytest.xfail("module paths come from process-wide forward hooks; issue 20's per-thread "
-                     f"module paths (engine/modules.py) fix it: got {[e.module for e in mine]}")  # fmt: skip
+    assert [e.module for e in mine] == ["Sequential.0", "Sequential.1"]
     del out
 
 
