@@ -13,7 +13,11 @@ _MOVE_METHODS = {
     "int", "long", "short", "char", "byte", "bool", "cfloat", "cdouble",
 }  # fmt: skip
 #: methods that return a tensor sharing storage without ``_is_view()`` saying so
-_ALIAS_METHODS = {"detach", "alias", "data.__get__"}
+_ALIAS_METHODS = {
+    "detach", "alias", "data.__get__",
+    # properties that are views of the tensor (``z.real`` of a complex z, ``x.T``)
+    "real.__get__", "imag.__get__", "T.__get__", "mT.__get__", "H.__get__", "mH.__get__",
+}  # fmt: skip
 #: calls that read metadata or convert to Python values: never an event
 _QUIET_METHODS = {
     "size", "dim", "ndimension", "numel", "nelement", "stride", "storage_offset",
@@ -23,6 +27,9 @@ _QUIET_METHODS = {
     "__float__", "__bool__", "item", "tolist", "__array__", "__contains__", "retain_grad",
     "register_hook", "requires_grad_", "share_memory_", "is_pinned", "__iter__",
 }  # fmt: skip
+
+#: private torch functions that never make a tensor: kept off the recording path
+_PRIVATE_QUIET = {"torch._set_grad_enabled", "torch._assert", "torch._assert_async", "torch._C"}
 
 _names: dict[Any, str] = {}
 
@@ -68,5 +75,11 @@ def classify(func: Callable[..., Any]) -> int:
     if short == "__setitem__" or (short.endswith("_") and not short.endswith("__")):
         return INPLACE
     if short.startswith("_") and not short.startswith("__"):
-        return SKIP  # private helpers (_parse_to, _set_grad_enabled …) create nothing we show
+        # torch's own private ops make tensors the user gets (``torch.sparse.mm`` runs
+        # ``torch._sparse_mm``, ``clip_grad_norm_`` ``torch._foreach_norm``, ``pack_padded_sequence``
+        # ``torch._pack_padded_sequence``): recorded under their real names.  Other private
+        # helpers (``_set_grad_enabled``, ``Tensor._is_view``, profiler hooks) make nothing we show.
+        if name.startswith("torch._") and name.count(".") == 1 and name not in _PRIVATE_QUIET:
+            return GENERAL
+        return SKIP
     return GENERAL
