@@ -48,7 +48,7 @@ def accumulation(events: tuple[Event, ...]) -> list[Diagnostic]:
             leaf = grad_of.get(tid)
             if leaf is not None and e.op.rsplit(".", 1)[-1] in _ZEROING:
                 zeroed.add(leaf)
-        elif e.kind == "backward":
+        elif e.kind == "backward" and e.op != "torch.autograd.grad":  # that one fills no .grad
             for g in e.grads:
                 lid = g.tensor.id
                 if g.grad_id:

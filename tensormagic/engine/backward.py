@@ -23,6 +23,7 @@ class BackwardRecords:
     tensors: dict[int, tuple[Any, ...]]
     raw: list[tuple[Any, ...]]
     backwards: list[int]
+    preexisting: set[int]
 
     if TYPE_CHECKING:  # Tracker's, which these records are made with
 
@@ -83,7 +84,9 @@ class BackwardRecords:
                 continue
             ltid = self.see(lf, where)
             gtid = identity.lookup(g)
-            if gtid is None or gtid not in self.tensors:
+            if gtid is not None and gtid not in self.tensors and gtid in self.preexisting:
+                gtid = self.see(g, where)  # left from before the block (an earlier cell): not new
+            elif gtid is None or gtid not in self.tensors:
                 gtid, gmeta = self._new(g, alias=False)
                 self._add("create", func, gtid, gmeta, where, self.grad_extra(ltid), (g,))
             grads.append((ltid, self.meta(lf), bool(was), gtid))

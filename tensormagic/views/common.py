@@ -16,6 +16,8 @@ KIND_WORD = {
     "backward": "backward",
     "numpy": "numpy",
 }
+#: the backward op that returns gradients instead of filling ``.grad``
+AUTOGRAD_GRAD = "torch.autograd.grad"
 COUNT_WORDS = (
     ("create", "created"),
     ("view", "views"),
@@ -90,6 +92,9 @@ def describe(e: Event) -> str:
             text += "  (in place)"
         return text
     if e.kind == "backward":
+        if e.op == AUTOGRAD_GRAD:  # returns the gradients; no tensor's .grad changes
+            got = ", ".join(f"{g.tensor.label} {fmt_shape(g.shape)}" for g in e.grads)
+            return f"from {t.label}: returns the gradient of {got or 'nothing'} (fills no .grad)"
         grads = ", ".join(
             f"{g.tensor.label}.grad {fmt_shape(g.shape)}" + (" (accumulated)" if g.accumulated else "")
             for g in e.grads
@@ -132,9 +137,30 @@ def capped_line_groups(events: tuple[Event, ...] | list[Event],
         left -= len(group)
 
 
+def move_counts(rec: Recording) -> tuple[int, int, int]:
+    """(moves between devices, casts on one device, folded moves of either sort): a same-device
+    dtype change (``(pred == y).float()``) is a cast, counted apart from device moves."""
+    moves = casts = 0
+    for e in rec.events:
+        if e.kind == "move":
+            if e.crosses_devices:
+                moves += 1
+            else:
+                casts += 1
+    return moves, casts, sum(f.count for f in rec.folds if f.kind == "move")
+
+
 def count_words(rec: Recording) -> str:
     c = rec.counts()
-    parts = [f"{c.get(k, 0)} {w}" for k, w in COUNT_WORDS]
+    parts = []
+    for k, w in COUNT_WORDS:
+        if k != "move":
+            parts.append(f"{c.get(k, 0)} {w}")
+            continue
+        moves, casts, folded = move_counts(rec)
+        parts.append(f"{moves} moves, {casts} casts")
+        if folded:
+            parts.append(f"{folded} moves/casts folded")
     moved = rec.bytes_moved()
     if moved:
         parts.append(f"{fmt_bytes(moved)} between devices")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..model.recording import Recording
-from .common import KIND_WORD, capped_line_groups, count_words, describe, fold_words, short_op, tree_lines
+from .common import AUTOGRAD_GRAD, KIND_WORD, capped_line_groups, count_words, describe, fold_words, short_op, tree_lines
 
 MAX_LINES = 400
 
@@ -44,7 +44,8 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
             g = rec.graphs.graph(r.id, r.label)
             out.append(f"  {r.label}: {g.chain()}")
             out.extend("    " + line for line in tree_lines(g))
-    grads = [(g, e) for e in rec.events if e.kind == "backward" for g in e.grads]
+    # what backward left in .grad; autograd.grad's gradients are returned, not stored there
+    grads = [(g, e) for e in rec.events if e.kind == "backward" and e.op != AUTOGRAD_GRAD for g in e.grads]
     for g, _e in grads:
         rec_t = rec.tensors.get(g.grad_id or "")
         stats = rec_t.stats(sync=False) if rec_t is not None else None

@@ -153,8 +153,9 @@ PyObject *tmh_grads_filled(Hot *self, PyObject *const *a, Py_ssize_t n) {
         PyErr_SetString(PyExc_TypeError, "grads_filled(func, leaves: list, prev_nonzero: list, where)");
         return NULL;
     }
-    static PyObject *s_see, *s_grad_extra;
-    if (s_see == NULL && ((s_see = PyUnicode_InternFromString("see")) == NULL ||
+    static PyObject *s_see, *s_grad_extra, *s_preexisting;
+    if (s_see == NULL && ((s_preexisting = PyUnicode_InternFromString("preexisting")) == NULL ||
+                          (s_see = PyUnicode_InternFromString("see")) == NULL ||
                            (s_grad_extra = PyUnicode_InternFromString("grad_extra")) == NULL))
         return NULL;
     PyObject *func = a[0], *leaves = a[1], *prev = a[2], *where = a[3];
@@ -185,6 +186,18 @@ PyObject *tmh_grads_filled(Hot *self, PyObject *const *a, Py_ssize_t n) {
         if (k == 1 && (gtid = tmh_ref_tid(self, gref)) == NULL) goto next;
         int known = gtid != NULL ? PyDict_Contains(self->tensors, gtid) : 0;
         if (known < 0) goto next;
+        if (!known && gtid != NULL) {
+            /* a gradient left from before the block (an earlier cell's backward): seen, not new */
+            PyObject *pre = PyObject_GetAttr(self->tracker, s_preexisting);
+            int before = pre == NULL ? -1 : PySet_Contains(pre, gtid);
+            Py_XDECREF(pre);
+            if (before < 0) goto next;
+            if (before) {
+                Py_CLEAR(gtid);
+                if ((gtid = PyObject_CallMethodObjArgs(self->tracker, s_see, g, where, NULL)) == NULL) goto next;
+                known = 1;
+            }
+        }
         if (!known) {
             Py_CLEAR(gtid);
             if ((made = tmh_new_tensor(self, g, 0)) == NULL) goto next;
