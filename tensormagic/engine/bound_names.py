@@ -3,65 +3,94 @@
 ``source.py`` finds the line; ``naming.py`` names tensors from where they live when the block ends
 (the namespace, module parameters, containers); this module names them from the assignment.
 
-A block's records are cut into runs (consecutive records of one line); within a run, the
-tensors no later op of the run consumed are what the line's assignment target names.  Dead
-tensors are named when the events are built; live ones when the block ends (their graphs are
-named then).
+A block's records are cut into segments (consecutive records of one line) and each segment into
+runs (one execution of the line: a loop that stays on one line repeats the same ops, or its
+bytecode offset falls back).  Only the value a run binds takes the line's target name:
+
+- where the namespace still holds the target's last value and that value was made by a run of the
+  line, its place in that run (and its op) says which tensor of every other run of the line was
+  bound (``norm = clip_grad_norm_(…)``: the total norm, not the six tensors made on the way);
+- where the namespace holds a value the line did not make by an op (``p = nn.Parameter(…)``),
+  the line's temporaries take no name;
+- otherwise the tensors no later op of the run consumed take the name (each one's in order, for
+  ``a, b = …`` and ``for step, (xb, yb) in …``).
+
+Tensors left without a name are named after where they were made: ``model.0 output`` inside a
+module, ``clip_grad_norm_ temporary`` inside a library function the line called.  Dead tensors are
+named when the events are built; live ones when the block ends (their graphs are named then).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from .raw import EXTRA, KIND, LASTI, MODULE, TID, WHERE, create_parts
+from .raw import EXTRA, FUNC, KIND, LASTI, MODULE, TID, WHERE, create_parts
 
 _MADE = frozenset(("create", "view", "move"))  # event kinds that make the tensor they name
+MAX_PERIOD_SCAN = 4096  # a longer segment is cut where its offset falls back only
 
 
-def line_results(raw: list[Any], targets: Mapping[Any, str | None], *, failed: bool = False,
-                  lo: int = 0, hi: int | None = None) -> list[tuple[int, str]]:  # fmt: skip
-    """(tensor id, assignment target) for each tensor a line produced and no later op on the
-    same line consumed: ``z`` in ``z = y * y * 3`` but not ``y * y``; each loop iteration's ``h``.
-    In a block that failed, the last line never finished its assignment: it names nothing.
-    ``targets``: where -> the line's assignment target; ``raw[lo:hi]`` starts and ends on runs'
-    boundaries (a run: consecutive records of one line)."""
-    out: list[tuple[int, str]] = []
-    n = len(raw)
-    end = n if hi is None else hi
-    i = lo
-    while i < end:
-        r = raw[i]
-        where = r[WHERE]
-        j = i + 1
-        while j < end and raw[j][WHERE] == where:
-            j += 1
-        # raw[i:j] ran on one line
-        target = targets.get(where) if where is not None else None
-        if target is None or (failed and j == n):
-            pass
-        elif j - i == 1:  # the common case in loops: one op per run of the line
-            if r[KIND] in _MADE:
-                out.append((r[TID], target))
-        else:
-            # A loop runs the line again: its bytecode offset falls back to the start, or stays on
-            # the same call for a one-call line; ops inside one module call share an offset too,
-            # but they run in a module.
-            start = i
-            for k in range(i + 1, j + 1):
-                if k == j or _runs_again(raw[k - 1], raw[k]):
-                    if k - start == 1:
-                        if raw[start][KIND] in _MADE:
-                            out.append((raw[start][TID], target))
-                    else:
-                        out.extend((tid, target) for tid in _unconsumed(raw, start, k))
-                    start = k
-        i = j
+class LineNames:
+    """What naming needs from the block's end: per line (``where``) its target names, the
+    values the namespace holds for them, and how to call a module or a called function."""
+
+    def __init__(self, targets: Mapping[Any, tuple[str, ...] | None],
+                 bound: Mapping[Any, list[tuple[str, int | None]]],
+                 functions: Mapping[Any, str | None], module_of: Callable[[Any], str | None]) -> None:  # fmt: skip
+        self.targets = targets  # where -> tensor-valued names the line binds, in order
+        self.bound = bound  # where -> (name, raw index of the value the namespace holds, or None)
+        self.functions = functions  # where -> the function the line calls (temporaries' name)
+        self.module_of = module_of
+        self._bound_runs: dict[Any, list[tuple[str, int, int, int, Any]] | None] = {}
+        self._names: dict[str, tuple[str, ...]] = {}
+
+    def name(self, text: str) -> tuple[str, ...]:
+        got = self._names.get(text)
+        if got is None:
+            got = self._names[text] = (text,)
+        return got
+
+
+def _key(r: Any) -> tuple[Any, ...]:
+    # the bytecode offset too: ``y * y * 3`` runs ``mul`` twice in one execution, at two offsets
+    return (r[FUNC], r[KIND], r[MODULE], r[LASTI])
+
+
+def _runs(raw: list[Any], i: int, j: int) -> list[tuple[int, int]]:
+    """The runs of the segment ``raw[i:j]`` (one line): cut where the bytecode offset falls back,
+    then each piece into its smallest period of repeated ops (a one-line loop body)."""
+    pieces: list[tuple[int, int]] = []
+    start = i
+    for k in range(i + 1, j):
+        if raw[k][LASTI] < raw[k - 1][LASTI]:
+            pieces.append((start, k))
+            start = k
+    pieces.append((start, j))
+    out: list[tuple[int, int]] = []
+    for a, b in pieces:
+        p = _period(raw, a, b)
+        out.extend((s, min(s + p, b)) for s in range(a, b, p))
     return out
 
 
-def _run_around(raw: list[Any], idx: int, limit: int) -> tuple[int, int] | None:
-    """The bounds of the run of records (one line) that holds ``raw[idx]``; None past ``limit``
-    records scanned (a very long run: the caller does one full pass instead)."""
+def _period(raw: list[Any], a: int, b: int) -> int:
+    n = b - a
+    if n <= 1:
+        return 1
+    if n > MAX_PERIOD_SCAN:
+        return n
+    first = _key(raw[a])
+    for p in range(1, n // 2 + 1):
+        if n % p or _key(raw[a + p]) != first:
+            continue
+        if all(_key(raw[a + q]) == _key(raw[a + q - p]) for q in range(p, n)):
+            return p
+    return n
+
+
+def _segment(raw: list[Any], idx: int, limit: int) -> tuple[int, int] | None:
+    """The bounds of the segment (consecutive records of one line) holding ``raw[idx]``; None past
+    ``limit`` records scanned (the caller then does one full pass instead)."""
     where = raw[idx][WHERE]
     lo, hi, n = idx, idx + 1, len(raw)
     while lo > 0 and raw[lo - 1][WHERE] == where:
@@ -75,36 +104,122 @@ def _run_around(raw: list[Any], idx: int, limit: int) -> tuple[int, int] | None:
     return lo, hi
 
 
-def name_live(raw: list[Any], targets: Mapping[Any, str | None], names: dict[int, tuple[str, ...]],
-               unnamed: list[tuple[int, int | None]], *, failed: bool) -> None:  # fmt: skip
-    """Names from their lines for live tensors the namespace does not name: each one's run of
-    records is scanned, unless there are many (then one pass over the whole block)."""
+def _bound_runs(raw: list[Any], ln: LineNames, where: Any) -> list[tuple[str, int, int, int, Any]] | None:
+    """Per name the namespace's value of which a run of this line made: (name, its offset from
+    the run's start, from its end, the run's length, its op key).  None: no such value."""
+    if where in ln._bound_runs:
+        return ln._bound_runs[where]
+    out: list[tuple[str, int, int, int, Any]] = []
+    for name, idx in ln.bound.get(where, ()):
+        if idx is None or idx >= len(raw):
+            continue
+        seg = _segment(raw, idx, MAX_PERIOD_SCAN)
+        if seg is None:
+            continue
+        for a, b in _runs(raw, *seg):
+            if a <= idx < b:
+                out.append((name, idx - a, b - 1 - idx, b - a, _key(raw[idx])))
+                break
+    got = ln._bound_runs[where] = out or None
+    return got
+
+
+def line_results(raw: list[Any], ln: LineNames, *, failed: bool = False,
+                 lo: int = 0, hi: int | None = None) -> list[tuple[int, tuple[str, ...]]]:  # fmt: skip
+    """(tensor id, names) for tensors the lines of ``raw[lo:hi]`` made: first the values the
+    lines bound, then the temporaries' names.  In a block that failed, the last line never
+    finished its assignment: it binds nothing.  ``raw[lo:hi]`` starts and ends on segments'
+    boundaries."""
+    bound_out: list[tuple[int, tuple[str, ...]]] = []
+    temp_out: list[tuple[int, tuple[str, ...]]] = []
+    n = len(raw)
+    end = n if hi is None else hi
+    i = lo
+    while i < end:
+        where = raw[i][WHERE]
+        j = i + 1
+        while j < end and raw[j][WHERE] == where:
+            j += 1
+        runs = _runs(raw, i, j)
+        names = ln.targets.get(where) if where is not None else None
+        if names and not (failed and j == n):
+            _bind(raw, ln, where, names, runs, bound_out)
+        _temporaries(raw, ln, where, runs, temp_out)
+        i = j
+    return bound_out + temp_out
+
+
+def _bind(raw: list[Any], ln: LineNames, where: Any, names: tuple[str, ...],
+          runs: list[tuple[int, int]], out: list[tuple[int, tuple[str, ...]]]) -> None:  # fmt: skip
+    held = _bound_runs(raw, ln, where)
+    bound_elsewhere = {name for name, idx in ln.bound.get(where, ()) if idx is None}
+    free = [x for x in names if x not in bound_elsewhere]
+    if held is None and len(free) > 1:
+        # ``values, idx = torch.sort(x)``: one call's outputs, in order, to the names in order
+        made = [tid for a, b in runs for tid in _unconsumed(raw, a, b)]
+        if made and len(made) % len(free) == 0:
+            out.extend((tid, ln.name(free[i % len(free)])) for i, tid in enumerate(made))
+        return
+    for a, b in runs:
+        if held is not None:
+            for name, k, kend, length, key in held:
+                c = a + k if b - a == length else b - 1 - kend
+                if a <= c < b and _key(raw[c]) == key and raw[c][KIND] in _MADE:
+                    out.append((raw[c][TID], ln.name(name)))
+            continue
+        if len(free) == 1:
+            out.extend((tid, ln.name(free[0])) for tid in _unconsumed(raw, a, b))
+
+
+def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int, int]],
+                 out: list[tuple[int, tuple[str, ...]]]) -> None:  # fmt: skip
+    """``model.0 output`` for a tensor made inside a module; ``clip_grad_norm_ temporary`` for
+    one made inside the library function the line called (no op of the run is that function)."""
+    fn = ln.functions.get(where) if where is not None else None
+    short = fn.rsplit(".", 1)[-1] if fn else None
+    for a, b in runs:
+        direct = short is None or any(
+            (raw[k][FUNC] or "").rsplit(".", 1)[-1] == short for k in range(a, b)
+        )
+        for k in range(a, b):
+            r = raw[k]
+            if r[KIND] not in _MADE:
+                continue
+            if r[MODULE] is not None:
+                mod = ln.module_of(r[MODULE])
+                if mod:
+                    out.append((r[TID], ln.name(f"{mod} output")))
+            elif not direct:
+                out.append((r[TID], ln.name(f"{fn} temporary")))
+
+
+def name_live(raw: list[Any], ln: LineNames, names: dict[int, tuple[str, ...]],
+              unnamed: list[tuple[int, int | None]], *, failed: bool) -> None:  # fmt: skip
+    """Names from their lines for live tensors the namespace does not name: each one's segment
+    of records is scanned, unless there are many (then one pass over the whole block)."""
     wanted = {tid for tid, idx in unnamed if idx is not None and idx < len(raw) and raw[idx][TID] == tid}
     if not wanted:
         return
-    runs: set[tuple[int, int]] | None = set() if len(wanted) <= 64 else None
+    spans_set: set[tuple[int, int]] | None = set() if len(wanted) <= 64 else None
     for tid, idx in unnamed:
-        if runs is None:
+        if spans_set is None:
             break
         if tid in wanted:
-            run = _run_around(raw, idx, 4096)  # type: ignore[arg-type]
-            if run is None:
-                runs = None
+            seg = _segment(raw, idx, 4096)  # type: ignore[arg-type]
+            if seg is None:
+                spans_set = None
             else:
-                runs.add(run)
-    spans = sorted(runs) if runs is not None else [(0, len(raw))]
+                spans_set.add(seg)
+    spans = sorted(spans_set) if spans_set is not None else [(0, len(raw))]
     for lo, hi in spans:
-        for tid, target in line_results(raw, targets, failed=failed, lo=lo, hi=hi):
+        for tid, name in line_results(raw, ln, failed=failed, lo=lo, hi=hi):
             if tid in wanted:
-                names.setdefault(tid, (target,))
-
-
-def _runs_again(prev: Any, r: Any) -> bool:
-    return r[LASTI] < prev[LASTI] or (r[LASTI] == prev[LASTI] and r[MODULE] is None)
+                names.setdefault(tid, name)
 
 
 def _unconsumed(raw: list[Any], lo: int, hi: int) -> list[int]:
-    """Tensors made in ``raw[lo:hi]`` (one run of a line) that no later op of the run used."""
+    """Tensors made in ``raw[lo:hi]`` (one run of a line) that no later op of the run used, in
+    the order they were made."""
     consumed: set[int] = set()
     out = []
     for k in range(hi - 1, lo - 1, -1):
@@ -112,6 +227,7 @@ def _unconsumed(raw: list[Any], lo: int, hi: int) -> list[int]:
         if r[KIND] in _MADE and r[TID] not in consumed:
             out.append(r[TID])
         consumed.update(_consumed(r))
+    out.reverse()
     return out
 
 

@@ -14,7 +14,7 @@ from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, TensorRecord, attach_events
 from . import describe, identity, naming
 from .autograd import capture
-from .bound_names import line_results, name_live
+from .bound_names import LineNames, line_results, name_live
 from .modules import resolve_path
 from .ops import op_name
 from .raw import EXTRA, FUNC, KIND, META, MODULE, TID, WHERE, create_parts
@@ -127,24 +127,21 @@ class _Snapshot:
     """What ``build`` takes when the block ends, for the events made later."""
 
     def __init__(self, place: Any, names: dict[int, tuple[str, ...]], roots: dict[str, str],
-                 final: dict[int, Any], targets: dict[Any, str | None], failed: bool) -> None:  # fmt: skip
+                 final: dict[int, Any], lines: LineNames, failed: bool) -> None:  # fmt: skip
         self.place = place
         self.names = names  # tensor id -> names; the lines' names are added with the events
         self.roots = roots
         self.final = final  # tensor id -> metadata of tensors still alive when the block ended
-        self.targets = targets  # where -> the line's assignment target
+        self.lines = lines  # what each line binds (its names are found with the events)
         self.failed = failed
+        self.before: dict[int, Any] = {}  # tid -> provenance of tensors made before the block
 
     def name_dead(self, raw: list[Any]) -> None:
-        """A tensor gone by the block's end keeps its line's assignment target as its name."""
+        """A tensor gone by the block's end keeps the name its line gave it."""
         names = self.names
-        one_name: dict[str, tuple[str, ...]] = {}  # one ("x",) per name, shared by a loop's tensors
-        for tid, target in line_results(raw, self.targets, failed=self.failed):
+        for tid, name in line_results(raw, self.lines, failed=self.failed):
             if tid not in names:
-                tup = one_name.get(target)
-                if tup is None:
-                    tup = one_name[target] = (target,)
-                names[tid] = tup
+                names[tid] = name
 
 
 def _placer(locator: Locator | None) -> Any:
@@ -178,33 +175,76 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
     names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in naming.names_by_id(bound).items()}
     raw = tr.raw
 
-    def target_of(where: Any) -> str | None:
-        target = naming.assigned_name(place(where)[3])
-        # ``lin = nn.Linear(…)`` binds a module: its temporaries are not "lin"
-        if target is not None and namespace is not None and target in namespace:
-            if not isinstance(namespace[target], torch.Tensor):
-                return None
-        return target
-
-    # Every line the block ran is decided now (the namespace may change later); the names of
-    # the tensors those lines made are found when the events are built, but for the live
-    # tensors now, since their graphs are named now.
-    targets = {where: target_of(where) for where in tr.lines.places()}
     for tid in list(tr.suspects):  # made empty, maybe filled by an unseen set_(): look again
         t = tr.alive(tid)
         if t is not None:
             tr.recheck(tid, t)
-    live = tr.live_tensors()
-    name_live(raw, targets, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
-               failed=rec.failed)  # fmt: skip
+    _grad_names(tr, names)
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
+    lines = _line_names(tr, place, namespace, roots)
+    live = tr.live_tensors()
+    name_live(raw, lines, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
+              failed=rec.failed)  # fmt: skip
     final: dict[int, Any] = {}
     for tid, t in live:
         final[tid] = tr.meta(t)
         _remember_provenance(tid, tr.tensors[tid][3], raw, place)
     rec.graphs = capture([(f"t{tid}", t) for tid, t in live], lambda t: _name_of(t, names))
     rec.unreadable = _unreadable(tr, live)
-    return _Snapshot(place, names, roots, final, targets, rec.failed)
+    # tensors the block met but did not make: where an earlier tracked block made them, if one did
+    # (read now: the provenance of tensors that die is dropped)
+    before = {tid: identity.provenance.get(tid) for tid, info in tr.tensors.items() if info[3] is None}
+    snap = _Snapshot(place, names, roots, final, lines, rec.failed)
+    snap.before = before
+    return snap
+
+
+def _grad_names(tr: Tracker, names: dict[int, tuple[str, ...]]) -> None:
+    """Each gradient a backward filled in is ``<leaf>.grad`` (``model.0.weight.grad``): with
+    ``zero_grad(set_to_none=True)`` every step's backward makes a new one.  ``autograd.grad``'s
+    gradients are returned, not stored in ``.grad``: they are named by their line."""
+    raw = tr.raw
+    for idx in tr.backwards:
+        if idx >= len(raw) or raw[idx][FUNC] == "torch.autograd.grad":
+            continue
+        for ltid, _lmeta, _acc, gtid in raw[idx][EXTRA]:
+            leaf = names.get(ltid)
+            if leaf and gtid not in names:
+                names[gtid] = (f"{leaf[0]}.grad",)
+
+
+def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, roots: dict[str, str]) -> LineNames:
+    """Every line the block ran is decided now (the namespace may change later): the names it
+    binds that hold tensors, the value the namespace holds for each, the function it calls."""
+    raw = tr.raw
+    targets: dict[Any, tuple[str, ...] | None] = {}
+    functions: dict[Any, str | None] = {}
+    by_name: dict[str, list[Any]] = {}
+    for where in tr.lines.places():
+        src = place(where)[3]
+        functions[where] = naming.called_function(src)
+        got = naming.assigned_names(src)
+        # ``lin = nn.Linear(…)`` binds a module, ``step`` an int: neither names a tensor
+        if got is not None and namespace is not None:
+            got = tuple(n for n in got if not (n in namespace and not isinstance(namespace[n], torch.Tensor)))
+        targets[where] = got or None
+        for n in got or ():
+            by_name.setdefault(n, []).append(where)
+    bound: dict[Any, list[tuple[str, int | None]]] = {}
+    for n, wheres in by_name.items():
+        v = namespace.get(n) if namespace is not None else None
+        if not isinstance(v, torch.Tensor):
+            continue
+        tid = identity.lookup(v)
+        info = tr.tensors.get(tid) if tid is not None else None
+        idx = info[3] if info is not None else None
+        if idx is not None and idx < len(raw) and raw[idx][TID] == tid and raw[idx][WHERE] in wheres:
+            bound.setdefault(raw[idx][WHERE], []).append((n, idx))
+        elif len(wheres) == 1 and info is not None and idx is None and tid not in tr.preexisting:
+            # the line bound a tensor no op made (``p = nn.Parameter(torch.randn(3))``): its
+            # temporaries are not ``p``
+            bound.setdefault(wheres[0], []).append((n, None))
+    return LineNames(targets, bound, functions, _module_resolver(roots))
 
 
 MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest
@@ -268,7 +308,7 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
     rec._final_refs = final
     # TensorRecords (and which events touched each) are made when first read: a log needs only
     # the final snapshots
-    rec._pending_tensors = lambda r: _tensor_records(tr, final, r.events)
+    rec._pending_tensors = lambda r: _tensor_records(tr, final, r.events, snap.before)
 
 
 def _module_resolver(roots: dict[str, str]) -> Any:
@@ -485,8 +525,14 @@ def _final_refs(tr: Tracker, refs: _Refs, state: dict[int, Any], final: dict[int
     return out
 
 
-def _tensor_records(tr: Tracker, final: dict[str, TensorRef], events: tuple[Event, ...]) -> dict[str, TensorRecord]:
+def _tensor_records(tr: Tracker, final: dict[str, TensorRef], events: tuple[Event, ...],
+                    before: dict[int, Any]) -> dict[str, TensorRecord]:  # fmt: skip
     recs: dict[str, TensorRecord] = {}
     for rid, ref in final.items():
         recs[rid] = TensorRecord(id=rid, names=ref.names, ref=ref, _weak=tr.ref(int(rid[1:])))
-    return attach_events(recs, events)
+    attach_events(recs, events)
+    for tid, made in before.items():
+        trec = recs.get(f"t{tid}")
+        if trec is not None and trec.created is None:  # a first sight without an op is a creation
+            trec.made_before = made
+    return recs

@@ -27,12 +27,39 @@ def _user_names(ns: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
 def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor reachable by a short expression: ``x``, ``model.fc1.weight``, ``params[0]``,
     ``d["w"]``, and ``x.grad`` for leaves."""
+    optimizers = []
+    label: dict[int, str] = {}  # id(tensor) -> its first name: an optimizer's state is named by its parameter
     for name, v in _user_names(ns):
+        if isinstance(v, torch.optim.Optimizer):
+            optimizers.append((name, v))
+            continue
         try:
             found = list(_expand(name, v, depth=0))
         except Exception:  # noqa: BLE001 - a user object whose attributes raise is simply not a tensor
             continue
+        for n, t in found:
+            label.setdefault(id(t), n)
         yield from found
+    for name, opt in optimizers:
+        try:
+            found = list(_optimizer_state(name, opt, label))
+        except Exception:  # noqa: BLE001 - a user optimizer with an unusual state
+            continue
+        yield from found
+
+
+MAX_STATE = 4096  # parameters whose optimizer state is named (bounded: a walk per block end)
+
+
+def _optimizer_state(name: str, opt: Any, label: dict[int, str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """``opt.state[model.0.weight].exp_avg``: each parameter's state tensors, by the parameter's name."""
+    for i, (p, st) in enumerate(list(opt.state.items())[:MAX_STATE]):
+        if not isinstance(st, dict):
+            continue
+        pname = label.get(id(p)) or f"param {i}"
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and isinstance(k, str):
+                yield f"{name}.state[{pname}].{k}", v
 
 
 def _expand(name: str, v: Any, depth: int) -> Iterator[tuple[str, torch.Tensor]]:
@@ -108,6 +135,71 @@ def assigned_name(source_line: str | None) -> str | None:
     else:
         return None
     return tgt.id if isinstance(tgt, ast.Name) else None
+
+
+def _statement(source_line: str) -> ast.stmt | None:
+    """The one statement on a line; a compound statement's header (``for a, b in xs:``) too."""
+    text = source_line.strip()
+    tree = _parse(text)
+    if tree is None:  # a header alone is not a statement: give it a body (after any comment)
+        tree = _parse(text + "\n pass")
+    if tree is None or len(tree.body) != 1:
+        return None
+    return tree.body[0]
+
+
+def _flat_names(tgt: ast.AST) -> tuple[str, ...] | None:
+    """``(step, xb, yb)`` for ``step, (xb, yb)``; None where a target is not a plain name
+    (``a[0], b``) or is starred (its count is unknown)."""
+    if isinstance(tgt, ast.Name):
+        return (tgt.id,)
+    if isinstance(tgt, (ast.Tuple, ast.List)):
+        out: list[str] = []
+        for e in tgt.elts:
+            sub = _flat_names(e)
+            if sub is None:
+                return None
+            out.extend(sub)
+        return tuple(out)
+    return None
+
+
+def assigned_names(source_line: str | None) -> tuple[str, ...] | None:
+    """Every name a line binds, in order: ``("y",)`` for ``y = x + 2``, ``("a", "b")`` for
+    ``a, b = f(x)``, ``("step", "xb", "yb")`` for ``for step, (xb, yb) in enumerate(loader):``."""
+    if not source_line:
+        return None
+    stmt = _statement(source_line)
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+        return _flat_names(stmt.targets[0])
+    if isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+        return _flat_names(stmt.target)
+    if isinstance(stmt, (ast.For, ast.AsyncFor)):
+        return _flat_names(stmt.target)
+    return None
+
+
+def called_function(source_line: str | None) -> str | None:
+    """The function a line calls, as a temporary made inside it is named: ``clip_grad_norm_``
+    for ``torch.nn.utils.clip_grad_norm_(…)``, ``opt.step``, ``loader`` for
+    ``for xb in enumerate(loader):``."""
+    if not source_line:
+        return None
+    stmt = _statement(source_line)
+    if stmt is None:
+        return None
+    node: ast.AST | None = None
+    if isinstance(stmt, (ast.For, ast.AsyncFor)):
+        node = stmt.iter
+        while isinstance(node, ast.Call) and _dotted(node.func) in ("enumerate", "zip", "iter") and node.args:
+            node = node.args[0]
+        name = _dotted(node) if not isinstance(node, ast.Call) else _dotted(node.func)
+    else:
+        value = getattr(stmt, "value", None)
+        name = _dotted(value.func) if isinstance(value, ast.Call) else None
+    if name is None:
+        return None
+    return name.rsplit(".", 1)[-1] if name.split(".", 1)[0] in ("torch", "F", "nn") else name
 
 
 def call_name(source_line: str | None) -> str | None:

@@ -25,11 +25,19 @@ class TensorRecord:
     created: Event | None = None
     events: list[Event] = field(default_factory=list)
     recorded_stats: Stats | None = None
+    #: the tensor existed before the block: (cell, file, line, op) where an earlier tracked block
+    #: made it, or None when no tracked block saw it made; unset (False) for a tensor the block made
+    made_before: tuple[int | None, str | None, int | None, str] | None | bool = False
     _weak: weakref.ref[Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
         return self.names[0] if self.names else self.id
+
+    @property
+    def existed_before(self) -> bool:
+        """Whether the tensor existed before the block (no event of the block made it)."""
+        return self.made_before is not False
 
     @property
     def alive(self) -> bool:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..model.events import Stats, TensorRef
 from ..model.recording import Recording, TensorRecord
 from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, short_op
-from .panel_tables import origin_event
+from .panel_tables import made_before_words, origin_event
 from .table import h, nbytes_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -107,6 +107,8 @@ def record_card_html(rec: Recording, trec: TensorRecord) -> str:
     where = f"{created.where} by {short_op(created.op)}" if created is not None else None
     if created is not None and created.source:
         where += f":  {created.source}"
+    elif created is None and trec.existed_before:
+        where = made_before_words(trec)
     chain = rec.graphs.graph(trec.id, trec.label).chain() if trec.id in rec.graphs.roots else None
     hist = ""
     if t is not None:

@@ -62,7 +62,9 @@ class TensorRow:
         if self.fold is not None:
             return short_op(self.fold.op)
         e = self._origin
-        return short_op(e.op) if e is not None else ""
+        if e is None:
+            return EXISTED if self.trec is not None and self.trec.existed_before else ""
+        return short_op(e.op)
 
     @property
     def line(self) -> int | None:
@@ -77,6 +79,9 @@ class TensorRow:
             f = self.fold
             return where_label(f.line, f.file, f.cell)
         e = self._origin
+        if e is None and self.trec is not None and isinstance(self.trec.made_before, tuple):
+            cell, file, line, _op = self.trec.made_before
+            return f"In[{cell}] line {line}" if cell is not None else where_label(line, file, None)
         return "" if e is None else e.where
 
     @property
@@ -155,11 +160,26 @@ TENSOR_COLUMNS: tuple[Column[TensorRow], ...] = (
 
 
 def origin_event(trec: TensorRecord) -> Event | None:
-    """The event that made a tensor: its creation or view, else the move or first event that
-    produced it (``b = a.to(torch.float64)`` makes ``b`` by a move)."""
+    """The event that made a tensor: its creation or view, else the move that produced it
+    (``b = a.to(torch.float64)`` makes ``b`` by a move); None for a tensor that existed before
+    the block (a later write is never its origin)."""
     if trec.created is not None:
         return trec.created
-    return next((e for e in trec.events if e.tensor.id == trec.id), None)
+    return next((e for e in trec.events if e.tensor.id == trec.id and e.kind == "move" and not e.inplace), None)
+
+
+EXISTED = "existed before this cell"
+
+
+def made_before_words(trec: TensorRecord) -> str:
+    """``existed before this cell (made In[5] line 3, torch.randn)``: where an earlier tracked
+    cell made it, when one did."""
+    mb = trec.made_before
+    if not isinstance(mb, tuple):
+        return EXISTED
+    cell, file, line, op = mb
+    at = f"In[{cell}] line {line}" if cell is not None else where_label(line, file, None)
+    return f"{EXISTED} (made {at}, {short_op(op)})"
 
 
 def tensors_table(rec: Recording, page_size: int = PAGE_SIZE) -> Table[TensorRow]:
@@ -302,6 +322,7 @@ __all__ = [
     "diagnostics_html",
     "h",
     "inplace_table",
+    "made_before_words",
     "move_totals_html",
     "moves_table",
     "tensor_rows",
