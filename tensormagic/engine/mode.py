@@ -265,6 +265,7 @@ class CompiledTrackMode(TrackMode):
 
     def __init__(self, tracker: Tracker) -> None:
         super().__init__(tracker)
+        self._classify_now = self._classify  # the compiled path classifies a new function itself
         tr, lines = tracker, tracker.lines
         self._hot = _hotpath.Hot(
             actions=self._actions, state=self.__dict__, slow=MethodType(TrackMode.__torch_function__, self),
@@ -307,6 +308,7 @@ class CompiledTrackMode(TrackMode):
         # the block's end snapshots with the tracker's own methods (the compiled object closes)
         self.__dict__.pop("__torch_function__", None)
         self._dispatch.__dict__.clear()
+        self.__dict__.pop("_classify_now", None)
         for name in self._tracker_helpers:
             self.tracker.__dict__.pop(name, None)
         self._hot.close()

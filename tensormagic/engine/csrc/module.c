@@ -198,7 +198,18 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
     PyObject *action = PyDict_GetItemWithError(self->actions, func);
     if (action == NULL) {
         if (PyErr_Occurred()) return NULL;
-        return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);  /* classifies it */
+        /* classified here, then run from C like every later call: a warning torch raises inside
+         * the call then points at the caller's line, not at a tensormagic frame */
+        static PyObject *s_classify;
+        if (s_classify == NULL && (s_classify = PyUnicode_InternFromString("_classify_now")) == NULL) return NULL;
+        PyObject *cl = PyDict_GetItemWithError(self->state, s_classify);  /* borrowed */
+        PyObject *got = cl == NULL ? NULL : PyObject_CallOneArg(cl, func);
+        Py_XDECREF(got);
+        action = got == NULL ? NULL : PyDict_GetItemWithError(self->actions, func);
+        if (action == NULL) {
+            PyErr_Clear();  /* the Python path classifies it (and reports an internal failure once) */
+            return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);
+        }
     }
     long act = PyLong_AsLong(action);
     if (act == -1 && PyErr_Occurred()) return NULL;
