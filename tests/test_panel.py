@@ -87,7 +87,7 @@ def test_tab_titles(panel):
 
 def test_header_counts(panel):
     """The header states the cell's counts in the shared wording."""
-    assert "6 created, 0 views, 0 in-place, 0 moves, 1 backward" in panel.header.value
+    assert "6 created, 0 views, 0 in-place, 0 moves, 0 casts, 1 backward" in panel.header.value
     assert "class='tm-badge'" not in panel.header.value
 
 

@@ -1,0 +1,202 @@
+"""Names and facts on a real training loop (Adam, clip_grad_norm_, a DataLoader,
+``zero_grad(set_to_none=True)``) and on the tutorial material, on both engines.
+
+Expected names and lines come from this file's source text (``_line``) or by hand."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
+from torch.utils.data import DataLoader, TensorDataset
+
+import tensormagic
+from tensormagic.views.panel_tables import inplace_table, tensor_rows
+
+ENGINES = ("c", "python")
+_SOURCE = open(__file__, encoding="utf-8").read().splitlines()
+
+
+def _line(fragment: str) -> int:
+    """The line of this file whose statement starts with ``fragment`` (once)."""
+    (n,) = [i + 1 for i, text in enumerate(_SOURCE) if text.strip().startswith(fragment)]
+    return n
+
+
+def _train(engine: str):
+    torch.manual_seed(0)
+    X, Y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    loader = DataLoader(TensorDataset(X, Y), batch_size=16)
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with tensormagic.track(engine=engine) as rec:
+        for step, (xb, yb) in enumerate(loader):  # noqa: B007 - the loop target is what is named
+            opt.zero_grad(set_to_none=True)
+            pred = model(xb)
+            loss = F.cross_entropy(pred, yb)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # noqa: F841
+            opt.step()
+            acc = (pred.argmax(1) == yb).float().mean()  # noqa: F841
+    return rec
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def loop(request):
+    return _train(request.param)
+
+
+def _made(rec, line: int) -> list:
+    return [e for e in rec.events if e.line == line and e.kind in ("create", "view", "move")]
+
+
+def test_loop_targets_name_every_batch(loop):
+    """``for step, (xb, yb) in enumerate(loader)`` names each step's batch ``xb`` and ``yb``."""
+    stacks = [e for e in _made(loop, _line("for step, (xb, yb) in enumerate(loader)")) if e.op == "torch.stack"]
+    assert [e.tensor.label for e in stacks] == ["xb", "yb", "xb", "yb"]
+
+
+def test_module_temporaries_are_named_after_the_module(loop):
+    """Inside ``pred = model(xb)`` the first Linear's and the ReLU's outputs are ``model.0 output`` and
+    ``model.1 output``; only the last one is ``pred``."""
+    made = _made(loop, _line("pred = model(xb)"))
+    assert [e.tensor.label for e in made] == ["model.0 output", "model.1 output", "pred"] * 2
+
+
+def test_only_the_bound_value_takes_the_target(loop):
+    """``norm = clip_grad_norm_(…)`` names one tensor a step ``norm``: the total norm (vector_norm)."""
+    made = _made(loop, _line("norm = torch.nn.utils.clip_grad_norm_"))
+    normed = [e for e in made if "norm" in e.tensor.names]
+    assert [e.op for e in normed] == ["torch.linalg.vector_norm"] * 2
+    assert {e.tensor.label for e in made if e not in normed} == {"clip_grad_norm_ temporary"}
+
+
+def test_foreach_norm_is_recorded_under_its_own_name(loop):
+    """``torch._foreach_norm`` (a private op) is recorded: four per step, not a tensor "made by clip_grad_norm_"."""
+    made = _made(loop, _line("norm = torch.nn.utils.clip_grad_norm_"))
+    assert [e.op for e in made].count("torch._foreach_norm") == 8
+    assert not any(e.origin == "seen" for e in made)
+
+
+def test_each_steps_gradient_is_named_after_its_parameter(loop):
+    """With ``set_to_none=True`` each backward makes new gradients, each named ``<param>.grad``."""
+    grads = [e.tensor.label for e in _made(loop, _line("loss.backward()"))]
+    params = ["model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"]
+    assert sorted(grads) == sorted([f"{p}.grad" for p in params] * 2)
+
+
+def test_inplace_tab_names_clip_writes_by_gradient(loop):
+    """The In-place tab names ``clip_grad_norm_``'s writes by the gradients' names."""
+    rows = [e for e in inplace_table(loop).rows if e.line == _line("norm = torch.nn.utils.clip_grad_norm_")]
+    assert sorted(e.tensor.label for e in rows) == sorted(
+        f"model.{i}.{w}.grad" for i in (0, 2) for w in ("weight", "bias") for _ in range(2))
+
+
+def test_optimizer_state_is_named_from_opt_state(loop):
+    """Adam's state tensors are ``opt.state[<param>].exp_avg`` and so on."""
+    made = {e.tensor.label for e in _made(loop, _line("opt.step()"))}
+    assert {"opt.state[model.0.weight].exp_avg", "opt.state[model.0.weight].exp_avg_sq",
+            "opt.state[model.2.bias].step"} <= made
+
+
+def test_parameters_existed_before_the_cell(loop):
+    """A parameter made before the block is "existed before this cell", not made by ``addcdiv_``."""
+    row = next(r for r in tensor_rows(loop) if r.label == "model.0.weight")
+    assert (row.op, row.where) == ("existed before this cell", "")
+
+
+def test_same_device_dtype_change_is_a_cast(loop):
+    """``(pred == yb).float()`` is counted as a cast, apart from device moves."""
+    assert "0 moves, 2 casts" in loop.summary_line()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_autograd_grad_fills_no_grad(engine):
+    """``autograd.grad`` returns ``g``; the report never says it filled ``w.grad``."""
+    w = torch.randn(3, requires_grad=True)
+    with tensormagic.track(engine=engine) as rec:
+        r = w * 2
+        (g,) = torch.autograd.grad(r.sum(), w)
+    (bw,) = rec.filter(kind="backward")
+    assert w.grad is None and rec.tensor("g").created.op == "torch.autograd.grad"
+    text = rec.to_text()
+    assert "w.grad" not in text and "fills no .grad" in text
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gradient_left_from_before_is_not_new(engine):
+    """A ``.grad`` left by an earlier backward is accumulated into, not reported as a new tensor."""
+    w = torch.randn(3, requires_grad=True)
+    (w * 2).sum().backward()
+    with tensormagic.track(engine=engine) as rec:
+        (w * 3).sum().backward()
+    assert not [e for e in rec.filter(kind="create") if "w.grad" in e.tensor.names]
+    (bw,) = rec.filter(kind="backward")
+    assert [(gr.tensor.label, gr.accumulated) for gr in bw.grads] == [("w", True)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_complex_real_is_a_view(engine):
+    """``z.real`` is a view of ``z``."""
+    z = torch.randn(3, dtype=torch.complex64)
+    with tensormagic.track(engine=engine) as rec:
+        r = z.real  # noqa: F841
+    (v,) = rec.filter(kind="view")
+    assert (v.tensor.label, v.base.label, v.line) == ("r", "z", _line("r = z.real"))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sparse_mm_result_is_made_by_an_op(engine):
+    """``torch.sparse.mm``'s result is created by its op (``torch._sparse_mm``), not "seen"."""
+    a, b = torch.eye(3).to_sparse(), torch.randn(3, 2)
+    with tensormagic.track(engine=engine) as rec:
+        s = torch.sparse.mm(a, b)  # noqa: F841
+    (c,) = [e for e in rec.filter(kind="create") if "s" in e.tensor.names]
+    assert (c.op, c.origin, c.line) == ("torch._sparse_mm", "op", _line("s = torch.sparse.mm(a, b)"))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_packed_sequence_tensors_are_on_their_line(engine):
+    """``pack_padded_sequence``'s tensors are created on its own line, not the next one."""
+    seqs, lens = torch.randn(3, 2, 4), torch.tensor([3, 2])
+    with tensormagic.track(engine=engine) as rec:
+        ps = pack_padded_sequence(seqs, lens)
+        q = ps.data * 2  # noqa: F841
+    made = [e for e in rec.filter(kind="create") if e.op == "torch._pack_padded_sequence"]
+    assert [e.line for e in made] == [_line("ps = pack_padded_sequence(seqs, lens)")] * 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_parameter_wrapping_leaves_the_temporary_unnamed(engine):
+    """In ``p = nn.Parameter(torch.randn(3))`` only the Parameter is ``p``, not the randn temporary."""
+    with tensormagic.track(engine=engine) as rec:
+        p = nn.Parameter(torch.randn(3))  # noqa: F841
+    (randn,) = rec.filter(op="torch.randn")
+    assert "p" not in randn.tensor.names and rec.tensor("p").created.origin == "seen"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tuple_assignment_names_each_value(engine):
+    """``values, idx = torch.sort(x)`` names the two results ``values`` and ``idx``."""
+    x = torch.randn(5)
+    with tensormagic.track(engine=engine) as rec:
+        values, idx = torch.sort(x)
+        del values, idx
+    made = [e.tensor.label for e in rec.filter(kind="create")]
+    assert made == ["values", "idx"]
+
+
+def test_warning_inside_a_tracked_call_points_at_the_users_line():
+    """The compiled engine runs the call from C: PyTorch's own warning names this file's line."""
+    w = torch.randn(3, requires_grad=True)
+    with tensormagic.track(engine="c", diagnostics=()):
+        h = w * 2
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            h.grad  # noqa: B018 - reading .grad of a non-leaf warns
+    (wn,) = [c for c in caught if "leaf" in str(c.message)]
+    assert (wn.filename, wn.lineno) == (__file__, _line("h.grad  # noqa: B018"))
