@@ -23,6 +23,7 @@ from .panel_tables import (
     inplace_table,
     move_totals_html,
     moves_table,
+    tensors_intro,
     tensors_table,
     timeline_html,
 )  # fmt: skip
@@ -164,8 +165,9 @@ class Panel(_Owner):
         inplace_box = m(W.VBox, [m(W.HTML, inplace_intro(rec, len(self.inplace.table.rows))),
                                  self.inplace.box])  # fmt: skip
         devices_box = m(W.VBox, [m(W.HTML, move_totals_html(rec)), self.moves.box])
+        tensors_box = m(W.VBox, [m(W.HTML, tensors_intro(rec)), self.tensors.box])
         self.diagnostics = m(W.HTML, diagnostics_html(rec.diagnostics), css="tm-diagnostics")
-        children = [self.tensors.box, self.graph.box, inplace_box, devices_box, self.timeline.box,
+        children = [tensors_box, self.graph.box, inplace_box, devices_box, self.timeline.box,
                     self.diagnostics]  # fmt: skip
         self.tabs = m(W.Tab, children=children, titles=TAB_TITLES, css="tm-tabs")
         self.widget = m(W.VBox, [self.header, self.tabs, self.card], css="tm-panel")

@@ -126,11 +126,18 @@ class TensorRow:
 
 
 def tensor_rows(rec: Recording) -> list[TensorRow]:
-    """A row per tracked tensor in creation order, then a row per fold with its count."""
-    rows = [TensorRow(i, t) for i, t in enumerate(rec.tensors.values())]
-    n = len(rows)
-    rows.extend(TensorRow(n + j, fold=f) for j, f in enumerate(rec.folds))
-    return rows
+    """A row per tracked tensor in creation order: as many rows as the header counts tensors
+    (repeats folded past ``max_events`` are counted by ``tensors_intro`` and on the Timeline)."""
+    return [TensorRow(i, t) for i, t in enumerate(rec.tensors.values())]
+
+
+def tensors_intro(rec: Recording) -> str:
+    """The Tensors tab's note on the tensors folded into counts, or "" when none were."""
+    folded = sum(f.count for f in rec.folds if f.kind in ("create", "view", "move"))
+    if not folded:
+        return ""
+    return (f"<div class='tm-muted'>{len(rec.tensors):,} tensors listed; {folded:,} more made by repeated "
+            "lines were folded into counts (see the Timeline's last page)</div>")  # fmt: skip
 
 
 def _tensor_search(r: TensorRow) -> str:
@@ -256,12 +263,15 @@ def move_totals_html(rec: Recording) -> str:
         t = totals.setdefault(key, [0, 0])
         t[0] += 1
         t[1] += e.nbytes or 0
-    if not totals:
+    folded = sum(f.count for f in rec.folds if f.kind == "move")
+    if not totals and not folded:
         return "<div class='tm-muted'>no device or dtype moves in this cell</div>"
     rows = "".join(
         f"<tr><td>{h(d)}</td><td>{h(dt)}</td><td>{n:,}</td><td>{h(fmt_bytes(b))}</td></tr>"
         for (d, dt), (n, b) in sorted(totals.items(), key=lambda kv: -kv[1][1])
     )
+    if folded:  # the header counts them too: the rows below list the others
+        rows += f"<tr><td colspan=2>repeats folded (see the Timeline)</td><td>{folded:,}</td><td></td></tr>"
     return ('<table class="tm-t"><thead><tr><th>direction</th><th>dtype</th><th>moves</th>'
             f"<th>bytes</th></tr></thead><tbody>{rows}</tbody></table>")  # fmt: skip
 
@@ -326,6 +336,7 @@ __all__ = [
     "move_totals_html",
     "moves_table",
     "tensor_rows",
+    "tensors_intro",
     "tensors_table",
     "timeline_html",
 ]
