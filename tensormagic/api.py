@@ -41,20 +41,23 @@ class track:
     IPython layer uses: the namespace names are resolved from, how filenames map to cells, and
     the block's own source file and line range.  ``engine`` picks the hot path: "c" (compiled at
     install, the default where it was built) or "python" (the same records, slower; also chosen by
-    the environment variable ``TENSORMAGIC_ENGINE=python``).
+    the environment variable ``TENSORMAGIC_ENGINE=python``).  ``history=True`` (the magics' choice)
+    adds what the block did to each tensor still alive at its end to that tensor's history across
+    blocks, which ``tensor_info`` shows (bounded: see ``engine/history.py``).
     """
 
     def __init__(self, stats: bool = False, max_events: int = 20_000, log: Any = None,
                  diagnostics: Any = "all", *, namespace: Mapping[str, Any] | None = None,
                  locator: Locator | None = None, block: tuple[str, int, int | None] | None = None,
                  cell: int | None = None, cell_id: str | None = None,
-                 source: str | None = None, engine: str | None = None) -> None:  # fmt: skip
+                 source: str | None = None, engine: str | None = None, history: bool = False) -> None:  # fmt: skip
         if max_events < 1:
             raise ValueError(f"max_events must be a positive number, got {max_events!r}")
         self.stats = bool(stats)
         self.max_events = int(max_events)
         check_engine(engine)  # before the block: a bad name must not cost the user's cell
         self.engine = engine
+        self.history = bool(history)
         self.log = log
         self.diagnostics = diagnostics
         from .diagnostics import select as select_diagnostics
@@ -95,6 +98,7 @@ class track:
         # event times count from the Tracker's creation: take the wall-clock start just before it
         self.recording.started = time.time()
         tr = self._tracker = Tracker(stats=self.stats, max_events=self.max_events)
+        tr.keep_history = self.history
         self._compiled = (self.engine or default_engine()) == "c"  # the checks and the build follow the engine
         if self._diagnostics.ids:
             from .diagnostics import install

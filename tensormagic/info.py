@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .engine import describe, identity, naming
+from .engine import describe, history, identity, naming
 from .model.events import Stats
 from .model.gradgraph import GradGraph
 from .views.common import fmt_bytes, fmt_shape
@@ -39,6 +39,7 @@ class TensorInfo:
     stats: Stats | None
     created: str | None
     notes: list[str] = field(default_factory=list)
+    history: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -68,6 +69,8 @@ class TensorInfo:
             rows.append(("values", self.stats.summary() + _zeros(self.stats)))
         if self.created:
             rows.append(("created", self.created))
+        if self.history:
+            rows.append(("history", self.history))
         rows.extend(("note", n) for n in self.notes)
         return rows
 
@@ -132,6 +135,9 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
         cell, fn, line, op = where
         place = f"In[{cell}] line {line}" if cell is not None else f"{fn}:{line}"
         created = f"{place} by {op}"
+    hist = history.of(t)
+    # the history, once it says more than "created" does (a tensor later written or moved)
+    hist_words = hist.words() if hist is not None and (len(hist) > 1 or hist.head[0][3] != "made") else None
     if getattr(device, "type", None) == "meta":
         notes.append("meta tensor: it has a shape and dtype but no values")
     if version == describe.NO_VERSION:
@@ -151,7 +157,7 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
         is_leaf=gf_name is None, grad_fn=gf_name, grad_chain=chain,
         version=version, is_view=is_view, view_of=view_of,
         shares_memory_with=[n for n in _try(lambda: _sharing(t, pairs, namespace), []) if n != name], grad=grad,
-        stats=_safe_stats(t) if stats else None, created=created, notes=notes,
+        stats=_safe_stats(t) if stats else None, created=created, notes=notes, history=hist_words,
     )  # fmt: skip
 
 

@@ -200,3 +200,21 @@ def test_warning_inside_a_tracked_call_points_at_the_users_line():
             h.grad  # noqa: B018 - reading .grad of a non-leaf warns
     (wn,) = [c for c in caught if "leaf" in str(c.message)]
     assert (wn.filename, wn.lineno) == (__file__, _line("h.grad  # noqa: B018"))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_header_and_tabs_count_alike_past_max_events(engine):
+    """Past ``max_events`` the header's tensor count is the Tensors tab's row count, and its casts
+    are the Devices tab's rows plus the folded repeats its totals list (100 casts in all)."""
+    from tensormagic.views.common import move_counts
+    from tensormagic.views.panel_tables import move_totals_html, moves_table, tensors_table
+
+    x = torch.zeros(3)
+    with tensormagic.track(engine=engine, max_events=20) as rec:
+        for _ in range(100):
+            y = x.double()  # noqa: F841
+    moves, casts, folded = move_counts(rec)
+    assert moves == 0 and casts + folded == 100 and folded > 0
+    assert f"0 moves, {casts} casts, {folded} moves/casts folded" in rec.summary_line()
+    assert len(tensors_table(rec).rows) == len(rec.tensors)
+    assert len(moves_table(rec).rows) == casts and f"<td>{folded:,}</td>" in move_totals_html(rec)

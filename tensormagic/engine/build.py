@@ -12,7 +12,7 @@ import torch
 from ..model.events import Event, Fold, GradRecord, TensorRef
 from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, TensorRecord, attach_events
-from . import describe, identity, naming
+from . import describe, history, identity, naming
 from .autograd import capture
 from .bound_names import LineNames, line_results, name_live
 from .modules import resolve_path
@@ -189,6 +189,8 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
     for tid, t in live:
         final[tid] = tr.meta(t)
         _remember_provenance(tid, tr.tensors[tid][3], raw, place)
+    if tr.keep_history:  # what this block did to each live tensor, for later cells' %tensorinfo
+        history.remember(raw, final, place)
     rec.graphs = capture([(f"t{tid}", t) for tid, t in live], lambda t: _name_of(t, names))
     rec.unreadable = _unreadable(tr, live)
     # tensors the block met but did not make: where an earlier tracked block made them, if one did

@@ -32,6 +32,8 @@ _ids: dict[int, Ref] = {}
 _counter = itertools.count(1)
 #: tensor id -> (cell, line, op) where it was first created under tracking; survives across cells.
 provenance: dict[int, tuple[int | None, str | None, int | None, str]] = {}
+#: tensor id -> its history across tracked blocks (``history.History``), for live tensors only
+histories: dict[int, Any] = {}
 
 
 def lookup(t: Any) -> int | None:
@@ -86,7 +88,9 @@ def prune() -> None:
     """Forget the tensors that died: the tables never outgrow the live tensors."""
     dead = [k for k, ref in _ids.items() if ref() is None]
     for k in dead:
-        provenance.pop(_ids.pop(k).tid, None)
+        tid = _ids.pop(k).tid
+        provenance.pop(tid, None)
+        histories.pop(tid, None)
 
 
 def tensor_id(t: Any) -> str | None:

@@ -68,6 +68,8 @@ class Tracker(BackwardRecords, RebuiltTensors):
         #: next op the block records, or the block's end, looks again (``recheck``).
         self.suspects: set[int] = set()
         self.internal_error: BaseException | None = None
+        #: whether the block's end adds to each live tensor's history across blocks (``history.py``)
+        self.keep_history = False
         # Extension points (diagnostics): called only when non-empty.  A record hook sees the
         # records ops make while they run (HOOKED_KINDS), not the backward or NumPy-bridge ones.
         self.record_hooks: list[Callable[[Tracker, int, tuple[Tensor, ...]], None]] = []

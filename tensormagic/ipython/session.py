@@ -37,7 +37,7 @@ def _make_track(shell: Any, opts: Options, *, number: int, offset: int, source: 
                  diagnostics=opts.diagnostics, namespace=shell.user_ns,
                  locator=cell_locator(shell, number, offset),
                  block=(filename, 1, None) if filename else None, cell=number, cell_id=cell_id,
-                 source=source)  # fmt: skip
+                 source=source, history=True)  # fmt: skip
 
 
 def run_tracked_cell(shell: Any, body: str, opts: Options, *, full_source: str | None = None,

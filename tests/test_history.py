@@ -1,0 +1,71 @@
+"""A tensor's history across tracked cells (``%trackgrad on``): made, written, moved, with the cells'
+numbers and lines; bounded; shown by ``%tensorinfo`` and the panel's card."""
+
+from __future__ import annotations
+
+from IPython.utils.capture import capture_output
+from testkit import run
+
+from tensormagic.engine import history, identity
+from tensormagic.engine.history import HEAD, TAIL, History
+
+
+def _info(ip, expr: str) -> str:
+    with capture_output() as cap:
+        ip.run_line_magic("tensorinfo", expr)
+    return cap.stdout + "".join(o.data.get("text/plain", "") for o in cap.outputs)
+
+
+def test_history_lists_made_written_moved_across_cells(ip):
+    """Made in one cell, written in the next, moved in place in a third: each with its In[N] and line."""
+    run(ip, "from torch import nn")
+    run(ip, "%trackgrad on --quiet")
+    made = run(ip, "lin = nn.Linear(2, 2)\nw = torch.randn(3)").execution_count
+    written = run(ip, "x = 1\nw.add_(1)").execution_count
+    moved = run(ip, "lin.to(torch.float64)").execution_count
+    run(ip, "%trackgrad off")
+    assert f"made In[{made}] line 2 (torch.randn); written In[{written}] line 2 (add_)" in _info(ip, "w")
+    assert f"moved In[{moved}] line 1 (to)" in _info(ip, "lin.weight")
+
+
+def test_history_of_a_tensor_written_every_step_stays_bounded():
+    """A history keeps its first entries and its last ones, with a count of those between."""
+    h = History()
+    for step in range(1000):
+        h.add([7, None, 3 + step % 2, "written", "torch.Tensor.add_", 1])
+    assert (len(h.head), len(h.tail), h.between, len(h)) == (HEAD, TAIL, 1000 - HEAD - TAIL, 1000)
+    assert "… 992 more …" in h.words()
+
+
+def test_history_repeats_of_one_line_are_one_entry_with_a_count():
+    """The same line writing the tensor again and again is one entry ×N."""
+    h = History()
+    for _ in range(50):
+        h.add([4, None, 2, "written", "torch.Tensor.mul_", 1])
+    assert h.words() == "written In[4] line 2 (mul_) ×50"
+
+
+def test_history_is_dropped_when_the_tensor_dies(ip):
+    """Only live tensors have a history: it goes with the tensor."""
+    run(ip, "%%trackgrad --quiet\ngone = torch.zeros(2)\ngone += 1")
+    tid = identity.lookup(ip.user_ns["gone"])
+    assert tid in history.histories
+    run(ip, "del gone")
+    run(ip, "%%trackgrad --quiet\nz = torch.ones(1)")  # a block's end prunes the dead
+    assert tid not in history.histories
+
+
+def test_tensor_from_an_earlier_tracked_cell_says_where_it_was_made(ip):
+    """A tensor written in this cell but made in an earlier tracked one "existed before this cell"
+    with that cell's In[N] and line, on the Tensors tab and in its card."""
+    from tensormagic.views.card import record_card_html
+    from tensormagic.views.panel_tables import tensor_rows
+
+    run(ip, "%%trackgrad --quiet -o first\nk = 1\nw = torch.randn(3)")
+    made = ip.user_ns["first"].cell  # the number that cell's own report shows (In[N])
+    run(ip, "%%trackgrad --quiet -o rec\nw.mul_(2)")
+    rec = ip.user_ns["rec"]
+    row = next(r for r in tensor_rows(rec) if r.label == "w")
+    assert (row.op, row.where) == ("existed before this cell", f"In[{made}] line 3")
+    card = record_card_html(rec, rec.tensor("w"))
+    assert f"existed before this cell (made In[{made}] line 3, torch.randn)" in card
