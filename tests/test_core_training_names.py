@@ -218,3 +218,16 @@ def test_header_and_tabs_count_alike_past_max_events(engine):
     assert f"0 moves, {casts} casts, {folded} moves/casts folded" in rec.summary_line()
     assert len(tensors_table(rec).rows) == len(rec.tensors)
     assert len(moves_table(rec).rows) == casts and f"<td>{folded:,}</td>" in move_totals_html(rec)
+
+
+def test_warning_inside_a_view_call_points_at_the_users_line():
+    """A call the Python half records (``x.T``, a view) still runs from C: torch's deprecation warning
+    for ``.T`` of a 3-D tensor names this file's line."""
+    x = torch.randn(2, 3, 4)
+    with tensormagic.track(engine="c", diagnostics=()) as rec:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            xt = x.T  # noqa: F841 - deprecated on 3-D tensors: torch warns
+    (wn,) = [c for c in caught if ".T" in str(c.message)]
+    assert (wn.filename, wn.lineno) == (__file__, _line("xt = x.T"))
+    assert [e.kind for e in rec.events] == ["view"]

@@ -157,15 +157,37 @@ class TrackMode(TorchFunctionMode):
             self._internal(e)
 
     def _call(self, func: Any, action: int, args: Any, kwargs: dict[str, Any]) -> Any:
-        """Every other recorded call: in-place, out=, moves, views, backward, watched calls."""
+        """Every other recorded call: in-place, out=, moves, views, backward, watched calls.  The
+        compiled engine runs the same two halves around its own call of ``func``."""
         t = _now()  # when the call began; not traceable by torch.compile: see the module docstring
+        st = self._before_call(func, action, args, kwargs, t)
+        if st is None:
+            return func(*args, **kwargs)
+        self._busy = True
+        try:
+            r = func(*args, **kwargs)
+        except Exception as exc:
+            if self.tracker.error_hooks:
+                self._on_error(func, args, kwargs, exc)
+            raise
+        finally:
+            self._busy = False
+        self._after_call(st, r)
+        return r
+
+    def _before_call(self, func: Any, action: int, args: Any, kwargs: dict[str, Any], t: int = 0) -> Any:
+        """What ``_after_call`` compares with: the written tensor's version, backward's leaves…;
+        None when recording stopped (a watch failed)."""
         tr = self.tracker
+        if not t:
+            t = _now()
         if action == WATCHED:
             action = self._watched[func][1]
             self._watch(func, args)
             if self.disabled:
-                return func(*args, **kwargs)
+                return None
         written: Any = None
+        before: Any = None
         if action == INPLACE:
             # torch.nn.init functions arrive with the tensor as a keyword (tensor=...)
             written = args[0] if args else next((v for v in kwargs.values() if isinstance(v, Tensor)), None)
@@ -180,8 +202,9 @@ class TrackMode(TorchFunctionMode):
                 before = tr.meta(args[0])
             except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
                 self._internal(e)
+        v0: Any = None
         if isinstance(written, Tensor):
-            v0: Any = describe.version(written)
+            v0 = describe.version(written)
         elif isinstance(written, (list, tuple)):
             v0 = [describe.version(w) if isinstance(w, Tensor) else NO_VERSION for w in written]
         prep: Any = None
@@ -190,15 +213,12 @@ class TrackMode(TorchFunctionMode):
                 prep = tr.prepare_backward(func, args, kwargs)
             except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
                 self._internal(e)
-        self._busy = True
-        try:
-            r = func(*args, **kwargs)
-        except Exception as exc:
-            if tr.error_hooks:
-                self._on_error(func, args, kwargs, exc)
-            raise
-        finally:
-            self._busy = False
+        return (func, action, args, kwargs, written, v0, before, prep, t)
+
+    def _after_call(self, st: Any, r: Any) -> None:
+        """Record what the call did (``st`` from ``_before_call``); never raises an Exception."""
+        func, action, args, kwargs, written, v0, before, prep, t = st
+        tr = self.tracker
         try:
             if action == GENERAL or action == ALIAS or action == MOVE:
                 if written is not None and (r is written or action == GENERAL and "out" in kwargs):
@@ -222,7 +242,6 @@ class TrackMode(TorchFunctionMode):
                 tr.finish_backward(func, prep, r, self._where())
         except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
             self._internal(e)
-        return r
 
     def _where(self) -> Any:
         # the walk skips tensormagic's own frames: starting a few frames deep costs little
@@ -265,7 +284,11 @@ class CompiledTrackMode(TrackMode):
 
     def __init__(self, tracker: Tracker) -> None:
         super().__init__(tracker)
-        self._classify_now = self._classify  # the compiled path classifies a new function itself
+        # the compiled path classifies a new function itself, and runs every call from C: the rare
+        # kinds (moves, views, backward, out=) between these two halves of ``_call``
+        self._classify_now = self._classify
+        self._before_now = self._before_call
+        self._after_now = self._after_call
         tr, lines = tracker, tracker.lines
         self._hot = _hotpath.Hot(
             actions=self._actions, state=self.__dict__, slow=MethodType(TrackMode.__torch_function__, self),
@@ -308,7 +331,8 @@ class CompiledTrackMode(TrackMode):
         # the block's end snapshots with the tracker's own methods (the compiled object closes)
         self.__dict__.pop("__torch_function__", None)
         self._dispatch.__dict__.clear()
-        self.__dict__.pop("_classify_now", None)
+        for name in ("_classify_now", "_before_now", "_after_now"):
+            self.__dict__.pop(name, None)
         for name in self._tracker_helpers:
             self.tracker.__dict__.pop(name, None)
         self._hot.close()

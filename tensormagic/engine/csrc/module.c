@@ -169,6 +169,50 @@ static int run_watch(Hot *self, PyObject *func, PyObject *args) {
     return 0;
 }
 
+/* A call of the kinds the Python path records (moves, views, backward, out=, watched calls):
+ * TrackMode._before_call, the call itself from here, TrackMode._after_call.  Run from C, so a
+ * warning torch raises inside the call points at the caller's line, not at a tensormagic frame.
+ * Where the mode does not offer the two halves, the Python path runs it all. */
+static PyObject *run_halves(Hot *self, PyObject *func, long act, PyObject *args, PyObject *kwargs,
+                            PyObject *const *a, Py_ssize_t n) {
+    static PyObject *s_before, *s_after;
+    if (s_before == NULL && ((s_before = PyUnicode_InternFromString("_before_now")) == NULL ||
+                             (s_after = PyUnicode_InternFromString("_after_now")) == NULL))
+        return NULL;
+    PyObject *before = PyDict_GetItemWithError(self->state, s_before);  /* borrowed */
+    PyObject *after = before == NULL ? NULL : PyDict_GetItemWithError(self->state, s_after);
+    if (after == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);
+    }
+    Py_INCREF(before);
+    Py_INCREF(after);
+    PyObject *r = NULL, *st = NULL, *pact = PyLong_FromLong(act), *kw = kwargs_dict(kwargs);
+    if (pact != NULL && kw != NULL) {
+        PyObject *bargs[4] = {func, pact, args, kw};
+        st = PyObject_Vectorcall(before, bargs, 4, NULL);  /* raises only as the Python path would */
+    }
+    if (st != NULL) {
+        self->busy = 1;
+        r = PyObject_Call(func, args, kwargs);
+        self->busy = 0;
+        if (r == NULL) {
+            user_call_failed(self, func, args, kwargs);
+        } else if (st != Py_None) {
+            PyObject *aargs[2] = {st, r};
+            PyObject *ok = PyObject_Vectorcall(after, aargs, 2, NULL);
+            if (ok == NULL && recording_failed(self) < 0) Py_CLEAR(r);
+            Py_XDECREF(ok);
+        }
+    }
+    Py_XDECREF(st);
+    Py_XDECREF(pact);
+    Py_XDECREF(kw);
+    Py_DECREF(before);
+    Py_DECREF(after);
+    return r;
+}
+
 /* __torch_function__(mode, func, types, args=(), kwargs=None), called through a bound method */
 static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t n = PyVectorcall_NARGS(nargsf);
@@ -225,7 +269,7 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
     if (!((act == GENERAL && (kwargs == NULL || PyDict_GetItemWithError(kwargs, tmh_s_out) == NULL)) ||
           (act == INPLACE && a0_tensor))) {
         if (PyErr_Occurred()) return NULL;
-        return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);
+        return run_halves(self, func, act, args, kwargs, a, n);
     }
 
     /* GENERAL (no out=): mode.py's inlined path and _call's; INPLACE on args[0]: _call's. */
