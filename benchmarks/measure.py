@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+from torch.overrides import TorchFunctionMode
 from variants import Variant
 from workloads import Workload
 
@@ -127,3 +128,24 @@ def measure_workload(wl: Workload, variants: list[Variant], *, device: str, scal
                 c.end_ratios.append(ends[v.key] / b)
         log(f"  {wl.key} rep {rep + 1}/{reps}: bare {times['bare'] * 1e3:.1f} ms")
     return cells
+
+
+class _CountingMode(TorchFunctionMode):
+    """Counts the calls a function mode sees: the calls tracking pays its per-op cost on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(wl: Workload, device: str, scale: float) -> int:
+    """How many torch calls one run of ``wl`` makes, as a function mode sees them (nested calls excluded)."""
+    run = wl.make(device, scale)
+    run()  # warm-up: lazy initialisation (optimizer state, compiled graphs) makes calls only once
+    with _CountingMode() as m:
+        run()
+    return m.calls

@@ -1,4 +1,6 @@
-"""The benchmark workloads W1–W4: each ``make_*`` does its setup and returns the timed callable.
+"""The benchmark workloads (W1–W4 here; W1b, R1–R4 and C1 in realcode.py).
+
+Each ``make_*`` does its setup and returns the timed callable.
 
 Sizes follow issue 4; ``scale`` shrinks the loop counts (not the tensor shapes) for ``--quick``
 and ``--smoke`` so that the per-op cost being measured stays the same.
@@ -21,6 +23,10 @@ class Workload:
     key: str
     title: str
     make: Callable[[str, float], Run]
+    #: the variant keys that run on it (None: all); "bare" always runs
+    variants: tuple[str, ...] | None = None
+    #: None when it can run here, else why not (a missing package)
+    missing: Callable[[], str | None] = lambda: None
 
 
 def _n(full: int, scale: float) -> int:
@@ -95,9 +101,24 @@ def make_w4(device: str, scale: float = 1.0) -> Run:
     return _train(device, scale, w4=True)
 
 
+def _real() -> dict[str, Workload]:
+    import realcode as r
+
+    return {
+        "W1b": Workload("W1b", "10k chained ops", r.make_w1b),
+        "R1": Workload("R1", "GPT-2 AdamW 20 st", r.make_r1, missing=r.transformers_missing),
+        "R2": Workload("R2", "ResNet BN 20 st", r.make_r2),
+        "R3": Workload("R3", "DataLoader 50 st", r.make_r3),
+        "R4": Workload("R4", "autograd.Function", r.make_r4),
+        # the compiled step: the variants that say something about compiled code today
+        "C1": Workload("C1", "compiled MLP step", r.make_c1, variants=("loaded", "track", "python")),
+    }
+
+
 WORKLOADS = {
     "W1": Workload("W1", "10k tiny ops", make_w1),
     "W2": Workload("W2", "MLP 200 steps", make_w2),
     "W3": Workload("W3", "20 matmul 1024", make_w3),
     "W4": Workload("W4", "W2 + inplace + .to", make_w4),
+    **_real(),
 }
