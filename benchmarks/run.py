@@ -36,6 +36,8 @@ from workloads import WORKLOADS  # noqa: E402
 
 #: the variants of the verdict run (process CPU time, one thread): bare, loaded, both engines
 VERDICT_VARIANTS = {"loaded", "track", "python"}
+#: what --quick runs unless --variants says otherwise
+QUICK_VARIANTS = {"loaded", "track", "python", "log"}
 
 
 class Mode:
@@ -50,7 +52,7 @@ class Mode:
 
 MODES = {
     "full": Mode(1.0, 7, 25, 100_000, 1_000_000, 2_000_000, 100_000_000, 25, "inductor"),
-    "quick": Mode(0.1, 3, 0, 100_000, 100_000, 200_000, 10_000_000, 5, "eager"),
+    "quick": Mode(0.1, 3, 0, 100_000, 100_000, 100_000, 10_000_000, 3, "eager"),
     "smoke": Mode(0.01, 1, 0, 2_000, 5_000, 5_000, 100_000, 1, "eager"),
 }
 
@@ -255,7 +257,8 @@ def print_targets(judged: dict[str, Any], reps: int, ops: dict[str, int], ext: d
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="smaller loops, 3 repetitions (under a minute)")
+    g.add_argument("--quick", action="store_true",
+                   help="smaller loops, 3 repetitions, 1 thread, the variants that have targets (under a minute)")
     g.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repetition: checks the harness only")
     p.add_argument("--cuda", action="store_true", help="the CUDA workloads W2-W4 and the no-sync proof")
     p.add_argument("--reps", type=int, help="repetitions of the wall-time tables (default by mode)")
@@ -279,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     vreps = args.verdict_reps if args.verdict_reps is not None else md.verdict_reps
     realcode.C1_BACKEND = md.c1_backend
     only = set(args.variants.split(",")) if args.variants else None
+    if only is None and mode == "quick":
+        only = QUICK_VARIANTS  # the full table has every variant; --quick must stay under a minute
     warnings.simplefilter("ignore")  # TrackingWarning etc. must not flood the table
     t_start = time.perf_counter()
     default_threads = torch.get_num_threads()
