@@ -97,3 +97,14 @@ def test_backward_probe_runs() -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all(name in proc.stdout for name in ("bare", "no-op mode", "weak refs", "graph walk", "track(diagnostics=None)"))
+
+
+def test_breakdown_runs_every_rung() -> None:
+    """benchmarks/breakdown.py runs its whole ladder on a small W1 and prints a row per rung."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "breakdown.py"), "W1", "--reps", "1", "--scale", "0.01"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rung in ("mode floor", "metadata reads", "naming", "module paths", "backward records",
+                 "track(diagnostics=None)", "track() (+ diagnostics)"):  # fmt: skip
+        assert rung in proc.stdout, rung
+    assert "error" not in proc.stdout
