@@ -44,3 +44,15 @@ def make_mlp(outputs: int):
             return self.fc2(self.drop(h))
 
     return MLP()
+
+
+def line_with(text: str, func=None) -> int:
+    """The file line number of the one line of the calling test's source (or of ``func``'s) that
+    contains ``text``: expected lines come from the source text, not from the recording."""
+    import inspect
+
+    code = func.__code__ if func is not None else inspect.currentframe().f_back.f_code
+    lines, start = inspect.getsourcelines(code)
+    hits = [start + i for i, line in enumerate(lines) if text in line]
+    assert len(hits) == 1, f"{text!r} is on {len(hits)} lines of {code.co_name}, not one"
+    return hits[0]
