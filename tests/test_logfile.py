@@ -167,11 +167,7 @@ def test_failed_cell_round_trip(tmp_path: Path) -> None:
 
 def test_diagnostics_are_logged(tmp_path: Path) -> None:
     """Diagnostics are written with their own to_dict and read back as the same Diagnostic."""
-    from tensormagic.model import events
-
-    Diagnostic = getattr(events, "Diagnostic", None)
-    if Diagnostic is None:
-        pytest.skip("the event model has no Diagnostic yet")
+    from tensormagic.model.events import Diagnostic
 
     rec = _every_kind(stats=False)
     diag = Diagnostic(id="inplace-saved", severity="error", message="in-place <write>", line=3,
@@ -589,3 +585,17 @@ def test_damaged_gzip_member_is_skipped_and_reading_resumes(tmp_path: Path) -> N
     with pytest.warns(LogWarning, match="skipped"):
         back = load_log(log)
     assert [r.cell for r in back] == [1, 3] and back.skipped >= 1
+
+
+def test_accumulated_gradient_round_trips(tmp_path: Path) -> None:
+    """A backward onto a .grad that already holds values is read back as accumulated; the first one is not."""
+    log = tmp_path / "acc.jsonl"
+    with tensormagic.track(log=log, diagnostics=None) as rec:
+        w = torch.ones(3, requires_grad=True)
+        (w * 2).sum().backward()  # onto an empty .grad
+        (w * 3).sum().backward()  # onto the 2s left by the first: torch sums them
+    assert torch.equal(w.grad, torch.full((3,), 5.0))
+    (back,) = load_log(log)
+    grads = [[(g.tensor.label, g.accumulated) for g in e.grads] for e in back.filter(kind="backward")]
+    assert grads == [[("w", False)], [("w", True)]]
+    assert back.events == rec.events
