@@ -54,7 +54,7 @@ def test_every_inplace_form_is_recorded_at_its_line(engine: str) -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("form", ["x **= 2", "i |= 2", "i <<= 1", "i ^= 3"])
 def test_operator_that_hands_back_its_input_is_a_write(engine: str, form: str) -> None:
-    """An augmented operator that returns its own input (``__ipow__``, ``__ior__``, ...) is an in-place write, not nothing."""
+    """An augmented operator that returns its own input (``__ipow__``, ``__ior__``, ...) is an in-place write."""
     ns = {"torch": torch, "tensormagic": tensormagic}
     src = f"with tensormagic.track(engine={engine!r}, diagnostics=None) as rec:\n"
     src += "    x = torch.ones(3)\n    i = torch.arange(4)\n" + f"    {form}\n"

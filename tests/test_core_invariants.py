@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 import torch
-from testkit import make_mlp
+from testkit import make_mlp, read_every_view
 from torch import nn
 
 import tensormagic
@@ -77,6 +77,8 @@ def test_recording_holds_no_tensor():
     with tensormagic.track() as rec:
         x = torch.ones(1000) * 2
     ref = weakref.ref(x)
+    read_every_view(rec)  # the lazily built TensorRecords exist while x is alive
+    assert rec.tensor("x").alive
     del x
     gc.collect()
     assert ref() is None
@@ -90,6 +92,7 @@ def test_graph_capture_holds_no_tensor():
         w = torch.ones(3, requires_grad=True)
         out = (w * 2).sum()
     refs = [weakref.ref(w), weakref.ref(out)]
+    read_every_view(rec)
     del w, out
     gc.collect()
     assert all(r() is None for r in refs)

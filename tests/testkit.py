@@ -56,3 +56,15 @@ def line_with(text: str, func=None) -> int:
     hits = [start + i for i, line in enumerate(lines) if text in line]
     assert len(hits) == 1, f"{text!r} is on {len(hits)} lines of {code.co_name}, not one"
     return hits[0]
+
+
+def read_every_view(rec) -> None:
+    """Build every lazily made part of a recording (events, tensor records, folds, snapshots,
+    graphs, reports, live statistics), as a person looking at it would: a leak test calls this
+    before dropping the tensors, so that what the views hold is what is tested."""
+    rec.events, rec.folds, rec.final_refs(), rec.counts()
+    for r in rec.tensors.values():
+        r.alive, r.stats()
+    for r in rec.results():
+        rec.grad_graph(r.id).chain()
+    rec.top_results(), rec.to_text(), rec.to_html(), rec._repr_mimebundle_()
