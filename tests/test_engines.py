@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from torch.overrides import _get_current_function_mode
 
 import tensormagic
+from tensormagic.diagnostics import TensorMagicWarning
 from tensormagic.engine import mode as mode_mod
 from tensormagic.engine.tracker import Tracker
 from tensormagic.model.recording import Recording
@@ -221,12 +222,17 @@ def nested_modules_and_diagnostics(engine: str, **kw: Any) -> Recording:
 
     net = nn.Sequential(Block(), Block())
     x = torch.randn(2, 4)
-    with tensormagic.track(engine=engine, **kw) as rec:
-        net(x).sum().backward()
-        s = torch.sigmoid(x)
-        s.mul_(2)  # sigmoid saved its output: the backward below fails, the diagnostic says why
-        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-            (s * x).sum().backward()
+    w = torch.randn(2, 4, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TensorMagicWarning)  # the diagnostic is compared, not shown
+        with tensormagic.track(engine=engine, **kw) as rec:
+            net(x).sum().backward()
+            s = torch.sigmoid(w)
+            s.mul_(2)  # sigmoid saved its output: the backward below fails, the diagnostic says why
+            with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                (s * x).sum().backward()
+    if kw.get("diagnostics", "all") is not None:
+        assert [d.id for d in rec.diagnostics] == ["inplace-saved"]
     return rec
 
 
