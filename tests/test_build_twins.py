@@ -154,3 +154,13 @@ def test_compiled_builder_keeps_no_stray_references() -> None:
     blocks(100)
     gc.collect()
     assert sys.getrefcount(None) - before < 20  # one leaked reference a block read 100
+
+
+def test_compiled_builder_shows_the_collector_what_it_holds() -> None:
+    """gc.get_referents(EventBuilder) lists the tracker's tensor table it was given (its traverse walks its fields)."""
+    import gc
+
+    with tensormagic.track(engine="c", diagnostics=None) as rec:
+        torch.ones(2) + 1
+    tr = rec._pending.tr  # type: ignore[union-attr]
+    assert any(r is tr.tensors for r in gc.get_referents(compiled_builder(rec)))

@@ -104,3 +104,12 @@ def test_batches_cover_every_event() -> None:
             x = x + 1
     c, py = both(rec)
     assert c == py and len(c) == len(rec.events) + 1 > logrecords._BATCH + 1
+
+
+def test_compiled_encoder_shows_the_collector_what_it_holds() -> None:
+    """gc.get_referents(LineEncoder) lists the Event class its spec was made from (its traverse walks its fields)."""
+    import gc
+
+    enc = logrecords._line_encoder(True)
+    held = gc.get_referents(enc)
+    assert Event in held and TensorRef in held and GradRecord in held

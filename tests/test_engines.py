@@ -423,6 +423,37 @@ def test_compiled_internal_error_stops_recording_and_keeps_results() -> None:
     assert [e.op for e in rec.events] == ["torch.Tensor.mul", "torch.Tensor.add"]
 
 
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_internal_error_on_a_known_op_stops_recording_and_keeps_results(engine: str) -> None:
+    """A record hook failing on an op's second call (the compiled path's own) stops recording alike on both engines."""
+
+    def broken_hook(tr: Tracker, idx: int, objs: tuple[torch.Tensor, ...]) -> None:
+        raise KeyError("boom")
+
+    x = torch.arange(4.0)
+    with pytest.warns(tensormagic.TrackingWarning, match="stopped recording part-way: KeyError"):
+        with tensormagic.track(engine=engine, diagnostics=None) as rec:
+            y = x + 1  # add's first call: classified by the Python path
+            _get_current_function_mode().tracker.record_hooks.append(broken_hook)
+            z = y + 1  # its second: the compiled path records it, calls the hook, and hands the failure on
+            w = z * 2
+    assert torch.equal(w, (torch.arange(4.0) + 2) * 2)
+    assert [e.op for e in rec.events] == ["torch.Tensor.add", "torch.Tensor.add"]
+
+
+def test_compiled_mode_hands_other_call_shapes_to_the_python_method() -> None:
+    """A __torch_function__ call with keyword names goes to TrackMode.__torch_function__, which records it."""
+    tr = Tracker()
+    m = mode_mod.make_mode(tr, "c")
+    try:
+        x = torch.ones(2)
+        r = m._hot(m, torch.add, (), (x, 1), kwargs=None)
+        assert torch.equal(r, torch.full((2,), 2.0))
+        assert [rec[0] for rec in tr.raw] == ["create", "create"]  # the Python path: x first seen, then x + 1
+    finally:
+        m.close()
+
+
 def test_closed_compiled_mode_passes_calls_through() -> None:
     """After the block the compiled object only forwards calls (nothing is recorded or held)."""
     tr = Tracker()
@@ -431,6 +462,7 @@ def test_closed_compiled_mode_passes_calls_through() -> None:
     m.close()
     assert hot.disabled and "__torch_function__" not in m.__dict__
     assert torch.equal(hot(m, torch.add, (), (torch.ones(2), 1)), torch.full((2,), 2.0))
+    assert isinstance(hot(m, torch.get_default_dtype, ()), torch.dtype)  # no args tuple: called with none
     assert tr.raw == []
 
 
@@ -514,3 +546,34 @@ def test_compiled_add_makes_the_python_records_and_hook_calls() -> None:
     # quiet exp and the gated write were not seen, nor backward and numpy records
     assert [k for k, _, _ in seen_c[:4]] == ["create", "create", "view", "move"]
     assert len(c_tr.times) == len(raw_c) < 14 and c_tr.folds == py_tr.folds and c_tr.folds
+
+
+def test_compiled_add_asks_a_python_write_gate_as_tracker_add_does() -> None:
+    """A write gate that is neither None, False nor a SavedIndex is asked .needs() by Hot.add exactly as by Tracker._add."""
+    from tensormagic.engine.ops import op_name
+
+    class Gate:  # answers by hand: every other in-place record is needed
+        def __init__(self) -> None:
+            self.asked: list[tuple[int, int]] = []
+
+        def needs(self, idx: int, tid: int, t: torch.Tensor) -> bool:
+            self.asked.append((idx, tid))
+            return idx % 2 == 0
+
+    def feed(tr: Tracker) -> tuple[list[Any], list[int], list[tuple[int, int]]]:
+        gate = tr.write_gate
+        seen: list[int] = []
+        tr.record_hooks.append(lambda tr, idx, objs: seen.append(idx))
+        t = torch.ones(2)
+        meta = Tracker.meta(tr, t)
+        for _ in range(4):
+            tr._add("inplace", torch.Tensor.add_, 7, meta, ("f", 1), (0,), (t,))
+        return list(tr.raw), seen, gate.asked
+
+    op_name(torch.Tensor.add_)
+    py_tr, c_tr = Tracker(), Tracker()
+    py_tr.write_gate, c_tr.write_gate = Gate(), Gate()  # as the diagnostics do, before the block
+    mode_mod.make_mode(c_tr, "c")  # puts its helpers on c_tr (never entered)
+    got = feed(c_tr)
+    assert got == feed(py_tr)
+    assert got[1] == [0, 2] and got[2] == [(0, 7), (1, 7), (2, 7), (3, 7)]

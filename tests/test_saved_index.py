@@ -105,3 +105,23 @@ def test_a_settled_write_marks_its_roots_freed_at_their_version():
     out_tid = next(t for t, o in ((t, tr.alive(t)) for t in tr.tensors) if o is keep[0])
     assert ix.freed == {out_tid: keep[0]._version} and ix.spent == 1
     del keep
+
+
+def test_the_twins_trim_a_much_read_storage_alike():
+    """A storage read by more than 4 x KEEP ops is trimmed to its newest live readers by both twins alike."""
+    keep: list[Any] = []
+    with tensormagic.track(engine="python", diagnostics=None):
+        tr = _get_current_function_mode().tracker
+        w = torch.randn(3, requires_grad=True)
+        for i in range(4 * saved_index.KEEP + 20):
+            y = w * 2
+            if i % 3 == 0:
+                keep.append(y)  # two in three readers die: the trim keeps the live ones
+        with torch.no_grad():
+            w.add_(1)
+    py, c = saved_index.make_index(tr, compiled=False), saved_index.make_index(tr, compiled=True)
+    py.catch_up(len(tr.raw)), c.catch_up(len(tr.raw))
+    assert state(c) == state(py)
+    sid = tr.tensors[tr.see(w, None)][2]
+    assert len(py.by_storage[sid]) < 4 * saved_index.KEEP  # trimmed, not vacuous
+    del keep
