@@ -40,14 +40,22 @@ def test_tensor_info_to_dict(ip):
     assert d["shape"] == (3,) and d["stats"]["inf"] == 1 and d["stats"]["zeros"] == 1
 
 
-@pytest.mark.parametrize("make", [
-    lambda: torch.empty(0), lambda: torch.arange(5), lambda: torch.tensor([True, False]),
-    lambda: torch.tensor([1 + 2j, 3j]), lambda: torch.ones(3, device="meta"), lambda: torch.ones(2, dtype=torch.half),
+@pytest.mark.parametrize("make, values", [
+    (lambda: torch.empty(0), "empty"),
+    (lambda: torch.arange(5), "min 0 max 4 mean 2 std 1.581, 1 zero(s)"),  # 0..4: std sqrt(2.5)
+    (lambda: torch.tensor([True, False]), "min 0 max 1 mean 0.5"),
+    (lambda: torch.tensor([1 + 2j, 3j]), "min 2.236 max 3"),  # magnitudes: sqrt(5) and 3
+    (lambda: torch.ones(3, device="meta"), "meta tensor: shape only, no values"),
+    (lambda: torch.ones(2, dtype=torch.half), "all 1"),
 ])  # fmt: skip
-def test_tensor_info_is_safe_for_every_kind(make):
-    """Empty, integer, bool, complex, meta and half tensors all get info without errors."""
-    info = tensor_info(make())
-    assert info.to_text()
+def test_tensor_info_describes_every_kind(make, values):
+    """Empty, integer, bool, complex, meta and half tensors get their size, dtype, device and values right."""
+    t = make()
+    text = tensor_info(t).to_text()
+    dtype = str(t.dtype).removeprefix("torch.")
+    assert f"({t.numel()} elements, {t.numel() * t.element_size()} B)" in text  # torch's own counts
+    assert f"{dtype} on {t.device.type}, strided" in text
+    assert f"values          {values}" in text
 
 
 def test_tensorinfo_non_leaf_grad_is_explained(ip):
