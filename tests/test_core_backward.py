@@ -1,0 +1,121 @@
+"""What a backward call records, in each form it can be called: which leaves got gradients,
+whether they accumulated, and the gradients' own events, at the line that ran backward.
+
+Expected values are torch's (``.grad`` after the call) or worked out by hand; lines are counted
+in this file's source text (``testkit.line_with``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from testkit import line_with
+
+import tensormagic
+
+ENGINES = ["c", "python"]
+
+
+def grads(e) -> list[tuple[str, bool]]:
+    return [(g.tensor.label, g.accumulated) for g in e.grads]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_backward_inputs_keyword_names_only_those_leaves(engine: str) -> None:
+    """backward(inputs=[w]) lists w alone, accumulated onto the gradient the first backward left; b keeps its own."""
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        w = torch.ones(2, requires_grad=True)
+        b = torch.ones(2, requires_grad=True)
+        (w * b).sum().backward()
+        (w * b * 2).sum().backward(inputs=[w])
+    assert torch.equal(w.grad, torch.full((2,), 3.0)) and torch.equal(b.grad, torch.ones(2))  # torch: 1 + 2, 1
+    first, second = rec.filter(kind="backward")
+    assert sorted(grads(first)) == [("b", False), ("w", False)]
+    assert grads(second) == [("w", True)]
+    assert (first.line, second.line) == (line_with("(w * b).sum().backward()"), line_with("(w * b * 2).sum()"))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_autograd_backward_with_keywords(engine: str) -> None:
+    """torch.autograd.backward(tensors=..., inputs=...) records its root and the one leaf asked for."""
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        w = torch.ones(2, requires_grad=True)
+        b = torch.ones(2, requires_grad=True)
+        b.grad = torch.ones(2)  # a gradient left from before: not this call's
+        loss = (w * b).sum()
+        torch.autograd.backward(tensors=loss, inputs=[w])
+    (e,) = rec.filter(kind="backward")
+    assert (e.op, e.tensor.label, grads(e)) == ("torch.autograd.backward", "loss", [("w", False)])
+    assert e.line == line_with("torch.autograd.backward(tensors=loss")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("form", ["positional", "keywords"])
+def test_autograd_grad_fills_no_grad_and_records_what_it_returns(engine: str, form: str) -> None:
+    """autograd.grad records the returned gradients (an unused input's None skipped), at its line; .grad stays None."""
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        w = torch.ones(2, requires_grad=True)
+        b = torch.ones(2, requires_grad=True)
+        y = (w * 3).sum()
+        if form == "positional":
+            gb, gw = torch.autograd.grad(y, [b, w], allow_unused=True)
+        else:
+            gb, gw = torch.autograd.grad(outputs=y, inputs=[b, w], allow_unused=True)
+    assert gb is None and torch.equal(gw, torch.full((2,), 3.0)) and w.grad is None  # torch's answer
+    (e,) = rec.filter(kind="backward")
+    line = line_with("gb, gw = torch.autograd.grad(y" if form == "positional" else "inputs=[b, w]")
+    assert (e.op, e.tensor.label, grads(e), e.line) == ("torch.autograd.grad", "y", [("w", False)], line)
+    (made,) = [c for c in rec.filter(kind="create") if c.op == "torch.autograd.grad"]
+    assert (made.tensor.label, [r.label for r in made.inputs], made.line) == ("gw", ["w"], line)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gradients_backward_fills_are_created_at_its_line_with_values(engine: str) -> None:
+    """Each gradient backward fills is a create at the backward line, naming its leaf, with its statistics."""
+    with tensormagic.track(engine=engine, diagnostics=None, stats=True) as rec:
+        w = torch.ones(2, requires_grad=True)
+        (w * 4).sum().backward()
+    (g,) = [e for e in rec.filter(kind="create") if e.op == "torch.Tensor.backward"]
+    assert g.line == line_with("(w * 4).sum().backward()") and "w.grad" in g.tensor.names
+    assert g.note == "gradient of w, filled in by backward"
+    assert g.stats is not None and (g.stats.min, g.stats.max) == (4.0, 4.0)  # d(4w)/dw by hand
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_leaf_made_before_the_block_is_first_seen_at_the_backward_line(engine: str) -> None:
+    """A leaf and root from before the block are seen where backward runs, and its gradient made there."""
+    w = torch.ones(3, requires_grad=True)
+    y = (w * 2).sum()
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        y.backward()
+    line = line_with("        y.backward()")
+    (e,) = rec.filter(kind="backward")
+    assert (e.line, grads(e)) == (line, [("w", False)])
+    assert {c.line for c in rec.filter(kind="create")} == {line}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_gradient_on_meta_counts_as_accumulated_and_reads_no_values(engine: str) -> None:
+    """A meta leaf's leftover gradient cannot be read: it is taken as non-zero, and tracking goes on."""
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        w = torch.ones(2, device="meta", requires_grad=True)
+        (w * 2).sum().backward()
+        (w * 2).sum().backward()
+    assert [grads(e) for e in rec.filter(kind="backward")] == [[("w", False)], [("w", True)]]
+    assert rec.internal_error is None
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_backward_into_a_non_leaf_input_reads_no_grad_of_a_non_leaf(engine: str) -> None:
+    """backward(inputs=[h]) on a non-leaf h is recorded as torch fills it; no non-leaf .grad is read before (it warns)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with tensormagic.track(engine=engine, diagnostics=None) as rec:
+            w = torch.ones(2, requires_grad=True)
+            h = w * 2
+            (h * h).sum().backward(inputs=[h])
+    assert h.retains_grad and torch.equal(h.grad, torch.full((2,), 4.0))  # torch: inputs= makes h keep d(h²)/dh
+    (e,) = rec.filter(kind="backward")
+    assert grads(e) == [("h", False)]
