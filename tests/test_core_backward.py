@@ -35,6 +35,8 @@ def test_backward_inputs_keyword_names_only_those_leaves(engine: str) -> None:
     assert sorted(grads(first)) == [("b", False), ("w", False)]
     assert grads(second) == [("w", True)]
     assert (first.line, second.line) == (line_with("(w * b).sum().backward()"), line_with("(w * b * 2).sum()"))
+    made = [e.tensor.label for e in rec.filter(kind="create") if e.op == "torch.Tensor.backward"]
+    assert sorted(made) == ["b.grad", "w.grad"]  # the second backward adds into w.grad: no new gradient
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -45,7 +47,7 @@ def test_autograd_backward_with_keywords(engine: str) -> None:
         b = torch.ones(2, requires_grad=True)
         b.grad = torch.ones(2)  # a gradient left from before: not this call's
         loss = (w * b).sum()
-        torch.autograd.backward(tensors=loss, inputs=[w])
+        torch.autograd.backward(tensors=loss, inputs=w)  # one tensor, not a list
     (e,) = rec.filter(kind="backward")
     assert (e.op, e.tensor.label, grads(e)) == ("torch.autograd.backward", "loss", [("w", False)])
     assert e.line == line_with("torch.autograd.backward(tensors=loss")
@@ -55,7 +57,7 @@ def test_autograd_backward_with_keywords(engine: str) -> None:
 @pytest.mark.parametrize("form", ["positional", "keywords"])
 def test_autograd_grad_fills_no_grad_and_records_what_it_returns(engine: str, form: str) -> None:
     """autograd.grad records the returned gradients (an unused input's None skipped), at its line; .grad stays None."""
-    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+    with tensormagic.track(engine=engine, diagnostics=None, stats=True) as rec:
         w = torch.ones(2, requires_grad=True)
         b = torch.ones(2, requires_grad=True)
         y = (w * 3).sum()
@@ -69,6 +71,7 @@ def test_autograd_grad_fills_no_grad_and_records_what_it_returns(engine: str, fo
     assert (e.op, e.tensor.label, grads(e), e.line) == ("torch.autograd.grad", "y", [("w", False)], line)
     (made,) = [c for c in rec.filter(kind="create") if c.op == "torch.autograd.grad"]
     assert (made.tensor.label, [r.label for r in made.inputs], made.line) == ("gw", ["w"], line)
+    assert (made.stats.min, made.stats.max) == (3.0, 3.0) and e.stats.min == 6.0  # d(3w)/dw, and y = 3 + 3
 
 
 @pytest.mark.parametrize("engine", ENGINES)
