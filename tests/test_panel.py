@@ -44,7 +44,7 @@ def registry() -> dict:
 
 
 def rows_in(html: str) -> int:
-    return len(re.findall(r"<tr>", html)) - 1  # minus the header row
+    return len(re.findall(r"<tr[ >]", html)) - 1  # minus the header row
 
 
 def html_values(panel: Panel) -> str:
@@ -79,15 +79,34 @@ def panel(example):
     p.close()
 
 
-def test_tab_titles(panel):
-    """The six tabs, in reading order."""
-    assert tuple(panel.tabs.titles) == TAB_TITLES
-    assert TAB_TITLES == ("Tensors", "Autograd", "In-place", "Devices & dtypes", "Timeline", "Diagnostics")
+def test_tab_titles_hide_empty_tabs(panel):
+    """A cell without loops, writes, moves or findings shows only the tabs it fills, Tensors first."""
+    assert tuple(panel.tabs.titles) == ("Tensors", "Lines", "Autograd", "Timeline")
+    assert set(panel.tabs.titles) <= set(TAB_TITLES)
+
+
+def test_lines_tab_comes_first_in_a_loop():
+    """A cell with a loop opens on the Lines tab, and shows the Steps and In-place tabs it fills."""
+    w = torch.zeros(3, requires_grad=True)
+    with tensormagic.track() as rec:
+        for _ in range(4):
+            loss = (w * 2).sum()
+            loss.backward()
+            with torch.no_grad():
+                w.sub_(0.1 * w.grad)
+    p = Panel(rec)
+    try:
+        assert p.tabs.titles[:3] == ("Lines", "Tensors", "Steps") and "In-place" in p.tabs.titles
+        assert p.tabs.selected_index == 0 and p.tabs.children[0].children  # made when the panel opened
+        assert not p.tabs.children[1].children  # the others wait until they are opened
+    finally:
+        p.close()
 
 
 def test_header_counts(panel):
     """The header states the cell's counts in the shared wording."""
     assert "6 created, 0 views, 0 in-place, 0 moves, 0 casts, 1 backward" in panel.header.value
+    assert "6 tensors" in panel.header.value
     assert "class='tm-badge'" not in panel.header.value
 
 
@@ -127,6 +146,7 @@ def test_paging_shows_one_page_of_html_and_moves_between_pages():
     small = Panel(rec, page_size=25)
     try:
         t = small.tensors
+        small.timeline  # noqa: B018 - open the same tabs in both panels before counting widgets
         assert rows_in(t.body.value) == 25 and t.prev.disabled and not t.next.disabled
         t.next.click()
         assert "rows 26–50 of 61" in t.status.value and rows_in(t.body.value) == 25
@@ -135,8 +155,12 @@ def test_paging_shows_one_page_of_html_and_moves_between_pages():
         t.prev.click()
         assert "page 2/3" in t.status.value
         with tensormagic.track() as tiny:
-            torch.ones(1)
+            y = torch.zeros(1)
+            for i in range(2):
+                y = y + i
         other = Panel(tiny)
+        other.tensors, other.timeline  # noqa: B018
+        assert other.tabs.titles == small.tabs.titles
         assert len(other._widgets) == len(small._widgets)  # widget count does not grow with rows
         other.close()
     finally:
@@ -221,7 +245,7 @@ def test_devices_tab_totals_moves_per_direction():
         c = a.double()
     p = Panel(rec)
     try:
-        devices = p.tabs.children[3]
+        devices = p._view("Devices & dtypes")
         totals = devices.children[0].value
         assert "cpu → meta" in totals and "float32 → float64" in totals
         assert rows_in(p.moves.body.value) == 2
@@ -234,7 +258,7 @@ def test_devices_tab_totals_moves_per_direction():
 def test_timeline_groups_events_under_their_line(panel):
     """Each source line appears once with its events under it."""
     body = panel.timeline.body.value
-    assert body.count("z = y * y * 3") == 1
+    assert body.count(">z = y * y * 3<") == 1
     assert body.count("tm-src") == 5
 
 
@@ -246,7 +270,8 @@ def test_diagnostics_tab_and_badge(example):
                                "z = y * y * 3", 2)]  # fmt: skip
     p = Panel(rec)
     try:
-        assert "⚠ 1 warning" in p.header.value
+        assert "⚠ 1 warning" in p.header.value and "tm-sev-warning" in p.header.value
+        assert "Diagnostics" in p.tabs.titles
         text = p.diagnostics.value
         assert "line 4" in text and "z.grad will stay None" in text and "retain_grad" in text
         assert "z = y * y * 3" in text and "×2" in text
@@ -302,16 +327,23 @@ def test_rerun_cell_closes_its_previous_panel(example):
     assert len(registry()) == before
 
 
-def test_display_bundle_carries_text_html_and_widget(example):
-    """The displayed object offers text/plain, escaped text/html and the widget view."""
+def test_display_is_a_live_output_then_a_static_one(example, _ipython):
+    """The panel is an output of its own (widget view, empty text/plain); the report follows as
+    another (text/plain, escaped text/html) that names the panel it stands in for."""
     rec = example[0]
-    d = PanelDisplay(rec)
+    close_all()
     try:
-        b = d._repr_mimebundle_()
-        assert b["text/plain"].startswith("tensormagic") and "<script" not in b["text/html"]
-        assert b[WIDGET_MIME]["model_id"] == d.widget.model_id
+        with capture_output() as out:
+            d = display_recording(rec, key=None)
+        live, static = (o.data for o in out.outputs)
+        assert live == {"text/plain": "", WIDGET_MIME: {"version_major": 2, "version_minor": 0,
+                                                        "model_id": d.widget.model_id}}  # fmt: skip
+        assert WIDGET_MIME not in static and static["text/plain"].startswith("tensormagic")
+        html = static["text/html"]
+        assert f"data-tm-live='{d.widget.model_id}'" in html and f"tm-live-{d.widget.model_id}" in d.widget._dom_classes
+        assert html.count("<script>") == 1 and "out = z.mean()" in html
     finally:
-        d.close()
+        close_all()
 
 
 def test_summary_expands_into_the_panel(example):
@@ -373,8 +405,8 @@ def test_display_functions_show_and_register(example, _ipython):
         card = display_tensor_info(tensor_info(t, name="t"), t)
         table = display_namespace({"t": t})
         b = recording_bundle(example[0])
-    assert [WIDGET_MIME in o.data for o in out.outputs] == [False, True] and isinstance(card, TensorCard)
-    assert open_panels() == 2 and WIDGET_MIME in b and "text/html" in b
+    assert [WIDGET_MIME in o.data for o in out.outputs] == [False, True, False, True] and isinstance(card, TensorCard)
+    assert open_panels() == 2 and WIDGET_MIME not in b and "text/html" in b
     close_all()
     assert open_panels() == 0 and table.closed
 
@@ -387,8 +419,8 @@ def test_trackgrad_cell_in_widget_mode_displays_the_panel(ip):
             r = ip.run_cell("%%trackgrad\nx = torch.ones(2, requires_grad=True)\ny = (x * 2).sum()\n",
                             store_history=True)  # fmt: skip
         r.raise_error()
-        data = out.outputs[-1].data
-        assert WIDGET_MIME in data and data["text/plain"].startswith("tensormagic") and "text/html" in data
+        live, data = out.outputs[-2].data, out.outputs[-1].data
+        assert WIDGET_MIME in live and data["text/plain"].startswith("tensormagic") and "text/html" in data
         assert open_panels() >= 1
     finally:
         ip.run_line_magic("config", "TensorMagic.display = 'auto'")
@@ -416,8 +448,8 @@ def test_tensorinfo_in_widget_mode_shows_the_detail_card(ip):
 def test_tensorinfo_alone_in_widget_mode_shows_the_namespace_table(ip):
     """`%tensorinfo` with no argument in a kernel shows the filterable namespace table widget."""
     try:
-        (data,) = _widget_mode_outputs(ip, ["w = torch.arange(10.0)", "%tensorinfo"])
-        assert WIDGET_MIME in data and "w" in data["text/plain"]
+        live, data = _widget_mode_outputs(ip, ["w = torch.arange(10.0)", "%tensorinfo"])
+        assert WIDGET_MIME in live and "w" in data["text/plain"]
     finally:
         close_all()
 
@@ -441,8 +473,8 @@ def test_tensorlog_in_widget_mode_has_a_cell_selector(ip, tmp_path):
         outs = _widget_mode_outputs(ip, [f"%%trackgrad --quiet --log {log}\na = torch.ones(2)",
                                          f"%%trackgrad --quiet --log {log}\nb = torch.zeros(3)",
                                          f"%tensorlog {log}"])  # fmt: skip
-        (data,) = outs
-        assert WIDGET_MIME in data and data["text/plain"].startswith("tensormagic")
+        live, data = outs
+        assert WIDGET_MIME in live and data["text/plain"].startswith("tensormagic")
         (lp,) = [p for p in panel_display._unkeyed if isinstance(p, LogPanel)]
         assert len(lp.select.options) == 2 and "cell #2" in lp.select.options[1][0]
     finally:

@@ -12,7 +12,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode, Union
 
 from ..model.recording import Recording
-from .display import MODES, show, show_info, show_log, show_namespace
+from .display import MODES, show, show_info, show_log, show_namespace, touched_nothing
 from .session import AutoTracker, Options, run_tracked_cell
 
 MAGIC_NAMES = {"line": ("trackgrad", "tensorinfo", "device", "tensorlog"), "cell": ("trackgrad",)}
@@ -47,8 +47,9 @@ class TensorMagic(Magics):
                        log_path=self.log_path, diagnostics=self.diagnostics)  # fmt: skip
 
     def _show(self, rec: Recording, opts: Options, *, summary: bool = False) -> None:
-        if not opts.quiet:
-            show(rec, opts.display, self.shell, summary=summary)
+        if opts.quiet or (summary and touched_nothing(rec)):  # %trackgrad on: silent on cells without tensors
+            return
+        show(rec, opts.display, self.shell, summary=summary)
 
     def _eval(self, expr: str) -> Any:
         try:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from ..api import TrackingWarning, track
 from ..engine.source import cell_locator
 from ..model.recording import Recording
+from .display import diagnostics_shown_once, shows_diagnostics
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,15 @@ def run_tracked_cell(shell: Any, body: str, opts: Options, *, full_source: str |
     t = _make_track(shell, opts, number=number, offset=1, source=full_source or body,
                     filename=filename, cell_id=cell_id)  # fmt: skip
     rec: Recording | None = None
-    try:
-        with t as rec:
-            exec(exec_code, shell.user_global_ns, shell.user_ns)
-            value = eval(eval_code, shell.user_global_ns, shell.user_ns) if eval_code else None
-    finally:
-        if rec is not None and on_done is not None:
-            on_done(rec)
+    shown = on_done is not None and shows_diagnostics(opts.display, shell, summary=False, quiet=opts.quiet)
+    with diagnostics_shown_once(t.recording, shown):
+        try:
+            with t as rec:
+                exec(exec_code, shell.user_global_ns, shell.user_ns)
+                value = eval(eval_code, shell.user_global_ns, shell.user_ns) if eval_code else None
+        finally:
+            if rec is not None and on_done is not None:
+                on_done(rec)
     return value
 
 
@@ -141,9 +144,12 @@ class AutoTracker:
         err = None
         if result is not None:
             err = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
+        shown = result is not None and shows_diagnostics(self.opts.display, self.shell, summary=True,
+                                                         quiet=self.opts.quiet)  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TrackingWarning)  # reported by _fail below, once
-            t.__exit__(type(err) if err else None, err, getattr(err, "__traceback__", None))
+            with diagnostics_shown_once(rec, shown):
+                t.__exit__(type(err) if err else None, err, getattr(err, "__traceback__", None))
         if result is not None:
             self.on_done(rec)
         if rec.internal_error is not None:

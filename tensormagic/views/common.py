@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..model.events import Event, Fold, TensorRef, where_label
 from ..model.gradgraph import GradGraph
@@ -155,16 +155,29 @@ def count_words(rec: Recording) -> str:
     parts = []
     for k, w in COUNT_WORDS:
         if k != "move":
-            parts.append(f"{c.get(k, 0)} {w}")
+            parts.append(f"{c.get(k, 0):,} {w}")
             continue
         moves, casts, folded = move_counts(rec)
-        parts.append(f"{moves} moves, {casts} casts")
+        parts.append(f"{moves:,} moves, {casts:,} casts")
         if folded:
-            parts.append(f"{folded} moves/casts folded")
+            parts.append(f"{folded:,} moves/casts folded")
     moved = rec.bytes_moved()
     if moved:
         parts.append(f"{fmt_bytes(moved)} between devices")
     return ", ".join(parts)
+
+
+SEVERITIES = ("error", "warning", "info")
+
+
+def diagnostic_words(diagnostics: Any) -> str:
+    """``1 error, 2 warnings``: the findings counted by the severity each one states."""
+    counts: dict[str, int] = {}
+    for d in diagnostics:
+        sev = str(getattr(d, "severity", "warning") or "warning")
+        counts[sev] = counts.get(sev, 0) + 1
+    order = [s for s in SEVERITIES if s in counts] + sorted(s for s in counts if s not in SEVERITIES)
+    return ", ".join(f"{counts[s]:,} {s}" + ("s" if counts[s] != 1 and s != "info" else "") for s in order)
 
 
 def tree_lines(g: GradGraph) -> list[str]:

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from html import escape
+from typing import Mapping
 
 from ..model.gradgraph import GradGraph, GradNode
 from .common import tree_lines
@@ -47,8 +48,11 @@ def node_label(n: GradNode) -> str:
     return n.name
 
 
-def to_dot(g: GradGraph) -> str:
-    """DOT source, top to bottom from the result to its leaves; parallel edges kept."""
+def to_dot(g: GradGraph, keys: Mapping[int, str] | None = None) -> str:
+    """DOT source, top to bottom from the result to its leaves; parallel edges kept.
+
+    Nodes carry SVG classes (``tm-leaf``, ``tm-root``) so the panel's style colours them from the
+    theme; ``keys`` maps a node to the tensor id a click on it opens."""
     lines = [
         "digraph grad {",
         '  graph [rankdir=TB, bgcolor="transparent", nodesep=0.3, ranksep=0.35];',
@@ -59,9 +63,12 @@ def to_dot(g: GradGraph) -> str:
     for n in g.nodes:
         attrs = [f"label={_quote(node_label(n))}"]
         if n.leaf is not None:
-            attrs.append('fillcolor="#dafbe1", color="#1a7f37"')
+            attrs.append('fillcolor="#dafbe1", color="#1a7f37", class="tm-leaf"')
         elif n.id == g.root:
-            attrs.append('fillcolor="#fbefff", color="#8250df", penwidth=1.5')
+            attrs.append('fillcolor="#fbefff", color="#8250df", penwidth=1.5, class="tm-root"')
+        key = (keys or {}).get(n.id)
+        if key is not None and _KEY.fullmatch(key):
+            attrs.append(f'id="tmkey_{key}"')
         lines.append(f"  n{n.id} [{', '.join(attrs)}];")
     for src, dst in g.edges:
         lines.append(f"  n{src} -> n{dst};")
@@ -69,6 +76,8 @@ def to_dot(g: GradGraph) -> str:
     return "\n".join(lines)
 
 
+_KEY = re.compile(r"[A-Za-z0-9_]+")
+_KEY_ID = re.compile(r'id="tmkey_([A-Za-z0-9_]+)"')
 _PROLOG = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
@@ -76,14 +85,16 @@ _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 FIND = "find"  # default for ``dot``: look the program up on PATH
 
 
-def graph_svg(g: GradGraph, *, dot: str | None = FIND) -> str | None:
+def graph_svg(g: GradGraph, *, dot: str | None = FIND, keys: Mapping[int, str] | None = None) -> str | None:
     """The graph as an inline SVG element, or None without Graphviz or for a huge graph.
 
-    ``dot`` is the program to run (None: behave as where Graphviz is not installed)."""
+    ``dot`` is the program to run (None: behave as where Graphviz is not installed); a node with
+    a ``keys`` entry gets ``data-tm="t:KEY"`` (the panel's click channel)."""
     exe = dot_path() if dot == FIND else dot
     if exe is None or g.root is None or len(g.nodes) > MAX_SVG_NODES:
         return None
-    return _render(to_dot(g), exe)
+    svg = _render(to_dot(g, keys), exe)
+    return None if svg is None else _KEY_ID.sub(r'data-tm="t:\1"', svg)
 
 
 @functools.lru_cache(maxsize=64)
@@ -108,12 +119,12 @@ def tree_html(g: GradGraph, *, hint: bool = True) -> str:
     return f"<pre>{text}</pre>{tip}"
 
 
-def graph_html(g: GradGraph, *, dot: str | None = FIND) -> str:
+def graph_html(g: GradGraph, *, dot: str | None = FIND, keys: Mapping[int, str] | None = None) -> str:
     """What the Autograd tab shows: the chain in words, then the picture or the text tree."""
     chain = f"<div><b>{escape(g.tensor or '?')}</b>: {escape(g.chain())}</div>"
     if g.root is None:
         return chain
-    svg = graph_svg(g, dot=dot)
+    svg = graph_svg(g, dot=dot, keys=keys)
     if svg is not None:
         return f"{chain}<div class='tm-graph'>{svg}</div>"
     if len(g.nodes) > MAX_SVG_NODES:

@@ -6,10 +6,12 @@ from html import escape
 
 from ..model.events import Fold
 from ..model.recording import Recording
-from .common import KIND_WORD, capped_line_groups, count_words, describe, fold_words, short_op, tree_lines
+from .common import KIND_WORD, capped_line_groups, count_words, describe, fmt_bytes, fold_words, short_op, tree_lines
 from .text import summary_line
 
 MAX_ROWS = 2000
+#: Events listed under the per-line summary of a cell with loops (the summary says the rest).
+MAX_LOOP_ROWS = 200
 
 STYLE = """
 <style>
@@ -17,10 +19,16 @@ STYLE = """
 .tm-report table{border-collapse:collapse}
 .tm-report td,.tm-report th{padding:1px 8px;text-align:left;vertical-align:top}
 .tm-report .tm-src td{background:rgba(127,127,127,.12);font-weight:600}
-.tm-report .tm-k-create{color:#1a7f37}.tm-report .tm-k-inplace{color:#bc4c00}
-.tm-report .tm-k-move{color:#0969da}.tm-report .tm-k-backward{color:#8250df}
-.tm-report .tm-k-view{color:#6e7781}.tm-report .tm-warn{color:#cf222e}
+.tm-report .tm-k-create{color:#116329}.tm-report .tm-k-inplace{color:#953800}
+.tm-report .tm-k-move{color:#0550ae}.tm-report .tm-k-backward{color:#6639ba}
+.tm-report .tm-k-view{color:#57606a}.tm-report .tm-warn{color:#a40e26}
 .tm-report pre{margin:2px 0 6px 12px}
+:is(body[data-jp-theme-light="false"],body.vscode-dark) .tm-report .tm-k-create{color:#3fb950}
+:is(body[data-jp-theme-light="false"],body.vscode-dark) .tm-report .tm-k-inplace{color:#f0883e}
+:is(body[data-jp-theme-light="false"],body.vscode-dark) .tm-report .tm-k-move{color:#58a6ff}
+:is(body[data-jp-theme-light="false"],body.vscode-dark) .tm-report .tm-k-backward{color:#bc8cff}
+:is(body[data-jp-theme-light="false"],body.vscode-dark) .tm-report .tm-k-view{color:#9198a1}
+:is(body[data-jp-theme-light="false"],body.vscode-dark) .tm-report .tm-warn{color:#ff7b72}
 </style>
 """
 
@@ -35,11 +43,33 @@ def fold_row(f: Fold) -> str:
     return f"<tr><td>{h(where)}</td><td colspan=3>{h(what)}</td></tr>"
 
 
+def lines_summary_html(rec: Recording) -> str:
+    """A cell with loops, one row per source line × op: events, tensors made, bytes, writes, moves."""
+    from .lines import line_rows
+
+    head = ("<tr><th>line</th><th>source</th><th>op</th><th>events</th><th>made</th><th>allocated</th>"
+            "<th>writes</th><th>moves</th><th>diagnostics</th></tr>")  # fmt: skip
+    rows = []
+    for r in line_rows(rec):
+        moved = f"{r.moves:,} · {fmt_bytes(r.moved_bytes)}" if r.moves else ""
+        rows.append(f"<tr><td>{h(r.where)}</td><td>{h(r.source.strip())}</td><td class='tm-k-create'>"
+                    f"{h(short_op(r.op))}</td><td>{r.count:,}</td><td>{r.made:,}</td>"
+                    f"<td>{h(fmt_bytes(r.allocated) if r.allocated else '')}</td>"
+                    f"<td>{f'{r.writes:,}' if r.writes else ''}</td>"
+                    f"<td>{h(moved)}</td><td class='tm-warn'>{h(', '.join(r.diagnostics))}</td></tr>")  # fmt: skip
+    return f"<div><b>per line</b></div><table>{head}{''.join(rows)}</table><div><b>events</b></div>"
+
+
 def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
+    from .lines import has_loops
+
     parts = [STYLE, '<div class="tm-report">', f"<div><b>{h(summary_line(rec))}</b></div>"]
     if rec.internal_error:
         parts.append(f"<div class='tm-warn'>recording incomplete: {h(rec.internal_error)}</div>")
     parts.extend(f"<div class='tm-muted'>{h(tid)} is {h(why)}</div>" for tid, why in list(rec.unreadable.items())[:5])
+    if has_loops(rec):
+        parts.append(lines_summary_html(rec))
+        max_rows = min(max_rows, MAX_LOOP_ROWS)
     parts.append("<table>")
     n = 0
     for first, group in capped_line_groups(rec.events, max_rows):
@@ -52,12 +82,13 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
             )
         n += len(group)
     if n < len(rec.events):
-        parts.append(f"<tr><td colspan=4>… {len(rec.events) - n} more events</td></tr>")
+        parts.append(f"<tr><td colspan=4>… {len(rec.events) - n:,} more events</td></tr>")
     for f in rec.folds:
         parts.append(fold_row(f))
     parts.append("</table>")
     for d in rec.diagnostics:
-        parts.append(f"<div class='tm-warn'>⚠ [{h(d.id)}] {h(d.where)}: {h(d.message)}"
+        sev = getattr(d, "severity", None) or "warning"
+        parts.append(f"<div class='tm-warn'>⚠ {h(sev)} [{h(d.id)}] {h(d.where)}: {h(d.message)}"
                      + (f"<br>fix: {h(d.fix)}" if getattr(d, "fix", None) else "") + "</div>")  # fmt: skip
     tops = rec.top_results()
     if tops:

@@ -1,22 +1,25 @@
-"""The inspector panel: an ipywidgets view of a Recording (header, six tabs, a detail card).
+"""The inspector panel: an ipywidgets view of a Recording (header, tabs, a find box, a detail card).
 
 Only the widget path imports this module (terminal IPython never does).  Tables are one HTML
-widget per page, never a widget per row; selecting a tensor in any selector fills the one detail
-card through a Python observer, so in a browser it is a real kernel round-trip.
+widget per page, never a widget per row.  Only the tabs a recording fills are shown, and a tab's
+widgets are made when it is first opened: a panel opens fast and an executed notebook saves the
+state of a few widgets per cell, not of every tab.  A click on a row, a graph node or a found
+name opens the one detail card through a Python observer (a real kernel round-trip).
 """
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Callable
 
 import ipywidgets as W
 
 from ..model.recording import Recording
-from .card import EMPTY_CARD, record_card_html, tensor_card_html
-from .common import count_words, fmt_bytes, fmt_shape
+from .card import EMPTY_CARD, record_card_html
+from .common import count_words, diagnostic_words
 from .graph import graph_html
+from .lines import has_loops, step_history
+from .panel_lines import lines_table, row_events_html, steps_html
+from .panel_namespace import NamespaceTable
 from .panel_tables import (
     TIMELINE_PAGE,
     diagnostics_html,
@@ -27,111 +30,31 @@ from .panel_tables import (
     tensors_table,
     timeline_html,
 )  # fmt: skip
-from .table import STYLE, Column, Table, h
+from .panel_widgets import NO_PICK, NONE, Option, TableView, _Owner, click_key, clickable, close_widget
+from .table import STYLE, Table, h
 
-TAB_TITLES = ("Tensors", "Autograd", "In-place", "Devices & dtypes", "Timeline", "Diagnostics")
-NO_PICK = "— pick a tensor —"
-# A Dropdown whose value is None shows nothing selected: real sentinels keep the label visible
-NONE = ""
-RECORDED_ORDER = ("", False)
-
-R = TypeVar("R")
-Option = tuple[str, Any]
+#: Every tab a panel can have, in reading order; a panel shows the ones its recording fills.
+TAB_TITLES = ("Lines", "Tensors", "Steps", "Autograd", "In-place", "Devices & dtypes", "Timeline", "Diagnostics")
+MAX_FOUND = 20
 
 
-def close_widget(w: W.Widget) -> None:
-    """Close a widget and the Layout and Style widgets every widget makes for itself
-    (``Widget.close`` leaves those in the registry)."""
-    for name in ("layout", "style"):
-        sub = getattr(w, name, None)
-        if isinstance(sub, W.Widget):
-            sub.close()
-    w.close()
-
-
-class _Owner:
-    """Remembers every widget it makes, so ``close()`` frees them all (containers do not close
-    their children)."""
-
-    def __init__(self) -> None:
-        self._widgets: list[W.Widget] = []
-
-    def make(self, cls: Callable[..., Any], *args: Any, css: str | None = None, **kw: Any) -> Any:
-        w = cls(*args, **kw)
-        if css:
-            w.add_class(css)
-        self._widgets.append(w)
-        return w
-
-    def close(self) -> None:
-        widgets, self._widgets = self._widgets, []
-        for w in reversed(widgets):
-            close_widget(w)
-
-    @property
-    def closed(self) -> bool:
-        return not self._widgets
-
-
-class TableView(Generic[R]):
-    """Filter box, sort, pager, the page as one HTML table, and a selector of the page's rows."""
-
-    def __init__(self, owner: _Owner, table: Table[R], *, placeholder: str,
-                 option: Callable[[R], Option | None] | None = None,
-                 on_select: Callable[[Any], None] | None = None, sortable: bool = True,
-                 css: str = "tm-view") -> None:  # fmt: skip
-        self.table, self.option, self.on_select = table, option, on_select
-        m = owner.make
-        self.filter = m(W.Text, placeholder=placeholder, layout=W.Layout(width="22em"), css="tm-filter")
-        sorts = [(f"{t} {arrow}", (t, desc))
-                 for t in table.sortable() for arrow, desc in (("↑", False), ("↓", True))]  # fmt: skip
-        self.sort = m(W.Dropdown, options=[("recorded order", RECORDED_ORDER), *sorts], description="sort by",
-                      layout=W.Layout(width="17em"), css="tm-sort") if sortable else None  # fmt: skip
-        self.prev = m(W.Button, description="◀ prev", layout=W.Layout(width="6em"), css="tm-prev")
-        self.next = m(W.Button, description="next ▶", layout=W.Layout(width="6em"), css="tm-next")
-        self.status = m(W.HTML, css="tm-status")
-        self.body = m(W.HTML, css="tm-table")
-        sort = [self.sort] if self.sort is not None else []
-        controls = [self.filter, *sort, self.prev, self.next, self.status]
-        children: list[W.Widget] = [m(W.HBox, controls), self.body]
-        self.picker: W.Dropdown | None = None
-        if option is not None:
-            self.picker = m(W.Dropdown, options=[(NO_PICK, NONE)], description="inspect",
-                            layout=W.Layout(width="30em"), css="tm-pick")  # fmt: skip
-            self.picker.observe(self._picked, "value")
-            children.append(self.picker)
-        self.box = m(W.VBox, children, css=css)
-        self.filter.observe(lambda ch: self._refresh(query=ch["new"]), "value")
-        if self.sort is not None:
-            self.sort.observe(lambda ch: self._refresh(sort=ch["new"]), "value")
-        self.prev.on_click(lambda _b: self.go(self.table.page - 1))
-        self.next.on_click(lambda _b: self.go(self.table.page + 1))
-        self._refresh()
-
-    def _refresh(self, query: str | None = None, sort: tuple[str | None, bool] | None = None) -> None:
-        if query is not None:
-            self.table.set_query(query)
-        if sort is not None:
-            self.table.set_sort(*sort)
-        self.render()
-
-    def go(self, page: int) -> None:
-        self.table.go(page)
-        self.render()
-
-    def render(self) -> None:
-        t = self.table
-        self.body.value = t.html()
-        self.status.value = f"<span class='tm-muted'>{h(t.status())}</span>"
-        self.prev.disabled = t.page <= 0
-        self.next.disabled = t.page >= t.pages - 1
-        if self.picker is not None and self.option is not None:
-            opts = [o for o in map(self.option, t.page_rows()) if o is not None]
-            self.picker.options = [(NO_PICK, NONE), *dict.fromkeys(opts)]
-
-    def _picked(self, change: dict[str, Any]) -> None:
-        if change["new"] and self.on_select is not None:
-            self.on_select(change["new"])
+def tab_titles(rec: Recording) -> tuple[str, ...]:
+    """The tabs worth opening for ``rec``: Lines first when the cell has loops, no empty tab."""
+    loops = has_loops(rec)
+    titles = ["Lines", "Tensors"] if loops else ["Tensors", "Lines"]
+    if loops and step_history(rec)[1]:
+        titles.append("Steps")
+    if rec.results():
+        titles.append("Autograd")
+    kinds = {e.kind for e in rec.events} | {f.kind for f in rec.folds}
+    if "inplace" in kinds or any(e.kind == "move" and e.inplace for e in rec.events):
+        titles.append("In-place")
+    if "move" in kinds:
+        titles.append("Devices & dtypes")
+    titles.append("Timeline")
+    if rec.diagnostics:
+        titles.append("Diagnostics")
+    return tuple(titles)
 
 
 class Panel(_Owner):
@@ -139,54 +62,156 @@ class Panel(_Owner):
 
     def __init__(self, rec: Recording, *, page_size: int = 25) -> None:
         super().__init__()
-        self.rec = rec
+        self.rec, self.page_size = rec, page_size
         m = self.make
         self.header = m(W.HTML, STYLE + header_html(rec), css="tm-header")
         self.card = m(W.HTML, EMPTY_CARD, css="tm-card-box")
         self.selected: str | None = None
-        pick = self.select
+        self.click = m(W.Text, layout=W.Layout(display="none"), css="tm-click")
+        self.click.observe(lambda ch: self.open_key(click_key(ch["new"])), "value")
+        self.find = m(W.Text, placeholder="find a tensor by name or id (every page)", continuous_update=False,
+                      layout=W.Layout(width="24em"), css="tm-find")  # fmt: skip
+        self.found = m(W.HTML, css="tm-found")
+        self.find.observe(lambda ch: self.search(ch["new"]), "value")
+        self.titles = tab_titles(rec)
+        self._built: dict[str, Any] = {}
+        self._holders = [m(W.VBox, [], css=f"tm-tab-{t.split()[0].lower()}") for t in self.titles]
+        self.tabs = m(W.Tab, children=self._holders, titles=self.titles, selected_index=0, css="tm-tabs")
+        self.tabs.observe(lambda ch: self._fill(ch["new"]), "selected_index")
+        self._fill(0)
+        self.widget = m(W.VBox, [self.header, m(W.HBox, [self.find, self.found]), self.tabs, self.card,
+                                 self.click], css="tm-panel")  # fmt: skip
 
-        def tensor_option(r: Any) -> Option | None:
-            return None if r.id is None else (f"{r.label}  ·  {r.where}  ·  {r.op}", r.id)
+    # -- tabs, made on first view ------------------------------------------------------------
+    def _fill(self, index: int | None) -> None:
+        if index is None or not 0 <= index < len(self.titles):
+            return
+        holder = self._holders[index]
+        if not holder.children:
+            holder.children = (self._view(self.titles[index]),)
+
+    def _view(self, title: str) -> W.Widget:
+        """The box of one tab, made once (also for a tab the panel does not show, when asked)."""
+        built = self._built.get(title)
+        if built is None:
+            built = self._built[title] = self._make(title)
+        return built[0]
+
+    def _make(self, title: str) -> tuple[W.Widget, Any]:
+        rec, m, pick, n = self.rec, self.make, self.select, self.page_size
 
         def event_option(e: Any) -> Option | None:
             return (f"{e.tensor.label}  ·  {e.where}", e.tensor.id) if e.tensor.id in rec.tensors else None
 
-        filt = "filter: name, op, module, dtype, device"
-        self.tensors = TableView(self, tensors_table(rec, page_size), placeholder=filt, option=tensor_option,
-                                 on_select=pick, css="tm-tensors")  # fmt: skip
-        self.inplace = TableView(self, inplace_table(rec, page_size), placeholder="filter: name, op, source",
-                                 option=event_option, on_select=pick, css="tm-inplace")  # fmt: skip
-        self.moves = TableView(self, moves_table(rec, page_size), placeholder="filter: name, op, device",
-                               option=event_option, on_select=pick, css="tm-moves")  # fmt: skip
-        self.timeline = TableView(self, _timeline_table(rec), placeholder="filter: name, op, source",
-                                  sortable=False, css="tm-timeline")  # fmt: skip
-        self.graph = GraphView(self, rec, pick)
-        inplace_box = m(W.VBox, [m(W.HTML, inplace_intro(rec, len(self.inplace.table.rows))),
-                                 self.inplace.box])  # fmt: skip
-        devices_box = m(W.VBox, [m(W.HTML, move_totals_html(rec)), self.moves.box])
-        tensors_box = m(W.VBox, [m(W.HTML, tensors_intro(rec)), self.tensors.box])
-        self.diagnostics = m(W.HTML, diagnostics_html(rec.diagnostics), css="tm-diagnostics")
-        children = [tensors_box, self.graph.box, inplace_box, devices_box, self.timeline.box,
-                    self.diagnostics]  # fmt: skip
-        self.tabs = m(W.Tab, children=children, titles=TAB_TITLES, css="tm-tabs")
-        self.widget = m(W.VBox, [self.header, self.tabs, self.card], css="tm-panel")
+        def event_key(e: Any) -> str:
+            return f"t:{e.tensor.id}" if e.tensor.id in rec.tensors else ""
 
+        if title == "Lines":
+            v = TableView(self, lines_table(rec, n), placeholder="filter: line, source, op, dtype", css="tm-lines")
+            intro = m(W.HTML, "<div class='tm-muted'>one row per source line × op, summed over the cell; "
+                              "click a row for its events</div>")  # fmt: skip
+            return m(W.VBox, [intro, v.box]), v
+        if title == "Tensors":
+            tt = tensors_table(rec, n)
+            tt.key = lambda r: f"t:{r.id}" if r.id is not None else ""
+            v = TableView(self, tt, placeholder="filter: name, op, module, dtype, device",
+                          option=tensor_option, on_select=pick, css="tm-tensors")  # fmt: skip
+            return m(W.VBox, [m(W.HTML, tensors_intro(rec)), v.box]), v
+        if title == "Steps":
+            box = m(W.HTML, clickable(steps_html(rec)), css="tm-steps")
+            return box, box
+        if title == "Autograd":
+            g = GraphView(self, rec, pick)
+            return g.box, g
+        if title == "In-place":
+            t = inplace_table(rec, n)
+            t.key = event_key
+            v = TableView(self, t, placeholder="filter: name, op, source", option=event_option, on_select=pick,
+                          css="tm-inplace")  # fmt: skip
+            return m(W.VBox, [m(W.HTML, inplace_intro(rec, len(t.rows))), v.box]), v
+        if title == "Devices & dtypes":
+            t = moves_table(rec, n)
+            t.key = event_key
+            v = TableView(self, t, placeholder="filter: name, op, device", option=event_option, on_select=pick,
+                          css="tm-moves")  # fmt: skip
+            return m(W.VBox, [m(W.HTML, move_totals_html(rec)), v.box]), v
+        if title == "Timeline":
+            v = TableView(self, _timeline_table(rec), placeholder="filter: name, op, source", sortable=False,
+                          css="tm-timeline")  # fmt: skip
+            return v.box, v
+        if title == "Diagnostics":
+            box = m(W.HTML, diagnostics_html(rec.diagnostics), css="tm-diagnostics")
+            return box, box
+        raise KeyError(title)
+
+    def _part(self, title: str) -> Any:
+        self._view(title)
+        return self._built[title][1]
+
+    lines = property(lambda self: self._part("Lines"))
+    tensors = property(lambda self: self._part("Tensors"))
+    steps = property(lambda self: self._part("Steps"))
+    graph = property(lambda self: self._part("Autograd"))
+    inplace = property(lambda self: self._part("In-place"))
+    moves = property(lambda self: self._part("Devices & dtypes"))
+    timeline = property(lambda self: self._part("Timeline"))
+    diagnostics = property(lambda self: self._part("Diagnostics"))
+
+    # -- the card ----------------------------------------------------------------------------
     def select(self, tensor_id: str) -> None:
         """Fill the detail card with a tracked tensor (statistics computed now, if it is alive)."""
         self.selected = tensor_id
         try:
             trec = self.rec.tensor(tensor_id)
-            self.card.value = record_card_html(self.rec, trec)
+            self.card.value = clickable(record_card_html(self.rec, trec))
         except Exception as e:  # noqa: BLE001 - an observer's exception would vanish into the log
             self.card.value = f"<div class='tm-card tm-warn'>could not show {h(tensor_id)}: {h(e)}</div>"
 
+    def open_key(self, key: str) -> None:
+        """Open what a clicked element names: ``t:ID`` a tensor's card, ``l:N`` a Lines row's events."""
+        kind, _, value = key.partition(":")
+        if kind == "t" and value:
+            self.select(value)
+        elif kind == "l" and value.isdigit():
+            rows = self.lines.table.rows
+            i = int(value)
+            if 0 <= i < len(rows):
+                self.card.value = clickable(row_events_html(rows[i]))
+
+    def search(self, text: str) -> None:
+        """Find tensors by name or id across the whole recording: one exact match opens its card."""
+        q = text.strip()
+        if not q:
+            self.found.value = ""
+            return
+        exact = [t for t in self.rec.tensors.values() if q == t.id or q in t.names]
+        if len(exact) == 1:
+            self.found.value = ""
+            self.select(exact[0].id)
+            return
+        ql = q.lower()
+        hits = exact or [t for t in self.rec.tensors.values() if any(ql in n.lower() for n in t.names)]
+        if not hits:
+            self.found.value = f"<span class='tm-muted'>no tensor named like “{h(q)}”</span>"
+            return
+        links = " · ".join(f"<span class='tm-link' data-tm='t:{h(t.id)}' title='{h(', '.join(t.names))}'>"
+                           f"{h(t.label)}</span>" for t in hits[:MAX_FOUND])  # fmt: skip
+        more = f" <span class='tm-muted'>(+{len(hits) - MAX_FOUND:,} more)</span>" if len(hits) > MAX_FOUND else ""
+        self.found.value = clickable(f"{len(hits):,} found: {links}{more}")
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return bundle(self.widget, {"text/plain": self.rec.to_text(), "text/html": self.rec.to_html()})
+        from .panel_display import live_bundle
+
+        return live_bundle(self.widget, {"text/plain": self.rec.to_text(), "text/html": self.rec.to_html()})
+
+
+def tensor_option(r: Any) -> Option | None:
+    return None if r.id is None else (f"{r.label}  ·  {r.where}  ·  {r.op}", r.id)
 
 
 class GraphView:
-    """The Autograd tab: which result's graph, the picture, and a selector of its tensors."""
+    """The Autograd tab: which result's graph, the picture (click a node for its card), and a
+    selector of its tensors."""
 
     def __init__(self, owner: _Owner, rec: Recording, on_select: Callable[[str], None]) -> None:
         self.rec, self.on_select = rec, on_select
@@ -211,19 +236,17 @@ class GraphView:
             return
         trec = self.rec.tensors[tensor_id]
         g = self.rec.graphs.graph(trec.id, trec.label)
-        self.body.value = graph_html(g)
-        names = []
+        opts: dict[str, str] = {}
+        keys: dict[int, str] = {}
         for n in g.nodes:
-            names.extend(n.tensors)
-            if n.leaf is not None:
-                names.append(n.leaf)
-        opts = []
-        for name in dict.fromkeys(names):
-            try:
-                opts.append((name, self.rec.tensor(name).id))
-            except KeyError:
-                continue  # a leaf the graph names but the block never tracked (created before it)
-        self.picker.options = [(NO_PICK, NONE), *opts]
+            for name in (*n.tensors, *(() if n.leaf is None else (n.leaf,))):
+                try:
+                    tid = opts.setdefault(name, self.rec.tensor(name).id)
+                except KeyError:
+                    continue  # a leaf the graph names but the block never tracked (created before it)
+                keys.setdefault(n.id, tid)
+        self.body.value = clickable(graph_html(g, keys=keys))
+        self.picker.options = [(NO_PICK, NONE), *opts.items()]
 
     def _picked(self, change: dict[str, Any]) -> None:
         if change["new"]:
@@ -249,22 +272,23 @@ def _timeline_table(rec: Recording) -> Table[Any]:
 
 def inplace_intro(rec: Recording, shown: int) -> str:
     folded = sum(f.count for f in rec.folds if f.kind == "inplace")
-    more = f" (and {folded:,} repeats folded: see the Timeline's last page)" if folded else ""
+    more = f" (and {folded:,} repeats folded: the Lines tab counts them per line)" if folded else ""
     return (f"<b>{shown:,}</b> writes{h(more)}; a write through a view changes its base and every "
             "other view")  # fmt: skip
 
 
 def header_html(rec: Recording) -> str:
-    """Where, the counts in the shared wording, time, and a badge when there are warnings."""
+    """Where, the counts in the shared wording, time, and a badge naming the findings' severities."""
     where = f"cell {rec.cell}" if rec.cell is not None else "block"
     parts = [f"<b>tensormagic</b> · {h(where)} · {h(count_words(rec))}",
-             f" · {len(rec.tensors):,} tensors · {rec.duration_s * 1000:.1f} ms"]  # fmt: skip
+             f" · {len(rec.tensors):,} tensors · {rec.duration_s * 1000:,.1f} ms"]  # fmt: skip
     if rec.folded:
         parts.append(f" · {rec.folded:,} repeated events folded")
     if rec.diagnostics:
-        n = len(rec.diagnostics)
-        word = "warning" if n == 1 else "warnings"
-        parts.append(f"<span class='tm-badge' title='see the Diagnostics tab'>⚠ {n} {word}</span>")
+        sevs = {str(getattr(d, "severity", "warning") or "warning") for d in rec.diagnostics}
+        worst = next((s for s in ("error", "warning", "info") if s in sevs), "warning")
+        parts.append(f"<span class='tm-badge tm-sev-{h(worst)}' title='see the Diagnostics tab'>"
+                     f"⚠ {h(diagnostic_words(rec.diagnostics))}</span>")  # fmt: skip
     if rec.failed:
         parts.append(f"<div class='tm-warn'>the cell raised: {h(rec.error)}</div>")
     if rec.internal_error:
@@ -272,113 +296,25 @@ def header_html(rec: Recording) -> str:
     return f"<div class='tm-head'>{''.join(parts)}</div>"
 
 
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-
-def bundle(widget: W.Widget, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` (text/plain, text/html for exports) plus the widget view a live kernel shows."""
-    out = dict(data)
-    if widget.model_id:
-        out[WIDGET_MIME] = {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}
-    return out
-
-
-# -- %tensorinfo with no argument: the namespace's tensors -----------------------------------------
-
-
-@dataclass(slots=True)
-class NamespaceRow:
-    name: str
-    ref: weakref.ref[Any]
-    shape: tuple[int, ...]
-    dtype: str
-    device: str
-    requires_grad: bool
-    grad_fn: str | None
-    nbytes: int
-
-
-NAMESPACE_COLUMNS: tuple[Column[NamespaceRow], ...] = (
-    Column("name", lambda r: r.name, lambda r: r.name.lower()),
-    Column("shape", lambda r: fmt_shape(r.shape), lambda r: (len(r.shape), r.shape)),
-    Column("dtype", lambda r: r.dtype, lambda r: r.dtype),
-    Column("device", lambda r: r.device, lambda r: r.device),
-    Column("requires_grad", lambda r: "✓" if r.requires_grad else "", lambda r: r.requires_grad),
-    Column("grad_fn", lambda r: r.grad_fn or "", lambda r: r.grad_fn),
-    Column("bytes", lambda r: fmt_bytes(r.nbytes), lambda r: r.nbytes),
-)  # fmt: skip
-
-
-def namespace_rows(namespace: Mapping[str, Any]) -> list[NamespaceRow]:
-    from ..engine.naming import named_tensors
-
-    rows = []
-    for name, t in named_tensors(namespace):
-        gf = t.grad_fn
-        rows.append(NamespaceRow(name, weakref.ref(t), tuple(t.shape), str(t.dtype).removeprefix("torch."),
-                                 str(t.device), t.requires_grad, None if gf is None else type(gf).__name__,
-                                 t.numel() * t.element_size()))  # fmt: skip
-    return rows
-
-
-def _namespace_search(r: NamespaceRow) -> str:
-    return f"{r.name}\x00{r.dtype}\x00{r.device}\x00{r.grad_fn or ''}"
-
-
-class NamespaceTable(_Owner):
-    """``%tensorinfo``: every tensor in the namespace, filterable, with a detail card on pick.
-
-    Rows hold weak references: the table keeps no tensor alive."""
-
-    def __init__(self, namespace: Mapping[str, Any], *, page_size: int = 25) -> None:
-        super().__init__()
-        self.namespace = namespace
-        rows = namespace_rows(namespace)
-        self.by_name = {r.name: r for r in rows}
-        table: Table[NamespaceRow] = Table(rows, NAMESPACE_COLUMNS, _namespace_search, page_size=page_size)
-        total = sum(r.nbytes for r in rows)
-        self.header = self.make(W.HTML, STYLE + f"<div class='tm-head'><b>tensors in the namespace</b> · "
-                                f"{len(rows):,} tensors, {h(fmt_bytes(total))}</div>")  # fmt: skip
-        self.card = self.make(W.HTML, EMPTY_CARD, css="tm-card-box")
-        self.table = TableView(self, table, placeholder="filter: name, dtype, device, grad_fn",
-                               option=lambda r: (r.name, r.name), on_select=self.select,
-                               css="tm-namespace")  # fmt: skip
-        self.widget = self.make(W.VBox, [self.header, self.table.box, self.card], css="tm-panel")
-
-    def select(self, name: str) -> None:
-        row = self.by_name.get(name)
-        t = row.ref() if row is not None else None
-        if t is None:
-            gone = f"{h(name)} was freed or rebound since the table was made"
-            self.card.value = f"<div class='tm-card tm-muted'>{gone}</div>"
-            return
-        try:
-            self.card.value = tensor_card_html(t, name=name, namespace=self.namespace)
-        except Exception as e:  # noqa: BLE001 - an observer's exception would vanish into the log
-            self.card.value = f"<div class='tm-card tm-warn'>could not show {h(name)}: {h(e)}</div>"
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ..info import namespace_info
-
-        info = namespace_info(self.namespace)
-        return bundle(self.widget, {"text/plain": info.to_text(), "text/html": info.to_html()})
-
-
 from .panel_display import (  # noqa: E402 - the display layer builds on the classes above
+    WIDGET_MIME,
     LogPanel,
     PanelDisplay,
     TensorCard,
+    bundle,
     close_all,
     display_log,
     display_namespace,
     display_recording,
     display_tensor_info,
+    live_bundle,
     open_panels,
     recording_bundle,
 )  # fmt: skip
 
 __all__ = [
     "TAB_TITLES",
+    "WIDGET_MIME",
     "GraphView",
     "LogPanel",
     "NamespaceTable",
@@ -386,12 +322,16 @@ __all__ = [
     "PanelDisplay",
     "TableView",
     "TensorCard",
+    "bundle",
     "close_all",
+    "close_widget",
     "display_log",
     "display_namespace",
     "display_recording",
     "display_tensor_info",
     "header_html",
+    "live_bundle",
     "open_panels",
     "recording_bundle",
+    "tab_titles",
 ]

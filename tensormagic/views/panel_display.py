@@ -1,5 +1,16 @@
 """Displaying panels in a notebook, and closing the ones a re-run cell replaced.
 
+Two outputs per panel, so a notebook stays readable without its kernel.  JupyterLab's widget
+renderer always prefers the widget view to the ``text/html`` of the same output, and prints
+"model not found" once the kernel that owned the model is gone; so the live panel is an output
+of its own (the widget view and an empty ``text/plain``), followed by the static report
+(``text/plain`` and self-contained ``text/html``).  The static report carries a small script:
+in a trusted JupyterLab or Notebook 7 page it hides itself while the panel beside it renders, and
+shows itself again, hiding the widget's error, when the panel cannot render (a reopened notebook,
+a restarted kernel).  Where scripts do not run (untrusted notebooks, GitHub) the widget output
+shows nothing and the static report everything; nbconvert's HTML keeps the script and shows the
+report offline.
+
 A displayed widget lives in the kernel's widget registry until it is closed; a notebook that
 re-runs a cell replaces its output but closes nothing.  So each recording's panel is registered
 under its cell id (``Recording.cell_id``): displaying a new panel for the same cell closes the
@@ -15,13 +26,64 @@ import ipywidgets as W
 
 from ..model.recording import Recording
 from .card import info_card_html
-from .table import STYLE
+from .table import STYLE, h
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..info import TensorInfo
-    from .panel import NamespaceTable, Panel
+    from .panel import Panel
+    from .panel_namespace import NamespaceTable
 
 MAX_UNKEYED = 100
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+# Runs only where the page runs output scripts (trusted JupyterLab / Notebook 7, nbconvert HTML).
+# It finds its own output and the live panel by the key both carry; the panel output is the one
+# just before it.  Polls until the output is attached, then follows changes of the output area.
+TOGGLE_JS = """(function(){var s=document.currentScript,k='KEY',n=0;
+function tick(){var me=s&&s.closest('.jp-OutputArea-child');if(!me)return false;
+var live=document.querySelector('.tm-live-'+k),prev=me.previousElementSibling;
+var shown=live&&live.offsetParent!==null;me.style.display=shown?'none':'';
+if(prev&&!shown&&/Error displaying widget/.test(prev.textContent||''))prev.style.display='none';return true;}
+function wait(){if(tick()){var a=s.closest('.jp-OutputArea')||s.closest('.jp-OutputArea-child');
+new MutationObserver(tick).observe(a,{childList:true,subtree:true,attributes:true,attributeFilter:['class']});}
+else if(n++<100)setTimeout(wait,100);}wait();})();"""
+
+
+def widget_output(widget: W.Widget) -> dict[str, Any]:
+    """The live output: the widget view, and an empty text/plain (what shows where it cannot render)."""
+    return {"text/plain": "", WIDGET_MIME: {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}}
+
+
+def static_output(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """The static report, with the script that hides it while the live panel ``key`` shows."""
+    out = dict(data)
+    if "text/html" in out:
+        script = TOGGLE_JS.replace("KEY", "".join(c for c in key if c.isalnum()))
+        body = f"<div class='tm-static' data-tm-live='{h(key)}'>{out['text/html']}</div>"
+        out["text/html"] = f"{body}<script>{script}</script>"
+    return out
+
+
+def live_bundle(widget: W.Widget, data: dict[str, Any]) -> dict[str, Any]:
+    """Display the live widget as its own output and return the static report's bundle, to be
+    displayed right after it (the caller's output)."""
+    from IPython.display import display
+
+    if not widget.model_id:
+        return dict(data)
+    key = widget.model_id
+    widget.add_class(f"tm-live-{key}")
+    display(widget_output(widget), raw=True)
+    return static_output(data, key)
+
+
+def bundle(widget: W.Widget, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` plus the widget view in one output (what a front end without a fallback shows as
+    "model not found" once the kernel is gone: the panel uses ``live_bundle``)."""
+    out = dict(data)
+    if widget.model_id:
+        out[WIDGET_MIME] = {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}
+    return out
 _CELL = "cell"  # default key: the recording's own cell id
 
 
@@ -79,6 +141,8 @@ class PanelDisplay:
             self.widget.add_class("tm-summary")
             self._own = [self._holder, self.widget]
             self.widget.observe(self._expand, "selected_index")
+            if rec.diagnostics:  # findings are shown here, not on stderr: open the panel on them
+                self.widget.selected_index = 0
         else:
             self.panel = Panel(rec, page_size=page_size)
             self.widget = self.panel.widget
@@ -101,13 +165,12 @@ class PanelDisplay:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from ..ipython.display import Summary
-        from .panel import bundle
 
         if self.summary:
             data = Summary(self.rec)._repr_mimebundle_()
         else:
             data = {"text/plain": self.rec.to_text(), "text/html": self.rec.to_html()}
-        return bundle(self.widget, data)
+        return live_bundle(self.widget, data)
 
 
 def display_recording(rec: Recording, *, summary: bool = False, key: str | None = _CELL,
@@ -166,10 +229,8 @@ class LogPanel:
             close_widget(w)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from .panel import bundle
-
         rec = self.recs[self.select.value]
-        return bundle(self.widget, {"text/plain": rec.to_text(), "text/html": rec.to_html()})
+        return live_bundle(self.widget, {"text/plain": rec.to_text(), "text/html": rec.to_html()})
 
 
 def display_log(recs: Sequence[Recording], labels: Sequence[str], *, key: str | None = None) -> LogPanel:
@@ -209,7 +270,7 @@ def display_namespace(namespace: Mapping[str, Any], *, key: str | None = None) -
     """``%tensorinfo`` with no argument: the namespace table widget, displayed and returned."""
     from IPython.display import display
 
-    from .panel import NamespaceTable
+    from .panel_namespace import NamespaceTable
 
     table = NamespaceTable(namespace)
     _register(table, key)
@@ -219,6 +280,11 @@ def display_namespace(namespace: Mapping[str, Any], *, key: str | None = None) -
 
 __all__ = [
     "MAX_UNKEYED",
+    "WIDGET_MIME",
+    "bundle",
+    "live_bundle",
+    "static_output",
+    "widget_output",
     "LogPanel",
     "PanelDisplay",
     "TensorCard",

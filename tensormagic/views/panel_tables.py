@@ -284,11 +284,13 @@ def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = ()) -> str:
     parts = ['<table class="tm-t"><tbody>']
     for first, group in line_groups(list(events)):
         src = h(first.source or "")
-        parts.append(f"<tr class='tm-src'><td>{h(first.where)}</td><td colspan=3>{src}</td></tr>")
+        parts.append(f"<tr class='tm-src'><td>{h(first.where)}</td><td colspan=3 title='{src}'>{src}</td></tr>")
         for e in group:
+            text = h(describe(e))
             parts.append(
                 f"<tr><td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
-                f"<td>{h(e.tensor.label)}</td><td>{h(short_op(e.op))}</td><td>{h(describe(e))}</td></tr>"
+                f"<td title='{h(e.tensor.label)}'>{h(e.tensor.label)}</td><td>{h(short_op(e.op))}</td>"
+                f"<td title='{text}'>{text}</td></tr>"
             )
     parts.extend(fold_row(f) for f in folds)
     parts.append("</tbody></table>")
@@ -301,7 +303,7 @@ def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = ()) -> str:
 def diagnostics_html(diagnostics: Sequence[Any]) -> str:
     """Each finding with where, what, and the fix; fields read defensively (a log may be older)."""
     if not diagnostics:
-        return "<div class='tm-ok'>✓ no warnings for this cell</div>"
+        return "<div class='tm-ok'>✓ no findings for this cell</div>"
     parts = []
     for d in diagnostics:
         sev = str(getattr(d, "severity", "warning") or "warning")
@@ -309,7 +311,8 @@ def diagnostics_html(diagnostics: Sequence[Any]) -> str:
         ident = getattr(d, "id", None)
         count = int(getattr(d, "count", 1) or 1)
         times = f" <span class='tm-muted'>(×{count:,})</span>" if count > 1 else ""
-        head = f"<b>{h(getattr(d, 'where', '?'))}</b>: {h(getattr(d, 'message', d))}{times}"
+        head = (f"<span class='tm-sev-word'>{h(sev)}</span> <b>{h(getattr(d, 'where', '?'))}</b>: "
+                f"{h(getattr(d, 'message', d))}{times}")  # fmt: skip
         extra = []
         if getattr(d, "source", None):
             extra.append(f"<div><code>{h(d.source)}</code></div>")
@@ -318,7 +321,7 @@ def diagnostics_html(diagnostics: Sequence[Any]) -> str:
         if names:
             extra.append(f"<div class='tm-muted'>tensors: {h(', '.join(map(str, names)))}</div>")
         if ident:
-            extra.append(f"<div class='tm-muted'>{h(sev)} · {h(ident)}</div>")
+            extra.append(f"<div class='tm-muted'>{h(ident)}</div>")
         parts.append(f"<div class='tm-diag tm-sev-{h(sev)}'>{head}{''.join(extra)}</div>")
     return "".join(parts)
 

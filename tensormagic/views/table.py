@@ -21,7 +21,11 @@ ITEMSIZE = {
     "uint32": 4, "uint64": 8, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1,
 }  # fmt: skip
 
-STYLE = """<style>
+# Colours: GitHub's palettes, darker in light themes and lighter in dark ones, every kind colour
+# at >= 4.5:1 (WCAG AA) against the theme's background and the striped rows.  JupyterLab marks a
+# dark theme with data-jp-theme-light="false" on <body>; VS Code with the vscode-dark class.
+_DARK = ':is(body[data-jp-theme-light="false"],body.vscode-dark)'
+STYLE = ("""<style>
 .tm-panel{font-size:12px}
 .tm-panel .widget-html-content{line-height:1.45}
 .tm-panel .tm-table .widget-html-content{overflow-x:auto}
@@ -33,14 +37,19 @@ STYLE = """<style>
  overflow:hidden;text-overflow:ellipsis}
 .tm-panel table.tm-t tr:nth-child(even) td{background:rgba(127,127,127,.07)}
 .tm-panel .tm-src td{background:rgba(127,127,127,.16)!important;font-weight:600}
-.tm-panel .tm-muted{opacity:.65}
-.tm-panel .tm-k-create{color:#1a7f37}.tm-panel .tm-k-inplace{color:#bc4c00}
-.tm-panel .tm-k-move{color:#0969da}.tm-panel .tm-k-backward{color:#8250df}
-.tm-panel .tm-k-view{color:#6e7781}.tm-panel .tm-k-numpy{color:#9a6700}
+.tm-panel table.tm-clickable tr[data-tm]{cursor:pointer}
+.tm-panel table.tm-clickable tr[data-tm]:hover td{background:rgba(127,127,127,.22)}
+.tm-panel .tm-link,.tm-panel .tm-graph g.node[data-tm]{cursor:pointer;text-decoration:underline dotted}
+.tm-panel .tm-muted{opacity:.7}
+.tm-panel .tm-k-create,.tm-panel .tm-ok{color:#116329}.tm-panel .tm-k-inplace{color:#953800}
+.tm-panel .tm-k-move{color:#0550ae}.tm-panel .tm-k-backward{color:#6639ba}
+.tm-panel .tm-k-view{color:#57606a}.tm-panel .tm-k-numpy{color:#7d4e00}
+.tm-panel .tm-warn{color:#a40e26}
 .tm-panel .tm-head{font-size:13px;padding:2px 0 4px 0}
 .tm-panel .tm-badge{display:inline-block;margin-left:8px;padding:0 8px;border-radius:9px;
  background:#cf222e;color:#fff;font-weight:600}
-.tm-panel .tm-ok{color:#1a7f37}.tm-panel .tm-warn{color:#cf222e}
+.tm-panel .tm-badge.tm-sev-warning{background:#bc4c00}.tm-panel .tm-badge.tm-sev-info{background:#0969da}
+.tm-panel .tm-sev-word{font-weight:600;text-transform:uppercase;font-size:11px}
 .tm-panel .tm-card{border:1px solid rgba(127,127,127,.45);border-radius:6px;padding:6px 10px;
  margin-top:4px}
 .tm-panel .tm-card h4{margin:0 0 4px 0;font-size:13px}
@@ -49,8 +58,22 @@ STYLE = """<style>
 .tm-panel .tm-diag.tm-sev-info{border-left-color:#0969da}
 .tm-panel .tm-diag.tm-sev-warning{border-left-color:#bc4c00}
 .tm-panel .tm-graph svg{max-width:100%;height:auto}
+.tm-panel .tm-graph svg text{fill:var(--jp-content-font-color1,#1f2328)}
+.tm-panel .tm-graph svg .node path,.tm-panel .tm-graph svg .node polygon{
+ fill:var(--jp-layout-color2,#eef2f7);stroke:var(--jp-border-color1,#6e7781)}
+.tm-panel .tm-graph svg .node.tm-leaf path,.tm-panel .tm-graph svg .node.tm-leaf polygon{
+ stroke:var(--jp-success-color1,#1a7f37);stroke-width:1.5}
+.tm-panel .tm-graph svg .node.tm-root path,.tm-panel .tm-graph svg .node.tm-root polygon{
+ stroke:var(--jp-brand-color1,#8250df);stroke-width:2}
+.tm-panel .tm-graph svg .edge path{stroke:var(--jp-content-font-color2,#6e7781)}
+.tm-panel .tm-graph svg .edge polygon{fill:var(--jp-content-font-color2,#6e7781);
+ stroke:var(--jp-content-font-color2,#6e7781)}
 .tm-panel pre{margin:2px 0}
-</style>"""
+DARK .tm-panel .tm-k-create,DARK .tm-panel .tm-ok{color:#3fb950}DARK .tm-panel .tm-k-inplace{color:#f0883e}
+DARK .tm-panel .tm-k-move{color:#58a6ff}DARK .tm-panel .tm-k-backward{color:#bc8cff}
+DARK .tm-panel .tm-k-view{color:#9198a1}DARK .tm-panel .tm-k-numpy{color:#d29922}
+DARK .tm-panel .tm-warn{color:#ff7b72}
+</style>""").replace("DARK", _DARK)
 
 
 def h(value: object) -> str:
@@ -93,6 +116,7 @@ class Table(Generic[R]):
     sort_by: str | None = None
     descending: bool = False
     page: int = 0
+    key: Callable[[R], str] | None = None  # a row's click key (``data-tm``): the panel opens what it names
     _view: list[R] | None = field(default=None, repr=False)
     _search: list[str] | None = field(default=None, repr=False)
 
@@ -156,10 +180,10 @@ class Table(Generic[R]):
         return f"{rows} · page {self.page + 1}/{self.pages}"
 
     def html(self) -> str:
-        return render_table(self.columns, self.page_rows())
+        return render_table(self.columns, self.page_rows(), self.key)
 
 
-def render_table(columns: Sequence[Column[R]], rows: Iterable[R]) -> str:
+def render_table(columns: Sequence[Column[R]], rows: Iterable[R], key: Callable[[R], str] | None = None) -> str:
     head = "".join(f"<th>{h(c.title)}</th>" for c in columns)
     body = []
     for r in rows:
@@ -169,8 +193,10 @@ def render_table(columns: Sequence[Column[R]], rows: Iterable[R]) -> str:
             attr = f' class="{h(cls)}"' if cls else ""
             text = c.text(r)
             cells.append(f'<td{attr} title="{h(text)}">{h(text)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="tm-t"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        k = key(r) if key is not None else ""
+        body.append((f'<tr data-tm="{h(k)}">' if k else "<tr>") + "".join(cells) + "</tr>")
+    cls = "tm-t tm-clickable" if key is not None else "tm-t"
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 __all__ = ["ITEMSIZE", "PAGE_SIZE", "STYLE", "Column", "Table", "h", "nbytes_of", "render_table"]

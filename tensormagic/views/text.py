@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from ..model.recording import Recording
-from .common import AUTOGRAD_GRAD, KIND_WORD, capped_line_groups, count_words, describe, fold_words, short_op, tree_lines
+from .common import (
+    AUTOGRAD_GRAD,
+    KIND_WORD,
+    capped_line_groups,
+    count_words,
+    describe,
+    diagnostic_words,
+    fold_words,
+    short_op,
+    tree_lines,
+)  # fmt: skip
 
 MAX_LINES = 400
 
@@ -11,8 +21,8 @@ MAX_LINES = 400
 def summary_line(rec: Recording) -> str:
     where = f"cell {rec.cell}" if rec.cell is not None else "block"
     status = "  FAILED: " + rec.error if rec.failed and rec.error else ""
-    warn = f" · {len(rec.diagnostics)} warning(s)" if rec.diagnostics else ""
-    return f"tensormagic · {where} · {count_words(rec)}{warn} · {rec.duration_s * 1000:.1f} ms{status}"
+    warn = f" · {diagnostic_words(rec.diagnostics)}" if rec.diagnostics else ""
+    return f"tensormagic · {where} · {count_words(rec)}{warn} · {rec.duration_s * 1000:,.1f} ms{status}"
 
 
 def render_recording(rec: Recording, *, width: int = 100) -> str:
@@ -29,12 +39,12 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
             out.append(f"{'':10}{kind:8} {e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}")
         n += len(group)
     if n < len(rec.events):
-        out.append(f"          … {len(rec.events) - n} more events (see the panel or the log)")
+        out.append(f"          … {len(rec.events) - n:,} more events (see the panel or the log)")
     for f in rec.folds:
         where, what = fold_words(f)
         out.append(f"{where:>8}  {what}")
     for d in rec.diagnostics:
-        out.append(f"  ⚠ [{d.id}] {d.where}: {d.message}")
+        out.append(f"  ⚠ {getattr(d, 'severity', None) or 'warning'} [{d.id}] {d.where}: {d.message}")
         if getattr(d, "fix", None):
             out.append(f"     fix: {d.fix}")
     results = rec.results()

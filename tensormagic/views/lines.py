@@ -1,0 +1,222 @@
+"""The Lines view and the step history: a recording summed up per source line × op, and the
+named tensors over the iterations of a loop.
+
+A 100-step training loop records thousands of events that repeat the same few lines; a person
+reads it as "what does each line do, how often, with what shapes and bytes".  Everything here is
+computed from the recorded events (never from live tensors: no GPU synchronisation) and kept as
+plain data; ``panel_tables`` turns it into HTML.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ..model.events import Event, Stats, where_label
+from ..model.recording import Recording
+from .table import nbytes_of
+
+#: Distinct shapes / dtypes listed per row; past these a row says "+N more".
+MAX_SHAPES = 3
+#: Named tensors shown in the step history, and steps kept per tensor (oldest dropped first).
+MAX_HISTORY_TENSORS = 200
+MAX_STEPS = 2_000
+
+LineKey = tuple[Any, Any, Any, str]
+
+
+@dataclass(slots=True)
+class LineRow:
+    """One source line × op: what every event of that op on that line did, summed."""
+
+    index: int
+    line: int | None
+    cell: int | None
+    file: str | None
+    source: str
+    op: str
+    events: list[Event] = field(default_factory=list)
+    folded: int = 0
+    made: int = 0
+    shapes: dict[tuple[int, ...], int] = field(default_factory=dict)
+    dtypes: dict[str, int] = field(default_factory=dict)
+    allocated: int = 0
+    writes: int = 0
+    moves: int = 0
+    moved_bytes: int = 0
+    casts: int = 0
+    backward: int = 0
+    diagnostics: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return where_label(self.line, self.file, self.cell)
+
+    @property
+    def count(self) -> int:
+        """Events of this op on this line, folded repeats included."""
+        return len(self.events) + self.folded
+
+
+def _add(row: LineRow, e: Event) -> None:
+    row.events.append(e)
+    kind = e.kind
+    if kind in ("create", "view"):
+        row.made += 1
+        t = e.tensor
+        if t.shape in row.shapes or len(row.shapes) < MAX_SHAPES + 1:
+            row.shapes[t.shape] = row.shapes.get(t.shape, 0) + 1
+        row.dtypes[t.dtype] = row.dtypes.get(t.dtype, 0) + 1
+        if kind == "create":  # a view shares its base's memory: it allocates nothing
+            row.allocated += nbytes_of(t.shape, t.dtype) or 0
+    elif kind == "inplace":
+        row.writes += 1
+    elif kind == "move":
+        row.moves += 1
+        row.moved_bytes += e.nbytes or 0
+        if e.from_dtype != e.to_dtype:
+            row.casts += 1
+        if e.inplace:
+            row.writes += 1
+    elif kind == "backward":
+        row.backward += 1
+
+
+def line_rows(rec: Recording) -> list[LineRow]:
+    """One row per (source line, op), in order of first appearance; folds add to their row."""
+    rows: dict[LineKey, LineRow] = {}
+    for e in rec.events:
+        key = (e.cell, e.file, e.line, e.op)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = LineRow(len(rows), e.line, e.cell, e.file, e.source or "", e.op)
+        _add(row, e)
+    for f in rec.folds:
+        key = (f.cell, f.file, f.line, f.op)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = LineRow(len(rows), f.line, f.cell, f.file, f.source or "", f.op)
+        row.folded += f.count
+    first_of_line: dict[tuple[Any, Any, Any], LineRow] = {}
+    for row in rows.values():
+        first_of_line.setdefault((row.cell, row.file, row.line), row)
+    for d in rec.diagnostics:
+        row = first_of_line.get((getattr(d, "cell", None), getattr(d, "file", None), getattr(d, "line", None)))
+        if row is not None:
+            row.diagnostics.append(str(getattr(d, "id", "?")))
+    return list(rows.values())
+
+
+def has_loops(rec: Recording) -> bool:
+    """Whether some line ran in more than one separate run of events (a loop, or a repeated call)."""
+    if rec.folds:
+        return True
+    seen: set[tuple[Any, Any, Any]] = set()
+    last = None
+    for e in rec.events:
+        k = (e.cell, e.file, e.line)
+        if k != last:
+            if k in seen:
+                return True
+            seen.add(k)
+            last = k
+    return False
+
+
+# -- steps ----------------------------------------------------------------------------------------
+
+
+def step_starts(events: Sequence[Event]) -> list[int]:
+    """Indices into ``events`` where each iteration of the outermost loop begins.
+
+    The loop's head is the first line that comes back after other lines ran: each new run of
+    that line starts a step.  No repeated line: no steps (an empty list)."""
+    runs: list[tuple[int, tuple[Any, Any, Any]]] = []
+    last = None
+    for i, e in enumerate(events):
+        k = (e.cell, e.file, e.line)
+        if k != last:
+            runs.append((i, k))
+            last = k
+    seen: dict[tuple[Any, Any, Any], int] = {}
+    head = None
+    for i, k in runs:
+        if k in seen:
+            head = k
+            break
+        seen[k] = i
+    if head is None:
+        return []
+    return [i for i, k in runs if k == head]
+
+
+def _norm(s: Stats | None) -> float | None:
+    """The L2 norm from recorded statistics: sum(x²) = (n-1)·std² + n·mean² (torch's std is unbiased)."""
+    if s is None or s.mean is None or s.numel == 0 or s.nan or s.inf:
+        return None
+    std = s.std if s.std is not None and not math.isnan(s.std) else 0.0
+    total = (s.numel - 1) * std * std + s.numel * s.mean * s.mean
+    return math.sqrt(max(total, 0.0))
+
+
+@dataclass(slots=True)
+class StepHistory:
+    """One named tensor over the steps: its version, and mean and norm where --stats recorded them."""
+
+    name: str
+    tensor_id: str
+    versions: list[int | None]
+    means: list[float | None]
+    norms: list[float | None]
+    grad: bool = False
+
+
+def step_history(rec: Recording) -> tuple[int, list[StepHistory]]:
+    """(number of steps, the history of each named tensor written during the loop, and of the
+    gradients they received), from the recorded events only."""
+    events = rec.events
+    starts = step_starts(events)
+    if not starts:
+        return 0, []
+    starts = starts[-MAX_STEPS:]
+    n = len(starts)
+    bounds = [*starts, len(events)]
+    names = {tid: t.label for tid, t in rec.tensors.items() if t.names}
+    hist: dict[str, StepHistory] = {}
+
+    def slot(key: str, name: str, tid: str, grad: bool) -> StepHistory:
+        h = hist.get(key)
+        if h is None:
+            if len(hist) >= MAX_HISTORY_TENSORS:
+                raise KeyError(key)
+            h = hist[key] = StepHistory(name, tid, [None] * n, [None] * n, [None] * n, grad)
+        return h
+
+    created_stats = {e.tensor.id: e.stats for e in events if e.kind == "create" and e.stats is not None}
+    for step in range(n):
+        for e in events[bounds[step] : bounds[step + 1]]:
+            try:
+                if e.kind == "inplace" and e.tensor.id in names:
+                    h = slot(e.tensor.id, names[e.tensor.id], e.tensor.id, False)
+                    h.versions[step] = e.tensor.version
+                    if e.stats is not None:
+                        h.means[step] = e.stats.mean
+                        h.norms[step] = _norm(e.stats)
+                elif e.kind == "backward":
+                    for g in e.grads:
+                        name = g.tensor.label + ".grad"
+                        h = slot("grad:" + g.tensor.id, name, g.grad_id or "", True)
+                        h.versions[step] = 1 if g.accumulated else 0
+                        h.tensor_id = g.grad_id or h.tensor_id  # the card shows the latest gradient
+                        s = created_stats.get(g.grad_id or "")
+                        if s is not None:
+                            h.means[step] = s.mean
+                            h.norms[step] = _norm(s)
+            except KeyError:
+                continue  # past MAX_HISTORY_TENSORS: the table says how many it shows
+    # the tensors first, then the gradients they received (both in order of first appearance)
+    return n, sorted(hist.values(), key=lambda s: s.grad)
+
+
+__all__ = ["LineRow", "StepHistory", "has_loops", "line_rows", "step_history", "step_starts"]

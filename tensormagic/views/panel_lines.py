@@ -1,0 +1,132 @@
+"""The Lines and Steps tabs as tables and escaped HTML (no ipywidgets here): one row per source
+line × op, the events behind a row, and named tensors over the steps of a loop as sparklines."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..model.recording import Recording
+from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, short_op
+from .lines import LineRow, StepHistory, line_rows, step_history
+from .table import PAGE_SIZE, Column, Table, h
+
+MAX_ROW_EVENTS = 200
+
+
+def _shapes(r: LineRow) -> str:
+    shown = list(r.shapes)[:3]
+    more = len(r.shapes) - len(shown)
+    return ", ".join(fmt_shape(s) for s in shown) + (" +more" if more > 0 else "")
+
+
+def _moves(r: LineRow) -> str:
+    if not r.moves:
+        return ""
+    casts = f" ({r.casts:,} casts)" if r.casts else ""
+    return f"{r.moves:,}{casts} · {fmt_bytes(r.moved_bytes)}"
+
+
+def _n(v: int) -> str:
+    return f"{v:,}" if v else ""
+
+
+LINE_COLUMNS: tuple[Column[LineRow], ...] = (
+    Column("line", lambda r: r.where, lambda r: r.line),
+    Column("source", lambda r: r.source.strip()),
+    Column("op", lambda r: short_op(r.op), lambda r: r.op, lambda r: "tm-k-create"),
+    Column("events", lambda r: f"{r.count:,}", lambda r: r.count),
+    Column("tensors made", lambda r: _n(r.made), lambda r: r.made),
+    Column("shapes", _shapes),
+    Column("dtypes", lambda r: ", ".join(r.dtypes)),
+    Column("allocated", lambda r: fmt_bytes(r.allocated) if r.allocated else "", lambda r: r.allocated),
+    Column("in-place writes", lambda r: _n(r.writes), lambda r: r.writes, lambda r: "tm-k-inplace"),
+    Column("moves & casts", _moves, lambda r: r.moved_bytes, lambda r: "tm-k-move"),
+    Column("diagnostics", lambda r: ", ".join(r.diagnostics), lambda r: len(r.diagnostics), lambda r: "tm-warn"),
+)  # fmt: skip
+
+
+def _line_search(r: LineRow) -> str:
+    return f"{r.where}\x00{r.source}\x00{r.op}\x00{' '.join(r.dtypes)}\x00{' '.join(r.diagnostics)}"
+
+
+def lines_table(rec: Recording, page_size: int = PAGE_SIZE) -> Table[LineRow]:
+    """The Lines tab: a row per source line × op; a click on a row shows its events."""
+    return Table(line_rows(rec), LINE_COLUMNS, _line_search, page_size=page_size,
+                 key=lambda r: f"l:{r.index}")  # fmt: skip
+
+
+def row_events_html(r: LineRow) -> str:
+    """The events behind one Lines row (the first ``MAX_ROW_EVENTS``), each tensor clickable."""
+    head = (f"<div class='tm-card'><h4>{h(r.where)} · {h(short_op(r.op))} · {r.count:,} events</h4>"
+            f"<div><code title='{h(r.source)}'>{h(r.source.strip())}</code></div>")  # fmt: skip
+    rows = []
+    for e in r.events[:MAX_ROW_EVENTS]:
+        text = describe(e)
+        rows.append(f"<tr data-tm='t:{h(e.tensor.id)}'><td class='tm-k-{h(e.kind)}'>"
+                    f"{h(KIND_WORD.get(e.kind, e.kind))}</td><td class='tm-link'>{h(e.tensor.label)}</td>"
+                    f"<td title='{h(text)}'>{h(text)}</td></tr>")  # fmt: skip
+    more = r.count - min(len(r.events), MAX_ROW_EVENTS)
+    tail = f"<div class='tm-muted'>… {more:,} more events</div>" if more > 0 else ""
+    return f"{head}<table class='tm-t tm-clickable'><tbody>{''.join(rows)}</tbody></table>{tail}</div>"
+
+
+# -- Steps ----------------------------------------------------------------------------------------
+
+
+def sparkline_svg(values: Sequence[float | int | None], *, width: int = 140, height: int = 22,
+                  label: str = "") -> str:  # fmt: skip
+    """A line of the values over steps, inline SVG; missing steps leave gaps.  The stroke is the
+    theme's text colour so it reads in light and dark themes."""
+    pts = [(i, float(v)) for i, v in enumerate(values) if v is not None]
+    if not pts:
+        return "<span class='tm-muted'>—</span>"
+    lo = min(v for _i, v in pts)
+    hi = max(v for _i, v in pts)
+    span = (hi - lo) or 1.0
+    n = max(len(values) - 1, 1)
+    coords = " ".join(f"{i / n * (width - 2) + 1:.1f},{height - 2 - (v - lo) / span * (height - 4):.1f}"
+                      for i, v in pts)  # fmt: skip
+    title = f"{label}: first {pts[0][1]:.4g}, last {pts[-1][1]:.4g}, min {lo:.4g}, max {hi:.4g}"
+    return (f"<svg class='tm-spark' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img' "
+            f"aria-label='{h(title)}'><title>{h(title)}</title><polyline fill='none' "
+            f"style='stroke:var(--jp-content-font-color1,currentColor)' stroke-width='1.2' "
+            f"points='{coords}'/></svg>")  # fmt: skip
+
+
+def _versions_text(s: StepHistory) -> str:
+    got = [v for v in s.versions if v is not None]
+    if s.grad:
+        acc = sum(1 for v in got if v)
+        return f"received in {len(got):,} steps" + (f" ({acc:,} accumulated)" if acc else "")
+    if not got:
+        return ""
+    return f"{got[0]} → {got[-1]} (written in {len(got):,} steps)"
+
+
+def steps_html(rec: Recording) -> str:
+    """Named tensors written during the loop, and the gradients they received, per step."""
+    n, hist = step_history(rec)
+    if not hist:
+        return "<div class='tm-muted'>no named tensor was written or given a gradient inside a loop</div>"
+    stats = any(v is not None for s in hist for v in s.means)
+    note = ("mean and norm from the statistics recorded with --stats" if stats else
+            "track with --stats to see each tensor's mean and norm per step")  # fmt: skip
+    head = "<tr><th>tensor</th><th>version per step</th><th></th>" + (
+        "<th>mean</th><th>norm</th>" if stats else "") + "</tr>"  # fmt: skip
+    rows = []
+    for s in hist:
+        versions = [None if v is None else float(v) for v in s.versions]
+        # a gradient has no version history worth a line: it is new, or accumulated, each step
+        spark = "" if s.grad else sparkline_svg(versions, label=s.name + " version")
+        cells = [f"<td class='tm-link' title='{h(s.name)}'>{h(s.name)}</td>", f"<td>{spark}</td>",
+                 f"<td>{h(_versions_text(s))}</td>"]  # fmt: skip
+        if stats:
+            cells.append(f"<td>{sparkline_svg(s.means, label=s.name + ' mean')}</td>")
+            cells.append(f"<td>{sparkline_svg(s.norms, label=s.name + ' norm')}</td>")
+        key = f" data-tm='t:{h(s.tensor_id)}'" if s.tensor_id else ""
+        rows.append(f"<tr{key}>{''.join(cells)}</tr>")
+    return (f"<div><b>{n:,}</b> steps (a step starts where the loop's first line runs again); {h(note)}</div>"
+            f"<table class='tm-t tm-clickable'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+__all__ = ["LINE_COLUMNS", "lines_table", "row_events_html", "sparkline_svg", "steps_html"]
