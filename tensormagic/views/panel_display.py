@@ -41,9 +41,9 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # just before it.  Polls until the output is attached, then follows changes of the output area.
 TOGGLE_JS = """(function(){var s=document.currentScript,k='KEY',n=0;
 function tick(){var me=s&&s.closest('.jp-OutputArea-child');if(!me)return false;
-var live=document.querySelector('.tm-live-'+k),prev=me.previousElementSibling;
-var shown=live&&live.offsetParent!==null;me.style.display=shown?'none':'';
-if(prev&&!shown&&/Error displaying widget/.test(prev.textContent||''))prev.style.display='none';return true;}
+var live=document.querySelector('.tm-live-'+k),prev=me.previousElementSibling;me.style.display=live?'none':'';
+if(prev&&!prev.querySelector('.tm-static'))prev.style.display=live||!/^(Loading widget|Error displaying widget)/
+.test((prev.textContent||'').trim())?'':'none';return true;}
 function wait(){if(tick()){var a=s.closest('.jp-OutputArea')||s.closest('.jp-OutputArea-child');
 new MutationObserver(tick).observe(a,{childList:true,subtree:true,attributes:true,attributeFilter:['class']});}
 else if(n++<100)setTimeout(wait,100);}wait();})();"""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Generic, TypeVar
 
 import ipywidgets as W
+from ipywidgets.widgets.widget_string import HTMLStyle
 
 from .table import Table, h
 
@@ -56,18 +57,34 @@ class _Owner:
 
     def __init__(self) -> None:
         self._widgets: list[W.Widget] = []
+        self._shared: dict[str, W.Widget] = {}
 
     def make(self, cls: Callable[..., Any], *args: Any, css: str | None = None, **kw: Any) -> Any:
+        # Widgets without a layout (or HTML without a style) of their own share one: each Layout
+        # model is ~1 KB of state that an executed notebook saves (nbclient keeps every model).
+        if "layout" not in kw and issubclass(cls, W.DOMWidget):
+            kw["layout"] = self._one("layout", W.Layout)
+        if "style" not in kw and cls is W.HTML:
+            kw["style"] = self._one("html-style", HTMLStyle)
         w = cls(*args, **kw)
         if css:
             w.add_class(css)
         self._widgets.append(w)
         return w
 
+    def _one(self, name: str, cls: Callable[[], W.Widget]) -> W.Widget:
+        w = self._shared.get(name)
+        if w is None:
+            w = self._shared[name] = cls()
+        return w
+
     def close(self) -> None:
         widgets, self._widgets = self._widgets, []
         for w in reversed(widgets):
             close_widget(w)
+        shared, self._shared = self._shared, {}
+        for w in shared.values():
+            w.close()
 
     @property
     def closed(self) -> bool:
@@ -92,7 +109,8 @@ class TableView(Generic[R]):
         self.prev = m(W.Button, description="◀ prev", layout=W.Layout(width="6em"), css="tm-prev")
         self.next = m(W.Button, description="next ▶", layout=W.Layout(width="6em"), css="tm-next")
         self.page = m(W.BoundedIntText, value=1, min=1, max=1, description="page", continuous_update=False,
-                      layout=W.Layout(width="9em"), css="tm-page")  # fmt: skip
+                      style={"description_width": "initial"}, layout=W.Layout(width="8.5em"),
+                      css="tm-page")  # fmt: skip
         self.status = m(W.HTML, css="tm-status")
         self.body = m(W.HTML, css="tm-table")
         sort = [self.sort] if self.sort is not None else []
