@@ -17,7 +17,7 @@ STYLE = """
 <style>
 .tm-report{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;line-height:1.45}
 .tm-report table{border-collapse:collapse}
-.tm-report table td,.tm-report table th{padding:1px 8px;text-align:left;vertical-align:top}
+.tm-report table td,.tm-report table th{padding:1px 8px!important;text-align:left!important;vertical-align:top!important}
 .tm-report table td:first-child{white-space:nowrap}
 .tm-report .tm-src td{background:rgba(127,127,127,.12);font-weight:600}
 .tm-report .tm-k-create{color:#116329}.tm-report .tm-k-inplace{color:#953800}

@@ -13,10 +13,13 @@ from .table import PAGE_SIZE, Column, Table, h
 MAX_ROW_EVENTS = 200
 
 
-def _shapes(r: LineRow) -> str:
-    shown = list(r.shapes)[:3]
-    more = len(r.shapes) - len(shown)
-    return ", ".join(fmt_shape(s) for s in shown) + (" +more" if more > 0 else "")
+def _made(r: LineRow) -> str:
+    """``40 · 64×16, 64×2``: how many tensors the op made here, and their shapes (two at most)."""
+    if not r.made:
+        return ""
+    shown = list(r.shapes)[:2]
+    more = " +more" if len(r.shapes) > len(shown) else ""
+    return f"{r.made:,} · " + ", ".join(fmt_shape(s) for s in shown) + more
 
 
 def _moves(r: LineRow) -> str:
@@ -35,8 +38,7 @@ LINE_COLUMNS: tuple[Column[LineRow], ...] = (
     Column("source", lambda r: r.source.strip()),
     Column("op", lambda r: short_op(r.op), lambda r: r.op, lambda r: "tm-k-create"),
     Column("events", lambda r: f"{r.count:,}", lambda r: r.count),
-    Column("made", lambda r: _n(r.made), lambda r: r.made),
-    Column("shapes", _shapes),
+    Column("made", _made, lambda r: r.made),
     Column("dtype", lambda r: ", ".join(r.dtypes)),
     Column("allocated", lambda r: fmt_bytes(r.allocated) if r.allocated else "", lambda r: r.allocated),
     Column("writes", lambda r: _n(r.writes), lambda r: r.writes, lambda r: "tm-k-inplace"),
@@ -49,10 +51,15 @@ def _line_search(r: LineRow) -> str:
     return f"{r.where}\x00{r.source}\x00{r.op}\x00{' '.join(r.dtypes)}\x00{' '.join(r.diagnostics)}"
 
 
+#: Columns left out when no row has anything to say in them (the table must fit a notebook).
+_OPTIONAL = {"writes": lambda r: r.writes, "moves & casts": lambda r: r.moves, "diagnostics": lambda r: r.diagnostics}
+
+
 def lines_table(rec: Recording, page_size: int = PAGE_SIZE) -> Table[LineRow]:
     """The Lines tab: a row per source line × op; a click on a row shows its events."""
-    return Table(line_rows(rec), LINE_COLUMNS, _line_search, page_size=page_size,
-                 key=lambda r: f"l:{r.index}")  # fmt: skip
+    rows = line_rows(rec)
+    columns = [c for c in LINE_COLUMNS if c.title not in _OPTIONAL or any(map(_OPTIONAL[c.title], rows))]
+    return Table(rows, columns, _line_search, page_size=page_size, key=lambda r: f"l:{r.index}")
 
 
 def row_events_html(r: LineRow) -> str:

@@ -1,4 +1,5 @@
-"""The notebooks the browser tests open: the autograd example and a hostile tensor name."""
+"""The notebooks the browser tests open: the autograd example, a hostile tensor name, and a
+small training loop (opened live, and reopened without its kernel)."""
 
 from __future__ import annotations
 
@@ -16,4 +17,21 @@ HOSTILE = f"""\
 d = {{}}
 d["{HOSTILE_NAME}"] = torch.ones(3, requires_grad=True)
 s = (d["{HOSTILE_NAME}"] * 2).sum()"""
-NOTEBOOKS = {"example.ipynb": [SETUP, EXAMPLE], "hostile.ipynb": [SETUP, HOSTILE]}
+LOOP = """\
+%%trackgrad --stats
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+X, Y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+for step in range(20):
+    logits = model(X)
+    loss = torch.nn.functional.cross_entropy(logits, Y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()"""
+NOTEBOOKS = {
+    "example.ipynb": [SETUP, EXAMPLE],
+    "hostile.ipynb": [SETUP, HOSTILE],
+    "loop.ipynb": [SETUP, LOOP],
+    "reopen.ipynb": [SETUP, LOOP, EXAMPLE],
+}

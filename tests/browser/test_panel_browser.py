@@ -15,7 +15,7 @@ from panel_notebooks import HOSTILE_NAME
 pytestmark = pytest.mark.browser
 
 PANEL = ".jp-OutputArea-output .tm-panel"
-TABS = ("Tensors", "Autograd", "In-place", "Devices & dtypes", "Timeline", "Diagnostics")
+TABS = ("Tensors", "Lines", "Autograd", "Timeline")  # the example has no loop, write, move or finding
 
 
 def _open(page: Any, jlab: tuple[str, str], name: str) -> Any:
@@ -62,11 +62,9 @@ def test_panel_tabs_filter_and_card(jlab, page, screenshot_dirs):
         assert _body_rows(panel).count() == 6
 
         expect_in_tab = {
+            "Lines": "F.mean",
             "Autograd": "MeanBackward0",
-            "In-place": "0 writes",
-            "Devices & dtypes": "no device or dtype moves",
             "Timeline": "z = y * y * 3",
-            "Diagnostics": "no warnings",
         }
         for title, text in expect_in_tab.items():
             tabs.filter(has_text=title).first.click()
