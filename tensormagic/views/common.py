@@ -150,14 +150,14 @@ def move_counts(rec: Recording) -> tuple[int, int, int]:
     return moves, casts, sum(f.count for f in rec.folds if f.kind == "move")
 
 
-def count_words(rec: Recording) -> str:
-    c = rec.counts()
+def count_words(rec: Recording, counts: dict[str, int] | None = None) -> str:
+    c = rec.counts() if counts is None else counts
     parts = []
     for k, w in COUNT_WORDS:
         if k != "move":
             parts.append(f"{c.get(k, 0):,} {w}")
             continue
-        moves, casts, folded = move_counts(rec)
+        moves, casts, folded = move_counts(rec) if c.get("move") else (0, 0, 0)  # folds count in c too
         parts.append(f"{moves:,} moves, {casts:,} casts")
         if folded:
             parts.append(f"{folded:,} moves/casts folded")

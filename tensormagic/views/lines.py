@@ -10,7 +10,9 @@ plain data; ``panel_tables`` turns it into HTML.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Sequence
 
 from ..model.events import Event, Stats, where_label
@@ -24,30 +26,28 @@ MAX_HISTORY_TENSORS = 200
 MAX_STEPS = 2_000
 
 LineKey = tuple[Any, Any, Any, str]
+_LINE_OP = attrgetter("cell", "file", "line", "op")
+_KIND = attrgetter("kind")
+_TENSOR = attrgetter("tensor")
+_SHAPE_DTYPE = attrgetter("shape", "dtype")
+_MADE = ("create", "view")
 
 
-@dataclass(slots=True)
 class LineRow:
-    """One source line × op: what every event of that op on that line did, summed."""
+    """One source line × op: what every event of that op on that line did, summed.
 
-    index: int
-    line: int | None
-    cell: int | None
-    file: str | None
-    source: str
-    op: str
-    events: list[Event] = field(default_factory=list)
-    folded: int = 0
-    made: int = 0
-    shapes: dict[tuple[int, ...], int] = field(default_factory=dict)
-    dtypes: dict[str, int] = field(default_factory=dict)
-    allocated: int = 0
-    writes: int = 0
-    moves: int = 0
-    moved_bytes: int = 0
-    casts: int = 0
-    backward: int = 0
-    diagnostics: list[str] = field(default_factory=list)
+    Opening a panel only groups the events; the sums are made when a row is first shown, sorted
+    on or clicked (a page shows 25 rows of perhaps thousands)."""
+
+    __slots__ = ("index", "line", "cell", "file", "source", "op", "events", "folded", "diagnostics", "_t")
+
+    def __init__(self, index: int, line: int | None, cell: int | None, file: str | None, source: str,
+                 op: str) -> None:  # fmt: skip
+        self.index, self.line, self.cell, self.file, self.source, self.op = index, line, cell, file, source, op
+        self.events: list[Event] = []
+        self.folded = 0
+        self.diagnostics: list[str] = []
+        self._t: _Tally | None = None
 
     @property
     def where(self) -> str:
@@ -58,40 +58,76 @@ class LineRow:
         """Events of this op on this line, folded repeats included."""
         return len(self.events) + self.folded
 
+    @property
+    def tally(self) -> _Tally:
+        if self._t is None:
+            self._t = _tally(self.events)
+        return self._t
 
-def _add(row: LineRow, e: Event) -> None:
-    row.events.append(e)
-    kind = e.kind
-    if kind in ("create", "view"):
-        row.made += 1
-        t = e.tensor
-        if t.shape in row.shapes or len(row.shapes) < MAX_SHAPES + 1:
-            row.shapes[t.shape] = row.shapes.get(t.shape, 0) + 1
-        row.dtypes[t.dtype] = row.dtypes.get(t.dtype, 0) + 1
-        if kind == "create":  # a view shares its base's memory: it allocates nothing
-            row.allocated += nbytes_of(t.shape, t.dtype) or 0
-    elif kind == "inplace":
-        row.writes += 1
-    elif kind == "move":
-        row.moves += 1
-        row.moved_bytes += e.nbytes or 0
-        if e.from_dtype != e.to_dtype:
-            row.casts += 1
-        if e.inplace:
-            row.writes += 1
-    elif kind == "backward":
-        row.backward += 1
+    made = property(lambda self: self.tally.made)
+    shapes = property(lambda self: self.tally.shapes)
+    dtypes = property(lambda self: self.tally.dtypes)
+    allocated = property(lambda self: self.tally.allocated)
+    writes = property(lambda self: self.tally.writes)
+    moves = property(lambda self: self.tally.moves)
+    moved_bytes = property(lambda self: self.tally.moved_bytes)
+    casts = property(lambda self: self.tally.casts)
+    backward = property(lambda self: self.tally.backward)
+
+
+@dataclass(slots=True)
+class _Tally:
+    made: int = 0
+    shapes: dict[tuple[int, ...], int] = field(default_factory=dict)
+    dtypes: dict[str, int] = field(default_factory=dict)
+    allocated: int = 0
+    writes: int = 0
+    moves: int = 0
+    moved_bytes: int = 0
+    casts: int = 0
+    backward: int = 0
+
+
+def _tally(events: Sequence[Event]) -> _Tally:
+    # Counters over attribute getters: a row of a 100,000-event loop is summed in a few passes at
+    # C speed, not one Python loop doing every test per event
+    t = _Tally()
+    kinds = Counter(map(_KIND, events))
+    n_made = kinds["create"] + kinds["view"]
+    # the usual row is one kind of event: then every event's tensor is one it made
+    made = list(map(_TENSOR, events)) if n_made == len(events) else [e.tensor for e in events if e.kind in _MADE]
+    t.made = n_made
+    both = Counter(map(_SHAPE_DTYPE, made))  # few distinct (shape, dtype): everything else is per pair
+    for (shape, dtype), n in both.most_common():
+        if shape in t.shapes or len(t.shapes) <= MAX_SHAPES:
+            t.shapes[shape] = t.shapes.get(shape, 0) + n
+        t.dtypes[dtype] = t.dtypes.get(dtype, 0) + n
+    if kinds["create"]:
+        # a view shares its base's memory: it allocates nothing
+        if kinds["create"] != n_made:
+            both = Counter(map(_SHAPE_DTYPE, [e.tensor for e in events if e.kind == "create"]))
+        t.allocated = sum((nbytes_of(s, d) or 0) * n for (s, d), n in both.items())
+    t.writes = kinds["inplace"]
+    t.backward = kinds["backward"]
+    if kinds["move"]:
+        for e in events:
+            if e.kind == "move":
+                t.moves += 1
+                t.moved_bytes += e.nbytes or 0
+                t.casts += e.from_dtype != e.to_dtype
+                t.writes += e.inplace
+    return t
 
 
 def line_rows(rec: Recording) -> list[LineRow]:
     """One row per (source line, op), in order of first appearance; folds add to their row."""
     rows: dict[LineKey, LineRow] = {}
-    for e in rec.events:
-        key = (e.cell, e.file, e.line, e.op)
+    events = rec.events
+    for key, e in zip(map(_LINE_OP, events), events):
         row = rows.get(key)
         if row is None:
             row = rows[key] = LineRow(len(rows), e.line, e.cell, e.file, e.source or "", e.op)
-        _add(row, e)
+        row.events.append(e)
     for f in rec.folds:
         key = (f.cell, f.file, f.line, f.op)
         row = rows.get(key)
@@ -106,6 +142,13 @@ def line_rows(rec: Recording) -> list[LineRow]:
         if row is not None:
             row.diagnostics.append(str(getattr(d, "id", "?")))
     return list(rows.values())
+
+
+def has_steps(rec: Recording) -> bool:
+    """Whether the Steps tab has something to show: a loop, and a backward call or a write to a
+    named tensor (a cheap test: ``step_history`` runs when the tab opens)."""
+    return has_loops(rec) and any(e.kind == "backward" or (e.kind == "inplace" and e.tensor.names)
+                                  for e in rec.events)  # fmt: skip
 
 
 def has_loops(rec: Recording) -> bool:
@@ -219,4 +262,4 @@ def step_history(rec: Recording) -> tuple[int, list[StepHistory]]:
     return n, sorted(hist.values(), key=lambda s: s.grad)
 
 
-__all__ = ["LineRow", "StepHistory", "has_loops", "line_rows", "step_history", "step_starts"]
+__all__ = ["LineRow", "StepHistory", "has_loops", "has_steps", "line_rows", "step_history", "step_starts"]

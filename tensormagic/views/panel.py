@@ -17,7 +17,7 @@ from ..model.recording import Recording
 from .card import EMPTY_CARD, record_card_html
 from .common import count_words, diagnostic_words
 from .graph import graph_html
-from .lines import has_loops, step_history
+from .lines import has_loops, has_steps
 from .panel_lines import lines_table, row_events_html, steps_html
 from .panel_namespace import NamespaceTable
 from .panel_tables import (
@@ -38,18 +38,19 @@ TAB_TITLES = ("Lines", "Tensors", "Steps", "Autograd", "In-place", "Devices & dt
 MAX_FOUND = 20
 
 
-def tab_titles(rec: Recording) -> tuple[str, ...]:
+def tab_titles(rec: Recording, counts: dict[str, int] | None = None) -> tuple[str, ...]:
     """The tabs worth opening for ``rec``: Lines first when the cell has loops, no empty tab."""
     loops = has_loops(rec)
     titles = ["Lines", "Tensors"] if loops else ["Tensors", "Lines"]
-    if loops and step_history(rec)[1]:
+    if loops and has_steps(rec):
         titles.append("Steps")
-    if rec.results():
+    tensors = rec.tensors
+    if any(tid in tensors and tensors[tid].names for tid in rec.graphs.roots):  # rec.results(), stopping early
         titles.append("Autograd")
-    kinds = {e.kind for e in rec.events} | {f.kind for f in rec.folds}
-    if "inplace" in kinds or any(e.kind == "move" and e.inplace for e in rec.events):
+    counts = rec.counts() if counts is None else counts
+    if counts.get("inplace") or (counts.get("move") and any(e.kind == "move" and e.inplace for e in rec.events)):
         titles.append("In-place")
-    if "move" in kinds:
+    if counts.get("move"):
         titles.append("Devices & dtypes")
     titles.append("Timeline")
     if rec.diagnostics:
@@ -64,7 +65,8 @@ class Panel(_Owner):
         super().__init__()
         self.rec, self.page_size = rec, page_size
         m = self.make
-        self.header = m(W.HTML, STYLE + header_html(rec), css="tm-header")
+        self.counts = rec.counts()  # one pass over the events, shared by the header, tabs and Lines
+        self.header = m(W.HTML, STYLE + header_html(rec, self.counts), css="tm-header")
         self.card = m(W.HTML, EMPTY_CARD, css="tm-card-box")
         self.selected: str | None = None
         self.click = m(W.Text, layout=W.Layout(display="none"), css="tm-click")
@@ -73,7 +75,7 @@ class Panel(_Owner):
                       layout=W.Layout(width="24em"), css="tm-find")  # fmt: skip
         self.found = m(W.HTML, css="tm-found")
         self.find.observe(lambda ch: self.search(ch["new"]), "value")
-        self.titles = tab_titles(rec)
+        self.titles = tab_titles(rec, self.counts)
         self._built: dict[str, Any] = {}
         self._holders = [m(W.VBox, [], css=f"tm-tab-{t.split()[0].lower()}") for t in self.titles]
         self.tabs = m(W.Tab, children=self._holders, titles=self.titles, selected_index=0, css="tm-tabs")
@@ -107,7 +109,8 @@ class Panel(_Owner):
             return f"t:{e.tensor.id}" if e.tensor.id in rec.tensors else ""
 
         if title == "Lines":
-            v = TableView(self, lines_table(rec, n), placeholder="filter: line, source, op, dtype", css="tm-lines")
+            v = TableView(self, lines_table(rec, n, self.counts), placeholder="filter: line, source, op, dtype",
+                          css="tm-lines")
             intro = m(W.HTML, "<div class='tm-muted'>one row per source line × op, summed over the cell; "
                               "click a row for its events</div>")  # fmt: skip
             return m(W.VBox, [intro, v.box]), v
@@ -277,10 +280,10 @@ def inplace_intro(rec: Recording, shown: int) -> str:
             "other view")  # fmt: skip
 
 
-def header_html(rec: Recording) -> str:
+def header_html(rec: Recording, counts: dict[str, int] | None = None) -> str:
     """Where, the counts in the shared wording, time, and a badge naming the findings' severities."""
     where = f"cell {rec.cell}" if rec.cell is not None else "block"
-    parts = [f"<b>tensormagic</b> · {h(where)} · {h(count_words(rec))}",
+    parts = [f"<b>tensormagic</b> · {h(where)} · {h(count_words(rec, counts))}",
              f" · {len(rec.tensors):,} tensors · {rec.duration_s * 1000:,.1f} ms"]  # fmt: skip
     if rec.folded:
         parts.append(f" · {rec.folded:,} repeated events folded")

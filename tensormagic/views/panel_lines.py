@@ -51,15 +51,14 @@ def _line_search(r: LineRow) -> str:
     return f"{r.where}\x00{r.source}\x00{r.op}\x00{' '.join(r.dtypes)}\x00{' '.join(r.diagnostics)}"
 
 
-#: Columns left out when no row has anything to say in them (the table must fit a notebook).
-_OPTIONAL = {"writes": lambda r: r.writes, "moves & casts": lambda r: r.moves, "diagnostics": lambda r: r.diagnostics}
-
-
-def lines_table(rec: Recording, page_size: int = PAGE_SIZE) -> Table[LineRow]:
-    """The Lines tab: a row per source line × op; a click on a row shows its events."""
-    rows = line_rows(rec)
-    columns = [c for c in LINE_COLUMNS if c.title not in _OPTIONAL or any(map(_OPTIONAL[c.title], rows))]
-    return Table(rows, columns, _line_search, page_size=page_size, key=lambda r: f"l:{r.index}")
+def lines_table(rec: Recording, page_size: int = PAGE_SIZE, counts: dict[str, int] | None = None) -> Table[LineRow]:
+    """The Lines tab: a row per source line × op; a click on a row shows its events.  Columns no
+    row fills (no write, move or finding in the cell) are left out: the table must fit a notebook."""
+    counts = rec.counts() if counts is None else counts
+    empty = {"writes": not (counts.get("inplace") or any(e.inplace for e in rec.events if e.kind == "move")),
+             "moves & casts": not counts.get("move"), "diagnostics": not rec.diagnostics}  # fmt: skip
+    columns = [c for c in LINE_COLUMNS if not empty.get(c.title)]
+    return Table(line_rows(rec), columns, _line_search, page_size=page_size, key=lambda r: f"l:{r.index}")
 
 
 def row_events_html(r: LineRow) -> str:
