@@ -1,0 +1,287 @@
+"""The panel on training loops (Lines, Steps, clicks, find, page box), the words it counts in,
+and diagnostics shown once: by the display, not again on stderr, with `warnings` filters intact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+
+import pytest
+import torch
+from IPython.utils.capture import capture_output
+
+import tensormagic
+from tensormagic.views.panel import Panel, close_all, header_html
+from tensormagic.views.panel_lines import lines_table
+
+
+@dataclass
+class Finding:
+    """The fields the views read from a diagnostic (``events.Diagnostic``)."""
+
+    id: str
+    severity: str
+    where: str
+    message: str
+    fix: str = ""
+
+
+def _loop(steps: int = 3, stats: bool = False) -> tuple[tensormagic.Recording, torch.Tensor]:
+    w = torch.zeros(4)
+    x = torch.ones(2, 3)
+    with tensormagic.track(stats=stats) as rec:
+        for _ in range(steps):
+            y = x * 2
+            w.add_(1)
+    return rec, w
+
+
+@pytest.fixture
+def loop():
+    rec, w = _loop()
+    p = Panel(rec)
+    yield rec, p
+    p.close()
+
+
+def _row(table, op: str):
+    return next(r for r in table.rows if r.op.endswith(op))
+
+
+def test_lines_sum_each_op_per_line(loop):
+    """Three steps of `y = x * 2` and `w.add_(1)`: two rows, 3 events each, 3 tensors of 2×3 float32
+    made (72 bytes) on one, 3 writes on the other."""
+    rec, p = loop
+    t = p.lines.table
+    assert len(t.rows) == 2
+    mul, add = _row(t, "mul"), _row(t, "add_")
+    assert (mul.count, mul.made, mul.shapes, mul.dtypes, mul.allocated) == (3, 3, {(2, 3): 3}, {"float32": 3}, 72)
+    assert (add.count, add.made, add.writes) == (3, 0, 3)
+    assert "72 B" in p.lines.body.value and "y = x * 2" in p.lines.body.value
+
+
+def test_lines_tab_is_first_in_a_loop(loop):
+    """A cell with a loop opens on Lines; the page rows carry the click key of their row."""
+    _rec, p = loop
+    assert p.tabs.titles[0] == "Lines" and p.tabs.children[0].children
+    assert 'data-tm="l:0"' in p.lines.body.value and 'data-tm="l:1"' in p.lines.body.value
+
+
+def test_clicking_a_lines_row_shows_its_events(loop):
+    """A click on a row (its key through the hidden box) fills the card with that row's events."""
+    _rec, p = loop
+    i = _row(p.lines.table, "add_").index
+    p.click.value = f"l:{i} 1700000000000"
+    assert "3 events" in p.card.value and p.card.value.count(">version ") == 3
+
+
+def test_clicking_a_tensor_opens_its_card(loop):
+    """A click on a tensor's key opens its card, as picking it in a selector does."""
+    rec, p = loop
+    p.click.value = f"t:{rec.tensor('w').id} 1"
+    assert "<h4>w " in p.card.value and p.selected == rec.tensor("w").id
+
+
+def test_lines_leave_out_empty_columns(loop):
+    """A cell without moves or findings has no moves or diagnostics column; writes stay (add_)."""
+    rec, _p = loop
+    titles = [c.title for c in lines_table(rec).columns]
+    assert "writes" in titles and "moves & casts" not in titles and "diagnostics" not in titles
+
+
+def test_steps_give_each_written_tensor_its_version_per_step(loop):
+    """`w.add_(1)` in each of 3 steps: w's version is 1, 2, 3 at the end of the steps."""
+    from tensormagic.views.lines import step_history
+
+    rec, p = loop
+    n, hist = step_history(rec)
+    (w,) = [s for s in hist if s.name == "w"]
+    assert n == 3 and w.versions == [1, 2, 3] and w.means == [None, None, None]
+    assert "Steps" in p.tabs.titles and "track with --stats" in p.steps.value
+
+
+def test_steps_with_stats_give_mean_and_norm_per_step():
+    """With stats, w = zeros(4) after k adds of 1 has mean k and norm sqrt(4·k²) = 2k."""
+    from tensormagic.views.lines import step_history
+
+    rec, _w = _loop(stats=True)
+    (w,) = [s for s in step_history(rec)[1] if s.name == "w"]
+    assert w.means == [1.0, 2.0, 3.0]
+    assert [round(v, 6) for v in w.norms] == [2.0, 4.0, 6.0]
+
+
+def test_steps_list_the_gradients_each_step_received():
+    """Two backward calls in a loop: the leaf's gradient is listed as received in both steps."""
+    from tensormagic.views.lines import step_history
+
+    a = torch.ones(3, requires_grad=True)
+    with tensormagic.track() as rec:
+        for _ in range(2):
+            loss = (a * 3).sum()
+            loss.backward()
+    (g,) = [s for s in step_history(rec)[1] if s.grad]
+    assert g.name == "a.grad" and g.versions == [0, 1]  # new, then accumulated
+
+
+def test_find_searches_every_page():
+    """Finding a name opens its card though its row is on the last page; a partial name lists links."""
+    with tensormagic.track() as rec:
+        x = torch.zeros(1)
+        for i in range(60):
+            x = x + i
+        target = x * 2
+    p = Panel(rec, page_size=25)
+    try:
+        p.find.value = "target"
+        assert "<h4>target " in p.card.value
+        p.find.value = "targ"
+        assert "1 found" in p.found.value and f"data-tm='t:{rec.tensor('target').id}'" in p.found.value
+        p.find.value = "nothing-like-it"
+        assert "no tensor named like" in p.found.value
+    finally:
+        p.close()
+
+
+def test_page_box_jumps_to_a_page():
+    """Typing 3 in the page box shows page 3 of 3 (rows 51–61)."""
+    with tensormagic.track() as rec:
+        x = torch.zeros(1)
+        for i in range(60):
+            x = x + i
+    p = Panel(rec, page_size=25)
+    try:
+        t = p.tensors
+        t.page.value = 3
+        assert "rows 51–61 of 61" in t.status.value and t.next.disabled
+        t.prev.click()
+        assert t.page.value == 2
+    finally:
+        p.close()
+
+
+def test_counts_use_thousands_separators():
+    """1,200 tensors made: the header says "1,200 created", as it says "1,200 tensors"."""
+    with tensormagic.track(max_events=5000) as rec:
+        for _ in range(1200):
+            torch.zeros(1)
+    head = header_html(rec)
+    assert "1,200 created" in head and "1,200 tensors" in head
+
+
+def test_badge_and_summary_name_the_severity_the_entries_state():
+    """An error-level finding: the badge and the summary line say "1 error", as the entry does."""
+    rec, _w = _loop()
+    rec.diagnostics = [Finding("inplace-saved", "error", "line 3", "a will fail")]
+    p = Panel(rec)
+    try:
+        assert "⚠ 1 error" in p.header.value and "tm-sev-error" in p.header.value
+        assert "1 error" in rec.summary_line() and "warning" not in rec.summary_line()
+        assert ">error</span>" in p.diagnostics.value
+    finally:
+        p.close()
+        rec.diagnostics = []
+
+
+def test_trackgrad_on_prints_nothing_for_a_cell_without_tensors(ip):
+    """Under `%trackgrad on`, a cell that touches no tensor displays nothing; one that does, a line."""
+    ip.run_line_magic("config", "TensorMagic.display = 'html'")
+    try:
+        ip.run_line_magic("trackgrad", "on --quiet")
+        ip.run_line_magic("trackgrad", "off")
+        ip.run_line_magic("trackgrad", "on")
+        with capture_output() as quiet:
+            ip.run_cell("n = 1 + 1", store_history=True).raise_error()
+        with capture_output() as loud:
+            ip.run_cell("t = torch.ones(2)", store_history=True).raise_error()
+    finally:
+        ip.run_line_magic("trackgrad", "off")
+        ip.run_line_magic("config", "TensorMagic.display = 'auto'")
+        close_all()
+    assert quiet.outputs == [] and quiet.stdout == ""
+    assert len(loud.outputs) == 1 and "1 created" in loud.outputs[0].data["text/plain"]
+
+
+def test_text_display_never_renders_html(ip, monkeypatch):
+    """In text mode (a terminal) the HTML report is never built: only text reaches the screen."""
+    calls = []
+    original = tensormagic.Recording.to_html
+    monkeypatch.setattr(tensormagic.Recording, "to_html", lambda self: calls.append(1) or original(self))
+    ip.run_line_magic("config", "TensorMagic.display = 'text'")
+    try:
+        with capture_output() as out:
+            ip.run_cell("%%trackgrad\nt = torch.ones(2)", store_history=True).raise_error()
+            ip.run_line_magic("trackgrad", "on")
+            ip.run_cell("u = torch.zeros(2)", store_history=True).raise_error()
+            ip.run_line_magic("trackgrad", "off")
+    finally:
+        ip.run_line_magic("config", "TensorMagic.display = 'auto'")
+    assert calls == [] and [list(o.data) for o in out.outputs] == [["text/plain"], ["text/plain"]]
+
+
+# -- diagnostics shown once: a real shell in a fresh process (pytest itself records warnings) -----
+
+SCRIPT = textwrap.dedent('''
+    import contextlib, io, json, sys, warnings
+    from IPython.testing.globalipapp import start_ipython
+    from tensormagic.diagnostics import InplaceSavedWarning
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "tensormagic")
+    ip.run_cell("import torch")
+    CELL = ("%%trackgrad\\nx = torch.randn(3, requires_grad=True)\\na = x.exp()\\na.add_(1)\\n"
+            "import warnings; warnings.warn('mine')")
+    def run(cell, display="html"):
+        ip.run_line_magic("config", f"TensorMagic.display = '{display}'")
+        err, out = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            r = ip.run_cell(cell)
+        return err.getvalue(), out.getvalue(), r
+    res = {}
+    err, out, r = run(CELL)
+    res["shown"] = {"stderr": err, "stdout": out}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=InplaceSavedWarning)
+        err, out, r = run(CELL)
+    res["error"] = type(r.error_in_exec).__name__
+    with warnings.catch_warnings(record=True) as log:
+        warnings.simplefilter("always")
+        run(CELL)
+    res["recorded"] = [w.category.__name__ for w in log]
+    ip.run_line_magic("config", "TensorMagic.display = 'text'")
+    ip.run_line_magic("trackgrad", "on")
+    err, out, r = run(CELL.split("\\n", 1)[1], display="text")
+    ip.run_line_magic("trackgrad", "off")
+    res["terminal_summary"] = err
+    print("RESULT" + json.dumps(res))
+''')
+
+
+@pytest.fixture(scope="module")
+def warned() -> dict:
+    p = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT")), None)
+    assert line is not None, p.stdout + p.stderr
+    return json.loads(line[len("RESULT"):])
+
+
+def test_a_shown_diagnostic_is_not_printed_again(warned):
+    """The report states the finding; stderr does not repeat it, and the cell's own warning still prints."""
+    assert "inplace-saved" in warned["shown"]["stdout"]
+    assert "InplaceSavedWarning" not in warned["shown"]["stderr"] and "mine" in warned["shown"]["stderr"]
+
+
+def test_error_filter_still_raises_the_diagnostic(warned):
+    """`filterwarnings("error", category=InplaceSavedWarning)` still turns the finding into an exception."""
+    assert warned["error"] == "InplaceSavedWarning"
+
+
+def test_catch_warnings_still_records_the_diagnostic(warned):
+    """`catch_warnings(record=True)` around the cell still receives the finding."""
+    assert "InplaceSavedWarning" in warned["recorded"]
+
+
+def test_terminal_summary_keeps_the_printed_diagnostic(warned):
+    """`%trackgrad on` in a terminal shows one line per cell: there the warning still prints."""
+    assert "InplaceSavedWarning" in warned["terminal_summary"]
