@@ -94,6 +94,7 @@ def test_lines_tab_comes_first_in_a_loop():
             loss.backward()
             with torch.no_grad():
                 w.sub_(0.1 * w.grad)
+            w.grad = None
     p = Panel(rec)
     try:
         assert p.tabs.titles[:3] == ("Lines", "Tensors", "Steps") and "In-place" in p.tabs.titles

@@ -285,3 +285,49 @@ def test_catch_warnings_still_records_the_diagnostic(warned):
 def test_terminal_summary_keeps_the_printed_diagnostic(warned):
     """`%trackgrad on` in a terminal shows one line per cell: there the warning still prints."""
     assert "InplaceSavedWarning" in warned["terminal_summary"]
+
+
+# -- colours: WCAG AA in light and dark themes -------------------------------------------------------
+
+
+def _contrast(fg: str, bg: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+
+    def lum(c: str) -> float:
+        r, g, b = (int(c[i : i + 2], 16) / 255 for i in (1, 3, 5))
+        f = [x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in (r, g, b)]
+        return 0.2126 * f[0] + 0.7152 * f[1] + 0.0722 * f[2]
+
+    hi, lo = sorted((lum(fg), lum(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _text_colours(css: str) -> tuple[list[str], list[str]]:
+    """(light, dark) text colours of the panel's kind and status classes."""
+    import re
+
+    light, dark = [], []
+    for rule in re.findall(r"([^{}]+)\{color:(#[0-9a-f]{6})\}", css):
+        (dark if "data-jp-theme-light" in rule[0] else light).append(rule[1])
+    return light, dark
+
+
+@pytest.mark.parametrize("module", ["tensormagic.views.table", "tensormagic.views.html"])
+def test_text_colours_reach_aa_contrast_in_both_themes(module):
+    """Every coloured text reaches 4.5:1 on JupyterLab's light (#ffffff, striped rows ≈ #ebebeb) and
+    dark (#111111, #2b2b2b) backgrounds."""
+    import importlib
+
+    light, dark = _text_colours(importlib.import_module(module).STYLE)
+    assert len(light) >= 5 and len(dark) >= 5
+    assert min(_contrast(c, bg) for c in light for bg in ("#ffffff", "#ebebeb")) >= 4.5
+    assert min(_contrast(c, bg) for c in dark for bg in ("#111111", "#2b2b2b")) >= 4.5
+
+
+def test_graph_colours_come_from_the_theme():
+    """The autograd picture's nodes, text and edges are painted from JupyterLab's theme variables."""
+    from tensormagic.views.table import STYLE
+
+    for part in ("svg text{fill:var(--jp-content-font-color1", ".node polygon{\n fill:var(--jp-layout-color2",
+                 ".edge path{stroke:var(--jp-content-font-color2"):  # fmt: skip
+        assert part in STYLE

@@ -83,8 +83,9 @@ def history_html(trec: TensorRecord) -> str:
     rows = []
     for e in trec.events[:MAX_HISTORY]:
         kind = f"<td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
+        text = h(describe(e))
         rows.append(f"<tr><td>{h(e.where)}</td>{kind}<td>{h(e.tensor.label)}</td>"
-                    f"<td>{h(short_op(e.op))}</td><td>{h(describe(e))}</td></tr>")  # fmt: skip
+                    f"<td>{h(short_op(e.op))}</td><td title='{text}'>{text}</td></tr>")  # fmt: skip
     more = len(trec.events) - MAX_HISTORY
     if more > 0:
         rows.append(f"<tr><td colspan=5 class='tm-muted'>… {more:,} more events</td></tr>")

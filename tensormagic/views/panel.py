@@ -260,16 +260,18 @@ class _TimelineTable(Table[Any]):
     """The timeline pages events grouped by line; folds follow the last page."""
 
     folds: tuple[Any, ...] = ()
+    tracked: Any = ()
 
     def html(self) -> str:
         last = self.page >= self.pages - 1 and not self.query
-        return timeline_html(self.page_rows(), self.folds if last else ())
+        return clickable(timeline_html(self.page_rows(), self.folds if last else (), self.tracked))
 
 
 def _timeline_table(rec: Recording) -> Table[Any]:
     t = _TimelineTable(rec.events, (), lambda e: f"{e.tensor.label}\x00{e.op}\x00{e.source or ''}",
                        page_size=TIMELINE_PAGE)  # fmt: skip
     t.folds = rec.folds
+    t.tracked = rec.tensors
     return t
 
 

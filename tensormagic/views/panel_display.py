@@ -36,17 +36,19 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_UNKEYED = 100
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
-# Runs only where the page runs output scripts (trusted JupyterLab / Notebook 7, nbconvert HTML).
-# It finds its own output and the live panel by the key both carry; the panel output is the one
-# just before it.  Polls until the output is attached, then follows changes of the output area.
-TOGGLE_JS = """(function(){var s=document.currentScript,k='KEY',n=0;
-function tick(){var me=s&&s.closest('.jp-OutputArea-child');if(!me)return false;
-var live=document.querySelector('.tm-live-'+k),prev=me.previousElementSibling;me.style.display=live?'none':'';
-if(prev&&!prev.querySelector('.tm-static'))prev.style.display=live||!/^(Loading widget|Error displaying widget)/
-.test((prev.textContent||'').trim())?'':'none';return true;}
-function wait(){if(tick()){var a=s.closest('.jp-OutputArea')||s.closest('.jp-OutputArea-child');
-new MutationObserver(tick).observe(a,{childList:true,subtree:true,attributes:true,attributeFilter:['class']});}
-else if(n++<100)setTimeout(wait,100);}wait();})();"""
+# Runs only where the page runs output scripts (trusted JupyterLab / Notebook 7, nbconvert HTML,
+# VS Code).  It finds the live panel by the key both outputs carry.  In JupyterLab and Notebook 7
+# the panel's output is the one just before this one: it follows changes of the output area and
+# hides that output while it shows "Loading widget..." or "Error displaying widget".  Elsewhere it
+# hides the report itself once the panel appears (looking for a minute, then giving up).
+TOGGLE_JS = """(function(){var s=document.currentScript,k='KEY',n=0;if(!s)return;
+function tick(){var c=s.closest('.jp-OutputArea-child'),d=s.previousElementSibling,live=document.querySelector(
+'.tm-live-'+k),v=live?'none':'';if(d)d.style.display=v;if(!c)return !!live;c.style.display=v;
+var prev=c.previousElementSibling;if(prev&&!prev.querySelector('.tm-static'))prev.style.display=live||
+!/^(Loading widget|Error displaying widget)/.test((prev.textContent||'').trim())?'':'none';return true;}
+function wait(){var a=s.closest('.jp-OutputArea');if(a){tick();new MutationObserver(tick).observe(a,
+{childList:true,subtree:true,attributes:true,attributeFilter:['class']});}
+else if(!tick()&&n++<600)setTimeout(wait,100);}wait();})();"""
 
 
 def widget_output(widget: W.Widget) -> dict[str, Any]:

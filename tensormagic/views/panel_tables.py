@@ -4,7 +4,7 @@ and escaped HTML (no ipywidgets here).  The generic filter/sort/page model is in
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Container, Sequence
 
 from ..model.events import Event, Fold, TensorRef, where_label
 from ..model.recording import Recording, TensorRecord
@@ -279,16 +279,18 @@ def move_totals_html(rec: Recording) -> str:
 # -- Timeline ------------------------------------------------------------------------------------
 
 
-def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = ()) -> str:
-    """Events grouped by source line: the line once, its events under it."""
-    parts = ['<table class="tm-t"><tbody>']
+def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = (), tracked: Container[str] = ()) -> str:
+    """Events grouped by source line: the line once, its events under it; the row of an event on
+    a ``tracked`` tensor carries its click key."""
+    parts = ['<table class="tm-t tm-clickable"><tbody>']
     for first, group in line_groups(list(events)):
         src = h(first.source or "")
         parts.append(f"<tr class='tm-src'><td>{h(first.where)}</td><td colspan=3 title='{src}'>{src}</td></tr>")
         for e in group:
             text = h(describe(e))
+            key = f" data-tm='t:{h(e.tensor.id)}'" if e.tensor.id in tracked else ""
             parts.append(
-                f"<tr><td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
+                f"<tr{key}><td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
                 f"<td title='{h(e.tensor.label)}'>{h(e.tensor.label)}</td><td>{h(short_op(e.op))}</td>"
                 f"<td title='{text}'>{text}</td></tr>"
             )

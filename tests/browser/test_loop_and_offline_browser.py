@@ -25,6 +25,24 @@ def _shot(locator: Any, dirs: list[Path], name: str) -> None:
         shutil.copy(dirs[0] / name, d / name)
 
 
+# WCAG contrast of each coloured text in the panel against the first opaque background above it
+CONTRASTS = """() => {
+  const rgb = s => s.match(/[\\d.]+/g).map(Number);
+  const lum = c => { const f = c.slice(0, 3).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92
+    : Math.pow((v + 0.055) / 1.055, 2.4); }); return 0.2126 * f[0] + 0.7152 * f[1] + 0.0722 * f[2]; };
+  const bg = el => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
+    if (c.length < 4 || c[3] > 0.5) return c; } return [255, 255, 255]; };
+  return [...document.querySelectorAll('.tm-panel [class*="tm-k-"], .tm-panel .tm-ok, .tm-panel .tm-warn')]
+    .filter(e => e.textContent.trim()).map(e => { const a = lum(rgb(getComputedStyle(e).color)), b = lum(bg(e));
+      return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05); });
+}"""
+
+
+def _rgb(hex_colour: str) -> str:
+    h = hex_colour.lstrip("#")
+    return "rgb({}, {}, {})".format(*(int(h[i : i + 2], 16) for i in (0, 2, 4)))
+
+
 def _static_shown(page: Any) -> list[bool]:
     """For each static report on the page: is its output shown?"""
     return page.evaluate("() => [...document.querySelectorAll('.tm-static')].map("
@@ -61,6 +79,16 @@ def test_loop_opens_on_lines_and_clicks_open_cards(jlab, page, screenshot_dirs):
         node = panel.locator(".tm-graph g.node[data-tm]", has_text="logits").first
         node.click()
         card.locator("h4", has_text="logits").wait_for()
+
+        page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+        page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
+        page.wait_for_timeout(500)
+        assert min(page.evaluate(CONTRASTS)) >= 4.5  # every coloured text of the panel, on its background
+        fill, want = page.evaluate("() => { const n = document.querySelector('.tm-graph g.node polygon, "
+                                   ".tm-graph g.node path'); return [getComputedStyle(n).fill, getComputedStyle("
+                                   "document.body).getPropertyValue('--jp-layout-color2').trim()]; }")  # fmt: skip
+        assert fill == _rgb(want)  # the graph's nodes are painted from the theme
+        _shot(panel, screenshot_dirs, "panel-autograd-dark.png")
         assert not page.dialogs and not page.errors
     except Exception:
         page.screenshot(path=str(screenshot_dirs[0] / "failure-loop.png"), full_page=True)
