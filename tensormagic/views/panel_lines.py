@@ -14,12 +14,13 @@ MAX_ROW_EVENTS = 200
 
 
 def _made(r: LineRow) -> str:
-    """``40 · 64×16, 64×2``: how many tensors the op made here, and their shapes (two at most)."""
+    """``40 · float32 · 64×16, 64×2``: how many tensors the op made here, their dtypes and their
+    shapes (two at most)."""
     if not r.made:
         return ""
     shown = list(r.shapes)[:2]
     more = " +more" if len(r.shapes) > len(shown) else ""
-    return f"{r.made:,} · " + ", ".join(fmt_shape(s) for s in shown) + more
+    return f"{r.made:,} · {', '.join(r.dtypes)} · " + ", ".join(fmt_shape(s) for s in shown) + more
 
 
 def _moves(r: LineRow) -> str:
@@ -39,7 +40,6 @@ LINE_COLUMNS: tuple[Column[LineRow], ...] = (
     Column("op", lambda r: short_op(r.op), lambda r: r.op, lambda r: "tm-k-create"),
     Column("events", lambda r: f"{r.count:,}", lambda r: r.count),
     Column("made", _made, lambda r: r.made),
-    Column("dtype", lambda r: ", ".join(r.dtypes)),
     Column("allocated", lambda r: fmt_bytes(r.allocated) if r.allocated else "", lambda r: r.allocated),
     Column("writes", lambda r: _n(r.writes), lambda r: r.writes, lambda r: "tm-k-inplace"),
     Column("moves & casts", _moves, lambda r: r.moved_bytes, lambda r: "tm-k-move"),

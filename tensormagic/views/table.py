@@ -35,7 +35,8 @@ STYLE = ("""<style>
  white-space:nowrap}
 .tm-panel table.tm-t td{padding:1px 8px;vertical-align:top;white-space:nowrap;max-width:28em;
  overflow:hidden;text-overflow:ellipsis}
-.tm-panel .tm-lines table.tm-t td:nth-child(2){max-width:14em}
+.tm-panel .tm-lines table.tm-t td:nth-child(2){max-width:12em}
+.tm-panel .tm-lines table.tm-t td:nth-child(3){max-width:12em}
 .tm-panel table.tm-t tr:nth-child(even) td{background:rgba(127,127,127,.07)}
 .tm-panel .tm-src td{background:rgba(127,127,127,.16)!important;font-weight:600}
 .tm-panel table.tm-clickable tr[data-tm]{cursor:pointer}

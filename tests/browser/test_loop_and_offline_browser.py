@@ -55,6 +55,7 @@ def test_loop_opens_on_lines_and_clicks_open_cards(jlab, page, screenshot_dirs):
     url, token = jlab
     try:
         open_and_run_all(page, f"{url}/lab/tree/loop.ipynb?token={token}&reset", PANEL)
+        page.evaluate("() => window.jupyterapp.shell.collapseLeft()")  # the width a reader gives a notebook
         panel = page.locator(PANEL).first
         lines = panel.locator(".tm-lines .tm-table table")
         lines.wait_for()
@@ -65,10 +66,10 @@ def test_loop_opens_on_lines_and_clicks_open_cards(jlab, page, screenshot_dirs):
         row.click()  # the kernel answers through the hidden click box
         card = panel.locator(".tm-card-box .tm-card")
         card.locator("h4", has_text="F.cross_entropy · 20 events").wait_for()
+        _shot(panel, screenshot_dirs, "panel-lines.png")
         card.locator("tr[data-tm] .tm-link").first.click()
         card.locator("h4", has_text="loss").wait_for()
         assert _static_shown(page) == [False]
-        _shot(panel, screenshot_dirs, "panel-lines.png")
 
         tabs.filter(has_text="Steps").click()
         steps = panel.locator(".tm-steps")

@@ -62,7 +62,7 @@ def test_panel_tabs_filter_and_card(jlab, page, screenshot_dirs):
         assert _body_rows(panel).count() == 6
 
         expect_in_tab = {
-            "Lines": "F.mean",
+            "Lines": "out = z.mean()",
             "Autograd": "MeanBackward0",
             "Timeline": "z = y * y * 3",
         }
