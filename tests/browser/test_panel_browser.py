@@ -55,7 +55,7 @@ def test_panel_tabs_filter_and_card(jlab, page, screenshot_dirs):
     try:
         panel = _open(page, jlab, "example.ipynb")
         header = panel.locator(".tm-header").inner_text()
-        assert "6 created, 0 views, 0 in-place, 0 moves, 1 backward" in header
+        assert "6 created, 0 views, 0 in-place, 0 moves, 0 casts, 1 backward" in header
 
         tabs = panel.locator(".widget-tab .lm-TabBar-tab")
         assert [tabs.nth(i).inner_text().strip() for i in range(tabs.count())] == list(TABS)
