@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,6 +29,9 @@ def test_demo_text_runs_the_first_lesson_in_a_terminal():
     assert "# Tensor basics" in out and "In [1]: %load_ext tensormagic" in out
     assert "MeanBackward0 → MulBackward0 → MulBackward0 ⇉ AddBackward0 → AccumulateGrad(x)" in out
     assert "version 0→1" in out and "torch.from_numpy" in out and "Traceback" not in out
+    # each report names the cell of the In [N] printed above it (the numbers come from IPython)
+    pairs = re.findall(r"^In \[(\d+)\]: %%trackgrad.*?^tensormagic · cell (\d+) ·", out, re.M | re.S)
+    assert len(pairs) >= 5 and all(a == b for a, b in pairs), pairs
 
 
 def test_demo_with_a_missing_notebook_is_one_line_error(tmp_path):

@@ -7,6 +7,7 @@ scripts can call it directly.
 from __future__ import annotations
 
 import ast
+import sys
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -51,7 +52,9 @@ def run_tracked_cell(shell: Any, body: str, opts: Options, *, full_source: str |
     propagates unchanged; ``on_done`` receives the recording even then.
     """
     __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
-    number = shell.execution_count
+    number = running_cell_number(shell)
+    if number is None:  # called from Python, not from a cell: the number the next cell gets
+        number = shell.execution_count
     transformed = shell.transform_cell(body)
     filename = shell.compile.cache(transformed, number, raw_code=body)
     tree = shell.compile.ast_parse(transformed, filename=filename)
@@ -87,6 +90,8 @@ class AutoTracker:
         self._make_track = make_track or _make_track
         self._current: track | None = None
         self._rec: Recording | None = None
+        self._count_before: int | None = None
+        self._nested = 0  # run_cell calls made by the tracked cell, still open
         self.active = False
 
     def start(self) -> None:
@@ -116,12 +121,21 @@ class AutoTracker:
         try:
             raw = getattr(info, "raw_cell", "") or ""
             if self._current is not None:
+                if running_cell_number(self.shell) is not None:
+                    # run_cell called by the tracked cell (%%capture, a helper): its code runs inside
+                    # the open recording, which already sees it; it gets no recording of its own
+                    self._nested += 1
+                    return
                 self._finish(None)  # a cell that never reached post_run_cell
             if self._skips(raw):
                 return
-            number = self.shell.execution_count
-            t = self._make_track(self.shell, self.opts, number=number, offset=0, source=raw, filename=None,
-                                 cell_id=getattr(info, "cell_id", None))  # fmt: skip
+            # The cell's In[N] is not known yet: IPython >= 9.8 has already counted it here when
+            # it stores history, earlier releases count it after the cell.  The count now is the
+            # cell's own where history is not stored (nothing moves it then); _finish corrects it
+            # from the result otherwise.
+            self._count_before = self.shell.execution_count
+            t = self._make_track(self.shell, self.opts, number=self._count_before, offset=0, source=raw,
+                                 filename=None, cell_id=getattr(info, "cell_id", None))  # fmt: skip
             self._rec = t.__enter__()
             self._current = t
         except Exception as e:  # noqa: BLE001 - a raising callback would print on every cell
@@ -129,17 +143,32 @@ class AutoTracker:
 
     def post_run_cell(self, result: Any) -> None:
         try:
+            if self._nested:
+                self._nested -= 1
+                return
             if self._current is None:
                 return
             self._finish(result)
         except Exception as e:  # noqa: BLE001 - a raising callback would print on every cell
             self._fail(e)
 
+    def _number(self, result: Any) -> int | None:
+        """The cell's In[N], as IPython numbers it in tracebacks ("Cell In[N]")."""
+        if result is not None:
+            n = getattr(result, "execution_count", None)
+            if isinstance(n, int):
+                return n
+            # IPython 8 leaves it None where history is not stored; the count did not move then
+            return self._count_before
+        return running_cell_number(self.shell)  # %trackgrad off inside the tracked cell
+
     def _finish(self, result: Any) -> None:
         t, rec = self._current, self._rec
         self._current = self._rec = None
+        self._nested = 0
         if t is None or rec is None:
             return
+        rec.cell = self._number(result)
         t.block = _cell_block(self.shell, rec.cell)
         err = None
         if result is not None:
@@ -166,5 +195,29 @@ class AutoTracker:
 
 def _cell_block(shell: Any, number: int | None) -> tuple[str, int, None] | None:
     """The filename IPython compiled cell ``number`` under (its linecache entry), if any."""
+    if number is None:
+        return None
     names = [fn for fn, n in shell.compile._filename_map.items() if n == number]
     return (names[-1], 1, None) if names else None
+
+
+def running_cell_number(shell: Any) -> int | None:
+    """The In[N] of the cell whose code is running now, or None outside a cell.
+
+    It is the number IPython's compiler filed the cell's code under, the one its tracebacks print
+    as "Cell In[N]": read from the innermost cell's top-level frame (a function defined in an
+    earlier cell and called from this one is skipped by its name).  ``shell.execution_count`` is
+    not it: inside a cell it is N on IPython < 9.8 and N + 1 from 9.8 on, where history is stored.
+    """
+    fmap = getattr(getattr(shell, "compile", None), "_filename_map", None)
+    if not fmap:
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "<module>":
+            n = fmap.get(code.co_filename)
+            if isinstance(n, int):
+                return n
+        frame = frame.f_back
+    return None
