@@ -1,9 +1,9 @@
 """The command line: ``python -m tensormagic`` / ``tensormagic``.
 
 ``demo`` opens the first lesson in JupyterLab (``--text``: in this terminal), ``example`` prints
-the autograd example's report; ``summary``, ``show`` and ``export`` review a log file
-written with ``track(log=...)``, ``%%trackgrad --log`` or ``TensorMagic.log_path``.  Errors are
-one line on stderr and exit status 1 (2 for a wrong command line, as argparse does).
+the autograd example's report, ``doctor`` the versions and the engine in use; ``summary``, ``show``
+and ``export`` review a log file written with ``track(log=...)``, ``%%trackgrad --log`` or
+``TensorMagic.log_path``.  Errors are one line on stderr and exit status 1 (2 for a wrong command line, as argparse does).
 """
 
 from __future__ import annotations
@@ -53,6 +53,43 @@ def _cmd_example(args: argparse.Namespace) -> int:
     print("Tracking this code with tensormagic.track():\n")
     print("    " + DEMO_SOURCE.strip().replace("\n", "\n    ") + "\n")
     print(run_demo())
+    return EXIT_OK
+
+
+def doctor_report() -> str:
+    """Versions of what tensormagic runs on, and which engine records (the compiled one, or why not)."""
+    import platform
+    from importlib import metadata
+
+    from . import __version__
+    from .engine.availability import HOW_TO_GET, compiled_error, compiled_path, engine_in_use
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    rows = [("tensormagic", __version__), ("python", f"{platform.python_version()} ({sys.executable})"),
+            ("platform", platform.platform()), ("torch", version("torch")), ("IPython", version("ipython")),
+            ("ipywidgets", version("ipywidgets"))]  # fmt: skip
+    err = compiled_error()
+    if engine_in_use() == "c":
+        engine = f"compiled (C), {compiled_path()}"
+    elif err is None:
+        engine = "Python: TENSORMAGIC_ENGINE=python chooses it (the compiled engine is built)"
+    else:
+        engine = f"Python, because the compiled engine is missing: {err}"
+    rows.append(("engine", engine))
+    lines = [f"{k:<12}{v}" for k, v in rows]
+    if err is not None:
+        lines.append(f"{'':<12}The Python engine records the same events, more slowly. To get the compiled one: "
+                     f"{HOW_TO_GET}.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    print(doctor_report())
     return EXIT_OK
 
 
@@ -219,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("example", help="track the autograd example and print the report",
                        description="Track the autograd example and print the text report.")  # fmt: skip
     x.set_defaults(func=_cmd_example)
+
+    dr = sub.add_parser("doctor", help="versions, and which engine records (the compiled one, or why not)",
+                        description="Print the versions of Python, torch, IPython and ipywidgets, and which "
+                        "engine records: the compiled one, or the Python one and why (with how to get the "
+                        "compiled one).")  # fmt: skip
+    dr.set_defaults(func=_cmd_doctor)
 
     s = sub.add_parser("summary", help="one line per logged cell, then totals",
                        description="One line per logged cell (position, execution count, first line of the "

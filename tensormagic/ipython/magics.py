@@ -219,16 +219,25 @@ def current_cell_id(shell: Any) -> str | None:
 
 
 _loaded: dict[int, TensorMagic] = {}
+_told_engine: list[bool] = []  # the missing-engine line is printed once per process
 
 
 def load(ip: Any) -> TensorMagic:
-    """Register the magics once per shell (loading twice registers nothing twice)."""
+    """Register the magics once per shell (loading twice registers nothing twice); say once if the
+    compiled engine is missing, since pip installs without it, silently, where no compiler is."""
     existing = _loaded.get(id(ip))
     if existing is not None and existing.shell is ip:
         return existing
     magics = TensorMagic(ip)
     ip.register_magics(magics)
     _loaded[id(ip)] = magics
+    if not _told_engine:
+        _told_engine.append(True)
+        from ..engine.availability import missing_line
+
+        line = missing_line()
+        if line is not None:
+            print(line)
     return magics
 
 
