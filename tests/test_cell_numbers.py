@@ -20,8 +20,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _traceback_cells(text: str) -> set[int]:
-    """The N of every ``Cell In[N]`` in an IPython traceback."""
-    return {int(n) for n in re.findall(r"Cell In\s*\[(\d+)\]", ANSI.sub("", text))}
+    """The N of every ``Cell In[N]`` in an IPython traceback (``Input In [N]`` before IPython 8.6)."""
+    return {int(n) for n in re.findall(r"(?:Cell|Input) In\s*\[(\d+)\]", ANSI.sub("", text))}
 
 
 @pytest.mark.parametrize("store_history", [True, False])
