@@ -58,20 +58,24 @@ def _cmd_example(args: argparse.Namespace) -> int:
 
 def doctor_report() -> str:
     """Versions of what tensormagic runs on, and which engine records (the compiled one, or why not)."""
+    import importlib
     import platform
-    from importlib import metadata
 
     from . import __version__
     from .engine.availability import HOW_TO_GET, compiled_error, compiled_path, engine_in_use
 
-    def version(dist: str) -> str:
+    def version(module: str) -> str:
+        # the imported module's own __version__ (a local build tag such as +cpu included), and a
+        # module that is installed but fails to import says why
         try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
+            return str(importlib.import_module(module).__version__)
+        except ModuleNotFoundError:
             return "not installed"
+        except Exception as e:  # noqa: BLE001 - a broken install is what doctor is for
+            return f"installed, but import fails: {type(e).__name__}: {e}".replace("\n", " ")
 
     rows = [("tensormagic", __version__), ("python", f"{platform.python_version()} ({sys.executable})"),
-            ("platform", platform.platform()), ("torch", version("torch")), ("IPython", version("ipython")),
+            ("platform", platform.platform()), ("torch", version("torch")), ("IPython", version("IPython")),
             ("ipywidgets", version("ipywidgets"))]  # fmt: skip
     err = compiled_error()
     if engine_in_use() == "c":
@@ -89,7 +93,11 @@ def doctor_report() -> str:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .engine.availability import compiled_error
+
     print(doctor_report())
+    if args.require_compiled and compiled_error() is not None:
+        raise CliError("--require-compiled: the compiled engine does not import")
     return EXIT_OK
 
 
@@ -261,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Print the versions of Python, torch, IPython and ipywidgets, and which "
                         "engine records: the compiled one, or the Python one and why (with how to get the "
                         "compiled one).")  # fmt: skip
+    dr.add_argument("--require-compiled", action="store_true",
+                    help="exit with status 1 when the compiled engine does not import (for wheel builds)")  # fmt: skip
     dr.set_defaults(func=_cmd_doctor)
 
     s = sub.add_parser("summary", help="one line per logged cell, then totals",
