@@ -1,8 +1,14 @@
 """Wrote tests/data/log_schema1.jsonl with the code of main at 816a535 (schema_version 1); kept to
 say how it was made, never re-run (the fixture is what that code wrote, every later reader must load it)."""
-import sys, warnings, torch, numpy as np
+import sys
+import warnings
+
+import numpy as np
+import torch
+
 import tensormagic
 from tensormagic.log.writer import close_all
+
 path = sys.argv[1]
 warnings.simplefilter("ignore")
 torch.manual_seed(0)
