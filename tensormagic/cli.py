@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, TextIO
 
 from .model.events import KINDS
+from .views.inert import inert_line
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -150,7 +151,7 @@ def _run_scan(label: str, work: Callable[[Any, Any], Any], path: str) -> tuple[A
         if bar is not None:
             bar.close()
     for note in stats.notes():
-        print(f"tensormagic: note: {note}", file=sys.stderr)
+        print(inert_line(f"tensormagic: note: {note}"), file=sys.stderr)
     return result, stats
 
 
@@ -181,14 +182,14 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
             failed += c.failed
             incomplete += not c.complete
             ec = "" if c.exec_count is None else f"[{c.exec_count}]"
-            first = c.first_line() or "(no source)"
+            first = inert_line(c.first_line()) or "(no source)"
             first = first if len(first) <= 40 else first[:39] + "…"
             row = f"{c.position:>4} {ec:>5}  {first:<40}" + "".join(
                 f" {counts.get(k, 0):>8}" for k, _ in kind_cols
             )
             print(row + f" {fmt_bytes(c.bytes_moved) or '0 B':>9} {c.warnings:>4}  {status}", file=out)
         if not printed:
-            print(f"{args.log}: no cells logged yet", file=out)
+            print(inert_line(f"{args.log}: no cells logged yet"), file=out)
             return []
         total = f"{'':>4} {'':>5}  {f'total: {n} cell(s)':<40}" + "".join(
             f" {totals.get(k, 0):>8}" for k, _ in kind_cols
@@ -319,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except (CliError, LogReadError, OSError) as e:
-        print(f"tensormagic: error: {e}", file=sys.stderr)
+        print(inert_line(f"tensormagic: error: {e}"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("tensormagic: interrupted", file=sys.stderr)

@@ -11,6 +11,7 @@ from .engine import describe, history, identity, naming
 from .model.events import Stats
 from .model.gradgraph import GradGraph
 from .views.common import fmt_bytes, fmt_shape
+from .views.inert import inert, inert_line
 
 
 @dataclass
@@ -77,7 +78,7 @@ class TensorInfo:
     def to_text(self) -> str:
         head = f"{self.name or 'tensor'}" + (f"  [{self.id}]" if self.id else "")
         width = max(len(k) for k, _ in self.rows())
-        return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in self.rows()])
+        return inert("\n".join([inert_line(head)] + [f"  {k:<{width}}  {inert_line(v)}" for k, v in self.rows()]))
 
     def to_html(self) -> str:
         from .views.html import STYLE, h
@@ -237,12 +238,18 @@ class TableInfo:
                 "footer": self.footer}  # fmt: skip
 
     def to_text(self) -> str:
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
+        """Aligned columns, each at most ``MAX_COLUMN`` wide: a longer cell overflows its own row
+        only (a 20,000-character name must not pad every row to its width)."""
+        rows = [tuple(inert_line(x) for x in r) for r in self.rows]
+        widths = [min(MAX_COLUMN, max(len(c), *(len(r[i]) for r in rows)) if rows else len(c))
                   for i, c in enumerate(self.columns)]  # fmt: skip
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        lines = [self.title, fmt.format(*self.columns)] + [fmt.format(*r) for r in self.rows]
+
+        def line(cells: tuple[str, ...]) -> str:
+            return "  ".join(x.ljust(w) for x, w in zip(cells, widths)).rstrip()
+
+        lines = [inert_line(self.title), line(self.columns)] + [line(r) for r in rows]
         if self.footer:
-            lines.append(self.footer)
+            lines.append(inert_line(self.footer))
         return "\n".join(lines)
 
     def to_html(self) -> str:
@@ -257,6 +264,8 @@ class TableInfo:
         return {"text/plain": self.to_text(), "text/html": self.to_html()}
 
 
+#: the widest a text table's column is padded to
+MAX_COLUMN = 40
 TABLE_COLUMNS = ("name", "shape", "dtype", "device", "requires_grad", "grad_fn", "bytes")
 
 

@@ -9,6 +9,7 @@ import torch
 
 from ..engine import naming
 from ..views.common import fmt_bytes
+from ..views.inert import inert
 
 
 @dataclass
@@ -32,7 +33,7 @@ class DeviceReport:
             total = sum(b for _, b in items)
             names = ", ".join(n for n, _ in items[:12]) + (f", … ({len(items) - 12} more)" if len(items) > 12 else "")
             lines.append(f"on {dev}: {len(items)} tensor(s), {fmt_bytes(total)}: {names}")
-        return "\n".join(lines)
+        return inert("\n".join(lines))  # names may be dict keys: any text
 
     def to_html(self) -> str:
         from ..views.html import STYLE, h

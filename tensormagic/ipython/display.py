@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 from ..model.recording import Recording
 from ..views.html import h
+from ..views.inert import inert_line
 
 MODES = ("auto", "widget", "html", "text")
 
@@ -164,6 +165,6 @@ def show_log(recs: Any, labels: list[str], mode: str, shell: Any) -> Any:
 
         return display_log(recs, labels)
     for label, rec in zip(labels, recs):
-        print(f"── {label} ──")
+        print(inert_line(f"── {label} ──"))
         show(rec, mode, shell)
     return None

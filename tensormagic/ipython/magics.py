@@ -12,6 +12,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode, Union
 
 from ..model.recording import Recording
+from ..views.inert import inert_line
 from .display import MODES, show, show_info, show_log, show_namespace, touched_nothing
 from .session import AutoTracker, Options, run_tracked_cell
 
@@ -199,10 +200,10 @@ class TensorMagic(Magics):
         except (OSError, LogReadError) as e:
             raise UsageError(str(e)) from None
         for note in recs.stats.notes():
-            print(f"note: {note}")
+            print(inert_line(f"note: {note}"))
         if not recs:
             if args.cell is None and args.exec_count is None:
-                print(f"{path}: no cells logged yet")
+                print(inert_line(f"{path}: no cells logged yet"))
                 return None
             what = f"cell {args.cell}" if args.cell is not None else f"cell with execution count {args.exec_count}"
             raise UsageError(f"{path} has {recs.stats.cells} cell(s); there is no {what}")

@@ -14,18 +14,21 @@ from .common import (
     short_op,
     tree_lines,
 )  # fmt: skip
+from .inert import inert, inert_line
 
 MAX_LINES = 400
 
 
 def summary_line(rec: Recording) -> str:
+    """One line, inert on a terminal (an exception message may hold newlines or escapes)."""
     where = f"cell {rec.cell}" if rec.cell is not None else "block"
     status = "  FAILED: " + rec.error if rec.failed and rec.error else ""
     warn = f" · {diagnostic_words(rec.diagnostics)}" if rec.diagnostics else ""
-    return f"tensormagic · {where} · {count_words(rec)}{warn} · {rec.duration_s * 1000:,.1f} ms{status}"
+    return inert_line(f"tensormagic · {where} · {count_words(rec)}{warn} · {rec.duration_s * 1000:,.1f} ms{status}")
 
 
 def render_recording(rec: Recording, *, width: int = 100) -> str:
+    """The report; sources, names, messages and notes come from the user or a log: made inert."""
     out = [summary_line(rec)]
     if rec.internal_error:
         out.append(f"  note: recording incomplete ({rec.internal_error})")
@@ -61,7 +64,7 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         stats = rec_t.stats(sync=False) if rec_t is not None else None
         if stats is not None:
             out.append(f"  {g.tensor.label}.grad: {stats.summary()}")
-    return "\n".join(out)
+    return inert("\n".join(out))
 
 
 def _label(rec: Recording, tid: str) -> str:

@@ -1,0 +1,106 @@
+"""Text meant for a terminal is inert: control characters and bidi overrides from sources, names,
+exception messages or a log someone sent print as escapes, never reach the terminal raw."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from IPython.utils.capture import capture_output
+from testkit import run
+
+import tensormagic
+from tensormagic.info import namespace_info, tensor_info
+from tensormagic.log import writer as logfile
+
+ESC, BEL, RLO = "\x1b", "\x07", "\u202e"
+HOSTILE = f"{ESC}]0;pwned{BEL}{ESC}[2J{RLO}gpj.exe"
+RAW = (ESC, BEL, RLO, "\x9b", "\r")
+
+
+def _assert_inert(text: str) -> None:
+    for c in RAW:
+        assert c not in text, repr(c)
+    assert "\\x1b" in text and "\\u202e" in text
+
+
+def _hostile_recording() -> tensormagic.Recording:
+    d: dict[str, torch.Tensor] = {}
+    with pytest.raises(RuntimeError), tensormagic.track(source=f"x = 1  # {HOSTILE}") as rec:
+        d[HOSTILE] = torch.zeros(3)
+        d[HOSTILE].add_(1)
+        raise RuntimeError(f"bad\r{HOSTILE}\x9b")
+    return rec
+
+
+def test_recording_to_text_escapes_control_and_bidi_characters() -> None:
+    """``Recording.to_text()`` shows a name and an exception message with ESC, BEL and U+202E as escapes."""
+    text = _hostile_recording().to_text()
+    _assert_inert(text)
+    assert "\\x07" in text
+
+
+def test_summary_line_is_one_inert_line() -> None:
+    """The one-line summary escapes the exception's control characters and stays on one line."""
+    rec = _hostile_recording()
+    rec.error = f"ValueError: first\nsecond {HOSTILE}"
+    line = rec.summary_line()
+    _assert_inert(line)
+    assert "\n" not in line and "first\\nsecond" in line
+
+
+def test_tensorinfo_texts_are_inert() -> None:
+    """``%tensorinfo``'s text for one tensor and the namespace listing escape a hostile name."""
+    t = torch.zeros(2)
+    _assert_inert(tensor_info(t, name=HOSTILE).to_text())
+    _assert_inert(namespace_info({"d": {HOSTILE: t}}).to_text())
+
+
+def test_html_stays_escaped() -> None:
+    """The HTML report still escapes markup (and keeps the hostile text out of tags)."""
+    d = {"<b>x</b>": torch.zeros(1)}
+    with tensormagic.track() as rec:
+        d["<b>x</b>"].add_(1)
+    html = rec.to_html()
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+
+
+def test_long_name_pads_only_its_own_row() -> None:
+    """A 20,000-character name in the ``%tensorinfo`` listing leaves the other rows short."""
+    ns = {"a": torch.zeros(1), "b" * 20_000: torch.zeros(1), "c": torch.zeros(1)}
+    rows = namespace_info(ns).to_text().splitlines()
+    assert len(rows[2]) < 200 and len(rows[4]) < 200
+    assert ("b" * 20_000) in rows[3]
+
+
+def test_tensorinfo_listing_magic_escapes(ip) -> None:
+    """``%tensorinfo`` with no argument prints the namespace table with escapes (terminal IPython)."""
+    run(ip, "import torch\nd = {}")
+    ip.user_ns["d"][HOSTILE] = torch.zeros(2)
+    with capture_output() as cap:
+        ip.run_line_magic("tensorinfo", "")
+    text = cap.stdout + "".join(o.data.get("text/plain", "") for o in cap.outputs)
+    _assert_inert(text)
+
+
+@pytest.fixture(scope="module")
+def hostile_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("inert") / "run.jsonl"
+    d: dict[str, torch.Tensor] = {}
+    with pytest.raises(RuntimeError), tensormagic.track(log=path, cell=1, source=f"%%trackgrad\n{HOSTILE} = 1"):
+        d[HOSTILE] = torch.zeros(3)
+        raise RuntimeError(HOSTILE)
+    logfile.close_all()
+    return path
+
+
+@pytest.mark.parametrize("command", [["summary"], ["show", "--cell", "1"]])
+def test_cli_output_is_inert(hostile_log: Path, command: list[str]) -> None:
+    """``summary`` and ``show`` of a log holding escapes print them inert."""
+    r = subprocess.run([sys.executable, "-m", "tensormagic", command[0], str(hostile_log), *command[1:]],
+                       capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    _assert_inert(r.stdout)
