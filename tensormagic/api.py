@@ -31,6 +31,18 @@ class TrackingWarning(UserWarning):
     """tensormagic could not record something; the user's code ran unchanged."""
 
 
+#: the most ``max_events`` takes (the compiled engine counts in a C ``Py_ssize_t``)
+MAX_EVENTS = sys.maxsize
+
+
+def check_max_events(value: Any) -> int:
+    """``value`` as a whole number from 1 to ``MAX_EVENTS``, or a one-line ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EVENTS:
+        raise ValueError(f"max_events must be a positive number (a whole number from 1 to {MAX_EVENTS}), "
+                         f"got {value!r}")  # fmt: skip
+    return int(value)
+
+
 class track:
     """Record what the torch code in a ``with`` block does; yields a :class:`Recording`.
 
@@ -51,10 +63,8 @@ class track:
                  locator: Locator | None = None, block: tuple[str, int, int | None] | None = None,
                  cell: int | None = None, cell_id: str | None = None,
                  source: str | None = None, engine: str | None = None, history: bool = False) -> None:  # fmt: skip
-        if max_events < 1:
-            raise ValueError(f"max_events must be a positive number, got {max_events!r}")
         self.stats = bool(stats)
-        self.max_events = int(max_events)
+        self.max_events = check_max_events(max_events)
         check_engine(engine)  # before the block: a bad name must not cost the user's cell
         self.engine = engine
         self.history = bool(history)
@@ -100,16 +110,31 @@ class track:
         tr = self._tracker = Tracker(stats=self.stats, max_events=self.max_events)
         tr.keep_history = self.history
         self._compiled = (self.engine or default_engine()) == "c"  # the checks and the build follow the engine
-        if self._diagnostics.ids:
-            from .diagnostics import install
+        modules_on = False
+        try:
+            if self._diagnostics.ids:
+                from .diagnostics import install
 
-            self._checks = install(tr, self._diagnostics, compiled=self._compiled)
-        for _name, t in naming.named_tensors(self._namespace()):
-            tr.mark_preexisting(t)
-        self._t0 = time.perf_counter()
-        tr.modules.__enter__()
-        self._mode = make_mode(tr, self.engine)
-        self._mode.__enter__()
+                self._checks = install(tr, self._diagnostics, compiled=self._compiled)
+            for _name, t in naming.named_tensors(self._namespace()):
+                tr.mark_preexisting(t)
+            self._t0 = time.perf_counter()
+            tr.modules.__enter__()
+            modules_on = True
+            mode = make_mode(tr, self.engine)
+            mode.__enter__()
+            self._mode = mode
+        except BaseException:
+            # a block that fails to start leaves nothing installed: no module hooks, no checks
+            if modules_on:
+                tr.modules.__exit__(None, None, None)
+            checks, self._checks = self._checks, None
+            if checks is not None:
+                tr.finish()
+                checks.close()
+            self._tracker = None
+            self._log_writer = None
+            raise
         _running.append(self)
         return self.recording
 

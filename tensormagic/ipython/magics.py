@@ -2,19 +2,50 @@
 
 from __future__ import annotations
 
-import shlex
+import os
 import sys
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, CaselessStrEnum, Int, List, Unicode, Union
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.utils.process import arg_split
+from traitlets import Bool, CaselessStrEnum, Int, List, TraitError, Unicode, Union, validate
 
 from ..model.recording import Recording
 from ..views.inert import inert_line
 from .display import MODES, show, show_info, show_log, show_namespace, touched_nothing
 from .session import AutoTracker, Options, run_tracked_cell
+
+#: the largest --cell / --last / --exec-count a magic takes (past it, no log has that many cells)
+MAX_COUNT = 2**62
+
+
+def split_args(line: str) -> list[str]:
+    """A magic's argument line as words, the way ``%run`` splits it (IPython's ``arg_split``:
+    quotes group, POSIX rules on POSIX, backslashes kept on Windows); an unclosed quote is a
+    one-line ``UsageError``."""
+    try:
+        return arg_split(line, posix=os.name == "posix", strict=True)
+    except ValueError as e:
+        raise UsageError(f"cannot read the arguments {line.strip()!r}: {e}") from None
+
+
+def parse_args(magic: Any, line: str) -> Any:
+    """``magic``'s ``magic_arguments`` parsed from ``line`` (``split_args``; errors are UsageErrors)."""
+    return magic.parser.parse_args(split_args(line))
+
+
+def user_path(path: str | None) -> str | None:
+    """A path argument as the user meant it: ``~`` expanded (quotes were taken by ``split_args``)."""
+    return None if path is None else os.path.expanduser(path)
+
+
+def _count(value: int | None, option: str, *, least: int = 1) -> int | None:
+    if value is not None and not least <= value <= MAX_COUNT:
+        raise UsageError(f"{option} takes a whole number from {least} to {MAX_COUNT}, got {value}")
+    return value
+
 
 MAGIC_NAMES = {"line": ("trackgrad", "tensorinfo", "device", "tensorlog"), "cell": ("trackgrad",)}
 
@@ -26,6 +57,15 @@ class TensorMagic(Magics):
     stats = Bool(False, help="Compute value statistics of every output while tracking (slower, "
                              "synchronises a GPU).").tag(config=True)  # fmt: skip
     max_events = Int(20_000, help="Events kept per cell; past it, repeats are folded into counts.").tag(config=True)
+
+    @validate("max_events")
+    def _check_max_events(self, proposal: Any) -> int:
+        from ..api import check_max_events
+
+        try:
+            return check_max_events(proposal["value"])
+        except ValueError as e:  # %config TensorMagic.max_events = -5: refused, the old value kept
+            raise TraitError(f"TensorMagic.max_events: {e}") from None
     display = CaselessStrEnum(MODES, default_value="auto",
                               help="auto: the panel in Jupyter, text in terminal IPython.").tag(config=True)  # fmt: skip
     log_path = Unicode(None, allow_none=True, help="Append every tracked cell to this JSON Lines log.").tag(config=True)
@@ -45,7 +85,7 @@ class TensorMagic(Magics):
         except ValueError as e:  # a typo in %config TensorMagic.diagnostics
             raise UsageError(f"TensorMagic.diagnostics: {e}") from None
         return Options(stats=self.stats, max_events=self.max_events, display=self.display,
-                       log_path=self.log_path, diagnostics=self.diagnostics)  # fmt: skip
+                       log_path=user_path(self.log_path), diagnostics=self.diagnostics)  # fmt: skip
 
     def _show(self, rec: Recording, opts: Options, *, summary: bool = False) -> None:
         if opts.quiet or (summary and touched_nothing(rec)):  # %trackgrad on: silent on cells without tensors
@@ -78,9 +118,9 @@ class TensorMagic(Magics):
         tensormagic.last_recording() returns the latest Recording; -o NAME also binds it.
         """
         __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
-        args = parse_argstring(self.trackgrad, line)
+        args = parse_args(self.trackgrad, line)
         opts = self.options().with_flags(stats=args.stats or None, quiet=args.quiet or None,
-                                          log_path=args.log)  # fmt: skip
+                                          log_path=user_path(args.log))  # fmt: skip
         if cell is not None:
             if args.mode is not None:
                 raise UsageError(f"%%trackgrad takes no mode ({args.mode!r}): use '%trackgrad on|off' "
@@ -164,7 +204,7 @@ class TensorMagic(Magics):
         """
         from .devices import device_report, set_default_device
 
-        parts = shlex.split(line)
+        parts = split_args(line)
         if len(parts) > 1:
             raise UsageError(f"%device takes one device at most, got {len(parts)}: {line.strip()!r}")
         if parts:
@@ -189,12 +229,13 @@ class TensorMagic(Magics):
         --cell N is the cell's position in the file (several kernels repeat execution counts);
         --exec-count N selects by execution count. The recordings are the same as live ones.
         """
-        import os
-
         from ..log.reader import LogReadError, load_log
 
-        args = parse_argstring(self.tensorlog, line)
-        path = os.path.expanduser(args.path)
+        args = parse_args(self.tensorlog, line)
+        path = user_path(args.path)
+        _count(args.cell, "--cell")
+        _count(args.last, "--last")
+        _count(args.exec_count, "--exec-count", least=-MAX_COUNT)
         try:
             recs = load_log(path, cell=args.cell, exec_count=args.exec_count, last=args.last, warn=False)
         except (OSError, LogReadError) as e:
