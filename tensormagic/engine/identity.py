@@ -85,12 +85,18 @@ def storage_key(t: Any) -> int | None:
 
 
 def prune() -> None:
-    """Forget the tensors that died: the tables never outgrow the live tensors."""
+    """Forget the tensors that died: the tables never outgrow the live tensors.
+
+    A dead tensor's entry may already be gone from ``_ids``, its ``id()`` key taken by a newer
+    tensor: its provenance is found by the sweep over the live ids, not by the key."""
     dead = [k for k, ref in _ids.items() if ref() is None]
     for k in dead:
-        tid = _ids.pop(k).tid
-        provenance.pop(tid, None)
-        histories.pop(tid, None)
+        del _ids[k]
+    if dead or len(provenance) > len(_ids) or len(histories) > len(_ids):
+        live = {ref.tid for ref in _ids.values()}
+        for table in (provenance, histories):
+            for tid in [tid for tid in table if tid not in live]:
+                del table[tid]
 
 
 def tensor_id(t: Any) -> str | None:
