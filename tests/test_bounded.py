@@ -34,3 +34,61 @@ def test_id_tables_stay_flat_over_1000_blocks() -> None:
     assert all(ref() is not None for ref in identity._ids.values())
     live = {ref.tid for ref in identity._ids.values()}
     assert set(identity.provenance) <= live
+
+
+def test_tensor_table_past_max_events_is_bounded_and_counted(monkeypatch) -> None:
+    """Past ``max_events`` the tracker's tensor table stays bounded while the block runs, and the
+    recording keeps the tensors its events name (plus live ones), counting the others."""
+    from tensormagic.engine import tracker
+
+    monkeypatch.setattr(tracker, "SWEEP_EVERY", 100)
+    t = tensormagic.track(max_events=50)
+    peak = 0
+    with t as rec:
+        x = torch.ones(4)
+        for _ in range(3000):
+            x = x + 1
+            peak = max(peak, len(t._tracker.tensors), len(identity._ids) // 2)
+    assert peak < 400  # kept records name ~100, a sweep interval adds ~100 + 50 dead ones
+    assert len(rec.tensors) <= 2 * 50 + 1
+    assert rec.folded_tensors + len(rec.tensors) == 3001  # torch.ones + 3000 additions
+    assert "3000 more tensors" not in rec.to_text() and "more tensors, made and freed" in rec.to_text()
+
+
+def test_live_tensors_past_max_events_stay_in_the_table(monkeypatch) -> None:
+    """A tensor made by a folded event but still alive at the block's end stays in the table."""
+    from tensormagic.engine import tracker
+
+    monkeypatch.setattr(tracker, "SWEEP_EVERY", 100)
+    keep = []
+    with tensormagic.track(max_events=20) as rec:
+        x = torch.ones(2)
+        for i in range(500):
+            x = x + 1
+            if i % 100 == 99:
+                keep.append(x)
+    ids = {identity.tensor_id(k) for k in keep}
+    assert ids <= set(rec.tensors)
+    assert all(rec.tensor(k).alive for k in keep)
+
+
+def test_log_lines_stay_under_the_bound(tmp_path, monkeypatch) -> None:
+    """No line of the log passes ``MAX_LINE``: a long cell record loses the end of its tensor table
+    (counted), an event with thousands of inputs loses its input list (``trimmed``)."""
+    from tensormagic.log import records
+    from tensormagic.log import writer as logfile
+    from tensormagic.log.reader import load_log
+
+    monkeypatch.setattr(records, "MAX_LINE", 8192)
+    path = tmp_path / "run.jsonl"
+    with tensormagic.track(log=path) as rec:
+        parts = [torch.ones(1) for _ in range(1000)]
+        cat = torch.cat(parts)
+    logfile.close_all()
+    lines = path.read_bytes().splitlines()
+    assert max(len(line) for line in lines) <= 8192
+    (back,) = load_log(path)
+    assert back.events[-1].op == "torch.cat" and back.events[-1].inputs == ()
+    assert b'"trimmed":true' in lines[-2]
+    assert b'"tensors_omitted":' in lines[-1] and len(back.tensors) < len(rec.tensors)
+    del cat, parts

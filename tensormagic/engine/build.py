@@ -88,6 +88,9 @@ def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
     What depends on the moment the block ends is taken now: names from the namespace, the live
     tensors' final metadata, their autograd graphs and provenance.  The events themselves (about
     10 µs each to build) are made the first time someone reads them, from the raw records."""
+    if tr.folds:  # a block past max_events keeps, of the tensors no kept event names, the live ones
+        tr.sweep()
+    rec.folded_tensors = tr.folded_tensors
     with _gc_paused():
         snap = _snapshot(tr, rec, namespace=namespace, locator=locator)
     rec._pending = Pending(tr, snap, block, compiled)

@@ -20,7 +20,7 @@ from .describe import NO_VERSION, PLAIN
 from .identity import Ref, _counter, _ids, assign_ref, ref_of, storage_id, storage_key
 from .modules import ModuleStack
 from .ops import ALIAS, GENERAL, MOVE, _names, op_name
-from .raw import FUNC, HOOKED_KINDS, KIND, TID, WHERE, _gf_name, _gf_names, _name, _tensors_in, create_parts, quiet
+from .raw import EXTRA, FUNC, HOOKED_KINDS, KIND, TID, WHERE, _gf_name, _gf_names, _name, _tensors_in, create_parts, quiet
 from .rebuilt import _EMPTY, MAX_SUSPECTS, RebuiltTensors
 from .source import LineFinder
 
@@ -34,6 +34,9 @@ def _on(t: Tensor | None, key: int) -> bool:
 
 
 FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted, not stored
+#: folded records between two sweeps of the tables (at least; ``max_events`` if larger): what a
+#: long folded block holds beyond its kept records is about this many dead tensors' entries
+SWEEP_EVERY = 10_000
 
 
 class Tracker(BackwardRecords, RebuiltTensors):
@@ -53,6 +56,9 @@ class Tracker(BackwardRecords, RebuiltTensors):
         self.merged: set[int] = set()  # temporaries whose move was re-targeted to a parameter
         self.folds: dict[tuple[Any, ...], int] = {}
         self._fold_counts: dict[tuple[Any, ...], int] | None = None
+        #: tensors whose every record was folded and that died: counted, no longer held (see ``sweep``)
+        self.folded_tensors = 0
+        self._folded_since_sweep = 0
         self._metas: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._grad_extras: dict[int, tuple[Any, ...]] = {}
@@ -268,8 +274,63 @@ class Tracker(BackwardRecords, RebuiltTensors):
         counts[key] = n + 1
         if n >= FOLD_AFTER or len(self.raw) >= 2 * self.max_events:
             self.folds[key] = self.folds.get(key, 0) + 1
+            self._folded_since_sweep += 1
+            if self._folded_since_sweep >= max(SWEEP_EVERY, self.max_events):
+                self.sweep()
             return True
         return False
+
+    def sweep(self) -> None:
+        """Past ``max_events``, forget what only folded records knew: a dead tensor that no kept
+        record names leaves the tensor table (and becomes a count, ``folded_tensors``), the
+        process's id table drops its dead entries, and the lookup tables that only speed up
+        recording start over.  Tables are changed in place: the compiled engine holds them.
+        Whatever the number of ops, a block then holds its kept records, its live tensors and
+        at most one sweep interval of dead ones."""
+        self._folded_since_sweep = 0
+        named = self._named_by_records()
+        identity.prune()
+        tensors, get = self.tensors, identity._ids.get
+        gone = []
+        for tid, info in tensors.items():
+            if tid in named or tid in self.preexisting:
+                continue
+            ref = get(info[0]) if info[0] is not None else None
+            if ref is None or ref.tid != tid or ref() is None:
+                gone.append(tid)
+        for tid in gone:
+            del tensors[tid]
+        self.folded_tensors += len(gone)
+        sids = {info[2] for info in tensors.values()}
+        for key in [k for k, sid in self.sid_of_key.items() if sid not in sids]:
+            del self.sid_of_key[key]
+        for table in (self._last_move, self._grad_extras):
+            for tid in [t for t in table if t not in tensors]:
+                del table[tid]
+        self.merged.intersection_update(tensors)
+        self._metas.clear()  # interning caches: the records keep what they interned
+        self._shapes.clear()
+        self._inputs.clear()
+
+    def _named_by_records(self) -> set[int]:
+        """Every tensor id a kept record names: its own, its inputs, base, source, gradients."""
+        named: set[int] = set()
+        for r in self.raw:
+            named.add(r[TID])
+            kind, extra = r[KIND], r[EXTRA]
+            if kind == "create":
+                named.update(create_parts(extra)[0])
+            elif kind == "view":
+                named.add(extra)
+            elif kind == "inplace":
+                named.update(x for x in extra[1:] if type(x) is int)  # ``.data =`` keeps a () there
+            elif kind == "move":
+                named.add(extra[0])
+            elif kind == "backward":
+                for ltid, _lmeta, _acc, gtid in extra:
+                    named.add(ltid)
+                    named.add(gtid)
+        return named
 
     def record_outputs(self, func: Any, action: int, args: Any, kwargs: Any, r: Any,
                        where: Any, t: int = 0) -> None:  # fmt: skip

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from ..model.events import Event, Fold, TensorRef
+from ..model.events import KINDS, Event, Fold, TensorRef
 from ..model.gradgraph import GraphTable
 from ..model.recording import Recording, TensorRecord, attach_events, last_refs
 from .scan import LogReadError, NotALogError, ScanStats, scan
@@ -117,7 +117,7 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
             key = str(r.get("key"))
             c = open_cells.pop(key, None) or LoggedCell(0, key, events=[] if keep_any else None)
             if tallies is not None:
-                _add_tally(c, tallies.pop(key, None))
+                _add_tally(c, tallies.pop(key, None), stats)
             position += 1
             stats.cells = position
             c.position, c.record = position, r
@@ -129,7 +129,7 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
         else:
             sessions[str(r.get("session"))] = r
     for key, tally in (tallies or {}).items():
-        _add_tally(open_cells.setdefault(key, LoggedCell(0, key)), tally)
+        _add_tally(open_cells.setdefault(key, LoggedCell(0, key)), tally, stats)
     for c in open_cells.values():  # the log ends inside these cells (the writer stopped)
         position += 1
         stats.cells = position
@@ -141,10 +141,13 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
             yield c
 
 
-def _add_tally(c: LoggedCell, tally: dict[bytes, int] | None) -> None:
+def _add_tally(c: LoggedCell, tally: dict[bytes, int] | None, stats: ScanStats) -> None:
     """Fold the counts of the event lines the scan counted without parsing into the cell."""
     for kb, n in (tally or {}).items():
         kind = kb.decode(errors="replace")
+        if kind not in KINDS:
+            stats.unknown_kinds += n
+            continue
         c.counts[kind] = c.counts.get(kind, 0) + n
         c.n_events += n
 
@@ -213,11 +216,16 @@ def to_recording(c: LoggedCell, stats: ScanStats | None = None) -> Recording:
         internal_error=internal,
         unreadable={str(k): str(v) for k, v in (r.get("unreadable") or {}).items()} if isinstance(
             r.get("unreadable"), dict) else {},
-        diagnostics=[_diagnostic(d) for d in r.get("diagnostics") or () if isinstance(d, dict)],
+        folded_tensors=_count(r.get("folded_tensors")),
+        diagnostics=[_diagnostic(d) for d in r.get("diagnostics") or () if _diagnostic_ok(d)],
         finished=True,
     )
     rec.tensors = rebuild_tensors(rec.events, r.get("tensors"))
     return rec
+
+
+def _count(v: Any) -> int:
+    return v if type(v) is int and v >= 0 else 0
 
 
 def rebuild_tensors(events: tuple[Event, ...], table: Any) -> dict[str, TensorRecord]:
@@ -238,7 +246,9 @@ def rebuild_tensors(events: tuple[Event, ...], table: Any) -> dict[str, TensorRe
 
 def _folds(items: Any) -> list[Fold]:
     out = []
-    for d in items or ():
+    for d in items if isinstance(items, list) else ():
+        if not _fold_ok(d):
+            continue
         try:
             out.append(Fold.from_dict(d))
         except (TypeError, KeyError, ValueError, AttributeError):
@@ -246,11 +256,29 @@ def _folds(items: Any) -> list[Fold]:
     return out
 
 
+def _fold_ok(d: Any) -> bool:
+    return (isinstance(d, dict) and d.get("kind") in KINDS and type(d.get("op")) is str
+            and type(d.get("count")) is int and d["count"] >= 0
+            and all(d.get(k) is None or type(d[k]) is int for k in ("line", "cell"))
+            and all(d.get(k) is None or type(d[k]) is str for k in ("source", "file")))  # fmt: skip
+
+
 def _graphs(d: Any) -> GraphTable:
     try:
         return GraphTable.from_dict(d) if isinstance(d, dict) else GraphTable()
     except (TypeError, KeyError, ValueError, AttributeError):
         return GraphTable()
+
+
+def _diagnostic_ok(d: Any) -> bool:
+    """A diagnostic whose fields the views read are text (or absent)."""
+    if not isinstance(d, dict):
+        return False
+    text = all(d.get(k) is None or type(d[k]) is str for k in ("id", "severity", "message", "fix", "where", "source",
+                                                                "file"))  # fmt: skip
+    ints = all(d.get(k) is None or type(d[k]) is int for k in ("line", "cell", "count"))
+    lists = all(d.get(k) is None or type(d[k]) is list for k in ("names", "lines"))
+    return text and ints and lists
 
 
 def _diagnostic(d: dict[str, Any]) -> Any:

@@ -11,6 +11,14 @@ Records (one JSON object per line, ``type`` first):
 
 ``logfile.py`` writes them (locks, gzip, one append per cell); ``logscan.py`` and ``logread.py``
 read them back.
+
+No line is longer than ``MAX_LINE``: an event past it loses its lists of other tensors (``trimmed``
+says so), a cell record its source's tail, diagnostics past 100, its graphs and the end of its
+tensor table (``tensors_omitted`` counts them).
+
+Versions (``schema_version`` in each header; a change to what a line holds bumps it, and a log
+written by that version goes to ``tests/data/log_schema<N>.jsonl``, which every later reader must
+load; readers skip unknown record types, event kinds and keys, and count them): ``SCHEMA_HISTORY``.
 """
 
 from __future__ import annotations
@@ -34,6 +42,14 @@ except ImportError:  # built without a C compiler: the Python path
     LineEncoder = None
 
 FORMAT = "tensormagic-log"
+#: what each schema version added (tests/test_log_versions.py checks a fixture exists for each)
+SCHEMA_HISTORY = {
+    1: "header, event and cell records",
+    2: "cell: folded_tensors (tensors past max_events no kept event names, counted), tensors_omitted; "
+       "lines bounded by MAX_LINE (an event over it: trimmed); cell: unreadable (added on main under 1)",
+}
+#: the longest line a writer writes, in bytes
+MAX_LINE = 1 << 20
 
 try:  # orjson is several times faster; the log must still work without it
     import orjson as _orjson
@@ -73,13 +89,17 @@ def ref_dicts() -> Callable[[TensorRef], dict[str, Any]]:
 
 
 def loads(line: bytes | str) -> Any:
-    """Parse one line; raises ``ValueError`` on anything that is not JSON."""
-    if _orjson is not None:
-        try:
-            return _orjson.loads(line)
-        except _orjson.JSONDecodeError:
-            return json.loads(line)  # the stdlib also reads NaN/Infinity and lone surrogates
-    return json.loads(line)
+    """Parse one line; raises ``ValueError`` on anything that is not JSON, or nested deeper than
+    the parsers go (orjson stops at 1024 levels, the stdlib at the recursion limit)."""
+    try:
+        if _orjson is not None:
+            try:
+                return _orjson.loads(line)
+            except _orjson.JSONDecodeError:
+                return json.loads(line)  # the stdlib also reads NaN/Infinity and lone surrogates
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 # -- records ---------------------------------------------------------------------------------
@@ -147,12 +167,60 @@ def cell_lines(rec: Recording, key: str, *, compiled: bool | None = None) -> Ite
     enc = _line_encoder(compiled)
     if enc is None:
         for e in events:
-            yield head + dumps(event_dict(e, refs)) + b"}"
+            line = head + dumps(event_dict(e, refs)) + b"}"
+            yield line if len(line) <= MAX_LINE else _trimmed_event(e, head, refs)
     else:
         for start in range(0, len(events), _BATCH):  # a batch at a time: a cell may be large
-            for x in enc.lines(events, start, start + _BATCH, head, b"}"):
-                yield x if type(x) is bytes else head + dumps(event_dict(x, refs)) + b"}"
-    yield dumps(cell_record(rec, key))
+            for i, x in enumerate(enc.lines(events, start, start + _BATCH, head, b"}"), start):
+                if type(x) is not bytes:
+                    x = head + dumps(event_dict(x, refs)) + b"}"
+                yield x if len(x) <= MAX_LINE else _trimmed_event(events[i], head, refs)
+    yield bounded_cell_line(cell_record(rec, key))
+
+
+def _trimmed_event(e: Event, head: bytes, refs: Any) -> bytes:
+    """An event whose line passed ``MAX_LINE`` (a cat of 100,000 tensors): its own tensor and op
+    kept, its lists of other tensors left out, ``trimmed`` saying so."""
+    from dataclasses import replace
+
+    short = replace(e, inputs=(), aliases=(), grads=(), source=(e.source or "")[:4096] or None,
+                    note=(e.note or "")[:4096] or None)  # fmt: skip
+    d = dict(_event_dict()(short, refs))
+    d["trimmed"] = True
+    line = head + dumps(d) + b"}"
+    if len(line) > MAX_LINE:  # names or a shape that long: what is left is the kind and the op
+        d = {"seq": e.seq, "kind": e.kind, "op": e.op[:4096], "trimmed": True,
+             "tensor": {"id": e.tensor.id, "storage_id": None, "names": [], "shape": [], "dtype": "?",
+                        "device": "?", "requires_grad": False, "is_leaf": True, "grad_fn": None, "version": 0}}  # fmt: skip
+        line = head + dumps(d) + b"}"
+    return line
+
+
+def bounded_cell_line(d: dict[str, Any]) -> bytes:
+    """The cell record's line, trimmed to ``MAX_LINE`` when needed: the source's tail, diagnostics
+    past 100, the graphs, then the end of the tensor table (``tensors_omitted`` counts it)."""
+    line = dumps(d)
+    if len(line) <= MAX_LINE:
+        return line
+    d = dict(d)
+    if isinstance(d.get("source"), str) and len(d["source"]) > 65536:
+        d["source"] = d["source"][:65536] + "\n… (source cut: the log's line bound)"
+    d["diagnostics"] = (d.get("diagnostics") or [])[:100]
+    tensors = d.pop("tensors", None) or []
+    line = dumps(d)
+    if len(line) > MAX_LINE // 2:
+        d["graphs"] = {}
+        line = dumps(d)
+    budget = MAX_LINE - len(line) - 64
+    kept: list[Any] = []
+    for item in tensors:
+        budget -= len(dumps(item)) + 1
+        if budget < 0:
+            break
+        kept.append(item)
+    d["tensors"] = kept
+    d["tensors_omitted"] = len(tensors) - len(kept)
+    return dumps(d)
 
 
 _BATCH = 1000
@@ -206,6 +274,7 @@ def cell_record(rec: Recording, key: str) -> dict[str, Any]:
         "folds": [f.to_dict() for f in rec.folds],
         "stats_enabled": rec.stats_enabled,
         "internal_error": rec.internal_error,
+        "folded_tensors": rec.folded_tensors,
         "tensors": _tensor_table(rec),
         "graphs": rec.graphs.to_dict(),
         "diagnostics": [_diagnostic_dict(d) for d in rec.diagnostics],

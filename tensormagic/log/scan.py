@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable
 
-from ..model.events import SCHEMA_VERSION
+from ..model.events import KINDS, SCHEMA_VERSION
+from .checks import cell_ok, event_fields_ok, event_ok
 from .records import FORMAT, loads
 
 _OUR_PREFIXES = (
@@ -21,6 +22,9 @@ _OUR_PREFIXES = (
     b'{"type":"event","key":',
     b'{"type":"cell","key":',
 )
+#: The longest line a reader takes (writers write at most ``records.MAX_LINE``; logs of schema 1
+#: could hold longer cell records): a longer one is skipped and counted, never held whole.
+MAX_READ_LINE = 64 << 20
 #: Lines read before deciding that a file without any tensormagic record is not a log.
 SNIFF_LINES = 50
 
@@ -42,6 +46,8 @@ class ScanStats:
     skipped: int = 0  # lines that did not parse: truncated or corrupt
     unknown: int = 0  # records of a type this reader does not know (skipped by design)
     bad_events: int = 0  # event records whose fields could not be read back
+    unknown_kinds: int = 0  # events of a kind this reader does not know (a newer writer's)
+    bad_cells: int = 0  # cell records whose fields are not of the writer's types
     headers: list[dict[str, Any]] = field(default_factory=list)
     newer_schema: int | None = None
     cells: int = 0  # cells met so far (all of them once a scan has finished)
@@ -57,6 +63,11 @@ class ScanStats:
             out.append(f"skipped {self.skipped} corrupt or truncated line(s) in {self.path}")
         if self.bad_events:
             out.append(f"skipped {self.bad_events} unreadable event record(s) in {self.path}")
+        if self.bad_cells:
+            out.append(f"skipped {self.bad_cells} unreadable cell record(s) in {self.path}")
+        if self.unknown_kinds:
+            out.append(f"skipped {self.unknown_kinds} event(s) of an unknown kind in {self.path} "
+                       "(written by a newer tensormagic?)")  # fmt: skip
         return out
 
 
@@ -85,7 +96,7 @@ def _gzip_lines(raw: IO[bytes], stats: ScanStats) -> Iterator[bytes]:
     skipped line and reading resumes at the next member; a member cut short yields what it holds,
     its broken last line too (the reader skips and counts that)."""
     d = zlib.decompressobj(31)
-    tail = b""
+    tail = _Tail(stats)
     data = b""
     searching = False  # after damage: looking for the next member's header
     while True:
@@ -106,20 +117,79 @@ def _gzip_lines(raw: IO[bytes], stats: ScanStats) -> Iterator[bytes]:
             out = d.decompress(data, _BLOCK * 16)  # bounded: a block may inflate 30-fold
         except zlib.error:
             stats.skipped += 1
-            d, tail, searching = zlib.decompressobj(31), b"", True
+            d, searching = zlib.decompressobj(31), True
+            tail.clear()
             data = data[1:]
             continue
         data = d.unconsumed_tail
         if d.eof:
             data, d = d.unused_data, zlib.decompressobj(31)
         if out:
-            buf = tail + out
-            cut = buf.rfind(b"\n") + 1
-            tail = buf[cut:]
+            cut = out.rfind(b"\n") + 1
             if cut:
-                yield from io.BytesIO(buf[:cut])
-    if tail:
-        yield tail
+                first = out.find(b"\n") + 1
+                head = tail.take(out[:first])
+                if head is not None:
+                    yield head
+                if first < cut:
+                    for line in io.BytesIO(out[first:cut]):
+                        if len(line) > MAX_READ_LINE:
+                            stats.skipped += 1
+                        else:
+                            yield line
+            tail.add(out[cut:])
+    last = tail.take(b"")
+    if last:
+        yield last
+
+
+class _Tail:
+    """The unfinished line a gzip stream's output ends with, kept as pieces (joining them at every
+    block took quadratic time on a long line), dropped and counted past ``MAX_READ_LINE``."""
+
+    def __init__(self, stats: ScanStats) -> None:
+        self.stats = stats
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.dropping = False
+
+    def clear(self) -> None:
+        self.parts, self.size, self.dropping = [], 0, False
+
+    def add(self, piece: bytes) -> None:
+        if self.dropping or not piece:
+            return
+        self.size += len(piece)
+        if self.size > MAX_READ_LINE:
+            self.stats.skipped += 1
+            self.parts, self.dropping = [], True
+        else:
+            self.parts.append(piece)
+
+    def take(self, end: bytes) -> bytes | None:
+        """The line these pieces and ``end`` (its rest, through its newline) make; None if dropped."""
+        dropped = self.dropping
+        self.add(end)
+        line = None if dropped or self.dropping else b"".join(self.parts)
+        self.clear()
+        return line
+
+
+def _plain_lines(raw: IO[bytes], stats: ScanStats) -> Iterator[bytes]:
+    """Lines of a plain file, none held longer than ``MAX_READ_LINE`` (``summary /dev/zero``
+    reads in bounded memory: a line past the bound is skipped in pieces and counted)."""
+    readline = raw.readline
+    while True:
+        line = readline(MAX_READ_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_READ_LINE and not line.endswith(b"\n"):
+            stats.skipped += 1
+            while line and not line.endswith(b"\n"):
+                yield b""  # a piece of the skipped line: the scan counts it toward deciding "not a log"
+                line = readline(1 << 20)
+            continue
+        yield line
 
 
 _EVENT_HEAD = b'{"type":"event","key":"'
@@ -141,7 +211,7 @@ def scan(path: str | os.PathLike[str], stats: ScanStats, *, tallies: dict[str, d
     run: bytes | None = None  # the common start of the current cell's event lines
     kinds: dict[bytes, int] = {}
     try:
-        for line in _gzip_lines(raw, stats) if is_gzip else raw:
+        for line in _gzip_lines(raw, stats) if is_gzip else _plain_lines(raw, stats):
             n += 1
             if progress is not None and not n & 0xFFF:
                 progress(raw.tell(), total)
@@ -159,6 +229,9 @@ def scan(path: str | os.PathLike[str], stats: ScanStats, *, tallies: dict[str, d
                         kinds[kb] = kinds.get(kb, 0) + 1
                         ours = True
                         continue
+            if not ours and n > SNIFF_LINES:
+                raise NotALogError(f"{os.fspath(path)} is not a tensormagic log (no tensormagic records "
+                                   f"in its first {SNIFF_LINES} lines)")  # fmt: skip
             if not line.strip():
                 continue
             try:
@@ -173,13 +246,20 @@ def scan(path: str | os.PathLike[str], stats: ScanStats, *, tallies: dict[str, d
             else:
                 t = r.get("type")
                 if t == "event":
-                    if isinstance(r.get("event"), dict):
+                    ev = r.get("event")
+                    if event_ok(ev) and type(r.get("key")) is str:
                         ours = True
                         yield r
+                    elif event_fields_ok(ev) and ev["kind"] not in KINDS:
+                        ours = True
+                        stats.unknown_kinds += 1
                     else:
                         stats.bad_events += 1
                 elif t == "cell":
                     ours = True
+                    if not cell_ok(r):
+                        stats.bad_cells += 1
+                        continue
                     stats.lines = n
                     yield r
                 elif t == "header" and r.get("format") == FORMAT:

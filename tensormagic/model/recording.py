@@ -112,6 +112,9 @@ class Recording:
     #: a nested tensor's irregular sizes); the snapshots hold what it could read
     unreadable: dict[str, str] = field(default_factory=dict)
     finished: bool = False
+    #: tensors past ``max_events`` that no kept event names and that died in the block: counted
+    #: here, not kept (the way ``folds`` counts events)
+    folded_tensors: int = 0
     _pending: Callable[[Recording], None] | None = field(default=None, repr=False, compare=False)
     _pending_tensors: Callable[[Recording], dict[str, TensorRecord]] | None = field(
         default=None, repr=False, compare=False)

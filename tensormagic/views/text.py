@@ -46,6 +46,8 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
     for f in rec.folds:
         where, what = fold_words(f)
         out.append(f"{where:>8}  {what}")
+    if rec.folded_tensors:
+        out.append(f"          … {rec.folded_tensors} more tensors, made and freed by folded events (counted, not kept)")
     for d in rec.diagnostics:
         out.append(f"  ⚠ {getattr(d, 'severity', None) or 'warning'} [{d.id}] {d.where}: {d.message}")
         if getattr(d, "fix", None):

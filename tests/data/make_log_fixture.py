@@ -1,4 +1,5 @@
-"""Wrote tests/data/log_schema1.jsonl with the code of main at 816a535 (schema_version 1); kept to
+"""Wrote tests/data/log_schema1.jsonl with the code of main at 816a535 (schema_version 1), and
+log_schema2.jsonl with branch i21 (schema_version 2); kept to
 say how it was made, never re-run (the fixture is what that code wrote, every later reader must load it)."""
 import sys
 import warnings
