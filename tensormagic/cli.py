@@ -234,10 +234,15 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .log.export import export_chrome, export_html
+    from .log.export import check_output, export_chrome, export_html
 
     if args.chrome is None and args.html is None:
         raise CliError("export needs --chrome OUT.json and/or --html OUT.html")
+    outs = [o for o in (args.chrome, args.html) if o is not None]
+    if len(outs) == 2 and os.path.abspath(outs[0]) == os.path.abspath(outs[1]):
+        raise CliError("--chrome and --html name the same file")
+    for o in outs:  # all checked before anything is written
+        check_output(args.log, o, force=args.force)
     if args.chrome is not None:
         (cells, events), _ = _run_scan("exporting", lambda s, b: export_chrome(args.log, args.chrome, stats=s,
                                                                                progress=b), args.log)  # fmt: skip
@@ -296,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("log", metavar="LOG", help="a log file (.jsonl or .jsonl.gz)")
     e.add_argument("--chrome", metavar="OUT.json", help="write a Chrome Trace Event file")
     e.add_argument("--html", metavar="OUT.html", help="write one self-contained HTML report")
+    e.add_argument("--force", action="store_true",
+                   help="replace an existing output that is not a tensormagic export (never the log itself)")  # fmt: skip
     e.set_defaults(func=_cmd_export)
     return p
 

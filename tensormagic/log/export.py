@@ -13,6 +13,40 @@ from .records import dumps
 
 CELLS_TID = 1
 EVENTS_TID = 2
+_CHROME_HEAD = b'{"displayTimeUnit":"ms","otherData":{"producer":"tensormagic"}'
+_HTML_MARK = b"<title>tensormagic log: "
+
+
+class OutputRefused(OSError):
+    """An export output that would write over what is not ours (the message is one line)."""
+
+
+def check_output(log: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool = False) -> None:
+    """Refuse an output that is the log itself (by name, symlink or hard link: the same file), and,
+    unless ``force``, an existing file that is not an export of ours (a Chrome trace or HTML
+    report tensormagic wrote)."""
+    try:
+        same = os.path.samefile(log, out)
+    except OSError:
+        same = False
+    if same:
+        raise OutputRefused(f"refusing to write {os.fspath(out)}: it is the log being exported")
+    if force or not os.path.lexists(out):
+        return
+    if os.path.isdir(out):
+        raise OutputRefused(f"refusing to write {os.fspath(out)}: it is a directory")
+    try:
+        with open(out, "rb") as f:
+            head = f.read(1024)
+    except OSError as e:
+        raise OutputRefused(f"cannot write {os.fspath(out)}: {e.strerror or e}") from None
+    if head and (not (head.startswith(_CHROME_HEAD) or _HTML_MARK in head) or _is_log_head(head)):
+        raise OutputRefused(f"refusing to write over {os.fspath(out)}: it exists and is not an export of "
+                            "tensormagic's (pass --force to replace it)")  # fmt: skip
+
+
+def _is_log_head(head: bytes) -> bool:
+    return head.startswith((b'{"type":"header"', b'{"type":"event"', b'{"type":"cell"', b"\x1f\x8b"))
 
 
 # -- Chrome Trace Event format ---------------------------------------------------------------

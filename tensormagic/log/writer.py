@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 import warnings
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -128,6 +129,7 @@ def check_writable(path: Path) -> None:
         parent = path.parent
         if not parent.is_dir():
             raise LogError(f"cannot log to {path}: the folder {parent} does not exist")
+        _check_ours(path)
         open(path, "ab").close()
     except LogError:
         raise
@@ -135,6 +137,28 @@ def check_writable(path: Path) -> None:
         raise LogError(f"cannot log to {path}: permission denied") from None
     except OSError as e:
         raise LogError(f"cannot log to {path}: {e.strerror or e}") from None
+
+
+_LOG_STARTS = (b'{"type":"header","format":"tensormagic-log"', b'{"type":"event","key":', b'{"type":"cell","key":')
+
+
+def _check_ours(path: Path) -> None:
+    """Refuse to append to an existing, non-empty file that is not a tensormagic log (a script
+    named by mistake): its first line must be one of our records (after gunzip for ``.gz``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except FileNotFoundError:
+        return
+    if not head:
+        return
+    if head[:2] == b"\x1f\x8b":
+        try:
+            head = zlib.decompressobj(31).decompress(head, 4096)
+        except zlib.error:
+            head = b""
+    if not head.lstrip(b"\n").startswith(_LOG_STARTS):
+        raise LogError(f"not logging to {path}: it exists and is not a tensormagic log (choose another path)")
 
 
 def _open_locked(path: Path, *, exclusive_for_session: bool = False) -> IO[bytes]:
