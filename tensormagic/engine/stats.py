@@ -37,6 +37,8 @@ def _stats(t: torch.Tensor) -> Stats:
         return Stats(numel=numel, note=f"{str(t.layout).replace('torch.', '')} tensor: no statistics")
     if numel == 0:
         return Stats(numel=0)
+    if numel > CHUNK and t.device.type == "cpu" and t.is_contiguous() and not t.is_complex():
+        return _chunked_stats(t.detach().reshape(-1))
     with torch.no_grad():
         x = t.detach()
         if x.is_complex():
@@ -61,6 +63,53 @@ def _stats(t: torch.Tensor) -> Stats:
             mean = float(f.mean())
             std = float(f.std()) if f.numel() > 1 else 0.0
         return Stats(min=mn, max=mx, mean=mean, std=std, nan=nan, inf=inf, zeros=zeros, numel=numel)
+
+
+#: elements a chunk of the statistics of a big CPU tensor holds (its float64 copy: 8 MB)
+CHUNK = 1 << 20
+
+
+def _chunked_stats(flat: torch.Tensor) -> Stats:
+    """``compute_stats`` exactly, one ``CHUNK`` at a time: no float64 copy of the whole tensor
+    (a 1e8-element tensor took +860 MB); mean and std merged per chunk (Chan et al.)."""
+    numel = flat.numel()
+    zeros = nan = inf = 0
+    mn = mx = None
+    n_f, mean, m2 = 0, 0.0, 0.0
+    is_float = flat.is_floating_point()
+    with torch.no_grad():
+        for start in range(0, numel, CHUNK):
+            x = flat[start : start + CHUNK]
+            if x.dtype == torch.bool:
+                x = x.to(torch.uint8)
+            zeros += int((x == 0).sum())
+            if is_float:
+                fin = torch.isfinite(x)
+                bad = x.numel() - int(fin.sum())
+                if bad:
+                    nan += int(torch.isnan(x).sum())
+                    inf += bad - int(torch.isnan(x).sum())
+                    x = x[fin]
+                if x.numel() == 0:
+                    continue
+            f = x.to(torch.float64)
+            cmin, cmax = f.min().item(), f.max().item()
+            mn = cmin if mn is None else min(mn, cmin)
+            mx = cmax if mx is None else max(mx, cmax)
+            k = f.numel()
+            cmean = f.mean().item()
+            cm2 = float(((f - cmean) ** 2).sum())
+            delta = cmean - mean
+            tot = n_f + k
+            mean += delta * k / tot
+            m2 += cm2 + delta * delta * n_f * k / tot
+            n_f = tot
+    if mn is None:
+        return Stats(nan=nan, inf=inf, zeros=zeros, numel=numel)
+    std = (m2 / (n_f - 1)) ** 0.5 if n_f > 1 else 0.0
+    if not is_float:
+        mn, mx = int(mn), int(mx)
+    return Stats(min=mn, max=mx, mean=mean, std=std, nan=nan, inf=inf, zeros=zeros, numel=numel)
 
 
 def histogram(t: torch.Tensor, bins: int = 20) -> tuple[list[int], float, float] | None:
