@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 import torch
 
 import tensormagic
 from tensormagic.engine import identity
+from tensormagic.engine.mode import default_engine
 
 
 def _block(keep: list[torch.Tensor]) -> None:
@@ -36,13 +38,16 @@ def test_id_tables_stay_flat_over_1000_blocks() -> None:
     assert set(identity.provenance) <= live
 
 
-def test_tensor_table_past_max_events_is_bounded_and_counted(monkeypatch) -> None:
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_tensor_table_past_max_events_is_bounded_and_counted(monkeypatch, engine: str) -> None:
     """Past ``max_events`` the tracker's tensor table stays bounded while the block runs, and the
     recording keeps the tensors its events name (plus live ones), counting the others."""
     from tensormagic.engine import tracker
 
     monkeypatch.setattr(tracker, "SWEEP_EVERY", 100)
-    t = tensormagic.track(max_events=50)
+    if engine == "c" and default_engine() != "c":
+        pytest.skip("the compiled engine was not built")
+    t = tensormagic.track(max_events=50, engine=engine)
     peak = 0
     with t as rec:
         x = torch.ones(4)
@@ -110,14 +115,44 @@ def test_big_tensor_statistics_are_chunked_and_exact(monkeypatch) -> None:
     assert abs(s.mean - float(fin.mean())) < 1e-12 and abs(s.std - float(fin.std())) < 1e-12
 
 
+def test_strided_and_integer_statistics_are_chunked_and_exact(monkeypatch) -> None:
+    """A transposed (non-contiguous) float tensor and an int tensor past CHUNK: the same statistics as torch's."""
+    from tensormagic.engine import stats
+
+    monkeypatch.setattr(stats, "CHUNK", 64)
+    t = torch.randn(37, 50).t()
+    pieces = list(stats.chunks(t))
+    assert max(p.numel() for p in pieces) <= 64 and sum(p.numel() for p in pieces) == t.numel()
+    s = stats.compute_stats(t)
+    assert s.min == float(t.min()) and s.max == float(t.max())
+    assert abs(s.mean - float(t.double().mean())) < 1e-6 and abs(s.std - float(t.double().std())) < 1e-6
+    i = torch.arange(-500, 1000)
+    si = stats.compute_stats(i)
+    assert (si.min, si.max, si.zeros) == (-500, 999, 1) and abs(si.mean - 249.5) < 1e-9
+
+
+def test_big_tensor_histogram_is_chunked_and_exact(monkeypatch) -> None:
+    """The card's histogram of a tensor past CHUNK bins each chunk: the counts torch.histc gives the whole."""
+    from tensormagic.engine import stats
+
+    monkeypatch.setattr(stats, "CHUNK", 1000)
+    t = torch.randn(12_345)
+    t[3] = float("inf")
+    counts, lo, hi = stats.histogram(t, bins=20)
+    fin = t.double()[torch.isfinite(t)]
+    assert (lo, hi) == (float(fin.min()), float(fin.max()))
+    assert counts == [int(c) for c in torch.histc(fin, bins=20, min=lo, max=hi).tolist()]
+
+
 def test_big_tensor_statistics_peak_memory_is_bounded() -> None:
-    """%tensorinfo's statistics of a 2e7-element float32 tensor (80 MB) stay under +60 MB peak (a
-    float64 copy alone is 160 MB), measured in a fresh process."""
+    """%tensorinfo's statistics and the card's histogram of a 2e7-element float32 tensor (80 MB) stay
+    under +60 MB peak (a float64 copy alone is 160 MB), measured in a fresh process."""
     import subprocess
     import sys
 
-    code = ("import resource, torch\nfrom tensormagic.info import tensor_info\nt = torch.randn(20_000_000)\n"
-            "m0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\ntensor_info(t)\n"
+    code = ("import resource, torch\nfrom tensormagic.info import tensor_info\nfrom tensormagic.engine.stats import "
+            "histogram\nt = torch.randn(20_000_000)\n"
+            "m0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\ntensor_info(t)\nhistogram(t)\n"
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - m0) // 1024)")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert int(r.stdout.strip()) < 60
