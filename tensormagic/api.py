@@ -167,19 +167,19 @@ class track:
                   compiled=self._compiled)
         except Exception as e:  # noqa: BLE001 - a report failure must not replace the user's result
             rec.internal_error = f"{type(e).__name__}: {e}"
-            warnings.warn(f"tensormagic could not finish the recording: {rec.internal_error}",
+            warnings.warn(_inert(f"tensormagic could not finish the recording: {rec.internal_error}"),
                           TrackingWarning, stacklevel=2)  # fmt: skip
         if tr.internal_error is not None and rec.internal_error is None:
             e = tr.internal_error
             rec.internal_error = f"{type(e).__name__}: {e}"
-            warnings.warn(f"tensormagic stopped recording part-way: {rec.internal_error}",
+            warnings.warn(_inert(f"tensormagic stopped recording part-way: {rec.internal_error}"),
                           TrackingWarning, stacklevel=2)  # fmt: skip
         checks, self._checks = self._checks, None
         if checks is not None:
             try:
                 rec.diagnostics = checks.finish(rec, namespace=namespace, locator=self.locator)
             except Exception as e:  # noqa: BLE001 - a failed check must not replace the user's result
-                warnings.warn(f"tensormagic could not finish its diagnostics: {type(e).__name__}: {e}",
+                warnings.warn(_inert(f"tensormagic could not finish its diagnostics: {type(e).__name__}: {e}"),
                               TrackingWarning, stacklevel=2)  # fmt: skip
         # the checks hold the tracker and its hooks hold the checks: break that cycle, so a
         # recording and its raw records are freed by reference counting, not a full collection
@@ -202,6 +202,13 @@ class track:
 
             emit(rec.diagnostics, failed=exc is not None)
         return False  # never swallow the user's exception
+
+
+def _inert(text: str) -> str:
+    """A warning's text with control and bidi characters escaped (it prints on a terminal)."""
+    from .views.inert import inert_line
+
+    return inert_line(text)
 
 
 def frame_namespace(frame: Any) -> dict[str, Any]:

@@ -104,3 +104,13 @@ def test_cli_output_is_inert(hostile_log: Path, command: list[str]) -> None:
                        capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert r.returncode == 0, r.stderr
     _assert_inert(r.stdout)
+
+
+def test_log_warning_is_inert(tmp_path: Path) -> None:
+    """The warning about a path that cannot be logged to shows the path's escapes inert."""
+    bad = tmp_path / f"no{ESC}[2J{RLO}dir" / "run.jsonl"
+    with pytest.warns(logfile.LogWarning) as got:
+        with tensormagic.track(log=bad):
+            torch.ones(1)
+    text = str(got[0].message)
+    assert ESC not in text and RLO not in text and "\\x1b" in text

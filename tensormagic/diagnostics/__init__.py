@@ -58,6 +58,8 @@ def emit(diagnostics: Iterable[Diagnostic], *, failed: bool = False) -> None:
     When the block failed, a warnings filter set to ``"error"`` must not replace the user's own
     exception, so such a raise is dropped; otherwise it propagates as Python does it.
     """
+    from ..views.inert import inert  # a name or source line may hold escapes: the warning prints on a terminal
+
     for d in diagnostics:
         if d.file is not None and d.cell is None:
             filename = d.file
@@ -66,7 +68,7 @@ def emit(diagnostics: Iterable[Diagnostic], *, failed: bool = False) -> None:
         else:
             filename = "<tensormagic>"
         try:
-            warnings.warn_explicit(warning_text(d), category(d.id), filename, d.line or 0)
+            warnings.warn_explicit(inert(warning_text(d)), category(d.id), filename, d.line or 0)
         except Exception:  # noqa: BLE001 - only reached when a filter turned warnings into errors
             if not failed:
                 raise

@@ -226,7 +226,9 @@ def _warn_once(path: Any, reason: str, stacklevel: int) -> None:
     if key in _warned:
         return
     _warned.add(key)
-    warnings.warn(f"{reason}; the code still runs and is tracked in memory, but not logged",
+    from ..views.inert import inert_line  # the path is the user's text: it prints on a terminal
+
+    warnings.warn(inert_line(f"{reason}; the code still runs and is tracked in memory, but not logged"),
                   LogWarning, stacklevel=stacklevel + 1)  # fmt: skip
 
 
