@@ -38,6 +38,26 @@ def test_id_tables_stay_flat_over_1000_blocks() -> None:
     assert set(identity.provenance) <= live
 
 
+def test_no_table_grows_across_1000_blocks() -> None:
+    """1,000 tracked training-step blocks (diagnostics on) leave the process's object count flat."""
+    model = torch.nn.Linear(4, 2)
+
+    def step() -> None:
+        with tensormagic.track():
+            y = model(torch.randn(3, 4)).relu()
+            y.sum().backward()
+            model.zero_grad()
+
+    for _ in range(50):
+        step()
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(1000):
+        step()
+    gc.collect()
+    assert len(gc.get_objects()) - before < 50
+
+
 @pytest.mark.parametrize("engine", ["c", "python"])
 def test_tensor_table_past_max_events_is_bounded_and_counted(monkeypatch, engine: str) -> None:
     """Past ``max_events`` the tracker's tensor table stays bounded while the block runs, and the
