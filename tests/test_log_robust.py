@@ -114,3 +114,28 @@ def test_summary_of_dev_zero_is_bounded() -> None:
             "sys.exit(main(['summary', '/dev/zero']))")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 1 and "not a tensormagic log" in r.stderr
+
+
+def _mutations() -> list[tuple[str, str, object]]:
+    out: list[tuple[str, str, object]] = []
+    cell = json.loads(next(x for x in LINES if x.startswith('{"type":"cell"')))
+    ev = json.loads(LINES[1])["event"]
+    for where, keys in (("event", ev), ("tensor", ev["tensor"]), ("cell", cell), ("graphs", cell["graphs"])):
+        out += [(where, k, v) for k in keys if k != "type" for v in (None, "abc", 2**70, [None], {"a": 1})]
+    return out
+
+
+def test_every_field_of_the_wrong_type_loads_and_renders(tmp_path: Path) -> None:
+    """Each event, tensor, cell and graph field set to each wrong JSON type: the log still loads,
+    and every recording renders as text and HTML."""
+    i = next(i for i, x in enumerate(LINES) if x.startswith('{"type":"cell"'))
+    path = tmp_path / "m.jsonl"
+    for where, key, value in _mutations():
+        ev, cell = json.loads(LINES[1]), json.loads(LINES[i])
+        target = {"event": ev["event"], "tensor": ev["event"]["tensor"], "cell": cell, "graphs": cell["graphs"]}[where]
+        target[key] = value
+        lines = list(LINES)
+        lines[1], lines[i] = json.dumps(ev), json.dumps(cell)
+        path.write_text("\n".join(lines) + "\n")
+        for r in load_log(path, warn=False):
+            assert r.to_text() and r.to_html() and r.summary_line(), (where, key, value)

@@ -264,10 +264,26 @@ def _fold_ok(d: Any) -> bool:
 
 
 def _graphs(d: Any) -> GraphTable:
+    """The cell's graphs, or none when a field is of the wrong type (edges and roots may name
+    nodes a truncated graph left out: the views show those as "…")."""
     try:
-        return GraphTable.from_dict(d) if isinstance(d, dict) else GraphTable()
+        g = GraphTable.from_dict(d) if isinstance(d, dict) else GraphTable()
     except (TypeError, KeyError, ValueError, AttributeError):
         return GraphTable()
+    return g if _graph_ok(g) else GraphTable()
+
+
+def _graph_ok(g: GraphTable) -> bool:
+    nodes = g.nodes
+    for nid, n in nodes.items():
+        if type(nid) is not int or type(n.name) is not str or not all(type(t) is str for t in n.tensors):
+            return False
+        if n.leaf is not None and type(n.leaf) is not str:
+            return False
+    for k, kids in g.edges.items():
+        if type(k) is not int or not all(type(c) is int for c in kids):
+            return False
+    return all(type(k) is str and type(v) is int for k, v in g.roots.items())
 
 
 def _diagnostic_ok(d: Any) -> bool:

@@ -53,6 +53,13 @@ class GradGraph:
                 return n
         raise KeyError(nid)
 
+    def find(self, nid: int) -> GradNode | None:
+        """The node ``nid``, or None when the graph does not hold it (cut at ``MAX_NODES``)."""
+        for n in self.nodes:
+            if n.id == nid:
+                return n
+        return None
+
     def children(self, nid: int) -> list[int]:
         """Inputs of a node, parallel edges kept, in autograd's order."""
         return [dst for src, dst in self.edges if src == nid]
@@ -67,7 +74,10 @@ class GradGraph:
         arrow = ""
         while nid is not None and nid not in seen:
             seen.add(nid)
-            n = self.node(nid)
+            n = self.find(nid)
+            if n is None:  # past a truncated graph's last node (or a log's damaged graph)
+                parts.append(f"{arrow}…")
+                break
             parts.append(f"{arrow}{n.name}({n.leaf})" if n.leaf else f"{arrow}{n.name}")
             kids = self.children(nid)
             if not kids:

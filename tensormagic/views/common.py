@@ -188,9 +188,12 @@ def tree_lines(g: GradGraph) -> list[str]:
     shown: set[int] = set()
 
     def walk(nid: int, prefix: str, last: bool, top: bool, mult: int) -> None:
-        node = g.node(nid)
-        label = node.label + (f"  ×{mult}" if mult > 1 else "")
+        node = g.find(nid)
         branch = "" if top else ("└─ " if last else "├─ ")
+        if node is None:  # past a truncated graph's last node
+            lines.append(f"{prefix}{branch}…")
+            return
+        label = node.label + (f"  ×{mult}" if mult > 1 else "")
         if nid in shown and g.children(nid):
             lines.append(f"{prefix}{branch}{label}  (see above)")
             return
