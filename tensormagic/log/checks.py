@@ -37,7 +37,8 @@ def _list(check: Check) -> Check:
 
 
 def _shape(v: Any) -> bool:
-    return type(v) is list and all(type(x) is int and 0 <= x < 2**63 for x in v)
+    """Sizes; ``null`` where the tracker could not read one (a nested tensor's ragged dimension)."""
+    return type(v) is list and all(x is None or (type(x) is int and 0 <= x < 2**63) for x in v)
 
 
 _REF: dict[str, Check] = {"id": _str, "storage_id": _opt(_str), "names": _list(_str), "shape": _shape,
