@@ -13,33 +13,18 @@ from typing import Callable
 import pytest
 import torch
 import torch._dynamo
+from test_compile import ENGINES, _fresh_dynamo, _mlp, _step  # noqa: F401 - _fresh_dynamo is an autouse fixture
 from torch import nn
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._dynamo.utils import counters
 
 from tensormagic import track
-from tensormagic.engine.mode import default_engine
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TENSORMAGIC_COMPILE_MATRIX") != "1", reason="the compile matrix: TENSORMAGIC_COMPILE_MATRIX=1"
 )
 
-ENGINES = ["c", "python"] if default_engine() == "c" else ["python"]
 BACKENDS = ["eager", "aot_eager", "inductor"]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    """Each case compiles from scratch and sees only its own counters."""
-    torch._dynamo.reset()
-    counters.clear()
-    yield
-    torch._dynamo.reset()
-
-
-def _mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
 
 
 def _compiled(way: str, model: nn.Module, backend: object) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -51,14 +36,6 @@ def _compiled(way: str, model: nn.Module, backend: object) -> Callable[[torch.Te
         model.compile(backend=backend)
         return model
     return torch.compile(lambda x: model(x).tanh(), backend=backend, fullgraph=True)
-
-
-def _step(model: nn.Module, call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
-    for p in model.parameters():
-        p.grad = None
-    out = call(x)
-    out.square().mean().backward()
-    return [out.detach().clone()] + [p.grad.clone() for p in model.parameters()]
 
 
 @pytest.mark.parametrize("way", ["torch.compile(module)", "module.compile()", "@torch.compile function"])
