@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PYTHON:-python3}
+# absolute (the build below runs in another folder), without resolving a venv's symlink
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac
 MIN=${C_COVERAGE_MIN:-95}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tm-ccov.XXXXXX")
 [ -n "${C_COVERAGE_KEEP:-}" ] || trap 'rm -rf "$WORK"' EXIT
