@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -218,11 +219,13 @@ def frame_namespace(frame: Any) -> dict[str, Any]:
     if loc is frame.f_globals:
         return ns
     ns.update(loc)
-    if sys.version_info < (3, 13):
+    if sys.version_info < (3, 13) and frame.f_code.co_flags & inspect.CO_OPTIMIZED:
         # Before PEP 667, f_locals of a function frame is a snapshot dict cached on the frame:
         # left as is, it would keep ``x`` alive after the user's ``del x``.  It is re-filled
         # from the real locals on every later access (and before every trace callback), so
-        # dropping our copies of tensors changes nothing the user's code can see.
+        # dropping our copies of tensors changes nothing the user's code can see.  Only a
+        # function frame has such a snapshot: a class body's or exec()'s f_locals is the
+        # user's real namespace, where deleting would delete their variables.
         for k in [k for k, v in loc.items() if isinstance(v, torch.Tensor)]:
             del loc[k]
     return ns

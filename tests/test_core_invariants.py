@@ -86,6 +86,26 @@ def test_recording_holds_no_tensor():
     assert not r.alive and r.stats() is None
 
 
+def test_block_in_a_class_body_keeps_its_tensor_attributes():
+    """A block in a class body names its tensors without deleting them from the class namespace."""
+
+    class Holder:
+        w = torch.zeros(3)
+        with tensormagic.track() as rec:
+            v = w + 1
+
+    assert torch.equal(Holder.w, torch.zeros(3)) and torch.equal(Holder.v, torch.ones(3))
+    assert "v" in Holder.rec.tensor("v").names
+
+
+def test_block_in_exec_with_its_own_locals_keeps_them():
+    """``exec`` with a separate locals dict: the dict still holds every tensor after the block."""
+    env: dict = {}
+    exec("a = torch.ones(2)\nwith tensormagic.track():\n    b = a * 2\n",
+         {"torch": torch, "tensormagic": tensormagic}, env)
+    assert sorted(env) == ["a", "b"] and torch.equal(env["b"], torch.full((2,), 2.0))
+
+
 def test_graph_capture_holds_no_tensor():
     """Capturing the grad_fn graph keeps neither the intermediate tensors nor the leaves."""
     with tensormagic.track() as rec:
