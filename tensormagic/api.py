@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .engine import identity, naming
+from .engine import identity, naming, warnsite
 from .engine.mode import TrackMode, check_engine, default_engine, make_mode
 from .engine.source import Locator, ipython_locator
 from .engine.tracker import Tracker
@@ -123,7 +123,12 @@ class track:
             tr.modules.__enter__()
             modules_on = True
             mode = make_mode(tr, self.engine)
-            mode.__enter__()
+            warnsite.acquire()  # torch's warnings inside the mode's calls point at the user's line
+            try:
+                mode.__enter__()
+            except BaseException:
+                warnsite.release()
+                raise
             self._mode = mode
         except BaseException:
             # a block that fails to start leaves nothing installed: no module hooks, no checks
@@ -154,6 +159,7 @@ class track:
             _remove_mode(mode)
         finally:
             mode.close()
+            warnsite.release()
             tr.modules.__exit__(None, None, None)
         rec = self.recording
         rec.duration_s = time.perf_counter() - self._t0
