@@ -160,25 +160,33 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from .views.common import KIND_WORD, fmt_bytes
 
     out = out or sys.stdout
-    kind_cols = [(k, KIND_WORD.get(k, k)) for k in KINDS]
+    # a same-device dtype change is a cast: its own column, apart from moves between devices
+    kind_cols = [col for k in KINDS for col in ([("move", "move"), ("cast", "cast")] if k == "move"
+                                                else [(k, KIND_WORD.get(k, k))])]  # fmt: skip
     head = f"{'#':>4} {'exec':>5}  {'first line':<40}" + "".join(f" {w:>8}" for _, w in kind_cols)
     head += f" {'moved':>9} {'warn':>4}  status"
 
     def work(stats: Any, bar: Any) -> list[Any]:
         totals = dict.fromkeys(KINDS, 0)
-        n = moved = warns = failed = incomplete = 0
+        n = moved = warns = failed = incomplete = folded = 0
         printed = False
         for c in iter_cells(args.log, stats, progress=bar):
             if not printed:
                 print(head, file=out)
                 printed = True
             counts = c.all_counts()
+            fm = c.folded_moves()
+            counts["move"] = counts.get("move", 0) - c.casts - fm  # the events between devices
+            counts["cast"] = c.casts
+            folded += fm
             for k, v in counts.items():
                 totals[k] = totals.get(k, 0) + v
             n += 1
             moved += c.bytes_moved
             warns += c.warnings
             status = "ok" if c.complete and not c.failed else ("FAILED" if c.failed else "incomplete")
+            if fm:  # a fold keeps no devices: neither column may claim them
+                status += f" ({fm:,} moves/casts folded)"
             failed += c.failed
             incomplete += not c.complete
             ec = "" if c.exec_count is None else f"[{c.exec_count}]"
@@ -195,6 +203,7 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
             f" {totals.get(k, 0):>8}" for k, _ in kind_cols
         )
         extra = [f"{failed} failed"] * bool(failed) + [f"{incomplete} incomplete"] * bool(incomplete)
+        extra += [f"{folded:,} moves/casts folded"] * bool(folded)
         print(total + f" {fmt_bytes(moved) or '0 B':>9} {warns:>4}  {', '.join(extra)}".rstrip(), file=out)
         return []
 

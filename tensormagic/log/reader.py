@@ -34,6 +34,8 @@ class LoggedCell:
     record: dict[str, Any] | None = None
     counts: dict[str, int] = field(default_factory=dict)
     bytes_moved: int = 0
+    #: ``move`` events that stayed on their device (a dtype change): casts, counted apart
+    casts: int = 0
     n_events: int = 0
     events: list[dict[str, Any]] | None = None
     session: dict[str, Any] | None = None
@@ -45,6 +47,11 @@ class LoggedCell:
     @property
     def complete(self) -> bool:
         return self.record is not None
+
+    def folded_moves(self) -> int:
+        """Moves and casts folded past ``max_events`` (a fold keeps no devices: either sort)."""
+        return sum(f["count"] for f in (self.record or {}).get("folds") or ()
+                   if isinstance(f, dict) and f.get("kind") == "move" and isinstance(f.get("count"), int))  # fmt: skip
 
     def all_counts(self) -> dict[str, int]:
         """Event counts plus the folded counts the cell record carries."""
@@ -108,9 +115,12 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
             kind = ev.get("kind")
             c.counts[kind] = c.counts.get(kind, 0) + 1
             c.n_events += 1
-            if kind == "move" and ev.get("from_device") != ev.get("to_device"):
-                n = ev.get("nbytes")
-                c.bytes_moved += n if isinstance(n, int) else 0
+            if kind == "move":
+                if ev.get("from_device") != ev.get("to_device"):
+                    n = ev.get("nbytes")
+                    c.bytes_moved += n if isinstance(n, int) else 0
+                else:
+                    c.casts += 1
             if c.events is not None:
                 c.events.append(ev)
         elif t == "cell":

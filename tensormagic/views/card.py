@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..model.events import Stats, TensorRef
 from ..model.recording import Recording, TensorRecord
-from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, short_op
+from .common import describe, fmt_bytes, fmt_shape, kind_word, short_op
+from .lines import step_labels
 from .panel_tables import made_before_words, origin_event
 from .table import h, nbytes_of
 
@@ -82,7 +83,7 @@ def history_html(trec: TensorRecord) -> str:
         return ""
     rows = []
     for e in trec.events[:MAX_HISTORY]:
-        kind = f"<td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
+        kind = f"<td class='tm-k-{h(e.kind)}'>{h(kind_word(e))}</td>"
         text = h(describe(e))
         rows.append(f"<tr><td>{h(e.where)}</td>{kind}<td>{h(e.tensor.label)}</td>"
                     f"<td>{h(short_op(e.op))}</td><td title='{text}'>{text}</td></tr>")  # fmt: skip
@@ -103,7 +104,8 @@ def _recorded_stats_row(stats: Stats | None) -> tuple[str, str]:
 def record_card_html(rec: Recording, trec: TensorRecord) -> str:
     """The card of a tracked tensor: live facts when it is alive, the recorded ones when freed."""
     t = trec.tensor()
-    names = ", ".join(trec.names) if trec.names else trec.id
+    stepped = step_labels(rec).get(trec.id)  # ``xb (step 3)``: the name with the step that made it
+    names = ", ".join((stepped or trec.label, *trec.names[1:])) if trec.names else trec.id
     created = origin_event(trec)
     where = f"{created.where} by {short_op(created.op)}" if created is not None else None
     if created is not None and created.source:

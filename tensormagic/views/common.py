@@ -16,6 +16,18 @@ KIND_WORD = {
     "backward": "backward",
     "numpy": "numpy",
 }
+#: a folded run of moves may hold casts too (a fold keeps no devices)
+FOLD_WORD = {**KIND_WORD, "move": "move/cast"}
+
+
+def kind_word(e: Event) -> str:
+    """The word for an event's kind; a ``move`` that stays on its device (a dtype change such as
+    ``(pred == y).float()``) is a ``cast``, as ``move_counts`` counts it."""
+    if e.kind == "move" and not e.crosses_devices:
+        return "cast"
+    return KIND_WORD.get(e.kind, e.kind)
+
+
 #: the backward op that returns gradients instead of filling ``.grad``
 AUTOGRAD_GRAD = "torch.autograd.grad"
 COUNT_WORDS = (
@@ -122,7 +134,7 @@ def line_groups(events: tuple[Event, ...] | list[Event]) -> Iterator[tuple[Event
 
 def fold_words(f: Fold) -> tuple[str, str]:
     """(where, what) for a folded run of events: ``line 5``, ``write .add_ ×200 more (folded)``."""
-    what = f"{KIND_WORD.get(f.kind, f.kind)} {short_op(f.op)} ×{f.count:,} more (folded)"
+    what = f"{FOLD_WORD.get(f.kind, f.kind)} {short_op(f.op)} ×{f.count:,} more (folded)"
     return where_label(f.line, f.file, f.cell), what
 
 

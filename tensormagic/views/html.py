@@ -6,7 +6,8 @@ from html import escape
 
 from ..model.events import Fold
 from ..model.recording import Recording
-from .common import KIND_WORD, capped_line_groups, count_words, describe, fmt_bytes, fold_words, short_op, tree_lines
+from .common import capped_line_groups, count_words, describe, fmt_bytes, fold_words, kind_word, short_op, tree_lines
+from .lines import step_labels
 from .text import summary_line
 
 MAX_ROWS = 2000
@@ -52,7 +53,8 @@ def lines_summary_html(rec: Recording) -> str:
             "<th>writes</th><th>moves</th><th>diagnostics</th></tr>")  # fmt: skip
     rows = []
     for r in line_rows(rec):
-        moved = f"{r.moves:,} · {fmt_bytes(r.moved_bytes)}" if r.moves else ""
+        moved = ", ".join([f"{r.moves:,} · {fmt_bytes(r.moved_bytes)}"] * bool(r.moves)
+                          + [f"{r.casts:,} casts"] * bool(r.casts))
         rows.append(f"<tr><td>{h(r.where)}</td><td>{h(r.source.strip())}</td><td class='tm-k-create'>"
                     f"{h(short_op(r.op))}</td><td>{r.count:,}</td><td>{r.made:,}</td>"
                     f"<td>{h(fmt_bytes(r.allocated) if r.allocated else '')}</td>"
@@ -73,13 +75,15 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
         max_rows = min(max_rows, MAX_LOOP_ROWS)
     parts.append("<table>")
     n = 0
+    steps = step_labels(rec)
     for first, group in capped_line_groups(rec.events, max_rows):
         parts.append(f"<tr class='tm-src'><td>{h(first.where)}</td>"
                      f"<td colspan=3>{h(first.source or '')}</td></tr>")  # fmt: skip
         for e in group:
             parts.append(
-                f"<tr><td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
-                f"<td>{h(e.tensor.label)}</td><td>{h(short_op(e.op))}</td><td>{h(describe(e))}</td></tr>"
+                f"<tr><td class='tm-k-{h(e.kind)}'>{h(kind_word(e))}</td>"
+                f"<td>{h(steps.get(e.tensor.id) or e.tensor.label)}</td><td>{h(short_op(e.op))}</td>"
+                f"<td>{h(describe(e))}</td></tr>"
             )
         n += len(group)
     if n < len(rec.events):

@@ -112,9 +112,11 @@ def _tally(events: Sequence[Event]) -> _Tally:
     if kinds["move"]:
         for e in events:
             if e.kind == "move":
-                t.moves += 1
-                t.moved_bytes += e.nbytes or 0
-                t.casts += e.from_dtype != e.to_dtype
+                if e.crosses_devices:  # as the header counts: a same-device change is a cast
+                    t.moves += 1
+                    t.moved_bytes += e.nbytes or 0
+                else:
+                    t.casts += 1
                 t.writes += e.inplace
     return t
 
@@ -194,6 +196,51 @@ def step_starts(events: Sequence[Event]) -> list[int]:
     return [i for i, k in runs if k == head]
 
 
+#: names longer than this are cut before the step is added (a label stays one short line)
+MAX_STEP_NAME = 60
+
+
+def step_labels(rec: Recording) -> dict[str, str]:
+    """Tensor id -> its name with the step that made it (``xb (step 3)``, ``model.0.weight.grad
+    (step 2)``), for the names that tensors made in two or more steps of the loop share (a loop
+    target, each step's gradient with ``set_to_none=True``); the first step is step 1.  A name
+    made in one step only, or outside the loop, keeps no step, nor does a library call's
+    ``… temporary``.  Computed once per recording."""
+    cached = rec.__dict__.get("_step_labels")
+    if cached is not None:
+        return cached
+    out: dict[str, str] = {}
+    events = rec.events
+    starts = step_starts(events)
+    if starts:
+        made: dict[str, list[tuple[str, int]]] = {}  # name -> (tensor id, step) of each tensor made
+        step = 0
+        nxt = starts[0]
+        for i, e in enumerate(events):
+            while i >= nxt:  # past the start of the next step
+                step += 1
+                nxt = starts[step] if step < len(starts) else len(events) + 1
+            if step and e.kind in _MADE_STEP and not e.inplace and e.tensor.names:
+                name = e.tensor.names[0]
+                if not name.endswith(" temporary"):  # many a step, made inside a call: no one looks them up
+                    made.setdefault(name, []).append((e.tensor.id, step))
+        for name, tensors in made.items():
+            if len({st for _tid, st in tensors}) > 1:
+                short = name if len(name) <= MAX_STEP_NAME else name[: MAX_STEP_NAME - 1] + "…"
+                for tid, st in tensors:
+                    out.setdefault(tid, f"{short} (step {st:,})")
+    rec.__dict__["_step_labels"] = out
+    return out
+
+
+_MADE_STEP = ("create", "view", "move")
+
+
+def shown_label(rec: Recording, ref: Any) -> str:
+    """A tensor's label as the views show it: with its step where ``step_labels`` gives one."""
+    return step_labels(rec).get(ref.id) or ref.label
+
+
 def _norm(s: Stats | None) -> float | None:
     """The L2 norm from recorded statistics: sum(x²) = (n-1)·std² + n·mean² (torch's std is unbiased)."""
     if s is None or s.mean is None or s.numel == 0 or s.nan or s.inf:
@@ -262,4 +309,5 @@ def step_history(rec: Recording) -> tuple[int, list[StepHistory]]:
     return n, sorted(hist.values(), key=lambda s: s.grad)
 
 
-__all__ = ["LineRow", "StepHistory", "has_loops", "has_steps", "line_rows", "step_history", "step_starts"]
+__all__ = ["LineRow", "StepHistory", "has_loops", "has_steps", "line_rows", "shown_label", "step_history", "step_labels",
+           "step_starts"]

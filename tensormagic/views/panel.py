@@ -17,7 +17,7 @@ from ..model.recording import Recording
 from .card import EMPTY_CARD, record_card_html
 from .common import count_words, diagnostic_words
 from .graph import graph_html
-from .lines import has_loops, has_steps
+from .lines import has_loops, has_steps, step_labels
 from .panel_lines import lines_table, row_events_html, steps_html
 from .panel_namespace import NamespaceTable
 from .panel_tables import (
@@ -179,7 +179,7 @@ class Panel(_Owner):
             rows = self.lines.table.rows
             i = int(value)
             if 0 <= i < len(rows):
-                self.card.value = clickable(row_events_html(rows[i]))
+                self.card.value = clickable(row_events_html(rows[i], step_labels(self.rec)))
 
     def search(self, text: str) -> None:
         """Find tensors by name or id across the whole recording: one exact match opens its card."""
@@ -261,10 +261,11 @@ class _TimelineTable(Table[Any]):
 
     folds: tuple[Any, ...] = ()
     tracked: Any = ()
+    labels: Any = None
 
     def html(self) -> str:
         last = self.page >= self.pages - 1 and not self.query
-        return clickable(timeline_html(self.page_rows(), self.folds if last else (), self.tracked))
+        return clickable(timeline_html(self.page_rows(), self.folds if last else (), self.tracked, self.labels))
 
 
 def _timeline_table(rec: Recording) -> Table[Any]:
@@ -272,6 +273,7 @@ def _timeline_table(rec: Recording) -> Table[Any]:
                        page_size=TIMELINE_PAGE)  # fmt: skip
     t.folds = rec.folds
     t.tracked = rec.tensors
+    t.labels = step_labels(rec)
     return t
 
 

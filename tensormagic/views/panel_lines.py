@@ -3,10 +3,10 @@ line × op, the events behind a row, and named tensors over the steps of a loop 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ..model.recording import Recording
-from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, short_op
+from .common import describe, fmt_bytes, fmt_shape, kind_word, short_op
 from .lines import LineRow, StepHistory, line_rows, step_history
 from .table import PAGE_SIZE, Column, Table, h
 
@@ -24,10 +24,10 @@ def _made(r: LineRow) -> str:
 
 
 def _moves(r: LineRow) -> str:
-    if not r.moves:
-        return ""
-    casts = f" ({r.casts:,} casts)" if r.casts else ""
-    return f"{r.moves:,}{casts} · {fmt_bytes(r.moved_bytes)}"
+    parts = [f"{r.moves:,} moves · {fmt_bytes(r.moved_bytes)}"] if r.moves else []
+    if r.casts:
+        parts.append(f"{r.casts:,} casts")
+    return ", ".join(parts)
 
 
 def _n(v: int) -> str:
@@ -42,7 +42,7 @@ LINE_COLUMNS: tuple[Column[LineRow], ...] = (
     Column("made", _made, lambda r: r.made),
     Column("allocated", lambda r: fmt_bytes(r.allocated) if r.allocated else "", lambda r: r.allocated),
     Column("writes", lambda r: _n(r.writes), lambda r: r.writes, lambda r: "tm-k-inplace"),
-    Column("moves & casts", _moves, lambda r: r.moved_bytes, lambda r: "tm-k-move"),
+    Column("moves & casts", _moves, lambda r: (r.moved_bytes, r.casts), lambda r: "tm-k-move"),
     Column("diagnostics", lambda r: ", ".join(r.diagnostics), lambda r: len(r.diagnostics), lambda r: "tm-warn"),
 )  # fmt: skip
 
@@ -61,15 +61,17 @@ def lines_table(rec: Recording, page_size: int = PAGE_SIZE, counts: dict[str, in
     return Table(line_rows(rec), columns, _line_search, page_size=page_size, key=lambda r: f"l:{r.index}")
 
 
-def row_events_html(r: LineRow) -> str:
-    """The events behind one Lines row (the first ``MAX_ROW_EVENTS``), each tensor clickable."""
+def row_events_html(r: LineRow, labels: Mapping[str, str] | None = None) -> str:
+    """The events behind one Lines row (the first ``MAX_ROW_EVENTS``), each tensor clickable and
+    named with its step where ``labels`` (``step_labels``) gives one."""
+    labels = labels or {}
     head = (f"<div class='tm-card'><h4>{h(r.where)} · {h(short_op(r.op))} · {r.count:,} events</h4>"
             f"<div><code title='{h(r.source)}'>{h(r.source.strip())}</code></div>")  # fmt: skip
     rows = []
     for e in r.events[:MAX_ROW_EVENTS]:
         text = describe(e)
         rows.append(f"<tr data-tm='t:{h(e.tensor.id)}'><td class='tm-k-{h(e.kind)}'>"
-                    f"{h(KIND_WORD.get(e.kind, e.kind))}</td><td class='tm-link'>{h(e.tensor.label)}</td>"
+                    f"{h(kind_word(e))}</td><td class='tm-link'>{h(labels.get(e.tensor.id) or e.tensor.label)}</td>"
                     f"<td title='{h(text)}'>{h(text)}</td></tr>")  # fmt: skip
     more = r.count - min(len(r.events), MAX_ROW_EVENTS)
     tail = f"<div class='tm-muted'>… {more:,} more events</div>" if more > 0 else ""

@@ -4,12 +4,13 @@ and escaped HTML (no ipywidgets here).  The generic filter/sort/page model is in
 
 from __future__ import annotations
 
-from typing import Any, Container, Sequence
+from typing import Any, Container, Mapping, Sequence
 
 from ..model.events import Event, Fold, TensorRef, where_label
 from ..model.recording import Recording, TensorRecord
-from .common import KIND_WORD, describe, fmt_bytes, fmt_shape, line_groups, short_op
+from .common import FOLD_WORD, describe, fmt_bytes, fmt_shape, kind_word, line_groups, short_op
 from .html import fold_row
+from .lines import step_labels
 from .table import PAGE_SIZE, STYLE, Column, Table, h, nbytes_of
 
 TIMELINE_PAGE = 50
@@ -24,10 +25,12 @@ class TensorRow:
     Built for every tensor when the panel opens, so it only keeps references: the fields are
     read when a page, a sort or a filter needs them."""
 
-    __slots__ = ("index", "trec", "fold")
+    __slots__ = ("index", "trec", "fold", "step_label")
 
-    def __init__(self, index: int, trec: TensorRecord | None = None, fold: Fold | None = None) -> None:
+    def __init__(self, index: int, trec: TensorRecord | None = None, fold: Fold | None = None,
+                 step_label: str | None = None) -> None:  # fmt: skip
         self.index, self.trec, self.fold = index, trec, fold
+        self.step_label = step_label  # ``xb (step 3)``: its name with the step that made it
 
     @property
     def id(self) -> str | None:
@@ -43,11 +46,13 @@ class TensorRow:
 
     @property
     def label(self) -> str:
+        if self.step_label is not None:
+            return self.step_label
         if self.trec is not None:
             return self.trec.label
         f = self.fold
         assert f is not None
-        return f"({KIND_WORD.get(f.kind, f.kind)} ×{f.count:,} folded)"
+        return f"({FOLD_WORD.get(f.kind, f.kind)} ×{f.count:,} folded)"
 
     @property
     def _origin(self) -> Event | None:
@@ -128,7 +133,8 @@ class TensorRow:
 def tensor_rows(rec: Recording) -> list[TensorRow]:
     """A row per tracked tensor in creation order: as many rows as the header counts tensors
     (repeats folded past ``max_events`` are counted by ``tensors_intro`` and on the Timeline)."""
-    return [TensorRow(i, t) for i, t in enumerate(rec.tensors.values())]
+    labels = step_labels(rec)
+    return [TensorRow(i, t, None, labels.get(t.id)) for i, t in enumerate(rec.tensors.values())]
 
 
 def tensors_intro(rec: Recording) -> str:
@@ -150,7 +156,7 @@ def _yes(v: bool | None) -> str:
 
 TENSOR_COLUMNS: tuple[Column[TensorRow], ...] = (
     Column("#", lambda r: str(r.index + 1), lambda r: r.index, lambda r: "tm-muted"),
-    Column("name", lambda r: ", ".join(r.names) if r.names else r.label, lambda r: r.label.lower()),
+    Column("name", lambda r: ", ".join((r.label, *r.names[1:])) if r.names else r.label, lambda r: r.label.lower()),
     Column("op", lambda r: r.op, lambda r: r.op, lambda r: "tm-k-create"),
     Column("line", lambda r: r.where, lambda r: r.line),
     Column("module", lambda r: r.module or "", lambda r: r.module),
@@ -209,7 +215,7 @@ def _aliases_text(e: Event) -> str:
 INPLACE_COLUMNS: tuple[Column[Event], ...] = (
     Column("line", lambda e: e.where, lambda e: e.line),
     Column("source", lambda e: e.source or ""),
-    Column("tensor", lambda e: e.tensor.label, lambda e: e.tensor.label.lower()),
+    Column("tensor", lambda e: e.tensor.label, lambda e: e.tensor.label.lower()),  # with its step: _stepped
     Column("op", lambda e: short_op(e.op), lambda e: e.op, lambda e: "tm-k-inplace"),
     Column("version", lambda e: f"{e.version_before} → {e.version_after}", lambda e: e.version_after),
     Column("shares memory with", _aliases_text),
@@ -219,8 +225,18 @@ INPLACE_COLUMNS: tuple[Column[Event], ...] = (
 def inplace_table(rec: Recording, page_size: int = PAGE_SIZE) -> Table[Event]:
     """Every write to existing memory, with the names that see the change."""
     rows = [e for e in rec.events if e.kind == "inplace" or (e.kind == "move" and e.inplace)]
-    return Table(rows, INPLACE_COLUMNS, lambda e: f"{e.tensor.label}\x00{e.op}\x00{e.source or ''}",
+    labels = step_labels(rec)
+    return Table(rows, _stepped(INPLACE_COLUMNS, labels),
+                 lambda e: f"{labels.get(e.tensor.id) or e.tensor.label}\x00{e.op}\x00{e.source or ''}",
                  page_size=page_size)  # fmt: skip
+
+
+def _stepped(columns: tuple[Column[Event], ...], labels: Mapping[str, str]) -> tuple[Column[Event], ...]:
+    """The columns with the tensor named with its step (``step_labels``) where it has one."""
+    if not labels:
+        return columns
+    return tuple(Column(c.title, lambda e: labels.get(e.tensor.id) or e.tensor.label, c.key, c.css)
+                 if c.title == "tensor" else c for c in columns)  # fmt: skip
 
 
 def _direction(e: Event) -> str:
@@ -233,6 +249,7 @@ def _dtype_change(e: Event) -> str:
 
 MOVE_COLUMNS: tuple[Column[Event], ...] = (
     Column("line", lambda e: e.where, lambda e: e.line),
+    Column("kind", kind_word, kind_word),
     Column("tensor", lambda e: e.tensor.label, lambda e: e.tensor.label.lower()),
     Column("op", lambda e: short_op(e.op), lambda e: e.op, lambda e: "tm-k-move"),
     Column("direction", _direction, _direction),
@@ -245,7 +262,7 @@ MOVE_COLUMNS: tuple[Column[Event], ...] = (
 
 def moves_table(rec: Recording, page_size: int = PAGE_SIZE) -> Table[Event]:
     rows = [e for e in rec.events if e.kind == "move"]
-    return Table(rows, MOVE_COLUMNS, _move_search, page_size=page_size)
+    return Table(rows, _stepped(MOVE_COLUMNS, step_labels(rec)), _move_search, page_size=page_size)
 
 
 def _move_search(e: Event) -> str:
@@ -253,35 +270,38 @@ def _move_search(e: Event) -> str:
 
 
 def move_totals_html(rec: Recording) -> str:
-    """Moves per direction (device change and dtype change), with their bytes."""
-    totals: dict[tuple[str, str], list[int]] = {}
+    """Moves (between devices) and casts (a dtype change on one device) per direction, with their
+    bytes: the header's "N moves, M casts" are the sums of the rows of each kind."""
+    totals: dict[tuple[str, str, str], list[int]] = {}
     for e in rec.events:
         if e.kind != "move":
             continue
         device = _direction(e) if e.from_device != e.to_device else "same device"
-        key = (device, _dtype_change(e) if e.from_dtype != e.to_dtype else "same dtype")
+        key = (kind_word(e), device, _dtype_change(e) if e.from_dtype != e.to_dtype else "same dtype")
         t = totals.setdefault(key, [0, 0])
         t[0] += 1
         t[1] += e.nbytes or 0
     folded = sum(f.count for f in rec.folds if f.kind == "move")
     if not totals and not folded:
-        return "<div class='tm-muted'>no device or dtype moves in this cell</div>"
+        return "<div class='tm-muted'>no device moves or casts in this cell</div>"
     rows = "".join(
-        f"<tr><td>{h(d)}</td><td>{h(dt)}</td><td>{n:,}</td><td>{h(fmt_bytes(b))}</td></tr>"
-        for (d, dt), (n, b) in sorted(totals.items(), key=lambda kv: -kv[1][1])
+        f"<tr><td>{h(k)}</td><td>{h(d)}</td><td>{h(dt)}</td><td>{n:,}</td><td>{h(fmt_bytes(b))}</td></tr>"
+        for (k, d, dt), (n, b) in sorted(totals.items(), key=lambda kv: (kv[0][0] != "move", -kv[1][1]))
     )
     if folded:  # the header counts them too: the rows below list the others
-        rows += f"<tr><td colspan=2>repeats folded (see the Timeline)</td><td>{folded:,}</td><td></td></tr>"
-    return ('<table class="tm-t"><thead><tr><th>direction</th><th>dtype</th><th>moves</th>'
+        rows += f"<tr><td colspan=3>moves/casts folded (see the Timeline)</td><td>{folded:,}</td><td></td></tr>"
+    return ('<table class="tm-t"><thead><tr><th>kind</th><th>direction</th><th>dtype</th><th>count</th>'
             f"<th>bytes</th></tr></thead><tbody>{rows}</tbody></table>")  # fmt: skip
 
 
 # -- Timeline ------------------------------------------------------------------------------------
 
 
-def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = (), tracked: Container[str] = ()) -> str:
+def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = (), tracked: Container[str] = (),
+                  labels: Mapping[str, str] | None = None) -> str:  # fmt: skip
     """Events grouped by source line: the line once, its events under it; the row of an event on
-    a ``tracked`` tensor carries its click key."""
+    a ``tracked`` tensor carries its click key; ``labels`` (``step_labels``) names a tensor with its step."""
+    labels = labels or {}
     parts = ['<table class="tm-t tm-clickable"><tbody>']
     for first, group in line_groups(list(events)):
         src = h(first.source or "")
@@ -290,8 +310,9 @@ def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = (), tracked: 
             text = h(describe(e))
             key = f" data-tm='t:{h(e.tensor.id)}'" if e.tensor.id in tracked else ""
             parts.append(
-                f"<tr{key}><td class='tm-k-{h(e.kind)}'>{h(KIND_WORD.get(e.kind, e.kind))}</td>"
-                f"<td title='{h(e.tensor.label)}'>{h(e.tensor.label)}</td><td>{h(short_op(e.op))}</td>"
+                f"<tr{key}><td class='tm-k-{h(e.kind)}'>{h(kind_word(e))}</td>"
+                f"<td title='{h(e.tensor.label)}'>{h(labels.get(e.tensor.id) or e.tensor.label)}</td>"
+                f"<td>{h(short_op(e.op))}</td>"
                 f"<td title='{text}'>{text}</td></tr>"
             )
     parts.extend(fold_row(f) for f in folds)

@@ -5,16 +5,17 @@ from __future__ import annotations
 from ..model.recording import Recording
 from .common import (
     AUTOGRAD_GRAD,
-    KIND_WORD,
     capped_line_groups,
     count_words,
     describe,
     diagnostic_words,
     fold_words,
+    kind_word,
     short_op,
     tree_lines,
 )  # fmt: skip
 from .inert import inert, inert_line
+from .lines import step_labels
 
 MAX_LINES = 400
 
@@ -34,12 +35,13 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         out.append(f"  note: recording incomplete ({rec.internal_error})")
     out.extend(f"  note: {_label(rec, tid)} is {why}"[:width] for tid, why in list(rec.unreadable.items())[:5])
     n = 0
+    steps = step_labels(rec)  # a name shared by tensors of several steps says which step
     for first, group in capped_line_groups(rec.events, MAX_LINES):
         src = (first.source or "").strip()
         out.append(f"{first.where:>8}  {src}"[:width])
         for e in group:
-            kind = KIND_WORD.get(e.kind, e.kind)
-            out.append(f"{'':10}{kind:8} {e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}")
+            kind = kind_word(e)
+            out.append(f"{'':10}{kind:8} {steps.get(e.tensor.id) or e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}")
         n += len(group)
     if n < len(rec.events):
         out.append(f"          … {len(rec.events) - n:,} more events (see the panel or the log)")
