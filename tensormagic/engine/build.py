@@ -11,7 +11,7 @@ import torch
 
 from ..model.events import Event, Fold, GradRecord, TensorRef
 from ..model.fastinit import fast_constructor
-from ..model.recording import Recording, TensorRecord, attach_events
+from ..model.recording import Recording, TensorRecord, attach_events, set_before
 from . import describe, history, identity, naming
 from .autograd import capture
 from .bound_names import LineNames, line_results, name_live
@@ -201,6 +201,9 @@ def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | Non
     before = {tid: identity.provenance.get(tid) for tid, info in tr.tensors.items() if info[3] is None}
     snap = _Snapshot(place, names, roots, final, lines, rec.failed)
     snap.before = before
+    rec.before = {f"t{tid}": made for tid, made in before.items()}
+    if tr.keep_history:  # each live tensor's history as it stands now, kept for the log and later views
+        rec.histories = {f"t{tid}": h.words() for tid in final if (h := history.histories.get(tid)) is not None}
     return snap
 
 
@@ -313,7 +316,7 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
     rec._final_refs = final
     # TensorRecords (and which events touched each) are made when first read: a log needs only
     # the final snapshots
-    rec._pending_tensors = lambda r: _tensor_records(tr, final, r.events, snap.before)
+    rec._pending_tensors = lambda r: _tensor_records(tr, final, r.events, snap.before, r.histories)
 
 
 def _module_resolver(roots: dict[str, str]) -> Any:
@@ -531,13 +534,9 @@ def _final_refs(tr: Tracker, refs: _Refs, state: dict[int, Any], final: dict[int
 
 
 def _tensor_records(tr: Tracker, final: dict[str, TensorRef], events: tuple[Event, ...],
-                    before: dict[int, Any]) -> dict[str, TensorRecord]:  # fmt: skip
+                    before: dict[int, Any], histories: dict[str, str]) -> dict[str, TensorRecord]:  # fmt: skip
     recs: dict[str, TensorRecord] = {}
     for rid, ref in final.items():
         recs[rid] = TensorRecord(id=rid, names=ref.names, ref=ref, _weak=tr.ref(int(rid[1:])))
     attach_events(recs, events)
-    for tid, made in before.items():
-        trec = recs.get(f"t{tid}")
-        if trec is not None and trec.created is None:  # a first sight without an op is a creation
-            trec.made_before = made
-    return recs
+    return set_before(recs, {f"t{tid}": made for tid, made in before.items()}, histories)

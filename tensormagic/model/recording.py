@@ -28,6 +28,9 @@ class TensorRecord:
     #: the tensor existed before the block: (cell, file, line, op) where an earlier tracked block
     #: made it, or None when no tracked block saw it made; unset (False) for a tensor the block made
     made_before: tuple[int | None, str | None, int | None, str] | None | bool = False
+    #: what tracked cells did to it up to this block's end, in words (``made In[3] line 2
+    #: (torch.randn); written In[5] line 4 (add_)``): kept under ``%trackgrad on`` and in the log
+    history: str | None = None
     _weak: weakref.ref[Any] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -56,6 +59,21 @@ class TensorRecord:
 
             return compute_stats(t)
         return self.recorded_stats
+
+
+def set_before(recs: dict[str, TensorRecord], before: dict[str, Any],
+               histories: dict[str, str]) -> dict[str, TensorRecord]:  # fmt: skip
+    """Each tensor's ``made_before`` and ``history`` from the recording's tables (the build's, or
+    a log's cell record): a tensor an event of the block made keeps ``made_before`` unset."""
+    for rid, made in before.items():
+        trec = recs.get(rid)
+        if trec is not None and trec.created is None:  # a first sight without an op is a creation
+            trec.made_before = made
+    for rid, words in histories.items():
+        trec = recs.get(rid)
+        if trec is not None:
+            trec.history = words
+    return recs
 
 
 class _Built:
@@ -112,6 +130,11 @@ class Recording:
     #: a nested tensor's irregular sizes); the snapshots hold what it could read
     unreadable: dict[str, str] = field(default_factory=dict)
     finished: bool = False
+    #: tensor id -> where an earlier tracked block made it (cell, file, line, op), or None when no
+    #: tracked block saw it made, for the tensors that existed before the block (``made_before``)
+    before: dict[str, Any] = field(default_factory=dict)
+    #: tensor id -> its history across tracked blocks at this block's end, in words (``history``)
+    histories: dict[str, str] = field(default_factory=dict)
     #: tensors past ``max_events`` that no kept event names and that died in the block: counted
     #: here, not kept (the way ``folds`` counts events)
     folded_tensors: int = 0

@@ -123,6 +123,8 @@ def record_card_html(rec: Recording, trec: TensorRecord) -> str:
         hist = histogram_svg(_histogram_of(t))
     else:
         rows = [*_ref_rows(trec.ref), _recorded_stats_row(trec.recorded_stats)]
+        if trec.history:  # across cells, as it stood at the block's end (a live tensor's is read now)
+            rows.append(("history", trec.history))
         badge = "<span class='tm-muted'>○ freed: recorded metadata</span>"
     if chain:
         at = next((i + 1 for i, (k, _v) in enumerate(rows) if k in ("autograd", "grad_fn")), len(rows))

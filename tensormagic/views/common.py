@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 from ..model.events import Event, Fold, TensorRef, where_label
 from ..model.gradgraph import GradGraph
-from ..model.recording import Recording
+from ..model.recording import Recording, TensorRecord
 
 KIND_WORD = {
     "create": "new",
@@ -37,6 +37,20 @@ COUNT_WORDS = (
     ("move", "moves"),
     ("backward", "backward"),
 )
+
+
+EXISTED = "existed before this cell"
+
+
+def made_before_words(trec: TensorRecord) -> str:
+    """``existed before this cell (made In[5] line 3, torch.randn)``: where an earlier tracked
+    cell made it, when one did."""
+    mb = trec.made_before
+    if not isinstance(mb, tuple):
+        return EXISTED
+    cell, file, line, op = mb
+    at = f"In[{cell}] line {line}" if cell is not None else where_label(line, file, None)
+    return f"{EXISTED} (made {at}, {short_op(op)})"
 
 
 def fmt_shape(shape: tuple[int, ...]) -> str:

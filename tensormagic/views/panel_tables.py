@@ -8,7 +8,7 @@ from typing import Any, Container, Mapping, Sequence
 
 from ..model.events import Event, Fold, TensorRef, where_label
 from ..model.recording import Recording, TensorRecord
-from .common import FOLD_WORD, describe, fmt_bytes, fmt_shape, kind_word, line_groups, short_op
+from .common import EXISTED, FOLD_WORD, describe, fmt_bytes, fmt_shape, kind_word, line_groups, made_before_words, short_op
 from .html import fold_row
 from .lines import step_labels
 from .table import PAGE_SIZE, STYLE, Column, Table, h, nbytes_of
@@ -179,20 +179,6 @@ def origin_event(trec: TensorRecord) -> Event | None:
     if trec.created is not None:
         return trec.created
     return next((e for e in trec.events if e.tensor.id == trec.id and e.kind == "move" and not e.inplace), None)
-
-
-EXISTED = "existed before this cell"
-
-
-def made_before_words(trec: TensorRecord) -> str:
-    """``existed before this cell (made In[5] line 3, torch.randn)``: where an earlier tracked
-    cell made it, when one did."""
-    mb = trec.made_before
-    if not isinstance(mb, tuple):
-        return EXISTED
-    cell, file, line, op = mb
-    at = f"In[{cell}] line {line}" if cell is not None else where_label(line, file, None)
-    return f"{EXISTED} (made {at}, {short_op(op)})"
 
 
 def tensors_table(rec: Recording, page_size: int = PAGE_SIZE) -> Table[TensorRow]:

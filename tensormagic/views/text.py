@@ -5,12 +5,14 @@ from __future__ import annotations
 from ..model.recording import Recording
 from .common import (
     AUTOGRAD_GRAD,
+    EXISTED,
     capped_line_groups,
     count_words,
     describe,
     diagnostic_words,
     fold_words,
     kind_word,
+    made_before_words,
     short_op,
     tree_lines,
 )  # fmt: skip
@@ -50,6 +52,7 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         out.append(f"{where:>8}  {what}")
     if rec.folded_tensors:
         out.append(f"          … {rec.folded_tensors} more tensors, made and freed by folded events (counted, not kept)")
+    out.extend(line[:width] for line in before_lines(rec))
     for d in rec.diagnostics:
         out.append(f"  ⚠ {getattr(d, 'severity', None) or 'warning'} [{d.id}] {d.where}: {d.message}")
         if getattr(d, "fix", None):
@@ -69,6 +72,33 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         if stats is not None:
             out.append(f"  {g.tensor.label}.grad: {stats.summary()}")
     return inert("\n".join(out))
+
+
+#: tensors listed with where they were made before the cell (the rest are counted)
+MAX_BEFORE = 10
+
+
+def before_lines(rec: Recording) -> list[str]:
+    """The tensors the cell used that existed before it: each with where an earlier tracked cell
+    made it and its history across cells (``%trackgrad on``); those no tracked cell saw made, by name."""
+    if not rec.before:
+        return []
+    known, unknown = [], []
+    for trec in rec.tensors.values():
+        if isinstance(trec.made_before, tuple):
+            known.append(trec)
+        elif trec.made_before is None and trec.names:
+            unknown.append(trec.label)
+    out = ["existed before this cell:"] if known or unknown else []
+    for trec in known[:MAX_BEFORE]:
+        words = trec.history or made_before_words(trec).removeprefix(EXISTED).strip(" ()")
+        out.append(f"  {trec.label}: {words}")
+    if len(known) > MAX_BEFORE:
+        out.append(f"  … {len(known) - MAX_BEFORE:,} more made in earlier tracked cells")
+    if unknown:
+        shown = ", ".join(unknown[:6]) + (f", … ({len(unknown):,} in all)" if len(unknown) > 6 else "")
+        out.append(f"  {shown}: made where no tracked cell saw")
+    return out
 
 
 def _label(rec: Recording, tid: str) -> str:
