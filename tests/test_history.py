@@ -69,3 +69,43 @@ def test_tensor_from_an_earlier_tracked_cell_says_where_it_was_made(ip):
     assert (row.op, row.where) == ("existed before this cell", f"In[{made}] line 3")
     card = record_card_html(rec, rec.tensor("w"))
     assert f"existed before this cell (made In[{made}] line 3, torch.randn)" in card
+
+
+def test_log_keeps_existed_before_and_the_history(ip, tmp_path):
+    """A tensor made in one logged cell and written in the next: read back from the log, the second
+    cell says it existed before (made In[N] line 3, torch.randn) with its history, in the text the
+    command line's ``show`` and ``%tensorlog`` print, and in the card."""
+    import subprocess
+    import sys
+
+    from tensormagic.log.reader import load_log
+    from tensormagic.log.writer import close_all
+    from tensormagic.views.card import record_card_html
+
+    log = tmp_path / "run.jsonl"
+    made = run(ip, f"%%trackgrad --quiet --log {log}\nk = 1\nw = torch.randn(3)").execution_count
+    written = run(ip, f"%%trackgrad --quiet --log {log}\nw.mul_(2)\nv = w + 1").execution_count
+    close_all()
+    history_words = f"made In[{made}] line 3 (torch.randn); written In[{written}] line 2 (mul_)"
+    rec = load_log(log)[1]
+    w = rec.tensor("w")
+    assert (w.made_before, w.history) == ((made, None, 3, "torch.randn"), history_words)
+    shown = subprocess.run([sys.executable, "-m", "tensormagic", "show", str(log), "--cell", "2"],
+                           capture_output=True, text=True, timeout=120, check=True).stdout  # fmt: skip
+    assert f"existed before this cell:\n  w: {history_words}\n" in shown
+    with capture_output() as cap:
+        ip.run_line_magic("tensorlog", f"{log} --cell 2")
+    assert f"w: {history_words}" in cap.stdout + "".join(o.data.get("text/plain", "") for o in cap.outputs)
+    card = record_card_html(rec, w)
+    assert f"existed before this cell (made In[{made}] line 3, torch.randn)" in card and history_words in card
+
+
+def test_a_huge_history_table_is_cut_before_the_line_bound():
+    """A cell record whose histories would pass ``MAX_LINE`` drops them and counts them."""
+    from tensormagic.log.records import MAX_LINE, bounded_cell_line, loads
+
+    d = {"type": "cell", "key": "s/1", "histories": {f"t{i}": "made In[1] line 1 (x)" * 10 for i in range(10_000)},
+         "tensors": []}  # fmt: skip
+    line = bounded_cell_line(d)
+    got = loads(line)
+    assert len(line) <= MAX_LINE and "histories" not in got and got["histories_omitted"] == 10_000

@@ -51,3 +51,21 @@ def test_unknown_event_kind_is_skipped_and_counted(tmp_path: Path) -> None:
     assert recs.stats.unknown_kinds == 1
     assert all(e.kind != "compiled_call" for r in recs for e in r.events)
     assert any("unknown kind" in n for n in recs.stats.notes())
+
+
+def test_schema3_fixture_keeps_existed_before_and_history() -> None:
+    """Schema 3's last cell writes ``v``, made by its first cell (line 25 of the script that wrote
+    it, by ``torch.zeros``): read back, ``v`` existed before with that place and its history."""
+    recs = load_log(DATA / "log_schema3.jsonl")
+    v = recs[3].tensor("v")
+    assert v.made_before == (None, "/work/wt-i22/tests/data/make_log_fixture.py", 25, "torch.zeros")
+    assert v.history == ("made make_log_fixture.py:25 (torch.zeros); written make_log_fixture.py:26 "
+                         "(__setitem__); written make_log_fixture.py:48 (add_)")  # fmt: skip
+    assert "v: made make_log_fixture.py:25 (torch.zeros); written" in recs[3].to_text(width=200)
+
+
+def test_older_fixtures_have_no_before_or_history() -> None:
+    """A schema 2 log says nothing of "existed before" or histories: nothing is made up."""
+    recs = load_log(DATA / "log_schema2.jsonl")
+    assert all(not r.before and not r.histories for r in recs)
+    assert all(t.history is None and t.made_before is False for r in recs for t in r.tensors.values())

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ..model.events import KINDS, Event, Fold, TensorRef
 from ..model.gradgraph import GraphTable
-from ..model.recording import Recording, TensorRecord, attach_events, last_refs
+from ..model.recording import Recording, TensorRecord, attach_events, last_refs, set_before
 from .scan import LogReadError, NotALogError, ScanStats, scan
 from .writer import LogWarning
 
@@ -230,8 +230,24 @@ def to_recording(c: LoggedCell, stats: ScanStats | None = None) -> Recording:
         diagnostics=[_diagnostic(d) for d in r.get("diagnostics") or () if _diagnostic_ok(d)],
         finished=True,
     )
-    rec.tensors = rebuild_tensors(rec.events, r.get("tensors"))
+    rec.before, rec.histories = _before(r.get("before")), _histories(r.get("histories"))
+    rec.tensors = set_before(rebuild_tensors(rec.events, r.get("tensors")), rec.before, rec.histories)
     return rec
+
+
+def _before(d: Any) -> dict[str, Any]:
+    """A cell record's ``before`` (schema 3): tensor id -> (cell, file, line, op) or None; an entry
+    of another shape is read as "existed before", without where."""
+    out: dict[str, Any] = {}
+    for k, v in (d.items() if isinstance(d, dict) else ()):
+        ok = (isinstance(v, list) and len(v) == 4 and all(x is None or isinstance(x, int) for x in (v[0], v[2]))
+              and (v[1] is None or isinstance(v[1], str)) and isinstance(v[3], str))  # fmt: skip
+        out[str(k)] = tuple(v) if ok else None
+    return out
+
+
+def _histories(d: Any) -> dict[str, str]:
+    return {str(k): v for k, v in d.items() if isinstance(v, str)} if isinstance(d, dict) else {}
 
 
 def _count(v: Any) -> int:

@@ -47,6 +47,10 @@ SCHEMA_HISTORY = {
     1: "header, event and cell records",
     2: "cell: folded_tensors (tensors past max_events no kept event names, counted), tensors_omitted; "
        "lines bounded by MAX_LINE (an event over it: trimmed); cell: unreadable (added on main under 1)",
+    3: "cell: before (tensor id -> [cell, file, line, op] where an earlier tracked cell made a tensor "
+       "that existed before this one, or null), histories (tensor id -> its history across tracked "
+       "cells in words); both only where not empty, cut first past MAX_LINE (before_omitted, "
+       "histories_omitted count them)",
 }
 #: the longest line a writer writes, in bytes
 MAX_LINE = 1 << 20
@@ -207,6 +211,9 @@ def bounded_cell_line(d: dict[str, Any]) -> bytes:
         d["source"] = d["source"][:65536] + "\n… (source cut: the log's line bound)"
     d["diagnostics"] = (d.get("diagnostics") or [])[:100]
     tensors = d.pop("tensors", None) or []
+    for key in ("histories", "before"):  # what the views can do without, before the tensor table
+        if len(dumps(d)) > MAX_LINE // 2 and d.get(key):
+            d[f"{key}_omitted"] = len(d.pop(key))
     line = dumps(d)
     if len(line) > MAX_LINE // 2:
         d["graphs"] = {}
@@ -281,6 +288,12 @@ def cell_record(rec: Recording, key: str) -> dict[str, Any]:
     }
     if rec.unreadable:  # only where there is something to say: other cells' lines stay as they were
         out["unreadable"] = dict(rec.unreadable)
+    listed = rec.final_refs()
+    before = {k: (list(v) if isinstance(v, tuple) else None) for k, v in rec.before.items() if k in listed}
+    if before:
+        out["before"] = before
+    if rec.histories:
+        out["histories"] = dict(rec.histories)
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from .dictform import _known, _to_dict
 
-SCHEMA_VERSION = 2  # log/records.py's SCHEMA_HISTORY says what each version added
+SCHEMA_VERSION = 3  # log/records.py's SCHEMA_HISTORY says what each version added
 
 #: Event kinds, in the order reports list their counts.
 KINDS: tuple[str, ...] = ("create", "view", "inplace", "move", "backward", "numpy")

@@ -1,6 +1,8 @@
-"""Wrote tests/data/log_schema1.jsonl with the code of main at 816a535 (schema_version 1), and
-log_schema2.jsonl with branch i21 (schema_version 2); kept to
-say how it was made, never re-run (the fixture is what that code wrote, every later reader must load it)."""
+"""Wrote tests/data/log_schema1.jsonl with the code of main at 816a535 (schema_version 1),
+log_schema2.jsonl with branch i21 (schema_version 2), and log_schema3.jsonl with branch i22
+(schema_version 3: run with a second argument ``history``, so the blocks keep histories and the
+last one writes ``v``, made by the first); kept to say how it was made, never re-run (the fixture
+is what that code wrote, every later reader must load it)."""
 import sys
 import warnings
 
@@ -11,9 +13,10 @@ import tensormagic
 from tensormagic.log.writer import close_all
 
 path = sys.argv[1]
+HISTORY = sys.argv[2:] == ["history"]
 warnings.simplefilter("ignore")
 torch.manual_seed(0)
-with tensormagic.track(log=path) as rec:
+with tensormagic.track(log=path, history=HISTORY) as rec:
     x = torch.ones(2, 2, requires_grad=True)
     y = x + 2
     z = y * y * 3
@@ -25,21 +28,23 @@ with tensormagic.track(log=path) as rec:
     a = torch.from_numpy(np.arange(3.0))
     m = v.to(torch.float64)
     n = a.numpy()
-with tensormagic.track(log=path, stats=True) as rec2:
+with tensormagic.track(log=path, stats=True, history=HISTORY) as rec2:
     s = torch.tensor([1.0, float("nan")])
     q = s * 2
 try:
-    with tensormagic.track(log=path, max_events=5) as rec3:
+    with tensormagic.track(log=path, max_events=5, history=HISTORY) as rec3:
         t = torch.zeros(1)
         for _ in range(20):
             t = t + 1
         raise ValueError("boom")
 except ValueError:
     pass
-with tensormagic.track(log=path) as rec4:
+with tensormagic.track(log=path, history=HISTORY) as rec4:
     p = torch.randn(3, requires_grad=True).to(torch.float64)
     r = (p * 2).sum()
     r.backward()
     g = p.grad
+    if HISTORY:
+        v.add_(1)
 close_all()
 print(rec.summary_line(), rec2.summary_line(), rec3.summary_line(), rec4.summary_line(), sep="\n")
