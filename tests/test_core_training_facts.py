@@ -219,3 +219,27 @@ def test_tensors_made_in_a_backward_hook_are_never_on_a_wrong_line(loop):
     hook_line = _line("return g * 0.5")
     assert {e.line for e in loop.events} <= body | {hook_line}
     assert all(e.file == __file__ for e in loop.events)
+
+
+def _double_input_grad(module: nn.Module, grad_in: tuple, grad_out: tuple) -> tuple:
+    return (grad_in[0] * 2,)  # a module's full backward hook that makes a tensor
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_module_backward_hook_tensors_are_never_on_a_wrong_line(engine):
+    """A full backward hook that makes a tensor: every event is on a line of the block (the hook's
+    tensor is not recorded: the mode is off while backward runs), the gradients are filled by
+    ``backward`` on its own line, and nothing is placed at ``?``."""
+    lin = nn.Linear(3, 2)
+    handle = lin.register_full_backward_hook(_double_input_grad)
+    x = torch.randn(4, 3, requires_grad=True)
+    with tensormagic.track(engine=engine) as rec:
+        y = lin(x * 1.0).sum()
+        y.backward()
+    handle.remove()
+    lines = {_line("y = lin(x * 1.0).sum()"), _line("y.backward()")}
+    assert {e.line for e in rec.events} <= lines | {_line("return (grad_in[0] * 2,)")}
+    (bw,) = rec.filter(kind="backward")
+    assert bw.line == _line("y.backward()")
+    assert sorted(g.tensor.label for g in bw.grads) == ["lin.bias", "lin.weight", "x"]
+    assert "?" not in [e.where.split()[0] for e in rec.events]
