@@ -243,3 +243,10 @@ def test_module_backward_hook_tensors_are_never_on_a_wrong_line(engine):
     assert bw.line == _line("y.backward()")
     assert sorted(g.tensor.label for g in bw.grads) == ["lin.bias", "lin.weight", "x"]
     assert "?" not in [e.where.split()[0] for e in rec.events]
+
+
+def test_text_report_lists_what_existed_before_the_block(loop):
+    """The data and the parameters existed before the block; no tracked cell saw them made."""
+    text = loop.to_text(width=200)
+    assert ("existed before this cell:\n  X, Y, model.0.weight, model.0.bias, model.2.weight, model.2.bias: "
+            "no tracked cell saw them made\n") in text  # fmt: skip

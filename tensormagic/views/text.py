@@ -97,7 +97,7 @@ def before_lines(rec: Recording) -> list[str]:
         out.append(f"  … {len(known) - MAX_BEFORE:,} more made in earlier tracked cells")
     if unknown:
         shown = ", ".join(unknown[:6]) + (f", … ({len(unknown):,} in all)" if len(unknown) > 6 else "")
-        out.append(f"  {shown}: made where no tracked cell saw")
+        out.append(f"  {shown}: no tracked cell saw them made")
     return out
 
 
