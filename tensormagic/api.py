@@ -250,6 +250,7 @@ def _inert_in_forked_child() -> None:
                 _remove_mode(t._mode)
             if t._tracker is not None:
                 t._tracker.modules.__exit__(None, None, None)
+            warnsite.release()  # the child's blocks never end: their warning redirect goes now
         except Exception:  # noqa: BLE001 - the child's own work must go on
             pass
 

@@ -97,8 +97,8 @@ def test_module_another_thread_runs_leaves_the_tracked_threads_paths(engine: str
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_forked_worker_has_no_tracking_left(engine: str) -> None:
-    """A child forked inside a block (as a DataLoader worker is) has no tracking mode on its stack
-    and no module hooks: its ops cost nothing and record nothing."""
+    """A child forked inside a block (as a DataLoader worker is) has no tracking mode on its stack,
+    no module hooks and no warning redirect: its ops cost nothing and record nothing."""
     before_hooks = len(module_hooks._global_forward_pre_hooks)
     with tensormagic.track(engine=engine) as rec:
         a = torch.ones(3)
@@ -108,7 +108,10 @@ def test_forked_worker_has_no_tracking_left(engine: str) -> None:
         if pid == 0:  # the child: report what it has, run a module, leave without cleanup
             try:
                 nn.Linear(3, 3)(a * 2)
-                state = (_len_torch_function_stack(), len(module_hooks._global_forward_pre_hooks) - before_hooks)
+                from tensormagic.engine import warnsite
+
+                state = (_len_torch_function_stack(), len(module_hooks._global_forward_pre_hooks) - before_hooks,
+                         int(warnsite.installed()))  # fmt: skip
                 os.write(write, repr(state).encode())
             finally:
                 os._exit(0)
@@ -117,7 +120,7 @@ def test_forked_worker_has_no_tracking_left(engine: str) -> None:
         child = os.read(read, 100).decode()
         os.close(read)
         b = a + 1
-    assert child == "(0, 0)", child
+    assert child == "(0, 0, 0)", child
     ops = [e.op for e in rec.events]
     assert ops == ["torch.ones", "torch.Tensor.add"], ops  # nothing of the child's
     del b
