@@ -250,3 +250,19 @@ def test_text_report_lists_what_existed_before_the_block(loop):
     text = loop.to_text(width=200)
     assert ("existed before this cell:\n  X, Y, model.0.weight, model.0.bias, model.2.weight, model.2.bias: "
             "no tracked cell saw them made\n") in text  # fmt: skip
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_no_step_is_stated_once_events_are_folded(engine):
+    """Past ``max_events`` the repeats of the loop's head are folded: no tensor is given a step
+    (a count of the kept events would number later steps wrongly)."""
+    from tensormagic.views.lines import step_labels
+
+    with tensormagic.track(engine=engine, max_events=30) as rec:
+        for i in range(40):
+            a = torch.zeros(2)
+            b = a + 1  # noqa: F841
+            if i == 39:
+                c = a * 3  # noqa: F841 - a line first run after the folding began
+    assert rec.folds and step_labels(rec) == {}
+    assert "(step" not in rec.to_text(width=200)

@@ -205,13 +205,15 @@ def step_labels(rec: Recording) -> dict[str, str]:
     (step 2)``), for the names that tensors made in two or more steps of the loop share (a loop
     target, each step's gradient with ``set_to_none=True``); the first step is step 1.  A name
     made in one step only, or outside the loop, keeps no step, nor does a library call's
-    ``… temporary``.  Computed once per recording."""
+    ``… temporary``, nor any tensor of a recording with folded events.  Computed once per recording."""
     cached = rec.__dict__.get("_step_labels")
     if cached is not None:
         return cached
     out: dict[str, str] = {}
     events = rec.events
-    starts = step_starts(events)
+    # past max_events the repeats are folded away: counting the loop's head among the events kept
+    # would give a later step a wrong number, so no step is stated then
+    starts = step_starts(events) if not rec.folds else []
     if starts:
         made: dict[str, list[tuple[str, int]]] = {}  # name -> (tensor id, step) of each tensor made
         step = 0
