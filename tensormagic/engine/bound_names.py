@@ -16,12 +16,14 @@ bytecode offset falls back).  Only the value a run binds takes the line's target
   ``a, b = …`` and ``for step, (xb, yb) in …``).
 
 Tensors left without a name are named after where they were made: ``model.0 output`` inside a
-module, ``clip_grad_norm_ temporary`` inside a library function the line called.  Dead tensors are
+module, ``clip_grad_norm_ temporary`` inside a library function the line called, and by the
+expression that made them (``pred.argmax(1)``, from the bytecode's column positions) otherwise.  Dead tensors are
 named when the events are built; live ones when the block ends (their graphs are named then).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Mapping
 
 from .raw import EXTRA, FUNC, KIND, LASTI, MODULE, TID, WHERE, create_parts
@@ -36,11 +38,14 @@ class LineNames:
 
     def __init__(self, targets: Mapping[Any, tuple[str, ...] | None],
                  bound: Mapping[Any, list[tuple[str, int | None]]],
-                 functions: Mapping[Any, str | None], module_of: Callable[[Any], str | None]) -> None:  # fmt: skip
+                 functions: Mapping[Any, str | None], module_of: Callable[[Any], str | None],
+                 expression: Callable[[Any, int], str | None] | None = None) -> None:  # fmt: skip
         self.targets = targets  # where -> tensor-valued names the line binds, in order
         self.bound = bound  # where -> (name, raw index of the value the namespace holds, or None)
         self.functions = functions  # where -> the function the line calls (temporaries' name)
         self.module_of = module_of
+        self._expression = expression  # (where, bytecode offset) -> the expression evaluated there
+        self._expressions: dict[tuple[Any, int], tuple[str | None, str | None] | None] = {}
         self._bound_runs: dict[Any, list[tuple[str, int, int, int, Any]] | None] = {}
         self._names: dict[str, tuple[str, ...]] = {}
 
@@ -49,6 +54,44 @@ class LineNames:
         if got is None:
             got = self._names[text] = (text,)
         return got
+
+    def expression(self, where: Any, lasti: Any) -> tuple[str | None, str | None] | None:
+        """What the line's code was evaluating when a tensor was made at bytecode offset
+        ``lasti``: (the expression, cut for a table; the function it calls, if it is a call), or
+        None where the offset cannot be placed in the source (Python 3.10)."""
+        if self._expression is None or not isinstance(lasti, int):
+            return None
+        key = (where, lasti)
+        if key not in self._expressions:
+            text = self._expression(where, lasti)
+            if text is None:
+                self._expressions[key] = None
+            else:
+                cut = text if len(text) <= MAX_EXPRESSION else text[: MAX_EXPRESSION - 1] + "…"
+                self._expressions[key] = (cut, _callee(text))
+        return self._expressions[key]
+
+
+MAX_EXPRESSION = 48  # a longer expression is cut, with an ellipsis: it names a tensor in a table
+_CALLEE = re.compile(r"([A-Za-z_][A-Za-z_0-9]*)\s*$")
+
+
+def _callee(text: str) -> str | None:
+    """The last name of the function ``text`` calls (``clip_grad_norm_`` for
+    ``nn.utils.clip_grad_norm_(model.parameters(), 1.0)``), or None if it is not a call."""
+    if not text.endswith(")"):
+        return None
+    depth = 0
+    for i in range(len(text) - 1, -1, -1):
+        c = text[i]
+        if c in ")]}":
+            depth += 1
+        elif c in "([{":
+            depth -= 1
+            if depth == 0:
+                m = _CALLEE.search(text[:i]) if c == "(" else None
+                return m.group(1) if m else None
+    return None
 
 
 def _key(r: Any) -> tuple[Any, ...]:
@@ -174,7 +217,8 @@ def _bind(raw: list[Any], ln: LineNames, where: Any, names: tuple[str, ...],
 def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int, int]],
                  out: list[tuple[int, tuple[str, ...]]]) -> None:  # fmt: skip
     """``model.0 output`` for a tensor made inside a module; ``clip_grad_norm_ temporary`` for
-    one made inside the library function the line called (no op of the run is that function)."""
+    one made inside a library function the line called; ``pred.argmax(1)`` for one the line's
+    own expression made (the expression being evaluated is that op's call, or no call at all)."""
     fn = ln.functions.get(where) if where is not None else None
     short = fn.rsplit(".", 1)[-1] if fn else None
     for a, b in runs:
@@ -189,8 +233,18 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
                 mod = ln.module_of(r[MODULE])
                 if mod:
                     out.append((r[TID], ln.name(f"{mod} output")))
-            elif not direct:
-                out.append((r[TID], ln.name(f"{fn} temporary")))
+                continue
+            expr = ln.expression(where, r[LASTI])
+            if expr is None:  # no column positions: the line's called function says it
+                if not direct:
+                    out.append((r[TID], ln.name(f"{fn} temporary")))
+                continue
+            text, callee = expr
+            op = (r[FUNC] or "").rsplit(".", 1)[-1]
+            if callee is None or callee == op:
+                out.append((r[TID], ln.name(text)))  # type: ignore[arg-type]
+            else:  # made inside the function being called, not its value
+                out.append((r[TID], ln.name(f"{callee} temporary")))
 
 
 def name_live(raw: list[Any], ln: LineNames, names: dict[int, tuple[str, ...]],

@@ -252,7 +252,7 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
             # the line bound a tensor no op made (``p = nn.Parameter(torch.randn(3))``): its
             # temporaries are not ``p``
             bound.setdefault(wheres[0], []).append((n, None))
-    return LineNames(targets, bound, functions, _module_resolver(roots))
+    return LineNames(targets, bound, functions, _module_resolver(roots), tr.lines.expression)
 
 
 MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest

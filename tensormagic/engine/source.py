@@ -93,6 +93,41 @@ class LineFinder:
         """Every ``(filename, line)`` ``find`` has returned."""
         return [where for ent in self._cache.values() for where in ent[3].values()]
 
+    def expression(self, where: tuple[str, int], lasti: int) -> str | None:
+        """The source text of the expression the user's code was evaluating at bytecode offset
+        ``lasti`` of line ``where`` (``pred.argmax(1) == yb``), or None where it cannot be said
+        (Python 3.10 has no column positions; an offset this finder never returned)."""
+        for code, ok, offsets, _lines in self._cache.values():
+            hit = offsets.get(lasti) if ok else None
+            if hit is not None and hit[0] == where:
+                return _expression_at(code, lasti)
+        return None
+
+
+def _expression_at(code: CodeType, lasti: int) -> str | None:
+    positions = getattr(code, "co_positions", None)
+    if positions is None or lasti < 0:
+        return None
+    for i, pos in enumerate(positions()):  # one entry per 2-byte code unit
+        if i == lasti // 2:
+            break
+    else:
+        return None
+    line, end, col, end_col = pos
+    if line is None or end is None or col is None or end_col is None:
+        return None
+    # columns count UTF-8 bytes
+    rows = [linecache.getline(code.co_filename, n).encode() for n in range(line, end + 1)]
+    if not all(rows):
+        return None
+    if line == end:
+        text = rows[0][col:end_col].decode(errors="replace")
+    else:
+        parts = [rows[0][col:], *rows[1:-1], rows[-1][:end_col]]
+        text = " ".join(p.decode(errors="replace").strip() for p in parts)
+    text = " ".join(text.split())
+    return text or None
+
 
 def source_line(filename: str, lineno: int) -> str | None:
     text = linecache.getline(filename, lineno)

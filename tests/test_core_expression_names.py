@@ -1,0 +1,90 @@
+"""A temporary the user's own expression made and bound to no name is named by that expression's
+source text (``pred.argmax(1) == yb``), never after a function it was not made in; on both engines.
+
+Expected names are this file's source text, copied by hand."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import tensormagic
+
+ENGINES = ("c", "python")
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 code has no column positions")
+
+
+def _labels(rec, op: str | None = None) -> list[str]:
+    return [e.tensor.label for e in rec.filter(kind="create") if op is None or e.op == op]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_chained_expression_names_each_step_by_its_text(engine):
+    """In ``acc = (pred.argmax(1) == yb).float().mean()`` each unbound step is named by its text."""
+    pred, yb = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    with tensormagic.track(engine=engine) as rec:
+        acc = (pred.argmax(1) == yb).float().mean()  # noqa: F841
+    names = {t.label for t in rec.tensors.values()}
+    assert {"pred.argmax(1)", "pred.argmax(1) == yb", "(pred.argmax(1) == yb).float()", "acc"} <= names
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_arithmetic_intermediate_is_named_by_its_operands(engine):
+    """``y = x * a + b`` names the product ``x * a`` and the sum ``y``."""
+    x, a, b = torch.ones(3), torch.full((3,), 2.0), torch.ones(3)
+    with tensormagic.track(engine=engine) as rec:
+        y = x * a + b  # noqa: F841
+    assert _labels(rec) == ["x * a", "y"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_argument_of_a_library_call_is_not_that_calls_temporary(engine):
+    """``print(x[1:] * 2)`` makes ``x[1:]`` and ``x[1:] * 2`` before print runs: not "print temporary"."""
+    x = torch.ones(3)
+    with tensormagic.track(engine=engine) as rec:
+        print(x[1:] * 2)
+    assert [t.label for t in rec.tensors.values() if t.label != "x"] == ["x[1:]", "x[1:] * 2"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tensor_made_inside_a_library_function_keeps_its_name(engine):
+    """Tensors made inside ``clip_grad_norm_`` are its temporaries; the product the line makes of
+    its result is named by the line's text."""
+    lin = nn.Linear(3, 2)
+    lin(torch.ones(1, 3)).sum().backward()
+    with tensormagic.track(engine=engine) as rec:
+        print(torch.nn.utils.clip_grad_norm_(lin.parameters(), 1.0) * 2)
+    made = [(e.op, e.tensor.label) for e in rec.filter(kind="create")]
+    text = "torch.nn.utils.clip_grad_norm_(lin.parameters(), 1.0) * 2"
+    assert made[-1] == ("torch.Tensor.mul", f"{text[:47]}…")
+    assert {label for _, label in made[:-1]} == {"clip_grad_norm_ temporary"}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_parameter_wrapping_names_the_randn_by_its_call(engine):
+    """In ``p = nn.Parameter(torch.randn(3))`` the randn temporary is ``torch.randn(3)``."""
+    with tensormagic.track(engine=engine) as rec:
+        p = nn.Parameter(torch.randn(3))  # noqa: F841
+    assert _labels(rec, "torch.randn") == ["torch.randn(3)"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_long_expression_is_cut_with_an_ellipsis(engine):
+    """An expression longer than 48 characters is cut to 47 and an ellipsis."""
+    first_tensor_of_a_long_name = torch.ones(2)
+    with tensormagic.track(engine=engine) as rec:
+        print((first_tensor_of_a_long_name * 2 + first_tensor_of_a_long_name * 3).sum())
+    text = "(first_tensor_of_a_long_name * 2 + first_tensor_of_a_long_name * 3)"
+    assert f"{text[:47]}…" in _labels(rec)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_columns_after_non_ascii_text_are_counted_in_bytes(engine):
+    """A line with ``é`` before the expression still cuts the right text (columns are UTF-8 bytes)."""
+    é = torch.ones(2)
+    with tensormagic.track(engine=engine) as rec:
+        s = "é"; print(s, é * 2)  # noqa: E702
+    assert _labels(rec) == ["é * 2"]
