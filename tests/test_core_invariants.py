@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 
 import pytest
@@ -252,7 +253,8 @@ def test_failed_line_names_no_temporary():
     with pytest.raises(RuntimeError):
         with tensormagic.track(diagnostics=[]) as rec:
             y = a * 2 + torch.ones(3)
-    assert rec.filter(op="mul")[0].tensor.names == ()
+    # never ``y``; from Python 3.11 the expression that made it names it
+    assert rec.filter(op="mul")[0].tensor.names == (("a * 2",) if sys.version_info >= (3, 11) else ())
 
 
 def test_events_built_later_still_describe_the_block_end():
