@@ -28,7 +28,8 @@ def test_cell_magic_records_with_magic_line_as_line_one(ip):
     assert result.success
     rec = ip.user_ns["rec"]
     assert [(e.kind, e.tensor.label, e.line) for e in rec.events if e.kind != "create" or e.origin == "op"] == [
-        ("create", "x", 2), ("create", "y", 3), ("create", "y * y" if sys.version_info >= (3, 11) else rec.events[2].tensor.id, 4),
+        ("create", "x", 2), ("create", "y", 3),
+        ("create", "y * y" if sys.version_info >= (3, 11) else rec.events[2].tensor.id, 4),
         ("create", "z", 4), ("create", "out", 5), ("backward", "out", 6)]
     assert rec.cell == result.execution_count and rec.events[1].source == "y = x + 2"
     assert rec.source.startswith("%%trackgrad -o rec\n")

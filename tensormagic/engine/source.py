@@ -6,6 +6,7 @@ the line."""
 from __future__ import annotations
 
 import functools
+import itertools
 import linecache
 import os
 import site
@@ -108,10 +109,9 @@ def _expression_at(code: CodeType, lasti: int) -> str | None:
     positions = getattr(code, "co_positions", None)
     if positions is None or lasti < 0:
         return None
-    for i, pos in enumerate(positions()):  # one entry per 2-byte code unit
-        if i == lasti // 2:
-            break
-    else:
+    # one entry per 2-byte code unit
+    pos = next(itertools.islice(positions(), lasti // 2, None), None)
+    if pos is None:
         return None
     line, end, col, end_col = pos
     if line is None or end is None or col is None or end_col is None:
