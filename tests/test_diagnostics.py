@@ -154,19 +154,21 @@ def test_inplace_write_to_what_a_skipped_op_saved(engine: str):
 
 @pytest.mark.parametrize("engine", ["c", "python"])
 def test_judged_creates_skip_the_record_hooks(engine: str):
-    """Once judged, an op's creates skip the hooks (grad_fn or several inputs too), but not float64 ones from several."""
+    """Once judged, an op's creates skip the hooks (grad_fn, several inputs, an elementwise op no
+    bigger than an input), but not an elementwise result bigger than every input, nor float64 ones."""
     from torch.overrides import _get_current_function_mode
 
     w = torch.randn(3, 3, requires_grad=True)
     x = torch.randn(2, 3)
+    col, row = torch.randn(2, 1), torch.randn(1, 3)
     wd, xd = w.detach().double(), x.double()
     reached: list[str] = []
     with tensormagic.track(engine=engine):
-        F.linear(x, w), x.exp(), x * x, F.linear(xd, wd)  # judged: linear, exp, mul
+        F.linear(x, w), x.exp(), x * x, F.linear(xd, wd), col.exp(), row.exp()  # judged; col, row seen
         tr = _get_current_function_mode().tracker
         tr.record_hooks.append(lambda tr, idx, objs: reached.append(tr.raw[idx][1]))
-        F.linear(x, w), x.exp(), w.exp()  # quiet: several inputs / one input, grad_fn or not
-        x * x, F.linear(xd, wd)  # mul from two inputs; a float64 result: the checks look
+        F.linear(x, w), x.exp(), w.exp(), x * x  # quiet: several inputs / one input / a same-sized product
+        col * row, F.linear(xd, wd)  # a product bigger than both inputs; a float64 result: the checks look
     assert reached == ["torch.Tensor.mul", "torch.nn.functional.linear"]
 
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from ..engine.ops import op_name
-from ..engine.raw import QUIET_ANY, QUIET_ONE, _tensors_in, create_parts
+from ..engine.raw import QUIET_ANY, QUIET_FIT, QUIET_ONE, _tensors_in, create_parts
 from ..engine.source import Locator
 from ..engine.tracker import Tracker
 from ..model.events import Diagnostic
@@ -200,7 +200,10 @@ class Checks:
             role = self._roles[func] = role_of(func)
             if not role & SHAPING and not self.nonfinite and not self._blown:
                 # what on_record's first test decides for this op: the hot path may skip the call
-                self.tr.quiet_creates[func] = QUIET_ONE if role & _SEVERAL else QUIET_ANY
+                # an elementwise op from several inputs only needs the broadcast check when its
+                # result outgrows every input (_candidate): QUIET_FIT lets the hot path tell
+                several = role & _SEVERAL
+                self.tr.quiet_creates[func] = QUIET_FIT if several == ELEMENTWISE else QUIET_ONE if several else QUIET_ANY
         if self._blown:
             self._follow(idx, tid, meta, in_ids, role)
         if role:

@@ -48,17 +48,52 @@ def _gf_name(gf: Any) -> str:
 
 
 #: Tracker.quiet_creates values: an op's creates need no record hook when made from fewer than
-#: two inputs (QUIET_ONE), or from any number unless the result is float64 (QUIET_ANY)
-QUIET_ONE, QUIET_ANY = 1, 2
+#: two inputs (QUIET_ONE), or from any number unless the result is float64 (QUIET_ANY), or from
+#: any number unless the result is float64 or has more elements than every input (QUIET_FIT: an
+#: elementwise op, whose broadcast check looks only at a result bigger than all its inputs)
+QUIET_ONE, QUIET_ANY, QUIET_FIT = 1, 2, 3
 #: the record kinds ``Tracker.record_hooks`` see
 HOOKED_KINDS = frozenset({"create", "view", "move", "inplace"})
 _F64 = torch.float64
 
 
-def quiet(level: int | None, n_in: int, meta: tuple[Any, ...]) -> bool:
-    """Whether a create from ``n_in`` inputs of an op at this quiet ``level`` skips the hooks
-    (csrc/record.c decides the same)."""
-    return bool(level) and (n_in < 2 or (level >= QUIET_ANY and meta[1] is not _F64))
+def quiet(level: int | None, in_ids: Any, meta: tuple[Any, ...], tensors: dict[int, Any]) -> bool:
+    """Whether a create from the inputs ``in_ids`` of an op at this quiet ``level`` skips the
+    hooks (csrc/record.c decides the same); ``tensors`` is ``Tracker.tensors``."""
+    if not level:
+        return False
+    if len(in_ids) < 2:
+        return True
+    if meta[1] is _F64 or level == QUIET_ONE:
+        return False
+    if level != QUIET_FIT:
+        return True
+    # QUIET_FIT: x * a + b on same-sized tensors (W1b) would otherwise call the hooks on every op
+    n_out = numel(meta[0])
+    if n_out is None:
+        return False
+    for i in in_ids:
+        info = tensors.get(i)
+        n = None if info is None else numel(info[1][0])
+        if n is not None and n >= n_out:
+            return True
+    return False
+
+
+def numel(shape: Any) -> int | None:
+    """The elements of a recorded shape as the diagnostics count them (0 when a dimension is None:
+    a nested tensor's irregular one); None when it is not a tuple of ints and Nones (csrc/record.c's
+    shape_numel: the same)."""
+    if not isinstance(shape, tuple):
+        return None
+    n = 1
+    for s in shape:
+        if s is None:
+            return 0
+        if type(s) is not int:
+            return None
+        n *= s
+    return n
 
 
 def create_parts(extra: tuple[Any, ...]) -> tuple[tuple[int, ...], str, str | None]:

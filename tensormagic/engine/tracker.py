@@ -253,7 +253,7 @@ class Tracker(BackwardRecords, RebuiltTensors):
         """The record hooks on the record just added (``_add``), unless quiet or gated."""
         raw = self.raw
         if kind == "create":  # a gradient backward filled in, say: the hooks judged its op already
-            if quiet(self.quiet_creates.get(raw[-1][1]), len(create_parts(extra)[0]), meta):
+            if quiet(self.quiet_creates.get(raw[-1][1]), create_parts(extra)[0], meta, self.tensors):
                 return
         elif kind == "inplace":
             gate = self.write_gate
@@ -407,7 +407,7 @@ class Tracker(BackwardRecords, RebuiltTensors):
         name = _names[func]
         raw.append(("create", name, tid, meta, where, self.modules.current, self.lines.lasti, ins))
         self.times.append((t or _now()) - self.t0)
-        if self.record_hooks and not quiet(self.quiet_creates.get(name), len(ins), meta):
+        if self.record_hooks and not quiet(self.quiet_creates.get(name), ins, meta, tensors):
             objs = (o,)
             for hook in self.record_hooks:
                 hook(self, n, objs)

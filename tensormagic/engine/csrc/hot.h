@@ -228,7 +228,7 @@ int tmh_build_init(void);
 PyObject *tmh_make_meta(Hot *self, PyObject *o);
 int tmh_call_hooks(Hot *self, Py_ssize_t n, PyObject *o);
 int tmh_append_record(Hot *self, PyObject *rec, long long t);
-int tmh_quiet(Hot *self, PyObject *name, Py_ssize_t nin, PyObject *meta);
+int tmh_quiet(Hot *self, PyObject *name, PyObject *in_ids, PyObject *meta);
 int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyObject *o,
                 PyObject *where, PyObject *lasti, long long t);
 int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *args, PyObject *kwargs,

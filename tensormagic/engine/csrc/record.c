@@ -112,14 +112,105 @@ int tmh_append_record(Hot *self, PyObject *rec, long long t) {
     return 0;
 }
 
-/* raw.quiet: whether a create of op `name` from `nin` inputs skips the record hooks (the hooks
- * said they need not see it: tracker.quiet_creates): 1, 0, or -1 with an exception. */
-int tmh_quiet(Hot *self, PyObject *name, Py_ssize_t nin, PyObject *meta) {
+/* raw.numel: the elements of a recorded shape (0 when a dimension is None), or -1 when it is not
+ * a tuple of ints and Nones (or overflows, which no tensor's shape does) */
+static long long shape_numel(PyObject *shape) {
+    if (!PyTuple_Check(shape)) return -1;
+    long long n = 1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(shape); i++) {
+        PyObject *s = PyTuple_GET_ITEM(shape, i);
+        if (s == Py_None) return 0;
+        if (!PyLong_CheckExact(s)) return -1;
+        long long d = PyLong_AsLongLong(s);
+        if (d == -1 && PyErr_Occurred()) { PyErr_Clear(); return -1; }
+        if (d < 0 || __builtin_mul_overflow(n, d, &n)) return -1;
+    }
+    return n;
+}
+
+/* raw.quiet: whether a create of op `name` from the inputs `in_ids` (a sequence of ids) skips the
+ * record hooks (the hooks said they need not see it: tracker.quiet_creates): 1, 0, or -1 with an
+ * exception.  QUIET_FIT: an elementwise op whose result has no more elements than one of its
+ * inputs (the broadcast check looks only at results bigger than all of them). */
+int tmh_quiet(Hot *self, PyObject *name, PyObject *in_ids, PyObject *meta) {
     PyObject *q = PyDict_GetItemWithError(self->quiet, name);
     if (q == NULL) return PyErr_Occurred() ? -1 : 0;
     long level = PyLong_AsLong(q);
     if (level == -1 && PyErr_Occurred()) return -1;
-    return level > 0 && (nin < 2 || (level >= 2 && PyTuple_GET_ITEM(meta, 1) != self->f64));
+    if (level == 0) return 0;
+    Py_ssize_t nin = PyObject_Length(in_ids);
+    if (nin < 0) return -1;
+    if (nin < 2) return 1;
+    if (PyTuple_GET_ITEM(meta, 1) == self->f64 || level == 1) return 0;  /* QUIET_ONE */
+    if (level != 3) return 1;                                             /* QUIET_ANY */
+    long long out = shape_numel(PyTuple_GET_ITEM(meta, 0));
+    if (out < 0) return 0;
+    PyObject *seq = PySequence_Fast(in_ids, "tensormagic: a create's input ids");
+    if (seq == NULL) return -1;
+    int fits = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && !fits; i++) {
+        PyObject *info = PyDict_GetItemWithError(self->tensors, PySequence_Fast_GET_ITEM(seq, i));
+        if (info == NULL) {
+            if (PyErr_Occurred()) { Py_DECREF(seq); return -1; }
+            continue;
+        }
+        if (!PyTuple_Check(info) || PyTuple_GET_SIZE(info) < 2 || !PyTuple_Check(PyTuple_GET_ITEM(info, 1)) ||
+            PyTuple_GET_SIZE(PyTuple_GET_ITEM(info, 1)) < 1)
+            continue;
+        long long n = shape_numel(PyTuple_GET_ITEM(PyTuple_GET_ITEM(info, 1), 0));
+        fits = n >= 0 && n >= out;
+    }
+    Py_DECREF(seq);
+    return fits;
+}
+
+/* Tracker._output's view branch for a view of a known input (``x[i]``: R3's DataLoader indexes
+ * every sample, a quarter of its calls; the Python path cost ~60,000 instructions a view, this
+ * ~8,000).  Called by tmh_created once it knows every input (tensor arguments only, all
+ * registered: their ids in `in_ids`, in order) and that `o` is a plain, unregistered view.  As
+ * _output does: the base is the first input on o's storage; o is registered as an alias and a
+ * "view" record is added (Tracker._add: tmh_add).  1 recorded, 0 for the Python path (no storage,
+ * no input on it, past the fast cap; nothing changed), -1 error. */
+static int view_made(Hot *self, PyObject *func, PyObject *args, PyObject *o, PyObject *in_ids, PyObject *where) {
+    if (PyList_GET_SIZE(self->raw) >= self->fast_cap) return 0;
+    PyObject *okey = PyObject_CallOneArg(self->storage_id, o);
+    if (okey == NULL) {
+        if (!PyErr_ExceptionMatches(self->no_storage)) return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *btid = NULL;  /* borrowed from in_ids */
+    Py_ssize_t j = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args) && btid == NULL; i++) {
+        PyObject *a = PyTuple_GET_ITEM(args, i);
+        if (!tmh_is_tensor(self, a)) continue;
+        PyObject *key = PyObject_CallOneArg(self->storage_id, a);  /* identity.storage_key */
+        if (key == NULL) {
+            if (!PyErr_ExceptionMatches(self->no_storage)) { Py_DECREF(okey); return -1; }
+            PyErr_Clear();
+        } else {
+            int eq = PyObject_RichCompareBool(key, okey, Py_EQ);
+            Py_DECREF(key);
+            if (eq < 0) { Py_DECREF(okey); return -1; }
+            if (eq) btid = PyTuple_GET_ITEM(in_ids, j);
+        }
+        j++;
+    }
+    Py_DECREF(okey);
+    if (btid == NULL) return 0;  /* a view of no input's storage: _output's create branch */
+    PyObject *made = tmh_new_tensor(self, o, 1);
+    if (made == NULL) return -1;
+    PyObject *objs = PyTuple_Pack(1, o);
+    PyObject *r = NULL;
+    if (objs != NULL) {
+        PyObject *argv[7] = {tmh_s_view, func, PyTuple_GET_ITEM(made, 0), PyTuple_GET_ITEM(made, 1), where, btid, objs};
+        r = tmh_add(self, argv, 7);
+    }
+    Py_XDECREF(objs);
+    Py_DECREF(made);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 1;
 }
 
 /* Tracker._created: 1 recorded, 0 not this case (nothing changed), -1 error. */
@@ -181,7 +272,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
         PyObject *base = tmh_tensor_attr(o, A_BASE);
         if (base == NULL) goto done;
         Py_DECREF(base);
-        if (base != Py_None) { result = 0; goto done; }
+        if (base != Py_None) { result = view_made(self, func, args, o, in_ids, where); goto done; }
     }
     skey = PyObject_CallOneArg(self->storage_id, o);
     if (skey == NULL) {
@@ -236,7 +327,7 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
     rec = PyTuple_Pack(8, tmh_s_create, name_rec, tid, meta, where, module, lasti ? lasti : Py_None, ins);
     if (rec == NULL) goto done;
     untrack(rec);
-    if ((quiet = tmh_quiet(self, name_rec, nin, meta)) < 0) goto done;
+    if ((quiet = tmh_quiet(self, name_rec, ins, meta)) < 0) goto done;
     if (tmh_append_record(self, rec, t) < 0) goto done;
     if (!quiet && tmh_call_hooks(self, n, o) < 0) goto done;
     result = 1;

@@ -108,14 +108,10 @@ PyObject *tmh_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
     if (PyList_GET_SIZE(self->record_hooks) > 0) {  /* HOOKED_KINDS */
         int need = 0;
         if (tmh_same_str(kind, tmh_s_create)) {  /* quiet: what the hooks said they need not see */
-            Py_ssize_t nin = 0;  /* create_parts: (in_ids, origin, note), or the in_ids */
-            if (PyTuple_Check(extra)) {
-                PyObject *first = PyTuple_GET_SIZE(extra) > 0 ? PyTuple_GET_ITEM(extra, 0) : NULL;
-                nin = first != NULL && PyTuple_CheckExact(first) ? PyTuple_GET_SIZE(first) : PyTuple_GET_SIZE(extra);
-            } else if ((nin = PyObject_Length(extra)) < 0) {
-                goto done;
-            }
-            int quiet = tmh_quiet(self, name, nin, meta);
+            PyObject *ids = extra;  /* create_parts: (in_ids, origin, note), or the in_ids */
+            if (PyTuple_Check(extra) && PyTuple_GET_SIZE(extra) > 0 && PyTuple_CheckExact(PyTuple_GET_ITEM(extra, 0)))
+                ids = PyTuple_GET_ITEM(extra, 0);
+            int quiet = tmh_quiet(self, name, ids, meta);
             if (quiet < 0) goto done;
             need = !quiet;
         } else if (tmh_same_str(kind, tmh_s_inplace)) {
