@@ -18,6 +18,9 @@ import types
 from typing import Any
 
 _done: set[str] = set()
+#: len(sys.modules) at the last scan: the scan walks every loaded module (thousands with torch,
+#: ~1.4 ms), so a block start skips it when nothing was imported since
+_scanned_len = -1
 
 
 def _strategy() -> Any:
@@ -47,6 +50,11 @@ def _codes(obj: Any, seen: set[int], out: list[types.CodeType]) -> None:
 
 def skip_frames() -> None:
     """Mark the code of every tensormagic module loaded so far (once per module)."""
+    global _scanned_len
+    if len(sys.modules) == _scanned_len:
+        return  # nothing imported since the last scan (an import and a removal in between is missed
+        # until the next import: that module's frames are then compiled as untracked user code)
+    _scanned_len = len(sys.modules)
     got = _strategy()
     if got is None:
         return
