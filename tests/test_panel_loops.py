@@ -63,6 +63,58 @@ def test_lines_sum_each_op_per_line(loop):
     assert "72 B" in p.lines.body.value and "y = x * 2" in p.lines.body.value
 
 
+def test_lines_count_calls_not_events():
+    """Ten steps of a 2-linear model: counts by hand per line × op (a split or max is one call with
+    two outputs, backward one call that fills four gradients, SGD one add_ per parameter)."""
+    from tensormagic.views.lines import line_rows
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(5, 4)
+    with tensormagic.track() as rec:
+        for _step in range(10):
+            opt.zero_grad()
+            out = model(x)
+            a, b = out.split(1, dim=1)
+            _m, _i = out.max(dim=1)
+            loss = (a - b).pow(2).mean()
+            loss.backward()
+            opt.step()
+    rows = {r.op.rsplit(".", 1)[-1]: r for r in line_rows(rec)}
+    got = {op: (r.calls, r.made, dict(r.shapes), r.dtypes, r.allocated, r.writes) for op, r in rows.items()}
+    f4 = {"float32": 10}
+    assert got["linear"] == (20, 20, {(5, 8): 10, (5, 2): 10}, {"float32": 20}, 10 * 5 * 8 * 4 + 10 * 5 * 2 * 4, 0)
+    assert got["split"] == (10, 20, {(5, 1): 20}, {"float32": 20}, 0, 0)  # views allocate nothing
+    assert got["max"] == (10, 20, {(5,): 20}, {**f4, "int64": 10}, 10 * 5 * 4 + 10 * 5 * 8, 0)
+    assert got["backward"] == (10, 40, {(8, 4): 10, (8,): 10, (2, 8): 10, (2,): 10}, {"float32": 40},
+                               10 * (32 + 8 + 16 + 2) * 4, 0)  # fmt: skip
+    assert got["add_"] == (40, 0, {}, {}, 0, 40)
+    assert rows["split"].count == 20 and rows["backward"].count == 50  # the events behind the calls
+
+
+def test_inspect_selector_lists_matches_from_every_page():
+    """61 products (`x * i`, then `target = x * 100`): filtered by op the matches span three pages
+    and the selector lists all 61, so `target` on the last page is picked and its card opens."""
+    x = torch.ones(2)
+    with tensormagic.track() as rec:
+        for i in range(60):
+            x * i
+        target = x * 100  # noqa: F841 - named by the block's end
+    p = Panel(rec)
+    try:
+        v = p.tensors
+        v.filter.value = "mul"
+        assert v.table.total == 61 and v.table.pages == 3
+        picks = [(label, tid) for label, tid in v.picker.options if tid]
+        assert len(picks) == 61
+        (tid,) = [tid for label, tid in picks if label.startswith("target ")]
+        v.picker.value = tid
+        assert "<h4>target " in p.card.value
+    finally:
+        p.close()
+
+
 def test_lines_tab_is_first_in_a_loop(loop):
     """A cell with a loop opens on Lines; the page rows carry the click key of their row."""
     _rec, p = loop

@@ -219,6 +219,7 @@ class TrackMode(TorchFunctionMode):
         """Record what the call did (``st`` from ``_before_call``); never raises an Exception."""
         func, action, args, kwargs, written, v0, before, prep, t = st
         tr = self.tracker
+        n0 = len(tr.raw)
         try:
             if action == GENERAL or action == ALIAS or action == MOVE:
                 if written is not None and (r is written or action == GENERAL and "out" in kwargs):
@@ -240,6 +241,7 @@ class TrackMode(TorchFunctionMode):
                 tr.record_numpy(func, args[0], self._where())
             elif prep is not None:
                 tr.finish_backward(func, prep, r, self._where())
+            tr.one_call(n0)  # a foreach write's records, backward's: one call (Lines counts calls)
         except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
             self._internal(e)
 

@@ -339,12 +339,26 @@ class Tracker(BackwardRecords, RebuiltTensors):
         if action == GENERAL and isinstance(r, Tensor) and self._created(func, args, kwargs, r, where, t):
             return
         inputs = _tensors_in(args, kwargs)
+        n0 = len(self.raw)
         if isinstance(r, Tensor):
             self._output(func, action, inputs, r, where)
         else:
             for o in r:
                 if isinstance(o, Tensor):
                     self._output(func, action, inputs, o, where)
+        self.one_call(n0)
+
+    def one_call(self, n0: int) -> None:
+        """Give the records from ``n0`` on (made by one call: a split's views, first sights of its
+        inputs, backward's gradients) the time of the first: the Lines view counts a call as the
+        records of one op on one line that share a time.  Calls never share one: each begins at
+        least a clock tick after the last."""
+        times = self.times
+        n = len(times)
+        if n - n0 > 1:
+            t = times[n0]
+            for i in range(n0 + 1, n):
+                times[i] = t
 
     def _created(self, func: Any, args: Any, kwargs: Any, o: Tensor, where: Any, t: int = 0) -> bool:
         """The common case in one function: an op made one new, non-view tensor from tensors this

@@ -46,17 +46,18 @@ def fold_row(f: Fold) -> str:
 
 
 def lines_summary_html(rec: Recording) -> str:
-    """A cell with loops, one row per source line × op: events, tensors made, bytes, writes, moves."""
+    """A cell with loops, one row per source line × op: calls, tensors made, bytes, writes, moves."""
     from .lines import line_rows
+    from .panel_lines import _made, calls_words
 
-    head = ("<tr><th>line</th><th>source</th><th>op</th><th>events</th><th>made</th><th>allocated</th>"
+    head = ("<tr><th>line</th><th>source</th><th>op</th><th>calls</th><th>made</th><th>allocated</th>"
             "<th>writes</th><th>moves</th><th>diagnostics</th></tr>")  # fmt: skip
     rows = []
     for r in line_rows(rec):
         moved = ", ".join([f"{r.moves:,} · {fmt_bytes(r.moved_bytes)}"] * bool(r.moves)
                           + [f"{r.casts:,} casts"] * bool(r.casts))
         rows.append(f"<tr><td>{h(r.where)}</td><td>{h(r.source.strip())}</td><td class='tm-k-create'>"
-                    f"{h(short_op(r.op))}</td><td>{r.count:,}</td><td>{r.made:,}</td>"
+                    f"{h(short_op(r.op))}</td><td>{h(calls_words(r))}</td><td>{h(_made(r))}</td>"
                     f"<td>{h(fmt_bytes(r.allocated) if r.allocated else '')}</td>"
                     f"<td>{f'{r.writes:,}' if r.writes else ''}</td>"
                     f"<td>{h(moved)}</td><td class='tm-warn'>{h(', '.join(r.diagnostics))}</td></tr>")  # fmt: skip

@@ -29,6 +29,7 @@ LineKey = tuple[Any, Any, Any, str]
 _LINE_OP = attrgetter("cell", "file", "line", "op")
 _KIND = attrgetter("kind")
 _TENSOR = attrgetter("tensor")
+_TIME = attrgetter("time_us")
 _SHAPE_DTYPE = attrgetter("shape", "dtype")
 _MADE = ("create", "view")
 
@@ -59,12 +60,19 @@ class LineRow:
         return len(self.events) + self.folded
 
     @property
+    def calls(self) -> int:
+        """Calls of this op on this line among the kept events (folded repeats are counted as
+        events only: ``folded``).  A call's records share its time (``Tracker.one_call``)."""
+        return self.tally.calls
+
+    @property
     def tally(self) -> _Tally:
         if self._t is None:
             self._t = _tally(self.events)
         return self._t
 
     made = property(lambda self: self.tally.made)
+    seen = property(lambda self: self.tally.seen)
     shapes = property(lambda self: self.tally.shapes)
     dtypes = property(lambda self: self.tally.dtypes)
     allocated = property(lambda self: self.tally.allocated)
@@ -77,7 +85,9 @@ class LineRow:
 
 @dataclass(slots=True)
 class _Tally:
+    calls: int = 0
     made: int = 0
+    seen: int = 0
     shapes: dict[tuple[int, ...], int] = field(default_factory=dict)
     dtypes: dict[str, int] = field(default_factory=dict)
     allocated: int = 0
@@ -88,12 +98,26 @@ class _Tally:
     backward: int = 0
 
 
+def _made_here(e: Event) -> bool:
+    """Whether a create event's tensor was made by its call (an op, or backward's gradient)."""
+    return e.origin == "op" or (e.note or "").startswith("gradient")
+
+
 def _tally(events: Sequence[Event]) -> _Tally:
     # Counters over attribute getters: a row of a 100,000-event loop is summed in a few passes at
     # C speed, not one Python loop doing every test per event
     t = _Tally()
     kinds = Counter(map(_KIND, events))
-    n_made = kinds["create"] + kinds["view"]
+    # a create of origin "seen" is a tensor the call met first as its input (made before the
+    # block, or where no mode saw it): the call did not make it and it is no call of its own.
+    # Gradients backward filled in are "seen" too, and backward did allocate them.
+    seen = [e for e in events if e.kind == "create" and not _made_here(e)] if kinds["create"] else []
+    t.seen = len(seen)
+    if seen:
+        seen_ids = set(map(id, seen))
+        events = [e for e in events if id(e) not in seen_ids]
+    t.calls = len(set(map(_TIME, events)))
+    n_made = kinds["create"] + kinds["view"] - t.seen
     # the usual row is one kind of event: then every event's tensor is one it made
     made = list(map(_TENSOR, events)) if n_made == len(events) else [e.tensor for e in events if e.kind in _MADE]
     t.made = n_made
@@ -102,9 +126,9 @@ def _tally(events: Sequence[Event]) -> _Tally:
         if shape in t.shapes or len(t.shapes) <= MAX_SHAPES:
             t.shapes[shape] = t.shapes.get(shape, 0) + n
         t.dtypes[dtype] = t.dtypes.get(dtype, 0) + n
-    if kinds["create"]:
+    if kinds["create"] > t.seen:
         # a view shares its base's memory: it allocates nothing
-        if kinds["create"] != n_made:
+        if kinds["create"] - t.seen != n_made:
             both = Counter(map(_SHAPE_DTYPE, [e.tensor for e in events if e.kind == "create"]))
         t.allocated = sum((nbytes_of(s, d) or 0) * n for (s, d), n in both.items())
     t.writes = kinds["inplace"]

@@ -16,11 +16,19 @@ MAX_ROW_EVENTS = 200
 def _made(r: LineRow) -> str:
     """``40 · float32 · 64×16, 64×2``: how many tensors the op made here, their dtypes and their
     shapes (two at most)."""
+    seen = f"{r.seen:,} first seen (made before)" if r.seen else ""
     if not r.made:
-        return ""
+        return seen
     shown = list(r.shapes)[:2]
     more = " +more" if len(r.shapes) > len(shown) else ""
-    return f"{r.made:,} · {', '.join(r.dtypes)} · " + ", ".join(fmt_shape(s) for s in shown) + more
+    made = f"{r.made:,} · {', '.join(r.dtypes)} · " + ", ".join(fmt_shape(s) for s in shown) + more
+    return f"{made}; {seen}" if seen else made
+
+
+def calls_words(r: LineRow) -> str:
+    """``10``, or ``10 +2,000 folded events`` past max_events (folds count events, not calls)."""
+    folded = f" +{r.folded:,} folded events" if r.folded else ""
+    return f"{r.calls:,}{folded}"
 
 
 def _moves(r: LineRow) -> str:
@@ -38,7 +46,7 @@ LINE_COLUMNS: tuple[Column[LineRow], ...] = (
     Column("line", lambda r: r.where, lambda r: r.line),
     Column("source", lambda r: r.source.strip()),
     Column("op", lambda r: short_op(r.op), lambda r: r.op, lambda r: "tm-k-create"),
-    Column("events", lambda r: f"{r.count:,}", lambda r: r.count),
+    Column("calls", calls_words, lambda r: r.calls + r.folded),
     Column("made", _made, lambda r: r.made),
     Column("allocated", lambda r: fmt_bytes(r.allocated) if r.allocated else "", lambda r: r.allocated),
     Column("writes", lambda r: _n(r.writes), lambda r: r.writes, lambda r: "tm-k-inplace"),
@@ -65,7 +73,8 @@ def row_events_html(r: LineRow, labels: Mapping[str, str] | None = None) -> str:
     """The events behind one Lines row (the first ``MAX_ROW_EVENTS``), each tensor clickable and
     named with its step where ``labels`` (``step_labels``) gives one."""
     labels = labels or {}
-    head = (f"<div class='tm-card'><h4>{h(r.where)} · {h(short_op(r.op))} · {r.count:,} events</h4>"
+    head = (f"<div class='tm-card'><h4>{h(r.where)} · {h(short_op(r.op))} · {calls_words(r)} calls, "
+            f"{r.count:,} events</h4>"
             f"<div><code title='{h(r.source)}'>{h(r.source.strip())}</code></div>")  # fmt: skip
     rows = []
     for e in r.events[:MAX_ROW_EVENTS]:

@@ -20,6 +20,8 @@ NO_PICK = "— pick a tensor —"
 # A Dropdown whose value is None shows nothing selected: real sentinels keep the label visible
 NONE = ""
 RECORDED_ORDER = ("", False)
+#: rows an inspect selector lists for a filter (the matches on every page); past it, "type more"
+MAX_PICK = 200
 
 R = TypeVar("R")
 Option = tuple[str, Any]
@@ -93,7 +95,7 @@ class _Owner:
 
 class TableView(Generic[R]):
     """Filter box (over every row, not one page), sort, pager with a page box, the page as one
-    HTML table, and a selector of the page's rows."""
+    HTML table, and a selector of the page's rows (of the filter's matches on every page)."""
 
     def __init__(self, owner: _Owner, table: Table[R], *, placeholder: str,
                  option: Callable[[R], Option | None] | None = None,
@@ -157,8 +159,18 @@ class TableView(Generic[R]):
         self.page.max = t.pages
         self.page.value = t.page + 1
         if self.picker is not None and self.option is not None:
-            opts = [o for o in map(self.option, t.page_rows()) if o is not None]
-            self.picker.options = [(NO_PICK, NONE), *dict.fromkeys(opts)]
+            # Unfiltered: the page's rows (what an executed notebook saves stays small).  With a
+            # filter: the matches on every page, so any row is reached by typing part of its name.
+            rows = t.view[:MAX_PICK] if t.query else t.page_rows()
+            opts = list(dict.fromkeys(o for o in map(self.option, rows) if o is not None))
+            label = NO_PICK
+            if t.query:
+                n = t.total
+                label = (f"— pick one of {n:,} matches —" if n <= MAX_PICK
+                         else f"— {n:,} matches, the first {MAX_PICK} listed: type more to narrow —")  # fmt: skip
+            elif t.pages > 1:
+                label = "— pick a tensor on this page, or filter to list every page —"
+            self.picker.options = [(label, NONE), *opts]
 
     def _picked(self, change: dict[str, Any]) -> None:
         if change["new"] and self.on_select is not None:
