@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import compress
 from operator import attrgetter
 from typing import Any, Sequence
 
@@ -30,6 +31,7 @@ _LINE_OP = attrgetter("cell", "file", "line", "op")
 _KIND = attrgetter("kind")
 _TENSOR = attrgetter("tensor")
 _TIME = attrgetter("time_us")
+_ORIGIN = attrgetter("origin")
 _SHAPE_DTYPE = attrgetter("shape", "dtype")
 _MADE = ("create", "view")
 
@@ -111,7 +113,9 @@ def _tally(events: Sequence[Event]) -> _Tally:
     # a create of origin "seen" is a tensor the call met first as its input (made before the
     # block, or where no mode saw it): the call did not make it and it is no call of its own.
     # Gradients backward filled in are "seen" too, and backward did allocate them.
-    seen = [e for e in events if e.kind == "create" and not _made_here(e)] if kinds["create"] else []
+    # at C speed: the events of another origin than "op" (few, or none), then which of them to drop
+    others = list(compress(events, map("op".__ne__, map(_ORIGIN, events)))) if kinds["create"] else []
+    seen = [e for e in others if e.kind == "create" and not _made_here(e)]
     t.seen = len(seen)
     if seen:
         seen_ids = set(map(id, seen))
