@@ -93,6 +93,19 @@ def test_lines_count_calls_not_events():
     assert rows["split"].count == 20 and rows["backward"].count == 50  # the events behind the calls
 
 
+def test_lines_do_not_count_first_sights_as_made():
+    """`lin = Linear(3, 2)` makes two tensors with torch.empty and wraps them in Parameters no op
+    makes; with `torch.ones` and the linear output, ops made 4 tensors, and 2 were first seen."""
+    from tensormagic.views.lines import line_rows
+
+    with tensormagic.track() as rec:
+        lin = torch.nn.Linear(3, 2)
+        lin(torch.ones(1, 3))
+    rows = line_rows(rec)
+    assert sum(r.made for r in rows) == 4 and sum(r.seen for r in rows) == 2
+    assert sum(r.allocated for r in rows) == (6 + 2 + 3 + 2) * 4  # weight, bias, ones, output: float32
+
+
 def test_inspect_selector_lists_matches_from_every_page():
     """61 products (`x * i`, then `target = x * 100`): filtered by op the matches span three pages
     and the selector lists all 61, so `target` on the last page is picked and its card opens."""

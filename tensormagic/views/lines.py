@@ -110,8 +110,8 @@ def _tally(events: Sequence[Event]) -> _Tally:
     # C speed, not one Python loop doing every test per event
     t = _Tally()
     kinds = Counter(map(_KIND, events))
-    # a create of origin "seen" is a tensor the call met first as its input (made before the
-    # block, or where no mode saw it): the call did not make it and it is no call of its own.
+    # a create of origin "seen" is a tensor first met here that no recorded op made (made before
+    # the block, or where no mode sees): the call did not make it and it is no call of its own.
     # Gradients backward filled in are "seen" too, and backward did allocate them.
     # at C speed: the events of another origin than "op" (few, or none), then which of them to drop
     others = list(compress(events, map("op".__ne__, map(_ORIGIN, events)))) if kinds["create"] else []

@@ -16,7 +16,9 @@ MAX_ROW_EVENTS = 200
 def _made(r: LineRow) -> str:
     """``40 · float32 · 64×16, 64×2``: how many tensors the op made here, their dtypes and their
     shapes (two at most)."""
-    seen = f"{r.seen:,} first seen (made before)" if r.seen else ""
+    # a tensor first met here that no recorded op made: made before the cell, or where no mode
+    # sees (an nn.Parameter wrapping a tensor, a DataLoader worker's batch)
+    seen = f"{r.seen:,} first seen here, made by no recorded op" if r.seen else ""
     if not r.made:
         return seen
     shown = list(r.shapes)[:2]

@@ -62,10 +62,10 @@ def test_loop_opens_on_lines_and_clicks_open_cards(jlab, page, screenshot_dirs):
         tabs = panel.locator(".widget-tab .lm-TabBar-tab")
         assert tabs.first.inner_text().strip() == "Lines"
         row = lines.locator("tbody tr", has_text="F.cross_entropy")
-        assert row.locator("td").nth(3).inner_text() == "20"  # one event per step, 20 steps
+        assert row.locator("td").nth(3).inner_text() == "20"  # one call per step, 20 steps
         row.click()  # the kernel answers through the hidden click box
         card = panel.locator(".tm-card-box .tm-card")
-        card.locator("h4", has_text="F.cross_entropy · 20 events").wait_for()
+        card.locator("h4", has_text="F.cross_entropy · 20 calls, 20 events").wait_for()
         _shot(panel, screenshot_dirs, "panel-lines.png")
         card.locator("tr[data-tm] .tm-link").first.click()
         card.locator("h4", has_text="loss").wait_for()
@@ -80,6 +80,20 @@ def test_loop_opens_on_lines_and_clicks_open_cards(jlab, page, screenshot_dirs):
         node = panel.locator(".tm-graph g.node[data-tm]", has_text="logits").first
         node.click()
         card.locator("h4", has_text="logits").wait_for()
+
+        # the inspect selector lists a filter's matches from every page, not one page's rows
+        tabs.filter(has_text="Tensors").click()
+        view = panel.locator(".tm-tensors")
+        view.locator(".tm-filter input").fill("linear")
+        page.wait_for_function("() => { const s = document.querySelector('.tm-tensors .tm-pick select');"
+                               " return s && s.options.length > 26; }")  # fmt: skip
+        select = view.locator(".tm-pick select")
+        pages = view.locator(".tm-status").inner_text()
+        assert "page 1/2" in pages or "page 1/3" in pages, pages
+        last = select.locator("option").last
+        label = last.inner_text().split("·")[0].strip()
+        select.select_option(index=select.locator("option").count() - 1)
+        card.locator("h4", has_text=label).wait_for()
 
         page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
         page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
