@@ -106,6 +106,26 @@ def test_lines_do_not_count_first_sights_as_made():
     assert sum(r.allocated for r in rows) == (6 + 2 + 3 + 2) * 4  # weight, bias, ones, output: float32
 
 
+def test_summary_counts_before_the_events_are_made_equal_those_after():
+    """Counts, moves, casts and bytes moved read from the raw records (a summary line makes no
+    event) equal those read from the events: views, writes, backward, moves, casts and folds."""
+    x = torch.ones(4, 3, requires_grad=True)
+    with tensormagic.track(max_events=40, diagnostics=[]) as rec:
+        for _ in range(12):
+            y = (x * 2).sum()
+            y.backward()
+            v = x.detach()[0]
+            v.add_(0)
+            x.to("meta")
+            x.double()
+    before = (rec.counts(), rec.move_counts(), rec.bytes_moved(), rec.summary_line())
+    assert rec.__dict__.get("_pending") is not None  # nothing above made the events
+    assert len(rec.events) == 40 and rec.folds
+    after = (rec.counts(), rec.move_counts(), rec.bytes_moved(), rec.summary_line())
+    assert before == after
+    assert after[1][:2] != (0, 0) and after[2] > 0 and after[1][2] > 0  # moves, casts, folded moves
+
+
 def test_inspect_selector_lists_matches_from_every_page():
     """61 products (`x * i`, then `target = x * 100`): filtered by op the matches span three pages
     and the selector lists all 61, so `target` on the last page is picked and its card opens."""

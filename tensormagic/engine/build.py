@@ -11,7 +11,7 @@ import torch
 
 from ..model.events import Event, Fold, GradRecord, TensorRef
 from ..model.fastinit import fast_constructor
-from ..model.recording import Recording, TensorRecord, attach_events, set_before
+from ..model.recording import Recording, Tally, TensorRecord, attach_events, set_before
 from . import describe, history, identity, naming
 from .autograd import capture
 from .bound_names import LineNames, line_results, name_live
@@ -110,6 +110,27 @@ class Pending:
 
     def __call__(self, rec: Recording) -> None:
         _materialize(self.tr, rec, self.snap, self.block, self.compiled)
+
+    def tally(self) -> Tally:
+        """What the summary line counts, from the raw records without making the events (one
+        event per record, of the record's kind; a terminal's %trackgrad on line needs no more)."""
+        counts: dict[str, int] = {}
+        moves = casts = moved = 0
+        for r in self.tr.raw:
+            kind = r[KIND]
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind == "move":
+                meta, smeta = r[META], r[EXTRA][1]
+                if _device(smeta[2]) != _device(meta[2]):
+                    moves += 1
+                    moved += _nbytes(meta) or 0
+                else:
+                    casts += 1
+        folded_moves = 0
+        for (_w, _f, kind), n in self.tr.folds.items():
+            counts[kind] = counts.get(kind, 0) + n
+            folded_moves += n if kind == "move" else 0
+        return Tally(counts, moves, casts, folded_moves, moved)
 
 
 @contextmanager

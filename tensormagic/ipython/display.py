@@ -70,7 +70,8 @@ def emit(bundle: dict[str, Any], resolved: str) -> None:
 
 def touched_nothing(rec: Recording) -> bool:
     """A cell that made, changed or moved no tensor and found nothing (``%trackgrad on`` shows nothing)."""
-    return not (rec.events or rec.folds or rec.diagnostics or rec.internal_error)
+    # counted, not read: a terminal's summary line then makes no event (the panel makes them)
+    return not (any(rec.counts().values()) or rec.diagnostics or rec.internal_error)
 
 
 def show(rec: Recording, mode: str, shell: Any, *, summary: bool = False) -> Any:

@@ -76,6 +76,18 @@ def set_before(recs: dict[str, TensorRecord], before: dict[str, Any],
     return recs
 
 
+@dataclass(frozen=True)
+class Tally:
+    """What a summary line counts: events per kind (folded ones included), moves between devices,
+    casts on one device, folded moves, bytes moved between devices."""
+
+    counts: dict[str, int]
+    moves: int
+    casts: int
+    folded_moves: int
+    moved_bytes: int
+
+
 class _Built:
     """A field made on first read from what the block recorded (events cost ~10 µs each to
     build, so a block ends without paying that until someone looks)."""
@@ -220,15 +232,43 @@ class Recording:
                 out.append(r)
         return out
 
+    def _unbuilt(self) -> Tally | None:
+        """The counts of events not made yet (``build.Pending.tally``), or None once they are."""
+        pending = self.__dict__.get("_pending")
+        tally = getattr(pending, "tally", None)
+        return tally() if tally is not None else None
+
     def counts(self) -> dict[str, int]:
         c = dict.fromkeys(KINDS, 0)
+        t = self._unbuilt()
+        if t is not None:  # the summary line of a cell nobody opens: no event is made for it
+            for kind, n in t.counts.items():
+                c[kind] = c.get(kind, 0) + n
+            return c
         for e in self.events:
             c[e.kind] = c.get(e.kind, 0) + 1
         for f in self.folds:
             c[f.kind] = c.get(f.kind, 0) + f.count
         return c
 
+    def move_counts(self) -> tuple[int, int, int]:
+        """(moves between devices, casts on one device, folded moves of either sort)."""
+        t = self._unbuilt()
+        if t is not None:
+            return t.moves, t.casts, t.folded_moves
+        moves = casts = 0
+        for e in self.events:
+            if e.kind == "move":
+                if e.crosses_devices:
+                    moves += 1
+                else:
+                    casts += 1
+        return moves, casts, sum(f.count for f in self.folds if f.kind == "move")
+
     def bytes_moved(self) -> int:
+        t = self._unbuilt()
+        if t is not None:
+            return t.moved_bytes
         return sum(e.nbytes or 0 for e in self.events if e.crosses_devices)
 
     @property

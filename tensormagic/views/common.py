@@ -166,14 +166,7 @@ def capped_line_groups(events: tuple[Event, ...] | list[Event],
 def move_counts(rec: Recording) -> tuple[int, int, int]:
     """(moves between devices, casts on one device, folded moves of either sort): a same-device
     dtype change (``(pred == y).float()``) is a cast, counted apart from device moves."""
-    moves = casts = 0
-    for e in rec.events:
-        if e.kind == "move":
-            if e.crosses_devices:
-                moves += 1
-            else:
-                casts += 1
-    return moves, casts, sum(f.count for f in rec.folds if f.kind == "move")
+    return rec.move_counts()
 
 
 def count_words(rec: Recording, counts: dict[str, int] | None = None) -> str:
