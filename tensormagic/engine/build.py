@@ -107,13 +107,20 @@ class Pending:
         self.snap = snap
         self.block = block
         self.compiled = compiled
+        self._tally: Tally | None = None
 
     def __call__(self, rec: Recording) -> None:
         _materialize(self.tr, rec, self.snap, self.block, self.compiled)
 
     def tally(self) -> Tally:
         """What the summary line counts, from the raw records without making the events (one
-        event per record, of the record's kind; a terminal's %trackgrad on line needs no more)."""
+        event per record, of the record's kind; a terminal's %trackgrad on line needs no more).
+        Counted once: the records no longer change after the block."""
+        if self._tally is None:
+            self._tally = self._count()
+        return self._tally
+
+    def _count(self) -> Tally:
         counts: dict[str, int] = {}
         moves = casts = moved = 0
         for r in self.tr.raw:
