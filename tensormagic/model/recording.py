@@ -7,7 +7,10 @@ the same class, without the weak references to live tensors.
 from __future__ import annotations
 
 import weakref
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 from ..model.gradgraph import GraphTable
@@ -86,6 +89,9 @@ class Tally:
     casts: int
     folded_moves: int
     moved_bytes: int
+
+
+_KIND = attrgetter("kind")
 
 
 class _Built:
@@ -245,11 +251,14 @@ class Recording:
             for kind, n in t.counts.items():
                 c[kind] = c.get(kind, 0) + n
             return c
-        for e in self.events:
-            c[e.kind] = c.get(e.kind, 0) + 1
+        for kind, n in Counter(map(_KIND, self.events)).items():  # at C speed: a panel opens with this
+            c[kind] = c.get(kind, 0) + n
         for f in self.folds:
             c[f.kind] = c.get(f.kind, 0) + f.count
         return c
+
+    def _moves(self) -> list[Event]:
+        return list(compress(self.events, map("move".__eq__, map(_KIND, self.events))))
 
     def move_counts(self) -> tuple[int, int, int]:
         """(moves between devices, casts on one device, folded moves of either sort)."""
@@ -257,7 +266,7 @@ class Recording:
         if t is not None:
             return t.moves, t.casts, t.folded_moves
         moves = casts = 0
-        for e in self.events:
+        for e in self._moves():
             if e.kind == "move":
                 if e.crosses_devices:
                     moves += 1
@@ -269,7 +278,7 @@ class Recording:
         t = self._unbuilt()
         if t is not None:
             return t.moved_bytes
-        return sum(e.nbytes or 0 for e in self.events if e.crosses_devices)
+        return sum(e.nbytes or 0 for e in self._moves() if e.crosses_devices)
 
     @property
     def folded(self) -> int:
