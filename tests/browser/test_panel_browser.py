@@ -87,6 +87,9 @@ def test_panel_tabs_filter_and_card(jlab, page, screenshot_dirs):
             "() => document.querySelectorAll('.tm-panel .tm-tensors .tm-table table tbody tr').length === 6")
 
         pick = panel.locator(".tm-tensors .tm-pick select")
+        # the selector's options are the kernel's last update after the rows: wait for them too
+        page.wait_for_function("() => document.querySelectorAll('.tm-panel .tm-tensors .tm-pick option').length"
+                               " === 7")  # fmt: skip
         label = next(o for o in _options(pick) if o.replace("\xa0", " ").startswith("y "))
         pick.select_option(label=label)  # the kernel computes y's statistics and fills the card
         card = panel.locator(".tm-card-box .tm-card")
