@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 from .raw import EXTRA, FUNC, KIND, LASTI, MODULE, TID, WHERE, create_parts
 
-_MADE = frozenset(("create", "view", "move"))  # event kinds that make the tensor they name
+_MADE = frozenset(("create", "view", "move", "compiled"))  # event kinds that make the tensor they name
 MAX_PERIOD_SCAN = 4096  # a longer segment is cut where its offset falls back only
 
 
@@ -295,4 +295,6 @@ def _consumed(r: Any) -> tuple[int, ...]:
         return (extra[0],)
     if kind == "inplace":
         return extra[1:]
+    if kind == "compiled":  # (inputs, outputs, graphs, ops): inputs are (tid, meta) pairs
+        return tuple(tid for tid, _meta in extra[0])
     return ()

@@ -199,6 +199,7 @@ def _placer(locator: Locator | None) -> Any:
 def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
               locator: Locator | None) -> _Snapshot:  # fmt: skip
     bound = list(naming.named_tensors(namespace)) if namespace is not None else []  # one walk
+    tr.close_compiled(final=True)  # compiled calls' outputs, before anything looks for unseen tensors
     if tr.internal_error is None:  # after a stop, every later tensor would look "unseen"
         _add_unseen_bound(tr, bound)
     place = _placer(locator)
@@ -440,7 +441,11 @@ def _python_events(tr: Tracker, refs: _Refs, state: dict[int, Any], place: Any, 
 
 def _other_kw(refs: Any, r: tuple[Any, ...]) -> dict[str, Any]:
     """The fields of a record of the kinds both builders leave to Python: a move (rare: one per
-    ``.to()``), a NumPy bridge (no fields of its own)."""
+    ``.to()``), a compiled call (one per call), a NumPy bridge (no fields of its own)."""
+    if r[KIND] == "compiled":
+        ins, outs, graphs, ops = r[EXTRA]
+        return dict(inputs=tuple(refs.ref(t, m) for t, m in ins), outputs=tuple(refs.ref(t, m) for t, m in outs),
+                    graphs=graphs, graph_ops=ops)  # fmt: skip
     if r[KIND] != "move":
         return {}
     meta, extra = r[META], r[EXTRA]

@@ -33,6 +33,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import describe, frames, identity, ops
 from . import raw as raw_mod
+from .compiled import INSIDE_COMPILED
 from .describe import NO_VERSION, PLAIN
 from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
 from .tracker import Tracker
@@ -136,7 +137,7 @@ class TrackMode(TorchFunctionMode):
                     return r
                 tr = self.tracker
                 where = self._find(_getframe(1))
-                if not tr._created(func, args, None, r, where, t):
+                if where is not INSIDE_COMPILED and not tr._created(func, args, None, r, where, t):
                     tr.record_outputs(func, GENERAL, args, {}, r, where)
             elif isinstance(r, (tuple, list)):
                 self.tracker.record_outputs(func, GENERAL, args, {}, r, self._find(_getframe(1)))

@@ -15,9 +15,11 @@ import sysconfig
 from types import CodeType, FrameType
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from .compiled import INSIDE_COMPILED, is_graph_code
+
 #: filename -> (cell number, line offset) for code that belongs to a notebook cell.
 Locator = Callable[[str], Optional[Tuple[Optional[int], int]]]
-#: per code object: (the code, whether it is the user's, offset -> (place, offset), line -> place)
+#: per code object: (the code, whether it is the user's (None: a compiled graph's), offset -> (place, offset), line -> place)
 _Entry = Tuple[CodeType, bool, Dict[int, Tuple[Tuple[str, int], int]], Dict[int, Tuple[str, int]]]
 
 
@@ -51,7 +53,7 @@ _USER_FILE_MAX = 4096
 class LineFinder:
     """Finds the innermost frame that belongs to user code; decisions are cached per code object."""
 
-    __slots__ = ("_cache", "_prefixes", "lasti")
+    __slots__ = ("_cache", "_prefixes", "lasti", "on_graph")
 
     def __init__(self) -> None:
         # Keyed on id(code), not the code: hashing a code object re-hashes its constants every
@@ -61,6 +63,9 @@ class LineFinder:
         #: bytecode offset of the last frame found: it falls back when a loop runs the line again
         self.lasti = -1
         self._prefixes = _library_prefixes()
+        #: called with a compiled graph's frame that makes a recorded torch call (``compiled.py``);
+        #: returns the ``compile_wrapper`` frame it runs under, or None
+        self.on_graph: Callable[[FrameType], Any] | None = None
 
     def _learn(self, code: CodeType) -> _Entry:
         """Whether ``code`` is the user's, cached with its places: bytecode offset -> (the shared
@@ -77,6 +82,8 @@ class LineFinder:
                     _user_file.clear()
                 known = _user_file[fn] = not os.path.realpath(fn).startswith(self._prefixes)
             ok = known
+        if ok and is_graph_code(code):
+            ok = None  # a compiled graph's code: ``find`` decides per call (both engines ask it)
         ent = self._cache[id(code)] = (code, ok, {}, {})
         return ent
 
@@ -87,7 +94,14 @@ class LineFinder:
             ent = cache.get(id(code))
             if ent is None:
                 ent = self._learn(code)
-            if ent[1]:
+            ok = ent[1]
+            if ok is None:
+                # a compiled graph's torch call is part of the compiled call's one event; an FX
+                # module run without torch.compile keeps its lines
+                if self.on_graph is not None and self.on_graph(frame) is not None:
+                    return INSIDE_COMPILED
+                ok = True
+            if ok:
                 lasti = frame.f_lasti
                 hit = ent[2].get(lasti)
                 if hit is None:

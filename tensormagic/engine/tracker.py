@@ -16,6 +16,8 @@ import torch
 
 from . import describe, identity
 from .backward import BackwardRecords
+from .compiled import INSIDE_COMPILED
+from .compiled_calls import CompiledCalls
 from .describe import NO_VERSION, PLAIN
 from .identity import Ref, _counter, _ids, assign_ref, ref_of, storage_id, storage_key
 from .modules import ModuleStack
@@ -39,7 +41,7 @@ FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted
 SWEEP_EVERY = 10_000
 
 
-class Tracker(BackwardRecords, RebuiltTensors):
+class Tracker(BackwardRecords, RebuiltTensors, CompiledCalls):
     """Collects raw records for one block; ``build.build`` turns them into a Recording."""
 
     def __init__(self, *, stats: bool = False, max_events: int = 20_000) -> None:
@@ -65,6 +67,8 @@ class Tracker(BackwardRecords, RebuiltTensors):
         self._inputs: dict[tuple[int, ...], tuple[int, ...]] = {}  # input ids that no op of the block made
         self.stats_at: dict[int, Any] = {}
         self.lines = LineFinder()
+        self._open_calls = []  # compiled calls whose outputs are not read yet (CompiledCalls)
+        self.lines.on_graph = self.open_compiled
         self.modules = ModuleStack()
         self.t0 = time.perf_counter_ns()
         self._last_move: dict[int, int] = {}
@@ -100,6 +104,8 @@ class Tracker(BackwardRecords, RebuiltTensors):
         tracker's records and tensors for its lazy events, not its lookup tables and hooks)."""
         self.record_hooks.clear()
         self.error_hooks.clear()
+        self.lines.on_graph = None
+        self._open_calls = []
         self.call_watch.clear()
         self.sid_of_key = {}
         self._metas = {}
@@ -187,6 +193,8 @@ class Tracker(BackwardRecords, RebuiltTensors):
             if tid in self.tensors:
                 return tid  # the common case: an input this block already knows
             fresh = False
+        elif self._open_calls and self.close_compiled():
+            return self.see(t, where)  # a compiled call's output, registered now (or still unknown)
         else:
             tid = assign_ref(t).tid
             fresh = True
@@ -235,7 +243,7 @@ class Tracker(BackwardRecords, RebuiltTensors):
     def _add(self, kind: str, func: Any, tid: int, meta: Any, where: Any, extra: Any,
              objs: tuple[Tensor, ...]) -> None:  # fmt: skip
         raw = self.raw
-        if len(raw) >= self.max_events and self._fold(kind, func, where):
+        if where is INSIDE_COMPILED or len(raw) >= self.max_events and self._fold(kind, func, where):
             return
         raw.append((kind, _name(func), tid, meta, where, self.modules.current, self.lines.lasti, extra))
         self.times.append(_now() - self.t0)
@@ -330,10 +338,14 @@ class Tracker(BackwardRecords, RebuiltTensors):
                 for ltid, _lmeta, _acc, gtid in extra:
                     named.add(ltid)
                     named.add(gtid)
+            elif kind == "compiled":
+                named.update(tid for tid, _meta in extra[0] + extra[1])
         return named
 
     def record_outputs(self, func: Any, action: int, args: Any, kwargs: Any, r: Any,
                        where: Any, t: int = 0) -> None:  # fmt: skip
+        if where is INSIDE_COMPILED:
+            return  # made by a compiled graph: its call is one event (compiled_calls.py)
         if self.suspects:
             self._recheck(args, kwargs)
         if action == GENERAL and isinstance(r, Tensor) and self._created(func, args, kwargs, r, where, t):
@@ -458,6 +470,8 @@ class Tracker(BackwardRecords, RebuiltTensors):
 
     def record_write(self, func: Any, written: Tensor, v0: int, args: Any, kwargs: Any,
                      where: Any) -> None:  # fmt: skip
+        if where is INSIDE_COMPILED:
+            return  # written by a compiled graph: its call is one event (compiled_calls.py)
         if self.suspects:
             self._recheck(args, kwargs, written, v0)
         name = op_name(func)

@@ -51,6 +51,7 @@ SCHEMA_HISTORY = {
        "that existed before this one, or null), histories (tensor id -> its history across tracked "
        "cells in words); both only where not empty, cut first past MAX_LINE (before_omitted, "
        "histories_omitted count them)",
+    4: "event kind \"compiled\" (a torch.compile'd call): outputs, graphs, graph_ops",
 }
 #: the longest line a writer writes, in bytes
 MAX_LINE = 1 << 20
@@ -232,8 +233,8 @@ def bounded_cell_line(d: dict[str, Any]) -> bytes:
 
 _BATCH = 1000
 #: how Event.to_dict writes each field (fastinit's kinds; the others as they are)
-_EVENT_KINDS = {"tensor": REF, "base": REF, "source_tensor": REF, "inputs": REFS, "aliases": REFS, "grads": DICTS,
-                "stats": DICT}  # fmt: skip
+_EVENT_KINDS = {"tensor": REF, "base": REF, "source_tensor": REF, "inputs": REFS, "aliases": REFS, "outputs": REFS,
+                "grads": DICTS, "stats": DICT}  # fmt: skip
 _event_dicts: list[Callable[[Event, Callable[[TensorRef], Any]], dict[str, Any]]] = []
 _encoder_specs: list[tuple[Any, ...]] = []
 

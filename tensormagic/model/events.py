@@ -14,10 +14,10 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from .dictform import _known, _to_dict
 
-SCHEMA_VERSION = 3  # log/records.py's SCHEMA_HISTORY says what each version added
+SCHEMA_VERSION = 4  # log/records.py's SCHEMA_HISTORY says what each version added
 
 #: Event kinds, in the order reports list their counts.
-KINDS: tuple[str, ...] = ("create", "view", "inplace", "move", "backward", "numpy")
+KINDS: tuple[str, ...] = ("create", "view", "inplace", "move", "backward", "numpy", "compiled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +139,10 @@ class Event:
     kinds: ``create`` (``inputs``, ``origin``), ``view`` (``base``), ``inplace``
     (``version_before``, ``version_after``, ``aliases``), ``move`` (``from_device``,
     ``to_device``, ``from_dtype``, ``to_dtype``, ``nbytes``, ``source_tensor``, ``inplace``),
-    ``backward`` (``grads``), ``numpy`` (a NumPy array sharing the tensor's memory).
+    ``backward`` (``grads``), ``numpy`` (a NumPy array sharing the tensor's memory), ``compiled``
+    (a call of a ``torch.compile``d function or module: ``op`` its name, ``inputs``, ``outputs``,
+    ``graphs`` the number of graphs its compiled code calls, ``graph_ops`` their ops where Dynamo
+    keeps them; ``tensor`` is its first output, or its first input while none was seen).
     """
 
     seq: int
@@ -168,9 +171,12 @@ class Event:
     grads: tuple[GradRecord, ...] = ()
     stats: Stats | None = None
     note: str | None = None
+    outputs: tuple[TensorRef, ...] = ()
+    graphs: int | None = None
+    graph_ops: tuple[str, ...] = ()
 
     _REF_FIELDS: ClassVar[tuple[str, ...]] = ("tensor", "base", "source_tensor")
-    _REF_LISTS: ClassVar[tuple[str, ...]] = ("inputs", "aliases")
+    _REF_LISTS: ClassVar[tuple[str, ...]] = ("inputs", "aliases", "outputs")
 
     @property
     def where(self) -> str:
@@ -231,6 +237,12 @@ class Event:
             out["stats"] = self.stats.to_dict()
         if self.note is not None:
             out["note"] = self.note
+        if self.outputs:
+            out["outputs"] = [refs(r) for r in self.outputs]
+        if self.graphs is not None:
+            out["graphs"] = self.graphs
+        if self.graph_ops:
+            out["graph_ops"] = list(self.graph_ops)
         return out
 
     @classmethod
@@ -242,6 +254,7 @@ class Event:
         for name in cls._REF_LISTS:
             d[name] = tuple(TensorRef.from_dict(r) for r in d.get(name, ()))
         d["grads"] = tuple(GradRecord.from_dict(g) for g in d.get("grads", ()))
+        d["graph_ops"] = tuple(d.get("graph_ops", ()))
         if d.get("stats") is not None:
             d["stats"] = Stats.from_dict(d["stats"])
         return cls(**d)

@@ -15,6 +15,7 @@ KIND_WORD = {
     "move": "move",
     "backward": "backward",
     "numpy": "numpy",
+    "compiled": "compiled",
 }
 #: a folded run of moves may hold casts too (a fold keeps no devices)
 FOLD_WORD = {**KIND_WORD, "move": "move/cast"}
@@ -128,7 +129,23 @@ def describe(e: Event) -> str:
         return f"from {t.label}" + (f" → {grads}" if grads else " (no leaf received a gradient)")
     if e.kind == "numpy":
         return "NumPy array sharing this tensor's memory: writing one changes the other"
+    if e.kind == "compiled":
+        return compiled_words(e)
     return ""  # pragma: no cover - unknown kinds come only from newer logs
+
+
+def compiled_words(e: Event, max_ops: int = 8) -> str:
+    """``x → out · 1 graph: linear, relu, linear``: a compiled call's tensors and graphs."""
+    ins = ", ".join(r.label for r in e.inputs) or "no tensor"
+    outs = ", ".join(r.label for r in e.outputs) or "no tensor seen"
+    text = f"torch.compile'd: {ins} → {outs}"
+    if e.graphs is not None:
+        text += f" · {e.graphs} graph" + ("s" if e.graphs != 1 else "")
+        if e.graph_ops:
+            ops = [short_op(o) for o in e.graph_ops[:max_ops]]
+            more = len(e.graph_ops) - len(ops)
+            text += ": " + ", ".join(ops) + (f", … {more} more ops" if more > 0 else "")
+    return text
 
 
 def line_groups(events: tuple[Event, ...] | list[Event]) -> Iterator[tuple[Event, list[Event]]]:
@@ -180,6 +197,8 @@ def count_words(rec: Recording, counts: dict[str, int] | None = None) -> str:
         parts.append(f"{moves:,} moves, {casts:,} casts")
         if folded:
             parts.append(f"{folded:,} moves/casts folded")
+    if c.get("compiled"):  # only where there are some: a block without keeps its usual line
+        parts.append(f"{c['compiled']:,} compiled call" + ("s" if c["compiled"] != 1 else ""))
     moved = rec.bytes_moved()
     if moved:
         parts.append(f"{fmt_bytes(moved)} between devices")

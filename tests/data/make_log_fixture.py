@@ -1,8 +1,10 @@
 """Wrote tests/data/log_schema1.jsonl with the code of main at 816a535 (schema_version 1),
 log_schema2.jsonl with branch i21 (schema_version 2), and log_schema3.jsonl with branch i22
 (schema_version 3: run with a second argument ``history``, so the blocks keep histories and the
-last one writes ``v``, made by the first); kept to say how it was made, never re-run (the fixture
-is what that code wrote, every later reader must load it)."""
+last one writes ``v``, made by the first), and log_schema4.jsonl with branch i20 (schema_version 4:
+run with ``history`` and a third argument ``compiled``: the fourth cell also calls a
+torch.compile'd function); kept to say how it was made, never re-run (the fixture is what that
+code wrote, every later reader must load it)."""
 import sys
 import warnings
 
@@ -13,7 +15,8 @@ import tensormagic
 from tensormagic.log.writer import close_all
 
 path = sys.argv[1]
-HISTORY = sys.argv[2:] == ["history"]
+HISTORY = sys.argv[2:3] == ["history"]
+COMPILED = sys.argv[3:] == ["compiled"]
 warnings.simplefilter("ignore")
 torch.manual_seed(0)
 with tensormagic.track(log=path, history=HISTORY) as rec:
@@ -46,5 +49,8 @@ with tensormagic.track(log=path, history=HISTORY) as rec4:
     g = p.grad
     if HISTORY:
         v.add_(1)
+    if COMPILED:  # schema 4: a "compiled" event
+        f = torch.compile(lambda u: (u * 2).relu(), backend="eager")
+        c = f(r)
 close_all()
 print(rec.summary_line(), rec2.summary_line(), rec3.summary_line(), rec4.summary_line(), sep="\n")

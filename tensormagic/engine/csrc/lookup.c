@@ -132,7 +132,8 @@ static int frame_lasti(PyFrameObject *frame) {
 /* LineFinder.find from the innermost Python frame (the caller of the torch function).
  * Returns a new reference to the place ((filename, line) or None) and sets *lasti (a new
  * reference, or NULL when no user frame was found); NULL with an exception on failure.
- * A cache hit is answered here; anything else goes to the Python LineFinder, which fills the cache. */
+ * A cache hit is answered here; anything else goes to the Python LineFinder, which fills the cache.
+ * The place is Py_Ellipsis for a torch call a compiled graph makes (compiled.py): not recorded. */
 PyObject *tmh_find_where(Hot *self, PyObject **lasti) {
     *lasti = NULL;
     PyFrameObject *frame = PyEval_GetFrame();
@@ -156,6 +157,17 @@ PyObject *tmh_find_where(Hot *self, PyObject **lasti) {
             Py_DECREF(ent); Py_DECREF(frame);
             PyErr_SetString(PyExc_TypeError, "tensormagic: unexpected line-cache entry");
             return NULL;
+        }
+        if (PyTuple_GET_ITEM(ent, 1) == Py_None) {
+            /* a compiled graph's code (source.py's LineFinder.find decides per call, compiled.py):
+             * Ellipsis when the call belongs to a compiled call's one event */
+            Py_DECREF(ent);
+            PyObject *where = PyObject_CallOneArg(self->find, (PyObject *)frame);
+            Py_DECREF(frame);
+            if (where == NULL) return NULL;
+            *lasti = tmh_get(self->lasti, self->lines, tmh_s_lasti);
+            if (*lasti == NULL) { Py_DECREF(where); return NULL; }
+            return where;
         }
         if (PyTuple_GET_ITEM(ent, 1) == Py_True) {
             PyObject *hit = NULL;

@@ -301,7 +301,7 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
             failed = 1;
         } else if (act == INPLACE || v1 != v0) {
             where = tmh_find_where(self, &lasti);
-            int c = where == NULL ? -1 : tmh_written(self, func, a0, v0, args, kwargs, where, lasti);
+            int c = where == NULL ? -1 : where == Py_Ellipsis ? 1 : tmh_written(self, func, a0, v0, args, kwargs, where, lasti);
             if (c < 0) {
                 failed = 1;
             } else if (c == 0) {
@@ -310,7 +310,7 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
         }
     } else if (tmh_is_tensor(self, r) || PyTuple_Check(r) || PyList_Check(r)) {
         where = tmh_find_where(self, &lasti);
-        int c = where == NULL ? -1 : tmh_is_tensor(self, r) ? tmh_created(self, func, args, kwargs, r, where, lasti, t) : 0;
+        int c = where == NULL ? -1 : where == Py_Ellipsis ? 1 : tmh_is_tensor(self, r) ? tmh_created(self, func, args, kwargs, r, where, lasti, t) : 0;
         if (c < 0) {
             failed = 1;
         } else if (c == 0) {
