@@ -37,23 +37,32 @@ MAX_OPS = 200
 _SEP = os.sep
 
 
-def is_graph_code(code: CodeType) -> bool:
-    """Code a compiled graph runs (an FX GraphModule's generated ``forward``, inductor's wrapper)."""
+def is_graph_code(code: CodeType, real: str | None = None) -> bool:
+    """Code a compiled graph runs (an FX GraphModule's generated ``forward``, inductor's wrapper);
+    ``real``: the code's file, resolved already (``LineFinder._learn`` has it)."""
     fn = code.co_filename
-    if fn.startswith("<eval_with_key>"):
-        return True
+    if fn.startswith("<"):
+        return fn.startswith("<eval_with_key>")
     root = _inductor_root()
-    return root is not None and os.path.realpath(fn).startswith(root)
+    return root is not None and (real or os.path.realpath(fn)).startswith(root)
+
+
+_roots: dict[str | None, str | None] = {}
 
 
 def _inductor_root() -> str | None:
     mod = sys.modules.get("torch._inductor.runtime.cache_dir_utils")
     if mod is None:
         return None  # inductor never ran: no code of its own can be running
+    key = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # what cache_dir() reads first
+    if key in _roots:  # resolving the folder costs ~0.5 ms: once per process and setting
+        return _roots[key]
     try:
-        return os.path.realpath(mod.cache_dir()) + _SEP
+        root: str | None = os.path.realpath(mod.cache_dir()) + _SEP
     except Exception:  # noqa: BLE001 - an unusual inductor: its code then reads as the user's
-        return None
+        root = None
+    _roots[key] = root
+    return root
 
 
 def _is_wrapper(code: CodeType) -> bool:

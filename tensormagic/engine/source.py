@@ -72,9 +72,10 @@ class LineFinder:
         ``(filename, line)`` of that offset's line, one tuple per line used by every record made
         there; the offset).  Keyed by offset: ``f_lineno`` decodes the line table (~0.1 µs a call)."""
         fn = code.co_filename
+        real = None
         if fn.startswith("<"):
             # <ipython-input-…> cells and exec'd strings are the user's; <frozen …> is Python's.
-            ok = not fn.startswith("<frozen")
+            ok: bool | None = not fn.startswith("<frozen")
         else:
             known = _user_file.get(fn)
             if known is None:
@@ -82,7 +83,7 @@ class LineFinder:
                     _user_file.clear()
                 known = _user_file[fn] = not os.path.realpath(fn).startswith(self._prefixes)
             ok = known
-        if ok and is_graph_code(code):
+        if ok and is_graph_code(code, real):
             ok = None  # a compiled graph's code: ``find`` decides per call (both engines ask it)
         ent = self._cache[id(code)] = (code, ok, {}, {})
         return ent
