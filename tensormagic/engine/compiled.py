@@ -65,15 +65,26 @@ def _inductor_root() -> str | None:
     return root
 
 
+#: id(code) -> (code, whether it is Dynamo's compile_wrapper): a graph's torch call walks ~10
+#: frames to its wrapper, and the code objects on that walk are the same every call
+_wrapper_codes: dict[int, tuple[CodeType, bool]] = {}
+
+
 def _is_wrapper(code: CodeType) -> bool:
-    return code.co_name == "compile_wrapper" and code.co_filename.endswith(f"_dynamo{_SEP}eval_frame.py")
+    got = _wrapper_codes.get(id(code))
+    if got is None or got[0] is not code:
+        if len(_wrapper_codes) > 4096:  # code objects come and go (exec'd strings): stay bounded
+            _wrapper_codes.clear()
+        yes = code.co_name == "compile_wrapper" and code.co_filename.endswith(f"_dynamo{_SEP}eval_frame.py")
+        got = _wrapper_codes[id(code)] = (code, yes)
+    return got[1]
 
 
-def wrapper_frame(frame: FrameType | None) -> FrameType | None:
+def wrapper_frame(frame: FrameType | None, known: tuple[FrameType, ...] = ()) -> FrameType | None:
     """The ``compile_wrapper`` frame the graph frame ``frame`` runs under, or None (an FX module
-    called without torch.compile)."""
+    called without torch.compile); one of ``known`` (open calls' wrappers) is found by identity."""
     while frame is not None:
-        if _is_wrapper(frame.f_code):
+        if frame in known or _is_wrapper(frame.f_code):
             return frame
         frame = frame.f_back
     return None

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 #: compiled calls whose outputs are not read yet, at most (each holds one frame: see ``compiled.py``)
 MAX_OPEN = 8
+#: compiled functions a block keeps the name and graphs of
+MAX_INFOS = 64
 
 
 class CompiledCalls:
@@ -31,16 +33,16 @@ class CompiledCalls:
 
     #: (raw index, -1 when not recorded yet or -2 when folded, the ``compile_wrapper`` frame, the pending record's parts)
     _open_calls: list[tuple[int, FrameType, tuple[Any, ...]]]
+    #: (id(fn), id(compiled code)) -> (fn, code, (name, graphs, ops))
+    _compiled_infos: dict[tuple[int, int], tuple[Any, Any, tuple[str, int | None, tuple[str, ...]]]]
 
     def open_compiled(self: Tracker, graph_frame: FrameType) -> FrameType | None:
         """A torch call from a compiled graph's frame: the ``compile_wrapper`` frame it runs
         under (None: an FX module run without torch.compile), recording the call the first time."""
-        w = wrapper_frame(graph_frame)
-        if w is None:
-            return None
-        for _idx, f, _parts in self._open_calls:
-            if f is w:
-                return w
+        opened = tuple(f for _idx, f, _parts in self._open_calls)
+        w = wrapper_frame(graph_frame, opened)
+        if w is None or w in opened:
+            return w  # not compiled, or a call already open (its graph's second op, say)
         self.close_compiled()  # calls that have returned: their outputs before this call's inputs
         where = self.lines.find(w.f_back)
         if where is INSIDE_COMPILED:
@@ -52,8 +54,8 @@ class CompiledCalls:
         tensors_of(loc.get("args", ()), ins)
         tensors_of(loc.get("kwargs", None) or {}, ins)
         in_refs = tuple((self.see(t, where), self.meta(t)) for t in ins)
-        graphs, ops = graphs_and_ops(callee_frame(w, graph_frame))
-        parts = (compiled_name(loc.get("fn")), where, in_refs, graphs, ops, self._outer_module())
+        name, graphs, ops = self._compiled_info(loc.get("fn"), callee_frame(w, graph_frame))
+        parts = (name, where, in_refs, graphs, ops, self._outer_module())
         idx = -1
         if in_refs:
             idx = self._put_compiled(parts, in_refs[0], ())
@@ -61,6 +63,19 @@ class CompiledCalls:
                 idx = -2
         self._open_calls.append((idx, w, parts))
         return w
+
+    def _compiled_info(self: Tracker, fn: Any, callee: FrameType | None) -> tuple[str, int | None, tuple[str, ...]]:
+        """(name, graphs, ops) of a compiled function and the compiled code it runs, once per block
+        (a training loop calls the same compiled step again and again)."""
+        code = callee.f_code if callee is not None else None
+        key = (id(fn), id(code))
+        got = self._compiled_infos.get(key)
+        if got is not None and got[0] is fn and got[1] is code:
+            return got[2]
+        info = (compiled_name(fn), *graphs_and_ops(callee))
+        if len(self._compiled_infos) < MAX_INFOS:  # the entries hold fn and code: alive until the block ends
+            self._compiled_infos[key] = (fn, code, info)
+        return info
 
     def _put_compiled(self: Tracker, parts: tuple[Any, ...], first: tuple[int, Any], outs: tuple[Any, ...]) -> int:
         """Append the record; its index, or -1 when folding past ``max_events`` left it out."""

@@ -180,6 +180,8 @@ class TrackMode(TorchFunctionMode):
         """What ``_after_call`` compares with: the written tensor's version, backward's leaves…;
         None when recording stopped (a watch failed)."""
         tr = self.tracker
+        if action == GENERAL and kwargs and "out" in kwargs and self._find(_getframe(1)) is INSIDE_COMPILED:
+            return None  # a compiled graph's kernel filling its own buffer: part of its call's one event
         if not t:
             t = _now()
         if action == WATCHED:

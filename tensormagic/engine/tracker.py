@@ -68,6 +68,7 @@ class Tracker(BackwardRecords, RebuiltTensors, CompiledCalls):
         self.stats_at: dict[int, Any] = {}
         self.lines = LineFinder()
         self._open_calls = []  # compiled calls whose outputs are not read yet (CompiledCalls)
+        self._compiled_infos = {}
         self.lines.on_graph = self.open_compiled
         self.modules = ModuleStack()
         self.t0 = time.perf_counter_ns()
@@ -106,6 +107,7 @@ class Tracker(BackwardRecords, RebuiltTensors, CompiledCalls):
         self.error_hooks.clear()
         self.lines.on_graph = None
         self._open_calls = []
+        self._compiled_infos = {}
         self.call_watch.clear()
         self.sid_of_key = {}
         self._metas = {}
