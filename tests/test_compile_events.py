@@ -158,3 +158,19 @@ def test_inductor_call_is_one_event():
     assert (e.line, e.op) == (_line("out = compiled(x)  # inductor call"), "Linear")
     assert (_labels(e.inputs), _labels(e.outputs)) == (["x"], ["out"])
     assert (e.graphs, e.graph_ops) == (1, ())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_recording_holds_no_tensor_of_a_compiled_call(engine):
+    """A call whose result nothing looks at: the frame read for it is dropped by the block's end, its tensors die with the user's names."""
+    import weakref
+
+    f = torch.compile(scale_and_clip, backend="eager")
+    a = torch.randn(5)
+    with track(engine=engine, namespace={}) as rec:
+        f(a, a)
+    # ``a`` is first seen by the call (the namespace given is empty): a "seen" creation, then the call
+    assert [(e.kind, len(e.inputs), len(e.outputs)) for e in rec.events] == [("create", 0, 0), ("compiled", 2, 1)]
+    gone = weakref.ref(a)
+    del a
+    assert gone() is None

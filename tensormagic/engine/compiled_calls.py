@@ -43,7 +43,14 @@ class CompiledCalls:
         w = wrapper_frame(graph_frame, opened)
         if w is None or w in opened:
             return w  # not compiled, or a call already open (its graph's second op, say)
-        self.close_compiled()  # calls that have returned: their outputs before this call's inputs
+        if self._open_calls:  # calls that have returned: their outputs before this call's inputs
+            outer = set()
+            f = w.f_back
+            while f is not None:
+                outer.add(id(f))
+                f = f.f_back
+            # one not around this call has ended, with a result or an exception (then it has none)
+            self.close_compiled(ended=[f for _i, f, _p in self._open_calls if id(f) not in outer])
         where = self.lines.find(w.f_back)
         if where is INSIDE_COMPILED:
             return w  # a compiled call inside another's graph: part of the outer call's event
@@ -101,14 +108,15 @@ class CompiledCalls:
             path = p
         return path
 
-    def close_compiled(self: Tracker, final: bool = False) -> bool:
+    def close_compiled(self: Tracker, final: bool = False, ended: list[FrameType] | None = None) -> bool:
         """Read the outputs of every open call that has returned (``final``: drop them all, the
-        block is ending); whether a tensor was registered."""
+        block is ending; ``ended``: these calls are known to have ended); whether a tensor was
+        registered."""
         added = False
         keep = []
         for idx, w, parts in self._open_calls:
             loc = w.f_locals
-            if "result" not in loc and not final:
+            if "result" not in loc and not final and not (ended and w in ended):
                 keep.append((idx, w, parts))
                 continue
             outs: list[torch.Tensor] = []
