@@ -162,7 +162,7 @@ def test_inductor_call_is_one_event():
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_recording_holds_no_tensor_of_a_compiled_call(engine):
-    """A call whose result nothing looks at: the frame read for it is dropped by the block's end, its tensors die with the user's names."""
+    """A call whose result nothing looks at: the frame read for it is dropped by the block's end."""
     import weakref
 
     f = torch.compile(scale_and_clip, backend="eager")

@@ -270,7 +270,7 @@ def test_events_built_later_still_describe_the_block_end():
 
 
 def test_compiled_function_gives_the_same_result_and_is_recorded():
-    """A torch.compile'd function called under tracking returns what it returns untracked."""
+    """A torch.compile'd function under tracking returns what it returns untracked: one event listing its ops."""
     import warnings
 
     def f(x):
@@ -284,7 +284,8 @@ def test_compiled_function_gives_the_same_result_and_is_recorded():
         with tensormagic.track() as rec:
             y = cf(x)
     assert torch.equal(bare, y)
-    assert [e.op for e in rec.events] == ["torch.Tensor.sin", "torch.Tensor.mul", "torch.Tensor.add", "torch.Tensor.sum"]
+    assert [(e.kind, e.op) for e in rec.events] == [("compiled", "f")]
+    assert rec.events[0].graph_ops == ("torch.Tensor.sin", "torch.Tensor.mul", "torch.Tensor.add", "torch.Tensor.sum")
 
 
 def test_long_block_leaves_the_garbage_collector_little_to_walk():

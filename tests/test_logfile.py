@@ -34,7 +34,7 @@ def _release_writers():
 
 
 def _every_kind(log: Path | None = None, stats: bool = True) -> tensormagic.Recording:
-    """A block that produces every event kind: create, view, inplace, move, backward, numpy."""
+    """A block that produces every event kind: create, view, inplace, move, backward, numpy, compiled."""
     with tensormagic.track(stats=stats, log=log, cell=7, cell_id="abc",
                            source="%%trackgrad\nx = torch.ones(2, 2, requires_grad=True)") as rec:  # fmt: skip
         x = torch.ones(2, 2, requires_grad=True)
@@ -47,8 +47,16 @@ def _every_kind(log: Path | None = None, stats: bool = True) -> tensormagic.Reco
         a = w.numpy()
         out = (y * y * 3).mean()
         out.backward()
-    del v, m, d, a
+        c = _double_relu(w)
+    del v, m, d, a, c
     return rec
+
+
+def _relu2(u: torch.Tensor) -> torch.Tensor:
+    return (u * 2).relu()
+
+
+_double_relu = torch.compile(_relu2, backend="eager")  # compiled at its first call
 
 
 def _read_lines(path: Path) -> list[dict]:

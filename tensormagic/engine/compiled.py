@@ -111,7 +111,8 @@ def compiled_name(fn: Any) -> str:
         if nxt is None:
             break
         fn = nxt
-    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__)
+    name = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__)
+    return name.rsplit("<locals>.", 1)[-1]  # ``Model.step``, but ``f`` for a function defined in another
 
 
 def graphs_and_ops(callee: FrameType | None) -> tuple[int | None, tuple[str, ...]]:
