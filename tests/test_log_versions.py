@@ -69,3 +69,14 @@ def test_older_fixtures_have_no_before_or_history() -> None:
     recs = load_log(DATA / "log_schema2.jsonl")
     assert all(not r.before and not r.histories for r in recs)
     assert all(t.history is None and t.made_before is False for r in recs for t in r.tensors.values())
+
+
+def test_schema4_fixture_reads_back_its_compiled_call() -> None:
+    """Schema 4's last cell calls ``f = torch.compile(lambda u: (u * 2).relu())`` on ``r`` (line 54
+    of the script that wrote it, ``c = f(r)``): read back, one "compiled" event with its tensors and ops."""
+    recs = load_log(DATA / "log_schema4.jsonl")
+    (e,) = [e for e in recs[3].events if e.kind == "compiled"]
+    assert (e.line, e.source, e.op) == (54, "c = f(r)", "<lambda>")
+    assert ([r.label for r in e.inputs], [r.label for r in e.outputs]) == (["r"], ["c"])
+    assert (e.graphs, e.graph_ops) == (1, ("torch.Tensor.mul", "torch.Tensor.relu"))
+    assert "1 compiled call" in recs[3].summary_line()
