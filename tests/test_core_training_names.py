@@ -179,6 +179,29 @@ def test_parameter_wrapping_leaves_the_temporary_unnamed(engine):
     assert "p" not in randn.tensor.names and rec.tensor("p").created.origin == "seen"
 
 
+class _OwnNet(nn.Module):
+    """A module written in this file: its ops run on its own lines, not the caller's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x).relu()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_input_to_a_users_own_module_does_not_take_the_target_name(engine):
+    """In ``out = net(torch.randn(2, 4))`` with ``net`` written by the user, ``out`` is the module's
+    output (made on its ``forward`` line); the randn input is not called ``out``."""
+    net = _OwnNet()
+    with tensormagic.track(engine=engine) as rec:
+        out = net(torch.randn(2, 4))
+    (randn,) = rec.filter(op="torch.randn")
+    assert "out" not in randn.tensor.names
+    assert rec.tensor("out").created.line == _line("return self.fc(x).relu()") and torch.is_tensor(out)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_tuple_assignment_names_each_value(engine):
     """``values, idx = torch.sort(x)`` names the two results ``values`` and ``idx``."""

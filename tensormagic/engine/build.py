@@ -277,9 +277,10 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
         idx = info[3] if info is not None else None
         if idx is not None and idx < len(raw) and raw[idx][TID] == tid and raw[idx][WHERE] in wheres:
             bound.setdefault(raw[idx][WHERE], []).append((n, idx))
-        elif len(wheres) == 1 and info is not None and idx is None and tid not in tr.preexisting:
-            # the line bound a tensor no op made (``p = nn.Parameter(torch.randn(3))``): its
-            # temporaries are not ``p``
+        elif len(wheres) == 1 and info is not None and tid not in tr.preexisting:
+            # the line bound a tensor no op of its own made: ``p = nn.Parameter(torch.randn(3))``
+            # (no op), ``out = net(torch.randn(2, 4))`` with ``net`` the user's own module or
+            # function (made on its ``return`` line).  Its temporaries are not ``p`` or ``out``.
             bound.setdefault(wheres[0], []).append((n, None))
     return LineNames(targets, bound, functions, _module_resolver(roots), tr.lines.expression)
 
