@@ -225,16 +225,25 @@ def frame_namespace(frame: Any) -> dict[str, Any]:
     if loc is frame.f_globals:
         return ns
     ns.update(loc)
-    if sys.version_info < (3, 13) and frame.f_code.co_flags & inspect.CO_OPTIMIZED:
+    if (sys.version_info < (3, 13) and frame.f_code.co_flags & inspect.CO_OPTIMIZED
+            and sys.getrefcount(loc) <= _SNAPSHOT_REFS):  # fmt: skip
         # Before PEP 667, f_locals of a function frame is a snapshot dict cached on the frame:
         # left as is, it would keep ``x`` alive after the user's ``del x``.  It is re-filled
         # from the real locals on every later access (and before every trace callback), so
-        # dropping our copies of tensors changes nothing the user's code can see.  Only a
+        # dropping our copies of tensors changes nothing the user's code can see -- unless
+        # someone holds that dict: ``locals()`` returns this same dict (``ns = locals()`` kept
+        # across the block, a debugger's ``curframe_locals``), and deleting from it would take
+        # the user's names away.  Then it holds what ``locals()`` would give now.  Only a
         # function frame has such a snapshot: a class body's or exec()'s f_locals is the
         # user's real namespace, where deleting would delete their variables.
         for k in [k for k, v in loc.items() if isinstance(v, torch.Tensor)]:
             del loc[k]
     return ns
+
+
+#: references to a function frame's f_locals snapshot when nobody else holds it: the frame,
+#: ``frame_namespace``'s ``loc`` and ``sys.getrefcount``'s argument
+_SNAPSHOT_REFS = 3
 
 
 def _inert_in_forked_child() -> None:

@@ -107,6 +107,35 @@ def test_block_in_exec_with_its_own_locals_keeps_them():
     assert sorted(env) == ["a", "b"] and torch.equal(env["b"], torch.full((2,), 2.0))
 
 
+def test_locals_dict_held_across_a_block_keeps_its_tensors():
+    """A function's ``ns = locals()`` held across a block still maps its names to their tensors."""
+
+    def run() -> dict:
+        x = torch.ones(2)
+        ns = locals()
+        with tensormagic.track():
+            y = x + 1  # noqa: F841
+        return ns
+
+    ns = run()
+    assert torch.equal(ns["x"], torch.ones(2))
+
+
+def test_function_block_keeps_no_local_tensor_alive_after_del():
+    """A block in a function holds none of its locals: ``del x`` after it frees ``x``."""
+
+    def run() -> bool:
+        x = torch.ones(1000)
+        with tensormagic.track():
+            y = x * 2  # noqa: F841
+        ref = weakref.ref(x)
+        del x
+        gc.collect()
+        return ref() is None
+
+    assert run()
+
+
 def test_graph_capture_holds_no_tensor():
     """Capturing the grad_fn graph keeps neither the intermediate tensors nor the leaves."""
     with tensormagic.track() as rec:
