@@ -207,6 +207,18 @@ def test_write_to_what_a_retained_graph_saved(engine: str):
     del y
 
 
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_write_to_a_view_whose_grad_fn_torch_refuses_to_read(engine: str):
+    """``nn.Embedding(..., padding_idx=0)`` zeroes ``weight[0]`` under no_grad, a view whose
+    ``grad_fn`` torch refuses to read: the in-place check skips it and recording goes on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrackingWarning)
+        with tensormagic.track(engine=engine) as rec:
+            emb = nn.Embedding(10, 4, padding_idx=0)
+            out = emb(torch.tensor([0, 3]))  # noqa: F841
+    assert rec.internal_error is None and [e.op for e in rec.events][-1] == "torch.nn.functional.embedding"
+
+
 def test_inplace_before_use_or_on_unsaved_tensors_is_fine():
     """Writes no saved tensor depends on (before the use, or on what a mul by a scalar never saved): quiet."""
     x = torch.randn(3, requires_grad=True)

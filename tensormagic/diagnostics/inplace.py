@@ -23,7 +23,7 @@ from ..engine import identity
 from ..engine.autograd import node_name
 from ..engine.ops import op_name
 from .context import Context, Finding
-from .saved_index import make_index, saved_attrs, saved_data
+from .saved_index import grad_fn, make_index, saved_attrs, saved_data
 
 MAX_DEPTH = 3  # levels below a candidate's grad_fn: composite ops and in-place chains
 MAX_NODES = 96  # nodes inspected per write
@@ -50,7 +50,7 @@ class SavedWrites:
         key = identity.storage_key(t)
         if key is None:
             return
-        gf = t.grad_fn
+        gf = grad_fn(t)
         # In grad mode the write gave the tensor a new grad_fn, whose saved values are current.
         own = gf if gf is not None and torch.is_grad_enabled() else None
         self._reported = set()
@@ -58,7 +58,7 @@ class SavedWrites:
         seen: set[int] = set()
         keep: list[Any] = []  # hold the nodes while walking, so that id() is not reused
         for rtid, root in roots:
-            node = root.grad_fn
+            node = grad_fn(root)
             if node is None or id(node) in seen:
                 continue
             stack = [(node, 0)]

@@ -19,6 +19,16 @@ from typing import Any, Iterator
 from ..engine import identity
 from ..engine.raw import create_parts
 
+
+def grad_fn(t: Any) -> Any:
+    """``t.grad_fn``, or None where torch refuses to read it: a view made under no_grad whose
+    base was then written (``nn.Embedding(padding_idx=…)`` zeroes ``weight[i]`` so) raises on
+    the read.  Its node cannot be inspected, so the in-place check has nothing to say of it."""
+    try:
+        return t.grad_fn
+    except Exception:  # noqa: BLE001 - reading a user tensor must never stop the recording
+        return None
+
 try:
     from ..engine import _hotpath
 except ImportError:  # built without a C compiler: the Python index below
@@ -109,7 +119,7 @@ class SavedIndex:
         self.catch_up(idx)
         sid = self.tensors[tid][2]
         cands = self.by_storage.get(sid) if sid is not None else None
-        gf = t.grad_fn
+        gf = grad_fn(t)
         if (not cands and gf is None) or self.spent > self.budget:
             return None
         roots: list[tuple[int, Any]] = [(tid, t)] if gf is not None else []
@@ -151,7 +161,7 @@ class SavedIndex:
             return False  # on_write stops before the walk
         nodes: list[tuple[Any, int, Any]] = []
         for rtid, root in roots:
-            node = root.grad_fn
+            node = grad_fn(root)
             if node is None or any(n is node for n, _, _ in nodes):
                 continue
             if holds_saved(node) != 0:

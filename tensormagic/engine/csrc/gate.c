@@ -4,6 +4,17 @@
  * roots a backward freed (an optimizer step's), as on_write would. */
 #include "saved.h"
 
+/* t.grad_fn, or None where torch refuses to read it (saved_index.py's grad_fn): a view made under
+ * no_grad whose base was then written raises on the read (nn.Embedding(padding_idx=...)'s weight[i]). */
+static PyObject *grad_fn_or_none(PyObject *t) {
+    PyObject *gf = tmh_tensor_attr(t, A_GRAD_FN);
+    if (gf == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+        gf = Py_NewRef(Py_None);
+    }
+    return gf;
+}
+
 /* A saved tensor still held by `node` (inplace.py's _inspect finds it the same way): 1 yes, 0 none
  * (backward freed them all), 2 a node saving nothing (on_write walks below it), -1 error. */
 static int holds_saved(SavedIndex *self, PyObject *node) {
@@ -65,7 +76,7 @@ static int settle_freed(SavedIndex *self, PyObject *t, PyObject **tids, PyObject
     Py_ssize_t nn = 0;
     int rc = 1;
     for (Py_ssize_t k = 0; k < nr && rc == 1; k++) {
-        PyObject *node = tmh_tensor_attr(objs[ri[k]], A_GRAD_FN);
+        PyObject *node = grad_fn_or_none(objs[ri[k]]);
         if (node == NULL) { rc = -1; break; }
         int skip = node == Py_None;
         for (Py_ssize_t j = 0; j < nn && !skip; j++) skip = nodes[j] == node;
@@ -106,7 +117,7 @@ PyObject *tmh_saved_roots(SavedIndex *self, Py_ssize_t idx, PyObject *tid, PyObj
             return NULL;
         }
     }
-    PyObject *gf = tmh_tensor_attr(t, A_GRAD_FN);
+    PyObject *gf = grad_fn_or_none(t);
     if (gf == NULL) return NULL;
     int own = gf != Py_None;
     Py_DECREF(gf);
