@@ -160,6 +160,22 @@ def test_bad_trackgrad_input_is_a_usage_error(ip, line, message):
         ip.run_line_magic("trackgrad", line)
 
 
+def test_line_magic_with_output_is_a_usage_error(ip):
+    """``%trackgrad on -o rec`` binds nothing (``-o`` is the cell magic's): refused, tracking stays off."""
+    with pytest.raises(UsageError, match="-o"):
+        ip.run_line_magic("trackgrad", "on -o rec")
+    auto = ip.magics_manager.registry["TensorMagic"].auto
+    assert auto is None or not auto.active
+
+
+def test_cell_magic_output_that_is_a_keyword_is_a_usage_error(ip):
+    """``%%trackgrad -o for`` would bind a name no code can read: refused before the cell runs."""
+    ip.user_ns.pop("ran", None)
+    with pytest.raises(UsageError, match="-o needs a variable name"):
+        ip.run_cell_magic("trackgrad", "-o for", "ran = 1\n")
+    assert "ran" not in ip.user_ns and "for" not in ip.user_ns
+
+
 def test_cell_magic_with_mode_is_a_usage_error(ip):
     """``%%trackgrad on`` is refused with a hint."""
     with pytest.raises(UsageError, match="takes no mode"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import os
 import sys
 from typing import Any
@@ -126,6 +127,9 @@ class TensorMagic(Magics):
                 raise UsageError(f"%%trackgrad takes no mode ({args.mode!r}): use '%trackgrad on|off' "
                                  "on a line of its own, or %%trackgrad [options] at the top of a cell")  # fmt: skip
             return self._run_cell(cell, opts, args.output, line)
+        if args.output is not None:  # it would bind nothing: say so rather than ignore it
+            raise UsageError("-o NAME binds one cell's Recording: use it with %%trackgrad at the top of a "
+                             "cell; under %trackgrad on, tensormagic.last_recording() returns the latest")  # fmt: skip
         if args.mode == "on":
             return self._auto_on(opts)
         if args.mode == "off":
@@ -139,7 +143,7 @@ class TensorMagic(Magics):
 
     def _run_cell(self, cell: str, opts: Options, output: str | None, line: str) -> Any:
         __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
-        if output is not None and not output.isidentifier():
+        if output is not None and (not output.isidentifier() or keyword.iskeyword(output)):
             raise UsageError(f"-o needs a variable name, not {output!r}")
 
         def done(rec: Recording) -> None:
