@@ -62,3 +62,36 @@ def test_operator_that_hands_back_its_input_is_a_write(engine: str, form: str) -
     (e,) = ns["rec"].filter(kind="inplace")
     assert (e.tensor.label, e.line, e.version_before, e.version_after) == (form[0], 4, 0, 1)
     assert ns[form[0]]._version == 1
+
+
+def _out_forms(engine: str) -> tuple[tensormagic.Recording, dict[str, torch.Tensor]]:
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        a = torch.tensor([[1.0, 5.0, 2.0], [4.0, 0.0, 3.0]])
+        c = torch.empty(2, 3)
+        v = torch.empty(3)
+        i = torch.empty(3, dtype=torch.long)
+        torch.add(a, 1, out=c)
+        torch.max(a, 0, out=(v, i))
+    return rec, {"a": a, "c": c, "v": v, "i": i}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_out_into_another_tensor_is_a_write_of_that_tensor(engine: str) -> None:
+    """``torch.add(a, 1, out=c)`` is one in-place event on ``c`` at its line, reading ``a``."""
+    rec, t = _out_forms(engine)
+    (e,) = [e for e in rec.filter(kind="inplace") if e.op == "torch.add"]
+    got = (e.tensor.label, e.line, e.version_before, e.version_after, [x.label for x in e.inputs])
+    assert got == ("c", line_with("torch.add(a, 1, out=c)", _out_forms), 0, 1, ["a"])
+    assert (t["a"]._version, t["c"]._version) == (0, 1)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_out_tuple_is_a_write_of_each_tensor_in_it(engine: str) -> None:
+    """``torch.max(a, 0, out=(v, i))`` writes ``v`` and ``i``: one in-place event each, in that order."""
+    rec, t = _out_forms(engine)
+    got = [(e.tensor.label, e.line, e.version_before, e.version_after, [x.label for x in e.inputs])
+           for e in rec.filter(kind="inplace") if e.op == "torch.max"]  # fmt: skip
+    line = line_with("torch.max(a, 0, out=(v, i))", _out_forms)
+    assert got == [("v", line, 0, 1, ["a"]), ("i", line, 0, 1, ["a"])]
+    assert (t["v"].tolist(), t["i"].tolist()) == ([4.0, 5.0, 3.0], [1, 0, 1])  # the values torch wrote
+    assert (t["v"]._version, t["i"]._version) == (1, 1)

@@ -262,6 +262,28 @@ def inplace_operator_forms(engine: str, **kw: Any) -> Recording:
 
 
 @scenario
+def out_forms(engine: str, **kw: Any) -> Recording:
+    # torch has no Tensor method taking out= (native_functions.yaml gives out= variants only as
+    # functions): each form below is a torch function's out=, each run twice (the second call
+    # of an op reaches the compiled path's classification)
+    with tensormagic.track(engine=engine, **kw) as rec:
+        a = torch.ones(2, 3)
+        b = torch.full((2, 3), 2.0, requires_grad=True)
+        c, m, k = torch.empty(2, 3), torch.empty(2, 2), torch.empty(4, 3)
+        v, i = torch.empty(3), torch.empty(3, dtype=torch.long)
+        for _ in range(2):
+            torch.add(a, 1, out=c)  # another tensor written
+            torch.mul(a, 2, out=a)  # its own input
+            torch.matmul(a, b.detach().t(), out=m)
+            torch.cat([a, c], out=k)  # inputs in a list
+            torch.max(a, 0, out=(v, i))  # a tuple of outputs: each written
+            torch.sum(k, 0, out=v)
+            torch.add(a, 1, out=torch.empty(0))  # resized by torch, held by no variable
+            torch.sub(a, b.detach(), alpha=2, out=c)  # a keyword besides out=
+    return rec
+
+
+@scenario
 def backward_inputs_retain_grad_and_autograd_grad(engine: str, **kw: Any) -> Recording:
     torch.manual_seed(0)
     with tensormagic.track(engine=engine, **kw) as rec:

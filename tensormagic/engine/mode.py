@@ -226,8 +226,14 @@ class TrackMode(TorchFunctionMode):
         try:
             if action == GENERAL or action == ALIAS or action == MOVE:
                 if written is not None and (r is written or action == GENERAL and "out" in kwargs):
-                    if isinstance(written, Tensor) and describe.version(written) != v0:
-                        tr.record_write(func, written, v0, args, kwargs, self._find(_getframe(1)))
+                    if isinstance(written, Tensor):
+                        if describe.version(written) != v0:
+                            tr.record_write(func, written, v0, args, kwargs, self._find(_getframe(1)))
+                    elif isinstance(written, (list, tuple)):  # out=(values, indices): each one written
+                        where = self._where()
+                        for w, v in zip(written, v0):
+                            if isinstance(w, Tensor) and describe.version(w) != v:
+                                tr.record_write(func, w, v, args, kwargs, where)
                 elif isinstance(r, (Tensor, tuple, list)):
                     tr.record_outputs(func, action, args, kwargs, r, self._find(_getframe(1)), t)
             elif action == INPLACE:
