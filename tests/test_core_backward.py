@@ -122,3 +122,27 @@ def test_backward_into_a_non_leaf_input_reads_no_grad_of_a_non_leaf(engine: str)
     assert h.retains_grad and torch.equal(h.grad, torch.full((2,), 4.0))  # torch: inputs= makes h keep d(h²)/dh
     (e,) = rec.filter(kind="backward")
     assert grads(e) == [("h", False)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_backward_inputs_as_a_dict_names_its_tensors(engine: str) -> None:
+    """backward(inputs={"w": w}) (torch takes a dict's values) lists w as the leaf it filled."""
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        w = torch.ones(2, requires_grad=True)
+        b = torch.ones(2, requires_grad=True)
+        (w * b * 3).sum().backward(inputs={"w": w})
+    assert torch.equal(w.grad, torch.full((2,), 3.0)) and b.grad is None  # torch: d(3wb)/dw = 3b
+    (e,) = rec.filter(kind="backward")
+    assert grads(e) == [("w", False)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_backward_inputs_from_a_generator_gets_torch_its_tensors(engine: str) -> None:
+    """backward(inputs=<generator>) fills w as untracked (tracking must not use up the generator), and lists w."""
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        w = torch.ones(2, requires_grad=True)
+        b = torch.ones(2, requires_grad=True)
+        (w * b * 3).sum().backward(inputs=(t for t in [w]))
+    assert torch.equal(w.grad, torch.full((2,), 3.0)) and b.grad is None  # torch, untracked: the same
+    (e,) = rec.filter(kind="backward")
+    assert grads(e) == [("w", False)]

@@ -45,7 +45,16 @@ class BackwardRecords:
             wrt = kwargs.get("inputs")
         roots_l = [roots] if isinstance(roots, Tensor) else list(roots or ())
         if wrt is not None:
-            leaves = [wrt] if isinstance(wrt, Tensor) else list(wrt)
+            if isinstance(wrt, Tensor):
+                leaves = [wrt]
+            elif isinstance(wrt, dict):  # inputs=dict(model.named_parameters()): torch takes the values
+                leaves = list(wrt.values())
+            else:
+                leaves = list(wrt)
+                if not isinstance(wrt, (list, tuple)) and kwargs.get("inputs") is wrt:
+                    # an iterator, read here: torch would find it empty (Tensor.backward hands it
+                    # on as given); torch gets the same tensors, as the tuple it makes of them
+                    kwargs["inputs"] = tuple(leaves)
         else:
             leaves = leaves_of(roots_l)
         held = [_held_grad(lf) for lf in leaves]
