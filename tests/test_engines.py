@@ -362,6 +362,15 @@ def test_compiled_engine_is_built_and_is_the_default() -> None:
     assert type(m) is mode_mod.CompiledTrackMode
 
 
+def test_without_the_variable_the_compiled_engine_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TENSORMAGIC_ENGINE unset, the default engine is "c" and make_mode gives the compiled mode."""
+    monkeypatch.delenv("TENSORMAGIC_ENGINE", raising=False)
+    assert mode_mod.default_engine() == "c"
+    m = mode_mod.make_mode(Tracker())
+    m.close()
+    assert type(m) is mode_mod.CompiledTrackMode
+
+
 def test_compiled_engine_loaded_is_the_build_of_these_sources() -> None:
     """The loaded extension sits in tensormagic/engine/ and is newer than every C source (no stale build)."""
     from pathlib import Path
