@@ -146,3 +146,27 @@ def test_backward_inputs_from_a_generator_gets_torch_its_tensors(engine: str) ->
     assert torch.equal(w.grad, torch.full((2,), 3.0)) and b.grad is None  # torch, untracked: the same
     (e,) = rec.filter(kind="backward")
     assert grads(e) == [("w", False)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_backward_inputs_as_one_tensor_names_it(engine: str) -> None:
+    """Tensor.backward(inputs=w), one tensor rather than a list, lists w as the leaf it filled."""
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        w = torch.ones(2, requires_grad=True)
+        b = torch.ones(2, requires_grad=True)
+        (w * b * 3).sum().backward(inputs=w)
+    assert torch.equal(w.grad, torch.full((2,), 3.0)) and b.grad is None  # torch: d(3wb)/dw = 3b
+    (e,) = rec.filter(kind="backward")
+    assert grads(e) == [("w", False)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_input_left_without_a_gradient_skips_only_itself(engine: str) -> None:
+    """backward(inputs=[u, b]) with u unused leaves u.grad None; b, listed after it, is still recorded."""
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        u = torch.ones(2, requires_grad=True)
+        b = torch.ones(2, requires_grad=True)
+        (b * 2).sum().backward(inputs=[u, b])
+    assert u.grad is None and torch.equal(b.grad, torch.full((2,), 2.0))  # torch: u unused, d(2b)/db = 2
+    (e,) = rec.filter(kind="backward")
+    assert grads(e) == [("b", False)]

@@ -43,6 +43,16 @@ def test_event_times_lie_within_the_block_in_order(engine: str) -> None:
     assert times == sorted(times)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ops_with_keywords_and_moves_are_recorded_at_their_lines(engine: str) -> None:
+    """``torch.sum(x, dim=0)`` and ``x.to(torch.float64)`` make their tensors at their own lines, both times."""
+    rec, _ = _ops_by_keyword(engine)
+    got = [(e.op, e.line) for e in rec.events if e.op in ("torch.sum", "torch.Tensor.to")]
+    want = [("torch.sum", line_with("s = torch.sum(x, dim=0)", _ops_by_keyword)),
+            ("torch.Tensor.to", line_with("d = x.to(torch.float64)", _ops_by_keyword))]  # fmt: skip
+    assert got == want * 2
+
+
 def _keyword_inputs(engine: str, form: str) -> tensormagic.Recording:
     with tensormagic.track(engine=engine, diagnostics=None) as rec:
         a = torch.ones(3)

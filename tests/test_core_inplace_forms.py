@@ -95,3 +95,16 @@ def test_out_tuple_is_a_write_of_each_tensor_in_it(engine: str) -> None:
     assert got == [("v", line, 0, 1, ["a"]), ("i", line, 0, 1, ["a"])]
     assert (t["v"].tolist(), t["i"].tolist()) == ([4.0, 5.0, 3.0], [1, 0, 1])  # the values torch wrote
     assert (t["v"]._version, t["i"]._version) == (1, 1)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_out_tuple_with_the_input_by_keyword_reads_it(engine: str) -> None:
+    """``torch.max(input=a, dim=0, out=(v, i))`` writes ``v`` and ``i``, each reading ``a``."""
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        a = torch.tensor([[1.0, 5.0], [4.0, 0.0]])
+        v = torch.empty(2)
+        i = torch.empty(2, dtype=torch.long)
+        torch.max(input=a, dim=0, out=(v, i))
+    got = [(e.tensor.label, [x.label for x in e.inputs]) for e in rec.filter(kind="inplace")]
+    assert got == [("v", ["a"]), ("i", ["a"])]
+    assert (v.tolist(), i.tolist()) == ([4.0, 5.0], [1, 0])  # the values torch wrote
