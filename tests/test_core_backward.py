@@ -170,3 +170,15 @@ def test_an_input_left_without_a_gradient_skips_only_itself(engine: str) -> None
     assert u.grad is None and torch.equal(b.grad, torch.full((2,), 2.0))  # torch: u unused, d(2b)/db = 2
     (e,) = rec.filter(kind="backward")
     assert grads(e) == [("b", False)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_sparse_gradient_left_from_before_counts_as_accumulated(engine: str) -> None:
+    """An Embedding(sparse=True) weight's second backward adds into its sparse gradient: accumulated."""
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        emb = torch.nn.Embedding(4, 2, sparse=True)
+        idx = torch.tensor([1, 2])
+        emb(idx).sum().backward()
+        emb(idx).sum().backward()
+    assert emb.weight.grad.layout == torch.sparse_coo  # torch: a sparse gradient
+    assert [grads(e) for e in rec.filter(kind="backward")] == [[("emb.weight", False)], [("emb.weight", True)]]

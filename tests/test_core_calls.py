@@ -230,3 +230,12 @@ def test_a_subclass_op_handing_back_its_input_unwritten_is_no_write(engine: str)
         s.add_(1)
     assert r is s and s._version == 1  # torch: the same object; one write
     assert [(e.op, e.version_before) for e in rec.filter(kind="inplace")] == [("torch.Tensor.add_", 0)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_quiet_method_with_a_keyword_returns_what_it_returns_untracked(engine: str) -> None:
+    """``x.size(dim=1)`` (a call that records nothing) gives 3 under tracking, as untracked."""
+    x = torch.ones(2, 3)
+    with tensormagic.track(engine=engine, diagnostics=None):
+        n = x.size(dim=1)
+    assert n == x.size(dim=1) == 3
