@@ -282,16 +282,27 @@ class TrackMode(TorchFunctionMode):
         self._actions = _AllSkip()
 
 
+def _compiled_entry(self: CompiledTrackMode, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+    """``CompiledTrackMode.__torch_function__`` as Python code, for the callers that run it as
+    such: torch.compile inlines it (the first line); ``torch.overrides.handle_torch_function``
+    (``F.relu``, ``F.cross_entropy``, ``Tensor.backward``: torch functions written in Python) calls
+    it as a Python method, which CPython runs without the function's vectorcall.  Those calls go
+    to the compiled object too, as torch's own dispatch from C does through ``set_dispatch``."""
+    if _is_compiling():  # torch.compile is tracing this call: pass it through (module docstring)
+        return func(*args, **kwargs) if kwargs else func(*args)
+    return self._hot(self, func, types, args, kwargs)
+
+
 class CompiledTrackMode(TrackMode):
     """``TrackMode`` whose common calls run in C (``csrc/``, see the module docstring); every
     other call goes to ``TrackMode.__torch_function__``, unchanged.
 
     torch looks ``__torch_function__`` up on the mode object and requires a method bound to it.
-    The instance attribute is a copy of ``TrackMode.__torch_function__`` (same code) whose calls
-    from C (torch's dispatch) go to the compiled object (``_hotpath.set_dispatch``): torch.compile
-    reads that attribute, guards on its code and inlines it (it cannot trace the C object, and a
-    guard on the code holds from one block to the next).  A Python caller that CPython 3.11 runs
-    the code for directly (``torch.overrides.handle_torch_function``) gets the Python path."""
+    The instance attribute is a copy of ``_compiled_entry`` (same code) whose calls from C
+    (torch's dispatch) go to the compiled object (``_hotpath.set_dispatch``): torch.compile reads
+    that attribute, guards on its code and inlines it (it cannot trace the C object, and a guard
+    on the code holds from one block to the next).  A Python caller that CPython runs the code for
+    directly (``torch.overrides.handle_torch_function``) reaches the compiled object through it."""
 
     def __init__(self, tracker: Tracker) -> None:
         super().__init__(tracker)
@@ -315,9 +326,9 @@ class CompiledTrackMode(TrackMode):
             now=_now, general=GENERAL, f64=torch.float64, write_gate=tr.write_gate, suspects=tr.suspects,
             recheck=tr._recheck, t0=tr.t0, fast_cap=tr._fast_cap,
         )  # fmt: skip
-        py = TrackMode.__torch_function__
-        fn = FunctionType(py.__code__, py.__globals__, py.__name__, py.__defaults__, py.__closure__)
-        fn.__qualname__ = py.__qualname__
+        py = _compiled_entry
+        fn = FunctionType(py.__code__, py.__globals__, "__torch_function__", py.__defaults__, py.__closure__)
+        fn.__qualname__ = "CompiledTrackMode.__torch_function__"
         _hotpath.set_dispatch(fn, self._hot)
         self._dispatch = fn
         self.__torch_function__ = MethodType(fn, self)  # type: ignore[method-assign]
