@@ -213,18 +213,6 @@ def test_tuple_assignment_names_each_value(engine):
     assert made == ["values", "idx"]
 
 
-def test_warning_inside_a_tracked_call_points_at_the_users_line():
-    """The compiled engine runs the call from C: PyTorch's own warning names this file's line."""
-    w = torch.randn(3, requires_grad=True)
-    with tensormagic.track(engine="c", diagnostics=()):
-        h = w * 2
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            h.grad  # noqa: B018 - reading .grad of a non-leaf warns
-    (wn,) = [c for c in caught if "leaf" in str(c.message)]
-    assert (wn.filename, wn.lineno) == (__file__, _line("h.grad  # noqa: B018"))
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_header_and_tabs_count_alike_past_max_events(engine):
     """Past ``max_events`` the header's tensor count is the Tensors tab's row count, and its casts
