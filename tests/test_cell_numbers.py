@@ -114,3 +114,19 @@ def test_trackgrad_called_from_a_function_of_an_earlier_cell(ip):
                 store_history=True)  # fmt: skip
     result = ip.run_cell("f()", store_history=True)
     assert result.success and ip.user_ns["fr"].cell == result.execution_count
+
+
+def test_a_line_of_an_earlier_cell_names_that_cell_in_the_report(ip):
+    """A function defined in an earlier cell and called from a tracked one: its line is
+    ``In[N] line 2`` (N that cell's number), never a bare ``line 2`` of the tracked cell."""
+    defined = ip.run_cell("def h(t):\n    return t.sin()\n", store_history=True)
+    result = ip.run_cell("%%trackgrad --quiet -o hr\nk = h(torch.ones(2))\n", store_history=True)
+    rec = ip.user_ns["hr"]
+    assert result.success and rec.cell == result.execution_count != defined.execution_count
+    text = rec.to_text()
+    here = f"In[{defined.execution_count}] line 2"
+    assert f"{here}  return t.sin()" in text and "  line 2  return t.sin()" not in text
+    assert f"<td>{here}</td>" in rec.to_html()
+    from tensormagic.views.lines import line_rows
+
+    assert [r.where for r in line_rows(rec)] == ["line 2", here]  # torch.ones on the cell's line 2, then sin

@@ -183,6 +183,10 @@ class Event:
         """``line 3`` (a cell) or ``train.py:3``."""
         return where_label(self.line, self.file, self.cell)
 
+    def where_in(self, home: int | None) -> str:
+        """``where``, said in a report about cell ``home``: another cell's line names its cell."""
+        return where_label(self.line, self.file, self.cell, home)
+
     @property
     def crosses_devices(self) -> bool:
         return self.kind == "move" and self.from_device != self.to_device
@@ -318,10 +322,14 @@ class Fold:
         return cls(**_known(cls, d))
 
 
-def where_label(line: int | None, file: str | None, cell: int | None) -> str:
-    """``line 3`` in a cell (or a block without a file), ``train.py:3`` in a file."""
+def where_label(line: int | None, file: str | None, cell: int | None, home: int | None = None) -> str:
+    """``line 3`` in a cell (or a block without a file), ``train.py:3`` in a file; ``In[2] line 3``
+    for a line of another cell than ``home``, the cell a report is about (a function defined in an
+    earlier cell and called from this one)."""
     if line is None:
         return "?"
+    if cell is not None and home is not None and cell != home:
+        return f"In[{cell}] line {line}"
     if file is not None and cell is None:
         return f"{file.rsplit('/', 1)[-1]}:{line}"
     return f"line {line}"

@@ -78,7 +78,7 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
     n = 0
     steps = step_labels(rec)
     for first, group in capped_line_groups(rec.events, max_rows):
-        parts.append(f"<tr class='tm-src'><td>{h(first.where)}</td>"
+        parts.append(f"<tr class='tm-src'><td>{h(first.where_in(rec.cell))}</td>"
                      f"<td colspan=3>{h(first.source or '')}</td></tr>")  # fmt: skip
         for e in group:
             parts.append(

@@ -42,11 +42,12 @@ class LineRow:
     Opening a panel only groups the events; the sums are made when a row is first shown, sorted
     on or clicked (a page shows 25 rows of perhaps thousands)."""
 
-    __slots__ = ("index", "line", "cell", "file", "source", "op", "events", "folded", "diagnostics", "_t")
+    __slots__ = ("index", "line", "cell", "file", "source", "op", "events", "folded", "diagnostics", "_t", "home")
 
     def __init__(self, index: int, line: int | None, cell: int | None, file: str | None, source: str,
-                 op: str) -> None:  # fmt: skip
+                 op: str, home: int | None = None) -> None:  # fmt: skip
         self.index, self.line, self.cell, self.file, self.source, self.op = index, line, cell, file, source, op
+        self.home = home  # the recording's cell: another cell's line says which
         self.events: list[Event] = []
         self.folded = 0
         self.diagnostics: list[str] = []
@@ -54,7 +55,7 @@ class LineRow:
 
     @property
     def where(self) -> str:
-        return where_label(self.line, self.file, self.cell)
+        return where_label(self.line, self.file, self.cell, self.home)
 
     @property
     def count(self) -> int:
@@ -156,13 +157,13 @@ def line_rows(rec: Recording) -> list[LineRow]:
     for key, e in zip(map(_LINE_OP, events), events):
         row = rows.get(key)
         if row is None:
-            row = rows[key] = LineRow(len(rows), e.line, e.cell, e.file, e.source or "", e.op)
+            row = rows[key] = LineRow(len(rows), e.line, e.cell, e.file, e.source or "", e.op, rec.cell)
         row.events.append(e)
     for f in rec.folds:
         key = (f.cell, f.file, f.line, f.op)
         row = rows.get(key)
         if row is None:
-            row = rows[key] = LineRow(len(rows), f.line, f.cell, f.file, f.source or "", f.op)
+            row = rows[key] = LineRow(len(rows), f.line, f.cell, f.file, f.source or "", f.op, rec.cell)
         row.folded += f.count
     first_of_line: dict[tuple[Any, Any, Any], LineRow] = {}
     for row in rows.values():

@@ -262,10 +262,12 @@ class _TimelineTable(Table[Any]):
     folds: tuple[Any, ...] = ()
     tracked: Any = ()
     labels: Any = None
+    home: int | None = None
 
     def html(self) -> str:
         last = self.page >= self.pages - 1 and not self.query
-        return clickable(timeline_html(self.page_rows(), self.folds if last else (), self.tracked, self.labels))
+        return clickable(timeline_html(self.page_rows(), self.folds if last else (), self.tracked, self.labels,
+                                       self.home))
 
 
 def _timeline_table(rec: Recording) -> Table[Any]:
@@ -273,6 +275,7 @@ def _timeline_table(rec: Recording) -> Table[Any]:
                        page_size=TIMELINE_PAGE)  # fmt: skip
     t.folds = rec.folds
     t.tracked = rec.tensors
+    t.home = rec.cell
     t.labels = step_labels(rec)
     return t
 

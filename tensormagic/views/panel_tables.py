@@ -284,14 +284,15 @@ def move_totals_html(rec: Recording) -> str:
 
 
 def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = (), tracked: Container[str] = (),
-                  labels: Mapping[str, str] | None = None) -> str:  # fmt: skip
+                  labels: Mapping[str, str] | None = None, home: int | None = None) -> str:  # fmt: skip
     """Events grouped by source line: the line once, its events under it; the row of an event on
-    a ``tracked`` tensor carries its click key; ``labels`` (``step_labels``) names a tensor with its step."""
+    a ``tracked`` tensor carries its click key; ``labels`` (``step_labels``) names a tensor with its
+    step; ``home`` is the recording's cell (another cell's line names its cell)."""
     labels = labels or {}
     parts = ['<table class="tm-t tm-clickable"><tbody>']
     for first, group in line_groups(list(events)):
         src = h(first.source or "")
-        parts.append(f"<tr class='tm-src'><td>{h(first.where)}</td><td colspan=3 title='{src}'>{src}</td></tr>")
+        parts.append(f"<tr class='tm-src'><td>{h(first.where_in(home))}</td><td colspan=3 title='{src}'>{src}</td></tr>")
         for e in group:
             text = h(describe(e))
             key = f" data-tm='t:{h(e.tensor.id)}'" if e.tensor.id in tracked else ""

@@ -40,7 +40,7 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
     steps = step_labels(rec)  # a name shared by tensors of several steps says which step
     for first, group in capped_line_groups(rec.events, MAX_LINES):
         src = (first.source or "").strip()
-        out.append(f"{first.where:>8}  {src}"[:width])
+        out.append(f"{first.where_in(rec.cell):>8}  {src}"[:width])
         for e in group:
             kind = kind_word(e)
             out.append(f"{'':10}{kind:8} {steps.get(e.tensor.id) or e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}")
