@@ -23,9 +23,9 @@ named when the events are built; live ones when the block ends (their graphs are
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Mapping
 
+from .naming import outer_call
 from .raw import EXTRA, FUNC, KIND, LASTI, MODULE, TID, WHERE, create_parts
 
 _MADE = frozenset(("create", "view", "move", "compiled"))  # event kinds that make the tensor they name
@@ -68,30 +68,11 @@ class LineNames:
                 self._expressions[key] = None
             else:
                 cut = text if len(text) <= MAX_EXPRESSION else text[: MAX_EXPRESSION - 1] + "…"
-                self._expressions[key] = (cut, _callee(text))
+                self._expressions[key] = (cut, outer_call(text))
         return self._expressions[key]
 
 
 MAX_EXPRESSION = 48  # a longer expression is cut, with an ellipsis: it names a tensor in a table
-_CALLEE = re.compile(r"([A-Za-z_][A-Za-z_0-9]*)\s*$")
-
-
-def _callee(text: str) -> str | None:
-    """The last name of the function ``text`` calls (``clip_grad_norm_`` for
-    ``nn.utils.clip_grad_norm_(model.parameters(), 1.0)``), or None if it is not a call."""
-    if not text.endswith(")"):
-        return None
-    depth = 0
-    for i in range(len(text) - 1, -1, -1):
-        c = text[i]
-        if c in ")]}":
-            depth += 1
-        elif c in "([{":
-            depth -= 1
-            if depth == 0:
-                m = _CALLEE.search(text[:i]) if c == "(" else None
-                return m.group(1) if m else None
-    return None
 
 
 def _key(r: Any) -> tuple[Any, ...]:

@@ -215,6 +215,18 @@ def call_name(source_line: str | None) -> str | None:
     return None
 
 
+def outer_call(expression: str) -> str | None:
+    """The last name of the function an expression calls at its top: ``clip_grad_norm_`` for
+    ``nn.utils.clip_grad_norm_(model.parameters(), 1.0)``, ``float`` for ``(a == b).float()``;
+    None for anything else (``x[1:] * 2``, ``f(x) * 2``, text that does not parse)."""
+    tree = _parse(expression)
+    if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
+        return None
+    node = tree.body[0].value
+    name = _dotted(node.func) if isinstance(node, ast.Call) else None
+    return name.rsplit(".", 1)[-1] if name else None
+
+
 def _dotted(node: ast.AST) -> str | None:
     if isinstance(node, ast.Name):
         return node.id
