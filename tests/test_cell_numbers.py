@@ -8,6 +8,7 @@ so the expected numbers here come from IPython itself: ``result.execution_count`
 from __future__ import annotations
 
 import re
+import warnings
 
 import pytest
 from IPython.utils.capture import capture_output
@@ -130,3 +131,14 @@ def test_a_line_of_an_earlier_cell_names_that_cell_in_the_report(ip):
     from tensormagic.views.lines import line_rows
 
     assert [r.where for r in line_rows(rec)] == ["line 2", here]  # torch.ones on the cell's line 2, then sin
+
+
+def test_a_diagnostic_names_the_earlier_cell_a_tensor_was_made_in(ip):
+    """grad-unfilled about a tensor made in a function of an earlier cell says ``In[N] line 2``."""
+    defined = ip.run_cell("def make(x):\n    return x * 2\n", store_history=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's and tensormagic's warnings about the read: not this test's point
+        ip.run_cell("%%trackgrad --quiet -o dr\nx = torch.ones(2, requires_grad=True)\ny = make(x)\n"
+                    "y.sum().backward()\ng = y.grad\n", store_history=True)  # fmt: skip
+    (d,) = ip.user_ns["dr"].diagnostics
+    assert f"made by mul(), In[{defined.execution_count}] line 2)" in d.message

@@ -74,7 +74,7 @@ class Context:
 
     def where_words(self, where: Any) -> str:
         cell, fn, line, _src = self.place(where)
-        return "an unknown line" if line is None else where_label(line, fn, cell)
+        return "an unknown line" if line is None else where_label(line, fn, cell, self.rec.cell)
 
     def op_at(self, idx: int) -> str:
         """The short op name of a raw record (``mul_``, ``torch.sigmoid``, ``F.linear``)."""
@@ -98,18 +98,14 @@ class Context:
         t = self.tensor(tid)
         e: Event | None = t.created if t is not None else None
         if e is not None and e.origin == "op":
-            return op_words(e.op), e.line, e.where
+            return op_words(e.op), e.line, e.where_in(self.rec.cell)
         if tid is not None:
             prov = identity.provenance.get(tid)
             if prov is not None:
-                cell, fn, line, op = prov
-                if cell is not None and cell != self.rec.cell:
-                    where = f"cell {cell}, line {line}"  # made by an earlier cell
-                else:
-                    where = where_label(line, fn, cell)
-                return op_words(op), line, where
+                cell, fn, line, op = prov  # an earlier cell's line says its cell
+                return op_words(op), line, where_label(line, fn, cell, self.rec.cell)
         if e is not None:
-            return op_words(e.op), e.line, e.where
+            return op_words(e.op), e.line, e.where_in(self.rec.cell)
         return None
 
     def name_or(self, tid: int | None, word: str) -> str:
