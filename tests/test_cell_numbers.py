@@ -142,3 +142,14 @@ def test_a_diagnostic_names_the_earlier_cell_a_tensor_was_made_in(ip):
                     "y.sum().backward()\ng = y.grad\n", store_history=True)  # fmt: skip
     (d,) = ip.user_ns["dr"].diagnostics
     assert f"made by mul(), In[{defined.execution_count}] line 2)" in d.message
+
+
+def test_a_card_names_the_earlier_cell_its_tensor_was_made_in(ip):
+    """The card of ``k``, made by ``t.sin()`` in a function of an earlier cell, says ``In[N] line 2``."""
+    from tensormagic.views.card import record_card_html
+
+    defined = ip.run_cell("def h2(t):\n    return t.sin()\n", store_history=True)
+    ip.run_cell("%%trackgrad --quiet -o cr\nk = h2(torch.ones(2))\n", store_history=True)
+    rec = ip.user_ns["cr"]
+    html = record_card_html(rec, rec.tensor("k"))
+    assert f"In[{defined.execution_count}] line 2 by" in html and "<td>line 2</td>" not in html

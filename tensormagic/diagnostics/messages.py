@@ -179,9 +179,9 @@ def _got_there(ctx: Context, tid: int, dev: str) -> tuple[str, int | None] | Non
     if t is not None:
         for e in reversed(t.events):
             if e.tensor.id == t.id and e.kind == "move" and e.to_device == dev:
-                return f"moved there by {op_words(e.op)}, {e.where}", e.line
+                return f"moved there by {op_words(e.op)}, {e.where_in(ctx.rec.cell)}", e.line
         if t.created is not None and t.created.origin == "op":
-            return f"created there by {op_words(t.created.op)}, {t.created.where}", t.created.line
+            return f"created there by {op_words(t.created.op)}, {t.created.where_in(ctx.rec.cell)}", t.created.line
     made = ctx.created(tid)
     return (f"from {made[0]}, {made[2]}", made[1]) if made else None
 
@@ -195,9 +195,9 @@ def _dtype_f64(ctx: Context, f: Finding) -> Words:
     if t is not None and t.created is not None:
         c = t.created
         if c.op.endswith("from_numpy") or "NumPy" in (c.note or ""):
-            origin = f", from NumPy ({c.where})"
+            origin = f", from NumPy ({c.where_in(ctx.rec.cell)})"
         else:
-            origin = f", made by {op_words(c.op)} ({c.where})"
+            origin = f", made by {op_words(c.op)} ({c.where_in(ctx.rec.cell)})"
     head = (f"{ctx.label(w)} (float64{origin}) meets {ctx.label(narrow[0])} "
             f"({ctx.tensor(narrow[0]).ref.dtype if ctx.tensor(narrow[0]) else 'float32'})")
     if d["error"]:

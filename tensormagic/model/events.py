@@ -291,6 +291,10 @@ class Diagnostic:
         """``line 3`` (a cell) or ``train.py:3``, as ``Event.where``."""
         return where_label(self.line, self.file, self.cell)
 
+    def where_in(self, home: int | None) -> str:
+        """``where``, said in a report about cell ``home``, as ``Event.where_in``."""
+        return where_label(self.line, self.file, self.cell, home)
+
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
 

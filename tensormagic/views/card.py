@@ -77,15 +77,16 @@ def _ref_rows(ref: TensorRef) -> list[tuple[str, str]]:
     return rows
 
 
-def history_html(trec: TensorRecord) -> str:
-    """Every recorded event that touched this tensor, oldest first."""
+def history_html(trec: TensorRecord, home: int | None = None) -> str:
+    """Every recorded event that touched this tensor, oldest first; ``home`` is the recording's
+    cell (another cell's line names its cell)."""
     if not trec.events:
         return ""
     rows = []
     for e in trec.events[:MAX_HISTORY]:
         kind = f"<td class='tm-k-{h(e.kind)}'>{h(kind_word(e))}</td>"
         text = h(describe(e))
-        rows.append(f"<tr><td>{h(e.where)}</td>{kind}<td>{h(e.tensor.label)}</td>"
+        rows.append(f"<tr><td>{h(e.where_in(home))}</td>{kind}<td>{h(e.tensor.label)}</td>"
                     f"<td>{h(short_op(e.op))}</td><td title='{text}'>{text}</td></tr>")  # fmt: skip
     more = len(trec.events) - MAX_HISTORY
     if more > 0:
@@ -107,7 +108,7 @@ def record_card_html(rec: Recording, trec: TensorRecord) -> str:
     stepped = step_labels(rec).get(trec.id)  # ``xb (step 3)``: the name with the step that made it
     names = ", ".join((stepped or trec.label, *trec.names[1:])) if trec.names else trec.id
     created = origin_event(trec)
-    where = f"{created.where} by {short_op(created.op)}" if created is not None else None
+    where = f"{created.where_in(rec.cell)} by {short_op(created.op)}" if created is not None else None
     if created is not None and created.source:
         where += f":  {created.source}"
     elif created is None and trec.existed_before:
@@ -133,7 +134,7 @@ def record_card_html(rec: Recording, trec: TensorRecord) -> str:
         rows.append(("created", where))
     if trec.ref.storage_id:
         rows.append(("id", f"{trec.id} (storage {trec.ref.storage_id})"))
-    return _card(names, badge, rows, hist, history_html(trec))
+    return _card(names, badge, rows, hist, history_html(trec, rec.cell))
 
 
 def info_card_html(info: TensorInfo, tensor: Any = None) -> str:

@@ -94,7 +94,7 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
     parts.append("</table>")
     for d in rec.diagnostics:
         sev = getattr(d, "severity", None) or "warning"
-        parts.append(f"<div class='tm-warn'>⚠ {h(sev)} [{h(d.id)}] {h(d.where)}: {h(d.message)}"
+        parts.append(f"<div class='tm-warn'>⚠ {h(sev)} [{h(d.id)}] {h(d.where_in(rec.cell))}: {h(d.message)}"
                      + (f"<br>fix: {h(d.fix)}" if getattr(d, "fix", None) else "") + "</div>")  # fmt: skip
     tops = rec.top_results()
     if tops:

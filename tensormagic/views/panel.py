@@ -103,7 +103,7 @@ class Panel(_Owner):
         rec, m, pick, n = self.rec, self.make, self.select, self.page_size
 
         def event_option(e: Any) -> Option | None:
-            return (f"{e.tensor.label}  ·  {e.where}", e.tensor.id) if e.tensor.id in rec.tensors else None
+            return (f"{e.tensor.label}  ·  {e.where_in(rec.cell)}", e.tensor.id) if e.tensor.id in rec.tensors else None
 
         def event_key(e: Any) -> str:
             return f"t:{e.tensor.id}" if e.tensor.id in rec.tensors else ""

@@ -54,7 +54,7 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         out.append(f"          … {rec.folded_tensors} more tensors, made and freed by folded events (counted, not kept)")
     out.extend(line[:width] for line in before_lines(rec))
     for d in rec.diagnostics:
-        out.append(f"  ⚠ {getattr(d, 'severity', None) or 'warning'} [{d.id}] {d.where}: {d.message}")
+        out.append(f"  ⚠ {getattr(d, 'severity', None) or 'warning'} [{d.id}] {d.where_in(rec.cell)}: {d.message}")
         if getattr(d, "fix", None):
             out.append(f"     fix: {d.fix}")
     results = rec.results()
