@@ -88,3 +88,19 @@ def test_columns_after_non_ascii_text_are_counted_in_bytes(engine):
     with tensormagic.track(engine=engine) as rec:
         s = "é"; print(s, é * 2)  # noqa: E702
     assert _labels(rec) == ["é * 2"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tensors_a_for_loop_fetches_are_named_by_its_iterable(engine):
+    """Views a DataLoader makes while ``for xb, yb in loader:`` fetches a batch are ``next(loader)``'s
+    temporaries, never named by the text of the whole ``for`` statement."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(torch.randn(4, 2), torch.arange(4)), batch_size=2)
+    with tensormagic.track(engine=engine) as rec:
+        for xb, yb in loader:
+            xb.sum() + yb.sum()
+    fetched = {e.tensor.label for e in rec.filter(kind="view")}
+    assert fetched == {"next(loader) temporary"}
+    assert not any("for " in t.label for t in rec.tensors.values())
+

@@ -68,7 +68,10 @@ class LineNames:
                 self._expressions[key] = None
             else:
                 cut = text if len(text) <= MAX_EXPRESSION else text[: MAX_EXPRESSION - 1] + "…"
-                self._expressions[key] = (cut, outer_call(text))
+                call = outer_call(text)
+                # inside a ``for``'s ``next(loader)`` (or the user's own ``next(it)``): "next" alone
+                # says nothing, the iterable does
+                self._expressions[key] = (cut, cut if call == "next" else call)
         return self._expressions[key]
 
 

@@ -5,6 +5,8 @@ the line."""
 
 from __future__ import annotations
 
+import ast
+import dis
 import functools
 import itertools
 import linecache
@@ -136,15 +138,47 @@ def _expression_at(code: CodeType, lasti: int) -> str | None:
     positions = getattr(code, "co_positions", None)
     if positions is None or lasti < 0:
         return None
+    if lasti < len(code.co_code) and code.co_code[lasti] == _FOR_ITER:
+        # a ``for`` fetching its next item: its position spans the whole statement (3.11), or
+        # the iterable (3.12+); what is being evaluated is ``next()`` of the iterable
+        it = _iterable_at(code, lasti)
+        return f"next({it})" if it else None
     # one entry per 2-byte code unit
-    pos = next(itertools.islice(positions(), lasti // 2, None), None)
+    return _expression_text(code.co_filename, next(itertools.islice(positions(), lasti // 2, None), None))
+
+
+_FOR_ITER = dis.opmap["FOR_ITER"]
+
+
+def _iterable_at(code: CodeType, lasti: int) -> str | None:
+    """The iterable of the ``for`` whose ``FOR_ITER`` is at ``lasti``: the expression evaluated
+    just before its ``GET_ITER`` (a comprehension of 3.10-3.11, handed an iterator, has none)."""
+    before: list[Any] = [None, None]
+    for ins in dis.get_instructions(code):
+        if ins.offset == lasti:
+            break
+        before = [before[1], ins]
+    else:
+        return None
+    if before[1] is None or before[1].opname != "GET_ITER":
+        return None
+    for ins in before:
+        text = _expression_text(code.co_filename, ins.positions) if ins is not None else None
+        if text:
+            return text
+    return None
+
+
+def _expression_text(filename: str, pos: Any) -> str | None:
+    """The source between a bytecode position's columns, if it is one expression (a statement's
+    position, such as ``for … in …:`` spanning its body, names nothing)."""
     if pos is None:
         return None
     line, end, col, end_col = pos
     if line is None or end is None or col is None or end_col is None:
         return None
     # columns count UTF-8 bytes
-    rows = [linecache.getline(code.co_filename, n).encode() for n in range(line, end + 1)]
+    rows = [linecache.getline(filename, n).encode() for n in range(line, end + 1)]
     if not all(rows):
         return None
     if line == end:
@@ -153,7 +187,13 @@ def _expression_at(code: CodeType, lasti: int) -> str | None:
         parts = [rows[0][col:], *rows[1:-1], rows[-1][:end_col]]
         text = " ".join(p.decode(errors="replace").strip() for p in parts)
     text = " ".join(text.split())
-    return text or None
+    if not text:
+        return None
+    try:
+        ast.parse(text, mode="eval")
+    except SyntaxError:
+        return None
+    return text
 
 
 def source_line(filename: str, lineno: int) -> str | None:
