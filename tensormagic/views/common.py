@@ -87,13 +87,29 @@ def meta_words(r: TensorRef) -> str:
     return " ".join(parts)
 
 
+def labels(refs: Any) -> str:
+    """Tensors' names joined, a run of three or more of one name said once with its count: a batch
+    stacked from four samples is ``next(loader) temporary ×4``, not the same words four times
+    (``y * y`` keeps ``y, y``)."""
+    runs: list[list[Any]] = []
+    for r in refs:
+        if runs and runs[-1][0] == r.label:
+            runs[-1][1] += 1
+        else:
+            runs.append([r.label, 1])
+    out: list[str] = []
+    for label, n in runs:
+        out.extend([label] * n if n < 3 else [f"{label} ×{n}"])
+    return ", ".join(out)
+
+
 def describe(e: Event) -> str:
     """What happened, in one line of plain words (without the tensor's own name and op)."""
     t = e.tensor
     if e.kind == "create":
         text = meta_words(t)
         if e.inputs:
-            text += "  ← " + ", ".join(r.label for r in e.inputs)
+            text += "  ← " + labels(e.inputs)
         if e.note:
             text += f"  ({e.note})"
         return text
@@ -136,7 +152,7 @@ def describe(e: Event) -> str:
 
 def compiled_words(e: Event, max_ops: int = 8) -> str:
     """``x → out · 1 graph: linear, relu, linear``: a compiled call's tensors and graphs."""
-    ins = ", ".join(r.label for r in e.inputs) or "no tensor"
+    ins = labels(e.inputs) or "no tensor"
     outs = ", ".join(r.label for r in e.outputs) or "no tensor seen"
     text = f"torch.compile'd: {ins} → {outs}"
     if e.graphs is not None:
