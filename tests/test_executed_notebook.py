@@ -161,3 +161,20 @@ def test_nbconvert_html_without_widget_state_shows_the_report(executed):
     for cell in _tracked_cells(executed["nb"]):
         assert "".join(cell["outputs"][-1]["data"]["text/plain"]).splitlines()[0] in text
     assert "model not found" not in text and "Error displaying widget" not in text
+
+
+@pytest.mark.parametrize("sanitize", [False, True], ids=["plain", "sanitized"])
+def test_nbconvert_html_shows_no_css_or_script_text(executed, sanitize):
+    """nbconvert's HTML export, sanitized (``--sanitize-html``: bleach escapes the <style> and
+    <script> tags it does not allow) or not, shows every report's summary and lines and no text of
+    the reports' style sheets or scripts."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(executed["path"], as_version=4)
+    body, _ = HTMLExporter(sanitize_html=sanitize).from_notebook_node(nb)
+    text = _visible(body)  # the contents of <style> and <script> tags the export kept are not text
+    for cell in _tracked_cells(executed["nb"]):
+        assert "".join(cell["outputs"][-1]["data"]["text/plain"]).splitlines()[0] in text
+    assert "logits = model(xb)" in text and "calls" in text
+    for code in ("{", "}", ".tm-report", ".tm-panel", "color:", "function(", "currentScript", "=>"):
+        assert code not in text, code

@@ -14,8 +14,11 @@ MAX_ROWS = 2000
 #: Events listed under the per-line summary of a cell with loops (the summary says the rest).
 MAX_LOOP_ROWS = 200
 
+# The style sheet's text sits in an HTML comment: CSS ignores the <!-- and --> tokens, and a
+# sanitizer that drops or escapes <style> (nbconvert --sanitize-html, GitHub) drops the comment
+# with it, so no CSS shows as text where the report is sanitized.
 STYLE = """
-<style>
+<style><!--
 .tm-report{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;line-height:1.45}
 .tm-report table{border-collapse:collapse}
 .tm-report table td,.tm-report table th{padding:1px 8px!important;text-align:left!important;vertical-align:top!important}
@@ -31,7 +34,7 @@ STYLE = """
 :is(body[data-jp-theme-light="false"],body.vscode-dark) .tm-report .tm-k-backward{color:#bc8cff}
 :is(body[data-jp-theme-light="false"],body.vscode-dark) .tm-report .tm-k-view{color:#9198a1}
 :is(body[data-jp-theme-light="false"],body.vscode-dark) .tm-report .tm-warn{color:#ff7b72}
-</style>
+--></style>
 """
 
 

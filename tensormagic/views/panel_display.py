@@ -62,7 +62,9 @@ def static_output(data: dict[str, Any], key: str) -> dict[str, Any]:
     if "text/html" in out:
         script = TOGGLE_JS.replace("KEY", "".join(c for c in key if c.isalnum()))
         body = f"<div class='tm-static' data-tm-live='{h(key)}'>{out['text/html']}</div>"
-        out["text/html"] = f"{body}<script>{script}</script>"
+        # "<!--" opens a one-line comment in a classic script: the code runs as before, and a
+        # sanitizer that drops or escapes <script> (nbconvert --sanitize-html) drops the code too
+        out["text/html"] = f"{body}<script><!--\n{script}\n//--></script>"
     return out
 
 

@@ -25,7 +25,8 @@ ITEMSIZE = {
 # at >= 4.5:1 (WCAG AA) against the theme's background and the striped rows.  JupyterLab marks a
 # dark theme with data-jp-theme-light="false" on <body>; VS Code with the vscode-dark class.
 _DARK = ':is(body[data-jp-theme-light="false"],body.vscode-dark)'
-STYLE = ("""<style>
+# The sheet's text is an HTML comment (ignored by CSS) so a sanitizer that drops <style> drops it too.
+STYLE = ("""<style><!--
 .tm-panel{font-size:12px}
 .tm-panel .widget-html-content{line-height:1.45}
 .tm-panel .tm-table .widget-html-content{overflow-x:auto}
@@ -75,7 +76,7 @@ DARK .tm-panel .tm-k-create,DARK .tm-panel .tm-ok{color:#3fb950}DARK .tm-panel .
 DARK .tm-panel .tm-k-move{color:#58a6ff}DARK .tm-panel .tm-k-backward{color:#bc8cff}
 DARK .tm-panel .tm-k-view{color:#9198a1}DARK .tm-panel .tm-k-numpy{color:#d29922}
 DARK .tm-panel .tm-warn{color:#ff7b72}
-</style>""").replace("DARK", _DARK)
+--></style>""").replace("DARK", _DARK)
 
 
 def h(value: object) -> str:
