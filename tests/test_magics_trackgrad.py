@@ -211,3 +211,21 @@ def test_internal_recording_failure_switches_auto_tracking_off(ip):
     with pytest.warns(TrackingWarning, match="switched off.*simulated"):
         result = run(ip, "k = torch.ones(1)")
     assert result.success and not auto.active and _len_torch_function_stack() == 0
+
+
+ASYNC_DEF = "import asyncio\nasync def made(n):\n    await asyncio.sleep(0)\n    return torch.ones(n)"
+
+
+def test_cell_magic_runs_top_level_await_as_the_untracked_cell_does(ip):
+    """A %%trackgrad cell with top-level ``await`` (IPython's autoawait) runs, returns the awaited
+    last expression and records the ops of the awaited code, as the same cell untracked runs."""
+    run(ip, ASYNC_DEF)
+    plain = run(ip, "a = await made(3)\na * 2")
+    assert plain.success and torch.equal(plain.result, torch.full((3,), 2.0))
+    with capture_output():
+        tracked = run(ip, "%%trackgrad -o rec\nb = await made(3)\nc = b * 2\nawait made(2)")
+    assert tracked.success, tracked.error_in_exec
+    assert torch.equal(ip.user_ns["c"], plain.result) and torch.equal(tracked.result, torch.ones(2))
+    rec = ip.user_ns["rec"]
+    made = [(e.op.rsplit(".", 1)[-1], e.tensor.label) for e in rec.events if e.kind == "create"]
+    assert made[:2] == [("ones", "b"), ("mul", "c")] and made[2][0] == "ones" and len(made) == 3

@@ -112,3 +112,28 @@ def test_review_a_log(executed):
     assert "2 cells" in _cell(nb, "import tensormagic\nrecs")
     assert "AccumulateGrad(x)" in _cell(nb, "import tensormagic\nrecs")
     assert "bytes of self-contained HTML" in _cell(nb, "html_path")
+
+
+def test_top_level_await_in_a_kernel(tmp_path):
+    """In a kernel (the magic runs inside the kernel's event loop) a %%trackgrad cell with
+    top-level ``await`` is a one-line UsageError that runs nothing of the cell and names
+    %trackgrad on, and under %trackgrad on the same cell runs and is recorded."""
+    cells = ["%load_ext tensormagic\nimport asyncio, torch\nasync def made(n):\n"
+             "    await asyncio.sleep(0)\n    return torch.ones(n)",
+             "%%trackgrad\nb = await made(3)",
+             "print('b' in dir())",
+             "%trackgrad on",
+             "b = await made(3)\nc = b * 2",
+             "%trackgrad off\nprint(c.tolist())"]  # fmt: skip
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
+    # IPython prints a UsageError as one stderr line, without a traceback
+    assert [(o.output_type, o.get("name")) for o in nb.cells[1].outputs] == [("stream", "stderr")]
+    err = nb.cells[1].outputs[0].text
+    assert err.startswith("UsageError: %%trackgrad") and "%trackgrad on" in err and err.count("\n") == 1
+    assert _texts(nb.cells[2]).strip() == "False"
+    assert not [o for o in nb.cells[4].outputs if o.output_type == "error"]
+    assert "· 2 created," in _texts(nb.cells[4])
+    assert "[2.0, 2.0, 2.0]" in _texts(nb.cells[5])

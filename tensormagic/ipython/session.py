@@ -7,10 +7,14 @@ scripts can call it directly.
 from __future__ import annotations
 
 import ast
+import inspect
 import sys
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Callable
+
+from IPython.core.error import UsageError
 
 from ..api import TrackingWarning, track
 from ..engine.source import cell_locator
@@ -62,8 +66,8 @@ def run_tracked_cell(shell: Any, body: str, opts: Options, *, full_source: str |
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
-    exec_code = shell.compile(tree, filename, "exec")
-    eval_code = shell.compile(last, filename, "eval") if last is not None else None
+    exec_code, eval_code = _compile(shell, tree, last, filename)
+    run = _runner(shell, exec_code, eval_code)
     t = _make_track(shell, opts, number=number, offset=1, source=full_source or body,
                     filename=filename, cell_id=cell_id)  # fmt: skip
     rec: Recording | None = None
@@ -71,12 +75,53 @@ def run_tracked_cell(shell: Any, body: str, opts: Options, *, full_source: str |
     with diagnostics_shown_once(t.recording, shown):
         try:
             with t as rec:
-                exec(exec_code, shell.user_global_ns, shell.user_ns)
-                value = eval(eval_code, shell.user_global_ns, shell.user_ns) if eval_code else None
+                run(eval(exec_code, shell.user_global_ns, shell.user_ns))
+                value = run(eval(eval_code, shell.user_global_ns, shell.user_ns)) if eval_code else None
         finally:
             if rec is not None and on_done is not None:
                 on_done(rec)
     return value
+
+
+def _compile(shell: Any, tree: ast.Module, last: ast.Expression | None, filename: str) -> tuple[Any, Any]:
+    """The body's and the last expression's code, with top-level ``await`` allowed where IPython
+    allows it (autoawait on: the same flag its own ``run_ast_nodes`` compiles cells with)."""
+    flags = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0) if getattr(shell, "autoawait", False) else 0
+    extra = getattr(shell.compile, "extra_flags", None)
+    with extra(flags) if extra is not None else nullcontext():
+        exec_code = shell.compile(tree, filename, "exec")
+        eval_code = shell.compile(last, filename, "eval") if last is not None else None
+    return exec_code, eval_code
+
+
+def _is_async(code: Any) -> bool:
+    return code is not None and bool(code.co_flags & inspect.CO_COROUTINE)
+
+
+def _runner(shell: Any, exec_code: Any, eval_code: Any) -> Callable[[Any], Any]:
+    """What finishes running a code object's ``eval`` result: nothing for plain code; for a cell
+    with top-level ``await`` (a coroutine), the shell's ``loop_runner``, as IPython runs such a cell.
+
+    Where an event loop already runs in this thread (a Jupyter kernel runs the magic inside its
+    loop) the coroutine cannot be driven from the magic: a one-line ``UsageError`` before any of
+    the cell runs; ``%trackgrad on`` records such cells, since IPython itself awaits them."""
+    if not (_is_async(exec_code) or _is_async(eval_code)):
+        return lambda result: result
+    import asyncio  # only here: loading the extension does not import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise UsageError("%%trackgrad cannot run a cell with top-level 'await' inside the kernel's event loop: "
+                         "use '%trackgrad on' before the cell (and '%trackgrad off' after)")  # fmt: skip
+    loop_runner = shell.loop_runner
+
+    def run(result: Any) -> Any:
+        return loop_runner(result) if inspect.iscoroutine(result) else result
+
+    return run
 
 
 class AutoTracker:
