@@ -157,7 +157,7 @@ def _run_scan(label: str, work: Callable[[Any, Any], Any], path: str) -> tuple[A
 
 def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from .log.reader import iter_cells
-    from .views.common import KIND_WORD, fmt_bytes
+    from .views.common import KIND_WORD, fmt_bytes, folded_moves_words, plural
 
     out = out or sys.stdout
     # a same-device dtype change is a cast: its own column, apart from moves between devices
@@ -186,7 +186,7 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
             warns += c.warnings
             status = "ok" if c.complete and not c.failed else ("FAILED" if c.failed else "incomplete")
             if fm:  # a fold keeps no devices: neither column may claim them
-                status += f" ({fm:,} moves/casts folded)"
+                status += f" ({folded_moves_words(fm)})"
             failed += c.failed
             incomplete += not c.complete
             ec = "" if c.exec_count is None else f"[{c.exec_count}]"
@@ -199,11 +199,12 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if not printed:
             print(inert_line(f"{args.log}: no cells logged yet"), file=out)
             return []
-        total = f"{'':>4} {'':>5}  {f'total: {n} cell(s)':<40}" + "".join(
+        cells = "total: " + plural(n, "cell")
+        total = f"{'':>4} {'':>5}  {cells:<40}" + "".join(
             f" {totals.get(k, 0):>8}" for k, _ in kind_cols
         )
         extra = [f"{failed} failed"] * bool(failed) + [f"{incomplete} incomplete"] * bool(incomplete)
-        extra += [f"{folded:,} moves/casts folded"] * bool(folded)
+        extra += [folded_moves_words(folded)] * bool(folded)
         print(total + f" {fmt_bytes(moved) or '0 B':>9} {warns:>4}  {', '.join(extra)}".rstrip(), file=out)
         return []
 
@@ -244,6 +245,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .log.export import check_output, export_chrome, export_html
+    from .views.common import plural
 
     if args.chrome is None and args.html is None:
         raise CliError("export needs --chrome OUT.json and/or --html OUT.html")
@@ -255,12 +257,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.chrome is not None:
         (cells, events), _ = _run_scan("exporting", lambda s, b: export_chrome(args.log, args.chrome, stats=s,
                                                                                progress=b), args.log)  # fmt: skip
-        print(f"wrote {args.chrome}: {cells} cell(s), {events} event(s) (open in https://ui.perfetto.dev "
+        print(f"wrote {args.chrome}: {plural(cells, 'cell')}, {plural(events, 'event')} (open in https://ui.perfetto.dev "
               "or chrome://tracing)")  # fmt: skip
     if args.html is not None:
         cells, _ = _run_scan("exporting", lambda s, b: export_html(args.log, args.html, stats=s, progress=b),
                              args.log)  # fmt: skip
-        print(f"wrote {args.html}: {cells} cell(s)")
+        print(f"wrote {args.html}: {plural(cells, 'cell')}")
     return EXIT_OK
 
 

@@ -61,7 +61,7 @@ def test_summary_lists_cells_and_totals(log: Path) -> None:
     assert lines[1].rstrip().endswith("ok") and "32 B" in lines[1]  # 2×2 float64 to meta
     assert re.match(r"\s+2\s+\[4\]\s+d\['<img", lines[2])
     assert lines[3].rstrip().endswith("FAILED") and "boom()" in lines[3]
-    assert "total: 3 cell(s)" in lines[4] and "1 failed" in lines[4]
+    assert "total: 3 cells" in lines[4] and "1 failed" in lines[4]
 
 
 def test_summary_reads_gzip(log: Path, tmp_path: Path) -> None:
@@ -226,3 +226,15 @@ def test_no_progress_bar_in_a_pipe(log: Path) -> None:
     """With stderr a pipe, nothing but errors and notes reaches it."""
     r = run_cli("summary", log)
     assert r.stderr == ""
+
+
+def test_summary_total_counts_one_cell_in_the_singular(tmp_path: Path) -> None:
+    """A log of one cell totals "1 cell", and export says "1 cell" too (not "1 cells")."""
+    path = tmp_path / "one.jsonl"
+    with tensormagic.track(log=path, cell=1, source="a = torch.ones(2)"):
+        torch.ones(2)
+    logfile.close_all()
+    r = run_cli("summary", path)
+    assert r.returncode == 0 and "total: 1 cell " in r.stdout.splitlines()[-1] + " "
+    r = run_cli("export", path, "--html", tmp_path / "one.html")
+    assert r.returncode == 0 and r.stdout.strip().endswith(": 1 cell"), r.stdout

@@ -114,3 +114,19 @@ def test_log_warning_is_inert(tmp_path: Path) -> None:
             torch.ones(1)
     text = str(got[0].message)
     assert ESC not in text and RLO not in text and "\\x1b" in text
+
+
+def test_summary_words_agree_with_their_counts(ip) -> None:
+    """A cell with one view, one move (cpu to meta) and one cast says "1 view", "1 move", "1 cast"
+    in the text report and the panel header, and "1 tensor" where one tensor was made."""
+    from tensormagic.views.panel import header_html
+
+    with capture_output():
+        run(ip, "%%trackgrad -o rec\na = torch.ones(4)\nv = a[:2]\nm = a.to('meta')\nc = a.double()")
+        run(ip, "%%trackgrad -o one\nb = torch.ones(4)")
+    words = "1 created, 1 view, 0 in-place, 1 move, 1 cast, 0 backward, 16 B between devices"
+    rec = ip.user_ns["rec"]
+    assert words in rec.to_text().splitlines()[0] and words in rec.summary_line()
+    assert words + " · 4 tensors ·" in header_html(rec)
+    assert "0 views, 0 in-place, 0 moves, 0 casts" in ip.user_ns["one"].summary_line()
+    assert " · 1 tensor · " in header_html(ip.user_ns["one"])

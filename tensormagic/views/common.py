@@ -21,6 +21,11 @@ KIND_WORD = {
 FOLD_WORD = {**KIND_WORD, "move": "move/cast"}
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``1 cast``, ``2 casts``, ``0 casts``: a count with the word that agrees with it."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
 def kind_word(e: Event) -> str:
     """The word for an event's kind; a ``move`` that stays on its device (a dtype change such as
     ``(pred == y).float()``) is a ``cast``, as ``move_counts`` counts it."""
@@ -31,12 +36,13 @@ def kind_word(e: Event) -> str:
 
 #: the backward op that returns gradients instead of filling ``.grad``
 AUTOGRAD_GRAD = "torch.autograd.grad"
+#: (kind, the word for one, for several): "created", "in-place" and "backward" do not change
 COUNT_WORDS = (
-    ("create", "created"),
-    ("view", "views"),
-    ("inplace", "in-place"),
-    ("move", "moves"),
-    ("backward", "backward"),
+    ("create", "created", "created"),
+    ("view", "view", "views"),
+    ("inplace", "in-place", "in-place"),
+    ("move", "move", "moves"),
+    ("backward", "backward", "backward"),
 )
 
 
@@ -156,11 +162,11 @@ def compiled_words(e: Event, max_ops: int = 8) -> str:
     outs = ", ".join(r.label for r in e.outputs) or "no tensor seen"
     text = f"torch.compile'd: {ins} → {outs}"
     if e.graphs is not None:
-        text += f" · {e.graphs} graph" + ("s" if e.graphs != 1 else "")
+        text += f" · {plural(e.graphs, 'graph')}"
         if e.graph_ops:
             ops = [short_op(o) for o in e.graph_ops[:max_ops]]
             more = len(e.graph_ops) - len(ops)
-            text += ": " + ", ".join(ops) + (f", … {more} more ops" if more > 0 else "")
+            text += ": " + ", ".join(ops) + (f", … {plural(more, 'more op')}" if more > 0 else "")
     return text
 
 
@@ -205,20 +211,25 @@ def move_counts(rec: Recording) -> tuple[int, int, int]:
 def count_words(rec: Recording, counts: dict[str, int] | None = None) -> str:
     c = rec.counts() if counts is None else counts
     parts = []
-    for k, w in COUNT_WORDS:
+    for k, one, many in COUNT_WORDS:
         if k != "move":
-            parts.append(f"{c.get(k, 0):,} {w}")
+            parts.append(plural(c.get(k, 0), one, many))
             continue
         moves, casts, folded = move_counts(rec) if c.get("move") else (0, 0, 0)  # folds count in c too
-        parts.append(f"{moves:,} moves, {casts:,} casts")
+        parts.append(f"{plural(moves, 'move')}, {plural(casts, 'cast')}")
         if folded:
-            parts.append(f"{folded:,} moves/casts folded")
+            parts.append(folded_moves_words(folded))
     if c.get("compiled"):  # only where there are some: a block without keeps its usual line
-        parts.append(f"{c['compiled']:,} compiled call" + ("s" if c["compiled"] != 1 else ""))
+        parts.append(plural(c["compiled"], "compiled call"))
     moved = rec.bytes_moved()
     if moved:
         parts.append(f"{fmt_bytes(moved)} between devices")
     return ", ".join(parts)
+
+
+def folded_moves_words(n: int) -> str:
+    """``3 moves/casts folded``: a fold keeps no devices, so it may hold either sort."""
+    return f"{plural(n, 'move/cast', 'moves/casts')} folded"
 
 
 SEVERITIES = ("error", "warning", "info")
@@ -231,7 +242,7 @@ def diagnostic_words(diagnostics: Any) -> str:
         sev = str(getattr(d, "severity", "warning") or "warning")
         counts[sev] = counts.get(sev, 0) + 1
     order = [s for s in SEVERITIES if s in counts] + sorted(s for s in counts if s not in SEVERITIES)
-    return ", ".join(f"{counts[s]:,} {s}" + ("s" if counts[s] != 1 and s != "info" else "") for s in order)
+    return ", ".join(plural(counts[s], s, s if s == "info" else None) for s in order)
 
 
 def tree_lines(g: GradGraph) -> list[str]:

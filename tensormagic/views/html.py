@@ -6,7 +6,7 @@ from html import escape
 
 from ..model.events import Fold
 from ..model.recording import Recording
-from .common import capped_line_groups, count_words, describe, fmt_bytes, fold_words, kind_word, short_op, tree_lines
+from .common import capped_line_groups, count_words, describe, fmt_bytes, fold_words, kind_word, plural, short_op, tree_lines
 from .lines import step_labels
 from .text import summary_line
 
@@ -58,7 +58,7 @@ def lines_summary_html(rec: Recording) -> str:
     rows = []
     for r in line_rows(rec):
         moved = ", ".join([f"{r.moves:,} · {fmt_bytes(r.moved_bytes)}"] * bool(r.moves)
-                          + [f"{r.casts:,} casts"] * bool(r.casts))
+                          + [plural(r.casts, "cast")] * bool(r.casts))
         rows.append(f"<tr><td>{h(r.where)}</td><td>{h(r.source.strip())}</td><td class='tm-k-create'>"
                     f"{h(short_op(r.op))}</td><td>{h(calls_words(r))}</td><td>{h(_made(r))}</td>"
                     f"<td>{h(fmt_bytes(r.allocated) if r.allocated else '')}</td>"
@@ -91,7 +91,7 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
             )
         n += len(group)
     if n < len(rec.events):
-        parts.append(f"<tr><td colspan=4>… {len(rec.events) - n:,} more events</td></tr>")
+        parts.append(f"<tr><td colspan=4>… {plural(len(rec.events) - n, 'more event')}</td></tr>")
     for f in rec.folds:
         parts.append(fold_row(f))
     parts.append("</table>")

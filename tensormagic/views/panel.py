@@ -15,7 +15,7 @@ import ipywidgets as W
 
 from ..model.recording import Recording
 from .card import EMPTY_CARD, record_card_html
-from .common import count_words, diagnostic_words
+from .common import count_words, diagnostic_words, plural
 from .graph import graph_html
 from .lines import has_loops, has_steps, step_labels
 from .panel_lines import lines_table, row_events_html, steps_html
@@ -282,8 +282,9 @@ def _timeline_table(rec: Recording) -> Table[Any]:
 
 def inplace_intro(rec: Recording, shown: int) -> str:
     folded = sum(f.count for f in rec.folds if f.kind == "inplace")
-    more = f" (and {folded:,} repeats folded: the Lines tab counts them per line)" if folded else ""
-    return (f"<b>{shown:,}</b> writes{h(more)}; a write through a view changes its base and every "
+    more = f" (and {plural(folded, 'repeat')} folded: the Lines tab counts them per line)" if folded else ""
+    writes = "write" if shown == 1 else "writes"
+    return (f"<b>{shown:,}</b> {writes}{h(more)}; a write through a view changes its base and every "
             "other view")  # fmt: skip
 
 
@@ -291,9 +292,9 @@ def header_html(rec: Recording, counts: dict[str, int] | None = None) -> str:
     """Where, the counts in the shared wording, time, and a badge naming the findings' severities."""
     where = f"cell {rec.cell}" if rec.cell is not None else "block"
     parts = [f"<b>tensormagic</b> · {h(where)} · {h(count_words(rec, counts))}",
-             f" · {len(rec.tensors):,} tensors · {rec.duration_s * 1000:,.1f} ms"]  # fmt: skip
+             f" · {plural(len(rec.tensors), 'tensor')} · {rec.duration_s * 1000:,.1f} ms"]  # fmt: skip
     if rec.folded:
-        parts.append(f" · {rec.folded:,} repeated events folded")
+        parts.append(f" · {plural(rec.folded, 'repeated event')} folded")
     if rec.diagnostics:
         sevs = {str(getattr(d, "severity", "warning") or "warning") for d in rec.diagnostics}
         worst = next((s for s in ("error", "warning", "info") if s in sevs), "warning")

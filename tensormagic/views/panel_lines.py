@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from ..model.recording import Recording
-from .common import describe, fmt_bytes, fmt_shape, kind_word, short_op
+from .common import describe, fmt_bytes, fmt_shape, kind_word, plural, short_op
 from .lines import LineRow, StepHistory, line_rows, step_history
 from .table import PAGE_SIZE, Column, Table, h
 
@@ -29,14 +29,14 @@ def _made(r: LineRow) -> str:
 
 def calls_words(r: LineRow) -> str:
     """``10``, or ``10 +2,000 folded events`` past max_events (folds count events, not calls)."""
-    folded = f" +{r.folded:,} folded events" if r.folded else ""
+    folded = f" +{plural(r.folded, 'folded event')}" if r.folded else ""
     return f"{r.calls:,}{folded}"
 
 
 def _moves(r: LineRow) -> str:
-    parts = [f"{r.moves:,} moves · {fmt_bytes(r.moved_bytes)}"] if r.moves else []
+    parts = [f"{plural(r.moves, 'move')} · {fmt_bytes(r.moved_bytes)}"] if r.moves else []
     if r.casts:
-        parts.append(f"{r.casts:,} casts")
+        parts.append(plural(r.casts, "cast"))
     return ", ".join(parts)
 
 
@@ -75,8 +75,8 @@ def row_events_html(r: LineRow, labels: Mapping[str, str] | None = None) -> str:
     """The events behind one Lines row (the first ``MAX_ROW_EVENTS``), each tensor clickable and
     named with its step where ``labels`` (``step_labels``) gives one."""
     labels = labels or {}
-    head = (f"<div class='tm-card'><h4>{h(r.where)} · {h(short_op(r.op))} · {calls_words(r)} calls, "
-            f"{r.count:,} events</h4>"
+    head = (f"<div class='tm-card'><h4>{h(r.where)} · {h(short_op(r.op))} · {calls_words(r)} "
+            f"{'call' if r.calls == 1 and not r.folded else 'calls'}, {plural(r.count, 'event')}</h4>"
             f"<div><code title='{h(r.source)}'>{h(r.source.strip())}</code></div>")  # fmt: skip
     rows = []
     for e in r.events[:MAX_ROW_EVENTS]:
@@ -116,10 +116,10 @@ def _versions_text(s: StepHistory) -> str:
     got = [v for v in s.versions if v is not None]
     if s.grad:
         acc = sum(1 for v in got if v)
-        return f"received in {len(got):,} steps" + (f" ({acc:,} accumulated)" if acc else "")
+        return f"received in {plural(len(got), 'step')}" + (f" ({acc:,} accumulated)" if acc else "")
     if not got:
         return ""
-    return f"{got[0]} → {got[-1]} (written in {len(got):,} steps)"
+    return f"{got[0]} → {got[-1]} (written in {plural(len(got), 'step')})"
 
 
 def steps_html(rec: Recording) -> str:

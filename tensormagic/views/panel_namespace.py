@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import ipywidgets as W
 
 from .card import EMPTY_CARD, tensor_card_html
-from .common import fmt_bytes, fmt_shape
+from .common import fmt_bytes, fmt_shape, plural
 from .panel_display import live_bundle
 from .panel_widgets import TableView, _Owner, click_key
 from .table import STYLE, Column, Table, h
@@ -68,7 +68,7 @@ class NamespaceTable(_Owner):
                                            key=lambda r: f"n:{r.name}")  # fmt: skip
         total = sum(r.nbytes for r in rows)
         self.header = self.make(W.HTML, STYLE + f"<div class='tm-head'><b>tensors in the namespace</b> · "
-                                f"{len(rows):,} tensors, {h(fmt_bytes(total))}</div>")  # fmt: skip
+                                f"{plural(len(rows), 'tensor')}, {h(fmt_bytes(total))}</div>")  # fmt: skip
         self.card = self.make(W.HTML, EMPTY_CARD, css="tm-card-box")
         self.click = self.make(W.Text, layout=W.Layout(display="none"), css="tm-click")
         self.click.observe(lambda ch: self.select(click_key(ch["new"])[2:]), "value")

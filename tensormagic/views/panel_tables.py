@@ -8,7 +8,18 @@ from typing import Any, Container, Mapping, Sequence
 
 from ..model.events import Event, Fold, TensorRef, where_label
 from ..model.recording import Recording, TensorRecord
-from .common import EXISTED, FOLD_WORD, describe, fmt_bytes, fmt_shape, kind_word, line_groups, made_before_words, short_op
+from .common import (
+    EXISTED,
+    FOLD_WORD,
+    describe,
+    fmt_bytes,
+    fmt_shape,
+    kind_word,
+    line_groups,
+    made_before_words,
+    plural,
+    short_op,
+)
 from .html import fold_row
 from .lines import step_labels
 from .table import PAGE_SIZE, STYLE, Column, Table, h, nbytes_of
@@ -142,8 +153,9 @@ def tensors_intro(rec: Recording) -> str:
     folded = sum(f.count for f in rec.folds if f.kind in ("create", "view", "move"))
     if not folded:
         return ""
-    return (f"<div class='tm-muted'>{len(rec.tensors):,} tensors listed; {folded:,} more made by repeated "
-            "lines were folded into counts (see the Timeline's last page)</div>")  # fmt: skip
+    were = "was" if folded == 1 else "were"
+    return (f"<div class='tm-muted'>{plural(len(rec.tensors), 'tensor')} listed; {folded:,} more made by "
+            f"repeated lines {were} folded into counts (see the Timeline's last page)</div>")  # fmt: skip
 
 
 def _tensor_search(r: TensorRow) -> str:

@@ -13,6 +13,7 @@ from .common import (
     fold_words,
     kind_word,
     made_before_words,
+    plural,
     short_op,
     tree_lines,
 )  # fmt: skip
@@ -46,12 +47,13 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
             out.append(f"{'':10}{kind:8} {steps.get(e.tensor.id) or e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}")
         n += len(group)
     if n < len(rec.events):
-        out.append(f"          … {len(rec.events) - n:,} more events (see the panel or the log)")
+        out.append(f"          … {plural(len(rec.events) - n, 'more event')} (see the panel or the log)")
     for f in rec.folds:
         where, what = fold_words(f)
         out.append(f"{where:>8}  {what}")
     if rec.folded_tensors:
-        out.append(f"          … {rec.folded_tensors} more tensors, made and freed by folded events (counted, not kept)")
+        more = plural(rec.folded_tensors, "more tensor")
+        out.append(f"          … {more}, made and freed by folded events (counted, not kept)")
     out.extend(line[:width] for line in before_lines(rec))
     for d in rec.diagnostics:
         out.append(f"  ⚠ {getattr(d, 'severity', None) or 'warning'} [{d.id}] {d.where_in(rec.cell)}: {d.message}")
