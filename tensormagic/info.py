@@ -55,7 +55,10 @@ class TensorInfo:
         ]
         if self.strides is not None:
             rows.append(("strides", f"{self.strides}  ({'contiguous' if self.contiguous else 'not contiguous'})"))
-        if self.requires_grad or self.grad_fn:
+        if self.grad_fn == UNREADABLE:  # a leaf has none: unread, it is not known which this is
+            rg = "requires_grad, " if self.requires_grad else ""
+            rows.append(("autograd", f"{rg}grad_fn could not be read: leaf or not is not known"))
+        elif self.requires_grad or self.grad_fn:
             rows.append(("autograd", (f"requires_grad, {'leaf' if self.is_leaf else 'not a leaf'}")))
         if self.grad_chain:
             rows.append(("grad_fn chain", self.grad_chain))
@@ -105,6 +108,7 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
     # or _try: what a tensor cannot answer (an inference tensor's version, a nested tensor's
     # sizes, a wrapper subclass's storage) is left out or said, never raised.
     shape, dtype, device, requires_grad, gf_name, version = describe.meta(t)
+    gf_unread = gf_name == UNREADABLE
     layout = _try(lambda: describe.attr(t, "layout"), None)
     strided = layout == torch.strided and not _try(lambda: describe.attr(t, "is_nested"), False)
     notes: list[str] = []
@@ -119,7 +123,10 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
     if is_view and base is not None:
         view_of = ", ".join(ns_names.get(id(base), [])) or f"a {fmt_shape(describe.meta(base)[0])} tensor"
     grad = None
-    if describe.flag(t, "is_leaf") or describe.flag(t, "retains_grad"):
+    if gf_unread:  # is_leaf reads grad_fn too: neither a leaf's nor a non-leaf's .grad words apply
+        notes.append(f"grad_fn could not be read ({_error(lambda: describe.attr(t, 'grad_fn'))}): its graph "
+                     "and whether it is a leaf are not known")  # fmt: skip
+    elif describe.flag(t, "is_leaf") or describe.flag(t, "retains_grad"):
         g = _try(lambda: describe.attr(t, "grad"), None)
         if g is not None:
             gs = _safe_stats(g) if stats else None
@@ -129,7 +136,7 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
             grad = "None (no backward has reached it yet)"
     elif requires_grad:
         grad = "not kept: a non-leaf's .grad stays None unless you call retain_grad() before backward"
-    chain = _try(lambda: _graph(t, ns_names).chain(), None) if gf_name is not None else None
+    chain = _try(lambda: _graph(t, ns_names).chain(), None) if gf_name is not None and not gf_unread else None
     where = identity.created_where(t)
     created = None
     if where is not None:
@@ -163,6 +170,8 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
 
 
 _TB = torch._C.TensorBase
+#: what ``describe.meta`` gives for a grad_fn that raised when read
+UNREADABLE = "?"
 _no_subclass = torch._C.DisableTorchFunctionSubclass
 
 
@@ -172,6 +181,16 @@ def _try(read: Any, default: Any) -> Any:
         return read()
     except Exception:  # noqa: BLE001
         return default
+
+
+def _error(read: Any) -> str:
+    """Why ``read()`` fails, in one short line ("" if it does not)."""
+    try:
+        read()
+    except Exception as e:  # noqa: BLE001
+        text = (str(e).splitlines() or [type(e).__name__])[0]
+        return f"{type(e).__name__}: {text[:120]}" + ("…" if len(text) > 120 else "")
+    return ""
 
 
 def _safe_stats(t: torch.Tensor) -> Stats | None:
@@ -270,9 +289,9 @@ TABLE_COLUMNS = ("name", "shape", "dtype", "device", "requires_grad", "grad_fn",
 
 
 def _row(name: str, t: torch.Tensor) -> tuple[str, ...]:
-    gf = t.grad_fn
+    gf = describe.meta(t)[4]  # "?" where reading it raises (a no_grad view whose base was written)
     return (name, fmt_shape(tuple(t.shape)), str(t.dtype).removeprefix("torch."), str(t.device),
-            "yes" if t.requires_grad else "", "" if gf is None else type(gf).__name__,
+            "yes" if t.requires_grad else "", "" if gf is None else ("unreadable" if gf == UNREADABLE else gf),
             fmt_bytes(t.numel() * t.element_size()))  # fmt: skip
 
 

@@ -198,3 +198,46 @@ def test_terminal_ipython_never_imports_ipywidgets():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "tensormagic · cell" in proc.stdout
+
+
+#: a view made under no_grad whose base is then written in place with grad on: torch raises when
+#: its grad_fn (or is_leaf) is read
+UNREADABLE_GRAD_FN = "x = torch.ones(3, requires_grad=True).clone()\nwith torch.no_grad():\n    v = x[:2]\nx.mul_(2)"
+
+
+def test_tensorinfo_says_an_unreadable_grad_fn_could_not_be_read(ip):
+    """``%tensorinfo v`` on a tensor whose grad_fn raises when read says it could not be read and
+    claims neither "no grad_fn", nor leaf or not a leaf, nor what its .grad is."""
+    run(ip, UNREADABLE_GRAD_FN)
+    with pytest.raises(RuntimeError):
+        ip.user_ns["v"].grad_fn  # noqa: B018 - the premise: torch refuses the read
+    text = _shown(ip, "tensorinfo v")
+    assert "grad_fn could not be read" in text and "RuntimeError: A view was created in no_grad mode" in text
+    assert "no grad_fn" not in text and "not a leaf" not in text and "leaf," not in text
+    assert ".grad " not in text and "non-leaf" not in text
+
+
+def test_tensorinfo_lists_a_namespace_holding_an_unreadable_grad_fn(ip):
+    """``%tensorinfo`` with no argument lists every tensor, and the one whose grad_fn raises when
+    read as "unreadable", instead of failing; the panel's namespace rows do the same."""
+    from tensormagic.views.panel_namespace import namespace_rows
+
+    run(ip, UNREADABLE_GRAD_FN)
+    text = _shown(ip, "tensorinfo")
+    row = next(line for line in text.splitlines() if line.startswith("v "))
+    assert "unreadable" in row and "MulBackward0" in next(line for line in text.splitlines() if line.startswith("x "))
+    rows = {r.name: r.grad_fn for r in namespace_rows({"x": ip.user_ns["x"], "v": ip.user_ns["v"]})}
+    assert rows == {"x": "MulBackward0", "v": "unreadable"}
+
+
+def test_card_of_a_recorded_unreadable_grad_fn_claims_no_leaf():
+    """A freed tensor's card, from a snapshot whose grad_fn the recorder marked "?" (it raised
+    when read; the snapshot's is_leaf, derived from it, is then False), says the grad_fn could
+    not be read and claims neither "not a leaf" nor a grad_fn named "?"."""
+    from tensormagic.model.events import TensorRef
+    from tensormagic.views.card import _ref_rows
+
+    ref = TensorRef("t1", None, ("v",), (2,), "float32", "cpu", True, False, "?", 1)
+    rows = dict(_ref_rows(ref))
+    assert rows["autograd"] == "requires_grad, grad_fn could not be read: leaf or not is not known"
+    assert "grad_fn" not in rows

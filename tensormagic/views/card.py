@@ -69,9 +69,12 @@ def _ref_rows(ref: TensorRef) -> list[tuple[str, str]]:
         ("shape", f"{fmt_shape(ref.shape)}  ({ref.numel:,} elements{size})"),
         ("dtype / device", f"{ref.dtype} on {ref.device}"),
     ]
-    if ref.requires_grad or ref.grad_fn:
+    if ref.grad_fn == "?":  # the recorder's mark of a grad_fn that raised when read
+        rg = "requires_grad, " if ref.requires_grad else ""
+        rows.append(("autograd", f"{rg}grad_fn could not be read: leaf or not is not known"))
+    elif ref.requires_grad or ref.grad_fn:
         rows.append(("autograd", f"requires_grad, {'leaf' if ref.is_leaf else 'not a leaf'}"))
-    if ref.grad_fn:
+    if ref.grad_fn and ref.grad_fn != "?":
         rows.append(("grad_fn", ref.grad_fn))
     rows.append(("version", f"{ref.version} (in-place writes so far)"))
     return rows

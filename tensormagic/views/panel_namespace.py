@@ -43,9 +43,13 @@ def namespace_rows(namespace: Mapping[str, Any]) -> list[NamespaceRow]:
 
     rows = []
     for name, t in named_tensors(namespace):
-        gf = t.grad_fn
+        try:
+            gf = t.grad_fn
+            gf_name = None if gf is None else type(gf).__name__
+        except Exception:  # noqa: BLE001 - a no_grad view whose base was written in place raises
+            gf_name = "unreadable"
         rows.append(NamespaceRow(name, weakref.ref(t), tuple(t.shape), str(t.dtype).removeprefix("torch."),
-                                 str(t.device), t.requires_grad, None if gf is None else type(gf).__name__,
+                                 str(t.device), t.requires_grad, gf_name,
                                  t.numel() * t.element_size()))  # fmt: skip
     return rows
 
