@@ -88,6 +88,31 @@ def _uninstall() -> None:
     warnings._filters_mutated()  # type: ignore[attr-defined]
 
 
+#: modules searched below a parent for a called module that is not its child (once per pair and block)
+MAX_SEARCH = 10_000
+
+
+def _descendant_path(parent: Any, mod: Any) -> str | None:
+    """``h.0``: the attribute path from ``parent`` to ``mod`` where ``mod`` sits deeper than a
+    child, as a ``ModuleList``'s items do (containers are never called, so no hook put them on the
+    stack); breadth first, so the shortest path of a module reachable twice.  None if not below."""
+    level = [("", parent)]
+    seen = {id(parent)}
+    while level and len(seen) < MAX_SEARCH:
+        nxt = []
+        for prefix, m in level:
+            for n, c in getattr(m, "_modules", {}).items():
+                if c is None or id(c) in seen:
+                    continue
+                path = f"{prefix}{n}"
+                if c is mod:
+                    return path
+                seen.add(id(c))
+                nxt.append((path + ".", c))
+        level = nxt
+    return None
+
+
 class ModuleStack:
     """Keeps the path of the innermost running module; ``current`` is read on the hot path."""
 
@@ -144,8 +169,8 @@ class ModuleStack:
         if got is not None and got[0] is ppath:
             return got[1]
         name = next((n for n, c in parent._modules.items() if c is mod), None)
-        if name is None:  # called from the parent's forward without being its child
-            name = type(mod).__name__
+        if name is None:  # not a child: a module of a container the parent iterates (self.h[i]), or none
+            name = _descendant_path(parent, mod) or type(mod).__name__
         path = sys.intern(f"{ppath}.{name}")  # one string per path, not one per call
         self._child_paths[key] = (ppath, path)
         return path
