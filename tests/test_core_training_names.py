@@ -5,6 +5,7 @@ Expected names and lines come from this file's source text (``_line``) or by han
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import pytest
@@ -242,3 +243,62 @@ def test_warning_inside_a_view_call_points_at_the_users_line():
     (wn,) = [c for c in caught if ".T" in str(c.message)]
     assert (wn.filename, wn.lineno) == (__file__, _line("xt = x.T"))
     assert [e.kind for e in rec.events] == ["view"]
+
+
+class _Stack(nn.Module):
+    """Calls the items of a ModuleList and a ModuleDict from its forward (containers are never called)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+        self.heads = nn.ModuleDict({"out": nn.Linear(4, 2)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return self.heads["out"](x)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_module_paths_through_containers_are_attribute_paths(engine):
+    """Ops in a ModuleList's or ModuleDict's items run in ``net.layers.0``, ``net.layers.1`` and
+    ``net.heads.out``: the paths a user writes, not the item's class name (both layers apart)."""
+    net = _Stack()
+    with tensormagic.track(engine=engine) as rec:
+        net(torch.randn(3, 4))
+    assert {e.module for e in rec.events if e.module} == {"net.layers.0", "net.layers.1", "net.heads.out"}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gpt2_block_paths_name_their_layer(engine):
+    """A transformers GPT-2 (built from a config, offline) runs its blocks from ``transformer.h``,
+    a ModuleList: their ops are in ``m.transformer.h.0.attn`` ... ``m.transformer.h.1.mlp.c_fc``."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=100, n_positions=64,
+                                  bos_token_id=0, eos_token_id=0)  # fmt: skip
+    m = transformers.GPT2LMHeadModel(cfg).eval()
+    ids = torch.randint(0, 100, (1, 8))
+    with tensormagic.track(engine=engine) as rec:
+        m(ids)
+    modules = {e.module for e in rec.events if e.module}
+    for layer in ("0", "1"):
+        assert {f"m.transformer.h.{layer}.attn.c_attn", f"m.transformer.h.{layer}.mlp.c_fc"} <= modules
+    assert not [p for p in modules if "GPT2Block" in p]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="3.11+ names these by their expression text")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_argument_of_a_module_call_is_not_its_temporary_on_310(engine):
+    """On Python 3.10 (no column positions) the tensors ``out = net(torch.randn(2, 4) * 2)`` makes
+    before ``net`` runs are not "net temporary" (they keep their ids); what ``clip_grad_norm_``
+    makes inside itself stays "clip_grad_norm_ temporary"."""
+    net = _OwnNet()
+    net(torch.ones(1, 4)).sum().backward()
+    with tensormagic.track(engine=engine) as rec:
+        out = net(torch.randn(2, 4) * 2)  # noqa: F841
+        norm = nn.utils.clip_grad_norm_(net.parameters(), 1.0)  # noqa: F841
+    args = [e for e in rec.filter(kind="create") if e.line == _line("out = net(torch.randn(2, 4) * 2)") and not e.module]
+    assert [e.tensor.label for e in args] == [e.tensor.id for e in args] and len(args) == 2
+    inside = [e for e in rec.filter(kind="create") if e.line == _line("norm = nn.utils") and e.tensor.label != "norm"]
+    assert inside and {e.tensor.label for e in inside} == {"clip_grad_norm_ temporary"}
