@@ -39,12 +39,14 @@ class LineNames:
     def __init__(self, targets: Mapping[Any, tuple[str, ...] | None],
                  bound: Mapping[Any, list[tuple[str, int | None]]],
                  functions: Mapping[Any, str | None], module_of: Callable[[Any], str | None],
-                 expression: Callable[[Any, int], str | None] | None = None) -> None:  # fmt: skip
+                 expression: Callable[[Any, int], str | None] | None = None,
+                 outer_call: Callable[[Any, int], bool | None] | None = None) -> None:  # fmt: skip
         self.targets = targets  # where -> tensor-valued names the line binds, in order
         self.bound = bound  # where -> (name, raw index of the value the namespace holds, or None)
         self.functions = functions  # where -> the function the line calls (temporaries' name)
         self.module_of = module_of
         self._expression = expression  # (where, bytecode offset) -> the expression evaluated there
+        self._outer_call = outer_call  # (where, offset) -> whether it is the line's last call (3.10)
         self._expressions: dict[tuple[Any, int], tuple[str | None, str | None] | None] = {}
         self._bound_runs: dict[Any, list[tuple[str, int, int, int, Any]] | None] = {}
         self._names: dict[str, tuple[str, ...]] = {}
@@ -73,6 +75,14 @@ class LineNames:
                 # says nothing, the iterable does
                 self._expressions[key] = (cut, cut if call == "next" else call)
         return self._expressions[key]
+
+
+    def at_outer_call(self, where: Any, lasti: Any) -> bool | None:
+        """Whether offset ``lasti`` is the call of the line's function (Python 3.10, from the
+        bytecode), or None where it cannot be said."""
+        if self._outer_call is None or not isinstance(lasti, int):
+            return None
+        return self._outer_call(where, lasti)
 
 
 MAX_EXPRESSION = 48  # a longer expression is cut, with an ellipsis: it names a tensor in a table
@@ -220,7 +230,9 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
                 continue
             expr = ln.expression(where, r[LASTI])
             if expr is None:  # no column positions: the line's called function says it
-                if not direct:
+                # unless the bytecode says the op ran before that call, making one of its
+                # arguments (``net(torch.randn(2, 4))``): then it keeps its id
+                if not direct and ln.at_outer_call(where, r[LASTI]) is not False:
                     out.append((r[TID], ln.name(f"{fn} temporary")))
                 continue
             text, callee = expr

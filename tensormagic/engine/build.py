@@ -282,7 +282,8 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
             # (no op), ``out = net(torch.randn(2, 4))`` with ``net`` the user's own module or
             # function (made on its ``return`` line).  Its temporaries are not ``p`` or ``out``.
             bound.setdefault(wheres[0], []).append((n, None))
-    return LineNames(targets, bound, functions, _module_resolver(roots), tr.lines.expression)
+    return LineNames(targets, bound, functions, _module_resolver(roots), tr.lines.expression,
+                     tr.lines.at_outer_call)  # fmt: skip
 
 
 MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest

@@ -134,6 +134,43 @@ class LineFinder:
         return None
 
 
+    def at_outer_call(self, where: tuple[str, int], lasti: int) -> bool | None:
+        """Whether bytecode offset ``lasti`` of line ``where`` is the line's last call (the
+        function the line calls, which runs after its arguments are made), from the bytecode:
+        Python 3.10 has no column positions to name the expression.  None where it cannot be said."""
+        for code, ok, offsets, _lines in self._cache.values():
+            hit = offsets.get(lasti) if ok else None
+            if hit is not None and hit[0] == where:
+                return _is_last_call(code, lasti)
+        return None
+
+
+_CALLS = frozenset(("CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX", "CALL_METHOD"))  # Python 3.10
+
+
+def _is_last_call(code: CodeType, lasti: int) -> bool | None:
+    """Whether ``lasti`` is the last call instruction of the stretch of one line's bytecode that
+    holds it (an operator's offset, ``*`` or ``[]``, is not); None if it is not in ``code``."""
+    import dis  # only on Python 3.10, once per line and offset
+
+    if hasattr(code, "co_positions"):  # 3.11+: the expression at the offset says it (and starts_line changed)
+        return None
+    stretch: list[Any] = []
+    found = False
+    line = None
+    for ins in dis.get_instructions(code):
+        if ins.starts_line is not None and ins.starts_line != line:
+            if found:
+                break
+            stretch, line = [], ins.starts_line
+        stretch.append(ins)
+        found = found or ins.offset == lasti
+    if not found:
+        return None
+    calls = [ins.offset for ins in stretch if ins.opname in _CALLS]
+    return bool(calls) and lasti == calls[-1]
+
+
 def _expression_at(code: CodeType, lasti: int) -> str | None:
     positions = getattr(code, "co_positions", None)
     if positions is None or lasti < 0:
