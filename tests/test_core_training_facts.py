@@ -170,6 +170,24 @@ def test_step_label_is_bounded(engine):
     assert sorted(step_labels(rec).values()) == [f"{short} (step 1)", f"{short} (step 2)", "b (step 1)", "b (step 2)"]
 
 
+def test_separate_calls_of_a_module_are_no_steps(ip):
+    """A cell without a loop that calls a module of an earlier cell from three lines, binding
+    ``xb`` on two of them, states no step: the module's repeated lines came back from separate
+    calls, so no ``xb (step 2)`` nor ``h (step 3)``; each is named plainly."""
+    from testkit import run
+
+    from tensormagic.views.lines import step_labels
+
+    run(ip, "from torch import nn\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+            "        self.fc = nn.Linear(4, 2)\n    def forward(self, x):\n        h = self.fc(x)\n"
+            "        return h.relu()\nnet = Net()")  # fmt: skip
+    run(ip, "%%trackgrad --quiet -o rec\nxb = torch.randn(3, 4)\na = net(xb)\nxb = torch.randn(5, 4)\n"
+            "b = net(xb)\nc = net(torch.ones(1, 4))")  # fmt: skip
+    rec = ip.user_ns["rec"]
+    assert step_labels(rec) == {} and "(step" not in rec.to_text(width=200)
+    assert [e.tensor.label for e in rec.events if e.op == "torch.randn"] == ["xb", "xb"]
+
+
 # -- warnings --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("engine", ENGINES)
 def test_torch_warning_points_at_the_users_line(engine):

@@ -205,7 +205,10 @@ def step_starts(events: Sequence[Event]) -> list[int]:
     """Indices into ``events`` where each iteration of the outermost loop begins.
 
     The loop's head is the first line that comes back after other lines ran: each new run of
-    that line starts a step.  No repeated line: no steps (an empty list)."""
+    that line starts a step.  No repeated line: no steps (an empty list).  Nor where a line that
+    runs in a step before the last never runs in a later one: the head then came back from
+    separate calls (a function called on line 2 and again on line 4, with line 3 between them),
+    not from a loop, and the calls are no steps."""
     runs: list[tuple[int, tuple[Any, Any, Any]]] = []
     last = None
     for i, e in enumerate(events):
@@ -222,7 +225,21 @@ def step_starts(events: Sequence[Event]) -> list[int]:
         seen[k] = i
     if head is None:
         return []
-    return [i for i, k in runs if k == head]
+    starts = [i for i, k in runs if k == head]
+    # the step of each run: lines seen again in a later step are the loop's body
+    last_step: dict[tuple[Any, Any, Any], int] = {}
+    first_step: dict[tuple[Any, Any, Any], int] = {}
+    step = -1
+    for _i, k in runs:
+        if k == head:
+            step += 1
+        if step >= 0:
+            first_step.setdefault(k, step)
+            last_step[k] = step
+    final = len(starts) - 1
+    if any(first_step[k] == last_step[k] < final for k in first_step):
+        return []
+    return starts
 
 
 #: names longer than this are cut before the step is added (a label stays one short line)
