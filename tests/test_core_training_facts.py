@@ -188,6 +188,30 @@ def test_separate_calls_of_a_module_are_no_steps(ip):
     assert [e.tensor.label for e in rec.events if e.op == "torch.randn"] == ["xb", "xb"]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_line_after_the_loop_is_in_no_step(engine):
+    """The model run on a line after a 2-step loop states no step: its ``model.0 output`` is not a
+    second ``model.0 output (step 2)``, and a write after the loop is not step 2's version."""
+    from tensormagic.views.lines import step_history, step_labels
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    w = torch.zeros(2)
+    with tensormagic.track(engine=engine) as rec:
+        for _ in range(2):
+            out = model(torch.ones(1, 4))
+            w.add_(1)
+        val = model(torch.ones(1, 4))  # noqa: F841
+        w.add_(1)
+    del out
+    labels = step_labels(rec)
+    after = [e for e in rec.events if e.line == _line("val = model(torch.ones(1, 4))")]
+    assert after and not [labels[e.tensor.id] for e in after if e.tensor.id in labels]
+    assert sorted(v for v in labels.values() if v.startswith("model.0 output")) == [
+        "model.0 output (step 1)", "model.0 output (step 2)"]
+    n, hist = step_history(rec)
+    assert n == 2 and [h.versions for h in hist if h.name == "w"] == [[1, 2]]
+
+
 # -- warnings --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("engine", ENGINES)
 def test_torch_warning_points_at_the_users_line(engine):

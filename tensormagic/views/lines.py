@@ -262,12 +262,17 @@ def step_labels(rec: Recording) -> dict[str, str]:
     starts = step_starts(events) if not rec.folds else []
     if starts:
         made: dict[str, list[tuple[str, int]]] = {}  # name -> (tensor id, step) of each tensor made
+        # the loop's lines: those of the steps before the last.  In the last step, a line not
+        # among them runs after the loop (``val = model(X)`` below it), in no step
+        body = {(e.cell, e.file, e.line) for e in events[starts[0]:starts[-1]]}
         step = 0
         nxt = starts[0]
         for i, e in enumerate(events):
             while i >= nxt:  # past the start of the next step
                 step += 1
                 nxt = starts[step] if step < len(starts) else len(events) + 1
+            if step == len(starts) and (e.cell, e.file, e.line) not in body:
+                continue
             if step and e.kind in _MADE_STEP and not e.inplace and e.tensor.names:
                 name = e.tensor.names[0]
                 if not name.endswith(" temporary"):  # many a step, made inside a call: no one looks them up
@@ -332,8 +337,11 @@ def step_history(rec: Recording) -> tuple[int, list[StepHistory]]:
         return h
 
     created_stats = {e.tensor.id: e.stats for e in events if e.kind == "create" and e.stats is not None}
+    body = {(e.cell, e.file, e.line) for e in events[starts[0] : starts[-1]]}  # as in step_labels
     for step in range(n):
         for e in events[bounds[step] : bounds[step + 1]]:
+            if step == n - 1 and (e.cell, e.file, e.line) not in body:
+                continue  # a line after the loop: in no step
             try:
                 if e.kind == "inplace" and e.tensor.id in names:
                     h = slot(e.tensor.id, names[e.tensor.id], e.tensor.id, False)
