@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import tensormagic
@@ -310,3 +311,30 @@ def test_many_live_unnamed_tensors_are_named_in_one_pass():
             box.kept.append(make())
     roots = [rec.grad_graph(t) for t in box.kept]
     assert {g.node(g.root).tensors for g in roots} == {("part",)} and len(rec.filter(kind="create")) == 70
+
+
+
+class _Own(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x).relu()
+
+
+@pytest.mark.parametrize("engine", ("c", "python"))
+def test_numpy_born_argument_of_a_module_is_not_its_output(engine):
+    """In ``o = lin(torch.from_numpy(a))`` the NumPy-born input is made by ``torch.from_numpy``
+    (the call on its line that makes tensors no op shows), not by ``lin``, and is not named
+    "lin output"; first met inside the user's own module's forward (``self.fc(x).relu()``) it is
+    made by no op that line names, not by ``relu``, nor named ``net.fc output``."""
+    a = np.ones((2, 4), dtype=np.float32)
+    lin, net = torch.nn.Linear(4, 2), _Own()
+    with tensormagic.track(engine=engine) as rec:
+        o = lin(torch.from_numpy(a))  # noqa: F841
+        p = net(torch.from_numpy(a))  # noqa: F841
+    first, second = [e for e in rec.events if e.origin == "seen"]
+    assert first.op == "torch.from_numpy" and "lin" not in first.tensor.label and "NumPy" in first.note
+    assert second.op == "(no visible op)" and second.note == "appeared without a torch op the tracker can see"
+    assert second.tensor.label == second.tensor.id

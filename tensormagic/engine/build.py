@@ -313,7 +313,7 @@ def _remember_provenance(tid: int, idx: int | None, raw: list[Any], place: Any) 
         return  # made before this block, or its creation was folded into a count
     cell, fn, line, src = place(raw[idx][WHERE])
     func = raw[idx][FUNC]
-    op = op_name(func) if func is not None else (naming.call_name(src) or "(no visible op)")
+    op = op_name(func) if func is not None else (naming.unseen_maker(src) or NO_OP)
     identity.provenance[tid] = (cell, fn, line, op)
 
 
@@ -377,7 +377,7 @@ def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dic
         dtype=_dtype, dtype_names=_dtype_names, device=_device, device_names=_device_names,
         ref_maker=_tensor_ref, grad_maker=_grad_record, event_maker=_event,
         event_fields=tuple(f.name for f in fields(Event)), event_defaults=_EVENT_DEFAULTS,
-        seen_note=_seen_note, call_name=naming.call_name,
+        seen_note=_seen_note, call_name=naming.unseen_maker,
         other_kw=_other_kw,
     )  # fmt: skip
 
@@ -413,7 +413,7 @@ def _python_events(tr: Tracker, refs: _Refs, state: dict[int, Any], place: Any, 
             kw["origin"] = origin
             if origin == "seen":
                 if op is None:
-                    op = naming.call_name(src) or "(no visible op)"
+                    op = naming.unseen_maker(src) or NO_OP
                 kw["note"] = _seen_note(op, note, kw["inputs"])
         elif kind == "view":
             kw["base"] = refs.ref(extra, state[extra])
@@ -462,12 +462,18 @@ def _other_kw(refs: Any, r: tuple[Any, ...]) -> dict[str, Any]:
 _UNSET = object()
 
 
+#: the op of a tensor first met with no op, where its line names no maker (the compiled builder's too)
+NO_OP = "(no visible op)"
+
+
 def _seen_note(op: str, note: str | None, inputs: tuple[TensorRef, ...]) -> str:
     if note == "grad":
         leaf = inputs[0].label if inputs else "a leaf"
         return f"gradient of {leaf}, filled in by backward"
     if op.endswith("from_numpy"):
         return "shares memory with the NumPy array: writing one changes the other"
+    if op == NO_OP:
+        return "appeared without a torch op the tracker can see"
     return f"appeared without a torch op the tracker can see (made by {op})"
 
 
@@ -539,7 +545,8 @@ def _place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
         cell, fn, line, src = place((filename, bound))
         if line == e.line and fn == e.file and cell == e.cell:
             continue
-        op = naming.call_name(src) or e.op
+        # the line that bound it: a tensor-making call there made it (``x = mylib.make()``)
+        op = naming.unseen_maker(src) or naming.call_name(src) or e.op
         moved = replace(e, line=line, source=src, cell=cell, file=fn, op=op, note=_seen_note(op, None, ()))
         out.remove(e)
         pos = next((i for i, x in enumerate(out)

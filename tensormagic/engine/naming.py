@@ -120,6 +120,16 @@ def _parse(text: str) -> ast.Module | None:
         return None
 
 
+def is_expression(text: str) -> bool:
+    """Whether ``text`` is one Python expression (not a statement such as a ``for`` header, whose
+    bytecode spans the whole loop)."""
+    try:
+        ast.parse(text, mode="eval")
+    except SyntaxError:
+        return False
+    return True
+
+
 def assigned_name(source_line: str | None) -> str | None:
     """``y`` for ``y = x + 2``; None where the line is not a simple single-name assignment."""
     if not source_line:
@@ -212,6 +222,30 @@ def call_name(source_line: str | None) -> str | None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             return _dotted(node.func)
+    return None
+
+
+#: functions that make a tensor without an op a TorchFunctionMode sees (torch.overrides ignores
+#: them, or they wrap a tensor in Python): a tensor first met with no op was made by one of these
+UNSEEN_MAKERS = frozenset(("from_numpy", "frombuffer", "from_dlpack", "Parameter", "Buffer", "load",
+                           "as_subclass", "_make_subclass"))  # fmt: skip
+
+
+def unseen_maker(source_line: str | None) -> str | None:
+    """The dotted name of a call on a line to a function that makes a tensor no op shows
+    (``torch.from_numpy`` in ``o = lin(torch.from_numpy(a))``), the outermost first; None if the
+    line calls none.  The name a tensor first met with no op is said to be made by: the line's
+    own outermost call is often the op that consumed it (``lin``, ``.relu()``), not its maker."""
+    if not source_line:
+        return None
+    tree = _parse(source_line.strip())
+    if tree is None:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            if name and name.rsplit(".", 1)[-1] in UNSEEN_MAKERS:
+                return name
     return None
 
 
