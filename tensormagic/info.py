@@ -10,7 +10,7 @@ import torch
 from .engine import describe, history, identity, naming
 from .model.events import Stats
 from .model.gradgraph import GradGraph
-from .views.common import fmt_bytes, fmt_shape
+from .views.common import fmt_bytes, fmt_shape, plural
 from .views.inert import inert, inert_line
 
 
@@ -50,7 +50,7 @@ class TensorInfo:
     def rows(self) -> list[tuple[str, str]]:
         """(label, value) pairs in reading order: what every view shows."""
         rows = [
-            ("shape", f"{fmt_shape(self.shape)}  ({self.numel} elements, {fmt_bytes(self.nbytes)})"),
+            ("shape", f"{fmt_shape(self.shape)}  ({plural(self.numel, 'element')}, {fmt_bytes(self.nbytes)})"),
             ("dtype / device", f"{self.dtype} on {self.device}, {self.layout}"),
         ]
         if self.strides is not None:

@@ -241,3 +241,14 @@ def test_card_of_a_recorded_unreadable_grad_fn_claims_no_leaf():
     rows = dict(_ref_rows(ref))
     assert rows["autograd"] == "requires_grad, grad_fn could not be read: leaf or not is not known"
     assert "grad_fn" not in rows
+
+
+def test_tensorinfo_counts_one_element_in_the_singular(ip):
+    """``%tensorinfo`` of a scalar says "(1 element, 4 B)", and a freed scalar's card the same."""
+    from tensormagic.model.events import TensorRef
+    from tensormagic.views.card import _ref_rows
+
+    run(ip, "s = torch.tensor(2.0)")
+    assert "(1 element, 4 B)" in _shown(ip, "tensorinfo s")
+    ref = TensorRef("t1", None, ("s",), (), "float32", "cpu", False, True, None, 0)
+    assert dict(_ref_rows(ref))["shape"] == "scalar  (1 element, 4 B)"

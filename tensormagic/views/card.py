@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..model.events import Stats, TensorRef
 from ..model.recording import Recording, TensorRecord
-from .common import describe, fmt_bytes, fmt_shape, kind_word, short_op
+from .common import describe, fmt_bytes, fmt_shape, kind_word, plural, short_op
 from .lines import step_labels
 from .panel_tables import made_before_words, origin_event
 from .table import h, nbytes_of
@@ -66,7 +66,7 @@ def _ref_rows(ref: TensorRef) -> list[tuple[str, str]]:
     nbytes = nbytes_of(ref.shape, ref.dtype)
     size = f", {fmt_bytes(nbytes)}" if nbytes else ""
     rows = [
-        ("shape", f"{fmt_shape(ref.shape)}  ({ref.numel:,} elements{size})"),
+        ("shape", f"{fmt_shape(ref.shape)}  ({plural(ref.numel, 'element')}{size})"),
         ("dtype / device", f"{ref.dtype} on {ref.device}"),
     ]
     if ref.grad_fn == "?":  # the recorder's mark of a grad_fn that raised when read
