@@ -61,15 +61,6 @@ def test_loop_targets_name_every_batch(loop):
     assert [e.tensor.label for e in stacks] == ["xb", "yb", "xb", "yb"]
 
 
-def test_batch_items_are_not_named_by_the_for_statement(loop):
-    """The per-sample views the DataLoader's dataset makes while ``for … in enumerate(loader):``
-    fetches a batch keep their ids: the bytecode there spans the whole loop statement, which is
-    no expression that made them (it named them ``for step, (xb, yb) in enumerate(loader): opt.ze…``)."""
-    views = [e for e in _made(loop, _line("for step, (xb, yb) in enumerate(loader)")) if e.kind == "view"]
-    assert len(views) == 2 * 2 * 16  # two steps, an X row and a Y item per sample, 16 samples a batch
-    assert all(e.tensor.label == e.tensor.id for e in views), {e.tensor.label for e in views}
-
-
 def test_module_temporaries_are_named_after_the_module(loop):
     """Inside ``pred = model(xb)`` the first Linear's and the ReLU's outputs are ``model.0 output`` and
     ``model.1 output``; only the last one is ``pred``."""

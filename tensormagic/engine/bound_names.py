@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from .naming import is_expression, outer_call
+from .naming import outer_call
 from .raw import EXTRA, FUNC, KIND, LASTI, MODULE, TID, WHERE, create_parts
 
 _MADE = frozenset(("create", "view", "move", "compiled"))  # event kinds that make the tensor they name
@@ -68,8 +68,6 @@ class LineNames:
             text = self._expression(where, lasti)
             if text is None:
                 self._expressions[key] = None
-            elif not is_expression(text):  # a statement (``for … in loader:`` and its body)
-                self._expressions[key] = (None, None)
             else:
                 cut = text if len(text) <= MAX_EXPRESSION else text[: MAX_EXPRESSION - 1] + "…"
                 call = outer_call(text)
@@ -242,8 +240,6 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
                     out.append((r[TID], ln.name(f"{fn} temporary")))
                 continue
             text, callee = expr
-            if text is None:  # made while a statement ran (a ``for`` fetching its next item)
-                continue
             op = (r[FUNC] or "").rsplit(".", 1)[-1]
             if callee is None or callee == op:
                 out.append((r[TID], ln.name(text)))  # type: ignore[arg-type]

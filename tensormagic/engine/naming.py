@@ -120,16 +120,6 @@ def _parse(text: str) -> ast.Module | None:
         return None
 
 
-def is_expression(text: str) -> bool:
-    """Whether ``text`` is one Python expression (not a statement such as a ``for`` header, whose
-    bytecode spans the whole loop)."""
-    try:
-        ast.parse(text, mode="eval")
-    except SyntaxError:
-        return False
-    return True
-
-
 def assigned_name(source_line: str | None) -> str | None:
     """``y`` for ``y = x + 2``; None where the line is not a simple single-name assignment."""
     if not source_line:

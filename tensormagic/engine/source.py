@@ -151,8 +151,6 @@ _CALLS = frozenset(("CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX", "CA
 def _is_last_call(code: CodeType, lasti: int) -> bool | None:
     """Whether ``lasti`` is the last call instruction of the stretch of one line's bytecode that
     holds it (an operator's offset, ``*`` or ``[]``, is not); None if it is not in ``code``."""
-    import dis  # only on Python 3.10, once per line and offset
-
     if hasattr(code, "co_positions"):  # 3.11+: the expression at the offset says it (and starts_line changed)
         return None
     stretch: list[Any] = []
