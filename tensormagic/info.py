@@ -295,6 +295,31 @@ def _row(name: str, t: torch.Tensor) -> tuple[str, ...]:
             fmt_bytes(t.numel() * t.element_size()))  # fmt: skip
 
 
+NOT_A_PATH = object()
+
+
+def resolve_path(namespace: Mapping[str, Any], text: str) -> Any:
+    """The object a report's dotted name means (``model.0.weight``, ``m.transformer.h.1.attn``,
+    ``model.0.weight.grad``): a namespace name, then child modules by their keys (a
+    ``Sequential``'s ``0``) and attributes.  ``NOT_A_PATH`` where ``text`` is not such a name;
+    an attribute that fails raises as Python would."""
+    parts = text.split(".")
+    if len(parts) < 2 or not parts[0].isidentifier() or parts[0] not in namespace:
+        return NOT_A_PATH
+    if not all(p.isidentifier() or p.isdigit() for p in parts[1:]):
+        return NOT_A_PATH
+    obj = namespace[parts[0]]
+    for i, p in enumerate(parts[1:], 1):
+        children = obj._modules if isinstance(obj, torch.nn.Module) else {}
+        if p in children:
+            obj = children[p]
+        elif p.isidentifier():
+            obj = getattr(obj, p)
+        else:
+            raise AttributeError(f"{'.'.join(parts[:i])} has no child module {p!r}")
+    return obj
+
+
 def module_info(m: torch.nn.Module, name: str = "module") -> TableInfo:
     """A table of a module's parameters and buffers, with totals."""
     rows, total, count = [], 0, 0

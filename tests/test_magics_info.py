@@ -252,3 +252,20 @@ def test_tensorinfo_counts_one_element_in_the_singular(ip):
     assert "(1 element, 4 B)" in _shown(ip, "tensorinfo s")
     ref = TensorRef("t1", None, ("s",), (), "float32", "cpu", False, True, None, 0)
     assert dict(_ref_rows(ref))["shape"] == "scalar  (1 element, 4 B)"
+
+
+def test_tensorinfo_takes_a_name_as_the_reports_write_it(ip):
+    """``%tensorinfo model.0.weight`` (how reports name a Sequential's parameter) explains
+    ``model[0].weight``; ``model.0.weight.grad`` its gradient."""
+    run(ip, "model = torch.nn.Sequential(torch.nn.Linear(4, 3))\nmodel(torch.ones(2, 4)).sum().backward()")
+    assert "3×4" in _shown(ip, "tensorinfo model.0.weight")
+    assert "3×4" in _shown(ip, "tensorinfo model.0.weight.grad")
+
+
+def test_tensorinfo_of_a_missing_child_is_one_usage_line(ip):
+    """A report-style name whose child does not exist is a one-line UsageError, not a traceback."""
+    run(ip, "model = torch.nn.Sequential(torch.nn.Linear(4, 3))")
+    with pytest.raises(UsageError, match="no child module '5'"):
+        ip.run_line_magic("tensorinfo", "model.5.weight")
+    with pytest.raises(UsageError, match="SyntaxError"):
+        ip.run_line_magic("tensorinfo", "model.0 weight")

@@ -94,8 +94,19 @@ class TensorMagic(Magics):
         show(rec, opts.display, self.shell, summary=summary)
 
     def _eval(self, expr: str) -> Any:
+        from ..info import NOT_A_PATH, resolve_path
+
         try:
             return self.shell.ev(expr)
+        except SyntaxError as e:
+            syntax = f"could not evaluate {expr!r}: SyntaxError: {e}"
+            try:  # a name as the reports write it: model.0.weight
+                value = resolve_path(self.shell.user_ns, expr)
+            except Exception as e:  # noqa: BLE001 - any user error becomes a one-line usage message
+                raise UsageError(f"could not find {expr!r}: {type(e).__name__}: {e}") from None
+            if value is NOT_A_PATH:
+                raise UsageError(syntax) from None
+            return value
         except Exception as e:  # noqa: BLE001 - any user error becomes a one-line usage message
             raise UsageError(f"could not evaluate {expr!r}: {type(e).__name__}: {e}") from None
 
@@ -179,6 +190,7 @@ class TensorMagic(Magics):
         Shape, dtype, device, strides, bytes, autograd (grad_fn chain, leaf, .grad), version,
         views and shared memory (NumPy arrays included), and value statistics. An nn.Module
         gives a table of its parameters and buffers; no argument lists every tensor in the namespace.
+        EXPR may also be a name as the reports write it: %tensorinfo model.0.weight.grad
         """
         import torch
 
