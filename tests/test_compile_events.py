@@ -43,8 +43,8 @@ def _labels(refs) -> list[str]:
     return [r.label for r in refs]
 
 
-def _run_module(engine: str, backend: str):
-    model = _mlp()
+def _run_module(engine: str, backend: str, model: nn.Module | None = None):
+    model = _mlp() if model is None else model
     compiled = torch.compile(model, backend=backend)
     x = torch.randn(3, 4)
     compiled(x)  # compiled before the block
@@ -81,15 +81,42 @@ def test_graph_ops_are_not_events_of_their_own(engine):
     assert {e.file for e in rec.events} == {__file__}
     e = next(e for e in rec.events if e.kind == "compiled")
     assert (e.op, _labels(e.inputs), _labels(e.outputs), e.graphs) == ("Sequential", ["x"], ["out"], 1)
+    # AOTAutograd's forward graph, as ATen ops: a Linear is a transpose and an addmm
+    assert e.graph_ops == ("aten.t.default", "aten.addmm.default", "aten.relu.default", "aten.t.default",
+                           "aten.addmm.default")  # fmt: skip
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_backward_through_a_compiled_graph_records_its_gradients(engine):
-    """A backward through the compiled graph fills each parameter's .grad, recorded as usual."""
+    """aot_eager: a backward through the compiled graph fills each parameter's .grad, recorded as usual."""
     rec = _run_module(engine, "aot_eager")
     (bw,) = [e for e in rec.events if e.kind == "backward"]
     assert bw.line == _line("loss.backward()")
     assert sorted(g.tensor.label for g in bw.grads) == ["model.0.bias", "model.0.weight", "model.2.bias", "model.2.weight"]
+
+
+def tanh_layer(x, w):
+    return (x @ w).tanh()
+
+
+def test_backward_through_an_inductor_graph_records_its_gradients():
+    """inductor (default engine, smallest graph): the call, the loss, then what any backward
+    records: the .grad it fills and the backward event.  The output is saved for backward, so
+    AOTAutograd's runtime detaches it outside the graph: part of the call, not an event."""
+    f = torch.compile(tanh_layer, backend="inductor")
+    x, w = torch.randn(3, 4), torch.randn(4, 2, requires_grad=True)
+    f(x, w)
+    with track(namespace={"x": x, "w": w}) as rec:
+        out = f(x, w)  # inductor call with grad
+        total = out.sum()
+        total.backward()
+    bw_line = _line("total.backward()")
+    got = [(e.kind, e.tensor.label, e.line) for e in rec.events]
+    assert got == [("compiled", "out", _line("out = f(x, w)  # inductor call with grad")),
+                   ("create", "total", _line("total = out.sum()")), ("create", "w.grad", bw_line),
+                   ("backward", "total", bw_line)]  # fmt: skip
+    assert _labels(rec.events[0].inputs) == ["x", "w"]
+    assert [(g.tensor.label, g.shape) for g in rec.events[-1].grads] == [("w", (4, 2))]
 
 
 def scale_and_clip(a, b):
@@ -143,21 +170,30 @@ def test_text_report_and_log_show_the_compiled_call(tmp_path):
     assert out.shape == (3, 2)
 
 
-def test_inductor_call_is_one_event():
-    """inductor (default engine, smallest model): one event at the line, its input and output,
-    one graph and no op list (inductor keeps no FX graph reachable: compiled.py)."""
-    lin = nn.Linear(4, 2)
-    compiled = torch.compile(lin, backend="inductor")
-    x = torch.randn(3, 4)
-    expected = compiled(x)
-    with track(namespace={"lin": lin, "compiled": compiled, "x": x}) as rec:
-        out = compiled(x)  # inductor call
-    assert torch.equal(out, expected)
-    assert [e.kind for e in rec.events] == ["compiled"]
+def shift_and_clip(a):
+    return (a * 2 + 1).relu()
+
+
+def test_fully_fused_inductor_call_is_one_event():
+    """inductor fuses the whole function into one C++ kernel (under no_grad no torch call reaches
+    the mode): still one event at the line, its input, its output named, no output "seen" later,
+    the untracked numbers, and the ATen ops of the graph inductor lowered (default engine)."""
+    f = torch.compile(shift_and_clip, backend="inductor")
+    x = torch.randn(8)
+    with torch.no_grad():
+        expected = f(x)
+    with track(namespace={"x": x}) as rec:
+        with torch.no_grad():
+            y = f(x)  # fused inductor call
+        after = y + 1
+    assert torch.equal(y, expected)
+    assert [(e.kind, e.line) for e in rec.events] == [("compiled", _line("y = f(x)  # fused inductor call")),
+                                                      ("create", _line("after = y + 1"))]  # fmt: skip
     e = rec.events[0]
-    assert (e.line, e.op) == (_line("out = compiled(x)  # inductor call"), "Linear")
-    assert (_labels(e.inputs), _labels(e.outputs)) == (["x"], ["out"])
-    assert (e.graphs, e.graph_ops) == (1, ())
+    assert (e.op, _labels(e.inputs), _labels(e.outputs)) == ("shift_and_clip", ["x"], ["y"])
+    assert (e.graphs, e.graph_ops) == (1, ("aten.mul.Tensor", "aten.add.Tensor", "aten.relu.default"))
+    assert _labels(rec.events[1].inputs) == ["y"]
+    assert torch.equal(after, expected + 1)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

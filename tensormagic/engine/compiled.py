@@ -1,21 +1,25 @@
-"""A ``torch.compile``d call as one event: what the mode can see of it, without patching torch.
+"""A ``torch.compile``d call as one event: what is seen of it, without patching torch.
 
-While a compiled function runs, the mode still sees the torch calls its graph makes at run time
-(the FX graph's ops with the eager backend, the aten ops with aot_eager, the library kernels
-inductor's wrapper calls with ``out=``).  Their frames tell them apart from the user's own
-calls: the graph's code (``<eval_with_key>`` files, inductor's generated modules) runs below
-Dynamo's ``compile_wrapper`` frame (``torch/_dynamo/eval_frame.py``), whose locals hold the call:
-``fn`` (the compiled function or module), ``args`` and ``kwargs``, and, once the call has
-returned, ``result``.  A frame object keeps its locals after its function returns, so the
-tracker holds that one frame from the graph's first recorded op until it has read the outputs
-(the next first sight of a tensor, the next compiled call, or the block's end) and then drops it.
+A call of a compiled function or module runs Dynamo's ``compile_wrapper`` frame
+(``torch/_dynamo/eval_frame.py``), whose locals hold the call: ``fn`` (the compiled function or
+module), ``args`` and ``kwargs``, and, once the call has returned, ``result``.  A frame object
+keeps its locals after its function returns, so the tracker holds that one frame from the call's
+start until it has read the outputs (the next first sight of a tensor, the next compiled call,
+or the block's end) and then drops it.
 
-What cannot be seen without a patch, and is therefore not recorded:
-- a call whose graph makes no torch call the mode sees (inductor fuses a whole elementwise graph
-  into C++ kernels): its outputs appear as tensors seen without an op;
-- the op list of a graph compiled by aot_eager or inductor: Dynamo keeps its FX graph reachable
-  from the compiled function only for backends that run the FX graph itself (``eager``); the
-  event then gives the number of graphs and no op list.
+The call's start is seen in two ways (``compiled_entry.py``, ``compiled_calls.py``):
+- Dynamo's own hooks, set only while a block runs: the guard-complete hook, which Dynamo calls
+  each time it is about to run a frame it has compiled code for (the call of ``compile_wrapper``
+  is a few frames up), and the end-of-compile callback for a call that compiles first.  These see
+  every call, whatever the backend runs: inductor fuses a whole elementwise graph into C++ kernels
+  that no torch function mode sees.
+- the torch calls the mode still sees while a graph runs (the FX graph's ops with the eager
+  backend, the ATen ops with aot_eager, the library kernels inductor's wrapper calls with
+  ``out=``): their frames are graph code (``<eval_with_key>`` files, inductor's generated
+  modules), below ``compile_wrapper``.  They are part of the call's one event, never events of
+  their own, and open the call where the hooks did not (a torch without them).
+
+The graphs and their ops: ``compiled_graphs.py``.
 """
 
 from __future__ import annotations
@@ -31,8 +35,6 @@ import torch
 INSIDE_COMPILED: Any = ...
 #: inputs and outputs an event keeps, at most (a compiled call can take hundreds of tensors)
 MAX_TENSORS = 64
-#: the op list an event keeps, at most
-MAX_OPS = 200
 
 _SEP = os.sep
 
@@ -70,6 +72,12 @@ def _inductor_root() -> str | None:
 _wrapper_codes: dict[int, tuple[CodeType, bool]] = {}
 
 
+def is_disable_wrapper(code: CodeType) -> bool:
+    """Dynamo's ``disable`` wrapper (``eval_frame.py``'s ``_fn``), through which compiled code calls
+    each graph: the backend's runtime (AOTAutograd's wrappers) runs below it, as library code."""
+    return code.co_name == "_fn" and code.co_filename.endswith(f"_dynamo{_SEP}eval_frame.py")
+
+
 def _is_wrapper(code: CodeType) -> bool:
     got = _wrapper_codes.get(id(code))
     if got is None or got[0] is not code:
@@ -90,74 +98,33 @@ def wrapper_frame(frame: FrameType | None, known: tuple[FrameType, ...] = ()) ->
     return None
 
 
-def callee_frame(wrapper: FrameType, inner: FrameType) -> FrameType | None:
-    """The frame ``compile_wrapper`` called (it runs Dynamo's compiled code), from a frame below it."""
-    f: FrameType | None = inner
-    while f is not None and f.f_back is not wrapper:
-        f = f.f_back
-    return f
+def compiled_module(fn: Any) -> torch.nn.Module | None:
+    """The module a compiled callable calls (``torch.compile(m)``, ``m.compile()``), or None."""
+    for _ in range(8):  # wrap_inline, functools.wraps: __wrapped__ leads to what the user compiled
+        if isinstance(fn, torch.nn.Module):
+            return fn
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, torch.nn.Module):
+            return owner
+        fn = getattr(fn, "__wrapped__", None)
+        if fn is None:
+            break
+    return None
 
 
 def compiled_name(fn: Any) -> str:
     """``Sequential`` for a compiled module (``torch.compile(m)``, ``m.compile()``), the function's
     qualified name for a compiled function."""
-    for _ in range(8):  # wrap_inline, functools.wraps: __wrapped__ leads to what the user compiled
-        if isinstance(fn, torch.nn.Module):
-            return type(fn).__name__
-        owner = getattr(fn, "__self__", None)
-        if isinstance(owner, torch.nn.Module):
-            return type(owner).__name__
+    mod = compiled_module(fn)
+    if mod is not None:
+        return type(mod).__name__
+    for _ in range(8):
         nxt = getattr(fn, "__wrapped__", None)
         if nxt is None:
             break
         fn = nxt
     name = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__)
     return name.rsplit("<locals>.", 1)[-1]  # ``Model.step``, but ``f`` for a function defined in another
-
-
-def graphs_and_ops(callee: FrameType | None) -> tuple[int | None, tuple[str, ...]]:
-    """How many graphs the running compiled code calls, and their ops where Dynamo keeps the FX
-    graph reachable (the eager backend; see the module docstring)."""
-    if callee is None:
-        return None, ()
-    names = [n for n in callee.f_code.co_names if n.startswith("__compiled_fn")]
-    if not names:
-        return None, ()
-    ops: list[str] = []
-    g = callee.f_globals
-    for n in names:
-        gm = _graph_module(g.get(n))
-        if gm is None:
-            return len(names), ()
-        for node in gm.graph.nodes:
-            if node.op in ("call_function", "call_method", "call_module") and len(ops) < MAX_OPS:
-                ops.append(_target_name(node))
-    return len(names), tuple(ops)
-
-
-def _graph_module(fn: Any) -> Any:
-    fx = sys.modules.get("torch.fx")
-    for _ in range(4):
-        if fn is None:
-            return None
-        owner = getattr(fn, "__self__", None)
-        if fx is not None and isinstance(owner, fx.GraphModule):
-            return owner
-        fn = getattr(fn, "_torchdynamo_orig_callable", None)
-    return None
-
-
-def _target_name(node: Any) -> str:
-    if node.op == "call_method":
-        return f"torch.Tensor.{node.target}"
-    if node.op == "call_module":
-        return str(node.target)
-    from .ops import op_name
-
-    try:
-        return op_name(node.target)
-    except Exception:  # noqa: BLE001 - an odd target still has a name
-        return str(getattr(node.target, "__name__", node.target))
 
 
 def tensors_of(value: Any, out: list[torch.Tensor]) -> None:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import describe, frames, identity, ops
+from . import compiled_entry, describe, frames, identity, ops
 from . import raw as raw_mod
 from .compiled import INSIDE_COMPILED
 from .describe import NO_VERSION, PLAIN
@@ -273,8 +273,18 @@ class TrackMode(TorchFunctionMode):
         self.disabled = True
         self._actions = _AllSkip()
 
+    def __enter__(self) -> TrackMode:
+        super().__enter__()
+        compiled_entry.watch(self)  # the compiled calls this thread starts (compiled_entry.py)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        compiled_entry.unwatch(self)
+        super().__exit__(*exc)
+
     def close(self) -> None:
         """The block has ended and the mode is off the stack: drop what recording needed."""
+        compiled_entry.unwatch(self)  # a mode some other code took off the stack never ran __exit__
 
     def make_inert(self) -> None:
         """Record nothing more, without calling it a failure (a forked child's copy of the mode)."""
@@ -358,6 +368,7 @@ class CompiledTrackMode(TrackMode):
         for name in self._tracker_helpers:
             self.tracker.__dict__.pop(name, None)
         self._hot.close()
+        super().close()
 
 
 def default_engine() -> str:

@@ -17,7 +17,7 @@ import sysconfig
 from types import CodeType, FrameType
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .compiled import INSIDE_COMPILED, is_graph_code
+from .compiled import INSIDE_COMPILED, is_disable_wrapper, is_graph_code
 
 #: filename -> (cell number, line offset) for code that belongs to a notebook cell.
 Locator = Callable[[str], Optional[Tuple[Optional[int], int]]]
@@ -85,8 +85,10 @@ class LineFinder:
                     _user_file.clear()
                 known = _user_file[fn] = not os.path.realpath(fn).startswith(self._prefixes)
             ok = known
-        if ok and is_graph_code(code, real):
-            ok = None  # a compiled graph's code: ``find`` decides per call (both engines ask it)
+        if ok and is_graph_code(code, real) or ok is False and is_disable_wrapper(code):
+            # a compiled graph's code, or the wrapper a compiled call runs its graphs through:
+            # ``find`` decides per call (both engines ask it)
+            ok = None
         ent = self._cache[id(code)] = (code, ok, {}, {})
         return ent
 
@@ -103,6 +105,9 @@ class LineFinder:
                 # module run without torch.compile keeps its lines
                 if self.on_graph is not None and self.on_graph(frame) is not None:
                     return INSIDE_COMPILED
+                if is_disable_wrapper(code):  # a disabled function run outside compiled code
+                    frame = frame.f_back
+                    continue
                 ok = True
             if ok:
                 lasti = frame.f_lasti
