@@ -185,6 +185,34 @@ def test_no_global_hook_left_after_a_block():
     assert warnings.filters == filters
 
 
+def test_dynamo_hooks_are_chained_and_set_back():
+    """A guard-complete hook set before the block still runs for every cached call inside it and
+    is Dynamo's hook again after it (even a block that raises); no end-of-compile callback stays."""
+    from torch._C._dynamo.eval_frame import set_guard_complete_hook
+
+    hits: list[bool] = []
+
+    def theirs(cache_hit: bool) -> bool:
+        hits.append(cache_hit)
+        return True
+
+    f = torch.compile(lambda x: x.sin(), backend="eager")
+    x = torch.randn(3)
+    callbacks = list(torch._dynamo.callback_handler.end_callbacks)
+    before = set_guard_complete_hook(theirs)
+    try:
+        with pytest.raises(ValueError):
+            with track():
+                f(x)  # compiled for the block
+                f(x)  # from the cache
+                raise ValueError("user error")
+        assert hits == [True]
+        assert set_guard_complete_hook(before) is theirs
+    finally:
+        set_guard_complete_hook(before)
+    assert torch._dynamo.callback_handler.end_callbacks == callbacks
+
+
 def test_inductor_forward_backward_bit_identical():
     """The inductor backend gives the untracked output and gradients under tracking (default engine, smallest model)."""
     lin = nn.Linear(4, 2)

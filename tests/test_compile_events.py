@@ -210,3 +210,69 @@ def test_recording_holds_no_tensor_of_a_compiled_call(engine):
     gone = weakref.ref(a)
     del a
     assert gone() is None
+
+
+def _hidden(gm: torch.fx.GraphModule, example_inputs):
+    """A backend whose graph makes no torch call a function mode sees, as inductor's fused kernels do."""
+
+    def run(*args):
+        with torch._C.DisableTorchFunction():
+            return gm(*args)
+
+    return run
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("when", ["before", "inside"])
+def test_call_of_a_graph_no_mode_sees_is_one_event(engine, when):
+    """A graph the mode cannot see into, compiled before the block or first compiled inside it:
+    the call that compiles for the block (Dynamo's end-of-compile callback) and the next one, run
+    from Dynamo's cache (its guard-complete hook), are one event each, with the input, the output
+    named, and the one graph with Dynamo's ops."""
+    f = torch.compile(shift_and_clip, backend=_hidden)
+    x = torch.randn(6)
+    if when == "before":
+        f(x)
+    with track(engine=engine, namespace={"x": x}) as rec:
+        y = f(x)  # hidden graph, compiled
+        y2 = f(x)  # hidden graph, cached
+    assert [(e.kind, e.line) for e in rec.events] == [("compiled", _line("y = f(x)  # hidden graph, compiled")),
+                                                      ("compiled", _line("y2 = f(x)  # hidden graph, cached"))]  # fmt: skip
+    ops = ("torch.Tensor.mul", "torch.Tensor.add", "torch.Tensor.relu")
+    assert [(e.op, _labels(e.inputs), _labels(e.outputs), e.graphs, e.graph_ops) for e in rec.events] == [
+        ("shift_and_clip", ["x"], ["y"], 1, ops), ("shift_and_clip", ["x"], ["y2"], 1, ops)]  # fmt: skip
+    assert torch.equal(y, (x * 2 + 1).relu()) and torch.equal(y2, y)
+
+
+def two_graphs(a):
+    b = a.sin()
+    torch._dynamo.graph_break()
+    return b.cos()
+
+
+def test_graphs_after_a_graph_break_are_counted():
+    """A graph break splits the function in two graphs: the event counts both and lists both's ops."""
+    f = torch.compile(two_graphs, backend="eager")
+    x = torch.randn(4)
+    f(x)
+    with track(namespace={"x": x}) as rec:
+        y = f(x)  # two graphs
+    (e,) = [e for e in rec.events if e.kind == "compiled"]
+    assert (e.line, e.graphs) == (_line("y = f(x)  # two graphs"), 2)
+    assert e.graph_ops == ("torch.Tensor.sin", "torch.Tensor.cos")
+    assert _labels(e.outputs) == ["y"]
+
+
+def test_a_compiled_call_in_another_thread_is_not_this_blocks():
+    """Dynamo's hooks serve every thread: a compiled call another thread makes while a block runs
+    is not in that block's recording."""
+    import threading
+
+    f = torch.compile(shift_and_clip, backend=_hidden)
+    x = torch.randn(6)
+    f(x)
+    with track(namespace={"x": x}) as rec:
+        t = threading.Thread(target=f, args=(x,))
+        t.start()
+        t.join()
+    assert [e.kind for e in rec.events] == []
