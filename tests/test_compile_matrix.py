@@ -73,3 +73,54 @@ def test_compiled_inside_the_block(engine, backend, way):
     expected = _step(fresh, _compiled(way, fresh, backend), x)
     assert all(torch.equal(a, b) for a, b in zip(got, expected))
     assert sum(counters["graph_break"].values()) == 0
+
+
+class _Net(nn.Module):
+    """The user's own module: ``module.compile()`` compiles its forward (torch's own modules' it skips)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.lin(x) * 2).relu()
+
+
+_SOURCE = open(__file__, encoding="utf-8").read().splitlines()
+
+
+def _line(fragment: str) -> int:
+    (n,) = [i + 1 for i, text in enumerate(_SOURCE) if text.strip().startswith(fragment)]
+    return n
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("when", ["before", "inside"])
+@pytest.mark.parametrize("way", ["torch.compile(module)", "module.compile()", "@torch.compile function"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_compiled_call_is_one_event(engine, backend, way, when, grad):
+    """Every backend, way and moment of compiling, with and without grad: each call is one event at
+    its line, naming what was compiled, its input and its output, one graph, no other event there."""
+    x = torch.randn(2, 4)
+    if when == "before":
+        net = _Net()
+        call = _compiled(way, net, backend)
+        with torch.set_grad_enabled(grad):
+            expected = call(x)
+    with track(engine=engine, namespace={"x": x}) as rec:
+        if when == "inside":
+            net = _Net()
+            call = _compiled(way, net, backend)
+        with torch.set_grad_enabled(grad):
+            first = call(x)  # first tracked call
+            second = call(x)  # second tracked call
+    lines = [_line("first = call(x)"), _line("second = call(x)")]
+    name = "<lambda>" if way == "@torch.compile function" else "_Net"
+    got = [(e.kind, e.line, e.op, [r.label for r in e.inputs], [r.label for r in e.outputs], e.graphs)
+           for e in rec.events if e.line in lines]  # fmt: skip
+    assert got == [("compiled", lines[0], name, ["x"], ["first"], 1), ("compiled", lines[1], name, ["x"], ["second"], 1)]
+    assert all(e.graph_ops for e in rec.events if e.kind == "compiled")
+    if when == "before":
+        assert torch.equal(first, expected) and torch.equal(second, expected)

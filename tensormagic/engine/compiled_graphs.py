@@ -158,6 +158,9 @@ def _children(obj: Any) -> list[Any]:
         return [_cell(c) for name, c in zip(obj.__code__.co_freevars, cells) if not _BACKWARD.search(name)]
     if isinstance(obj, types.MethodType):
         return [obj.__self__, obj.__func__]
+    if isinstance(obj, types.BuiltinMethodType):  # torch 2.15: autograd.Function.apply bound in C
+        owner = getattr(obj, "__self__", None)
+        return [owner] if isinstance(owner, type) else []
     if isinstance(obj, functools.partial):
         return [obj.func, *obj.args]
     if isinstance(obj, (list, tuple)):
