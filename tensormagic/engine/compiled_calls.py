@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .compiled import INSIDE_COMPILED, compiled_module, compiled_name, is_disable_wrapper, tensors_of, wrapper_frame
-from .compiled_graphs import entry_code, graphs_and_ops, is_dynamo_code
+from .compiled_graphs import entry_code, first_frame, graphs_and_ops, is_dynamo_code
 from .identity import _ids, assign_ref
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class CompiledCalls:
     _open_calls: list[_Call]
     #: (id(fn), id(transformed code)) -> (fn, code, (graphs, ops))
     _compiled_infos: dict[tuple[int, int], tuple[Any, Any, tuple[int, tuple[str, ...]]]]
+    #: id(fn) -> (fn, name, the module it calls, (code, globals) of its first compiled frame)
+    _compiled_fns: dict[int, tuple[Any, str, Any, tuple[Any, dict[str, Any]] | None]]
 
     def open_compiled(self: Tracker, frame: FrameType, graph: bool = True, cache_hit: bool | None = None,
                       compile_id: str | None = None) -> FrameType | None:  # fmt: skip
@@ -84,13 +86,8 @@ class CompiledCalls:
                         call.compile_id = call.compile_id or compile_id
             return w
         if self._open_calls:  # calls that have returned: their outputs before this call's inputs
-            outer = set()
-            f = w.f_back
-            while f is not None:
-                outer.add(id(f))
-                f = f.f_back
             # one not around this call has ended, with a result or an exception (then it has none)
-            self.close_compiled(ended=[c.wrapper for c in self._open_calls if id(c.wrapper) not in outer])
+            self.close_compiled(ended=[c.wrapper for c in self._open_calls if not _runs_under(w, c.wrapper)])
         where = self.lines.find(w.f_back)
         if where is INSIDE_COMPILED:
             return w  # a compiled call inside another's graph: part of the outer call's event
@@ -103,7 +100,8 @@ class CompiledCalls:
         tensors_of(loc.get("kwargs", None) or {}, ins)
         del loc
         in_refs = tuple((self.see(t, where), self.meta(t)) for t in ins)
-        call = _Call(w, compiled_name(fn), where, in_refs, self._outer_module(compiled_module(fn)))
+        name, target, _first = self._fn_info(fn)
+        call = _Call(w, name, where, in_refs, self._outer_module(target) if self.modules._stack else None)
         if graph:
             call.info = self._graph_info(w, frame)
         elif cache_hit:  # Dynamo's lookup has just put the entry this call runs first
@@ -130,10 +128,23 @@ class CompiledCalls:
             return None
         return self._cached_info(w.f_locals.get("fn"), top.f_code, top.f_globals)
 
+    def _fn_info(self: Tracker, fn: Any) -> tuple[str, Any, tuple[Any, dict[str, Any]] | None]:
+        """The compiled callable's name, the module it calls (or None), and the first frame's
+        (code, globals) Dynamo compiles for it: once per callable and block (a training loop calls
+        the same compiled step again and again; finding the code costs µs)."""
+        got = self._compiled_fns.get(id(fn))
+        if got is not None and got[0] is fn and got[3] is not None:
+            return got[1], got[2], got[3]
+        info = (fn, compiled_name(fn), compiled_module(fn), first_frame(fn))
+        if len(self._compiled_fns) < MAX_INFOS:  # the entries hold fn: alive until the block ends
+            self._compiled_fns[id(fn)] = info
+        return info[1], info[2], info[3]
+
     def _entry_info(self: Tracker, fn: Any, compile_id: str | None) -> tuple[int, tuple[str, ...]] | None:
         """(graphs, ops) from Dynamo's cache entries (``compiled_graphs.py``); None where none is found."""
-        got = entry_code(fn, compile_id)
-        return None if got is None else self._cached_info(fn, *got)
+        first = self._fn_info(fn)[2]
+        code = None if first is None else entry_code(first[0], compile_id)
+        return None if code is None else self._cached_info(fn, code, first[1])
 
     def _cached_info(self: Tracker, fn: Any, code: Any, globs: dict[str, Any]) -> tuple[int, tuple[str, ...]]:
         """Once per compiled code and block: a training loop calls the same compiled step again and again."""
@@ -219,6 +230,16 @@ class CompiledCalls:
             first = out_refs[0] if out_refs else (r[2], r[3])
             self.raw[idx] = (r[0], r[1], first[0], first[1], r[4], r[5], r[6], (call.in_refs, tuple(out_refs), graphs, ops))
         return added
+
+
+def _runs_under(frame: FrameType, outer: FrameType) -> bool:
+    """Whether ``outer`` is on ``frame``'s stack (a call still running around it)."""
+    f = frame.f_back
+    while f is not None:
+        if f is outer:
+            return True
+        f = f.f_back
+    return False
 
 
 def _optimized_module() -> Any:

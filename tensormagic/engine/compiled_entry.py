@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 _get_ident = threading.get_ident
+_no_torch_function = torch._C.DisableTorchFunction
 #: thread id -> the modes of the blocks running in that thread (innermost last)
 _running: dict[int, list[Any]] = {}
 _lock = threading.Lock()
@@ -80,8 +81,8 @@ def _compile_end(args: Any) -> None:
 def _entered(frame: Any, modes: list[Any], cache_hit: bool | None, compile_id: str | None) -> None:
     # the tracker reads the call's tensors (shape, storage): not calls of the user's code for the
     # mode to see, and not a subclass's __torch_function__ either (describe.py reads those)
-    with torch._C.DisableTorchFunction():
-        for mode in list(modes):
+    with _no_torch_function():
+        for mode in modes if len(modes) == 1 else list(modes):
             if mode.disabled:
                 continue
             try:

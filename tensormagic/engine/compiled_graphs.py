@@ -40,14 +40,16 @@ _BACKWARD = re.compile(r"backward|bw_|_bw")
 _ATEN_CALL = re.compile(r"torch\.ops\.([A-Za-z_][\w]*\.[A-Za-z_]\w*\.[A-Za-z_]\w*)\(")
 
 
+#: Dynamo's reader of a code object's cache entries (in torch's C extension: no import of Dynamo)
+_entries_of = getattr(getattr(getattr(torch._C, "_dynamo", None), "eval_frame", None), "_debug_get_cache_entry_list", None)
+
+
 def _cache_entries(code: types.CodeType) -> list[Any]:
     """Dynamo's cache entries of ``code``, most recently used first ([] where none or no Dynamo)."""
-    ev = getattr(getattr(torch._C, "_dynamo", None), "eval_frame", None)
-    get = getattr(ev, "_debug_get_cache_entry_list", None)
-    if get is None:
+    if _entries_of is None:
         return []
     try:
-        return list(get(code))
+        return list(_entries_of(code))
     except Exception:  # noqa: BLE001 - a torch whose entries read otherwise: no count then
         return []
 
@@ -81,20 +83,25 @@ def _add_code(fn: Any, out: list[tuple[types.CodeType, dict[str, Any]]]) -> None
         out.append((code, fn.__globals__))
 
 
-def entry_code(fn: Any, compile_id: str | None = None) -> tuple[types.CodeType, dict[str, Any]] | None:
-    """The transformed code a call of the compiled callable ``fn`` runs, and its globals: the
-    entry Dynamo's lookup just put first, or the entry of compile ``compile_id`` (a call that
-    compiled: its entry is added after it started)."""
+def first_frame(fn: Any) -> tuple[types.CodeType, dict[str, Any]] | None:
+    """(code, globals) of the first frame Dynamo compiled for the compiled callable ``fn``: the
+    candidate that has cache entries (None while none has)."""
     for code, globs in _candidates(fn):
-        entries = _cache_entries(code)
-        if not entries:
-            continue
-        if compile_id is None:
-            return entries[0].code, globs
-        for e in entries:
-            if str(getattr(e, "compile_id", "")) == compile_id:
-                return e.code, globs
-        return None
+        if _cache_entries(code):
+            return code, globs
+    return None
+
+
+def entry_code(code: types.CodeType, compile_id: str | None = None) -> types.CodeType | None:
+    """The transformed code a call runs for the frame of ``code``: the entry Dynamo's lookup just
+    put first, or the entry of compile ``compile_id`` (a call that compiled: its entry is added
+    after it started)."""
+    entries = _cache_entries(code)
+    if compile_id is None:
+        return entries[0].code if entries else None
+    for e in entries:
+        if str(getattr(e, "compile_id", "")) == compile_id:
+            return e.code
     return None
 
 

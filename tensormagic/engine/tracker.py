@@ -69,6 +69,7 @@ class Tracker(BackwardRecords, RebuiltTensors, CompiledCalls):
         self.lines = LineFinder()
         self._open_calls = []  # compiled calls whose outputs are not read yet (CompiledCalls)
         self._compiled_infos = {}
+        self._compiled_fns = {}
         self.lines.on_graph = self.open_compiled
         self.modules = ModuleStack()
         self.t0 = time.perf_counter_ns()
@@ -108,6 +109,7 @@ class Tracker(BackwardRecords, RebuiltTensors, CompiledCalls):
         self.lines.on_graph = None
         self._open_calls = []
         self._compiled_infos = {}
+        self._compiled_fns = {}
         self.call_watch.clear()
         self.sid_of_key = {}
         self._metas = {}

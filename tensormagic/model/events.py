@@ -141,8 +141,11 @@ class Event:
     ``to_device``, ``from_dtype``, ``to_dtype``, ``nbytes``, ``source_tensor``, ``inplace``),
     ``backward`` (``grads``), ``numpy`` (a NumPy array sharing the tensor's memory), ``compiled``
     (a call of a ``torch.compile``d function or module: ``op`` its name, ``inputs``, ``outputs``,
-    ``graphs`` the number of graphs its compiled code calls, ``graph_ops`` their ops where Dynamo
-    keeps them; ``tensor`` is its first output, or its first input while none was seen).
+    ``graphs`` the number of graphs its compiled code calls (graph breaks included), ``graph_ops``
+    their ops where Dynamo keeps them reachable: torch-level with the eager backend
+    (``torch.nn.functional.linear``), ATen with aot_eager and inductor (``aten.addmm.default``;
+    inductor's before it fuses them), none with another backend; ``tensor`` is its first output,
+    or its first input while none was seen).
     """
 
     seq: int
