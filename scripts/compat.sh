@@ -31,8 +31,11 @@ TOOLS=("pytest>=8" "numpy" "orjson")
 PYTHON_ENGINE_TESTS=(tests/test_core_*.py tests/test_magics_*.py tests/test_diagnostics.py tests/test_cell_numbers.py
                      tests/test_tensorlog_magic.py tests/test_logfile.py tests/test_saved_index.py
                      tests/test_encode.py tests/test_fastinit.py tests/test_doctor.py)
-# test_engines and test_build_twins run both engines themselves and need the compiled one
-TESTS=("${PYTHON_ENGINE_TESTS[@]}" tests/test_engines.py tests/test_build_twins.py)
+# test_engines, test_build_twins and the torch.compile tests run both engines themselves and
+# need the compiled one; the compile matrix (every backend x engine x way, ~3 min) runs here too:
+# it leans on Dynamo's hooks and cache entries, which a torch release can change
+TESTS=("${PYTHON_ENGINE_TESTS[@]}" tests/test_engines.py tests/test_build_twins.py
+       tests/test_compile.py tests/test_compile_events.py tests/test_compile_matrix.py)
 
 summary=()
 status=0
@@ -53,7 +56,8 @@ run_env() {  # name python requirements...
   local versions
   versions=$("$venv/bin/python" -c "import sys, torch, IPython, ipywidgets; print(f'Python {sys.version.split()[0]}, torch {torch.__version__}, IPython {IPython.__version__}, ipywidgets {ipywidgets.__version__}')")
   local c p
-  c=$("$venv/bin/python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" 2>&1 | tee "$ROOT/$name-compiled.log" | tail -1)
+  c=$(TENSORMAGIC_COMPILE_MATRIX=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider "${TESTS[@]}" 2>&1 \
+      | tee "$ROOT/$name-compiled.log" | tail -1)
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   p=$(TENSORMAGIC_ENGINE=python "$venv/bin/python" -m pytest -q -p no:cacheprovider "${PYTHON_ENGINE_TESTS[@]}" 2>&1 \
       | tee "$ROOT/$name-python.log" | tail -1)

@@ -1,8 +1,10 @@
-"""Every torch.compile backend x engine x way of compiling: results bit-identical tracked vs untracked.
+"""Every torch.compile backend x engine x way of compiling: results bit-identical tracked vs
+untracked, and each compiled call one event.
 
 Slow (inductor compiles cost seconds each), so it runs only where asked:
-``TENSORMAGIC_COMPILE_MATRIX=1 python -m pytest -q -p no:cacheprovider tests/test_compile_matrix.py``.
-The default suite has the fast part (``test_compile.py``).
+``TENSORMAGIC_COMPILE_MATRIX=1 python -m pytest -q -p no:cacheprovider tests/test_compile_matrix.py``
+(``scripts/compat.sh`` runs it on the oldest and newest torch).  The default suite has the fast
+part (``test_compile.py``, ``test_compile_events.py``).
 """
 
 from __future__ import annotations
