@@ -8,7 +8,9 @@ loaded and tracking off, as the W5 row measures it):
 - ``noop``: a Python ``TorchFunctionMode`` whose ``__torch_function__`` only calls the function;
 - ``cmode``: the compiled engine's mode (``make_mode(Tracker(), "c")``) with recording off
   (``make_inert``): torch's dispatch to the mode plus the compiled object's first test;
-- ``track``: ``track()`` (W5: ``%trackgrad on``), what the row measures.
+- ``track``: ``track()`` (W5: ``%trackgrad on``), what the row measures;
+- on request: ``hooks`` (``cmode`` plus tensormagic's global module hooks, ``engine/modules.py``)
+  and ``nodiag`` (``track(diagnostics=None)``; W5: ``%config TensorMagic.diagnostics = 'none'``).
 For W5 the two floors are pushed and popped by ``pre_run_cell``/``post_run_cell`` callbacks, as
 ``%trackgrad on`` does.  No row's tracked ratio can go below its ``noop``/``cmode`` ratio while
 tracking is a function mode: these say whether a row's line is reachable at all.
@@ -45,6 +47,9 @@ import torch  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
 VARIANTS = ("bare", "noop", "cmode", "track")
+#: breakdown rungs, on request (--variants): the compiled mode off plus tensormagic's global module
+#: hooks (what module paths cost before anything is recorded); W5 with no diagnostics selected
+EXTRA = ("hooks", "nodiag")
 
 
 class Noop(TorchFunctionMode):
@@ -63,8 +68,25 @@ def _inert_compiled_mode() -> TorchFunctionMode:
     return m
 
 
-def _floor_mode(variant: str) -> TorchFunctionMode:
-    return Noop() if variant == "noop" else _inert_compiled_mode()
+class _WithHooks:
+    """The compiled mode off, with tensormagic's global module hooks following this thread."""
+
+    def __init__(self) -> None:
+        from tensormagic.engine.modules import ModuleStack
+
+        self.mode, self.stack = _inert_compiled_mode(), ModuleStack()
+
+    def __enter__(self) -> None:
+        self.stack.__enter__()
+        self.mode.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.mode.__exit__(None, None, None)
+        self.stack.__exit__()
+
+
+def _floors() -> dict[str, Any]:
+    return {"noop": Noop(), "cmode": _inert_compiled_mode(), "hooks": _WithHooks()}
 
 
 # -- W5: the %trackgrad on cell in a real shell -----------------------------------------------------------
@@ -80,7 +102,7 @@ class W5:
         self.sink = io.StringIO()
         self.ip.extension_manager.load_extension("tensormagic")
         self._quiet(lambda: self.ip.run_cell(SETUP, store_history=False))
-        self.modes = {v: _floor_mode(v) for v in ("noop", "cmode")}
+        self.modes = _floors()
         self.current: str = "bare"
         self._cbs: dict[str, list[tuple[str, Callable[..., None]]]] = {}
 
@@ -95,13 +117,16 @@ class W5:
         """Switch the shell to ``variant`` (outside any timed region)."""
         if variant == self.current:
             return
-        if self.current == "track":
+        if self.current in ("track", "nodiag"):
             self._quiet(lambda: self.ip.run_cell("%trackgrad off", store_history=False))
+            self._quiet(lambda: self.ip.run_cell("%config TensorMagic.diagnostics = 'all'", store_history=False))
         elif self.current != "bare":
             for ev, cb in self._callbacks(self.current):
                 self.ip.events.unregister(ev, cb)
         self.current = variant
-        if variant == "track":
+        if variant in ("track", "nodiag"):
+            if variant == "nodiag":
+                self._quiet(lambda: self.ip.run_cell("%config TensorMagic.diagnostics = 'none'", store_history=False))
             self._quiet(lambda: self.ip.run_cell("%trackgrad on", store_history=False))
         elif variant != "bare":
             for ev, cb in self._callbacks(variant):
@@ -109,7 +134,7 @@ class W5:
 
     def _callbacks(self, variant: str) -> list[tuple[str, Callable[..., None]]]:
         if variant not in self._cbs:
-            mode = self.modes[variant]
+            mode: Any = self.modes[variant]
 
             def pre(info: Any) -> None:
                 mode.__enter__()
@@ -148,7 +173,7 @@ class Row:
         self.wl = WORKLOADS[key]
         self.run = self.wl.make("cpu", scale)
         self.scale = scale
-        self.modes = {v: _floor_mode(v) for v in ("noop", "cmode")}
+        self.modes = _floors()
         self.current = "bare"
 
     def use(self, variant: str) -> None:
@@ -158,12 +183,12 @@ class Row:
         v = self.current
         if v == "bare":
             self.run()
-        elif v == "track":
+        elif v in ("track", "nodiag"):
             from variants import release_own_recording
 
             import tensormagic
 
-            with tensormagic.track():
+            with tensormagic.track(**({"diagnostics": None} if v == "nodiag" else {})):
                 self.run()
             release_own_recording()
         else:

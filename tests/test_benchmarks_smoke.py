@@ -108,3 +108,19 @@ def test_breakdown_runs_every_rung() -> None:
                  "track(diagnostics=None)", "track() (+ diagnostics)"):  # fmt: skip
         assert rung in proc.stdout, rung
     assert "error" not in proc.stdout
+
+
+def test_floors_runs_every_variant_on_the_shell_cell_and_a_workload(tmp_path: Path) -> None:
+    """benchmarks/floors.py (CPU time) gives a paired ratio for every floor and tracking variant on W5 and W1b."""
+    out = tmp_path / "floors.json"
+    variants = ("bare", "noop", "cmode", "hooks", "nodiag", "track")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "floors.py"), "cpu", "W5", "W1b", "--reps", "1",
+           "--scale", "0.01", "--variants", ",".join(variants), "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {r["key"]: r for r in json.loads(out.read_text())}
+    assert set(got) == {"W5", "W1b"}
+    assert got["W1b"]["ops"] == 100 and got["W5"]["ops"] > 0
+    for r in got.values():
+        assert set(r["variants"]) == set(variants)
+        assert all(v["ratio"] > 0 for v in r["variants"].values())
