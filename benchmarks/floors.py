@@ -196,24 +196,9 @@ class Row:
                 self.run()
 
     def ops(self) -> int:
-        """The torch calls a function mode sees at run time (measure.count_ops's counter would be
-        guarded on by Dynamo, recompiling C1's model until its limit and then running it eagerly)."""
-        m = _RuntimeCounting()
-        self.run()
-        with m:
-            self.run()
-        return m.calls
+        from measure import count_ops
 
-
-class _RuntimeCounting(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(self, f: Any, t: Any, a: Any = (), k: Any = None) -> Any:
-        if not torch.compiler.is_compiling():  # Dynamo traces the other branch: no guard on the count
-            self.calls += 1
-        return f(*a, **(k or {}))
+        return count_ops(self.wl, "cpu", self.scale)
 
 
 def make(key: str, scale: float) -> Any:
