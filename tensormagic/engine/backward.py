@@ -23,6 +23,7 @@ class BackwardRecords:
     tensors: dict[int, tuple[Any, ...]]
     raw: list[tuple[Any, ...]]
     backwards: list[int]
+    backward_spans: list[tuple[int, int, str, Any]]
     preexisting: set[int]
 
     if TYPE_CHECKING:  # Tracker's, which these records are made with
@@ -80,6 +81,13 @@ class BackwardRecords:
             self._add("backward", func, rtid, self.meta(root), where, tuple(grads), (root,))
             if len(self.raw) > n:
                 self.backwards.append(n)
+
+    def note_backward_span(self, start: int, func: Any, where: Any) -> None:
+        """The records from ``start`` on were made while the autograd engine of the backward call
+        ``func`` (at ``where``) ran: by its hooks, its Python ``Function.backward`` methods
+        (``backward_run.py``).  The build notes it on their events.  One entry per such call,
+        never more than the records it covers."""
+        self.backward_spans.append((start, len(self.raw), op_name(func), where))
 
     def _grads_filled(self, func: Any, leaves: list[Any], prev_nonzero: list[bool], where: Any) -> list[tuple[Any, ...]]:
         """After backward(): for each leaf holding a gradient now, the gradient's create record when

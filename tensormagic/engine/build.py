@@ -9,7 +9,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from ..model.events import Event, Fold, GradRecord, TensorRef
+from ..model.events import Event, Fold, GradRecord, TensorRef, where_label
 from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, Tally, TensorRecord, attach_events, set_before
 from . import describe, history, identity, naming
@@ -336,6 +336,8 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
     else:
         refs = _Refs(tr, snap.names)
         events = _python_events(tr, refs, state, place, module_of)
+    if tr.backward_spans:
+        _note_backward(events, tr.backward_spans, place, rec.cell)
     events = _place_seen(events, block, place)
     rec.events = tuple(events)
     rec.folds = tuple(
@@ -524,6 +526,33 @@ def _add_unseen_bound(tr: Tracker, bound: list[tuple[str, torch.Tensor]]) -> Non
     for _name, t in bound:
         if identity.lookup(t) is None:
             tr.see(t, None)
+
+
+#: how a note names the backward call an event happened in
+_BACKWARD_CALLS = {"torch.Tensor.backward": "backward()", "torch.autograd.backward": "autograd.backward()",
+                   "torch.autograd.grad": "autograd.grad()"}  # fmt: skip
+
+
+def _note_backward(events: list[Event], spans: list[tuple[int, int, str, Any]], place: Any, home: int | None) -> None:
+    """Events of records made while a backward call's engine ran (its hooks, Python
+    ``Function.backward`` methods: ``backward_run.py``) say so: ``during backward() at line 7``.
+    A tensor first seen there (a gradient the engine made, handed to a hook) says that no torch op
+    the tracker can see made it.  Before ``_place_seen``: an event's ``seq`` is its record's index."""
+    for start, end, op, where in spans:
+        call = _BACKWARD_CALLS.get(op, f"{op}()")
+        cell, fn, line, _src = place(where) if where is not None and where is not ... else (None, None, None, None)
+        for i in range(start, min(end, len(events))):
+            e = events[i]
+            if e.seq != i:
+                continue
+            at = ""
+            if line is not None and (line, fn, cell) != (e.line, e.file, e.cell):
+                at = " at " + where_label(line, fn, cell, home)
+            if e.kind == "create" and e.origin == "seen":  # not made by the call on its line
+                events[i] = replace(e, op="(no visible op)",
+                                    note=f"first seen during {call}{at}: no torch op the tracker can see made it")
+            else:
+                events[i] = replace(e, note=f"during {call}{at}")
 
 
 def _place_seen(events: list[Event], block: tuple[str, int, int | None] | None,

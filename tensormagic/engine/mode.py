@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import compiled_entry, describe, frames, identity, ops
+from . import backward_run, compiled_entry, describe, frames, identity, ops
 from . import raw as raw_mod
 from .compiled import INSIDE_COMPILED
 from .describe import NO_VERSION, PLAIN
@@ -96,8 +96,11 @@ class TrackMode(TorchFunctionMode):
         action = self._actions.get(func)
         if action is None:
             action = self._classify(func)
-        if action != GENERAL or kwargs or self._busy:
-            if action == SKIP or self._busy:
+        # busy: False, True (a call of the mode's is running), or backward_run.OffThread while
+        # backward's engine runs (true on other threads only): put back as it was after a call
+        busy = self._busy
+        if action != GENERAL or kwargs or busy:
+            if action == SKIP or busy:
                 return func(*args, **kwargs) if kwargs else func(*args)
             if action == WATCHED_SKIP:
                 self._watch(func, args)
@@ -128,7 +131,7 @@ class TrackMode(TorchFunctionMode):
                 self._on_error(func, args, {}, exc)
             raise
         finally:
-            self._busy = False
+            self._busy = busy
         try:
             if isinstance(r, Tensor):
                 if r is a0:
@@ -164,21 +167,25 @@ class TrackMode(TorchFunctionMode):
         st = self._before_call(func, action, args, kwargs, t)
         if st is None:
             return func(*args, **kwargs)
+        busy = self._busy
         self._busy = True
         try:
-            r = func(*args, **kwargs)
+            if st[1] == BACKWARD:  # its engine runs with the mode on the stack: hooks are recorded
+                r = backward_run.run(self, func, args, kwargs)
+            else:
+                r = func(*args, **kwargs)
         except Exception as exc:
             if self.tracker.error_hooks:
                 self._on_error(func, args, kwargs, exc)
             raise
         finally:
-            self._busy = False
+            self._busy = busy
         self._after_call(st, r)
         return r
 
     def _before_call(self, func: Any, action: int, args: Any, kwargs: dict[str, Any], t: int = 0) -> Any:
         """What ``_after_call`` compares with: the written tensor's version, backward's leaves…;
-        None when recording stopped (a watch failed)."""
+        None when recording stopped (a watch failed) or for a backward a hook started."""
         tr = self.tracker
         if action == GENERAL and kwargs and "out" in kwargs and self._find(_getframe(1)) is INSIDE_COMPILED:
             return None  # a compiled graph's kernel filling its own buffer: part of its call's one event
@@ -212,6 +219,8 @@ class TrackMode(TorchFunctionMode):
             v0 = [describe.version(w) if isinstance(w, Tensor) else NO_VERSION for w in written]
         prep: Any = None
         if action == BACKWARD:
+            if self._busy is not False:
+                return None  # started by a hook while backward's engine runs: as torch runs it, mode off
             try:
                 prep = tr.prepare_backward(func, args, kwargs)
             except Exception as e:  # noqa: BLE001 - recording must never change what user code gets
@@ -317,10 +326,12 @@ class CompiledTrackMode(TrackMode):
     def __init__(self, tracker: Tracker) -> None:
         super().__init__(tracker)
         # the compiled path classifies a new function itself, and runs every call from C: the rare
-        # kinds (moves, views, backward, out=) between these two halves of ``_call``
+        # kinds (moves, views, backward, out=) between these two halves of ``_call``, backward's
+        # own run through ``backward_run.run`` as ``_call`` does
         self._classify_now = self._classify
         self._before_now = self._before_call
         self._after_now = self._after_call
+        self._backward_now = partial(backward_run.run, self)
         tr, lines = tracker, tracker.lines
         self._hot = _hotpath.Hot(
             actions=self._actions, state=self.__dict__, slow=MethodType(TrackMode.__torch_function__, self),
@@ -363,7 +374,7 @@ class CompiledTrackMode(TrackMode):
         # the block's end snapshots with the tracker's own methods (the compiled object closes)
         self.__dict__.pop("__torch_function__", None)
         self._dispatch.__dict__.clear()
-        for name in ("_classify_now", "_before_now", "_after_now"):
+        for name in ("_classify_now", "_before_now", "_after_now", "_backward_now"):
             self.__dict__.pop(name, None)
         for name in self._tracker_helpers:
             self.tracker.__dict__.pop(name, None)

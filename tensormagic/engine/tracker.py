@@ -75,6 +75,8 @@ class Tracker(BackwardRecords, RebuiltTensors, CompiledCalls):
         self.t0 = time.perf_counter_ns()
         self._last_move: dict[int, int] = {}
         self.backwards: list[int] = []  # raw indices of the backward records (the end of block looks)
+        #: (first, end) raw indices of records made while backward's engine ran, the call's op and place
+        self.backward_spans: list[tuple[int, int, str, Any]] = []
         #: ids of tensors a factory made empty, (0,): unpickling, ``torch.load`` and DataLoader
         #: workers' batches fill such a tensor by ``set_``, which no function mode sees.  The
         #: next op the block records, or the block's end, looks again (``recheck``).

@@ -110,7 +110,15 @@ def labels(refs: Any) -> str:
 
 
 def describe(e: Event) -> str:
-    """What happened, in one line of plain words (without the tensor's own name and op)."""
+    """What happened, in one line of plain words (without the tensor's own name and op), with the
+    event's note (a create's origin, ``during backward()`` for what a backward hook did)."""
+    text = _describe(e)
+    if e.note and e.kind != "create":  # a create's note is placed after its inputs
+        text += f"  ({e.note})"
+    return text
+
+
+def _describe(e: Event) -> str:
     t = e.tensor
     if e.kind == "create":
         text = meta_words(t)

@@ -22,6 +22,7 @@
 #define SKIP 0
 #define GENERAL 1
 #define INPLACE 2
+#define BACKWARD 4
 #define WATCHED_SKIP -2  /* mode.py: a watched call that records nothing itself */
 #define TMH_MAX_SUSPECTS 256  /* tracker.py's MAX_SUSPECTS */
 

@@ -172,30 +172,40 @@ static int run_watch(Hot *self, PyObject *func, PyObject *args) {
 /* A call of the kinds the Python path records (moves, views, backward, out=, watched calls):
  * TrackMode._before_call, the call itself from here, TrackMode._after_call.  Run from C, so a
  * warning torch raises inside the call points at the caller's line, not at a tensormagic frame.
- * Where the mode does not offer the two halves, the Python path runs it all. */
+ * A backward runs through backward_run.run (its engine with the mode on the stack), as
+ * TrackMode._call runs it; that function sets the busy flags itself.
+ * Where the mode does not offer the halves, the Python path runs it all. */
 static PyObject *run_halves(Hot *self, PyObject *func, long act, PyObject *args, PyObject *kwargs,
                             PyObject *const *a, Py_ssize_t n) {
-    static PyObject *s_before, *s_after;
+    static PyObject *s_before, *s_after, *s_backward;
     if (s_before == NULL && ((s_before = PyUnicode_InternFromString("_before_now")) == NULL ||
-                             (s_after = PyUnicode_InternFromString("_after_now")) == NULL))
+                             (s_after = PyUnicode_InternFromString("_after_now")) == NULL ||
+                             (s_backward = PyUnicode_InternFromString("_backward_now")) == NULL))
         return NULL;
     PyObject *before = PyDict_GetItemWithError(self->state, s_before);  /* borrowed */
     PyObject *after = before == NULL ? NULL : PyDict_GetItemWithError(self->state, s_after);
-    if (after == NULL) {
+    PyObject *backward = after == NULL || act != BACKWARD ? NULL : PyDict_GetItemWithError(self->state, s_backward);
+    if (after == NULL || (act == BACKWARD && backward == NULL)) {
         if (PyErr_Occurred()) return NULL;
         return PyObject_Vectorcall(self->slow, a + 1, n - 1, NULL);
     }
     Py_INCREF(before);
     Py_INCREF(after);
+    Py_XINCREF(backward);
     PyObject *r = NULL, *st = NULL, *pact = PyLong_FromLong(act), *kw = kwargs_dict(kwargs);
     if (pact != NULL && kw != NULL) {
         PyObject *bargs[4] = {func, pact, args, kw};
         st = PyObject_Vectorcall(before, bargs, 4, NULL);  /* raises only as the Python path would */
     }
     if (st != NULL) {
-        self->busy = 1;
-        r = PyObject_Call(func, args, kwargs);
-        self->busy = 0;
+        if (backward != NULL && st != Py_None) {
+            PyObject *rargs[3] = {func, args, kw};  /* kw: the dict _before_call saw (and may have filled) */
+            r = PyObject_Vectorcall(backward, rargs, 3, NULL);
+        } else {
+            self->busy = 1;
+            r = PyObject_Call(func, args, kwargs);
+            self->busy = 0;
+        }
         if (r == NULL) {
             user_call_failed(self, func, args, kwargs);
         } else if (st != Py_None) {
@@ -210,6 +220,7 @@ static PyObject *run_halves(Hot *self, PyObject *func, long act, PyObject *args,
     Py_XDECREF(kw);
     Py_DECREF(before);
     Py_DECREF(after);
+    Py_XDECREF(backward);
     return r;
 }
 
@@ -259,7 +270,16 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
     if (act == -1 && PyErr_Occurred()) return NULL;
     PyObject *busy = PyDict_GetItemWithError(self->state, tmh_s_busy);  /* the Python path's flag */
     if (busy == NULL && PyErr_Occurred()) return NULL;
+    /* besides True and False, backward_run.OffThread while backward's engine runs: true on
+     * threads other than the one that called backward (their calls pass through) */
     if (act == SKIP || busy == Py_True) return PyObject_Call(func, args, kwargs);
+    if (busy != NULL && busy != Py_False) {
+        int other = PyObject_IsTrue(busy);
+        if (other != 0) {
+            if (other < 0) PyErr_Clear();  /* cannot tell: pass the call through, as for a busy mode */
+            return PyObject_Call(func, args, kwargs);
+        }
+    }
     if (act == WATCHED_SKIP) {
         if (run_watch(self, func, args) < 0 && recording_failed(self) < 0) return NULL;
         return PyObject_Call(func, args, kwargs);
