@@ -238,3 +238,25 @@ def test_engines_record_the_same_compiled_block():
         events[engine] = [(e.kind, e.op, e.module, e.line) for e in rec.events]
     assert events["c"] == events["python"]
     assert len(events["c"]) > 5
+
+
+def _double_grad(g: torch.Tensor) -> torch.Tensor:
+    return g * 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_compiled_backward_graphs_ops_are_not_recorded(engine):
+    """aot_eager compiles a backward graph, which runs while backward's engine runs with the mode
+    on the stack: none of its aten ops is an event (they belong to the backward call), the user's
+    hook on a parameter still is, and the gradients are the untracked ones."""
+    model = _mlp()
+    model[0].weight.register_hook(_double_grad)
+    compiled = torch.compile(model, backend="aot_eager")
+    x = torch.randn(3, 4)
+    expected = _step(model, compiled, x)
+    with track(engine=engine) as rec:
+        got = _step(model, compiled, x)
+    assert _same(got, expected)
+    assert not [e for e in rec.events if e.op.startswith("aten.") or (e.file or "").startswith("<eval_with_key>")]
+    hook_line = _double_grad.__code__.co_firstlineno + 1
+    assert [e.op for e in rec.events if e.line == hook_line and e.origin == "op"] == ["torch.Tensor.mul"]

@@ -283,6 +283,34 @@ def out_forms(engine: str, **kw: Any) -> Recording:
     return rec
 
 
+class _Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return g * torch.full_like(x, 2.0) * x  # tensors made in a Function's backward
+
+
+@scenario
+def tensors_made_in_backward_hooks(engine: str, **kw: Any) -> Recording:
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 2)
+    lin.register_full_backward_hook(lambda m, gi, go: (torch.zeros_like(gi[0]),))
+    w = torch.randn(3, requires_grad=True)
+    w.register_hook(lambda g: g * 2)
+    w.register_post_accumulate_grad_hook(lambda p: [p.grad.add_(1)] and None)
+    with tensormagic.track(engine=engine, **kw) as rec:
+        for _ in range(2):
+            lin(_Square.apply(w)).sum().backward()
+            (gw,) = torch.autograd.grad((w * 3).sum(), w)
+            w.grad = None
+    return rec
+
+
 @scenario
 def backward_inputs_retain_grad_and_autograd_grad(engine: str, **kw: Any) -> Recording:
     torch.manual_seed(0)

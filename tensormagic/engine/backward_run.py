@@ -106,6 +106,12 @@ def spec() -> tuple[Callable[..., Any], ...] | None:
     return _spec  # type: ignore[no-any-return]
 
 
+def tensor_backward() -> Any:
+    """``torch.Tensor.backward`` as looked up (None where backward runs as before)."""
+    s = spec()
+    return None if s is None else s[2]
+
+
 def _tensor_backward_args(self: Any, gradient: Any = None, retain_graph: Any = None, create_graph: Any = False,
                           inputs: Any = None) -> tuple[Any, ...]:  # fmt: skip
     """``Tensor.backward``'s parameters (``_TENSOR_BACKWARD``, checked against torch's)."""

@@ -17,7 +17,9 @@ wrapper runs only when a warning is shown.
 
 Not covered: a filter that ignores or raises on the first pass decides with ``mode.py``'s module
 and line (a filter on module ``tensormagic``, which untracked code never matches), and a
-Python-level torch function warning with ``stacklevel`` 2 or more counts the mode's frames too.
+Python-level torch function warning with ``stacklevel`` 2 or more counts the mode's frames too
+(except ``torch.autograd.grad``'s and ``backward``'s own, which ``backward_run.run`` calls: those
+are placed where untracked code places them).
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ import threading
 import warnings
 from typing import Any
 
+from . import backward_run as _backward_run
 from . import mode as _mode
 
 _MODE_FILE = _mode.__file__
+_RUN_FILE = _backward_run.__file__
+_RUN_CODE = _backward_run.run.__code__
 _lock = threading.Lock()
 _users = 0
 _original: Any = None
@@ -37,7 +42,28 @@ _chained = False  # someone wrapped ours since: ours stays in their chain, passi
 
 
 def _located_in_mode(msg: Any) -> bool:
-    return getattr(msg, "filename", None) == _MODE_FILE
+    return getattr(msg, "filename", None) in (_MODE_FILE, _RUN_FILE)
+
+
+def _backward_caller(f: Any) -> Any:
+    """For a warning placed in ``backward_run.run`` (a ``stacklevel=2`` warning of torch's
+    ``autograd.grad``/``backward`` code, which ``run`` called): the frame untracked code would
+    place it at, the caller of the function that warned.  Up from ``run``: the mode's frames,
+    ``handle_torch_function``, then the public function the user called (``F``).  Untracked, ``F``
+    itself called the function that warned when ``F`` is ``Tensor.backward`` (``run`` called
+    ``autograd.backward`` for it), else ``F``'s caller did.  None where the frames are not so."""
+    while f is not None and f.f_code is not _RUN_CODE:
+        f = f.f_back
+    if f is None:
+        return None
+    tensor_backward = f.f_locals.get("func") is _backward_run.tensor_backward()
+    while f is not None and not (f.f_code.co_name == "handle_torch_function" and
+                                 f.f_code.co_filename.endswith("overrides.py")):  # fmt: skip
+        f = f.f_back
+    outer = f.f_back if f is not None else None
+    if outer is None:
+        return None
+    return outer if tensor_backward else outer.f_back
 
 
 def _show(msg: Any) -> None:
@@ -48,17 +74,21 @@ def _show(msg: Any) -> None:
         return original(msg)
     try:
         f = sys._getframe(1)
-        while f is not None and f.f_code.co_filename != _MODE_FILE:
-            f = f.f_back  # up through warnings' own frames to the mode's call of torch
-        while f is not None and f.f_code.co_filename == _MODE_FILE:
-            f = f.f_back  # and past the mode's frames: the caller of the torch function
+        if msg.filename == _RUN_FILE:
+            f = _backward_caller(f)
+        else:
+            while f is not None and f.f_code.co_filename != _MODE_FILE:
+                f = f.f_back  # up through warnings' own frames to the mode's call of torch
+            while f is not None and f.f_code.co_filename == _MODE_FILE:
+                f = f.f_back  # and past the mode's frames: the caller of the torch function
         if f is None:
             return original(msg)
         g = f.f_globals
         registry = g.get("__warningregistry__")
         if not isinstance(registry, dict):
             registry = g["__warningregistry__"] = {}
-        _mode.__dict__.get("__warningregistry__", {}).clear()  # judged again at the user's line
+        for placed in (_mode, _backward_run):  # judged again at the user's line
+            placed.__dict__.get("__warningregistry__", {}).clear()
         warnings.onceregistry.pop((str(msg.message), msg.category), None)
         filename = f.f_code.co_filename
         module = g.get("__name__")
