@@ -232,8 +232,6 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
                 if mod:
                     out.append((r[TID], ln.name(f"{mod} output")))
                 continue
-            if r[FUNC] is None:
-                continue  # first seen there, made by no op: the expression evaluated took it as an input
             expr = ln.expression(where, r[LASTI])
             if expr is None:  # no column positions: the line's called function says it
                 # unless the bytecode says the op ran before that call, making one of its
