@@ -202,17 +202,19 @@ def called_function(source_line: str | None) -> str | None:
     return name.rsplit(".", 1)[-1] if name.split(".", 1)[0] in ("torch", "F", "nn") else name
 
 
-def call_name(source_line: str | None) -> str | None:
-    """The dotted name of the outermost call on a line (``torch.from_numpy``), if there is one."""
-    if not source_line:
-        return None
-    tree = _parse(source_line.strip())
+def _calls(source_line: str | None) -> Iterator[str | None]:
+    """The dotted names of a line's calls, the outermost first (None for ``f(x)(y)``'s inner one)."""
+    tree = _parse(source_line.strip()) if source_line else None
     if tree is None:
-        return None
+        return
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
-            return _dotted(node.func)
-    return None
+            yield _dotted(node.func)
+
+
+def call_name(source_line: str | None) -> str | None:
+    """The dotted name of the outermost call on a line (``torch.from_numpy``), if there is one."""
+    return next(_calls(source_line), None)
 
 
 #: functions that make a tensor without an op a TorchFunctionMode sees (torch.overrides ignores
@@ -226,8 +228,7 @@ def unseen_maker(source_line: str | None) -> str | None:
     (``torch.from_numpy`` in ``o = lin(torch.from_numpy(a))``), the outermost first; None if the
     line calls none.  The name a tensor first met with no op is said to be made by: the line's
     own outermost call is often the op that consumed it (``lin``, ``.relu()``), not its maker."""
-    if not source_line:
-        return None
+    return next((n for n in _calls(source_line) if n and n.rsplit(".", 1)[-1] in UNSEEN_MAKERS), None)
     tree = _parse(source_line.strip())
     if tree is None:
         return None
