@@ -12,13 +12,11 @@ import torch
 from ..model.events import Event, Fold, GradRecord, TensorRef, where_label
 from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, Tally, TensorRecord, attach_events, set_before
-from . import describe, history, identity, naming
-from .autograd import capture
-from .bound_names import LineNames, line_results, name_live
-from .modules import resolve_path
+from . import naming
 from .ops import op_name
 from .raw import EXTRA, FUNC, KIND, META, MODULE, TID, WHERE, create_parts
-from .source import Locator, source_line, source_text
+from .snapshot import NO_OP, Snapshot, module_resolver, take_snapshot
+from .source import Locator, source_text
 from .tracker import Tracker
 
 # The build makes one Event per record and a TensorRef per snapshot: half the cost of the
@@ -92,7 +90,7 @@ def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
         tr.sweep()
     rec.folded_tensors = tr.folded_tensors
     with _gc_paused():
-        snap = _snapshot(tr, rec, namespace=namespace, locator=locator)
+        snap = take_snapshot(tr, rec, namespace=namespace, locator=locator)
     rec._pending = Pending(tr, snap, block, compiled)
     return rec
 
@@ -101,7 +99,7 @@ class Pending:
     """A recording's events, made when first read (``Recording._pending``).  ``compiled`` picks
     the builder: tests make one block's events with each and compare them."""
 
-    def __init__(self, tr: Tracker, snap: _Snapshot, block: tuple[str, int, int | None] | None,
+    def __init__(self, tr: Tracker, snap: Snapshot, block: tuple[str, int, int | None] | None,
                  compiled: bool) -> None:  # fmt: skip
         self.tr = tr
         self.snap = snap
@@ -154,180 +152,17 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-class _Snapshot:
-    """What ``build`` takes when the block ends, for the events made later."""
-
-    def __init__(self, place: Any, names: dict[int, tuple[str, ...]], roots: dict[str, str],
-                 final: dict[int, Any], lines: LineNames, failed: bool) -> None:  # fmt: skip
-        self.place = place
-        self.names = names  # tensor id -> names; the lines' names are added with the events
-        self.roots = roots
-        self.final = final  # tensor id -> metadata of tensors still alive when the block ended
-        self.lines = lines  # what each line binds (its names are found with the events)
-        self.failed = failed
-        self.before: dict[int, Any] = {}  # tid -> provenance of tensors made before the block
-
-    def name_dead(self, raw: list[Any]) -> None:
-        """A tensor gone by the block's end keeps the name its line gave it."""
-        names = self.names
-        for tid, name in line_results(raw, self.lines, failed=self.failed):
-            if tid not in names:
-                names[tid] = name
-
-
-def _placer(locator: Locator | None) -> Any:
-    where_cache: dict[Any, tuple[int | None, str | None, int | None, str | None]] = {}
-
-    def place(where: Any) -> tuple[int | None, str | None, int | None, str | None]:
-        p = where_cache.get(where)
-        if p is None:
-            if where is None:
-                p = (None, None, None, None)
-            else:
-                fn, ln = where
-                loc = locator(fn) if locator is not None else None
-                src = source_line(fn, ln)
-                src = src.strip() if src else None
-                p = (loc[0], None, ln + loc[1], src) if loc is not None else (None, fn, ln, src)
-            where_cache[where] = p
-        return p
-
-    place.cache = where_cache  # type: ignore[attr-defined]  # read by the compiled builder
-    return place
-
-
-def _snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
-              locator: Locator | None) -> _Snapshot:  # fmt: skip
-    bound = list(naming.named_tensors(namespace)) if namespace is not None else []  # one walk
-    tr.close_compiled(final=True)  # compiled calls' outputs, before anything looks for unseen tensors
-    if tr.internal_error is None:  # after a stop, every later tensor would look "unseen"
-        _add_unseen_bound(tr, bound)
-    place = _placer(locator)
-    # Names: namespace first; a tensor gone by now keeps its line's assignment target.
-    names: dict[int, tuple[str, ...]] = {tid: tuple(v) for tid, v in naming.names_by_id(bound).items()}
-    raw = tr.raw
-
-    for tid in list(tr.suspects):  # made empty, maybe filled by an unseen set_(): look again
-        t = tr.alive(tid)
-        if t is not None:
-            tr.recheck(tid, t)
-    _grad_names(tr, names)
-    roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
-    lines = _line_names(tr, place, namespace, roots)
-    live = tr.live_tensors()
-    name_live(raw, lines, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
-              failed=rec.failed)  # fmt: skip
-    final: dict[int, Any] = {}
-    for tid, t in live:
-        final[tid] = tr.meta(t)
-        _remember_provenance(tid, tr.tensors[tid][3], raw, place)
-    if tr.keep_history:  # what this block did to each live tensor, for later cells' %tensorinfo
-        history.remember(raw, final, place)
-    rec.graphs = capture([(f"t{tid}", t) for tid, t in live], lambda t: _name_of(t, names))
-    rec.unreadable = _unreadable(tr, live)
-    # tensors the block met but did not make: where an earlier tracked block made them, if one did
-    # (read now: the provenance of tensors that die is dropped)
-    before = {tid: identity.provenance.get(tid) for tid, info in tr.tensors.items() if info[3] is None}
-    snap = _Snapshot(place, names, roots, final, lines, rec.failed)
-    snap.before = before
-    rec.before = {f"t{tid}": made for tid, made in before.items()}
-    if tr.keep_history:  # each live tensor's history as it stands now, kept for the log and later views
-        rec.histories = {f"t{tid}": h.words() for tid in final if (h := history.histories.get(tid)) is not None}
-    return snap
-
-
-def _grad_names(tr: Tracker, names: dict[int, tuple[str, ...]]) -> None:
-    """Each gradient a backward filled in is ``<leaf>.grad`` (``model.0.weight.grad``): with
-    ``zero_grad(set_to_none=True)`` every step's backward makes a new one.  ``autograd.grad``'s
-    gradients are returned, not stored in ``.grad``: they are named by their line."""
-    raw = tr.raw
-    for idx in tr.backwards:
-        if idx >= len(raw) or raw[idx][FUNC] == "torch.autograd.grad":
-            continue
-        for ltid, _lmeta, _acc, gtid in raw[idx][EXTRA]:
-            leaf = names.get(ltid)
-            if leaf and gtid not in names:
-                names[gtid] = (f"{leaf[0]}.grad",)
-
-
-def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, roots: dict[str, str]) -> LineNames:
-    """Every line the block ran is decided now (the namespace may change later): the names it
-    binds that hold tensors, the value the namespace holds for each, the function it calls."""
-    raw = tr.raw
-    targets: dict[Any, tuple[str, ...] | None] = {}
-    functions: dict[Any, str | None] = {}
-    by_name: dict[str, list[Any]] = {}
-    for where in tr.lines.places():
-        src = place(where)[3]
-        functions[where] = naming.called_function(src)
-        got = naming.assigned_names(src)
-        # ``lin = nn.Linear(…)`` binds a module, ``step`` an int: neither names a tensor
-        if got is not None and namespace is not None:
-            got = tuple(n for n in got if not (n in namespace and not isinstance(namespace[n], torch.Tensor)))
-        targets[where] = got or None
-        for n in got or ():
-            by_name.setdefault(n, []).append(where)
-    bound: dict[Any, list[tuple[str, int | None]]] = {}
-    for n, wheres in by_name.items():
-        v = namespace.get(n) if namespace is not None else None
-        if not isinstance(v, torch.Tensor):
-            continue
-        tid = identity.lookup(v)
-        info = tr.tensors.get(tid) if tid is not None else None
-        idx = info[3] if info is not None else None
-        if idx is not None and idx < len(raw) and raw[idx][TID] == tid and raw[idx][WHERE] in wheres:
-            bound.setdefault(raw[idx][WHERE], []).append((n, idx))
-        elif len(wheres) == 1 and info is not None and tid not in tr.preexisting:
-            # the line bound a tensor no op of its own made: ``p = nn.Parameter(torch.randn(3))``
-            # (no op), ``out = net(torch.randn(2, 4))`` with ``net`` the user's own module or
-            # function (made on its ``return`` line).  Its temporaries are not ``p`` or ``out``.
-            bound.setdefault(wheres[0], []).append((n, None))
-    return LineNames(targets, bound, functions, _module_resolver(roots), tr.lines.expression,
-                     tr.lines.at_outer_call)  # fmt: skip
-
-
-MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest
-
-
-def _unreadable(tr: Tracker, live: list[tuple[int, Any]]) -> dict[str, str]:
-    """Tensor id -> what its snapshots could not say and why (``describe.explain``), for tensors
-    the tracker read only in part: inference, nested, unreadable subclasses.  The block's
-    interned snapshots are looked at first: most blocks have none of these and pay one pass."""
-    odd = {m for m in tr._metas if describe.partial(m)}
-    if not odd:
-        return {}
-    alive = dict(live)
-    out: dict[str, str] = {}
-    for tid, info in tr.tensors.items():
-        if info[1] in odd and tid not in tr.merged:
-            if len(out) == MAX_UNREADABLE:
-                out["..."] = "more tensors like these"
-                break
-            out[f"t{tid}"] = describe.explain(info[1], alive.get(tid))
-    return out
-
-
-def _remember_provenance(tid: int, idx: int | None, raw: list[Any], place: Any) -> None:
-    """Where a live tensor was made, for ``%tensorinfo`` in later cells."""
-    if idx is None or idx >= len(raw) or tid in identity.provenance or raw[idx][TID] != tid:
-        return  # made before this block, or its creation was folded into a count
-    cell, fn, line, src = place(raw[idx][WHERE])
-    func = raw[idx][FUNC]
-    op = op_name(func) if func is not None else (naming.unseen_maker(src) or NO_OP)
-    identity.provenance[tid] = (cell, fn, line, op)
-
-
-def _materialize(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int, int | None] | None,
+def _materialize(tr: Tracker, rec: Recording, snap: Snapshot, block: tuple[str, int, int | None] | None,
                  compiled: bool) -> None:  # fmt: skip
     with _gc_paused():
         _events(tr, rec, snap, block, compiled)
 
 
-def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int, int | None] | None,
+def _events(tr: Tracker, rec: Recording, snap: Snapshot, block: tuple[str, int, int | None] | None,
             compiled: bool) -> None:  # fmt: skip
     place, raw = snap.place, tr.raw
     snap.name_dead(raw)
-    module_of = _module_resolver(snap.roots)
+    module_of = module_resolver(snap.roots)
     state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
     refs: Any
     if compiled:
@@ -350,21 +185,6 @@ def _events(tr: Tracker, rec: Recording, snap: _Snapshot, block: tuple[str, int,
     # TensorRecords (and which events touched each) are made when first read: a log needs only
     # the final snapshots
     rec._pending_tensors = lambda r: _tensor_records(tr, final, r.events, snap.before, r.histories)
-
-
-def _module_resolver(roots: dict[str, str]) -> Any:
-    """A record's module path -> its dotted name under the namespace's roots (cached per path;
-    ``.cache`` is the cache, read by the compiled builder)."""
-    paths: dict[str | None, str | None] = {}
-
-    def module_of(path: str | None) -> str | None:
-        got = paths.get(path, _UNSET)
-        if got is _UNSET:
-            got = paths[path] = resolve_path(path, roots)
-        return got  # type: ignore[return-value]
-
-    module_of.cache = paths  # type: ignore[attr-defined]
-    return module_of
 
 
 def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dict[int, Any], place: Any,
@@ -461,13 +281,6 @@ def _other_kw(refs: Any, r: tuple[Any, ...]) -> dict[str, Any]:
     return kw
 
 
-_UNSET = object()
-
-
-#: the op of a tensor first met with no op, where its line names no maker (the compiled builder's too)
-NO_OP = "(no visible op)"
-
-
 def _seen_note(op: str, note: str | None, inputs: tuple[TensorRef, ...]) -> str:
     if note == "grad":
         leaf = inputs[0].label if inputs else "a leaf"
@@ -521,11 +334,6 @@ def _aliases(tr: Tracker, refs: _Refs, state: dict[int, Any], tid: int, idx: int
     return tuple(out)
 
 
-def _add_unseen_bound(tr: Tracker, bound: list[tuple[str, torch.Tensor]]) -> None:
-    """Tensors bound in the namespace that no op ever touched (``b = torch.from_numpy(a)``)."""
-    for _name, t in bound:
-        if identity.lookup(t) is None:
-            tr.see(t, None)
 
 
 #: how a note names the backward call an event happened in
@@ -582,14 +390,6 @@ def _place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
                     if x.line is not None and x.line > line and x.cell == cell and x.file == fn), len(out))  # fmt: skip
         out.insert(pos, moved)
     return [ev if ev.seq == i else replace(ev, seq=i) for i, ev in enumerate(out)]
-
-
-def _name_of(t: Any, names: dict[int, tuple[str, ...]]) -> str | None:
-    tid = identity.lookup(t)
-    if tid is None:
-        return None
-    n = names.get(tid)
-    return n[0] if n else None
 
 
 def _final_refs(tr: Tracker, refs: _Refs, state: dict[int, Any], final: dict[int, Any]) -> dict[str, TensorRef]:

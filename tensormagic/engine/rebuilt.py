@@ -4,7 +4,7 @@ worker's batch make ``torch.empty(0)`` (seen) and then fill it with ``set_()`` (
 A mixin of ``Tracker`` (``tracker.py``): both engines put the id of a tensor an op made empty,
 with no inputs, in ``suspects``; the next op the block records (``_recheck``, called by
 ``Tracker._created``, ``record_outputs``, ``record_write`` and their compiled twins) or the
-block's end (``build._snapshot``) looks at each again, and a suspect whose metadata moved with no
+block's end (``snapshot.take_snapshot``) looks at each again, and a suspect whose metadata moved with no
 record gets a creation record saying what it is now.
 """
 
