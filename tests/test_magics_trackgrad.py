@@ -213,19 +213,44 @@ def test_internal_recording_failure_switches_auto_tracking_off(ip):
     assert result.success and not auto.active and _len_torch_function_stack() == 0
 
 
-ASYNC_DEF = "import asyncio\nasync def made(n):\n    await asyncio.sleep(0)\n    return torch.ones(n)"
+# A shell of its own, in a fresh process: IPython drives a top-level ``await`` with an event loop
+# of this thread, and in the full suite the browser tests' session-long ``sync_playwright()``
+# keeps one running in pytest's main thread (then even the untracked cell cannot run).
+AWAIT_SCRIPT = r"""
+import json, sys
+import torch
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+ip = InteractiveShell.instance()
+ip.run_cell("%load_ext tensormagic")
+ip.run_cell("import asyncio, torch\nasync def made(n):\n    await asyncio.sleep(0)\n    return torch.ones(n)")
+plain = ip.run_cell("a = await made(3)\na * 2", store_history=True)
+with capture_output():
+    tracked = ip.run_cell("%%trackgrad -o rec\nb = await made(3)\nc = b * 2\nawait made(2)", store_history=True)
+rec = ip.user_ns.get("rec")
+json.dump({
+    "plain": plain.success and plain.result.tolist(),
+    "tracked": tracked.success and tracked.result.tolist(),
+    "error": repr(tracked.error_in_exec),
+    "c": ip.user_ns["c"].tolist() if "c" in ip.user_ns else None,
+    "made": [[e.op.rsplit(".", 1)[-1], e.tensor.label] for e in rec.events if e.kind == "create"] if rec else None,
+}, sys.stdout)
+print()
+"""
 
 
-def test_cell_magic_runs_top_level_await_as_the_untracked_cell_does(ip):
+def test_cell_magic_runs_top_level_await_as_the_untracked_cell_does():
     """A %%trackgrad cell with top-level ``await`` (IPython's autoawait) runs, returns the awaited
     last expression and records the ops of the awaited code, as the same cell untracked runs."""
-    run(ip, ASYNC_DEF)
-    plain = run(ip, "a = await made(3)\na * 2")
-    assert plain.success and torch.equal(plain.result, torch.full((3,), 2.0))
-    with capture_output():
-        tracked = run(ip, "%%trackgrad -o rec\nb = await made(3)\nc = b * 2\nawait made(2)")
-    assert tracked.success, tracked.error_in_exec
-    assert torch.equal(ip.user_ns["c"], plain.result) and torch.equal(tracked.result, torch.ones(2))
-    rec = ip.user_ns["rec"]
-    made = [(e.op.rsplit(".", 1)[-1], e.tensor.label) for e in rec.events if e.kind == "create"]
-    assert made[:2] == [("ones", "b"), ("mul", "c")] and made[2][0] == "ones" and len(made) == 3
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", AWAIT_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])  # a failing cell prints its traceback first
+    assert got["plain"] == [2.0, 2.0, 2.0]
+    assert got["tracked"] == [1.0, 1.0], got["error"]
+    assert got["c"] == got["plain"]
+    made = got["made"]
+    assert made[:2] == [["ones", "b"], ["mul", "c"]] and made[2][0] == "ones" and len(made) == 3
