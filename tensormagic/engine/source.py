@@ -132,21 +132,22 @@ class LineFinder:
         """The source text of the expression the user's code was evaluating at bytecode offset
         ``lasti`` of line ``where`` (``pred.argmax(1) == yb``), or None where it cannot be said
         (Python 3.10 has no column positions; an offset this finder never returned)."""
-        for code, ok, offsets, _lines in self._cache.values():
-            hit = offsets.get(lasti) if ok else None
-            if hit is not None and hit[0] == where:
-                return _expression_at(code, lasti)
-        return None
-
+        code = self._code_at(where, lasti)
+        return _expression_at(code, lasti) if code is not None else None
 
     def at_outer_call(self, where: tuple[str, int], lasti: int) -> bool | None:
         """Whether bytecode offset ``lasti`` of line ``where`` is the line's last call (the
         function the line calls, which runs after its arguments are made), from the bytecode:
         Python 3.10 has no column positions to name the expression.  None where it cannot be said."""
+        code = self._code_at(where, lasti)
+        return _is_last_call(code, lasti) if code is not None else None
+
+    def _code_at(self, where: tuple[str, int], lasti: int) -> CodeType | None:
+        """The user's code whose bytecode offset ``lasti`` this finder placed at line ``where``."""
         for code, ok, offsets, _lines in self._cache.values():
             hit = offsets.get(lasti) if ok else None
             if hit is not None and hit[0] == where:
-                return _is_last_call(code, lasti)
+                return code
         return None
 
 
