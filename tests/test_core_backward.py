@@ -124,37 +124,24 @@ def test_backward_into_a_non_leaf_input_reads_no_grad_of_a_non_leaf(engine: str)
     assert grads(e) == [("h", False)]
 
 
+#: the forms ``inputs=`` takes besides a list: a dict (torch takes its values), a generator
+#: (tracking must not use it up before torch does), one tensor
+INPUT_FORMS = {
+    "dict": lambda w: {"w": w},
+    "generator": lambda w: (t for t in [w]),
+    "one tensor": lambda w: w,
+}
+
+
+@pytest.mark.parametrize("form", INPUT_FORMS)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_backward_inputs_as_a_dict_names_its_tensors(engine: str) -> None:
-    """backward(inputs={"w": w}) (torch takes a dict's values) lists w as the leaf it filled."""
+def test_backward_inputs_in_any_form_fill_and_name_w(engine: str, form: str) -> None:
+    """backward(inputs=…) as a dict, a generator or one tensor fills w as untracked and lists w as the leaf it filled."""
+    make = INPUT_FORMS[form]
     with tensormagic.track(engine=engine, diagnostics=None) as rec:
         w = torch.ones(2, requires_grad=True)
         b = torch.ones(2, requires_grad=True)
-        (w * b * 3).sum().backward(inputs={"w": w})
-    assert torch.equal(w.grad, torch.full((2,), 3.0)) and b.grad is None  # torch: d(3wb)/dw = 3b
-    (e,) = rec.filter(kind="backward")
-    assert grads(e) == [("w", False)]
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_backward_inputs_from_a_generator_gets_torch_its_tensors(engine: str) -> None:
-    """backward(inputs=<generator>) fills w as untracked (tracking must not use up the generator), and lists w."""
-    with tensormagic.track(engine=engine, diagnostics=None) as rec:
-        w = torch.ones(2, requires_grad=True)
-        b = torch.ones(2, requires_grad=True)
-        (w * b * 3).sum().backward(inputs=(t for t in [w]))
-    assert torch.equal(w.grad, torch.full((2,), 3.0)) and b.grad is None  # torch, untracked: the same
-    (e,) = rec.filter(kind="backward")
-    assert grads(e) == [("w", False)]
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_backward_inputs_as_one_tensor_names_it(engine: str) -> None:
-    """Tensor.backward(inputs=w), one tensor rather than a list, lists w as the leaf it filled."""
-    with tensormagic.track(engine=engine, diagnostics=None) as rec:
-        w = torch.ones(2, requires_grad=True)
-        b = torch.ones(2, requires_grad=True)
-        (w * b * 3).sum().backward(inputs=w)
+        (w * b * 3).sum().backward(inputs=make(w))
     assert torch.equal(w.grad, torch.full((2,), 3.0)) and b.grad is None  # torch: d(3wb)/dw = 3b
     (e,) = rec.filter(kind="backward")
     assert grads(e) == [("w", False)]
