@@ -298,7 +298,7 @@ def _row(name: str, t: torch.Tensor) -> tuple[str, ...]:
 NOT_A_PATH = object()
 
 
-def resolve_path(namespace: Mapping[str, Any], text: str) -> Any:
+def object_by_report_name(namespace: Mapping[str, Any], text: str) -> Any:
     """The object a report's dotted name means (``model.0.weight``, ``m.transformer.h.1.attn``,
     ``model.0.weight.grad``): a namespace name, then child modules by their keys (a
     ``Sequential``'s ``0``) and attributes.  ``NOT_A_PATH`` where ``text`` is not such a name;

@@ -94,14 +94,14 @@ class TensorMagic(Magics):
         show(rec, opts.display, self.shell, summary=summary)
 
     def _eval(self, expr: str) -> Any:
-        from ..info import NOT_A_PATH, resolve_path
+        from ..info import NOT_A_PATH, object_by_report_name
 
         try:
             return self.shell.ev(expr)
         except SyntaxError as e:
             syntax = f"could not evaluate {expr!r}: SyntaxError: {e}"
             try:  # a name as the reports write it: model.0.weight
-                value = resolve_path(self.shell.user_ns, expr)
+                value = object_by_report_name(self.shell.user_ns, expr)
             except Exception as e:  # noqa: BLE001 - any user error becomes a one-line usage message
                 raise UsageError(f"could not find {expr!r}: {type(e).__name__}: {e}") from None
             if value is NOT_A_PATH:
