@@ -270,6 +270,26 @@ def test_module_paths_through_containers_are_attribute_paths(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_children_called_by_forward_are_named_below_their_parent(engine):
+    """``net.forward(x)`` runs ``net``'s children without calling ``net``: their ops are in
+    ``net.0``, ``net.1``, ``net.2``, not in modules named by their class."""
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with tensormagic.track(engine=engine) as rec:
+        net.forward(torch.randn(3, 4))
+    assert [e.module for e in rec.events if e.module] == ["net.0", "net.1", "net.2"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_module_no_variable_reaches_keeps_its_class_name(engine):
+    """A module no variable holds, nor any module a variable holds, is named by its class."""
+    net = nn.Sequential(nn.Linear(4, 2))  # noqa: F841 - searched, and does not hold the module below
+    kept = [nn.Linear(4, 2)]  # a list holds it: no module path leads to it
+    with tensormagic.track(engine=engine) as rec:
+        kept[0](torch.randn(3, 4))
+    assert {e.module for e in rec.events if e.module} == {"Linear"}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_gpt2_block_paths_name_their_layer(engine):
     """A transformers GPT-2 (built from a config, offline) runs its blocks from ``transformer.h``,
     a ModuleList: their ops are in ``m.transformer.h.0.attn`` ... ``m.transformer.h.1.mlp.c_fc``."""

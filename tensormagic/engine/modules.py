@@ -92,10 +92,11 @@ def _uninstall() -> None:
 MAX_SEARCH = 10_000
 
 
-def _descendant_path(parent: Any, mod: Any) -> str | None:
-    """``h.0``: the attribute path from ``parent`` to ``mod`` where ``mod`` sits deeper than a
-    child, as a ``ModuleList``'s items do (containers are never called, so no hook put them on the
-    stack); breadth first, so the shortest path of a module reachable twice.  None if not below."""
+def descendant_path(parent: Any, mod: Any) -> str | None:
+    """``h.0``: the attribute path from ``parent`` to ``mod`` (a child's name, or a longer path
+    where ``mod`` sits deeper, as a ``ModuleList``'s items do: containers are never called, so no
+    hook put them on the stack); breadth first, so the shortest path of a module reachable twice.
+    None if not below."""
     level = [("", parent)]
     seen = {id(parent)}
     while level and len(seen) < MAX_SEARCH:
@@ -170,7 +171,7 @@ class ModuleStack:
             return got[1]
         name = next((n for n, c in parent._modules.items() if c is mod), None)
         if name is None:  # not a child: a module of a container the parent iterates (self.h[i]), or none
-            name = _descendant_path(parent, mod) or type(mod).__name__
+            name = descendant_path(parent, mod) or type(mod).__name__
         path = sys.intern(f"{ppath}.{name}")  # one string per path, not one per call
         self._child_paths[key] = (ppath, path)
         return path

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import torch
 
 from . import describe, identity
+from .modules import descendant_path
 
 _SKIP_PREFIXES = ("_",)
 _SKIP_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
@@ -104,12 +105,26 @@ def names_by_id(pairs: Iterable[tuple[str, torch.Tensor]]) -> dict[int, list[str
 
 
 def module_name(ns: Mapping[str, Any] | None, mod: Any) -> str | None:
+    """The variable that holds ``mod``, or the attribute path to it below a module a variable
+    holds (``net.0``: ``net.forward(x)`` calls ``net``'s children without calling ``net``, so
+    they are the first modules the block sees); the shortest such path, None if there is none."""
     if ns is None:
         return None
+    holders = []
     for name, v in _user_names(ns):
         if v is mod:
             return name
-    return None
+        if isinstance(v, torch.nn.Module):
+            holders.append((name, v))
+    best: str | None = None
+    for name, v in holders:
+        try:
+            below = descendant_path(v, mod)
+        except Exception:  # noqa: BLE001 - a user module whose ``_modules`` raises holds nothing we can name
+            continue
+        if below is not None and (best is None or len(name) + 1 + len(below) < len(best)):
+            best = f"{name}.{below}"
+    return best
 
 
 @functools.lru_cache(maxsize=256)
