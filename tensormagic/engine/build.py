@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import fields, replace
+from operator import itemgetter
 from typing import Any, Iterator, Mapping
 
 import torch
@@ -119,12 +121,15 @@ class Pending:
         return self._tally
 
     def _count(self) -> Tally:
-        counts: dict[str, int] = {}
+        raw = self.tr.raw
+        # every cell pays this for its summary line: the kinds counted at C speed (first-seen
+        # order, as a loop would make), the rare moves looked at only where there are some
+        counts: dict[str, int] = dict(Counter(map(itemgetter(KIND), raw)))
         moves = casts = moved = 0
-        for r in self.tr.raw:
-            kind = r[KIND]
-            counts[kind] = counts.get(kind, 0) + 1
-            if kind == "move":
+        if "move" in counts:
+            for r in raw:
+                if r[KIND] != "move":
+                    continue
                 meta, smeta = r[META], r[EXTRA][1]
                 if _device(smeta[2]) != _device(meta[2]):
                     moves += 1
