@@ -109,3 +109,18 @@ def test_a_huge_history_table_is_cut_before_the_line_bound():
     line = bounded_cell_line(d)
     got = loads(line)
     assert len(line) <= MAX_LINE and "histories" not in got and got["histories_omitted"] == 10_000
+
+
+def test_recording_keeps_the_history_as_it_stood_at_its_end(ip):
+    """A recording's histories are those at its block's end, even when read after a later cell wrote the tensor."""
+    from tensormagic import last_recording
+
+    run(ip, "%trackgrad on --quiet")
+    made = run(ip, "w = torch.zeros(2)").execution_count
+    first = last_recording()
+    written = run(ip, "for _ in range(2):\n    w.add_(1)").execution_count
+    second = last_recording()
+    run(ip, "%trackgrad off")
+    tid = f"t{identity.lookup(ip.user_ns['w'])}"
+    assert first.histories == {tid: f"made In[{made}] line 1 (torch.zeros)"}
+    assert second.histories[tid] == f"made In[{made}] line 1 (torch.zeros); written In[{written}] line 2 (add_) ×2"

@@ -53,14 +53,28 @@ class History:
 
     def words(self) -> str:
         """``made In[3] line 2 (torch.randn); written In[5] line 4 (add_); … 12 more …; …``"""
-        parts = [_entry_words(e) for e in self.head]
-        if self.between:
-            parts.append(f"… {self.between:,} more …")
-        parts.extend(_entry_words(e) for e in self.tail)
-        return "; ".join(parts)
+        return frozen_words(self.freeze())
+
+    def freeze(self) -> Frozen:
+        """The entries as they stand now (later blocks add to this history, and count into its
+        last entry): what ``frozen_words`` puts in words, later, as ``words`` would have now."""
+        return tuple(map(tuple, self.head)), self.between, tuple(map(tuple, self.tail))
 
 
-def _entry_words(e: Entry) -> str:
+#: ``History.freeze``: (head entries, how many fell between, tail entries)
+Frozen = tuple[tuple[tuple[Any, ...], ...], int, tuple[tuple[Any, ...], ...]]
+
+
+def frozen_words(frozen: Frozen) -> str:
+    head, between, tail = frozen
+    parts = [_entry_words(e) for e in head]
+    if between:
+        parts.append(f"… {between:,} more …")
+    parts.extend(_entry_words(e) for e in tail)
+    return "; ".join(parts)
+
+
+def _entry_words(e: Entry | tuple[Any, ...]) -> str:
     cell, file, line, verb, op, n = e
     at = f"In[{cell}] line {line}" if cell is not None else f"{(file or '?').rsplit('/', 1)[-1]}:{line}"
     short = op.removeprefix("torch.Tensor.")

@@ -125,6 +125,21 @@ class _Built:
         obj.__dict__[self.attr] = value
 
 
+class _Later(_Built):
+    """A field the block's end leaves for its first read, like ``_Built``'s ``_pending_<name>``,
+    but made without the events: its maker reads only what the block's end took."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return None  # the dataclass default: filled per instance below
+        value = obj.__dict__.get(self.attr)
+        if value is None:
+            later = obj.__dict__.get("_pending" + self.attr)
+            obj.__dict__["_pending" + self.attr] = None
+            value = obj.__dict__[self.attr] = later(obj) if later is not None else self.empty()
+        return value
+
+
 @dataclass
 class Recording:
     """What a tracked block did.  Filled in when the block ends (events on first read)."""
@@ -151,8 +166,9 @@ class Recording:
     #: tensor id -> where an earlier tracked block made it (cell, file, line, op), or None when no
     #: tracked block saw it made, for the tensors that existed before the block (``made_before``)
     before: dict[str, Any] = field(default_factory=dict)
-    #: tensor id -> its history across tracked blocks at this block's end, in words (``history``)
-    histories: dict[str, str] = field(default_factory=dict)
+    #: tensor id -> its history across tracked blocks at this block's end, in words (``history``);
+    #: put in words on first read, from the entries the block's end copied
+    histories: dict[str, str] = _Later(dict)  # type: ignore[assignment]
     #: tensors past ``max_events`` that no kept event names and that died in the block: counted
     #: here, not kept (the way ``folds`` counts events)
     folded_tensors: int = 0
@@ -160,6 +176,8 @@ class Recording:
     _pending_tensors: Callable[[Recording], dict[str, TensorRecord]] | None = field(
         default=None, repr=False, compare=False)
     _final_refs: dict[str, TensorRef] | None = field(default=None, repr=False, compare=False)
+    _pending_histories: Callable[[Recording], dict[str, str]] | None = field(default=None, repr=False,
+                                                                               compare=False)
 
     # -- queries ---------------------------------------------------------------------------
     def filter(self, kind: str | None = None, line: int | None = None, name: str | None = None,
