@@ -111,6 +111,17 @@ def test_a_huge_history_table_is_cut_before_the_line_bound():
     assert len(line) <= MAX_LINE and "histories" not in got and got["histories_omitted"] == 10_000
 
 
+def test_history_counts_a_loop_line_into_its_entry_past_the_head(ip):
+    """Within one cell a line repeated by a loop is one entry ×N, in the tail as in the head."""
+    run(ip, "%trackgrad on --quiet")
+    n = run(ip, "w = torch.zeros(2)\nw.add_(1)\nw.add_(1)\nfor _ in range(3):\n    w.mul_(2)\nw.sub_(1)").execution_count
+    run(ip, "%trackgrad off")
+    at = f"In[{n}] line"
+    assert history.of(ip.user_ns["w"]).words() == (
+        f"made {at} 1 (torch.zeros); written {at} 2 (add_); written {at} 3 (add_); "
+        f"written {at} 5 (mul_) ×3; written {at} 6 (sub_)")
+
+
 def test_recording_keeps_the_history_as_it_stood_at_its_end(ip):
     """A recording's histories are those at its block's end, even when read after a later cell wrote the tensor."""
     from tensormagic import last_recording

@@ -89,21 +89,31 @@ def remember(raw: list[Any], live: Iterable[int], place: Any) -> None:
     wanted = set(live)
     if not wanted:
         return
+    # tid -> (where, func, kind) of its record just added and the entry that took it: a loop's
+    # repeats of one line (a parameter written at each step) count into that entry at once
+    last: dict[int, tuple[Any, Entry]] = {}
     for r in raw:
         tid = r[TID]
         if tid not in wanted:
             continue
-        verb = _VERB.get(r[KIND])
+        kind = r[KIND]
+        verb = _VERB.get(kind)
         if verb is None:
             continue
-        if r[KIND] == "move":  # in place (``Module.to``, ``copy_``) moves it, else it makes a new one
+        if kind == "move":  # in place (``Module.to``, ``copy_``) moves it, else it makes a new one
             verb = "moved" if r[EXTRA][2] else "made"
+        key = (r[WHERE], r[FUNC], verb)
+        got = last.get(tid)
+        if got is not None and got[0] == key:
+            got[1][5] += 1  # what History.add does with the same entry again
+            continue
         cell, fn, line, _src = place(r[WHERE])
         func = r[FUNC]
         h = histories.get(tid)
         if h is None:
             h = histories[tid] = History()
         h.add([cell, fn, line, verb, op_name(func) if func is not None else "no visible op", 1])
+        last[tid] = (key, h.tail[-1] if h.tail else h.head[-1])
 
 
 def of(t: Any) -> History | None:
