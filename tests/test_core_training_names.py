@@ -322,3 +322,35 @@ def test_argument_of_a_module_call_is_not_its_temporary_on_310(engine):
     assert [e.tensor.label for e in args] == [e.tensor.id for e in args] and len(args) == 2
     inside = [e for e in rec.filter(kind="create") if e.line == _line("norm = nn.utils") and e.tensor.label != "norm"]
     assert inside and {e.tensor.label for e in inside} == {"clip_grad_norm_ temporary"}
+
+
+class _Odd(nn.Module):
+    """A module whose own ``named_parameters`` yields a non-tensor beside its parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def named_parameters(self, *args, **kwargs):  # type: ignore[override]
+        yield "w", self.w
+        yield "inner", nn.Linear(1, 1, bias=False)
+
+
+def test_namespace_names_cover_tensors_grads_modules_buffers_and_containers():
+    """Each namespace value gives its names in order: a tensor (and a leaf's .grad), a module's
+    parameters (with grads) and buffers, what a module's own named_parameters yields, containers."""
+    from tensormagic.engine.naming import named_tensors
+
+    leaf = torch.ones(2, requires_grad=True)
+    (leaf * 2).sum().backward()
+    bn = nn.BatchNorm1d(2)
+    bn.weight.grad = torch.zeros(2)
+    odd = _Odd()
+    ns = {"_hidden": leaf, "leaf": leaf, "made": leaf * 3, "bn": bn, "odd": odd, "pair": [leaf, 1],
+          "d": {"k": leaf}, "In": leaf}
+    got = [(n, t) for n, t in named_tensors(ns)]
+    assert [n for n, _ in got] == [
+        "leaf", "leaf.grad", "made", "bn.weight", "bn.weight.grad", "bn.bias", "bn.running_mean",
+        "bn.running_var", "bn.num_batches_tracked", "odd.w", "odd.inner.weight", "pair[0]", "pair[0].grad",
+        "d['k']", "d['k'].grad"]
+    assert got[1][1] is leaf.grad and got[4][1] is bn.weight.grad and got[6][1] is bn.running_mean

@@ -49,6 +49,11 @@ def attr(t: Any, name: str) -> Any:
         return get(t)
 
 
+def getter(name: str) -> Callable[[Any], Any]:
+    """``TensorBase``'s own getter of ``name``: what ``attr`` calls for a plain tensor."""
+    return _GETTERS[name]
+
+
 def call_unwrapped(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` with every subclass's ``__torch_function__`` off: a record hook, watch or write
     gate (diagnostics) reading a subclass's attributes the plain way."""

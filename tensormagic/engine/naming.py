@@ -16,13 +16,13 @@ from .modules import descendant_path
 _SKIP_PREFIXES = ("_",)
 _SKIP_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
 MAX_CONTAINER = 64
+_PLAIN = describe.PLAIN
+_is_leaf, _grad = describe.getter("is_leaf"), describe.getter("grad")
 
 
-def _user_names(ns: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    for k, v in list(ns.items()):
-        if k.startswith(_SKIP_PREFIXES) or k in _SKIP_NAMES:
-            continue
-        yield k, v
+def _user_names(ns: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    # one comprehension: a shell's namespace holds mostly ``_i12``, ``_12``… (one per cell run)
+    return [(k, v) for k, v in list(ns.items()) if not (k.startswith(_SKIP_PREFIXES) or k in _SKIP_NAMES)]
 
 
 def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -30,12 +30,19 @@ def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
     ``d["w"]``, and ``x.grad`` for leaves."""
     optimizers = []
     label: dict[int, str] = {}  # id(tensor) -> its first name: an optimizer's state is named by its parameter
+    tensor, module, optimizer = torch.Tensor, torch.nn.Module, torch.optim.Optimizer
     for name, v in _user_names(ns):
-        if isinstance(v, torch.optim.Optimizer):
+        found: list[tuple[str, torch.Tensor]] = []
+        if isinstance(v, optimizer):
             optimizers.append((name, v))
             continue
         try:
-            found = list(_expand(name, v, depth=0))
+            if isinstance(v, tensor):  # _expand's common cases, without a generator each
+                _add_tensor(found, name, v)
+            elif isinstance(v, module):
+                _add_module(found, name, v)
+            else:
+                found = list(_expand(name, v, depth=0))
         except Exception:  # noqa: BLE001 - a user object whose attributes raise is simply not a tensor
             continue
         for n, t in found:
@@ -47,6 +54,40 @@ def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
         except Exception:  # noqa: BLE001 - a user optimizer with an unusual state
             continue
         yield from found
+
+
+def _add_tensor(out: list[tuple[str, torch.Tensor]], name: str, v: torch.Tensor) -> None:
+    """``_expand`` of one tensor: it, and its ``.grad`` where it is a leaf that has one."""
+    out.append((name, v))
+    if type(v) in _PLAIN:  # describe.flag and describe.attr's own fast case, inline: no subclass code runs
+        try:
+            g = _grad(v) if _is_leaf(v) else None
+        except Exception:  # noqa: BLE001 - as below
+            g = None
+    elif describe.flag(v, "is_leaf"):  # read without a subclass's __torch_function__
+        try:
+            g = describe.attr(v, "grad")
+        except Exception:  # noqa: BLE001 - a gradient that cannot be read is not named
+            g = None
+    else:
+        g = None
+    if g is not None:
+        out.append((f"{name}.grad", g))
+
+
+def _add_module(out: list[tuple[str, torch.Tensor]], name: str, v: torch.nn.Module) -> None:
+    """``_expand`` of a module: its parameters (with their gradients) and its buffers."""
+    try:
+        for pn, p in v.named_parameters():
+            if isinstance(p, torch.Tensor):
+                _add_tensor(out, f"{name}.{pn}", p)
+            else:  # a module whose own named_parameters yields something else
+                out.extend(_expand(f"{name}.{pn}", p, 1))
+        for bn, b in v.named_buffers():
+            if b is not None:
+                out.append((f"{name}.{bn}", b))
+    except Exception:  # noqa: BLE001 - a user module with a broken named_parameters
+        return
 
 
 MAX_STATE = 4096  # parameters whose optimizer state is named (bounded: a walk per block end)
@@ -179,6 +220,7 @@ def _flat_names(tgt: ast.AST) -> tuple[str, ...] | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)  # read for every line of every block's end: a line's text decides it
 def assigned_names(source_line: str | None) -> tuple[str, ...] | None:
     """Every name a line binds, in order: ``("y",)`` for ``y = x + 2``, ``("a", "b")`` for
     ``a, b = f(x)``, ``("step", "xb", "yb")`` for ``for step, (xb, yb) in enumerate(loader):``."""
@@ -194,6 +236,7 @@ def assigned_names(source_line: str | None) -> tuple[str, ...] | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)  # read for every line of every block's end: a line's text decides it
 def called_function(source_line: str | None) -> str | None:
     """The function a line calls, as a temporary made inside it is named: ``clip_grad_norm_``
     for ``torch.nn.utils.clip_grad_norm_(…)``, ``opt.step``, ``loader`` for
