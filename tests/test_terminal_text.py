@@ -130,3 +130,24 @@ def test_summary_words_agree_with_their_counts(ip) -> None:
     assert words + " · 4 tensors ·" in header_html(rec)
     assert "0 views, 0 in-place, 0 moves, 0 casts" in ip.user_ns["one"].summary_line()
     assert " · 1 tensor · " in header_html(ip.user_ns["one"])
+
+
+def test_every_control_and_bidi_character_is_escaped_and_plain_text_kept() -> None:
+    """Each C0/DEL/C1 control and bidi or separator character alone in plain text is escaped (C0/C1 as
+    \\xNN, the others as \\uNNNN, newline and tab by inert_line only); text without them is unchanged."""
+    from tensormagic.views.inert import inert, inert_line
+
+    controls = [c for c in (*range(0x20), *range(0x7F, 0xA0))]
+    others = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029]
+    for c in controls + others:
+        esc = f"\\x{c:02x}" if c in controls else f"\\u{c:04x}"
+        if c == 0x0A:
+            esc = "\\n"
+        elif c == 0x09:
+            esc = "\\t"
+        assert inert_line(f"tensormagic · {chr(c)}é") == f"tensormagic · {esc}é", hex(c)
+        assert inert_line(f"a{chr(c)}b") == f"a{esc}b", hex(c)
+        kept = c in (0x09, 0x0A)
+        assert inert(f"a{chr(c)}b") == (f"a{chr(c)}b" if kept else f"a{esc}b"), hex(c)
+    plain = "tensormagic · cell 3 · 2 new tensors · 1.0 ms ×2 → ok"
+    assert inert_line(plain) == plain and inert(plain) == plain
