@@ -648,3 +648,16 @@ def test_lines_in_a_tracked_cell_count_the_magic_line(ip):
     assert (d.line, d.where, d.cell, d.names) == (4, "line 4", result.execution_count, ("pred", "target"))
     bad = "(pred - target).abs().mean()"
     assert d.line == cell.splitlines().index(bad) + 1 and d.source == bad  # counted in the cell's text
+
+
+def test_selecting_diagnostics_by_text_each_time():
+    """A comma-separated text selects its own ids every time it is given, after other texts too; an
+    unknown id in a text fails every time."""
+    from tensormagic.diagnostics import select
+
+    for _ in range(2):
+        assert select("all").ids == frozenset(IDS)
+        assert select("broadcast, leaf-moved").ids == {"broadcast", "leaf-moved"}
+        assert select("none").ids == frozenset()
+        with pytest.raises(ValueError, match="unknown diagnostic 'brodcast'"):
+            select("broadcast,brodcast")

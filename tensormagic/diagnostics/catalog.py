@@ -117,7 +117,18 @@ def select(spec: Any) -> Settings:
     if spec is True:
         return Settings()
     if isinstance(spec, str):
-        spec = [s.strip() for s in spec.split(",") if s.strip() and s.strip() != "none"]
+        got = _BY_TEXT.get(spec)
+        if got is None:  # each tracked cell selects its magic's text again: parsed once (Settings is frozen)
+            got = Settings(ids=frozenset(_check_ids([s.strip() for s in spec.split(",")
+                                                     if s.strip() and s.strip() != "none"])))  # fmt: skip
+            if len(_BY_TEXT) < MAX_TEXTS:
+                _BY_TEXT[spec] = got
+        return got
     if not isinstance(spec, (list, tuple, set, frozenset)):
         raise TypeError(f"diagnostics must be 'all', a list of ids or None, got {spec!r}")
     return Settings(ids=frozenset(_check_ids(spec)))
+
+
+#: a diagnostics text (``"all"``, ``"broadcast,non-finite"``) -> its Settings; the first texts only
+_BY_TEXT: dict[str, Settings] = {}
+MAX_TEXTS = 64
