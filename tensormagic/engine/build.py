@@ -5,20 +5,21 @@ from __future__ import annotations
 import gc
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import fields
 from operator import itemgetter
 from typing import Any, Iterator, Mapping
 
 import torch
 
-from ..model.events import Event, Fold, GradRecord, TensorRef, where_label
+from ..model.events import Event, Fold, GradRecord, TensorRef
 from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, Tally, TensorRecord, attach_events, set_before
 from . import naming
+from .event_notes import note_backward, place_seen, seen_note
 from .ops import op_name
 from .raw import EXTRA, FUNC, KIND, META, MODULE, TID, WHERE, create_parts
 from .snapshot import NO_OP, Snapshot, module_resolver, take_snapshot
-from .source import Locator, source_text
+from .source import Locator
 from .tracker import Tracker
 
 # The build makes one Event per record and a TensorRef per snapshot: half the cost of the
@@ -177,8 +178,8 @@ def _events(tr: Tracker, rec: Recording, snap: Snapshot, block: tuple[str, int, 
         refs = _Refs(tr, snap.names)
         events = _python_events(tr, refs, state, place, module_of)
     if tr.backward_spans:
-        _note_backward(events, tr.backward_spans, place, rec.cell)
-    events = _place_seen(events, block, place)
+        note_backward(events, tr.backward_spans, place, rec.cell)
+    events = place_seen(events, block, place)
     rec.events = tuple(events)
     rec.folds = tuple(
         Fold(kind=k, op=op_name(f) if f is not None else "?", line=place(w)[2], source=place(w)[3],
@@ -204,7 +205,7 @@ def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dic
         dtype=_dtype, dtype_names=_dtype_names, device=_device, device_names=_device_names,
         ref_maker=_tensor_ref, grad_maker=_grad_record, event_maker=_event,
         event_fields=tuple(f.name for f in fields(Event)), event_defaults=_EVENT_DEFAULTS,
-        seen_note=_seen_note, call_name=naming.unseen_maker,
+        seen_note=seen_note, call_name=naming.unseen_maker,
         other_kw=_other_kw,
     )  # fmt: skip
 
@@ -241,7 +242,7 @@ def _python_events(tr: Tracker, refs: _Refs, state: dict[int, Any], place: Any, 
             if origin == "seen":
                 if op is None:
                     op = naming.unseen_maker(src) or NO_OP
-                kw["note"] = _seen_note(op, note, kw["inputs"])
+                kw["note"] = seen_note(op, note, kw["inputs"])
         elif kind == "view":
             kw["base"] = refs.ref(extra, state[extra])
         elif kind == "inplace":
@@ -286,17 +287,6 @@ def _other_kw(refs: Any, r: tuple[Any, ...]) -> dict[str, Any]:
     return kw
 
 
-def _seen_note(op: str, note: str | None, inputs: tuple[TensorRef, ...]) -> str:
-    if note == "grad":
-        leaf = inputs[0].label if inputs else "a leaf"
-        return f"gradient of {leaf}, filled in by backward"
-    if op.endswith("from_numpy"):
-        return "shares memory with the NumPy array: writing one changes the other"
-    if op == NO_OP:
-        return "appeared without a torch op the tracker can see"
-    return f"appeared without a torch op the tracker can see (made by {op})"
-
-
 _itemsize: dict[Any, int] = {}
 
 
@@ -337,64 +327,6 @@ def _aliases(tr: Tracker, refs: _Refs, state: dict[int, Any], tid: int, idx: int
             if first is None or first <= idx:
                 out.append(refs.ref(other, state.get(other, info[1])))
     return tuple(out)
-
-
-
-
-#: how a note names the backward call an event happened in
-_BACKWARD_CALLS = {"torch.Tensor.backward": "backward()", "torch.autograd.backward": "autograd.backward()",
-                   "torch.autograd.grad": "autograd.grad()"}  # fmt: skip
-
-
-def _note_backward(events: list[Event], spans: list[tuple[int, int, str, Any]], place: Any, home: int | None) -> None:
-    """Events of records made while a backward call's engine ran (its hooks, Python
-    ``Function.backward`` methods: ``backward_run.py``) say so: ``during backward() at line 7``.
-    A tensor first seen there (a gradient the engine made, handed to a hook) says that no torch op
-    the tracker can see made it.  Before ``_place_seen``: an event's ``seq`` is its record's index."""
-    for start, end, op, where in spans:
-        call = _BACKWARD_CALLS.get(op, f"{op}()")
-        cell, fn, line, _src = place(where) if where is not None and where is not ... else (None, None, None, None)
-        for i in range(start, min(end, len(events))):
-            e = events[i]
-            if e.seq != i:
-                continue
-            at = ""
-            if line is not None and (line, fn, cell) != (e.line, e.file, e.cell):
-                at = " at " + where_label(line, fn, cell, home)
-            if e.kind == "create" and e.origin == "seen":  # not made by the call on its line
-                events[i] = replace(e, op="(no visible op)",
-                                    note=f"first seen during {call}{at}: no torch op the tracker can see made it")
-            else:
-                events[i] = replace(e, note=f"during {call}{at}")
-
-
-def _place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
-                place: Any) -> list[Event]:  # fmt: skip
-    """Move each ``seen`` creation to the line that bound the tensor, when the source says."""
-    text = source_text(block[0]) if block is not None else None
-    if block is None or text is None:
-        return events
-    filename, lo, hi = block
-    if hi is None and lo > 1:
-        hi = naming.statement_end(text, lo)
-    out = list(events)
-    for e in events:
-        if e.kind != "create" or e.origin != "seen" or not e.tensor.names or (e.note or "").startswith("gradient"):
-            continue
-        bound = next((b for n in e.tensor.names if (b := naming.binding_line(text, n, lo, hi))), None)
-        if bound is None:
-            continue
-        cell, fn, line, src = place((filename, bound))
-        if line == e.line and fn == e.file and cell == e.cell:
-            continue
-        # the line that bound it: a tensor-making call there made it (``x = mylib.make()``)
-        op = naming.unseen_maker(src) or naming.call_name(src) or e.op
-        moved = replace(e, line=line, source=src, cell=cell, file=fn, op=op, note=_seen_note(op, None, ()))
-        out.remove(e)
-        pos = next((i for i, x in enumerate(out)
-                    if x.line is not None and x.line > line and x.cell == cell and x.file == fn), len(out))  # fmt: skip
-        out.insert(pos, moved)
-    return [ev if ev.seq == i else replace(ev, seq=i) for i, ev in enumerate(out)]
 
 
 def _final_refs(tr: Tracker, refs: _Refs, state: dict[int, Any], final: dict[int, Any]) -> dict[str, TensorRef]:

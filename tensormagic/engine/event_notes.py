@@ -1,0 +1,81 @@
+"""Notes the build adds to events once they are made: which backward call an event ran during,
+and the line that bound a tensor first met with no op (``x = mylib.make()``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..model.events import Event, TensorRef, where_label
+from . import naming
+from .snapshot import NO_OP
+from .source import source_text
+
+
+def seen_note(op: str, note: str | None, inputs: tuple[TensorRef, ...]) -> str:
+    """The note of a tensor first met with no op: a gradient, a NumPy array's memory, or made
+    by a call the tracker cannot see into."""
+    if note == "grad":
+        leaf = inputs[0].label if inputs else "a leaf"
+        return f"gradient of {leaf}, filled in by backward"
+    if op.endswith("from_numpy"):
+        return "shares memory with the NumPy array: writing one changes the other"
+    if op == NO_OP:
+        return "appeared without a torch op the tracker can see"
+    return f"appeared without a torch op the tracker can see (made by {op})"
+
+
+#: how a note names the backward call an event happened in
+_BACKWARD_CALLS = {"torch.Tensor.backward": "backward()", "torch.autograd.backward": "autograd.backward()",
+                   "torch.autograd.grad": "autograd.grad()"}  # fmt: skip
+
+
+def note_backward(events: list[Event], spans: list[tuple[int, int, str, Any]], place: Any, home: int | None) -> None:
+    """Events of records made while a backward call's engine ran (its hooks, Python
+    ``Function.backward`` methods: ``backward_run.py``) say so: ``during backward() at line 7``.
+    A tensor first seen there (a gradient the engine made, handed to a hook) says that no torch op
+    the tracker can see made it.  Before ``place_seen``: an event's ``seq`` is its record's index."""
+    for start, end, op, where in spans:
+        call = _BACKWARD_CALLS.get(op, f"{op}()")
+        cell, fn, line, _src = place(where) if where is not None and where is not ... else (None, None, None, None)
+        for i in range(start, min(end, len(events))):
+            e = events[i]
+            if e.seq != i:
+                continue
+            at = ""
+            if line is not None and (line, fn, cell) != (e.line, e.file, e.cell):
+                at = " at " + where_label(line, fn, cell, home)
+            if e.kind == "create" and e.origin == "seen":  # not made by the call on its line
+                events[i] = replace(e, op="(no visible op)",
+                                    note=f"first seen during {call}{at}: no torch op the tracker can see made it")
+            else:
+                events[i] = replace(e, note=f"during {call}{at}")
+
+
+def place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
+                place: Any) -> list[Event]:  # fmt: skip
+    """Move each ``seen`` creation to the line that bound the tensor, when the source says."""
+    text = source_text(block[0]) if block is not None else None
+    if block is None or text is None:
+        return events
+    filename, lo, hi = block
+    if hi is None and lo > 1:
+        hi = naming.statement_end(text, lo)
+    out = list(events)
+    for e in events:
+        if e.kind != "create" or e.origin != "seen" or not e.tensor.names or (e.note or "").startswith("gradient"):
+            continue
+        bound = next((b for n in e.tensor.names if (b := naming.binding_line(text, n, lo, hi))), None)
+        if bound is None:
+            continue
+        cell, fn, line, src = place((filename, bound))
+        if line == e.line and fn == e.file and cell == e.cell:
+            continue
+        # the line that bound it: a tensor-making call there made it (``x = mylib.make()``)
+        op = naming.unseen_maker(src) or naming.call_name(src) or e.op
+        moved = replace(e, line=line, source=src, cell=cell, file=fn, op=op, note=seen_note(op, None, ()))
+        out.remove(e)
+        pos = next((i for i, x in enumerate(out)
+                    if x.line is not None and x.line > line and x.cell == cell and x.file == fn), len(out))  # fmt: skip
+        out.insert(pos, moved)
+    return [ev if ev.seq == i else replace(ev, seq=i) for i, ev in enumerate(out)]
