@@ -569,6 +569,33 @@ def test_compiled_tracker_helpers_match_the_python_methods() -> None:
     assert all(c_tr.meta(t) is Tracker.meta(c_tr, t) for t in ts_c)  # the same interned snapshot
     m.close()
     assert "meta" not in c_tr.__dict__ and "_new" not in c_tr.__dict__  # the block's end uses its own
+    assert "_leaves_of" not in c_tr.__dict__
+
+
+def test_compiled_leaves_of_is_the_python_walk() -> None:
+    """_hotpath.leaves_of, each backward's leaf walk in a compiled block, finds autograd.leaves_of's leaves in order."""
+    from tensormagic.engine import autograd
+
+    tr = Tracker()
+    m = mode_mod.make_mode(tr, "c")
+    assert tr._leaves_of.func is mode_mod._hotpath.leaves_of  # what prepare_backward calls in the block
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = torch.randn(5, 3, requires_grad=True)
+    loss = F.cross_entropy(model(x), torch.tensor([0, 1, 0, 1, 1]))
+    w = torch.ones(2, requires_grad=True)
+    shared = w * 2
+    two = shared.sum() + (shared * x[0, :2]).sum()  # a node reached twice, a leaf under two paths
+    custom = _Square.apply(w).sum()  # a Python Function's node
+    sub = torch.ones(2, requires_grad=True).as_subclass(_Refusing)  # read without its __torch_function__
+    cases = [[loss], [two], [loss, two], [custom], [w], [w, loss], [torch.ones(2)], [], [3, None, loss],
+             [(sub * 2).sum()], [sub]]  # fmt: skip
+    for roots in cases:
+        want = autograd.leaves_of(roots)
+        got = tr._leaves_of(list(roots))
+        assert len(got) == len(want) and all(a is b for a, b in zip(got, want)), roots
+    assert len(autograd.leaves_of([loss])) == 5  # x and the four parameters: the cases walk real graphs
+    m.close()
 
 
 def test_compiled_add_makes_the_python_records_and_hook_calls() -> None:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import backward_run, compiled_entry, describe, frames, identity, ops
+from . import autograd, backward_run, compiled_entry, describe, frames, identity, ops
 from . import raw as raw_mod
 from .compiled import INSIDE_COMPILED
 from .describe import NO_VERSION, PLAIN
@@ -356,9 +356,11 @@ class CompiledTrackMode(TrackMode):
         # the block's end walks every tensor it made: the same loop, compiled
         tr.live_tensors = partial(_hotpath.live_tensors, tr.tensors, identity._ids, tr.merged)  # type: ignore[method-assign]
         # what the Python path still registers (backward's gradients, first sights) and snapshots
-        # (each backward's leaves) goes through the compiled helpers too, while the block runs
+        # (each backward's leaves) goes through the compiled helpers too, while the block runs, and
+        # so does the walk for each backward's leaves
         self._tracker_helpers = {"meta": self._hot.meta, "_new": self._hot.new_tensor, "_add": self._hot.add,
-                                 "_grads_filled": self._hot.grads_filled}  # fmt: skip
+                                 "_grads_filled": self._hot.grads_filled,
+                                 "_leaves_of": partial(_hotpath.leaves_of, autograd._has_variable)}  # fmt: skip
         tr.__dict__.update(self._tracker_helpers)
 
     def _internal(self, e: BaseException) -> None:

@@ -192,6 +192,7 @@ PyObject *tmh_registered_tid(Hot *self, PyObject *t);
 PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *skip);
 int tmh_entry_alive(PyObject *ids, PyObject *key, PyObject *tid, PyObject **obj);
 PyObject *tmh_live_tensors(PyObject *mod, PyObject *const *a, Py_ssize_t n);
+PyObject *tmh_leaves_of(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 PyObject *tmh_set_describe(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 int tmh_clear_exception(void);
 int tmh_recheck(Hot *self, PyObject *args, PyObject *kwargs, PyObject *written, long long v0);

@@ -508,6 +508,8 @@ static PyTypeObject HotType = {
 static PyMethodDef module_methods[] = {
     {"live_tensors", (PyCFunction)(void (*)(void))tmh_live_tensors, METH_FASTCALL,
      "live_tensors(tensors, ids, merged): Tracker.live_tensors, compiled."},
+    {"leaves_of", (PyCFunction)(void (*)(void))tmh_leaves_of, METH_FASTCALL,
+     "leaves_of(has_variable, roots): autograd.leaves_of, compiled."},
     {"set_describe", (PyCFunction)(void (*)(void))tmh_set_describe, METH_FASTCALL,
      "set_describe(attr, meta, call_unwrapped, parameter_type): how tensors that are not plain ones are read (describe.py)."},
     {"set_dispatch", (PyCFunction)(void (*)(void))set_dispatch, METH_FASTCALL,

@@ -228,3 +228,124 @@ PyObject *tmh_grads_filled(Hot *self, PyObject *const *a, Py_ssize_t n) {
     return out;
 }
 
+
+/* The node of a next_functions entry, unpacked as `for n, _ in ...` does: borrowed from the
+ * entry's sequence, which `*hold` keeps; NULL with an exception. */
+static PyObject *next_node(PyObject *pair, PyObject **hold) {
+    PyObject *seq = PySequence_Fast(pair, "cannot unpack non-iterable object");  /* a tuple: itself */
+    if (seq == NULL) return NULL;
+    if (PySequence_Fast_GET_SIZE(seq) != 2) {
+        PyErr_Format(PyExc_ValueError, "expected 2 values to unpack, got %zd", PySequence_Fast_GET_SIZE(seq));
+        Py_DECREF(seq);
+        return NULL;
+    }
+    *hold = seq;
+    return PySequence_Fast_GET_ITEM(seq, 0);
+}
+
+/* t.grad_fn as autograd._grad_fn reads it: None for a non-tensor or where the read fails (an
+ * Exception); NULL only for anything else (KeyboardInterrupt) */
+static PyObject *root_grad_fn(PyObject *t) {
+    if (!PyObject_TypeCheck(t, tmh_getset_type)) return Py_NewRef(Py_None);
+    PyObject *gf = tmh_tensor_attr(t, A_GRAD_FN);
+    if (gf == NULL && tmh_clear_exception()) gf = Py_NewRef(Py_None);
+    return gf;
+}
+
+/* autograd.leaves_of, compiled: leaves_of(has_variable, roots) -> the leaf tensors whose .grad a
+ * backward from `roots` (a list) fills, in the Python walk's order (the same stack, popped from
+ * its end).  has_variable is autograd's cache: node type -> whether it has .variable.  Runs at
+ * every backward; an MLP's graph has about a dozen nodes. */
+PyObject *tmh_leaves_of(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssize_t n) {
+    if (n != 2 || !PyDict_Check(a[0]) || !PyList_Check(a[1])) {
+        PyErr_SetString(PyExc_TypeError, "leaves_of(has_variable: dict, roots: list)");
+        return NULL;
+    }
+    if (tmh_getset_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tensormagic: leaves_of before any compiled recorder was made");
+        return NULL;
+    }
+    static PyObject *s_variable, *s_next_functions;
+    if (s_variable == NULL && ((s_variable = PyUnicode_InternFromString("variable")) == NULL ||
+                               (s_next_functions = PyUnicode_InternFromString("next_functions")) == NULL))
+        return NULL;
+    PyObject *has_variable = a[0], *roots = a[1];
+    PyObject *out = PyList_New(0), *seen = PySet_New(NULL), *keep = PyList_New(0), *stack = PyList_New(0);
+    PyObject *result = NULL;
+    if (out == NULL || seen == NULL || keep == NULL || stack == NULL) goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(roots); i++) {
+        PyObject *gf = root_grad_fn(PyList_GET_ITEM(roots, i));
+        if (gf == NULL) goto done;
+        int rc = PyList_Append(stack, gf);
+        Py_DECREF(gf);
+        if (rc < 0) goto done;
+    }
+    while (PyList_GET_SIZE(stack) > 0) {
+        Py_ssize_t top = PyList_GET_SIZE(stack) - 1;
+        PyObject *node = Py_NewRef(PyList_GET_ITEM(stack, top));
+        if (PyList_SetSlice(stack, top, top + 1, NULL) < 0) { Py_DECREF(node); goto done; }
+        int ok = 0;
+        PyObject *key = NULL, *has = NULL, *var = NULL, *nexts = NULL, *seq = NULL;
+        if (node == Py_None) { ok = 1; goto next; }
+        if ((key = PyLong_FromVoidPtr(node)) == NULL) goto next;
+        int s = PySet_Contains(seen, key);
+        if (s != 0) { ok = s > 0; goto next; }
+        if (PySet_Add(seen, key) < 0 || PyList_Append(keep, node) < 0) goto next;
+        PyObject *kind = (PyObject *)Py_TYPE(node);
+        has = Py_XNewRef(PyDict_GetItemWithError(has_variable, kind));
+        if (has == NULL) {  /* only AccumulateGrad nodes have one (hasattr, cached per type) */
+            if (PyErr_Occurred()) goto next;
+            PyObject *probe = PyObject_GetAttr(node, s_variable);  /* hasattr: only AttributeError is "no" */
+            if (probe == NULL && !PyErr_ExceptionMatches(PyExc_AttributeError)) goto next;
+            int h = probe != NULL;
+            if (probe == NULL) PyErr_Clear();
+            Py_XDECREF(probe);
+            has = Py_NewRef(h ? Py_True : Py_False);
+            if (PyDict_SetItem(has_variable, kind, has) < 0) goto next;
+        }
+        int yes = PyObject_IsTrue(has);
+        if (yes < 0) goto next;
+        if (yes) {
+            if ((var = PyObject_GetAttr(node, s_variable)) == NULL) goto next;
+            if (var != Py_None && PyList_Append(out, var) < 0) goto next;
+        }
+        if ((nexts = PyObject_GetAttr(node, s_next_functions)) == NULL) goto next;
+        if ((seq = PySequence_Fast(nexts, "next_functions is not iterable")) == NULL) goto next;
+        Py_ssize_t k = 0;
+        for (; k < PySequence_Fast_GET_SIZE(seq); k++) {
+            PyObject *hold = NULL;
+            PyObject *child = next_node(PySequence_Fast_GET_ITEM(seq, k), &hold);
+            int rc = child == NULL ? -1 : child == Py_None ? 0 : PyList_Append(stack, child);
+            Py_XDECREF(hold);
+            if (rc < 0) break;
+        }
+        ok = k == PySequence_Fast_GET_SIZE(seq);
+    next:
+        Py_DECREF(node);
+        Py_XDECREF(key);
+        Py_XDECREF(has);
+        Py_XDECREF(var);
+        Py_XDECREF(nexts);
+        Py_XDECREF(seq);
+        if (!ok) goto done;
+    }
+    /* a leaf given as root (out = x; out.backward(...)) fills its own grad */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(roots); i++) {
+        PyObject *r = PyList_GET_ITEM(roots, i);
+        if (!PyObject_TypeCheck(r, tmh_getset_type)) continue;
+        Py_INCREF(r);
+        PyObject *gf = root_grad_fn(r);
+        int want = gf == NULL ? -1 : gf == Py_None ? read_flag(r, A_REQUIRES_GRAD) : 0;
+        Py_XDECREF(gf);
+        int rc = want > 0 ? PyList_Append(out, r) : want;
+        Py_DECREF(r);
+        if (rc < 0) goto done;
+    }
+    result = Py_NewRef(out);
+done:
+    Py_XDECREF(out);
+    Py_XDECREF(seen);
+    Py_XDECREF(keep);
+    Py_XDECREF(stack);
+    return result;
+}
