@@ -598,6 +598,30 @@ def test_compiled_leaves_of_is_the_python_walk() -> None:
     m.close()
 
 
+def test_compiled_held_grads_reads_what_held_grad_reads() -> None:
+    """_hotpath.held_grads, read before each backward in a compiled block, gives backward._held_grad of each tensor."""
+    from tensormagic.engine import backward
+
+    tr = Tracker()
+    m = mode_mod.make_mode(tr, "c")
+    assert tr._held_grads is mode_mod._hotpath.held_grads  # what prepare_backward calls in the block
+    filled, empty = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    kept = filled * 3
+    kept.retain_grad()
+    sub = torch.Tensor._make_subclass(_Refusing, torch.ones(2), True)  # a leaf whose own reads refuse
+    (kept.sum() + (sub * 2).sum()).backward()
+    plain = torch.ones(2)  # a leaf that never gets a gradient
+    leaves = [filled, empty, kept, filled * 2, sub, plain]  # filled * 2: no grad; reading it would warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = tr._held_grads(leaves)
+        want = [backward._held_grad(t) for t in leaves]
+    assert len(got) == len(want) and all(a is b for a, b in zip(got, want))
+    assert [g is not None for g in got] == [True, False, True, False, True, False]
+    m.close()
+    assert "_held_grads" not in tr.__dict__
+
+
 def test_compiled_add_makes_the_python_records_and_hook_calls() -> None:
     """Hot.add, the tracker's _add during a compiled block, appends Tracker._add's records and calls the same hooks."""
     from tensormagic.engine.ops import op_name

@@ -58,7 +58,7 @@ class BackwardRecords:
                     kwargs["inputs"] = tuple(leaves)
         else:
             leaves = self._leaves_of(roots_l)
-        held = [_held_grad(lf) for lf in leaves]
+        held = self._held_grads(leaves)
         return is_grad, roots_l, leaves, [g is not None and _nonzero(g) for g in held]
 
     def finish_backward(self, func: Any, prep: tuple[Any, ...], result: Any, where: Any) -> None:
@@ -86,6 +86,11 @@ class BackwardRecords:
         """``autograd.leaves_of``: the compiled engine puts its C twin here while the block runs
         (``_hotpath.leaves_of``; the walk cost ~57k instructions a backward on an MLP in Python)."""
         return leaves_of(roots)
+
+    def _held_grads(self, leaves: list[Any]) -> list[Any]:
+        """Each leaf's ``.grad`` before backward runs (``_held_grad``); in C during a compiled block
+        (``_hotpath.held_grads``)."""
+        return [_held_grad(lf) for lf in leaves]
 
     def note_backward_span(self, start: int, func: Any, where: Any) -> None:
         """The records from ``start`` on were made while the autograd engine of the backward call

@@ -357,10 +357,11 @@ class CompiledTrackMode(TrackMode):
         tr.live_tensors = partial(_hotpath.live_tensors, tr.tensors, identity._ids, tr.merged)  # type: ignore[method-assign]
         # what the Python path still registers (backward's gradients, first sights) and snapshots
         # (each backward's leaves) goes through the compiled helpers too, while the block runs, and
-        # so does the walk for each backward's leaves
+        # so do each backward's walk for its leaves and the read of what they held
         self._tracker_helpers = {"meta": self._hot.meta, "_new": self._hot.new_tensor, "_add": self._hot.add,
                                  "_grads_filled": self._hot.grads_filled,
-                                 "_leaves_of": partial(_hotpath.leaves_of, autograd._has_variable)}  # fmt: skip
+                                 "_leaves_of": partial(_hotpath.leaves_of, autograd._has_variable),
+                                 "_held_grads": _hotpath.held_grads}  # fmt: skip
         tr.__dict__.update(self._tracker_helpers)
 
     def _internal(self, e: BaseException) -> None:

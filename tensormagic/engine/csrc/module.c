@@ -508,6 +508,7 @@ static PyTypeObject HotType = {
 static PyMethodDef module_methods[] = {
     {"live_tensors", (PyCFunction)(void (*)(void))tmh_live_tensors, METH_FASTCALL,
      "live_tensors(tensors, ids, merged): Tracker.live_tensors, compiled."},
+    {"held_grads", (PyCFunction)tmh_held_grads, METH_O, "held_grads(leaves): backward._held_grad of each, compiled."},
     {"leaves_of", (PyCFunction)(void (*)(void))tmh_leaves_of, METH_FASTCALL,
      "leaves_of(has_variable, roots): autograd.leaves_of, compiled."},
     {"set_describe", (PyCFunction)(void (*)(void))tmh_set_describe, METH_FASTCALL,

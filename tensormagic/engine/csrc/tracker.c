@@ -349,3 +349,30 @@ done:
     Py_XDECREF(stack);
     return result;
 }
+
+/* backward._held_grad over a list: each tensor's .grad where it can have one (a leaf, or a tensor
+ * that retains its grad), else None; a read that fails (describe.flag, describe.attr) is None.
+ * held_grads(leaves) -> list, read before each backward runs. */
+PyObject *tmh_held_grads(PyObject *Py_UNUSED(mod), PyObject *leaves) {
+    if (!PyList_Check(leaves)) {
+        PyErr_SetString(PyExc_TypeError, "held_grads(leaves: list)");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(leaves); i++) {
+        PyObject *lf = Py_NewRef(PyList_GET_ITEM(leaves, i)), *g = NULL;
+        int held = read_flag(lf, A_IS_LEAF);
+        if (held == 0) held = read_flag(lf, A_RETAINS_GRAD);
+        if (held == 1 && (g = tmh_tensor_attr(lf, A_GRAD)) == NULL && tmh_clear_exception()) g = Py_NewRef(Py_None);
+        if (held == 0) g = Py_NewRef(Py_None);
+        Py_DECREF(lf);
+        int rc = g == NULL ? -1 : PyList_Append(out, g);
+        Py_XDECREF(g);
+        if (rc < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
