@@ -572,6 +572,26 @@ def test_compiled_tracker_helpers_match_the_python_methods() -> None:
     assert "_leaves_of" not in c_tr.__dict__
 
 
+def test_compiled_meta_interns_as_tracker_intern_does() -> None:
+    """A snapshot Hot.meta meets first is stored as Tracker._intern stores it: a plain-tuple shape shared through _shapes."""
+
+    class Shapes(dict):  # type: ignore[type-arg]
+        """Not the plain dict the compiled interning knows: it hands the snapshot to Tracker._intern."""
+
+    for shapes in (None, Shapes()):
+        py_tr, c_tr = Tracker(), Tracker()
+        m = mode_mod.make_mode(c_tr, "c")
+        if shapes is not None:
+            c_tr._shapes = shapes
+        a, b = torch.ones(2, 3), torch.zeros(2, 3, dtype=torch.float64)
+        got = [c_tr.meta(a), c_tr.meta(b)]
+        want = [Tracker.meta(py_tr, a), Tracker.meta(py_tr, b)]
+        assert got == want and [type(g[0]) for g in got] == [tuple, tuple]  # not the torch.Size read
+        assert got[0][0] is got[1][0] is c_tr._shapes[(2, 3)]  # one shape object for both snapshots
+        assert all(c_tr._metas[g] is g for g in got) and c_tr.meta(a) is got[0]
+        m.close()
+
+
 def test_compiled_leaves_of_is_the_python_walk() -> None:
     """_hotpath.leaves_of, each backward's leaf walk in a compiled block, finds autograd.leaves_of's leaves in order."""
     from tensormagic.engine import autograd

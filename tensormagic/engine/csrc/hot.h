@@ -194,6 +194,7 @@ int tmh_entry_alive(PyObject *ids, PyObject *key, PyObject *tid, PyObject **obj)
 PyObject *tmh_live_tensors(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 PyObject *tmh_leaves_of(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 PyObject *tmh_held_grads(PyObject *mod, PyObject *leaves);
+PyObject *tmh_intern_new(Hot *self, PyObject *meta);
 PyObject *tmh_set_describe(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 int tmh_clear_exception(void);
 int tmh_recheck(Hot *self, PyObject *args, PyObject *kwargs, PyObject *written, long long v0);

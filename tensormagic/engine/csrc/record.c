@@ -33,7 +33,35 @@ static PyObject *intern_meta(Hot *self, PyObject *meta) {
     PyObject *got = PyDict_GetItemWithError(self->metas, meta);
     if (got != NULL) return Py_NewRef(got);
     if (PyErr_Occurred()) return NULL;
-    return PyObject_CallOneArg(self->intern, meta);
+    return tmh_intern_new(self, meta);
+}
+
+/* Tracker._intern, compiled, for a snapshot the table does not hold yet (each parameter's at each
+ * optimizer step: its version): the stored copy holds the shape as a plain tuple shared through
+ * the tracker's _shapes, and is filed in _metas.  Anything else goes to the Python method. */
+PyObject *tmh_intern_new(Hot *self, PyObject *meta) {
+    static PyObject *s_shapes;
+    if (s_shapes == NULL && (s_shapes = PyUnicode_InternFromString("_shapes")) == NULL) return NULL;
+    PyObject *shapes = PyObject_GetAttr(self->tracker, s_shapes);
+    if (shapes == NULL) return NULL;
+    PyObject *got = NULL, *shape = NULL;
+    if (!PyTuple_CheckExact(meta) || PyTuple_GET_SIZE(meta) != 6 || !PyDict_CheckExact(shapes)) {
+        got = PyObject_CallOneArg(self->intern, meta);  /* not the tables this knows: the method */
+        goto done;
+    }
+    shape = Py_XNewRef(PyDict_GetItemWithError(shapes, PyTuple_GET_ITEM(meta, 0)));  /* a torch.Size finds its tuple */
+    if (shape == NULL) {
+        if (PyErr_Occurred() || (shape = PySequence_Tuple(PyTuple_GET_ITEM(meta, 0))) == NULL) goto done;
+        if (PyDict_SetItem(shapes, shape, shape) < 0) goto done;
+    }
+    if ((got = PyTuple_New(6)) == NULL) goto done;
+    PyTuple_SET_ITEM(got, 0, Py_NewRef(shape));
+    for (Py_ssize_t i = 1; i < 6; i++) PyTuple_SET_ITEM(got, i, Py_NewRef(PyTuple_GET_ITEM(meta, i)));
+    if (PyDict_SetItem(self->metas, got, got) < 0) Py_CLEAR(got);
+done:
+    Py_DECREF(shapes);
+    Py_XDECREF(shape);
+    return got;
 }
 
 static PyObject *plain_meta(Hot *self, PyObject *o) {
