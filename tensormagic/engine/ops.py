@@ -32,6 +32,9 @@ _QUIET_METHODS = {
 _PRIVATE_QUIET = {"torch._set_grad_enabled", "torch._assert", "torch._assert_async", "torch._C"}
 
 _names: dict[Any, str] = {}
+#: func -> its classification: each block's mode asks again for every function it meets (a dozen a
+#: training cell), and the answer depends on the function's name alone
+_classes: dict[Any, int] = {}
 
 
 def op_name(func: Callable[..., Any]) -> str:
@@ -54,6 +57,14 @@ def op_name(func: Callable[..., Any]) -> str:
 
 
 def classify(func: Callable[..., Any]) -> int:
+    """What ``func`` means to the tracker (``SKIP``, ``GENERAL``, …), decided once per function."""
+    action = _classes.get(func)
+    if action is None:
+        action = _classes[func] = _classify(func)
+    return action
+
+
+def _classify(func: Callable[..., Any]) -> int:
     name = op_name(func)
     if name in ("torch.Tensor.backward", "torch.autograd.backward", "torch.autograd.grad"):
         return BACKWARD
