@@ -572,6 +572,44 @@ def test_compiled_tracker_helpers_match_the_python_methods() -> None:
     assert "_leaves_of" not in c_tr.__dict__
 
 
+def test_classification_is_decided_once_per_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ops.classify answers a function it has classified from its table, with what the classifier said then."""
+    from tensormagic.engine import ops
+
+    calls: list[Any] = []
+    real = ops._classify
+    monkeypatch.setattr(ops, "_classify", lambda fn: calls.append(fn) or real(fn))
+
+    def scale_(t: torch.Tensor) -> torch.Tensor:  # an in-place name: INPLACE by its trailing "_"
+        return t
+
+    try:
+        assert ops.classify(scale_) == ops.classify(scale_) == ops.INPLACE
+        assert calls == [scale_]
+    finally:
+        ops._classes.pop(scale_, None)
+
+
+def test_compiled_where_is_the_python_finder() -> None:
+    """Hot.where, the compiled mode's _where, finds the caller's place and offset as TrackMode._where does."""
+    tr = Tracker()
+    m = mode_mod.make_mode(tr, "c")
+    assert m._where == m._hot.where
+
+    # the finder's caller is a library frame, as mode.py's callers of _where are tensormagic's own
+    lib: dict[str, Any] = {}
+    exec(compile("def call(where):\n    return where()\n", torch.__file__, "exec"), lib)
+
+    def place(where: Callable[[], Any]) -> tuple[Any, int]:
+        return lib["call"](where), tr.lines.lasti  # this line: the test file is user code
+
+    got = place(m._where)
+    want = place(lambda: mode_mod.TrackMode._where(m))
+    assert got[0] == want[0] == (__file__, got[0][1]) and got[1] == want[1]
+    m.close()
+    assert "_where" not in m.__dict__  # the closed object is not asked again
+
+
 def test_compiled_meta_interns_as_tracker_intern_does() -> None:
     """A snapshot Hot.meta meets first is stored as Tracker._intern stores it: a plain-tuple shape shared through _shapes."""
 

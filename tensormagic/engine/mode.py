@@ -350,6 +350,8 @@ class CompiledTrackMode(TrackMode):
         py = _compiled_entry
         fn = FunctionType(py.__code__, py.__globals__, "__torch_function__", py.__defaults__, py.__closure__)
         fn.__qualname__ = "CompiledTrackMode.__torch_function__"
+        # the place of a call the Python halves record (backward's, a move's…): the same walk, compiled
+        self._where = self._hot.where  # type: ignore[method-assign]
         _hotpath.set_dispatch(fn, self._hot)
         self._dispatch = fn
         self.__torch_function__ = MethodType(fn, self)  # type: ignore[method-assign]
@@ -377,7 +379,7 @@ class CompiledTrackMode(TrackMode):
         # the block's end snapshots with the tracker's own methods (the compiled object closes)
         self.__dict__.pop("__torch_function__", None)
         self._dispatch.__dict__.clear()
-        for name in ("_classify_now", "_before_now", "_after_now", "_backward_now"):
+        for name in ("_classify_now", "_before_now", "_after_now", "_backward_now", "_where"):
             self.__dict__.pop(name, None)
         for name in self._tracker_helpers:
             self.tracker.__dict__.pop(name, None)

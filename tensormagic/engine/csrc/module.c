@@ -402,6 +402,20 @@ static PyObject *hot_close(Hot *self, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
+/* TrackMode._where, compiled: the user's place of the running call (LineFinder.find from the
+ * caller's frame up: tensormagic's own frames are skipped as the Python finder skips them), with
+ * lines.lasti set as find sets it. */
+static PyObject *hot_where(Hot *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->line_cache == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tensormagic: the block's compiled recorder is closed");
+        return NULL;
+    }
+    PyObject *lasti = NULL;
+    PyObject *where = tmh_find_where(self, &lasti);
+    Py_XDECREF(lasti);
+    return where;
+}
+
 static PyObject *hot_disable(Hot *self, PyObject *Py_UNUSED(ignored)) {
     self->disabled = 1;
     Py_RETURN_NONE;
@@ -423,6 +437,7 @@ static PyMethodDef hot_methods[] = {
      "Tracker._add, compiled: add(kind, func, tid, meta, where, extra, objs)."},
     {"grads_filled", (PyCFunction)(void (*)(void))tmh_grads_filled, METH_FASTCALL,
      "BackwardRecords._grads_filled, compiled: grads_filled(func, leaves, prev_nonzero, where)."},
+    {"where", (PyCFunction)hot_where, METH_NOARGS, "TrackMode._where, compiled: the user's place of the running call."},
     {"close", (PyCFunction)hot_close, METH_NOARGS, "Drop every reference (the block has ended)."},
     {"disable", (PyCFunction)hot_disable, METH_NOARGS, "Record nothing more: every call passes through."},
     {"now", (PyCFunction)hot_now, METH_NOARGS, "The clock the records' times come from (perf_counter_ns)."},
