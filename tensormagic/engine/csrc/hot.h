@@ -25,6 +25,7 @@
 #define BACKWARD 4
 #define WATCHED_SKIP -2  /* mode.py: a watched call that records nothing itself */
 #define TMH_MAX_SUSPECTS 256  /* tracker.py's MAX_SUSPECTS */
+#define TMH_SKIP_CODES 64     /* Hot.skip_codes: a power of two */
 
 /* An object slot (a __slots__ member) of one type, read and written at its offset. */
 typedef struct {
@@ -83,6 +84,11 @@ typedef struct {
     Slot lasti;    /* LineFinder's "lasti" */
     int busy;      /* a call this object started is running (the Python path's flag is in state) */
     int disabled;
+    /* code objects the line finder skips (not the user's: torch's, tensormagic's), direct-mapped by
+     * address and held, so an address cannot be reused while it is here: tmh_find_where passes
+     * over their frames without the line cache's lookup (six such frames above an op inside a
+     * module).  A code's entry never changes within a block (LineFinder._learn runs once per code). */
+    PyObject *skip_codes[TMH_SKIP_CODES];
 } Hot;
 
 /* indices of the metadata attributes tmh_tensor_attr reads */

@@ -134,12 +134,25 @@ static int frame_lasti(PyFrameObject *frame) {
  * reference, or NULL when no user frame was found); NULL with an exception on failure.
  * A cache hit is answered here; anything else goes to the Python LineFinder, which fills the cache.
  * The place is Py_Ellipsis for a torch call a compiled graph makes (compiled.py): not recorded. */
+static inline PyObject **skip_slot(Hot *self, PyCodeObject *code) {
+    uintptr_t a = (uintptr_t)code;
+    return &self->skip_codes[((a >> 4) ^ (a >> 10)) & (TMH_SKIP_CODES - 1)];
+}
+
 PyObject *tmh_find_where(Hot *self, PyObject **lasti) {
     *lasti = NULL;
     PyFrameObject *frame = PyEval_GetFrame();
     Py_XINCREF(frame);
     while (frame != NULL) {
         PyCodeObject *code = PyFrame_GetCode(frame);
+        PyObject **slot = skip_slot(self, code);
+        if (*slot == (PyObject *)code) {  /* a frame the finder skips, known without the lookup */
+            Py_DECREF(code);
+            PyFrameObject *back = PyFrame_GetBack(frame);
+            Py_DECREF(frame);
+            frame = back;
+            continue;
+        }
         PyObject *key = PyLong_FromVoidPtr(code);
         if (key == NULL) { Py_DECREF(code); Py_DECREF(frame); return NULL; }
         PyObject *ent = PyDict_GetItemWithError(self->line_cache, key);
@@ -152,6 +165,8 @@ PyObject *tmh_find_where(Hot *self, PyObject **lasti) {
             ent = PyObject_CallOneArg(self->learn, (PyObject *)code);
             if (ent == NULL) { Py_DECREF(code); Py_DECREF(frame); return NULL; }
         }
+        if (PyTuple_Check(ent) && PyTuple_GET_SIZE(ent) >= 3 && PyTuple_GET_ITEM(ent, 1) == Py_False)
+            Py_XSETREF(*slot, Py_NewRef((PyObject *)code));  /* not the user's: remembered */
         Py_DECREF(code);
         if (!PyTuple_Check(ent) || PyTuple_GET_SIZE(ent) < 3) {
             Py_DECREF(ent); Py_DECREF(frame);

@@ -26,6 +26,7 @@ static int hot_traverse(Hot *self, visitproc visit, void *arg) {
 #define VISIT(f) Py_VISIT(self->f);
     HOT_FIELDS(VISIT)
 #undef VISIT
+    for (int i = 0; i < TMH_SKIP_CODES; i++) Py_VISIT(self->skip_codes[i]);
     return 0;
 }
 
@@ -33,6 +34,7 @@ static int hot_clear(Hot *self) {
 #define CLEAR(f) Py_CLEAR(self->f);
     HOT_FIELDS(CLEAR)
 #undef CLEAR
+    for (int i = 0; i < TMH_SKIP_CODES; i++) Py_CLEAR(self->skip_codes[i]);
     self->disabled = 1;  /* a closed object only passes calls through */
     return 0;
 }
