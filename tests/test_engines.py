@@ -610,6 +610,28 @@ def test_compiled_where_is_the_python_finder() -> None:
     assert "_where" not in m.__dict__  # the closed object is not asked again
 
 
+def test_compiled_gradient_records_share_each_leafs_extra() -> None:
+    """Hot.grads_filled's gradient records carry Tracker.grad_extra's tuple: one per leaf, shared by every step."""
+
+    class Extras(dict):  # type: ignore[type-arg]
+        """Not the plain dict the compiled path fills itself: it asks Tracker.grad_extra."""
+
+    for table in (None, Extras()):
+        tr = Tracker()
+        m = mode_mod.make_mode(tr, "c")
+        if table is not None:
+            tr._grad_extras = table
+        w = torch.ones(2, requires_grad=True)
+        ltid = tr.see(w, None)
+        for _ in range(2):  # a new gradient each step, as zero_grad(set_to_none=True) leaves it
+            w.grad = torch.full((2,), 2.0)
+            tr._grads_filled(torch.Tensor.backward, [w], [False], None)
+        extras = [r[7] for r in tr.raw if r[0] == "create" and r[1] == "torch.Tensor.backward"]
+        assert extras == [((ltid,), "seen", "grad")] * 2  # Tracker.grad_extra's tuple
+        assert extras[0] is extras[1] is tr._grad_extras[ltid]
+        m.close()
+
+
 def test_compiled_meta_interns_as_tracker_intern_does() -> None:
     """A snapshot Hot.meta meets first is stored as Tracker._intern stores it: a plain-tuple shape shared through _shapes."""
 

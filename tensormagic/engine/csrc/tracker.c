@@ -139,6 +139,30 @@ static int read_flag(PyObject *t, int which) {
     return yes;
 }
 
+/* Tracker.grad_extra(ltid), compiled: the extra of a gradient's "seen" create record, one shared
+ * tuple per leaf in the tracker's _grad_extras (a loop fills each leaf's gradient once a step).
+ * Where _grad_extras is not a plain dict, the method itself. */
+static PyObject *grad_extra(Hot *self, PyObject *ltid, PyObject *s_method) {
+    static PyObject *s_table, *s_seen, *s_grad;
+    if (s_table == NULL && ((s_table = PyUnicode_InternFromString("_grad_extras")) == NULL ||
+                            (s_seen = PyUnicode_InternFromString("seen")) == NULL ||
+                            (s_grad = PyUnicode_InternFromString("grad")) == NULL))
+        return NULL;
+    PyObject *table = PyObject_GetAttr(self->tracker, s_table);
+    if (table == NULL) return NULL;
+    PyObject *extra = NULL, *ids = NULL;
+    if (!PyDict_CheckExact(table)) {
+        extra = PyObject_CallMethodOneArg(self->tracker, s_method, ltid);
+    } else if ((extra = Py_XNewRef(PyDict_GetItemWithError(table, ltid))) == NULL && !PyErr_Occurred()) {
+        if ((ids = PyTuple_Pack(1, ltid)) != NULL && (extra = PyTuple_Pack(3, ids, s_seen, s_grad)) != NULL &&
+            PyDict_SetItem(table, ltid, extra) < 0)
+            Py_CLEAR(extra);
+    }
+    Py_XDECREF(ids);
+    Py_DECREF(table);
+    return extra;
+}
+
 /* BackwardRecords._grads_filled, compiled: grads_filled(func, leaves, prev_nonzero, where) -> the
  * backward record's entries, with each new gradient's create record made on the way.  A leaf
  * the block has not seen yet, and each gradient's record extra, go through the tracker's own
@@ -198,7 +222,7 @@ PyObject *tmh_grads_filled(Hot *self, PyObject *const *a, Py_ssize_t n) {
             Py_CLEAR(gtid);
             if ((made = tmh_new_tensor(self, g, 0)) == NULL) goto next;
             gtid = Py_NewRef(PyTuple_GET_ITEM(made, 0));
-            if ((extra = PyObject_CallMethodOneArg(self->tracker, s_grad_extra, ltid)) == NULL) goto next;
+            if ((extra = grad_extra(self, ltid, s_grad_extra)) == NULL) goto next;
             if ((objs = PyTuple_Pack(1, g)) == NULL) goto next;
             PyObject *argv[7] = {tmh_s_create, func, gtid, PyTuple_GET_ITEM(made, 1), where, extra, objs};
             if ((r = tmh_add(self, argv, 7)) == NULL) goto next;
