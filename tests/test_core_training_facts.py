@@ -290,8 +290,15 @@ def test_module_backward_hook_tensors_are_never_on_a_wrong_line(engine):
 def test_text_report_lists_what_existed_before_the_block(loop):
     """The data and the parameters existed before the block; no tracked cell saw them made."""
     text = loop.to_text(width=200)
-    assert ("existed before this cell:\n  X, Y, model.0.weight, model.0.bias, model.2.weight, model.2.bias: "
-            "no tracked cell saw them made\n") in text  # fmt: skip
+    assert ("existed before this cell:\n  no tracked cell saw these made: X, Y, model.0.weight, model.0.bias, "
+            "model.2.weight, model.2.bias\n") in text  # fmt: skip
+
+
+def test_a_report_line_cut_to_its_width_ends_in_an_ellipsis(loop):
+    """A line longer than the report's width is cut and says so with "…", keeping its statement."""
+    (line,) = [ln for ln in loop.to_text(width=60).splitlines() if "no tracked cell saw" in ln]
+    full = "  no tracked cell saw these made: X, Y, model.0.weight, model.0.bias, model.2.weight, model.2.bias"
+    assert line == full[:59] + "…"
 
 
 @pytest.mark.parametrize("engine", ENGINES)
