@@ -10,7 +10,7 @@ import torch
 from .engine import describe, history, identity, naming
 from .model.events import Stats
 from .model.gradgraph import GradGraph
-from .views.common import fmt_bytes, fmt_shape, plural
+from .views.common import fmt_bytes, fmt_shape, plural, version_words
 from .views.inert import inert, inert_line
 
 
@@ -62,7 +62,7 @@ class TensorInfo:
             rows.append(("autograd", (f"requires_grad, {'leaf' if self.is_leaf else 'not a leaf'}")))
         if self.grad_chain:
             rows.append(("grad_fn chain", self.grad_chain))
-        rows.append(("version", f"{self.version} (in-place writes so far)"))
+        rows.append(("version", version_words(self.version)))
         if self.is_view:
             rows.append(("view of", self.view_of or "another tensor"))
         if self.shares_memory_with:
@@ -114,7 +114,7 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
     notes: list[str] = []
     kind = describe.kind(t)
     if kind != "tensor":
-        notes.append(f"a {kind} tensor")
+        notes.append(f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} tensor")
     is_view = describe.is_view(t)
     view_of = None
     pairs = list(naming.named_tensors(namespace)) if namespace is not None else []  # one walk
@@ -148,8 +148,6 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
     hist_words = hist.words() if hist is not None and (len(hist) > 1 or hist.head[0][3] != "made") else None
     if getattr(device, "type", None) == "meta":
         notes.append("meta tensor: it has a shape and dtype but no values")
-    if version == describe.NO_VERSION:
-        notes.append("no version counter (an inference tensor): in-place writes are not counted")
     if any(s is None for s in shape):
         notes.append("nested tensor: ? marks a dimension whose size differs between its components")
     with _no_subclass():

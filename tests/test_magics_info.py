@@ -269,3 +269,20 @@ def test_tensorinfo_of_a_missing_child_is_one_usage_line(ip):
         ip.run_line_magic("tensorinfo", "model.5.weight")
     with pytest.raises(UsageError, match="SyntaxError"):
         ip.run_line_magic("tensorinfo", "model.0 weight")
+
+
+def test_tensorinfo_of_an_inference_tensor_states_no_version_not_minus_one():
+    """An inference tensor has no version counter (torch raises on ``_version``): its version row
+    says so, in ``tensor_info`` and in a freed tensor's card, and shows no number such as -1."""
+    from tensormagic.model.events import TensorRef
+    from tensormagic.views.card import _ref_rows
+
+    with torch.inference_mode():
+        a = torch.ones(3)
+    with pytest.raises(RuntimeError, match="version counter"):
+        a._version  # noqa: B018 - torch's own word that there is no version to show
+    rows = dict(tensor_info(a).rows())
+    assert rows["version"].startswith("none: no version counter") and "-1" not in rows["version"]
+    assert "note" in rows and rows["note"] == "an inference tensor"  # "an", and said once
+    ref = TensorRef("t1", None, ("a",), (3,), "float32", "cpu", False, True, None, -1)
+    assert dict(_ref_rows(ref))["version"].startswith("none: no version counter")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..model.events import Stats, TensorRef
 from ..model.recording import Recording, TensorRecord
-from .common import describe, fmt_bytes, fmt_shape, kind_word, plural, short_op
+from .common import describe, fmt_bytes, fmt_shape, kind_word, plural, short_op, version_words
 from .lines import step_labels
 from .panel_tables import made_before_words, origin_event
 from .table import h, nbytes_of
@@ -76,7 +76,7 @@ def _ref_rows(ref: TensorRef) -> list[tuple[str, str]]:
         rows.append(("autograd", f"requires_grad, {'leaf' if ref.is_leaf else 'not a leaf'}"))
     if ref.grad_fn and ref.grad_fn != "?":
         rows.append(("grad_fn", ref.grad_fn))
-    rows.append(("version", f"{ref.version} (in-place writes so far)"))
+    rows.append(("version", version_words(ref.version)))
     return rows
 
 

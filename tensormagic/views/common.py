@@ -26,6 +26,19 @@ def plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
+#: the version a snapshot holds for a tensor with no version counter (an inference tensor):
+#: engine.describe.NO_VERSION, which views may not import
+NO_VERSION = -1
+
+
+def version_words(version: int) -> str:
+    """The version row: the count of in-place writes, or that there is no counter to count them
+    (``-1`` is the recorder's mark, not a version torch has)."""
+    if version == NO_VERSION:
+        return "none: no version counter (an inference tensor), in-place writes are not counted"
+    return f"{version:,} (in-place writes so far)"
+
+
 def kind_word(e: Event) -> str:
     """The word for an event's kind; a ``move`` that stays on its device (a dtype change such as
     ``(pred == y).float()``) is a ``cast``, as ``move_counts`` counts it."""
