@@ -133,7 +133,8 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
             gm = describe.meta(g)
             grad = f"{fmt_shape(gm[0])} {str(gm[1]).removeprefix('torch.')}" + (f", {gs.summary()}" if gs else "")
         elif requires_grad:
-            grad = "None (no backward has reached it yet)"
+            # None also after zero_grad() (set_to_none) or `.grad = None`: a backward may have reached it
+            grad = "None (no backward has filled it, or it was cleared since, as zero_grad() does)"
     elif requires_grad:
         grad = "not kept: a non-leaf's .grad stays None unless you call retain_grad() before backward"
     chain = _try(lambda: _graph(t, ns_names).chain(), None) if gf_name is not None and not gf_unread else None

@@ -286,3 +286,16 @@ def test_tensorinfo_of_an_inference_tensor_states_no_version_not_minus_one():
     assert "note" in rows and rows["note"] == "an inference tensor"  # "an", and said once
     ref = TensorRef("t1", None, ("a",), (3,), "float32", "cpu", False, True, None, -1)
     assert dict(_ref_rows(ref))["version"].startswith("none: no version counter")
+
+
+def test_tensorinfo_of_a_leaf_whose_grad_zero_grad_cleared_does_not_deny_the_backward():
+    """After backward and ``zero_grad()`` a parameter's ``.grad`` is None although backward reached it:
+    the .grad row does not say that no backward has reached it."""
+    lin = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    lin(torch.ones(1, 2)).sum().backward()
+    assert lin.weight.grad is not None  # backward reached it
+    opt.zero_grad()
+    assert lin.weight.grad is None  # torch's default set_to_none=True
+    grad = dict(tensor_info(lin.weight).rows())[".grad"]
+    assert grad.startswith("None") and "zero_grad()" in grad and "no backward has reached" not in grad
