@@ -95,7 +95,7 @@ class TensorInfo:
 
 
 def _zeros(s: Stats) -> str:
-    return f", {s.zeros} zero(s)" if s.zeros else ""
+    return f", {plural(s.zeros, 'zero')}" if s.zeros else ""
 
 
 def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str, Any] | None = None,

@@ -42,7 +42,7 @@ def test_tensor_info_to_dict(ip):
 
 @pytest.mark.parametrize("make, values", [
     (lambda: torch.empty(0), "empty"),
-    (lambda: torch.arange(5), "min 0 max 4 mean 2 std 1.581, 1 zero(s)"),  # 0..4: std sqrt(2.5)
+    (lambda: torch.arange(5), "min 0 max 4 mean 2 std 1.581, 1 zero"),  # 0..4: std sqrt(2.5)
     (lambda: torch.tensor([True, False]), "min 0 max 1 mean 0.5"),
     (lambda: torch.tensor([1 + 2j, 3j]), "min 2.236 max 3"),  # magnitudes: sqrt(5) and 3
     (lambda: torch.ones(3, device="meta"), "meta tensor: shape only, no values"),
@@ -299,3 +299,14 @@ def test_tensorinfo_of_a_leaf_whose_grad_zero_grad_cleared_does_not_deny_the_bac
     assert lin.weight.grad is None  # torch's default set_to_none=True
     grad = dict(tensor_info(lin.weight).rows())[".grad"]
     assert grad.startswith("None") and "zero_grad()" in grad and "no backward has reached" not in grad
+
+
+def test_tensorinfo_counts_zeros_with_the_word_that_agrees():
+    """The values row counts zeros as "1,200 zeros" (thousands separated, plural), a freed tensor's
+    recorded values the same: never "zero(s)"."""
+    from tensormagic.views.card import _recorded_stats_row
+
+    t = torch.cat([torch.zeros(1200), torch.ones(3)])  # 1,200 zeros by construction
+    values = dict(tensor_info(t).rows())["values"]
+    assert values.endswith(", 1,200 zeros"), values
+    assert _recorded_stats_row(tensor_info(t).stats)[1].endswith(", 1,200 zeros")

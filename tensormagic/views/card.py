@@ -101,7 +101,7 @@ def history_html(trec: TensorRecord, home: int | None = None) -> str:
 def _recorded_stats_row(stats: Stats | None) -> tuple[str, str]:
     if stats is None:
         return ("values", "not recorded: the tensor is freed (track with --stats to keep statistics)")
-    zeros = f", {stats.zeros:,} zero(s)" if stats.zeros else ""
+    zeros = f", {plural(stats.zeros, 'zero')}" if stats.zeros else ""
     return ("values (recorded)", stats.summary() + zeros)
 
 
