@@ -269,3 +269,25 @@ def test_tensorinfo_magic_explains_every_kind(ip: Any) -> None:
         assert result.error_in_exec is None and result.error_before_exec is None, name
         text = cap.stdout + "".join(o.data.get("text/plain", "") for o in cap.outputs)
         assert text.startswith(name) and "shape" in text, text
+
+
+def test_notes_on_tensors_read_in_part_are_sentences_and_count_what_they_leave_out() -> None:
+    """A freed inference tensor's note reads "t1 — no version counter: …" (not "t1 is no version
+    counter"), the HTML names tensors as the text does, and past five notes the rest are counted."""
+    import html
+    import re
+
+    with tensormagic.track() as rec:
+        with torch.inference_mode():
+            a = torch.ones(3) * 2  # torch.ones(3) is freed at the block's end: its kind is not known
+            bs = [torch.ones(2) for _ in range(6)]
+    assert len(rec.unreadable) == 8  # torch.ones(3), a and six ones(2): all made in inference mode
+    text = rec.to_text()
+    notes = [line.removeprefix("  note: ") for line in text.splitlines() if line.startswith("  note: ")]
+    assert " is no version counter" not in text
+    assert notes[0].endswith(" — no version counter: in-place writes are not counted")
+    assert notes[1] == f"a ({tensor_id(a)}) is an inference tensor: no version counter: in-place writes are not counted"
+    assert notes[5:] == ["… 3 more tensors read only in part"]  # 8 - 5 by hand
+    html_notes = [html.unescape(n) for n in re.findall(r"<div class='tm-muted'>note: (.*?)</div>", rec.to_html())]
+    assert html_notes == notes
+    del bs

@@ -8,7 +8,7 @@ from ..model.events import Fold
 from ..model.recording import Recording
 from .common import capped_line_groups, count_words, describe, fmt_bytes, fold_words, kind_word, plural, short_op, tree_lines
 from .lines import step_labels
-from .text import summary_line
+from .text import summary_line, unreadable_notes
 
 MAX_ROWS = 2000
 #: Events listed under the per-line summary of a cell with loops (the summary says the rest).
@@ -73,7 +73,7 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
     parts = [STYLE, '<div class="tm-report">', f"<div><b>{h(summary_line(rec))}</b></div>"]
     if rec.internal_error:
         parts.append(f"<div class='tm-warn'>recording incomplete: {h(rec.internal_error)}</div>")
-    parts.extend(f"<div class='tm-muted'>{h(tid)} is {h(why)}</div>" for tid, why in list(rec.unreadable.items())[:5])
+    parts.extend(f"<div class='tm-muted'>note: {h(note)}</div>" for note in unreadable_notes(rec))
     if has_loops(rec):
         parts.append(lines_summary_html(rec))
         max_rows = min(max_rows, MAX_LOOP_ROWS)

@@ -36,7 +36,7 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
     out = [summary_line(rec)]
     if rec.internal_error:
         out.append(f"  note: recording incomplete ({rec.internal_error})")
-    out.extend(_fit(f"  note: {_label(rec, tid)} is {why}", width) for tid, why in list(rec.unreadable.items())[:5])
+    out.extend(_fit(f"  note: {note}", width) for note in unreadable_notes(rec))
     n = 0
     steps = step_labels(rec)  # a name shared by tensors of several steps says which step
     for first, group in capped_line_groups(rec.events, MAX_LINES):
@@ -106,6 +106,22 @@ def before_lines(rec: Recording) -> list[str]:
 def _fit(line: str, width: int) -> str:
     """``line`` cut to ``width`` characters, its end marked "…" where it was cut."""
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+#: the tensors read only in part that a report names one by one; the rest are counted
+MAX_UNREADABLE = 5
+
+
+def unreadable_notes(rec: Recording) -> list[str]:
+    """One note per tensor the tracker could read only in part (``a (t5) is an inference tensor:
+    …``), then how many more.  A reason recorded without the tensor's kind (it was freed) is no
+    noun phrase ("no version counter: …"): it follows a colon, not "is"."""
+    items = list(rec.unreadable.items())
+    notes = [f"{_label(rec, tid)} {'is' if why.startswith(('a ', 'an ')) else '—'} {why}"
+             for tid, why in items[:MAX_UNREADABLE]]  # fmt: skip
+    if len(items) > MAX_UNREADABLE:
+        notes.append(f"… {plural(len(items) - MAX_UNREADABLE, 'more tensor')} read only in part")
+    return notes
 
 
 def _label(rec: Recording, tid: str) -> str:
