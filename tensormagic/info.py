@@ -94,6 +94,11 @@ class TensorInfo:
         return {"text/plain": self.to_text(), "text/html": self.to_html()}
 
 
+def _unnamed(shape: str) -> str:
+    """A base no name holds, by its shape: "a 2 tensor" read as a count, so the shape is said as one."""
+    return "an unnamed scalar tensor" if shape == "scalar" else f"an unnamed tensor of shape {shape}"
+
+
 def _zeros(s: Stats) -> str:
     return f", {plural(s.zeros, 'zero')}" if s.zeros else ""
 
@@ -121,7 +126,7 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
     ns_names = _names_by_object(pairs)
     base = _try(lambda: describe.attr(t, "_base"), None)
     if is_view and base is not None:
-        view_of = ", ".join(ns_names.get(id(base), [])) or f"a {fmt_shape(describe.meta(base)[0])} tensor"
+        view_of = ", ".join(ns_names.get(id(base), [])) or _unnamed(fmt_shape(describe.meta(base)[0]))
     grad = None
     if gf_unread:  # is_leaf reads grad_fn too: neither a leaf's nor a non-leaf's .grad words apply
         notes.append(f"grad_fn could not be read ({_error(lambda: describe.attr(t, 'grad_fn'))}): its graph "

@@ -310,3 +310,15 @@ def test_tensorinfo_counts_zeros_with_the_word_that_agrees():
     values = dict(tensor_info(t).rows())["values"]
     assert values.endswith(", 1,200 zeros"), values
     assert _recorded_stats_row(tensor_info(t).stats)[1].endswith(", 1,200 zeros")
+
+
+def test_tensorinfo_of_a_view_of_an_unnamed_tensor_says_its_shape_as_a_shape():
+    """A view whose base no name holds reads "view of an unnamed tensor of shape 2×3" (was "a 2×3
+    tensor", and "a 2 tensor" for one dimension)."""
+    base = torch.zeros(2, 3)
+    v, w = base[0], base[0][1:]
+    assert v._base is base and w._base is base  # torch: both are views of base
+    assert dict(tensor_info(v, namespace={"v": v}).rows())["view of"] == "an unnamed tensor of shape 2×3"
+    one = torch.zeros(4)
+    assert dict(tensor_info(one[1:], namespace={}).rows())["view of"] == "an unnamed tensor of shape 4"
+    assert dict(tensor_info(v, namespace={"base": base}).rows())["view of"] == "base"
