@@ -322,3 +322,14 @@ def test_tensorinfo_of_a_view_of_an_unnamed_tensor_says_its_shape_as_a_shape():
     one = torch.zeros(4)
     assert dict(tensor_info(one[1:], namespace={}).rows())["view of"] == "an unnamed tensor of shape 4"
     assert dict(tensor_info(v, namespace={"base": base}).rows())["view of"] == "base"
+
+
+def test_values_with_nan_and_inf_keep_the_counts_apart_from_the_statistics():
+    """NaN and Inf counts follow a comma, with thousands separators: "std 1.414, 1 NaN" (it read
+    "std 1.414 1 NaN", one run of numbers) and "1,500 NaN, 2,000 Inf"."""
+    nan, inf = float("nan"), float("inf")
+    one = dict(tensor_info(torch.tensor([1.0, 3.0, nan])).rows())["values"]
+    assert one == "min 1 max 3 mean 2 std 1.414, 1 NaN"  # finite 1 and 3: mean 2, std sqrt(2)
+    many = dict(tensor_info(torch.tensor([nan] * 1500 + [inf] * 2000 + [1.0])).rows())["values"]
+    assert many.endswith("std 0, 1,500 NaN, 2,000 Inf"), many
+    assert dict(tensor_info(torch.tensor([nan, inf])).rows())["values"] == "1 NaN, 1 Inf"

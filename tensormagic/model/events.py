@@ -118,11 +118,9 @@ class Stats:
                 parts.append(f"mean {_num(self.mean)}")
             if self.std is not None:
                 parts.append(f"std {_num(self.std)}")
-        if self.nan:
-            parts.append(f"{self.nan} NaN")
-        if self.inf:
-            parts.append(f"{self.inf} Inf")
-        return " ".join(parts) if parts else "no finite values"
+        # the counts follow a comma: "std 1.414 1 NaN" read as one run of numbers
+        counts = [f"{n:,} {what}" for n, what in ((self.nan, "NaN"), (self.inf, "Inf")) if n]
+        return ", ".join([" ".join(parts)] * bool(parts) + counts) or "no finite values"
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
