@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, TextIO
 
 from .model.events import KINDS
+from .views.common import plural
 from .views.inert import inert_line
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -236,7 +237,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 if args.cell is not None
                 else f"cell with execution count {args.exec_count}"
             )
-            raise CliError(f"{args.log} has {n} cell(s); there is no {what}")
+            raise CliError(f"{args.log} has {plural(n, 'cell')}; there is no {what}")
         return shown
 
     _run_scan("reading", work, args.log)

@@ -98,7 +98,7 @@ def test_show_unknown_cell_is_one_line_error(log: Path, args: tuple[str, str]) -
     """An unknown cell is one line on stderr and exit status 1."""
     r = run_cli("show", log, *args)
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr.count("\n") == 1 and "has 3 cell(s); there is no cell" in r.stderr
+    assert r.stderr.count("\n") == 1 and "has 3 cells; there is no cell" in r.stderr
 
 
 def test_export_chrome_trace(log: Path, tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_damaged_log_reports_skipped_lines(log: Path, tmp_path: Path) -> None:
     p.write_bytes(data[: len(data) - 25])
     r = run_cli("summary", p)
     assert r.returncode == 0 and "incomplete" in r.stdout
-    assert "skipped 1 corrupt or truncated line(s)" in r.stderr
+    assert "skipped 1 corrupt or truncated line in" in r.stderr  # one line: the singular
 
 
 @pytest.mark.parametrize("cmd", [(), ("summary",), ("show",), ("export",), ("demo",)])

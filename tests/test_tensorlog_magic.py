@@ -118,7 +118,7 @@ def test_tensorlog_bad_input_is_a_usage_error(ip, tmp_path: Path, kind: str) -> 
     elif kind == "unknown cell":
         with capture_output():
             run(ip, f"%%trackgrad --quiet --log {path}\nq = torch.ones(1)\n")
-        args, message = f"{path} --cell 5", "has 1 cell\\(s\\); there is no cell 5"
+        args, message = f"{path} --cell 5", "has 1 cell; there is no cell 5"
     with pytest.raises(UsageError, match=message):
         ip.run_line_magic("tensorlog", args)
 

@@ -14,6 +14,7 @@ from IPython.utils.process import arg_split
 from traitlets import Bool, CaselessStrEnum, Int, List, TraitError, Unicode, Union, validate
 
 from ..model.recording import Recording
+from ..views.common import plural
 from ..views.inert import inert_line
 from .display import MODES, show, show_info, show_log, show_namespace, touched_nothing
 from .session import AutoTracker, Options, run_tracked_cell
@@ -263,7 +264,7 @@ class TensorMagic(Magics):
                 print(inert_line(f"{path}: no cells logged yet"))
                 return None
             what = f"cell {args.cell}" if args.cell is not None else f"cell with execution count {args.exec_count}"
-            raise UsageError(f"{path} has {recs.stats.cells} cell(s); there is no {what}")
+            raise UsageError(f"{path} has {plural(recs.stats.cells, 'cell')}; there is no {what}")
         labels = [f"{path}: cell #{pos} (execution count {rec.cell})" for pos, rec in zip(recs.positions, recs)]
         show_log(list(recs), labels, self.display, self.shell)
         return None

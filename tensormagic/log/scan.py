@@ -60,15 +60,20 @@ class ScanStats:
                        f"this reader knows {SCHEMA_VERSION}): upgrade tensormagic to read all of it; "
                        "showing what this version understands")  # fmt: skip
         if self.skipped:
-            out.append(f"skipped {self.skipped} corrupt or truncated line(s) in {self.path}")
+            out.append(f"skipped {_count(self.skipped, 'corrupt or truncated line')} in {self.path}")
         if self.bad_events:
-            out.append(f"skipped {self.bad_events} unreadable event record(s) in {self.path}")
+            out.append(f"skipped {_count(self.bad_events, 'unreadable event record')} in {self.path}")
         if self.bad_cells:
-            out.append(f"skipped {self.bad_cells} unreadable cell record(s) in {self.path}")
+            out.append(f"skipped {_count(self.bad_cells, 'unreadable cell record')} in {self.path}")
         if self.unknown_kinds:
-            out.append(f"skipped {self.unknown_kinds} event(s) of an unknown kind in {self.path} "
+            out.append(f"skipped {_count(self.unknown_kinds, 'event')} of an unknown kind in {self.path} "
                        "(written by a newer tensormagic?)")  # fmt: skip
         return out
+
+
+def _count(n: int, one: str) -> str:
+    """``1 line``, ``1,200 lines``: views.common.plural, which log may not import."""
+    return f"{n:,} {one if n == 1 else one + 's'}"
 
 
 def _open(path: str | os.PathLike[str]) -> tuple[IO[bytes], bool]:
