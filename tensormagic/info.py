@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -306,7 +307,11 @@ def object_by_report_name(namespace: Mapping[str, Any], text: str) -> Any:
     """The object a report's dotted name means (``model.0.weight``, ``m.transformer.h.1.attn``,
     ``model.0.weight.grad``): a namespace name, then child modules by their keys (a
     ``Sequential``'s ``0``) and attributes.  ``NOT_A_PATH`` where ``text`` is not such a name;
-    an attribute that fails raises as Python would."""
+    an attribute that fails raises as Python would.  An optimizer's state is written
+    ``opt.state[model.0.weight].exp_avg``: the parameter by its report name, the state by its key."""
+    state = _OPT_STATE.match(text)
+    if state is not None and isinstance(namespace.get(state[1]), torch.optim.Optimizer):
+        return _optimizer_state(namespace, *state.groups())
     parts = text.split(".")
     if len(parts) < 2 or not parts[0].isidentifier() or parts[0] not in namespace:
         return NOT_A_PATH
@@ -351,3 +356,22 @@ def _graph(t: torch.Tensor, names: dict[int, list[str]]) -> GradGraph:
     from .engine.autograd import capture
 
     return capture([("t", t)], lambda x: (names.get(id(x)) or [None])[0]).graph("t")
+
+
+#: how the reports name an optimizer's state: ``opt.state[<parameter's name>].<key>``
+_OPT_STATE = re.compile(r"^([A-Za-z_]\w*)\.state\[(.+)\]\.([A-Za-z_]\w*)$")
+
+
+def _optimizer_state(namespace: Mapping[str, Any], opt_name: str, param_name: str, key: str) -> Any:
+    """``opt.state[param][key]`` with the parameter found by its report name or a namespace name."""
+    param = object_by_report_name(namespace, param_name)
+    if param is NOT_A_PATH:
+        param = namespace.get(param_name, NOT_A_PATH)
+    if param is NOT_A_PATH:
+        return NOT_A_PATH
+    state = namespace[opt_name].state
+    if not state.get(param):  # a defaultdict: [] would add an entry (evaluating the text as Python adds an empty one)
+        raise KeyError(f"{opt_name}.state holds nothing for {param_name}: no step has run for it yet")
+    if key not in state[param]:
+        raise KeyError(f"{opt_name}.state[{param_name}] has no {key!r}: it holds {', '.join(map(str, state[param]))}")
+    return state[param][key]

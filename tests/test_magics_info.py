@@ -333,3 +333,21 @@ def test_values_with_nan_and_inf_keep_the_counts_apart_from_the_statistics():
     many = dict(tensor_info(torch.tensor([nan] * 1500 + [inf] * 2000 + [1.0])).rows())["values"]
     assert many.endswith("std 0, 1,500 NaN, 2,000 Inf"), many
     assert dict(tensor_info(torch.tensor([nan, inf])).rows())["values"] == "1 NaN, 1 Inf"
+
+
+def test_tensorinfo_takes_an_optimizer_state_as_the_reports_write_it(ip):
+    """``%tensorinfo opt.state[model.0.weight].exp_avg`` (how reports name Adam's state) explains
+    ``opt.state[model[0].weight]['exp_avg']``, also for a parameter named by a dotted Python path;
+    a key the state lacks is one usage line naming the keys it holds."""
+    run(ip, "model = torch.nn.Sequential(torch.nn.Linear(4, 3))\nlin = torch.nn.Linear(2, 2)\n"
+            "opt = torch.optim.Adam([*model.parameters(), *lin.parameters()])\n"
+            "(model(torch.ones(2, 4)).sum() + lin(torch.ones(2)).sum()).backward()\nopt.step()")  # fmt: skip
+    text = _shown(ip, "tensorinfo opt.state[model.0.weight].exp_avg")
+    assert text.startswith("opt.state[model.0.weight].exp_avg") and "3×4" in text  # the weight's shape
+    assert "values          all 0.2" in text  # (1 - beta1) * grad = 0.1 * 2: two rows of ones
+    assert _shown(ip, "tensorinfo opt.state[lin.bias].exp_avg_sq").startswith("opt.state[lin.bias].exp_avg_sq")
+    with pytest.raises(UsageError, match="has no 'momentum_buffer': it holds step, exp_avg, exp_avg_sq"):
+        ip.run_line_magic("tensorinfo", "opt.state[lin.bias].momentum_buffer")
+    run(ip, "w = torch.ones(2, requires_grad=True)\nsgd = torch.optim.SGD([w], lr=0.1)")
+    with pytest.raises(UsageError, match="sgd.state holds nothing for w: no step has run for it yet"):
+        ip.run_line_magic("tensorinfo", "sgd.state[w].momentum_buffer")

@@ -109,7 +109,16 @@ class TensorMagic(Magics):
                 raise UsageError(syntax) from None
             return value
         except Exception as e:  # noqa: BLE001 - any user error becomes a one-line usage message
-            raise UsageError(f"could not evaluate {expr!r}: {type(e).__name__}: {e}") from None
+            error = f"could not evaluate {expr!r}: {type(e).__name__}: {e}"
+            value = NOT_A_PATH
+            if ".state[" in expr:  # valid Python meaning another thing: opt.state[model.fc.weight].exp_avg
+                try:
+                    value = object_by_report_name(self.shell.user_ns, expr)
+                except Exception as e2:  # noqa: BLE001 - the optimizer's state lacks it: say what it holds
+                    raise UsageError(f"could not find {expr!r}: {type(e2).__name__}: {e2}") from None
+            if value is NOT_A_PATH:
+                raise UsageError(error) from None
+            return value
 
     # -- %trackgrad / %%trackgrad ----------------------------------------------------------
     @magic_arguments()
@@ -191,7 +200,8 @@ class TensorMagic(Magics):
         Shape, dtype, device, strides, bytes, autograd (grad_fn chain, leaf, .grad), version,
         views and shared memory (NumPy arrays included), and value statistics. An nn.Module
         gives a table of its parameters and buffers; no argument lists every tensor in the namespace.
-        EXPR may also be a name as the reports write it: %tensorinfo model.0.weight.grad
+        EXPR may also be a name as the reports write it: %tensorinfo model.0.weight.grad,
+        %tensorinfo opt.state[model.0.weight].exp_avg
         """
         import torch
 
