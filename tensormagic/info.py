@@ -339,7 +339,7 @@ def module_info(m: torch.nn.Module, name: str = "module") -> TableInfo:
     for bn, b in m.named_buffers():
         rows.append(_row(f"{name}.{bn} (buffer)", b))
     return TableInfo(title=f"{name}: {type(m).__name__}", columns=TABLE_COLUMNS, rows=rows,
-                     footer=f"{count} parameters, {fmt_bytes(total)}")  # fmt: skip
+                     footer=f"{plural(count, 'parameter')}, {fmt_bytes(total)}")  # fmt: skip
 
 
 def namespace_info(namespace: Mapping[str, Any]) -> TableInfo:
@@ -348,7 +348,7 @@ def namespace_info(namespace: Mapping[str, Any]) -> TableInfo:
     rows = [_row(n, t) for n, t in pairs]
     total = sum(t.numel() * t.element_size() for _, t in pairs)
     return TableInfo(title="tensors in the namespace", columns=TABLE_COLUMNS, rows=rows,
-                     footer=f"{len(rows)} tensors, {fmt_bytes(total)}" if rows else "no tensors yet")  # fmt: skip
+                     footer=f"{plural(len(rows), 'tensor')}, {fmt_bytes(total)}" if rows else "no tensors yet")  # fmt: skip
 
 
 def _graph(t: torch.Tensor, names: dict[int, list[str]]) -> GradGraph:

@@ -351,3 +351,16 @@ def test_tensorinfo_takes_an_optimizer_state_as_the_reports_write_it(ip):
     run(ip, "w = torch.ones(2, requires_grad=True)\nsgd = torch.optim.SGD([w], lr=0.1)")
     with pytest.raises(UsageError, match="sgd.state holds nothing for w: no step has run for it yet"):
         ip.run_line_magic("tensorinfo", "sgd.state[w].momentum_buffer")
+
+
+def test_tensorinfo_tables_count_with_separators_and_the_word_that_agrees(ip):
+    """A module's table counts "1,100 parameters" (was "1100 parameters"), a one-element module
+    "1 parameter", and a namespace of one tensor "1 tensor" (was "1 tensors")."""
+    from tensormagic.info import module_info, namespace_info
+
+    lin = torch.nn.Linear(10, 100)  # 10 * 100 weights + 100 biases = 1,100
+    assert module_info(lin, "lin").footer.startswith("1,100 parameters, ")
+    one = torch.nn.Module()
+    one.p = torch.nn.Parameter(torch.ones(()))
+    assert module_info(one, "one").footer == "1 parameter, 4 B"
+    assert namespace_info({"x": torch.ones(2)}).footer == "1 tensor, 8 B"
