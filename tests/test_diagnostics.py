@@ -344,6 +344,21 @@ def test_broadcast_before_a_reduction():
     assert loss.shape == ()
 
 
+@pytest.mark.filterwarnings("ignore:Using a target size")
+def test_broadcast_messages_count_elements_with_thousands_separators():
+    """(64, 1) against (64,) makes 64 * 64 = 4,096 elements: both broadcast messages write "4,096
+    elements" (they wrote "4096 elements")."""
+    with pytest.warns(BroadcastWarning):
+        with tensormagic.track() as rec:
+            pred = torch.randn(64, 1)
+            target = torch.randn(64)
+            loss = ((pred - target) ** 2).mean()
+            inner = nn.MSELoss()(pred, target)
+    messages = [d.message for d in rec.diagnostics if d.id == "broadcast"]
+    assert len(messages) == 2 and all("(4,096 elements" in m for m in messages), messages
+    assert loss.shape == inner.shape == ()
+
+
 def test_broadcast_is_followed_through_ops_the_block_ran_before():
     """Single-input ops seen before a broadcast (their calls skipped since) still carry it to the reduction."""
     with pytest.warns(BroadcastWarning, match="64×64"):

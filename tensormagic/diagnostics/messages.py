@@ -60,7 +60,7 @@ def _any_accumulated(raw: list[Any], backward_idx: list[int]) -> bool:
 def _sync(ctx: Context, f: Finding, ops: set[str]) -> tuple[str, str, tuple[str, ...]]:
     what = ", ".join(sorted(op_words(o) for o in ops))
     name = ctx.names(f.tids)
-    text = (f"{what} made the host wait for the device {f.count} times on this line (one host–device "
+    text = (f"{what} made the host wait for the device {f.count:,} times on this line (one host–device "
             "sync each time, as in a loop): each sync stalls the device's queue until it drains.")
     fix = ("keep the values on the device inside the loop (e.g. total += loss.detach()) and read them "
            "once after it, or only every N steps")
@@ -117,7 +117,7 @@ def _broadcast(ctx: Context, f: Finding) -> Words:
         for s in shape:
             n *= s
         text = (f"{op} got {ctx.label(a)} ({ctx.shape(a)}) and {ctx.label(b)} ({ctx.shape(b)}), which "
-                f"broadcast to {fmt_shape(shape)} ({n} elements): the loss compares every pair of "
+                f"broadcast to {fmt_shape(shape)} ({n:,} elements): the loss compares every pair of "
                 "elements instead of matching them one to one, and gives a wrong value without error.")
         lines: tuple[Any, ...] = ()
     else:
@@ -127,7 +127,7 @@ def _broadcast(ctx: Context, f: Finding) -> Words:
             n *= s
         red = ctx.raw[d["reduce"]]
         text = (f"{op} broadcast {ctx.label(a)} ({ctx.shape(a)}) and {ctx.label(b)} ({ctx.shape(b)}) "
-                f"to {fmt_shape(out_shape)} ({n} elements, more than either input), then "
+                f"to {fmt_shape(out_shape)} ({n:,} elements, more than either input), then "
                 f"{ctx.op_at(d['reduce'])} ({ctx.where_words(red[4])}) reduced it: every pair of "
                 "elements was combined instead of matching them one to one, with no error.")
         lines = (ctx.line(red[4]),)
