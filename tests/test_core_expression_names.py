@@ -104,3 +104,15 @@ def test_tensors_a_for_loop_fetches_are_named_by_its_iterable(engine):
     assert fetched == {"next(loader) temporary"}
     assert not any("for " in t.label for t in rec.tensors.values())
 
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_lambda_on_the_line_does_not_give_its_target_to_the_temporaries(engine):
+    """``p = nn.Parameter((lambda v: v * 2)(torch.ones(2)))``: only the Parameter is ``p`` (a
+    lambda made the line a place of two code objects, and ``torch.ones(2)`` and ``v * 2`` were
+    named ``p`` too)."""
+    with tensormagic.track(engine=engine) as rec:
+        p = nn.Parameter((lambda v: v * 2)(torch.ones(2)))
+    labels = [t.label for t in rec.tensors.values()]
+    assert sorted(labels) == ["p", "torch.ones(2)", "v * 2"]  # three tensors, one of them p
+    assert rec.tensor("p").tensor() is p

@@ -126,7 +126,9 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
     targets: dict[Any, tuple[str, ...] | None] = {}
     functions: dict[Any, str | None] = {}
     by_name: dict[str, list[Any]] = {}
-    for where in tr.lines.places():
+    # dict.fromkeys: a line with a lambda on it is a place of two code objects; counted twice,
+    # its target looked bound on two lines and every run's leftovers took its name
+    for where in dict.fromkeys(tr.lines.places()):
         src = place(where)[3]
         functions[where] = naming.called_function(src)
         got = naming.assigned_names(src)
