@@ -354,3 +354,16 @@ def test_namespace_names_cover_tensors_grads_modules_buffers_and_containers():
         "bn.running_var", "bn.num_batches_tracked", "odd.w", "odd.inner.weight", "pair[0]", "pair[0].grad",
         "d['k']", "d['k'].grad"]
     assert got[1][1] is leaf.grad and got[4][1] is bn.weight.grad and got[6][1] is bn.running_mean
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_autograd_grad_says_each_gradients_shape_apart_from_its_name(engine):
+    """``autograd.grad(loss, [w, b])`` reads "returns the gradients of w (2×3), b (3)": the
+    shapes in brackets (it read "of w 2×3, b 3") and the plural for two."""
+    w, b = torch.randn(2, 3, requires_grad=True), torch.randn(3, requires_grad=True)
+    with tensormagic.track(engine=engine) as rec:
+        loss = (w * b).sum()
+        gw, gb = torch.autograd.grad(loss, [w, b])
+    (bw,) = rec.filter(kind="backward")
+    assert gw.shape == (2, 3) and gb.shape == (3,)  # torch's shapes for the words below
+    assert "from loss: returns the gradients of w (2×3), b (3) (fills no .grad)" in rec.to_text()
