@@ -93,7 +93,7 @@ def test_device_lists_devices_and_tensors(ip):
     """``%device`` shows CPU, the default device and tensors grouped by device with bytes."""
     run(ip, "dm = torch.ones(4, device='meta')\ndc = torch.ones(4)")
     text = _shown(ip, "device")
-    assert "cpu" in text and "default device: cpu" in text and "on meta: 1 tensor(s), 16 B: dm" in text
+    assert "cpu" in text and "default device: cpu" in text and "on meta: 1 tensor, 16 B: dm" in text
 
 
 def test_device_sets_and_restores_the_default(ip):

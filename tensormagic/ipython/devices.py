@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import torch
 
 from ..engine import naming
-from ..views.common import fmt_bytes
+from ..views.common import fmt_bytes, plural
 from ..views.inert import inert
 
 
@@ -31,8 +31,8 @@ class DeviceReport:
             lines.append("no tensors in the namespace")
         for dev, items in sorted(self.by_device.items()):
             total = sum(b for _, b in items)
-            names = ", ".join(n for n, _ in items[:12]) + (f", … ({len(items) - 12} more)" if len(items) > 12 else "")
-            lines.append(f"on {dev}: {len(items)} tensor(s), {fmt_bytes(total)}: {names}")
+            names = ", ".join(n for n, _ in items[:12]) + (f", … ({len(items) - 12:,} more)" if len(items) > 12 else "")
+            lines.append(f"on {dev}: {plural(len(items), 'tensor')}, {fmt_bytes(total)}: {names}")
         return inert("\n".join(lines))  # names may be dict keys: any text
 
     def to_html(self) -> str:
