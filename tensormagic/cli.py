@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Callable, TextIO
 
-from .model.events import KINDS
+from .model.events import KINDS, SEEN
 from .views.common import plural
 from .views.inert import inert_line
 
@@ -162,7 +162,9 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
     out = out or sys.stdout
     # a same-device dtype change is a cast: its own column, apart from moves between devices
+    # and a tensor no op made (first seen in the cell) is no "new" one: a column of its own
     kind_cols = [col for k in KINDS for col in ([("move", "move"), ("cast", "cast")] if k == "move"
+                                                else [(k, KIND_WORD[k]), (SEEN, SEEN)] if k == "create"
                                                 else [(k, KIND_WORD.get(k, k))])]  # fmt: skip
     head = f"{'#':>4} {'exec':>5}  {'first line':<40}" + "".join(f" {w:>8}" for _, w in kind_cols)
     head += f" {'moved':>9} {'warn':>4}  status"

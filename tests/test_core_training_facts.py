@@ -315,3 +315,55 @@ def test_no_step_is_stated_once_events_are_folded(engine):
                 c = a * 3  # noqa: F841 - a line first run after the folding began
     assert rec.folds and step_labels(rec) == {}
     assert "(step" not in rec.to_text(width=200)
+
+
+def _dataset_loop(engine: str):
+    """A DataLoader over a TensorDataset made before the block: its two tensors are held by no
+    variable the tracker reads (only by ``ds``), and no op in the block makes them."""
+    torch.manual_seed(0)
+    ds = TensorDataset(torch.randn(8, 4), torch.randn(8, 1))
+    loader = DataLoader(ds, batch_size=4)
+    with tensormagic.track(engine=engine) as rec:
+        for xb, yb in loader:
+            loss = xb.sum() - yb.sum()  # noqa: F841
+    return rec
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tensors_no_op_made_are_first_seen_not_created(engine):
+    """The dataset's two tensors, made before the block, count as "first seen", not as created, in
+    the summary's counts before and after the events are built, and their rows say "seen"."""
+    rec = _dataset_loop(engine)
+    before = rec.counts()  # from the raw records: no event built yet
+    creates = [e for e in rec.events if e.kind == "create"]
+    assert sorted(e.tensor.shape for e in creates if e.origin == "seen") == [(8, 1), (8, 4)]  # by hand
+    assert rec.counts() == before
+    assert (before["seen"], before["create"]) == (2, len(creates) - 2)
+    text = rec.to_text().splitlines()
+    assert f"{len(creates) - 2} created, 2 first seen, " in text[0]
+    rows = [ln.split() for ln in text if "(no visible op)" in ln]
+    assert [r[0] for r in rows] == ["seen", "seen"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_first_seen_tensors_say_only_what_is_known(engine):
+    """A tensor first met with no op and no maker on its line is not said to have appeared there:
+    it was made before the block, or by code the tracker cannot see."""
+    rec = _dataset_loop(engine)
+    notes = {e.note for e in rec.events if e.kind == "create" and e.origin == "seen"}
+    assert notes == {"first seen here: made before this block, or by code the tracker cannot see"}
+
+
+def test_log_counts_first_seen_tensors_apart(tmp_path):
+    """A log's cell counts the two first-seen tensors apart from the created ones, in the
+    summary's counting scan and in a full parse alike."""
+    from tensormagic.log.reader import iter_cells
+    from tensormagic.log.writer import LogWriter
+
+    rec = _dataset_loop("c")
+    log = tmp_path / "run.jsonl"
+    LogWriter(log).write(rec)
+    scanned = [c.all_counts() for c in iter_cells(log, keep_events=False)]
+    parsed = [c.all_counts() for c in iter_cells(log, keep_events=True)]
+    assert scanned == parsed and scanned[0]["seen"] == 2
+    assert scanned[0]["create"] == rec.counts()["create"]

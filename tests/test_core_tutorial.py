@@ -336,5 +336,6 @@ def test_numpy_born_argument_of_a_module_is_not_its_output(engine):
         p = net(torch.from_numpy(a))  # noqa: F841
     first, second = [e for e in rec.events if e.origin == "seen"]
     assert first.op == "torch.from_numpy" and "lin" not in first.tensor.label and "NumPy" in first.note
-    assert second.op == "(no visible op)" and second.note == "appeared without a torch op the tracker can see"
+    assert second.op == "(no visible op)"
+    assert second.note == "first seen here: made before this block, or by code the tracker cannot see"
     assert second.tensor.label == second.tensor.id

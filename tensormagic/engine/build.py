@@ -6,12 +6,13 @@ import gc
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import fields
+from itertools import compress
 from operator import itemgetter
 from typing import Any, Iterator, Mapping
 
 import torch
 
-from ..model.events import Event, Fold, GradRecord, TensorRef
+from ..model.events import SEEN, Event, Fold, GradRecord, TensorRef
 from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, Tally, TensorRecord, attach_events, set_before
 from . import naming
@@ -126,6 +127,12 @@ class Pending:
         # every cell pays this for its summary line: the kinds counted at C speed (first-seen
         # order, as a loop would make), the rare moves looked at only where there are some
         counts: dict[str, int] = dict(Counter(map(itemgetter(KIND), raw)))
+        if counts.get("create"):  # as Recording.counts: a tensor no op made is first seen, not created
+            creates = compress(raw, map("create".__eq__, map(itemgetter(KIND), raw)))
+            seen = sum(map(_first_seen_extra, map(itemgetter(EXTRA), creates)))
+            if seen:
+                counts["create"] -= seen
+                counts[SEEN] = seen
         moves = casts = moved = 0
         if "move" in counts:
             for r in raw:
@@ -142,6 +149,11 @@ class Pending:
             counts[kind] = counts.get(kind, 0) + n
             folded_moves += n if kind == "move" else 0
         return Tally(counts, moves, casts, folded_moves, moved)
+
+
+def _first_seen_extra(extra: Any) -> bool:
+    """``Event.first_seen`` of a create record's extra: origin "seen", not a gradient backward filled."""
+    return bool(extra) and type(extra[0]) is tuple and extra[1] == "seen" and extra[2] != "grad"
 
 
 @contextmanager

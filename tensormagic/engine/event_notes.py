@@ -21,8 +21,12 @@ def seen_note(op: str, note: str | None, inputs: tuple[TensorRef, ...]) -> str:
     if op.endswith("from_numpy"):
         return "shares memory with the NumPy array: writing one changes the other"
     if op == NO_OP:
-        return "appeared without a torch op the tracker can see"
-    return f"appeared without a torch op the tracker can see (made by {op})"
+        return FIRST_SEEN
+    return f"made by {op}: no torch op the tracker can see made it"
+
+
+#: the note of a tensor first met with no op and no maker on its line: what is known, and no more
+FIRST_SEEN = "first seen here: made before this block, or by code the tracker cannot see"
 
 
 #: how a note names the backward call an event happened in
@@ -71,8 +75,9 @@ def place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
         cell, fn, line, src = place((filename, bound))
         if line == e.line and fn == e.file and cell == e.cell:
             continue
-        # the line that bound it: a tensor-making call there made it (``x = mylib.make()``)
-        op = naming.unseen_maker(src) or naming.call_name(src) or e.op
+        # the line that bound it: a call there that makes tensors no op shows made it
+        # (``p = nn.Parameter(…)``); any other call may have handed back an older tensor
+        op = naming.unseen_maker(src) or e.op
         moved = replace(e, line=line, source=src, cell=cell, file=fn, op=op, note=seen_note(op, None, ()))
         out.remove(e)
         pos = next((i for i, x in enumerate(out)

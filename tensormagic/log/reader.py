@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from ..model.events import KINDS, Event, Fold, TensorRef
+from ..model.events import KINDS, SEEN, Event, Fold, TensorRef, first_seen
 from ..model.gradgraph import GraphTable
 from ..model.recording import Recording, TensorRecord, attach_events, last_refs, set_before
 from .scan import LogReadError, NotALogError, ScanStats, scan
@@ -113,6 +113,8 @@ def _cells(path: str | os.PathLike[str], stats: ScanStats, keep_events: bool | C
                 c = open_cells[key] = LoggedCell(0, key, events=[] if keep_any else None)
             ev = r["event"]
             kind = ev.get("kind")
+            if first_seen(kind, ev.get("origin"), ev.get("note")):  # counted as Recording.counts does
+                kind = SEEN
             c.counts[kind] = c.counts.get(kind, 0) + 1
             c.n_events += 1
             if kind == "move":
@@ -155,7 +157,7 @@ def _add_tally(c: LoggedCell, tally: dict[bytes, int] | None, stats: ScanStats) 
     """Fold the counts of the event lines the scan counted without parsing into the cell."""
     for kb, n in (tally or {}).items():
         kind = kb.decode(errors="replace")
-        if kind not in KINDS:
+        if kind not in KINDS and kind != SEEN:
             stats.unknown_kinds += n
             continue
         c.counts[kind] = c.counts.get(kind, 0) + n

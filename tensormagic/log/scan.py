@@ -200,6 +200,8 @@ def _plain_lines(raw: IO[bytes], stats: ScanStats) -> Iterator[bytes]:
 _EVENT_HEAD = b'{"type":"event","key":"'
 _RUN_TAIL = b'","event":{"seq":'
 _KIND = b'"kind":"'
+_ORIGIN_SEEN = b'"origin":"seen"'
+_NOTE_GRADIENT = b'"note":"gradient'
 
 
 def scan(path: str | os.PathLike[str], stats: ScanStats, *, tallies: dict[str, dict[bytes, int]] | None = None,
@@ -230,6 +232,8 @@ def scan(path: str | os.PathLike[str], stats: ScanStats, *, tallies: dict[str, d
                 if run is not None:
                     k = line.find(_KIND, len(run), len(run) + 40)
                     kb = line[k + 8 : line.find(b'"', k + 8)] if k > 0 else b"move"
+                    if kb == b"create" and _ORIGIN_SEEN in line and _NOTE_GRADIENT not in line:
+                        kb = b"seen"  # events.first_seen, read from the line: no op made this tensor
                     if kb != b"move":
                         kinds[kb] = kinds.get(kb, 0) + 1
                         ours = True

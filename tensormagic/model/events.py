@@ -18,6 +18,15 @@ SCHEMA_VERSION = 4  # log/records.py's SCHEMA_HISTORY says what each version add
 
 #: Event kinds, in the order reports list their counts.
 KINDS: tuple[str, ...] = ("create", "view", "inplace", "move", "backward", "numpy", "compiled")
+#: what counts call a create of a tensor no op the tracker saw made (``first_seen``)
+SEEN = "seen"
+
+
+def first_seen(kind: str | None, origin: str | None, note: str | None) -> bool:
+    """Whether a create event only says where the tracker first met its tensor: no op it saw made
+    it (it was made before the block, or by code the tracker cannot see).  A gradient backward
+    filled in is of origin "seen" too, but backward did make it."""
+    return kind == "create" and origin not in (None, "op") and not (note or "").startswith("gradient")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +187,11 @@ class Event:
 
     _REF_FIELDS: ClassVar[tuple[str, ...]] = ("tensor", "base", "source_tensor")
     _REF_LISTS: ClassVar[tuple[str, ...]] = ("inputs", "aliases", "outputs")
+
+    @property
+    def first_seen(self) -> bool:
+        """A create that says only where the tracker first met its tensor (``first_seen``)."""
+        return first_seen(self.kind, self.origin, self.note)
 
     @property
     def where(self) -> str:

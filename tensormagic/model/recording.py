@@ -14,7 +14,7 @@ from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 from ..model.gradgraph import GraphTable
-from .events import KINDS, Event, Fold, Stats, TensorRef
+from .events import KINDS, SEEN, Event, Fold, Stats, TensorRef
 from .gradgraph import GradGraph
 
 
@@ -92,6 +92,7 @@ class Tally:
 
 
 _KIND = attrgetter("kind")
+_ORIGIN = attrgetter("origin")
 
 
 class _Built:
@@ -269,8 +270,14 @@ class Recording:
             for kind, n in t.counts.items():
                 c[kind] = c.get(kind, 0) + n
             return c
-        for kind, n in Counter(map(_KIND, self.events)).items():  # at C speed: a panel opens with this
+        events = self.events
+        for kind, n in Counter(map(_KIND, events)).items():  # at C speed: a panel opens with this
             c[kind] = c.get(kind, 0) + n
+        if c["create"]:  # the creates no op made: few or none, found among the events of another origin
+            seen = sum(e.first_seen for e in compress(events, map("op".__ne__, map(_ORIGIN, events))))
+            if seen:
+                c["create"] -= seen
+                c[SEEN] = seen
         for f in self.folds:
             c[f.kind] = c.get(f.kind, 0) + f.count
         return c

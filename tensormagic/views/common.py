@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from ..model.events import Event, Fold, TensorRef, where_label
+from ..model.events import SEEN, Event, Fold, TensorRef, where_label
 from ..model.gradgraph import GradGraph
 from ..model.recording import Recording, TensorRecord
 
@@ -44,6 +44,8 @@ def kind_word(e: Event) -> str:
     ``(pred == y).float()``) is a ``cast``, as ``move_counts`` counts it."""
     if e.kind == "move" and not e.crosses_devices:
         return "cast"
+    if e.kind == "create" and e.first_seen:  # no op made it here: "new" would say what is not known
+        return "seen"
     return KIND_WORD.get(e.kind, e.kind)
 
 
@@ -237,6 +239,8 @@ def count_words(rec: Recording, counts: dict[str, int] | None = None) -> str:
     for k, one, many in COUNT_WORDS:
         if k != "move":
             parts.append(plural(c.get(k, 0), one, many))
+            if k == "create" and c.get(SEEN):  # tensors no op made: met first here, made who knows where
+                parts.append(f"{c[SEEN]:,} first seen")
             continue
         moves, casts, folded = move_counts(rec) if c.get("move") else (0, 0, 0)  # folds count in c too
         parts.append(f"{plural(moves, 'move')}, {plural(casts, 'cast')}")
