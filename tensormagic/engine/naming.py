@@ -287,15 +287,6 @@ def unseen_maker(source_line: str | None) -> str | None:
     line calls none.  The name a tensor first met with no op is said to be made by: the line's
     own outermost call is often the op that consumed it (``lin``, ``.relu()``), not its maker."""
     return next((n for n in _calls(source_line) if n and n.rsplit(".", 1)[-1] in UNSEEN_MAKERS), None)
-    tree = _parse(source_line.strip())
-    if tree is None:
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            name = _dotted(node.func)
-            if name and name.rsplit(".", 1)[-1] in UNSEEN_MAKERS:
-                return name
-    return None
 
 
 def outer_call(expression: str) -> str | None:
