@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, TextIO
 
 from .model.events import KINDS, SEEN
-from .views.common import plural
+from .views.common import fit, plural
 from .views.inert import inert_line
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -158,7 +158,7 @@ def _run_scan(label: str, work: Callable[[Any, Any], Any], path: str) -> tuple[A
 
 def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
     from .log.reader import iter_cells
-    from .views.common import KIND_WORD, fmt_bytes, folded_moves_words, plural
+    from .views.common import KIND_WORD, fmt_bytes, folded_moves_words
 
     out = out or sys.stdout
     # a same-device dtype change is a cast: its own column, apart from moves between devices
@@ -194,7 +194,7 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
             incomplete += not c.complete
             ec = "" if c.exec_count is None else f"[{c.exec_count}]"
             first = inert_line(c.first_line()) or "(no source)"
-            first = first if len(first) <= 40 else first[:39] + "…"
+            first = fit(first, 40)
             row = f"{c.position:>4} {ec:>5}  {first:<40}" + "".join(
                 f" {counts.get(k, 0):>8}" for k, _ in kind_cols
             )
@@ -248,7 +248,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .log.export import check_output, export_chrome, export_html
-    from .views.common import plural
 
     if args.chrome is None and args.html is None:
         raise CliError("export needs --chrome OUT.json and/or --html OUT.html")

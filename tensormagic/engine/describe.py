@@ -22,11 +22,10 @@ from typing import Any, Callable
 
 import torch
 
+from ..model.events import NO_VERSION
 from .raw import _gf_name
 
 Tensor = torch.Tensor
-#: The version a snapshot records for a tensor without a version counter (an inference tensor).
-NO_VERSION = -1
 #: The types whose attribute reads are plain C getters (no ``__torch_function__`` of their own).
 PLAIN = (torch.Tensor, torch.nn.Parameter)
 

@@ -18,6 +18,9 @@ SCHEMA_VERSION = 4  # log/records.py's SCHEMA_HISTORY says what each version add
 
 #: Event kinds, in the order reports list their counts.
 KINDS: tuple[str, ...] = ("create", "view", "inplace", "move", "backward", "numpy", "compiled")
+#: The version a snapshot records for a tensor without a version counter (an inference tensor):
+#: the recorder's mark, not a version torch has.
+NO_VERSION = -1
 #: what counts call a create of a tensor no op the tracker saw made (``first_seen``)
 SEEN = "seen"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from ..model.events import SEEN, Event, Fold, TensorRef, where_label
+from ..model.events import NO_VERSION, SEEN, Event, Fold, TensorRef, where_label
 from ..model.gradgraph import GradGraph
 from ..model.recording import Recording, TensorRecord
 
@@ -26,9 +26,9 @@ def plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
-#: the version a snapshot holds for a tensor with no version counter (an inference tensor):
-#: engine.describe.NO_VERSION, which views may not import
-NO_VERSION = -1
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, its end marked "…" where it was cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def version_words(version: int) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from ..model.events import Event, Stats, where_label
 from ..model.recording import Recording
+from .common import fit
 from .table import nbytes_of
 
 #: Distinct shapes / dtypes listed per row; past these a row says "+N more".
@@ -279,7 +280,7 @@ def step_labels(rec: Recording) -> dict[str, str]:
                     made.setdefault(name, []).append((e.tensor.id, step))
         for name, tensors in made.items():
             if len({st for _tid, st in tensors}) > 1:
-                short = name if len(name) <= MAX_STEP_NAME else name[: MAX_STEP_NAME - 1] + "…"
+                short = fit(name, MAX_STEP_NAME)
                 for tid, st in tensors:
                     out.setdefault(tid, f"{short} (step {st:,})")
     rec.__dict__["_step_labels"] = out

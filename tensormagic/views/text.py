@@ -10,6 +10,7 @@ from .common import (
     count_words,
     describe,
     diagnostic_words,
+    fit,
     fold_words,
     kind_word,
     made_before_words,
@@ -36,12 +37,12 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
     out = [summary_line(rec)]
     if rec.internal_error:
         out.append(f"  note: recording incomplete ({rec.internal_error})")
-    out.extend(_fit(f"  note: {note}", width) for note in unreadable_notes(rec))
+    out.extend(fit(f"  note: {note}", width) for note in unreadable_notes(rec))
     n = 0
     steps = step_labels(rec)  # a name shared by tensors of several steps says which step
     for first, group in capped_line_groups(rec.events, MAX_LINES):
         src = (first.source or "").strip()
-        out.append(_fit(f"{first.where_in(rec.cell):>8}  {src}", width))
+        out.append(fit(f"{first.where_in(rec.cell):>8}  {src}", width))
         for e in group:
             kind = kind_word(e)
             out.append(f"{'':10}{kind:8} {steps.get(e.tensor.id) or e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}")
@@ -54,7 +55,7 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
     if rec.folded_tensors:
         more = plural(rec.folded_tensors, "more tensor")
         out.append(f"          … {more}, made and freed by folded events (counted, not kept)")
-    out.extend(_fit(line, width) for line in before_lines(rec))
+    out.extend(fit(line, width) for line in before_lines(rec))
     for d in rec.diagnostics:
         out.append(f"  ⚠ {getattr(d, 'severity', None) or 'warning'} [{d.id}] {d.where_in(rec.cell)}: {d.message}")
         if getattr(d, "fix", None):
@@ -101,11 +102,6 @@ def before_lines(rec: Recording) -> list[str]:
         shown = ", ".join(unknown[:6]) + (f", … ({len(unknown):,} in all)" if len(unknown) > 6 else "")
         out.append(f"  no tracked cell saw these made: {shown}")  # the statement first: a cut line keeps it
     return out
-
-
-def _fit(line: str, width: int) -> str:
-    """``line`` cut to ``width`` characters, its end marked "…" where it was cut."""
-    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 #: the tensors read only in part that a report names one by one; the rest are counted
