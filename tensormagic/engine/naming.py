@@ -57,7 +57,7 @@ def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _add_tensor(out: list[tuple[str, torch.Tensor]], name: str, v: torch.Tensor) -> None:
-    """``_expand`` of one tensor: it, and its ``.grad`` where it is a leaf that has one."""
+    """A tensor's names: its own, and ``<name>.grad`` where it is a leaf that has one."""
     out.append((name, v))
     if type(v) in _PLAIN:  # describe.flag and describe.attr's own fast case, inline: no subclass code runs
         try:
@@ -76,7 +76,7 @@ def _add_tensor(out: list[tuple[str, torch.Tensor]], name: str, v: torch.Tensor)
 
 
 def _add_module(out: list[tuple[str, torch.Tensor]], name: str, v: torch.nn.Module) -> None:
-    """``_expand`` of a module: its parameters (with their gradients) and its buffers."""
+    """A module's tensors: its parameters (with their gradients) and its buffers."""
     try:
         for pn, p in v.named_parameters():
             if isinstance(p, torch.Tensor):
@@ -105,24 +105,13 @@ def _optimizer_state(name: str, opt: Any, label: dict[int, str]) -> Iterator[tup
 
 
 def _expand(name: str, v: Any, depth: int) -> Iterator[tuple[str, torch.Tensor]]:
+    found: list[tuple[str, torch.Tensor]] = []
     if isinstance(v, torch.Tensor):
-        yield name, v
-        if describe.flag(v, "is_leaf"):  # read without a subclass's __torch_function__
-            try:
-                g = describe.attr(v, "grad")
-            except Exception:  # noqa: BLE001 - a gradient that cannot be read is not named
-                g = None
-            if g is not None:
-                yield f"{name}.grad", g
+        _add_tensor(found, name, v)
+        yield from found
     elif isinstance(v, torch.nn.Module):
-        try:
-            for pn, p in v.named_parameters():
-                yield from _expand(f"{name}.{pn}", p, depth + 1)
-            for bn, b in v.named_buffers():
-                if b is not None:
-                    yield f"{name}.{bn}", b
-        except Exception:  # noqa: BLE001 - a user module with a broken named_parameters
-            return
+        _add_module(found, name, v)
+        yield from found
     elif depth == 0 and isinstance(v, (list, tuple)) and len(v) <= MAX_CONTAINER:
         for i, x in enumerate(v):
             if isinstance(x, torch.Tensor):
@@ -268,11 +257,6 @@ def _calls(source_line: str | None) -> Iterator[str | None]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             yield _dotted(node.func)
-
-
-def call_name(source_line: str | None) -> str | None:
-    """The dotted name of the outermost call on a line (``torch.from_numpy``), if there is one."""
-    return next(_calls(source_line), None)
 
 
 #: functions that make a tensor without an op a TorchFunctionMode sees (torch.overrides ignores
