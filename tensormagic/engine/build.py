@@ -152,8 +152,10 @@ class Pending:
 
 
 def _first_seen_extra(extra: Any) -> bool:
-    """``Event.first_seen`` of a create record's extra: origin "seen", not a gradient backward filled."""
-    return bool(extra) and type(extra[0]) is tuple and extra[1] == "seen" and extra[2] != "grad"
+    """``Event.first_seen`` of a create record's extra: origin "seen", not a gradient backward
+    filled (its raw note is "grad"; the event's, "gradient of …")."""
+    _ids, origin, note = create_parts(extra)
+    return origin == "seen" and note != "grad"
 
 
 @contextmanager
@@ -217,7 +219,7 @@ def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dic
         dtype=_dtype, dtype_names=_dtype_names, device=_device, device_names=_device_names,
         ref_maker=_tensor_ref, grad_maker=_grad_record, event_maker=_event,
         event_fields=tuple(f.name for f in fields(Event)), event_defaults=_EVENT_DEFAULTS,
-        seen_note=seen_note, call_name=naming.unseen_maker,
+        seen_note=seen_note, unseen_maker=naming.unseen_maker,
         other_kw=_other_kw,
     )  # fmt: skip
 

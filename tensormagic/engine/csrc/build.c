@@ -5,7 +5,7 @@
  * metadata snapshot, about 5 µs a record in Python.  This object makes the same objects, in the same
  * order, sharing the same TensorRefs (tests/test_build_twins.py holds the two equal, object sharing
  * included).  What it leaves to Python: a move's fields and a NumPy record's (other_kw), the note
- * of a tensor seen without an op (seen_note), an unknown op's name from its line (call_name), and
+ * of a tensor seen without an op (seen_note), the maker named on its line (unseen_maker), and
  * every cache miss of the place, module, dtype and device lookups.  Its TensorRefs (_Refs.ref and
  * the fields made of them) are in snapshots.c. */
 #include "build.h"
@@ -55,11 +55,12 @@ static PyObject *b_ref_method(Builder *self, PyObject *const *a, Py_ssize_t n) {
     return tmh_b_ref(self, a[0], a[1]);
 }
 
-/* the op a "seen" create without one is shown under: its line's call, or "(no visible op)" */
+/* the op a "seen" create without one is shown under: the call on its line that makes tensors
+ * no op shows (naming.unseen_maker), or "(no visible op)" */
 static PyObject *seen_op(Builder *self, PyObject *src) {
     PyObject *op = PyDict_GetItemWithError(self->op_of_src, src);
     if (op != NULL || PyErr_Occurred()) return Py_XNewRef(op);
-    if ((op = PyObject_CallOneArg(self->call_name, src)) == NULL) return NULL;
+    if ((op = PyObject_CallOneArg(self->unseen_maker, src)) == NULL) return NULL;
     int t = PyObject_IsTrue(op);
     if (t <= 0) Py_SETREF(op, t < 0 ? NULL : Py_NewRef(s_no_op));
     if (op != NULL && PyDict_SetItem(self->op_of_src, src, op) < 0) Py_CLEAR(op);

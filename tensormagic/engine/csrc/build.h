@@ -10,7 +10,7 @@ enum { F_SEQ, F_KIND, F_OP, F_TENSOR, F_LINE, F_SOURCE, F_CELL, F_FILE, F_MODULE
 #define BUILDER_FIELDS(X) \
     X(tensors) X(names) X(state) X(merged) X(stats_at) X(place) X(place_cache) X(module_of) X(module_cache) \
     X(dtype) X(dtype_names) X(device) X(device_names) X(ref_maker) X(grad_maker) X(event_maker) X(event_fields) X(event_defaults) \
-    X(seen_note) X(call_name) X(other_kw)
+    X(seen_note) X(unseen_maker) X(other_kw)
 
 typedef struct {
     PyObject_HEAD
@@ -20,7 +20,7 @@ typedef struct {
     /* _Refs' caches: tid -> the meta last looked up, and its TensorRef; (tid, id(meta)) -> TensorRef */
     PyObject *cache_meta, *cache_ref, *older;
     PyObject *storages;   /* _by_storage's index, made at the first in-place record */
-    PyObject *op_of_src;  /* call_name(src) or "(no visible op)", per source line */
+    PyObject *op_of_src;  /* unseen_maker(src) or "(no visible op)", per source line */
     Py_ssize_t n_event_fields;
     Py_ssize_t at[N_FIELDS];  /* where each field sits in Event's positional arguments */
 } Builder;
