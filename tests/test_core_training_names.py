@@ -215,6 +215,34 @@ def test_tuple_assignment_names_each_value(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_tuple_assignment_in_a_loop_names_each_steps_values(engine):
+    """Each step of ``values, idx = torch.sort(x)`` in a loop names its two results, not both
+    ``values``: one call makes both at one bytecode offset."""
+    x = torch.randn(5)
+    with tensormagic.track(engine=engine) as rec:
+        for _ in range(3):
+            values, idx = torch.sort(x)
+    made = [(e.tensor.names[0], e.tensor.dtype) for e in rec.filter(kind="create")]
+    assert made == [("values", "float32"), ("idx", "int64")] * 3
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_worker_batches_are_named_by_their_target(engine):
+    """``for xb, yb in loader`` with two workers names the first step's 8×4 batch ``xb`` and its
+    8×1 batch ``yb``; the op ``lin(xb) - yb`` reads them under those names."""
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.randn(16, 4), torch.randn(16, 1)), batch_size=8, num_workers=2)
+    lin = nn.Linear(4, 1)
+    with tensormagic.track(engine=engine) as rec:
+        for xb, yb in loader:
+            loss = ((lin(xb) - yb) ** 2).mean()  # noqa: F841
+    batches = [e for e in _made(rec, _line("for xb, yb in loader:")) if e.tensor.shape != ()]
+    assert [(e.tensor.names[0], e.tensor.shape) for e in batches] == [("xb", (8, 4)), ("yb", (8, 1))] * 2
+    subs = rec.filter(op="torch.Tensor.sub")
+    assert [[i.names[0] for i in e.inputs] for e in subs] == [["lin output", "yb"]] * 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_header_and_tabs_count_alike_past_max_events(engine):
     """Past ``max_events`` the header's tensor count is the Tensors tab's row count, and its casts
     are the Devices tab's rows plus the folded repeats its totals list (100 casts in all)."""

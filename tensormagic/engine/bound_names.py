@@ -93,9 +93,14 @@ def _key(r: Any) -> tuple[Any, ...]:
     return (r[FUNC], r[KIND], r[MODULE], r[LASTI])
 
 
-def _runs(raw: list[Any], i: int, j: int) -> list[tuple[int, int]]:
+def _runs(raw: list[Any], i: int, j: int, least: int = 1) -> list[tuple[int, int]]:
     """The runs of the segment ``raw[i:j]`` (one line): cut where the bytecode offset falls back,
-    then each piece into its smallest period of repeated ops (a one-line loop body)."""
+    then each piece into its smallest period of repeated ops (a one-line loop body) of at least
+    ``least`` records.
+
+    A line that binds n names makes at least n records an execution, and may make them by one op
+    at one offset (``v, i = torch.sort(x)``; ``for xb, yb in loader``, a worker's batch rebuilt by
+    two ``torch.empty``): a shorter period would read as a run per tensor."""
     pieces: list[tuple[int, int]] = []
     start = i
     for k in range(i + 1, j):
@@ -105,19 +110,19 @@ def _runs(raw: list[Any], i: int, j: int) -> list[tuple[int, int]]:
     pieces.append((start, j))
     out: list[tuple[int, int]] = []
     for a, b in pieces:
-        p = _period(raw, a, b)
+        p = _period(raw, a, b, least)
         out.extend((s, min(s + p, b)) for s in range(a, b, p))
     return out
 
 
-def _period(raw: list[Any], a: int, b: int) -> int:
+def _period(raw: list[Any], a: int, b: int, least: int = 1) -> int:
     n = b - a
     if n <= 1:
         return 1
     if n > MAX_PERIOD_SCAN:
         return n
     first = _key(raw[a])
-    for p in range(1, n // 2 + 1):
+    for p in range(least, n // 2 + 1):
         if n % p or _key(raw[a + p]) != first:
             continue
         if all(_key(raw[a + q]) == _key(raw[a + q - p]) for q in range(p, n)):
@@ -147,18 +152,25 @@ def _bound_runs(raw: list[Any], ln: LineNames, where: Any) -> list[tuple[str, in
     if where in ln._bound_runs:
         return ln._bound_runs[where]
     out: list[tuple[str, int, int, int, Any]] = []
+    least = _least(ln, where)
     for name, idx in ln.bound.get(where, ()):
         if idx is None or idx >= len(raw):
             continue
         seg = _segment(raw, idx, MAX_PERIOD_SCAN)
         if seg is None:
             continue
-        for a, b in _runs(raw, *seg):
+        for a, b in _runs(raw, *seg, least):
             if a <= idx < b:
                 out.append((name, idx - a, b - 1 - idx, b - a, _key(raw[idx])))
                 break
     got = ln._bound_runs[where] = out or None
     return got
+
+
+def _least(ln: LineNames, where: Any) -> int:
+    """The fewest records an execution of a line is taken to make: one per name it binds."""
+    names = ln.targets.get(where) if where is not None else None
+    return len(names) if names else 1
 
 
 def line_results(raw: list[Any], ln: LineNames, *, failed: bool = False,
@@ -177,8 +189,8 @@ def line_results(raw: list[Any], ln: LineNames, *, failed: bool = False,
         j = i + 1
         while j < end and raw[j][WHERE] == where:
             j += 1
-        runs = _runs(raw, i, j)
         names = ln.targets.get(where) if where is not None else None
+        runs = _runs(raw, i, j, _least(ln, where))
         if names and not (failed and j == n):
             _bind(raw, ln, where, names, runs, bound_out)
         _temporaries(raw, ln, where, runs, temp_out)
