@@ -116,3 +116,42 @@ def test_a_lambda_on_the_line_does_not_give_its_target_to_the_temporaries(engine
     labels = [t.label for t in rec.tensors.values()]
     assert sorted(labels) == ["p", "torch.ones(2)", "v * 2"]  # three tensors, one of them p
     assert rec.tensor("p").tensor() is p
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gradient_handed_to_a_hook_is_named_by_its_parameter(engine):
+    """The gradient a hook ``lambda g: kept.append(g * 2)`` receives, first seen there, is ``g``."""
+    w = torch.randn(3, requires_grad=True)
+    kept: list[torch.Tensor] = []
+    with tensormagic.track(engine=engine) as rec:
+        h = w.register_hook(lambda g: kept.append(g * 2))
+        (w * 3).sum().backward()
+        h.remove()
+    (seen,) = [e for e in rec.filter(kind="create") if e.first_seen]
+    assert seen.tensor.label == "g"
+    (doubled,) = rec.filter(op="torch.Tensor.mul", line=seen.line)
+    assert [i.label for i in doubled.inputs] == ["g"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_vmap_slice_is_named_by_the_functions_parameter(engine):
+    """The per-sample slice ``vmap`` hands ``lambda r: (r * r).sum()`` is ``r``."""
+    from torch.func import vmap
+
+    X = torch.randn(5, 3)
+    with tensormagic.track(engine=engine) as rec:
+        per = vmap(lambda r: (r * r).sum())(X)  # noqa: F841
+    (square,) = rec.filter(op="torch.Tensor.mul")
+    assert [i.label for i in square.inputs] == ["r", "r"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_tensor_a_library_reads_is_not_named_by_the_lines_operand(engine):
+    """``ds[1]`` indexes a tensor inside ``TensorDataset.__getitem__``: the tensor is not ``ds``."""
+    from torch.utils.data import TensorDataset
+
+    ds = TensorDataset(torch.randn(4, 2))
+    with tensormagic.track(engine=engine) as rec:
+        row = ds[1][0] * 2  # noqa: F841
+    (seen,) = [e for e in rec.filter(kind="create") if e.first_seen]
+    assert seen.tensor.shape == (4, 2) and seen.tensor.label == seen.tensor.id

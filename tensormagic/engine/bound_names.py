@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from .naming import outer_call
+from .operands import operand_name
 from .raw import EXTRA, FUNC, KIND, LASTI, MODULE, TID, WHERE, create_parts
 
 _MADE = frozenset(("create", "view", "move", "compiled"))  # event kinds that make the tensor they name
@@ -76,6 +77,17 @@ class LineNames:
                 self._expressions[key] = (cut, cut if call == "next" else call)
         return self._expressions[key]
 
+
+    def operand(self, where: Any, r: Any, tid: int) -> str | None:
+        """The name the source gave ``tid`` as an input of record ``r`` (``g`` for ``g * 2``),
+        or None where it does not say (``operands.operand_name``)."""
+        inputs = _consumed(r)
+        if self._expression is None or r[KIND] not in _MADE or not isinstance(r[LASTI], int) or tid not in inputs:
+            return None
+        text = self._expression(where, r[LASTI])
+        if text is None or not r[FUNC]:
+            return None
+        return operand_name(text, r[FUNC], len(inputs), inputs.index(tid))
 
     def at_outer_call(self, where: Any, lasti: Any) -> bool | None:
         """Whether offset ``lasti`` is the call of the line's function (Python 3.10, from the
@@ -236,8 +248,12 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
             if r[KIND] not in _MADE:
                 continue
             if r[KIND] == "create" and create_parts(r[EXTRA])[1] == "seen":
-                # first met here, made by no op seen (an argument from NumPy): not the module's
-                # output, the call's temporary, nor the expression that consumed it
+                # first met here, made by no op seen (a hook's gradient, an argument from NumPy):
+                # not the module's output, the call's temporary, nor the expression that consumed
+                # it, but maybe an operand that expression names
+                name = _operand(raw, ln, where, k, b) if create_parts(r[EXTRA])[2] == "direct" else None
+                if name:
+                    out.append((r[TID], ln.name(name)))
                 continue
             if r[MODULE] is not None:
                 mod = ln.module_of(r[MODULE])
@@ -257,6 +273,16 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
                 out.append((r[TID], ln.name(text)))  # type: ignore[arg-type]
             else:  # made inside the function being called, not its value
                 out.append((r[TID], ln.name(f"{callee} temporary")))
+
+
+def _operand(raw: list[Any], ln: LineNames, where: Any, k: int, b: int) -> str | None:
+    """The name the source gave a tensor first met at ``raw[k]``, as an input of the first op of
+    its run that read it (seeing it is part of recording that op)."""
+    tid = raw[k][TID]
+    for m in range(k + 1, b):
+        if tid in _consumed(raw[m]):
+            return ln.operand(where, raw[m], tid)
+    return None
 
 
 def name_live(raw: list[Any], ln: LineNames, names: dict[int, tuple[str, ...]],

@@ -238,12 +238,12 @@ def called_function(source_line: str | None) -> str | None:
     node: ast.AST | None = None
     if isinstance(stmt, (ast.For, ast.AsyncFor)):
         node = stmt.iter
-        while isinstance(node, ast.Call) and _dotted(node.func) in ("enumerate", "zip", "iter") and node.args:
+        while isinstance(node, ast.Call) and dotted(node.func) in ("enumerate", "zip", "iter") and node.args:
             node = node.args[0]
-        name = _dotted(node) if not isinstance(node, ast.Call) else _dotted(node.func)
+        name = dotted(node) if not isinstance(node, ast.Call) else dotted(node.func)
     else:
         value = getattr(stmt, "value", None)
-        name = _dotted(value.func) if isinstance(value, ast.Call) else None
+        name = dotted(value.func) if isinstance(value, ast.Call) else None
     if name is None:
         return None
     return name.rsplit(".", 1)[-1] if name.split(".", 1)[0] in ("torch", "F", "nn") else name
@@ -256,7 +256,7 @@ def _calls(source_line: str | None) -> Iterator[str | None]:
         return
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
-            yield _dotted(node.func)
+            yield dotted(node.func)
 
 
 #: functions that make a tensor without an op a TorchFunctionMode sees (torch.overrides ignores
@@ -281,15 +281,15 @@ def outer_call(expression: str) -> str | None:
     if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
         return None
     node = tree.body[0].value
-    name = _dotted(node.func) if isinstance(node, ast.Call) else None
+    name = dotted(node.func) if isinstance(node, ast.Call) else None
     return name.rsplit(".", 1)[-1] if name else None
 
 
-def _dotted(node: ast.AST) -> str | None:
+def dotted(node: ast.AST) -> str | None:
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
-        head = _dotted(node.value)
+        head = dotted(node.value)
         return f"{head}.{node.attr}" if head else node.attr
     return None
 

@@ -45,6 +45,36 @@ def _library_prefixes() -> tuple[str, ...]:
     return tuple(sorted(os.path.realpath(p) + os.sep for p in paths if p))
 
 
+@functools.lru_cache(maxsize=1)
+def _between() -> tuple[str, tuple[str, ...]]:
+    """The frames that may stand between a line and the op it calls: tensormagic's (its folder),
+    and torch's operator wrappers (``Tensor.__rsub__``, ``handle_torch_function``)."""
+    import torch
+
+    import tensormagic
+
+    base = os.path.dirname(torch.__file__)
+    return os.path.dirname(tensormagic.__file__) + os.sep, (
+        os.path.join(base, "_tensor.py"), os.path.join(base, "overrides.py"))  # fmt: skip
+
+
+def called_directly(where: tuple[str, int] | None, depth: int = 1) -> bool:
+    """Whether the op being recorded was called by the user's line ``where`` itself, with only
+    tensormagic's frames and torch's operator wrappers between (not by a library function or a
+    wrapper object the line called: ``dataset[i]``): then the op's inputs are the operands the
+    line shows.  ``depth``: the caller's frames to pass over first."""
+    if where is None:
+        return False
+    ours, wrappers = _between()
+    f: FrameType | None = sys._getframe(depth + 1)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if not (fn.startswith(ours) or fn in wrappers):
+            return fn == where[0] and f.f_lineno == where[1]
+        f = f.f_back
+    return False
+
+
 #: filename -> whether its code is the user's, kept across blocks: each block has a new LineFinder,
 #: and realpath (an lstat per path part) on the ~20 files a training step passes through cost
 #: ~0.3 ms per block.  Bounded: cleared when full.

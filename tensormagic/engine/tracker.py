@@ -24,7 +24,7 @@ from .modules import ModuleStack
 from .op_records import OpRecords
 from .raw import EXTRA, FUNC, HOOKED_KINDS, KIND, TID, WHERE, _gf_name, _name, create_parts, quiet
 from .rebuilt import RebuiltTensors
-from .source import LineFinder
+from .source import LineFinder, called_directly
 
 Tensor = torch.Tensor
 _now = time.perf_counter_ns
@@ -207,8 +207,10 @@ class Tracker(OpRecords, BackwardRecords, RebuiltTensors, CompiledCalls):
         meta = self.meta(t)
         self.tensors[tid] = (id(t), meta, self._storage(t, tid, new=False, fresh=fresh), None)
         if fresh and tid not in self.preexisting:
-            # appeared without an op the mode can see (from_numpy, Parameter(t), torch.load…)
-            self._add("create", None, tid, meta, where, ((), "seen", None), (t,))
+            # appeared without an op the mode can see (from_numpy, Parameter(t), torch.load…);
+            # "direct": handed to the op by the line itself, so the line's source may name it
+            note = "direct" if called_directly(where) else None
+            self._add("create", None, tid, meta, where, ((), "seen", note), (t,))
         return tid
 
     def _storage(self, t: Tensor, tid: int, new: bool, fresh: bool = False) -> int | None:
