@@ -384,6 +384,32 @@ def test_namespace_names_cover_tensors_grads_modules_buffers_and_containers():
     assert got[1][1] is leaf.grad and got[4][1] is bn.weight.grad and got[6][1] is bn.running_mean
 
 
+def test_a_loaders_dataset_tensors_are_named_through_it():
+    """A loader over a ``Subset`` of a ``TensorDataset`` names its tensors
+    ``loader.dataset.dataset.tensors[i]``; a dataset held directly, ``ds.tensors[i]``."""
+    from tensormagic.engine.naming import named_tensors
+
+    X, Y = torch.randn(4, 2), torch.randn(4)
+    ds = TensorDataset(X, Y)
+    loader = DataLoader(torch.utils.data.Subset(ds, range(2)))
+    got = list(named_tensors({"loader": loader, "ds": ds}))
+    assert [n for n, _ in got] == ["loader.dataset.dataset.tensors[0]", "loader.dataset.dataset.tensors[1]",
+                                   "ds.tensors[0]", "ds.tensors[1]"]  # fmt: skip
+    assert got[0][1] is X and got[3][1] is Y
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_batches_are_views_of_the_named_dataset_tensors(engine):
+    """A batch's rows read from a dataset made inline are views of ``loader.dataset.tensors[0]``,
+    not of a bare id."""
+    loader = DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2)
+    with tensormagic.track(engine=engine) as rec:
+        for (xb,) in loader:  # noqa: B007
+            pass
+    bases = {e.base.label for e in rec.filter(kind="view")}
+    assert bases == {"loader.dataset.tensors[0]"}
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_autograd_grad_says_each_gradients_shape_apart_from_its_name(engine):
     """``autograd.grad(loss, [w, b])`` reads "returns the gradients of w (2×3), b (3)": the

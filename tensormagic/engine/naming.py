@@ -112,6 +112,8 @@ def _expand(name: str, v: Any, depth: int) -> Iterator[tuple[str, torch.Tensor]]
     elif isinstance(v, torch.nn.Module):
         _add_module(found, name, v)
         yield from found
+    elif depth == 0 and isinstance(v, _DATA):
+        yield from _dataset(name, v)
     elif depth == 0 and isinstance(v, (list, tuple)) and len(v) <= MAX_CONTAINER:
         for i, x in enumerate(v):
             if isinstance(x, torch.Tensor):
@@ -120,6 +122,26 @@ def _expand(name: str, v: Any, depth: int) -> Iterator[tuple[str, torch.Tensor]]
         for k, x in list(v.items()):
             if isinstance(x, torch.Tensor) and isinstance(k, (str, int)):
                 yield from _expand(f"{name}[{k!r}]", x, depth + 1)
+
+
+_DATA = (torch.utils.data.DataLoader, torch.utils.data.Dataset)
+
+
+def _dataset(name: str, v: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """``loader.dataset.tensors[0]``: the tensors of a ``TensorDataset`` a loader or a
+    ``Subset`` reads, through at most three ``.dataset`` links (attributes, not properties)."""
+    for _ in range(4):
+        if isinstance(v, torch.utils.data.TensorDataset):
+            tensors = vars(v).get("tensors")
+            if isinstance(tensors, tuple) and len(tensors) <= MAX_CONTAINER:
+                for i, t in enumerate(tensors):
+                    if isinstance(t, torch.Tensor):
+                        yield f"{name}.tensors[{i}]", t
+            return
+        inner = vars(v).get("dataset") if hasattr(v, "__dict__") else None
+        if inner is None:
+            return
+        name, v = f"{name}.dataset", inner
 
 
 def names_by_id(pairs: Iterable[tuple[str, torch.Tensor]]) -> dict[int, list[str]]:
