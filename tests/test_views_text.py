@@ -16,3 +16,28 @@ def test_a_run_of_one_input_name_is_said_once_with_its_count() -> None:
     text = rec.to_text()
     assert "← x ×4" in text
     assert "← y, y" in text
+
+
+def test_a_backward_row_wraps_to_the_width_and_keeps_every_gradient() -> None:
+    """A backward that fills twelve gradients is one row wrapped into lines of at most the width,
+    its continuation lines under the description; every ``.grad`` is still there."""
+    ws = [torch.ones(3, requires_grad=True) for _ in range(12)]
+    with tensormagic.track() as rec:
+        sum(w.sum() for w in ws).backward()
+    lines = rec.to_text(width=80).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["backward"])
+    row = [lines[start]] + [line for line in lines[start + 1:] if line.startswith(" " * 49)]
+    assert len(row) > 1 and all(len(line) <= 80 for line in row)
+    joined = " ".join(line.strip() for line in row)
+    assert [f"ws[{i}].grad 3" in joined for i in range(12)] == [True] * 12
+
+
+def test_a_rows_note_moves_whole_to_the_next_line() -> None:
+    """A row too long for the width is broken where its parts meet (before ``(gradient of …)``),
+    not inside the note."""
+    x = torch.ones(2, 2, requires_grad=True)
+    with tensormagic.track() as rec:
+        x.sum().backward()
+    lines = rec.to_text(width=90).splitlines()
+    i = next(i for i, line in enumerate(lines) if "x.grad" in line and line.split()[0] == "new")
+    assert lines[i].endswith("← x") and lines[i + 1].strip() == "(gradient of x, filled in by backward)"

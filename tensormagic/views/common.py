@@ -31,6 +31,33 @@ def fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def wrap(text: str, width: int, indent: int) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken at spaces, each line after the
+    first indented by ``indent``: a row whose facts all count (a backward's gradients) is wrapped,
+    not cut, at the last of its parts that fits.  A word longer than a line stays whole."""
+    if len(text) <= width:
+        return [text]
+    lines: list[str] = []
+    line = text
+    pad = " " * indent
+    start = len(text) - len(text.lstrip(" "))  # a break falls after the line's own indent
+    while len(line) > width:
+        # a row's parts are two spaces apart (``  ← x``, ``  (note)``): a part moved whole reads best
+        cut = line.rfind("  ", max(start, indent) + 1, width + 1)
+        if cut < 0:
+            cut = line.rfind(" ", start + 1, width + 1)
+        while cut > start and line[cut - 1] == " ":  # not inside a run of spaces that aligns columns
+            cut -= 1
+        if cut <= start:
+            cut = line.find(" ", width)
+            if cut < 0:
+                break
+        lines.append(line[:cut].rstrip())
+        line, start = pad + line[cut:].lstrip(" "), indent
+    lines.append(line)
+    return lines
+
+
 def version_words(version: int) -> str:
     """The version row: the count of in-place writes, or that there is no counter to count them
     (``-1`` is the recorder's mark, not a version torch has)."""

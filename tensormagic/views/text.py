@@ -17,6 +17,7 @@ from .common import (
     plural,
     short_op,
     tree_lines,
+    wrap,
 )  # fmt: skip
 from .inert import inert, inert_line
 from .lines import step_labels
@@ -32,6 +33,10 @@ def summary_line(rec: Recording) -> str:
     return inert_line(f"tensormagic · {where} · {count_words(rec)}{warn} · {rec.duration_s * 1000:,.1f} ms{status}")
 
 
+#: where an event row's description starts (after kind, name and op): its wrapped lines start there
+DESCRIBE_COLUMN = 49
+
+
 def render_recording(rec: Recording, *, width: int = 100) -> str:
     """The report; sources, names, messages and notes come from the user or a log: made inert."""
     out = [summary_line(rec)]
@@ -45,7 +50,8 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         out.append(fit(f"{first.where_in(rec.cell):>8}  {src}", width))
         for e in group:
             kind = kind_word(e)
-            out.append(f"{'':10}{kind:8} {steps.get(e.tensor.id) or e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}")
+            row = f"{'':10}{kind:8} {steps.get(e.tensor.id) or e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}"
+            out.extend(wrap(row, width, DESCRIBE_COLUMN))
         n += len(group)
     if n < len(rec.events):
         out.append(f"          … {plural(len(rec.events) - n, 'more event')} (see the panel or the log)")
@@ -57,9 +63,10 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         out.append(f"          … {more}, made and freed by folded events (counted, not kept)")
     out.extend(fit(line, width) for line in before_lines(rec))
     for d in rec.diagnostics:
-        out.append(f"  ⚠ {getattr(d, 'severity', None) or 'warning'} [{d.id}] {d.where_in(rec.cell)}: {d.message}")
+        severity = getattr(d, "severity", None) or "warning"
+        out.extend(wrap(f"  ⚠ {severity} [{d.id}] {d.where_in(rec.cell)}: {d.message}", width, 4))
         if getattr(d, "fix", None):
-            out.append(f"     fix: {d.fix}")
+            out.extend(wrap(f"     fix: {d.fix}", width, 10))
     results = rec.results()
     if results:
         out.append("autograd graphs:")
