@@ -29,9 +29,10 @@ KIND, FUNC, TID, META, WHERE, MODULE, LASTI, EXTRA = range(8)
 # meta layout: (shape, dtype, device, requires_grad, grad_fn class name, version)
 # extra, by kind: create: the input ids (made by an op) or (input ids, "seen", note), see
 # ``create_parts`` (note: "grad" for a gradient backward filled in, "direct" for a tensor the
-# user's line handed to the op that first met it, else None); view: the base's id; inplace: (version before, *input ids); move: (source id,
-# source meta, in place[, version before]); backward: one (leaf id, leaf meta, accumulated, gradient
-# id) per gradient (the gradient's shape and dtype are in its Tracker.tensors entry); numpy: None.
+# user's line handed to the op that first met it, else None); view: the base's id; inplace:
+# (version before, *input ids); move: (source id, source meta, in place[, version before]);
+# backward: one (leaf id, leaf meta, accumulated, gradient id) per gradient (the gradient's shape
+# and dtype are in its Tracker.tensors entry); numpy: None.
 # The common records hold no tuple made with them but one of ints: the collector's first pass
 # then stops tracking them (a nested fresh tuple keeps the outer one tracked into the old
 # generation, and 10,000 of those set off a full collection).
