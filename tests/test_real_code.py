@@ -90,6 +90,16 @@ def checkpointing() -> dict[str, Any]:
     return {"y": y, "x": x, "a": a, "b": b}
 
 
+def checkpoint_stopping_its_recomputation_early() -> dict[str, Any]:
+    # non-reentrant checkpointing stops recomputing once it has what backward needs, by raising
+    # inside an op: the tracker first meets that op's input there
+    block = nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 4))
+    x = torch.randn(8, 4)
+    h = checkpoint(block, x, use_reentrant=False)
+    h.sum().backward()
+    return {"h": h, "block": block}
+
+
 def attention() -> dict[str, Any]:
     mha = nn.MultiheadAttention(16, 4, dropout=0.1, batch_first=True)
     q = torch.randn(2, 5, 16, requires_grad=True)
@@ -168,7 +178,7 @@ def bf16_autocast_on_cpu() -> dict[str, Any]:
 
 SCENARIOS = [gpt2_from_config, resnet_with_batch_norm, torch_func_transforms, checkpointing, attention,
              lstm_packed_sequences, jit_script, autograd_function_mark_dirty, tensor_hooks,
-             bf16_autocast_on_cpu]  # fmt: skip
+             bf16_autocast_on_cpu, checkpoint_stopping_its_recomputation_early]  # fmt: skip
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

@@ -63,7 +63,7 @@ def called_directly(where: tuple[str, int] | None, depth: int = 1) -> bool:
     tensormagic's frames and torch's operator wrappers between (not by a library function or a
     wrapper object the line called: ``dataset[i]``): then the op's inputs are the operands the
     line shows.  ``depth``: the caller's frames to pass over first."""
-    if where is None:
+    if type(where) is not tuple:  # no line (None), or inside a compiled graph (INSIDE_COMPILED)
         return False
     ours, wrappers = _between()
     f: FrameType | None = sys._getframe(depth + 1)

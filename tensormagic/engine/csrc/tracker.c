@@ -92,6 +92,9 @@ PyObject *tmh_add(Hot *self, PyObject *const *a, Py_ssize_t n) {
         return NULL;
     }
     PyObject *kind = a[0], *func = a[1], *tid = a[2], *meta = a[3], *where = a[4], *extra = a[5], *objs = a[6];
+    /* compiled.INSIDE_COMPILED (``...``): a compiled graph's torch call is its compiled call's event,
+     * and a tensor first seen there (checkpoint's recomputation) is no record of its own */
+    if (where == Py_Ellipsis) Py_RETURN_NONE;
     Py_ssize_t idx = PyList_GET_SIZE(self->raw);
     PyObject *name = func == Py_None ? Py_None : PyDict_GetItemWithError(self->names, func);
     if (name == NULL && PyErr_Occurred()) return NULL;
