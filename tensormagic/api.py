@@ -32,6 +32,15 @@ class TrackingWarning(UserWarning):
     """tensormagic could not record something; the user's code ran unchanged."""
 
 
+def _events_failed(rec: Recording, e: Exception) -> None:
+    """A report's events could not be made when first read (in the reader's code: ``rec.to_text()``,
+    a display): the report says the recording is incomplete, and a warning says why, once."""
+    if rec.internal_error is None:
+        rec.internal_error = f"{type(e).__name__}: {e}"
+    warnings.warn(_inert(f"tensormagic could not build the report's events: {type(e).__name__}: {e}"),
+                  TrackingWarning, stacklevel=4)  # fmt: skip
+
+
 #: the most ``max_events`` takes (the compiled engine counts in a C ``Py_ssize_t``)
 MAX_EVENTS = sys.maxsize
 
@@ -172,6 +181,9 @@ class track:
 
             build(tr, rec, namespace=namespace, locator=self.locator, block=self.block,
                   compiled=self._compiled)
+            pending = rec.__dict__.get("_pending")
+            if pending is not None:
+                pending.on_error = _events_failed
         except Exception as e:  # noqa: BLE001 - a report failure must not replace the user's result
             rec.internal_error = f"{type(e).__name__}: {e}"
             warnings.warn(_inert(f"tensormagic could not finish the recording: {rec.internal_error}"),

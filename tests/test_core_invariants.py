@@ -360,3 +360,23 @@ def test_internal_failure_stops_recording_but_not_the_code():
     assert rec.internal_error == "RuntimeError: simulated tracker bug"
     assert calls == [0, 1, 2]  # nothing reached the tracker after the failure
     assert torch._C._len_torch_function_stack() == 0
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_a_report_that_cannot_be_built_warns_and_says_so(engine):
+    """Events that fail to build when first read (here: a record placed at no line, as a tracker
+    bug once left) raise nothing into the reader's code: the report says the recording is
+    incomplete and a warning says why."""
+    from tensormagic.api import TrackingWarning
+    from tensormagic.engine.compiled import INSIDE_COMPILED
+
+    x = torch.arange(4.0)
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        y = x * 2  # noqa: F841
+    raw = rec._pending.tr.raw
+    raw.append(raw[-1][:4] + (INSIDE_COMPILED,) + raw[-1][5:])
+    with pytest.warns(TrackingWarning, match="could not build the report's events: TypeError"):
+        text = rec.to_text()
+    assert "recording incomplete (TypeError" in text and rec.events == ()
+    assert rec.counts()["create"] == 2  # from the records: x * 2 and the planted one; warned once
+    assert "recording incomplete: TypeError" in rec.to_html()

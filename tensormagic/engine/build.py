@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import fields
 from itertools import compress
 from operator import itemgetter
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -110,9 +110,24 @@ class Pending:
         self.block = block
         self.compiled = compiled
         self._tally: Tally | None = None
+        #: what a failed build does instead of raising (``api`` says it once, as a warning): the
+        #: events are read by whoever looks at the report, in their own code
+        self.on_error: Callable[[Recording, Exception], None] | None = None
+        self.failed = False
 
     def __call__(self, rec: Recording) -> None:
-        _materialize(self.tr, rec, self.snap, self.block, self.compiled)
+        if self.failed:
+            rec._pending = self  # still the counts' source (a read of a field takes it off)
+            return
+        try:
+            _materialize(self.tr, rec, self.snap, self.block, self.compiled)
+        except Exception as e:
+            if self.on_error is None:
+                raise
+            # the counts still come from the records (tally), and the build is not tried again
+            self.failed = True
+            rec._pending = self
+            self.on_error(rec, e)
 
     def tally(self) -> Tally:
         """What the summary line counts, from the raw records without making the events (one

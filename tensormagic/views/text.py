@@ -39,13 +39,14 @@ DESCRIBE_COLUMN = 49
 
 def render_recording(rec: Recording, *, width: int = 100) -> str:
     """The report; sources, names, messages and notes come from the user or a log: made inert."""
+    events = rec.events  # made first: a build that fails says so in ``internal_error``
     out = [summary_line(rec)]
     if rec.internal_error:
         out.append(f"  note: recording incomplete ({rec.internal_error})")
     out.extend(fit(f"  note: {note}", width) for note in unreadable_notes(rec))
     n = 0
     steps = step_labels(rec)  # a name shared by tensors of several steps says which step
-    for first, group in capped_line_groups(rec.events, MAX_LINES):
+    for first, group in capped_line_groups(events, MAX_LINES):
         src = (first.source or "").strip()
         out.append(fit(f"{first.where_in(rec.cell):>8}  {src}", width))
         for e in group:
@@ -53,8 +54,8 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
             row = f"{'':10}{kind:8} {steps.get(e.tensor.id) or e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}"
             out.extend(wrap(row, width, DESCRIBE_COLUMN))
         n += len(group)
-    if n < len(rec.events):
-        out.append(f"          … {plural(len(rec.events) - n, 'more event')} (see the panel or the log)")
+    if n < len(events):
+        out.append(f"          … {plural(len(events) - n, 'more event')} (see the panel or the log)")
     for f in rec.folds:
         where, what = fold_words(f)
         out.append(f"{where:>8}  {what}")
@@ -75,7 +76,7 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
             out.append(f"  {r.label}: {g.chain()}")
             out.extend("    " + line for line in tree_lines(g))
     # what backward left in .grad; autograd.grad's gradients are returned, not stored there
-    grads = [(g, e) for e in rec.events if e.kind == "backward" and e.op != AUTOGRAD_GRAD for g in e.grads]
+    grads = [(g, e) for e in events if e.kind == "backward" and e.op != AUTOGRAD_GRAD for g in e.grads]
     for g, _e in grads:
         rec_t = rec.tensors.get(g.grad_id or "")
         stats = rec_t.stats(sync=False) if rec_t is not None else None
