@@ -195,7 +195,7 @@ def _describe(e: Event) -> str:
             # the shape in brackets: "the gradient of t6 3" read as one name
             got = ", ".join(f"{g.tensor.label} ({fmt_shape(g.shape)})" for g in e.grads)
             what = "gradients" if len(e.grads) > 1 else "gradient"
-            return f"from {t.label}: returns the {what} of {got or 'nothing'} (fills no .grad)"
+            return f"from {t.label}: returns the {what} of {got or 'nothing'}  (fills no .grad)"
         grads = ", ".join(
             f"{g.tensor.label}.grad {fmt_shape(g.shape)}" + (" (accumulated)" if g.accumulated else "")
             for g in e.grads
