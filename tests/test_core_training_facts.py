@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
 import tensormagic
 from tensormagic.engine import warnsite
@@ -318,10 +318,10 @@ def test_no_step_is_stated_once_events_are_folded(engine):
 
 
 def _dataset_loop(engine: str):
-    """A DataLoader over a TensorDataset made before the block: its two tensors are held by no
-    variable the tracker reads (only by ``ds``), and no op in the block makes them."""
+    """A DataLoader over a TensorDataset made before the block, inside a ``ConcatDataset``: its two
+    tensors are held by no name the tracker reads, and no op in the block makes them."""
     torch.manual_seed(0)
-    ds = TensorDataset(torch.randn(8, 4), torch.randn(8, 1))
+    ds = ConcatDataset([TensorDataset(torch.randn(8, 4), torch.randn(8, 1))])
     loader = DataLoader(ds, batch_size=4)
     with tensormagic.track(engine=engine) as rec:
         for xb, yb in loader:

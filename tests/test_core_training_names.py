@@ -420,4 +420,24 @@ def test_autograd_grad_says_each_gradients_shape_apart_from_its_name(engine):
         gw, gb = torch.autograd.grad(loss, [w, b])
     (bw,) = rec.filter(kind="backward")
     assert gw.shape == (2, 3) and gb.shape == (3,)  # torch's shapes for the words below
-    assert "from loss: returns the gradients of w (2×3), b (3) (fills no .grad)" in rec.to_text()
+    assert "from loss: returns the gradients of w (2×3), b (3)  (fills no .grad)" in rec.to_text(width=200)
+
+
+def _build_and_use() -> torch.Tensor:
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    out = model(torch.ones(2, 4)).sum()
+    return out
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 code has no column positions to place the value")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_line_binding_a_module_names_none_of_its_tensors_after_it(engine):
+    """``model = nn.Sequential(nn.Linear(4, 3), …)`` in a function the block calls binds a module:
+    the weights ``nn.Linear(4, 3)`` makes are not named ``model``; the sum the next line binds is ``out``."""
+    with tensormagic.track(engine=engine) as rec:
+        _build_and_use()
+    line = _line("model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())")
+    made = [e for e in rec.events if e.line == line and e.kind in ("create", "view")]
+    assert made and not any("model" in e.tensor.names for e in made)
+    (total,) = rec.filter(op="torch.Tensor.sum")
+    assert total.tensor.names[0] == "out"

@@ -41,16 +41,19 @@ class LineNames:
                  bound: Mapping[Any, list[tuple[str, int | None]]],
                  functions: Mapping[Any, str | None], module_of: Callable[[Any], str | None],
                  expression: Callable[[Any, int], str | None] | None = None,
-                 outer_call: Callable[[Any, int], bool | None] | None = None) -> None:  # fmt: skip
+                 outer_call: Callable[[Any, int], bool | None] | None = None,
+                 values: Mapping[Any, str | None] | None = None) -> None:  # fmt: skip
         self.targets = targets  # where -> tensor-valued names the line binds, in order
         self.bound = bound  # where -> (name, raw index of the value the namespace holds, or None)
         self.functions = functions  # where -> the function the line calls (temporaries' name)
         self.module_of = module_of
         self._expression = expression  # (where, bytecode offset) -> the expression evaluated there
         self._outer_call = outer_call  # (where, offset) -> whether it is the line's last call (3.10)
+        self.values = values or {}  # where -> the text of the value an assignment binds
         self._expressions: dict[tuple[Any, int], tuple[str | None, str | None] | None] = {}
         self._bound_runs: dict[Any, list[tuple[str, int, int, int, Any]] | None] = {}
         self._names: dict[str, tuple[str, ...]] = {}
+        self._evaluates: dict[tuple[Any, int, str], bool] = {}
 
     def name(self, text: str) -> tuple[str, ...]:
         got = self._names.get(text)
@@ -88,6 +91,18 @@ class LineNames:
         if text is None or not r[FUNC]:
             return None
         return operand_name(text, r[FUNC], len(inputs), inputs.index(tid))
+
+    def evaluates(self, where: Any, r: Any, value: str) -> bool:
+        """Whether record ``r`` was made where its line evaluated ``value`` (or at an offset the
+        source cannot place, as on Python 3.10): by the value's own op, or inside its call."""
+        if self._expression is None or not isinstance(r[LASTI], int):
+            return True
+        key = (where, r[LASTI], value)
+        got = self._evaluates.get(key)
+        if got is None:
+            text = self._expression(where, r[LASTI])
+            got = self._evaluates[key] = text is None or text == value
+        return got
 
     def at_outer_call(self, where: Any, lasti: Any) -> bool | None:
         """Whether offset ``lasti`` is the call of the line's function (Python 3.10, from the
@@ -229,7 +244,8 @@ def _bind(raw: list[Any], ln: LineNames, where: Any, names: tuple[str, ...],
                     out.append((raw[c][TID], ln.name(name)))
             continue
         if len(free) == 1:
-            out.extend((tid, ln.name(free[0])) for tid in _unconsumed(raw, a, b))
+            value = ln.values.get(where)
+            out.extend((tid, ln.name(free[0])) for tid in _unconsumed(raw, a, b, ln, where, value))
 
 
 def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int, int]],
@@ -309,14 +325,17 @@ def name_live(raw: list[Any], ln: LineNames, names: dict[int, tuple[str, ...]],
                 names.setdefault(tid, name)
 
 
-def _unconsumed(raw: list[Any], lo: int, hi: int) -> list[int]:
+def _unconsumed(raw: list[Any], lo: int, hi: int, ln: LineNames | None = None, where: Any = None,
+                value: str | None = None) -> list[int]:  # fmt: skip
     """Tensors made in ``raw[lo:hi]`` (one run of a line) that no later op of the run used, in
-    the order they were made."""
+    the order they were made.  With the ``value`` an assignment binds: only those made where the
+    line evaluated that value or an offset the source cannot place; ``model = nn.Sequential(
+    nn.Linear(4, 8))`` binds a module, and the weights made in ``nn.Linear(4, 8)`` are not it."""
     consumed: set[int] = set()
     out = []
     for k in range(hi - 1, lo - 1, -1):
         r = raw[k]
-        if r[KIND] in _MADE and r[TID] not in consumed:
+        if r[KIND] in _MADE and r[TID] not in consumed and (value is None or ln.evaluates(where, r, value)):  # type: ignore[union-attr]
             out.append(r[TID])
         consumed.update(_consumed(r))
     out.reverse()

@@ -28,13 +28,16 @@ def _user_names(ns: Mapping[str, Any]) -> list[tuple[str, Any]]:
 def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor reachable by a short expression: ``x``, ``model.fc1.weight``, ``params[0]``,
     ``d["w"]``, and ``x.grad`` for leaves."""
-    optimizers = []
+    optimizers, datasets = [], []
     label: dict[int, str] = {}  # id(tensor) -> its first name: an optimizer's state is named by its parameter
     tensor, module, optimizer = torch.Tensor, torch.nn.Module, torch.optim.Optimizer
     for name, v in _user_names(ns):
         found: list[tuple[str, torch.Tensor]] = []
         if isinstance(v, optimizer):
             optimizers.append((name, v))
+            continue
+        if isinstance(v, _DATA):  # after every shorter name: ``X`` before ``loader.dataset.tensors[0]``
+            datasets.append((name, v))
             continue
         try:
             if isinstance(v, tensor):  # _expand's common cases, without a generator each
@@ -48,6 +51,11 @@ def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
         for n, t in found:
             label.setdefault(id(t), n)
         yield from found
+    for name, data in datasets:
+        try:
+            yield from list(_dataset(name, data))
+        except Exception:  # noqa: BLE001 - a user dataset whose attributes raise holds nothing we can name
+            continue
     for name, opt in optimizers:
         try:
             found = list(_optimizer_state(name, opt, label))
@@ -112,8 +120,6 @@ def _expand(name: str, v: Any, depth: int) -> Iterator[tuple[str, torch.Tensor]]
     elif isinstance(v, torch.nn.Module):
         _add_module(found, name, v)
         yield from found
-    elif depth == 0 and isinstance(v, _DATA):
-        yield from _dataset(name, v)
     elif depth == 0 and isinstance(v, (list, tuple)) and len(v) <= MAX_CONTAINER:
         for i, x in enumerate(v):
             if isinstance(x, torch.Tensor):
@@ -245,6 +251,22 @@ def assigned_names(source_line: str | None) -> tuple[str, ...] | None:
     if isinstance(stmt, (ast.For, ast.AsyncFor)):
         return _flat_names(stmt.target)
     return None
+
+
+@functools.lru_cache(maxsize=256)  # read for every line of every block's end: a line's text decides it
+def assigned_value(source_line: str | None) -> str | None:
+    """The text of the value an assignment binds, spaces as ``source._expression_text`` gives an
+    expression's: ``nn.Sequential(nn.Linear(4, 8), nn.ReLU())`` for ``model = nn.Sequential(…)``;
+    None for a line that is no assignment (a ``for`` binds what ``next`` returns)."""
+    if not source_line:
+        return None
+    text = source_line.strip()
+    stmt = _statement(text)
+    value = getattr(stmt, "value", None) if isinstance(stmt, (ast.Assign, ast.AnnAssign)) else None
+    if value is None:
+        return None
+    segment = ast.get_source_segment(text, value)
+    return " ".join(segment.split()) if segment else None
 
 
 @functools.lru_cache(maxsize=256)  # read for every line of every block's end: a line's text decides it

@@ -125,12 +125,14 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
     raw = tr.raw
     targets: dict[Any, tuple[str, ...] | None] = {}
     functions: dict[Any, str | None] = {}
+    values: dict[Any, str | None] = {}
     by_name: dict[str, list[Any]] = {}
     # dict.fromkeys: a line with a lambda on it is a place of two code objects; counted twice,
     # its target looked bound on two lines and every run's leftovers took its name
     for where in dict.fromkeys(tr.lines.places()):
         src = place(where)[3]
         functions[where] = naming.called_function(src)
+        values[where] = naming.assigned_value(src)
         got = naming.assigned_names(src)
         # ``lin = nn.Linear(…)`` binds a module, ``step`` an int: neither names a tensor
         if got is not None and namespace is not None:
@@ -154,7 +156,7 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
             # function (made on its ``return`` line).  Its temporaries are not ``p`` or ``out``.
             bound.setdefault(wheres[0], []).append((n, None))
     return LineNames(targets, bound, functions, module_resolver(roots), tr.lines.expression,
-                     tr.lines.at_outer_call)  # fmt: skip
+                     tr.lines.at_outer_call, values)  # fmt: skip
 
 
 MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest
