@@ -115,6 +115,26 @@ def test_a_post_accumulate_grad_hooks_write_is_recorded_during_backward(engine):
     assert torch.equal(w.grad, torch.full((2,), 6.0))
 
 
+def _step_and_clear(p: torch.Tensor) -> None:
+    with torch.no_grad():
+        p.sub_(p.grad)
+    p.grad = None
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_backward_whose_hooks_clear_the_grads_does_not_say_none_was_received(engine):
+    """An optimizer step in a post-accumulate-grad hook leaves ``.grad`` None: the backward row says
+    no gradient is left in a ``.grad``, not that no leaf received one (each did, and the hook used it)."""
+    w = torch.ones(2, requires_grad=True)
+    w.register_post_accumulate_grad_hook(_step_and_clear)
+    with tensormagic.track(engine=engine) as rec:
+        total = (w * 2).sum()
+        total.backward()
+    assert w.grad is None and torch.equal(w.detach(), torch.full((2,), -1.0))  # the hook ran: 1 - 2
+    text = rec.to_text(width=300)
+    assert "from total  (left no gradient in any leaf's .grad)" in text and "received" not in text
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_python_function_backwards_tensors_are_at_its_lines(engine):
     """A custom ``autograd.Function``'s backward: ``full_like`` and its products at its lines."""

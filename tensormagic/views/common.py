@@ -200,7 +200,7 @@ def _describe(e: Event) -> str:
             f"{g.tensor.label}.grad {fmt_shape(g.shape)}" + (" (accumulated)" if g.accumulated else "")
             for g in e.grads
         )
-        return f"from {t.label}" + (f" → {grads}" if grads else " (no leaf received a gradient)")
+        return f"from {t.label}" + (f" → {grads}" if grads else "  (left no gradient in any leaf's .grad)")
     if e.kind == "numpy":
         return "NumPy array sharing this tensor's memory: writing one changes the other"
     if e.kind == "compiled":
