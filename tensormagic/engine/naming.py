@@ -269,6 +269,33 @@ def assigned_value(source_line: str | None) -> str | None:
     return " ".join(segment.split()) if segment else None
 
 
+#: calls whose value is a tensor though their names are a class's: ``nn.Parameter(…)``
+_TENSOR_CLASSES = frozenset(("Parameter", "Buffer", "Tensor", "UninitializedParameter"))
+#: torch functions that hand back the module they are given (or a wrapper of it)
+_MODULE_FUNCTIONS = frozenset(("weight_norm", "spectral_norm", "orthogonal", "remove_weight_norm",
+                               "remove_spectral_norm", "register_parametrization", "compile", "deepcopy"))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)  # read for every line of every block's end: a line's text decides it
+def binds_object(source_line: str | None) -> bool:
+    """Whether an assignment's value is, by its source, an object that is no tensor: a class made
+    (``lin = nn.Linear(4, 3)``, ``model = MyNet()``) or a module handed back by a function that
+    wraps one (``weight_norm(…)``, ``torch.compile(model)``).  Read where the namespace cannot say
+    (a function's local, gone when the block ends): the tensors made while the value was built
+    are not it."""
+    value = assigned_value(source_line)
+    tree = _parse(value) if value else None
+    node = tree.body[0] if tree is not None and len(tree.body) == 1 else None
+    call = node.value if isinstance(node, ast.Expr) else None
+    if not isinstance(call, ast.Call):
+        return False
+    name = dotted(call.func)
+    last = name.rsplit(".", 1)[-1] if name else ""
+    if last in _MODULE_FUNCTIONS:
+        return True
+    return last[:1].isupper() and not last.isupper() and last not in _TENSOR_CLASSES
+
+
 @functools.lru_cache(maxsize=256)  # read for every line of every block's end: a line's text decides it
 def called_function(source_line: str | None) -> str | None:
     """The function a line calls, as a temporary made inside it is named: ``clip_grad_norm_``

@@ -137,6 +137,9 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
         # ``lin = nn.Linear(…)`` binds a module, ``step`` an int: neither names a tensor
         if got is not None and namespace is not None:
             got = tuple(n for n in got if not (n in namespace and not isinstance(namespace[n], torch.Tensor)))
+        if got and naming.binds_object(src):  # ``lin = nn.Linear(4, 3)`` in a function: the names it
+            # binds that the namespace cannot show are no tensor's
+            got = tuple(n for n in got if namespace is not None and isinstance(namespace.get(n), torch.Tensor))
         targets[where] = got or None
         for n in got or ():
             by_name.setdefault(n, []).append(where)
