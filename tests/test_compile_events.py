@@ -172,7 +172,7 @@ def test_text_report_and_log_show_the_compiled_call(tmp_path):
     with track(log=str(path), namespace={"model": model, "compiled": compiled, "x": x}) as rec:
         out = compiled(x)  # logged compiled call
     close_all()
-    text = rec.to_text()
+    text = rec.to_text(width=200)  # one row, unwrapped
     assert "compiled out" in text
     assert "torch.compile'd: x → out · 1 graph: F.linear, F.relu, F.linear" in text
     assert "1 compiled call" in rec.summary_line()
