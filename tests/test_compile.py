@@ -260,3 +260,45 @@ def test_a_compiled_backward_graphs_ops_are_not_recorded(engine):
     assert not [e for e in rec.events if e.op.startswith("aten.") or (e.file or "").startswith("<eval_with_key>")]
     hook_line = _double_grad.__code__.co_firstlineno + 1
     assert [e.op for e in rec.events if e.line == hook_line and e.origin == "op"] == ["torch.Tensor.mul"]
+
+
+@contextlib.contextmanager
+def _torch_compiling() -> Any:
+    """The state Dynamo holds while it compiles (and a non-strict ``torch.export`` while it traces):
+    ``torch.compiler.is_compiling()`` is True in code that runs eagerly."""
+    before = torch.compiler._is_compiling_flag
+    torch.compiler._is_compiling_flag = True
+    try:
+        assert torch.compiler.is_compiling()  # torch's own answer, the oracle
+        yield
+    finally:
+        torch.compiler._is_compiling_flag = before
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_mode_passes_calls_through_while_torch_compiles(engine):
+    """While ``torch.compiler.is_compiling()`` is True, the mode's Python entry (the one
+    ``F.relu``'s ``handle_torch_function`` calls, and Dynamo inlines) records nothing."""
+    x = torch.randn(3, 4)
+    with track(engine=engine) as rec:
+        with _torch_compiling():
+            torch.nn.functional.relu(x)  # not recorded
+        torch.nn.functional.relu(x)  # recorded
+    assert [e.op for e in rec.events if e.kind == "create"] == ["torch.nn.functional.relu"]
+
+
+def test_module_hooks_keep_no_path_while_torch_compiles():
+    """While ``torch.compiler.is_compiling()`` is True, the global module hooks put no module on the stack."""
+    from tensormagic.engine.modules import ModuleStack
+
+    net = _mlp()
+    st = ModuleStack()
+    st.__enter__()
+    try:
+        with _torch_compiling():
+            net(torch.randn(1, 4))
+        assert st.roots == [] and st.current is None
+        net(torch.randn(1, 4))
+        assert [r() for r in st.roots] == [net]  # the hooks themselves are on
+    finally:
+        st.__exit__()

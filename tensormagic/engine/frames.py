@@ -17,6 +17,8 @@ import sys
 import types
 from typing import Any
 
+import torch
+
 _done: set[str] = set()
 #: len(sys.modules) at the last scan: the scan walks every loaded module (thousands with torch,
 #: ~1.4 ms), so a block start skips it when nothing was imported since
@@ -74,3 +76,26 @@ def skip_frames() -> None:
                     _codes(member, seen, codes)
         for code in codes:
             set_strategy(code, skip)
+
+
+class _NoFlag:
+    _is_compiling_flag = False
+
+
+# ``torch.compiler.is_compiling()`` is ``False if torch.jit.is_scripting() else _is_compiling_flag``
+# (~1,500 instructions: three lookups and two Python calls), and the hot path asks it at every
+# module call twice (the module hooks) and at every torch call a Python function hands the mode.
+# Outside TorchScript, which never runs these functions, ``is_scripting()`` is False, so the same
+# answer is ``is_dynamo_compiling() or _is_compiling_flag`` (~450): Dynamo folds
+# ``is_dynamo_compiling()`` to True while it traces, as it folds ``is_compiling()``, and never
+# reads (nor guards on) the flag; run eagerly it is False, and the flag answers as
+# ``is_compiling()`` would (True while Dynamo compiles, and in a non-strict ``torch.export``).
+if callable(getattr(torch.compiler, "is_dynamo_compiling", None)) and isinstance(
+    getattr(torch.compiler, "_is_compiling_flag", None), bool
+):
+    #: ``dynamo_compiling() or compile_flag._is_compiling_flag`` is ``torch.compiler.is_compiling()``
+    dynamo_compiling: Any = torch.compiler.is_dynamo_compiling
+    compile_flag: Any = torch.compiler
+else:  # a torch without them: its own is_compiling(), whatever it reads
+    dynamo_compiling = torch.compiler.is_compiling
+    compile_flag = _NoFlag

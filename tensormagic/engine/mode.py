@@ -14,7 +14,7 @@ first argument.  It hands every other call to the Python method; both engines re
 
 torch.compile: Dynamo inlines a mode's ``__torch_function__`` when it compiles a function that
 runs under the mode.  Its first line passes every call through while Dynamo traces
-(``torch.compiler.is_compiling()``, which Dynamo reads as True): tracking adds nothing to the
+(``torch.compiler.is_compiling()``, asked as ``frames.py`` says, which Dynamo reads as True): tracking adds nothing to the
 graph, no graph break and no recompile beyond the mode's presence on the stack, and Dynamo never
 reaches tensormagic's own code (it would compile those frames, guarding them on tensor ids).
 """
@@ -35,6 +35,8 @@ from . import autograd, backward_run, compiled_entry, describe, frames, identity
 from . import raw as raw_mod
 from .compiled import INSIDE_COMPILED
 from .describe import NO_VERSION, PLAIN
+from .frames import compile_flag as _flag
+from .frames import dynamo_compiling as _dynamo_compiling
 from .ops import ALIAS, BACKWARD, DATA_SET, GENERAL, INPLACE, MOVE, NUMPY, SKIP, classify, op_name
 from .tracker import Tracker
 
@@ -50,7 +52,6 @@ ENGINES = ("c", "python")
 Tensor = torch.Tensor
 _now = time.perf_counter_ns
 _getframe = sys._getframe
-_is_compiling = torch.compiler.is_compiling
 WATCHED = -1  # a call a diagnostic watches before it runs (``Tracker.call_watch``)
 WATCHED_SKIP = -2  # a watched call that records nothing itself (``.grad`` reads)
 
@@ -91,7 +92,9 @@ class TrackMode(TorchFunctionMode):
         return action
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if _is_compiling():  # torch.compile is tracing this call: pass it through (module docstring)
+        # torch.compiler.is_compiling(), cheaper (frames.py): torch.compile is tracing this call,
+        # pass it through (module docstring)
+        if _dynamo_compiling() or _flag._is_compiling_flag:
             return func(*args, **kwargs) if kwargs else func(*args)
         action = self._actions.get(func)
         if action is None:
@@ -307,7 +310,7 @@ def _compiled_entry(self: CompiledTrackMode, func: Any, types: Any, args: Any = 
     (``F.relu``, ``F.cross_entropy``, ``Tensor.backward``: torch functions written in Python) calls
     it as a Python method, which CPython runs without the function's vectorcall.  Those calls go
     to the compiled object too, as torch's own dispatch from C does through ``set_dispatch``."""
-    if _is_compiling():  # torch.compile is tracing this call: pass it through (module docstring)
+    if _dynamo_compiling() or _flag._is_compiling_flag:  # is_compiling(): see TrackMode.__torch_function__
         return func(*args, **kwargs) if kwargs else func(*args)
     return self._hot(self, func, types, args, kwargs)
 

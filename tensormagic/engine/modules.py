@@ -24,13 +24,14 @@ import warnings
 import weakref
 from typing import Any
 
-import torch
 from torch.nn.modules import module as _nn
+
+from .frames import compile_flag as _flag
+from .frames import dynamo_compiling as _dynamo_compiling
 
 ROOT_MARK = "\x00"
 #: the hook tables' key for tensormagic's hooks (RemovableHandle ids count up from 0)
 HOOK_KEY = -0x7E45
-_is_compiling = torch.compiler.is_compiling
 _get_ident = threading.get_ident
 #: thread id -> the ModuleStacks of the blocks running in that thread (innermost last)
 _running: dict[int, list[ModuleStack]] = {}
@@ -48,7 +49,8 @@ if hasattr(os, "register_at_fork"):  # POSIX; registered before api's handler, s
 
 
 def _pre_hook(mod: Any, args: Any) -> None:
-    if _is_compiling():  # Dynamo is tracing the module's call: nothing to keep
+    # torch.compiler.is_compiling(), cheaper (frames.py): Dynamo is tracing the module's call
+    if _dynamo_compiling() or _flag._is_compiling_flag:
         return
     stacks = _running.get(_get_ident())
     if stacks:
@@ -57,7 +59,7 @@ def _pre_hook(mod: Any, args: Any) -> None:
 
 
 def _post_hook(mod: Any, args: Any, out: Any) -> None:
-    if _is_compiling():
+    if _dynamo_compiling() or _flag._is_compiling_flag:
         return
     stacks = _running.get(_get_ident())
     if stacks:
