@@ -767,3 +767,47 @@ def test_compiled_add_asks_a_python_write_gate_as_tracker_add_does() -> None:
     got = feed(c_tr)
     assert got == feed(py_tr)
     assert got[1] == [0, 2] and got[2] == [(0, 7), (1, 7), (2, 7), (3, 7)]
+
+
+def _module_stacks_run(push: Callable[..., None], pop: Callable[..., None], mods: dict[str, nn.Module]) -> list[Any]:
+    """One sequence of module calls through a push and pop twin; what the stacks held after each."""
+    import threading
+
+    from tensormagic.engine.modules import ModuleStack
+
+    mine, nested, elsewhere = ModuleStack(), ModuleStack(), ModuleStack()
+    running = {threading.get_ident(): [mine, nested], threading.get_ident() + 1: [elsewhere]}
+    outer, other, stray = mods["outer"], mods["other"], mods["stray"]
+    calls = [(push, outer), (push, outer[0]), (pop, outer[0]), (push, outer[0]),  # a child's path again
+             (pop, outer[0]), (push, stray), (pop, stray),  # a module that is no child: its class name
+             (pop, outer[1]),  # not on top: nothing popped
+             (pop, outer), (push, other), (push, outer),  # outer under another parent now: ...
+             (push, outer[0]), (pop, outer[0]), (pop, outer), (pop, other)]  # ... its child's path too
+    seen: list[Any] = []
+    for fn, mod in calls:
+        fn(running, mod)
+        seen.append([([(id(m), p) for m, p in st._stack], st.current) for st in (mine, nested, elsewhere)])
+    seen.append([([r() for r in st.roots], st._root_paths, st._child_paths) for st in (mine, nested, elsewhere)])
+    running[threading.get_ident()] = []  # a thread whose blocks all ended: nothing to do
+    push(running, outer)
+    pop(running, outer)
+    return seen
+
+
+@pytest.mark.skipif(getattr(mode_mod._hotpath, "module_push", None) is None, reason="the compiled hot path was not built")
+def test_compiled_module_push_and_pop_are_the_python_twins() -> None:
+    """_hotpath.module_push and module_pop leave every module stack as modules._push and _pop do."""
+    from tensormagic.engine import modules
+
+    outer = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    mods = {"outer": outer, "other": nn.Sequential(outer), "stray": nn.Linear(2, 2)}
+    got_c = _module_stacks_run(mode_mod._hotpath.module_push, mode_mod._hotpath.module_pop, mods)
+    got_py = _module_stacks_run(modules._push, modules._pop, mods)
+    assert got_c == got_py
+    assert modules._push_now is mode_mod._hotpath.module_push  # what the hooks call
+    # by hand: the last calls' paths (\x00 marks a top-level module until the block names it)
+    assert got_py[1][0] == ([(id(outer), "\x000"), (id(outer[0]), "\x000.0")], "\x000.0")
+    assert got_py[5][0][1] == "\x000.Linear" and got_py[7][0][1] == "\x000"
+    assert got_py[11][0] == ([(id(mods["other"]), "\x001"), (id(outer), "\x001.0"), (id(outer[0]), "\x001.0.0")],
+                             "\x001.0.0")  # fmt: skip
+    assert got_py[0][2] == ([], None)  # another thread's stack: untouched

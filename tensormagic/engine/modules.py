@@ -22,12 +22,17 @@ import sys
 import threading
 import warnings
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from torch.nn.modules import module as _nn
 
 from .frames import compile_flag as _flag
 from .frames import dynamo_compiling as _dynamo_compiling
+
+try:  # built from csrc/ at install where a C compiler is there (mode.py); _push and _pop otherwise
+    from . import _hotpath
+except ImportError:  # pragma: no cover - exercised where no compiler was available
+    _hotpath = None  # type: ignore[assignment]
 
 ROOT_MARK = "\x00"
 #: the hook tables' key for tensormagic's hooks (RemovableHandle ids count up from 0)
@@ -48,14 +53,12 @@ if hasattr(os, "register_at_fork"):  # POSIX; registered before api's handler, s
     os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
-def _pre_hook(mod: Any, args: Any) -> None:
-    # torch.compiler.is_compiling(), cheaper (frames.py): Dynamo is tracing the module's call
-    if _dynamo_compiling() or _flag._is_compiling_flag:
-        return
-    stacks = _running.get(_get_ident())
+def _push(running: dict[int, list[ModuleStack]], mod: Any) -> None:
+    """The module stacks of this thread's blocks take ``mod`` on top (``_hotpath.module_push`` is
+    its compiled twin, what the hooks call where it was built).  A child's path found again is
+    looked up here, without ``_path_of``'s call."""
+    stacks = running.get(_get_ident())
     if stacks:
-        # ModuleStack's push, written here: a Python call costs ~1,700 instructions, and this runs
-        # at every module call; a child's path found again is looked up without _path_of's call
         for st in stacks:
             stack = st._stack
             if stack:
@@ -68,16 +71,35 @@ def _pre_hook(mod: Any, args: Any) -> None:
             st.current = path
 
 
-def _post_hook(mod: Any, args: Any, out: Any) -> None:
-    if _dynamo_compiling() or _flag._is_compiling_flag:
-        return
-    stacks = _running.get(_get_ident())
+def _pop(running: dict[int, list[ModuleStack]], mod: Any) -> None:
+    """The module stacks of this thread's blocks drop ``mod`` from their top (``_hotpath.module_pop``)."""
+    stacks = running.get(_get_ident())
     if stacks:
-        for st in stacks:  # ModuleStack's pop
+        for st in stacks:
             stack = st._stack
             if stack and stack[-1][0] is mod:
                 stack.pop()
             st.current = stack[-1][1] if stack else None
+
+
+# the hooks run at every module call of a tracked block, twice: the stacks' work in C where the
+# extension was built (~3,000 instructions of bytecode a hook less)
+_push_now: Callable[[dict[int, list[ModuleStack]], Any], None] = getattr(_hotpath, "module_push", None) or _push
+_pop_now: Callable[[dict[int, list[ModuleStack]], Any], None] = getattr(_hotpath, "module_pop", None) or _pop
+
+
+def _pre_hook(mod: Any, args: Any) -> None:
+    # torch.compiler.is_compiling(), cheaper (frames.py): Dynamo is tracing the module's call, and
+    # never reaches the call below (a C function it could not trace)
+    if _dynamo_compiling() or _flag._is_compiling_flag:
+        return
+    _push_now(_running, mod)
+
+
+def _post_hook(mod: Any, args: Any, out: Any) -> None:
+    if _dynamo_compiling() or _flag._is_compiling_flag:
+        return
+    _pop_now(_running, mod)
 
 
 #: torch warns at every call of a ``torch.compile(module)`` while any global hook is installed that
@@ -131,7 +153,7 @@ def descendant_path(parent: Any, mod: Any) -> str | None:
 
 class ModuleStack:
     """Keeps the path of the innermost running module; ``current`` is read on the hot path.
-    ``_pre_hook``/``_post_hook`` push and pop ``_stack`` and set ``current`` themselves."""
+    The module hooks push and pop ``_stack`` and set ``current`` (``_push``, ``_pop``)."""
 
     # slots: the compiled engine reads ``current`` at its offset, once per recorded op
     __slots__ = ("current", "_stack", "_child_paths", "roots", "_root_paths", "_root_index", "_thread")

@@ -10,6 +10,7 @@
  *   build.c   EventBuilder: the block's end, the raw records made into the event model's objects
  *   snapshots.c  the EventBuilder's TensorRefs (build.h)
  *   encode.c  LineEncoder: a cell's event lines for the log, encoded from the events
+ *   paths.c   the module hooks' push and pop (modules.py)
  */
 #ifndef TENSORMAGIC_HOT_H
 #define TENSORMAGIC_HOT_H
@@ -243,6 +244,10 @@ int tmh_created(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs, PyO
                 PyObject *where, PyObject *lasti, long long t);
 int tmh_written(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *args, PyObject *kwargs,
                 PyObject *where, PyObject *lasti);
+
+/* paths.c: the module hooks' push and pop (modules.py's _push, _pop) */
+PyObject *tmh_module_push(PyObject *m, PyObject *const *a, Py_ssize_t n);
+PyObject *tmh_module_pop(PyObject *m, PyObject *const *a, Py_ssize_t n);
 
 /* tracker.c */
 PyObject *tmh_meta(Hot *self, PyObject *t);

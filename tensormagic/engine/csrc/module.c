@@ -530,6 +530,10 @@ static PyMethodDef module_methods[] = {
      "leaves_of(has_variable, roots): autograd.leaves_of, compiled."},
     {"set_describe", (PyCFunction)(void (*)(void))tmh_set_describe, METH_FASTCALL,
      "set_describe(attr, meta, call_unwrapped, parameter_type): how tensors that are not plain ones are read (describe.py)."},
+    {"module_push", (PyCFunction)(void (*)(void))tmh_module_push, METH_FASTCALL,
+     "module_push(running, mod): modules._push, compiled: this thread's module stacks take mod on top."},
+    {"module_pop", (PyCFunction)(void (*)(void))tmh_module_pop, METH_FASTCALL,
+     "module_pop(running, mod): modules._pop, compiled: this thread's module stacks drop mod from their top."},
     {"set_dispatch", (PyCFunction)(void (*)(void))set_dispatch, METH_FASTCALL,
      "set_dispatch(function, hot): the function's vectorcalls go to the Hot object (kept in its "
      "__dict__ as '_tensormagic_hot'; without it, to the function's own code)."},
