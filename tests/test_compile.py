@@ -287,6 +287,34 @@ def test_mode_passes_calls_through_while_torch_compiles(engine):
     assert [e.op for e in rec.events if e.kind == "create"] == ["torch.nn.functional.relu"]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_mode_passes_calls_from_c_through_while_torch_compiles(engine):
+    """While ``torch.compiler.is_compiling()`` is True, calls torch dispatches from C (``x * 2``,
+    ``x.sum()``) are passed through too, on the compiled engine's C entry as on the Python one."""
+    x = torch.randn(3, 4)
+    with track(engine=engine) as rec:
+        with _torch_compiling():
+            (x * 2).sum()  # not recorded
+        y = x * 3  # noqa: F841 - recorded
+    assert [e.op for e in rec.events if e.kind == "create"] == ["torch.Tensor.mul"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_non_strict_export_records_only_what_runs_on_real_tensors(engine):
+    """``torch.export.export(…, strict=False)`` traces the model with fake tensors while the compile
+    flag is set: neither engine records its ``F.linear`` on them; the exported module's run is
+    recorded, on both engines alike."""
+    m = _mlp()
+    x = torch.randn(2, 4)
+    with track(engine=engine) as rec:
+        ep = torch.export.export(m, (x,), strict=False)
+        out = ep.module()(x)
+    assert torch.equal(out, m(x))
+    assert not [e for e in rec.events if e.op == "torch.nn.functional.linear"]
+    assert [e.op for e in rec.events if e.kind == "create" and e.tensor.device == "cpu"] == [
+        "aten.linear.default", "aten.relu.default", "aten.linear.default"]  # fmt: skip
+
+
 def test_module_hooks_keep_no_path_while_torch_compiles():
     """While ``torch.compiler.is_compiling()`` is True, the global module hooks put no module on the stack."""
     from tensormagic.engine.modules import ModuleStack

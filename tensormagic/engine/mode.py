@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from functools import partial
-from types import FunctionType, MethodType
+from types import FunctionType, MethodType, ModuleType
 from typing import Any, Callable
 
 import torch
@@ -335,6 +335,9 @@ class CompiledTrackMode(TrackMode):
         self._before_now = self._before_call
         self._after_now = self._after_call
         self._backward_now = partial(backward_run.run, self)
+        # where the C dispatch reads ``is_compiling()``'s flag (``_flag._is_compiling_flag``): a
+        # torch without it has none to read
+        self._compile_flags = vars(_flag) if isinstance(_flag, ModuleType) else None
         tr, lines = tracker, tracker.lines
         self._hot = _hotpath.Hot(
             actions=self._actions, state=self.__dict__, slow=MethodType(TrackMode.__torch_function__, self),

@@ -252,6 +252,17 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
     /* a call made by a running torch call (inside nn.init, say) is part of that call: this
      * object's own flag first, so that such a call never reaches the Python path */
     if (self->disabled || self->busy) return PyObject_Call(func, args, kwargs);
+    /* torch.compiler.is_compiling() outside TorchScript is its flag (frames.py), set while Dynamo
+     * compiles and during a non-strict torch.export, whose fake tensors are no user's: the mode's
+     * Python entries pass such calls through, and so does this one */
+    static PyObject *s_flags, *s_flag;
+    if (s_flags == NULL && ((s_flags = PyUnicode_InternFromString("_compile_flags")) == NULL ||
+                            (s_flag = PyUnicode_InternFromString("_is_compiling_flag")) == NULL))
+        return NULL;
+    PyObject *flags = PyDict_GetItemWithError(self->state, s_flags);  /* torch.compiler's __dict__ */
+    if (flags != NULL && PyDict_CheckExact(flags) && PyDict_GetItemWithError(flags, s_flag) == Py_True)
+        return PyObject_Call(func, args, kwargs);
+    if (PyErr_Occurred()) return NULL;
     PyObject *action = PyDict_GetItemWithError(self->actions, func);
     if (action == NULL) {
         if (PyErr_Occurred()) return NULL;
