@@ -6,8 +6,8 @@ import gc
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import fields
-from itertools import compress
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import contains, itemgetter
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
@@ -141,10 +141,14 @@ class Pending:
         raw = self.tr.raw
         # every cell pays this for its summary line: the kinds counted at C speed (first-seen
         # order, as a loop would make), the rare moves looked at only where there are some
-        counts: dict[str, int] = dict(Counter(map(itemgetter(KIND), raw)))
+        kinds = list(map(itemgetter(KIND), raw))
+        counts: dict[str, int] = dict(Counter(kinds))
         if counts.get("create"):  # as Recording.counts: a tensor no op made is first seen, not created
-            creates = compress(raw, map("create".__eq__, map(itemgetter(KIND), raw)))
-            seen = sum(map(_first_seen_extra, map(itemgetter(EXTRA), creates)))
+            extras = list(map(itemgetter(EXTRA), compress(raw, map("create".__eq__, kinds))))
+            # an op's create holds only input ids, a first-seen one (ids, "seen", note): the test
+            # at C speed, create_parts' look only at the extras that hold the word
+            maybe = compress(extras, map(contains, extras, repeat("seen")))
+            seen = sum(map(_first_seen_extra, maybe))
             if seen:
                 counts["create"] -= seen
                 counts[SEEN] = seen

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import functools
+from operator import itemgetter
 from typing import Any, Iterable, Iterator, Mapping
 
 import torch
@@ -22,7 +23,19 @@ _is_leaf, _grad = describe.getter("is_leaf"), describe.getter("grad")
 
 def _user_names(ns: Mapping[str, Any]) -> list[tuple[str, Any]]:
     # one comprehension: a shell's namespace holds mostly ``_i12``, ``_12``… (one per cell run)
-    return [(k, v) for k, v in list(ns.items()) if not (k.startswith(_SKIP_PREFIXES) or k in _SKIP_NAMES)]
+    items = list(ns.items())
+    if _all_str(map(type, map(itemgetter(0), items))):
+        # "_" <= k < "`" is k.startswith("_") for a str (no argument parsing per key): the
+        # common namespace; a key of another type keeps startswith's own error, as below
+        return [kv for kv in items if not ("_" <= kv[0] < "`" or kv[0] in _SKIP_NAMES)]
+    return [(k, v) for k, v in items if not (k.startswith(_SKIP_PREFIXES) or k in _SKIP_NAMES)]
+
+
+def _all_str(types: Iterable[type]) -> bool:
+    return set(types) <= _STR
+
+
+_STR = {str}
 
 
 def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -85,7 +98,15 @@ def _add_tensor(out: list[tuple[str, torch.Tensor]], name: str, v: torch.Tensor)
 
 def _add_module(out: list[tuple[str, torch.Tensor]], name: str, v: torch.nn.Module) -> None:
     """A module's tensors: its parameters (with their gradients) and its buffers."""
+    start = len(out)
     try:
+        if _plain_module(type(v)):
+            try:
+                _walk(out, f"{name}.", v, "_parameters")
+                _walk(out, f"{name}.", v, "_buffers")
+                return
+            except _NotPlain:  # a module below walks its own way: torch's walk, from the start
+                del out[start:]
         for pn, p in v.named_parameters():
             if isinstance(p, torch.Tensor):
                 _add_tensor(out, f"{name}.{pn}", p)
@@ -96,6 +117,55 @@ def _add_module(out: list[tuple[str, torch.Tensor]], name: str, v: torch.nn.Modu
                 out.append((f"{name}.{bn}", b))
     except Exception:  # noqa: BLE001 - a user module with a broken named_parameters
         return
+
+
+_Module = torch.nn.Module
+_TORCH_WALK = (_Module.named_parameters, _Module.named_buffers, _Module._named_members, _Module.named_modules)
+
+
+def _plain_module(cls: type) -> bool:
+    """Whether ``cls`` lists its parameters and buffers with torch's own methods."""
+    return (cls.named_parameters, cls.named_buffers, cls._named_members, cls.named_modules) == _TORCH_WALK
+
+
+class _NotPlain(Exception):
+    """A module in the tree walks its children with a ``named_modules`` of its own."""
+
+
+def _walk(out: list[tuple[str, torch.Tensor]], prefix: str, root: torch.nn.Module, table: str) -> None:
+    """What ``_add_module`` adds from torch's ``root.named_parameters()`` (``table="_parameters"``)
+    or ``named_buffers()`` (``"_buffers"``), read from the modules' own dicts: the same names in
+    the same order, each shared tensor or module once (sets as torch's ``_named_members`` and
+    ``named_modules`` keep), without a generator per module.  Raises ``_NotPlain`` where a module
+    below has a ``named_modules`` of its own."""
+    params = table == "_parameters"
+    memo: set[Any] = set()
+    modules: set[Any] = set()
+    stack: list[tuple[str, Any]] = [(prefix, root)]
+    while stack:
+        prefix, module = stack.pop()
+        if module in modules:  # checked when reached, as torch's recursion does
+            continue
+        modules.add(module)
+        for k, v in getattr(module, table).items():
+            if v is None or v in memo:
+                continue
+            memo.add(v)
+            if not params:
+                out.append((prefix + k, v))
+            elif isinstance(v, torch.Tensor):
+                _add_tensor(out, prefix + k, v)
+            else:  # something else in a module's _parameters
+                out.extend(_expand(prefix + k, v, 1))
+        children = []
+        for n, c in module._modules.items():
+            if c is None:
+                continue
+            if type(c).named_modules is not _TORCH_WALK[3]:
+                raise _NotPlain
+            children.append((f"{prefix}{n}.", c))
+        children.reverse()  # popped in order: torch's depth-first walk, each module before its children
+        stack.extend(children)
 
 
 MAX_STATE = 4096  # parameters whose optimizer state is named (bounded: a walk per block end)
