@@ -209,7 +209,7 @@ class track:
         self._frame = None
         self._mode = None
         self._tracker = None
-        identity.prune()
+        identity.prune(compiled=self._compiled)
         _last[:] = [rec]
         if self._log_writer is not None:
             from .log.writer import log_recording

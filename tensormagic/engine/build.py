@@ -94,7 +94,7 @@ def build(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
         tr.sweep()
     rec.folded_tensors = tr.folded_tensors
     with _gc_paused():
-        snap = take_snapshot(tr, rec, namespace=namespace, locator=locator)
+        snap = take_snapshot(tr, rec, namespace=namespace, locator=locator, compiled=compiled)
     rec._pending = Pending(tr, snap, block, compiled)
     return rec
 
@@ -139,19 +139,18 @@ class Pending:
 
     def _count(self) -> Tally:
         raw = self.tr.raw
-        # every cell pays this for its summary line: the kinds counted at C speed (first-seen
-        # order, as a loop would make), the rare moves looked at only where there are some
-        kinds = list(map(itemgetter(KIND), raw))
-        counts: dict[str, int] = dict(Counter(kinds))
-        if counts.get("create"):  # as Recording.counts: a tensor no op made is first seen, not created
-            extras = list(map(itemgetter(EXTRA), compress(raw, map("create".__eq__, kinds))))
-            # an op's create holds only input ids, a first-seen one (ids, "seen", note): the test
-            # at C speed, create_parts' look only at the extras that hold the word
-            maybe = compress(extras, map(contains, extras, repeat("seen")))
-            seen = sum(map(_first_seen_extra, maybe))
-            if seen:
-                counts["create"] -= seen
-                counts[SEEN] = seen
+        # every cell pays this for its summary line: the kinds counted (first-seen order, as a
+        # loop would make), the rare moves looked at only where there are some
+        counts: dict[str, int]
+        if self.compiled:  # csrc/blockend.c: the same pass in C
+            from . import _hotpath
+
+            counts, seen = _hotpath.kind_counts(raw, _first_seen_extra)
+        else:
+            counts, seen = _kind_counts(raw)
+        if seen:  # as Recording.counts: a tensor no op made is first seen, not created
+            counts["create"] -= seen
+            counts[SEEN] = seen
         moves = casts = moved = 0
         if "move" in counts:
             for r in raw:
@@ -168,6 +167,20 @@ class Pending:
             counts[kind] = counts.get(kind, 0) + n
             folded_moves += n if kind == "move" else 0
         return Tally(counts, moves, casts, folded_moves, moved)
+
+
+def _kind_counts(raw: list[Any]) -> tuple[dict[str, int], int]:
+    """Each kind's records, in first-met order, and how many creates are first sightings
+    (``csrc/blockend.c``'s ``kind_counts`` is the compiled twin)."""
+    kinds = list(map(itemgetter(KIND), raw))
+    counts: dict[str, int] = dict(Counter(kinds))
+    seen = 0
+    if counts.get("create"):
+        extras = list(map(itemgetter(EXTRA), compress(raw, map("create".__eq__, kinds))))
+        # an op's create holds only input ids, a first-seen one (ids, "seen", note): the test at
+        # C speed, create_parts' look only at the extras that hold the word
+        seen = sum(map(_first_seen_extra, compress(extras, map(contains, extras, repeat("seen")))))
+    return counts, seen
 
 
 def _first_seen_extra(extra: Any) -> bool:

@@ -84,10 +84,23 @@ def _entry_words(e: Entry | tuple[Any, ...]) -> str:
 histories = identity.histories  # tensor id -> its History; pruned with the identity table
 
 
-def remember(raw: list[Any], live: Iterable[int], place: Any) -> None:
-    """Add what this block did to each live tensor (one pass over the block's records)."""
+def remember(raw: list[Any], live: Iterable[int], place: Any, runs: Any = None) -> None:
+    """Add what this block did to each live tensor (one pass over the block's records).
+    ``runs``: ``csrc/blockend.c``'s ``history_runs``, which makes the pass in C."""
     wanted = set(live)
     if not wanted:
+        return
+    if runs is not None:
+        # each run of one tensor's records with one (line, function, verb), in the order the loop
+        # below meets their first records: one entry, the rest counted into it, as the loop does
+        for tid, where, func, verb, n in runs(raw, wanted, _VERB, "moved", "made"):
+            cell, fn, line, _src = place(where)
+            h = histories.get(tid)
+            if h is None:
+                h = histories[tid] = History()
+            h.add([cell, fn, line, verb, op_name(func) if func is not None else "no visible op", 1])
+            if n > 1:
+                (h.tail[-1] if h.tail else h.head[-1])[5] += n - 1
         return
     # tid -> (where, func, kind) of its record just added and the entry that took it: a loop's
     # repeats of one line (a parameter written at each step) count into that entry at once

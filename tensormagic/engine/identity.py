@@ -84,16 +84,20 @@ def storage_key(t: Any) -> int | None:
         return None
 
 
-def prune() -> None:
+def prune(compiled: bool = False) -> None:
     """Forget the tensors that died: the tables never outgrow the live tensors.
 
     A dead tensor's entry may already be gone from ``_ids``, its ``id()`` key taken by a newer
-    tensor: its provenance is found by the sweep over the live ids, not by the key."""
-    dead = [k for k, ref in _ids.items() if ref() is None]
+    tensor: its provenance is found by the sweep over the live ids, not by the key.
+    ``compiled``: the two passes over ``_ids`` run in ``csrc/blockend.c`` (the engine's choice)."""
+    hot: Any = None
+    if compiled:
+        from . import _hotpath as hot
+    dead = hot.dead_keys(_ids) if hot is not None else [k for k, ref in _ids.items() if ref() is None]
     for k in dead:
         del _ids[k]
     if dead or len(provenance) > len(_ids) or len(histories) > len(_ids):
-        live = {ref.tid for ref in _ids.values()}
+        live = hot.live_tids(_ids) if hot is not None else {ref.tid for ref in _ids.values()}
         for table in (provenance, histories):
             for tid in [tid for tid in table if tid not in live]:
                 del table[tid]

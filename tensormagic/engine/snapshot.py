@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..model.events import NO_VERSION
 from ..model.recording import Recording
 from . import describe, history, identity, naming
 from .autograd import capture
@@ -64,7 +65,10 @@ def placer(locator: Locator | None) -> Any:
 
 
 def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] | None,
-              locator: Locator | None) -> Snapshot:  # fmt: skip
+                  locator: Locator | None, compiled: bool = False) -> Snapshot:  # fmt: skip
+    """What the block's end reads now (``compiled``: its passes over the records and tables
+    run in ``csrc/blockend.c``, the engine's choice; tests compare both)."""
+    hot = _compiled() if compiled else None
     bound = list(naming.named_tensors(namespace)) if namespace is not None else []  # one walk
     tr.close_compiled(final=True)  # compiled calls' outputs, before anything looks for unseen tensors
     if tr.internal_error is None:  # after a stop, every later tensor would look "unseen"
@@ -89,12 +93,15 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
         final[tid] = tr.meta(t)
         _remember_provenance(tid, tr.tensors[tid][3], raw, place)
     if tr.keep_history:  # what this block did to each live tensor, for later cells' %tensorinfo
-        history.remember(raw, final, place)
+        history.remember(raw, final, place, runs=None if hot is None else hot.history_runs)
     rec.graphs = capture([(f"t{tid}", t) for tid, t in live], lambda t: _name_of(t, names))
-    rec.unreadable = _unreadable(tr, live)
+    rec.unreadable = _unreadable(tr, live, hot)
     # tensors the block met but did not make: where an earlier tracked block made them, if one did
     # (read now: the provenance of tensors that die is dropped)
-    before = {tid: identity.provenance.get(tid) for tid, info in tr.tensors.items() if info[3] is None}
+    if hot is not None:
+        before = hot.made_before(tr.tensors, identity.provenance)
+    else:
+        before = {tid: identity.provenance.get(tid) for tid, info in tr.tensors.items() if info[3] is None}
     snap = Snapshot(place, names, roots, final, lines, rec.failed)
     snap.before = before
     rec.before = {f"t{tid}": made for tid, made in before.items()}
@@ -165,11 +172,21 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
 MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest
 
 
-def _unreadable(tr: Tracker, live: list[tuple[int, Any]]) -> dict[str, str]:
+def _compiled() -> Any:
+    from . import _hotpath
+
+    return _hotpath
+
+
+def _unreadable(tr: Tracker, live: list[tuple[int, Any]], hot: Any = None) -> dict[str, str]:
     """Tensor id -> what its snapshots could not say and why (``describe.explain``), for tensors
     the tracker read only in part: inference, nested, unreadable subclasses.  The block's
-    interned snapshots are looked at first: most blocks have none of these and pay one pass."""
-    odd = {m for m in tr._metas if describe.partial(m)}
+    interned snapshots are looked at first: most blocks have none of these and pay one pass
+    (``hot``: the compiled one)."""
+    if hot is not None:
+        odd = hot.partial_metas(tr._metas, NO_VERSION, describe.partial)
+    else:
+        odd = {m for m in tr._metas if describe.partial(m)}
     if not odd:
         return {}
     alive = dict(live)

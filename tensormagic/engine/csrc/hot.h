@@ -11,6 +11,7 @@
  *   snapshots.c  the EventBuilder's TensorRefs (build.h)
  *   encode.c  LineEncoder: a cell's event lines for the log, encoded from the events
  *   paths.c   the module hooks' push and pop (modules.py)
+ *   blockend.c  the block's end: its passes over the records and tables (counts, histories, ids)
  */
 #ifndef TENSORMAGIC_HOT_H
 #define TENSORMAGIC_HOT_H
@@ -200,6 +201,12 @@ PyObject *tmh_tensors_in(Hot *self, PyObject *args, PyObject *kwargs, PyObject *
 int tmh_entry_alive(PyObject *ids, PyObject *key, PyObject *tid, PyObject **obj);
 PyObject *tmh_live_tensors(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 PyObject *tmh_leaves_of(PyObject *mod, PyObject *const *a, Py_ssize_t n);
+PyObject *tmh_kind_counts(PyObject *mod, PyObject *const *a, Py_ssize_t n);
+PyObject *tmh_partial_metas(PyObject *mod, PyObject *const *a, Py_ssize_t n);
+PyObject *tmh_history_runs(PyObject *mod, PyObject *const *a, Py_ssize_t n);
+PyObject *tmh_made_before(PyObject *mod, PyObject *const *a, Py_ssize_t n);
+PyObject *tmh_dead_keys(PyObject *mod, PyObject *ids);
+PyObject *tmh_live_tids(PyObject *mod, PyObject *ids);
 PyObject *tmh_held_grads(PyObject *mod, PyObject *leaves);
 PyObject *tmh_intern_new(Hot *self, PyObject *meta);
 PyObject *tmh_set_describe(PyObject *mod, PyObject *const *a, Py_ssize_t n);

@@ -1,0 +1,143 @@
+"""The block's end passes in C (``csrc/blockend.c``) give what their Python twins give.
+
+Each scenario of ``test_engines`` runs once on the compiled engine; its records and tables then
+go through each C pass and its Python twin, and the results must be equal (dict order included).
+Like ``test_engines``, these need the compiled extension.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from test_engines import SCENARIOS
+
+from tensormagic.engine import build, describe, history, identity
+from tensormagic.model.events import NO_VERSION
+from tensormagic.model.recording import Recording
+
+_hotpath = pytest.importorskip("tensormagic.engine._hotpath")
+
+
+def _pending(name: str) -> build.Pending:
+    rec: Recording = SCENARIOS[name]("c", diagnostics=None)
+    pending = rec._pending
+    assert isinstance(pending, build.Pending)
+    return pending
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_kind_counts_match_the_python_count(name: str) -> None:
+    """Counts per kind (in first-met order) and first-seen creates are the Python pass's."""
+    raw = _pending(name).tr.raw
+    counts, seen = _hotpath.kind_counts(raw, build._first_seen_extra)
+    py_counts, py_seen = build._kind_counts(raw)
+    assert list(counts.items()) == list(py_counts.items()) and counts
+    assert seen == py_seen
+
+
+def test_kind_counts_tell_first_seen_creates_from_gradients_and_ops() -> None:
+    """Only a create with origin "seen" and a note other than "grad" is a first sighting."""
+    meta = ((2,), torch.float32, "cpu", False, None, 0)
+    raw = [
+        ("create", "torch.ones", 1, meta, None, None, 0, (7, 8)),
+        ("create", None, 2, meta, None, None, 0, ((), "seen", None)),
+        ("create", None, 3, meta, None, None, 0, ((1,), "seen", "grad")),
+        ("inplace", "add_", 1, meta, None, None, 0, (0, 1)),
+        ("create", None, 4, meta, None, None, 0, ((), "seen", "from_numpy")),
+    ]
+    assert _hotpath.kind_counts(raw, build._first_seen_extra) == ({"create": 4, "inplace": 1}, 2)
+    assert build._kind_counts(raw) == ({"create": 4, "inplace": 1}, 2)
+
+
+def test_kind_counts_hand_an_odd_extra_to_python() -> None:
+    """An extra of another layout goes to the Python function, whose error is kept."""
+    meta = ((2,), torch.float32, "cpu", False, None, 0)
+    raw = [("create", None, 1, meta, None, None, 0, ((), "seen"))]  # two parts, not three
+    with pytest.raises(ValueError):
+        build._kind_counts(raw)
+    with pytest.raises(ValueError):
+        _hotpath.kind_counts(raw, build._first_seen_extra)
+
+
+def test_partial_metas_are_the_ones_describe_marks() -> None:
+    """Each mark (no version, "?" dtype/device/grad_fn, a None size) and none: as describe.partial says."""
+    plain = ((2, 3), torch.float32, torch.device("cpu"), True, "AddBackward0", 4)
+    marked = [
+        ((2, 3), torch.float32, torch.device("cpu"), True, None, NO_VERSION),
+        ((2, 3), "?", torch.device("cpu"), True, None, 0),
+        ((2, 3), torch.float32, "?", True, None, 0),
+        ((2, 3), torch.float32, torch.device("cpu"), True, "?", 0),
+        ((2, None), torch.float32, torch.device("cpu"), True, None, 0),
+    ]
+    metas = {m: m for m in [plain, *marked]}
+    assert _hotpath.partial_metas(metas, NO_VERSION, describe.partial) == set(marked)
+    assert {m for m in metas if describe.partial(m)} == set(marked)
+
+
+def _histories(raw: list[Any], live: set[int], place: Any, runs: Any) -> dict[int, str]:
+    """history.remember's histories for ``live``, from empty ones (the process's are put back)."""
+    kept = dict(history.histories)
+    history.histories.clear()
+    try:
+        history.remember(raw, live, place, runs=runs)
+        return {tid: h.words() for tid, h in history.histories.items()}
+    finally:
+        history.histories.clear()
+        history.histories.update(kept)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_history_runs_make_the_python_histories(name: str) -> None:
+    """Each tensor's history, its runs of one line counted, equals the Python loop's."""
+    pending = _pending(name)
+    live = set(pending.tr.tensors)
+    raw, place = pending.tr.raw, pending.snap.place
+    got = _histories(raw, live, place, _hotpath.history_runs)
+    assert got == _histories(raw, live, place, None)
+    assert list(got) == list(_histories(raw, live, place, None))
+
+
+def test_history_runs_count_a_loop_line_into_one_entry() -> None:
+    """A line written three times in a row is one entry ×3; another tensor between does not split it."""
+    meta = ((2,), torch.float32, "cpu", False, None, 0)
+    w = ("cell", 4)
+    raw = [
+        ("inplace", "torch.Tensor.add_", 1, meta, w, None, 0, (0,)),
+        ("create", "torch.mul", 2, meta, w, None, 0, (1,)),
+        ("inplace", "torch.Tensor.add_", 1, meta, w, None, 0, (1,)),
+        ("inplace", "torch.Tensor.add_", 1, meta, w, None, 0, (2,)),
+        ("move", "torch.Tensor.to", 1, meta, w, None, 0, (1, meta, True, 3)),
+    ]
+    assert _hotpath.history_runs(raw, {1}, history._VERB, "moved", "made") == [
+        [1, w, "torch.Tensor.add_", "written", 3],
+        [1, w, "torch.Tensor.to", "moved", 1],
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_made_before_matches_the_python_comprehension(name: str) -> None:
+    """The provenance of the block's tensors it did not make equals the Python comprehension's."""
+    tensors = _pending(name).tr.tensors
+    prov = dict(identity.provenance)
+    first = next(iter(tensors))
+    prov[first] = (1, None, 2, "torch.ones")  # one with a provenance, whatever the scenario made
+    want = {tid: prov.get(tid) for tid, info in tensors.items() if info[3] is None}
+    assert _hotpath.made_before(tensors, prov) == want
+
+
+def test_dead_keys_and_live_tids_match_the_python_passes() -> None:
+    """A dead tensor's entry is found dead, a live one's id is listed, as prune's Python passes find them."""
+    keep = torch.ones(2)
+    identity.assign_ref(keep)
+    gone = torch.zeros(2)
+    identity.assign_ref(gone)
+    del gone
+    ids = identity._ids
+    assert _hotpath.dead_keys(ids) == [k for k, ref in ids.items() if ref() is None]
+    assert _hotpath.dead_keys(ids)
+    assert _hotpath.live_tids(ids) == {ref.tid for ref in ids.values()}
+    assert identity.lookup(keep) in _hotpath.live_tids(ids)
+    identity.prune(compiled=True)
+    assert _hotpath.dead_keys(identity._ids) == []
