@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_engines import SCENARIOS
 
-from tensormagic.engine import build, describe, history, identity
+from tensormagic.engine import autograd, build, describe, history, identity, snapshot
 from tensormagic.model.events import NO_VERSION
 from tensormagic.model.recording import Recording
 
@@ -141,3 +141,72 @@ def test_dead_keys_and_live_tids_match_the_python_passes() -> None:
     assert identity.lookup(keep) in _hotpath.live_tids(ids)
     identity.prune(compiled=True)
     assert _hotpath.dead_keys(identity._ids) == []
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_grad_names_match_the_python_naming(name: str) -> None:
+    """Each gradient a backward filled in gets its leaf's first name plus .grad, as the Python loop names it."""
+    tr = _pending(name).tr
+    start = {tid: (f"n{tid}", "other") for tid in list(tr.tensors)[::2]}  # some leaves have names
+    got, want = dict(start), dict(start)
+    _hotpath.grad_names(tr.raw, tr.backwards, got, snapshot.AUTOGRAD_GRAD)
+    snapshot._grad_names(tr, want)
+    assert list(got.items()) == list(want.items())
+
+
+def test_grad_names_leave_autograd_grad_and_named_gradients_alone() -> None:
+    """autograd.grad's gradients and a gradient that has a name keep theirs; a backward's new one is <leaf>.grad."""
+    meta = ((2,), torch.float32, "cpu", True, None, 0)
+    raw = [
+        ("backward", "torch.Tensor.backward", 9, meta, None, None, 0, ((1, meta, False, 5), (2, meta, False, 6))),
+        ("backward", "torch.autograd.grad", 9, meta, None, None, 0, ((1, meta, False, 7),)),
+    ]
+    names = {1: ("w", "model.w"), 2: ("b",), 6: ("g",)}
+    _hotpath.grad_names(raw, [0, 1, 5], names, snapshot.AUTOGRAD_GRAD)
+    assert names == {1: ("w", "model.w"), 2: ("b",), 6: ("g",), 5: ("w.grad",)}
+
+
+class _Twice(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g * 2
+
+
+def _graph_case() -> tuple[list[tuple[str, Any]], dict[int, tuple[str, ...]], list[Any]]:
+    """Live tensors with graphs: shared nodes, two roots on one node, leaves named and not, a custom Function."""
+    w = torch.ones(3, requires_grad=True)
+    b = torch.zeros(3, requires_grad=True)
+    x = torch.randn(3)
+    y = (w * x + b).relu()
+    z = _Twice.apply(y) + y
+    view = z[1:]
+    same = z  # one grad_fn under two roots
+    loss = (z.sum() * view.mean()).exp()
+    keep = [w, b, x, y, z, view, same, loss]
+    for t in keep:
+        identity.assign_ref(t)
+    names = {identity.lookup(w): ("w", "model.w"), identity.lookup(y): ("y",), identity.lookup(loss): ("loss",)}
+    pairs = [(f"t{identity.lookup(t)}", t) for t in keep] + [("t-same", same)]
+    return pairs, names, keep
+
+
+def test_capture_in_c_makes_the_python_graph_table() -> None:
+    """Roots, nodes (names, made-by, leaves) and edges of the C walk equal the Python walk's."""
+    pairs, names, _keep = _graph_case()
+    got = autograd.capture_compiled(_hotpath, pairs, names)
+    want = autograd.capture(pairs, lambda t: snapshot._name_of(t, names))
+    assert got == want and len(want.nodes) > 8
+    assert [n.leaf for n in got.nodes.values() if n.leaf] == [n.leaf for n in want.nodes.values() if n.leaf]
+
+
+def test_capture_in_c_stops_at_max_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_NODES both walks stop at the same node and say the table is truncated."""
+    pairs, names, _keep = _graph_case()
+    monkeypatch.setattr(autograd, "MAX_NODES", 4)
+    got = autograd.capture_compiled(_hotpath, pairs, names)
+    want = autograd.capture(pairs, lambda t: snapshot._name_of(t, names))
+    assert got.truncated and want.truncated and got == want

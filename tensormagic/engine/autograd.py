@@ -76,8 +76,20 @@ def _grad_fn(t: Any) -> Any:
         return None
 
 
+def capture_compiled(hot: Any, tensors: list[tuple[str, Any]], names: dict[int, tuple[str, ...]]) -> GraphTable:
+    """``capture`` in C (``csrc/blockend.c``'s ``capture_graph``), a tensor named as
+    ``snapshot._name_of`` names it: the first of its names, through identity's table."""
+    from . import identity
+
+    table = GraphTable()
+    table.truncated = hot.capture_graph(tensors, names, identity._ids, _has_variable, _grad_fn, _grad_node,
+                                        table.roots, table.nodes, table.edges, MAX_NODES)  # fmt: skip
+    return table
+
+
 def capture(tensors: Iterable[tuple[str, Any]], name_of: Callable[[Any], str | None]) -> GraphTable:
-    """Walk the graphs below ``(tensor id, tensor)`` pairs; ``name_of`` names a tensor or None."""
+    """Walk the graphs below ``(tensor id, tensor)`` pairs; ``name_of`` names a tensor or None
+    (``capture_compiled`` is the compiled twin)."""
     table = GraphTable()
     ids: dict[int, int] = {}
     keep: list[Any] = []

@@ -11,7 +11,7 @@ import torch
 from ..model.events import NO_VERSION
 from ..model.recording import Recording
 from . import describe, history, identity, naming
-from .autograd import capture
+from .autograd import capture, capture_compiled
 from .bound_names import LineNames, line_results, name_live
 from .modules import resolve_path
 from .ops import op_name
@@ -82,7 +82,10 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
         t = tr.alive(tid)
         if t is not None:
             tr.recheck(tid, t)
-    _grad_names(tr, names)
+    if hot is not None:
+        hot.grad_names(tr.raw, tr.backwards, names, AUTOGRAD_GRAD)
+    else:
+        _grad_names(tr, names)
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
     lines = _line_names(tr, place, namespace, roots)
     live = tr.live_tensors()
@@ -94,7 +97,10 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
         _remember_provenance(tid, tr.tensors[tid][3], raw, place)
     if tr.keep_history:  # what this block did to each live tensor, for later cells' %tensorinfo
         history.remember(raw, final, place, runs=None if hot is None else hot.history_runs)
-    rec.graphs = capture([(f"t{tid}", t) for tid, t in live], lambda t: _name_of(t, names))
+    if hot is not None:
+        rec.graphs = capture_compiled(hot, [(f"t{tid}", t) for tid, t in live], names)
+    else:
+        rec.graphs = capture([(f"t{tid}", t) for tid, t in live], lambda t: _name_of(t, names))
     rec.unreadable = _unreadable(tr, live, hot)
     # tensors the block met but did not make: where an earlier tracked block made them, if one did
     # (read now: the provenance of tensors that die is dropped)
@@ -112,13 +118,17 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
     return snap
 
 
+AUTOGRAD_GRAD = "torch.autograd.grad"
+
+
 def _grad_names(tr: Tracker, names: dict[int, tuple[str, ...]]) -> None:
     """Each gradient a backward filled in is ``<leaf>.grad`` (``model.0.weight.grad``): with
     ``zero_grad(set_to_none=True)`` every step's backward makes a new one.  ``autograd.grad``'s
-    gradients are returned, not stored in ``.grad``: they are named by their line."""
+    gradients are returned, not stored in ``.grad``: they are named by their line.
+    (``csrc/blockend.c``'s ``grad_names`` is the compiled twin.)"""
     raw = tr.raw
     for idx in tr.backwards:
-        if idx >= len(raw) or raw[idx][FUNC] == "torch.autograd.grad":
+        if idx >= len(raw) or raw[idx][FUNC] == AUTOGRAD_GRAD:
             continue
         for ltid, _lmeta, _acc, gtid in raw[idx][EXTRA]:
             leaf = names.get(ltid)

@@ -547,6 +547,11 @@ static PyMethodDef module_methods[] = {
      "history_runs(raw, wanted, verbs, moved, made): history.remember's pass over the records, compiled."},
     {"made_before", (PyCFunction)(void (*)(void))tmh_made_before, METH_FASTCALL,
      "made_before(tensors, provenance): the provenance of the block's tensors made before it, compiled."},
+    {"grad_names", (PyCFunction)(void (*)(void))tmh_grad_names, METH_FASTCALL,
+     "grad_names(raw, backwards, names, autograd_grad): snapshot._grad_names, compiled."},
+    {"capture_graph", (PyCFunction)(void (*)(void))tmh_capture_graph, METH_FASTCALL,
+     "capture_graph(tensors, names, ids, has_variable, grad_fn, grad_node, roots, nodes, edges, max_nodes): "
+     "autograd.capture, compiled."},
     {"dead_keys", (PyCFunction)tmh_dead_keys, METH_O, "dead_keys(ids): identity.prune's dead entries, compiled."},
     {"live_tids", (PyCFunction)tmh_live_tids, METH_O, "live_tids(ids): the ids of identity's live entries, compiled."},
     {"set_describe", (PyCFunction)(void (*)(void))tmh_set_describe, METH_FASTCALL,
