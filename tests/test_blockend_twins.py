@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_engines import SCENARIOS
 
-from tensormagic.engine import autograd, build, describe, history, identity, snapshot
+from tensormagic.engine import autograd, build, describe, history, identity, naming, snapshot
 from tensormagic.model.events import NO_VERSION
 from tensormagic.model.recording import Recording
 
@@ -210,3 +210,39 @@ def test_capture_in_c_stops_at_max_nodes(monkeypatch: pytest.MonkeyPatch) -> Non
     got = autograd.capture_compiled(_hotpath, pairs, names)
     want = autograd.capture(pairs, lambda t: snapshot._name_of(t, names))
     assert got.truncated and want.truncated and got == want
+
+
+def test_user_names_filter_as_the_python_comprehension() -> None:
+    """Names starting with "_" and IPython's own are dropped, the rest kept in order, as the comprehension keeps them."""
+    ns = {"_i3": 1, "x": 2, "In": 3, "": 4, "__name__": 5, "get_ipython": 6, "é": 7, "`tick": 8, "Out_": 9, "model": 10}
+    items = list(ns.items())
+    want = [(k, v) for k, v in items if not (k.startswith(naming._SKIP_PREFIXES) or k in naming._SKIP_NAMES)]
+    assert _hotpath.user_names(items, naming._SKIP_NAMES) == want == naming._user_names(ns)
+
+
+def test_user_names_leave_other_key_types_to_python() -> None:
+    """A key that is not a str (or a str subclass) gets None: startswith then decides, its error included."""
+
+    class Key(str):
+        pass
+
+    assert _hotpath.user_names([("x", 1), (Key("y"), 2)], naming._SKIP_NAMES) is None
+    assert _hotpath.user_names([("x", 1), (3, 2)], naming._SKIP_NAMES) is None
+    with pytest.raises(AttributeError):
+        naming._user_names({"x": 1, 3: 2})
+
+
+def test_freeze_histories_copies_what_freeze_copies() -> None:
+    """Each live tensor's frozen history equals History.freeze(), later entries not reaching the copy."""
+    h = history.History()
+    for i in range(12):
+        h.add([4, None, i % 5, "written", "torch.Tensor.add_", 1])
+    other = history.History()
+    other.add([5, None, 1, "made", "torch.ones", 1])
+    histories = {1: h, 2: other}
+    final = {2: "meta", 3: "meta", 1: "meta"}
+    got = _hotpath.freeze_histories(final, histories, history.History)
+    assert got == {tid: histories[tid].freeze() for tid in final if tid in histories}
+    assert list(got) == [2, 1]
+    h.add([6, None, 9, "written", "torch.Tensor.mul_", 1])
+    assert got[1] != h.freeze() and history.frozen_words(got[1]) != h.words()

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import ast
 import functools
-from operator import itemgetter
 from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
 from . import describe, identity
+
+try:
+    from . import _hotpath
+except ImportError:  # built without a C compiler: the Python filter below
+    _hotpath = None  # type: ignore[assignment]
 from .modules import descendant_path
 
-_SKIP_PREFIXES = ("_",)
+_SKIP_PREFIXES = ("_",)  # csrc/blockend.c's user_names skips the same one prefix
 _SKIP_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
 MAX_CONTAINER = 64
 _PLAIN = describe.PLAIN
@@ -22,20 +26,14 @@ _is_leaf, _grad = describe.getter("is_leaf"), describe.getter("grad")
 
 
 def _user_names(ns: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    # one comprehension: a shell's namespace holds mostly ``_i12``, ``_12``… (one per cell run)
+    # a shell's namespace holds mostly ``_i12``, ``_12``… (one per cell run): read three times a
+    # tracked cell, so in C where it was built (csrc/blockend.c's user_names, the same filter)
     items = list(ns.items())
-    if _all_str(map(type, map(itemgetter(0), items))):
-        # "_" <= k < "`" is k.startswith("_") for a str (no argument parsing per key): the
-        # common namespace; a key of another type keeps startswith's own error, as below
-        return [kv for kv in items if not ("_" <= kv[0] < "`" or kv[0] in _SKIP_NAMES)]
+    if _hotpath is not None:
+        got = _hotpath.user_names(items, _SKIP_NAMES)
+        if got is not None:  # None: a key that is not a str, for which startswith decides below
+            return got  # type: ignore[no-any-return]
     return [(k, v) for k, v in items if not (k.startswith(_SKIP_PREFIXES) or k in _SKIP_NAMES)]
-
-
-def _all_str(types: Iterable[type]) -> bool:
-    return set(types) <= _STR
-
-
-_STR = {str}
 
 
 def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:

@@ -113,7 +113,10 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
     rec.before = {f"t{tid}": made for tid, made in before.items()}
     if tr.keep_history:  # each live tensor's history as it stands now, kept for the log and later views
         # copied now, put in words when first read (a terminal's summary line never reads them)
-        frozen = {tid: h.freeze() for tid in final if (h := history.histories.get(tid)) is not None}
+        if hot is not None:
+            frozen = hot.freeze_histories(final, history.histories, history.History)
+        else:
+            frozen = {tid: h.freeze() for tid in final if (h := history.histories.get(tid)) is not None}
         rec._pending_histories = lambda _rec: {f"t{tid}": history.frozen_words(f) for tid, f in frozen.items()}
     return snap
 

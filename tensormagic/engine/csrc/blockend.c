@@ -8,6 +8,8 @@
  *   dead_keys      identity.prune's dead entries, and the ids of the live ones
  *   grad_names     snapshot._grad_names: each gradient a backward filled in named <leaf>.grad
  *   capture_graph  autograd.capture: the live tensors' autograd graphs as a GraphTable's dicts
+ *   user_names     naming._user_names: a namespace's names that are not "_…" nor IPython's own
+ *   freeze_histories  take_snapshot's copy of each live tensor's history (History.freeze)
  *
  * A Python loop pays ~1 µs a record or table entry here; these pay tens of ns.  Any value of an
  * unexpected type goes to the Python function the caller passes, or raises a TypeError (the
@@ -589,4 +591,93 @@ PyObject *tmh_capture_graph(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssi
 end:
     Py_XDECREF(c.nids); Py_XDECREF(c.keep); Py_XDECREF(produced); Py_XDECREF(pending); Py_XDECREF(stack); Py_XDECREF(done);
     return result;
+}
+
+/* user_names(items, skip) -> [(k, v), ...] of naming._user_names for (key, value) pairs whose keys
+ * are all exactly str: not "_…" and not in `skip`; None where a key is of another type (the
+ * caller's comprehension then runs, with str.startswith's own behaviour and error). */
+PyObject *tmh_user_names(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssize_t n) {
+    if (n != 2 || !PyList_Check(a[0]) || !PyAnySet_Check(a[1])) {
+        PyErr_SetString(PyExc_TypeError, "user_names(items: list, skip: set)");
+        return NULL;
+    }
+    PyObject *items = a[0];
+    Py_ssize_t size = PyList_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *kv = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(kv) || PyTuple_GET_SIZE(kv) != 2 || !PyUnicode_CheckExact(PyTuple_GET_ITEM(kv, 0)))
+            Py_RETURN_NONE;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        PyObject *kv = PyList_GET_ITEM(items, i), *k = PyTuple_GET_ITEM(kv, 0);
+        if (PyUnicode_GET_LENGTH(k) > 0 && PyUnicode_READ_CHAR(k, 0) == '_') continue;
+        int skip = PySet_Contains(a[1], k);
+        if (skip < 0 || (skip == 0 && PyList_Append(out, kv) < 0)) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* freeze_histories(final, histories, history_type) -> {tid: history.freeze()} for the tensors of
+ * `final` that have a history: History.freeze's tuples made here for a History itself */
+PyObject *tmh_freeze_histories(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssize_t n) {
+    if (n != 3 || !PyDict_Check(a[0]) || !PyDict_Check(a[1]) || !PyType_Check(a[2])) {
+        PyErr_SetString(PyExc_TypeError, "freeze_histories(final: dict, histories: dict, history_type)");
+        return NULL;
+    }
+    static PyObject *s_head, *s_tail, *s_between, *s_freeze;
+    if (s_freeze == NULL && ((s_head = PyUnicode_InternFromString("head")) == NULL ||
+                             (s_tail = PyUnicode_InternFromString("tail")) == NULL ||
+                             (s_between = PyUnicode_InternFromString("between")) == NULL ||
+                             (s_freeze = PyUnicode_InternFromString("freeze")) == NULL))
+        return NULL;
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    Py_ssize_t pos = 0;
+    PyObject *tid, *meta;
+    while (PyDict_Next(a[0], &pos, &tid, &meta)) {
+        PyObject *h = PyDict_GetItemWithError(a[1], tid);
+        if (h == NULL) { if (PyErr_Occurred()) goto fail; continue; }
+        if (h == Py_None) continue;
+        Py_INCREF(h);
+        PyObject *frozen = NULL;
+        if (Py_TYPE(h) != (PyTypeObject *)a[2]) {
+            frozen = PyObject_CallMethodNoArgs(h, s_freeze);
+        } else {  /* tuple(map(tuple, head)), between, tuple(map(tuple, tail)) */
+            PyObject *parts[3] = {PyObject_GetAttr(h, s_head), PyObject_GetAttr(h, s_between), PyObject_GetAttr(h, s_tail)};
+            PyObject *head = NULL, *tail = NULL;
+            if (parts[0] != NULL && parts[1] != NULL && parts[2] != NULL) {
+                PyObject *src[2] = {parts[0], parts[2]}, **dst[2] = {&head, &tail};
+                for (int k = 0; k < 2; k++) {
+                    PyObject *seq = PySequence_List(src[k]);
+                    if (seq == NULL) break;
+                    Py_ssize_t m = PyList_GET_SIZE(seq);
+                    PyObject *t = PyTuple_New(m);
+                    for (Py_ssize_t j = 0; t != NULL && j < m; j++) {
+                        PyObject *e = PySequence_Tuple(PyList_GET_ITEM(seq, j));
+                        if (e == NULL) Py_CLEAR(t);
+                        else PyTuple_SET_ITEM(t, j, e);
+                    }
+                    Py_DECREF(seq);
+                    if (t == NULL) break;
+                    *dst[k] = t;
+                }
+                if (head != NULL && tail != NULL) frozen = PyTuple_Pack(3, head, parts[1], tail);
+            }
+            Py_XDECREF(head); Py_XDECREF(tail);
+            Py_XDECREF(parts[0]); Py_XDECREF(parts[1]); Py_XDECREF(parts[2]);
+        }
+        Py_DECREF(h);
+        int rc = frozen == NULL ? -1 : PyDict_SetItem(out, tid, frozen);
+        Py_XDECREF(frozen);
+        if (rc < 0) goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
 }

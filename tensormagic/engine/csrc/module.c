@@ -552,6 +552,10 @@ static PyMethodDef module_methods[] = {
     {"capture_graph", (PyCFunction)(void (*)(void))tmh_capture_graph, METH_FASTCALL,
      "capture_graph(tensors, names, ids, has_variable, grad_fn, grad_node, roots, nodes, edges, max_nodes): "
      "autograd.capture, compiled."},
+    {"user_names", (PyCFunction)(void (*)(void))tmh_user_names, METH_FASTCALL,
+     "user_names(items, skip): naming._user_names for str keys, compiled (None: another key type)."},
+    {"freeze_histories", (PyCFunction)(void (*)(void))tmh_freeze_histories, METH_FASTCALL,
+     "freeze_histories(final, histories, history_type): each live tensor's History.freeze(), compiled."},
     {"dead_keys", (PyCFunction)tmh_dead_keys, METH_O, "dead_keys(ids): identity.prune's dead entries, compiled."},
     {"live_tids", (PyCFunction)tmh_live_tids, METH_O, "live_tids(ids): the ids of identity's live entries, compiled."},
     {"set_describe", (PyCFunction)(void (*)(void))tmh_set_describe, METH_FASTCALL,
