@@ -103,7 +103,8 @@ static int partial(PyObject *m, PyObject *no_version, PyObject *fallback) {
     static const int marked[] = {1, 2, 4};
     for (int k = 0; rc == 0 && k < 3; k++) {
         PyObject *v = PyTuple_GET_ITEM(m, marked[k]);
-        if (v == Py_None) continue;
+        /* None, or a type that compares as object does (torch.dtype): == "?" is identity, false */
+        if (v == Py_None || Py_TYPE(v)->tp_richcompare == PyBaseObject_Type.tp_richcompare) continue;
         rc = PyObject_RichCompareBool(v, s_question, Py_EQ);
     }
     if (rc == 0) rc = PySequence_Contains(PyTuple_GET_ITEM(m, 0), Py_None);
@@ -144,7 +145,7 @@ PyObject *tmh_history_runs(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssiz
     }
     if (strings() < 0) return NULL;
     PyObject *raw = a[0], *wanted = a[1], *verbs = a[2];
-    PyObject *out = PyList_New(0), *last = PyDict_New();  /* last: tid -> (key, its run) */
+    PyObject *out = PyList_New(0), *last = PyDict_New();  /* last: tid -> its last run */
     if (out == NULL || last == NULL) goto fail;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(raw); i++) {
         PyObject *r = record_at(raw, i);
@@ -163,24 +164,20 @@ PyObject *tmh_history_runs(PyObject *Py_UNUSED(mod), PyObject *const *a, Py_ssiz
             Py_XDECREF(inplace);
             if (rc >= 0) Py_SETREF(verb, Py_NewRef(rc ? a[3] : a[4]));
         }
-        PyObject *key = rc < 0 ? NULL : PyTuple_Pack(3, PyTuple_GET_ITEM(r, 4), PyTuple_GET_ITEM(r, 1), verb);
-        PyObject *got = key == NULL ? NULL : PyDict_GetItemWithError(last, tid);
-        if (key == NULL || (got == NULL && PyErr_Occurred())) {
-            Py_XDECREF(key); Py_DECREF(verb); Py_DECREF(r); goto fail;
-        }
-        rc = got == NULL ? 0 : PyObject_RichCompareBool(PyTuple_GET_ITEM(got, 0), key, Py_EQ);
+        PyObject *got = rc < 0 ? NULL : PyDict_GetItemWithError(last, tid);  /* the tensor's last run */
+        if (rc < 0 || (got == NULL && PyErr_Occurred())) { Py_DECREF(verb); Py_DECREF(r); goto fail; }
+        /* (where, func, verb) == the run's: the tuple comparison, item by item (identity first) */
+        PyObject *mine[3] = {PyTuple_GET_ITEM(r, 4), PyTuple_GET_ITEM(r, 1), verb};
+        rc = got != NULL;
+        for (int k = 0; rc == 1 && k < 3; k++) rc = PyObject_RichCompareBool(PyList_GET_ITEM(got, k + 1), mine[k], Py_EQ);
         if (rc > 0) {  /* the same line again: one more in its run */
-            PyObject *run = PyTuple_GET_ITEM(got, 1);
-            PyObject *more = PyNumber_Add(PyList_GET_ITEM(run, 4), s_one);
-            rc = more == NULL ? -1 : PyList_SetItem(run, 4, more);
+            PyObject *more = PyNumber_Add(PyList_GET_ITEM(got, 4), s_one);
+            rc = more == NULL ? -1 : PyList_SetItem(got, 4, more);
         } else if (rc == 0) {
-            PyObject *run = Py_BuildValue("[OOOOi]", tid, PyTuple_GET_ITEM(r, 4), PyTuple_GET_ITEM(r, 1), verb, 1);
-            PyObject *ent = run == NULL ? NULL : PyTuple_Pack(2, key, run);
-            rc = ent == NULL || PyList_Append(out, run) < 0 || PyDict_SetItem(last, tid, ent) < 0 ? -1 : 0;
-            Py_XDECREF(ent);
+            PyObject *run = Py_BuildValue("[OOOOi]", tid, mine[0], mine[1], verb, 1);
+            rc = run == NULL || PyList_Append(out, run) < 0 || PyDict_SetItem(last, tid, run) < 0 ? -1 : 0;
             Py_XDECREF(run);
         }
-        Py_DECREF(key);
         Py_DECREF(verb);
         Py_DECREF(r);
         if (rc < 0) goto fail;
@@ -277,7 +274,12 @@ static PyObject *grad_name(PyObject *leaf) {
     PyObject *text = PyUnicode_CheckExact(first) ? Py_NewRef(first) : PyObject_Format(first, NULL);
     Py_DECREF(first);
     if (text == NULL) return NULL;
-    PyObject *out = PyUnicode_FromFormat("%U.grad", text);
+    static PyObject *s_dot_grad;
+    if (s_dot_grad == NULL && (s_dot_grad = PyUnicode_InternFromString(".grad")) == NULL) {
+        Py_DECREF(text);
+        return NULL;
+    }
+    PyObject *out = PyUnicode_Concat(text, s_dot_grad);
     Py_DECREF(text);
     return out;
 }
