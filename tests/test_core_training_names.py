@@ -476,3 +476,31 @@ def test_binds_object_reads_a_class_or_a_module_wrapper_from_the_source(line, ob
     from tensormagic.engine.naming import binds_object
 
     assert binds_object(line) is obj
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_tensor_a_module_made_but_did_not_return_is_its_temporary(engine):
+    """In ``nn.TransformerEncoderLayer`` the residual sums and the ReLU are made in ``layer`` itself
+    but not returned: ``layer temporary``; what ``layer.norm1`` returns is ``layer.norm1 output``."""
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0)
+    x = torch.randn(3, 2, 8)
+    with tensormagic.track(engine=engine) as rec:
+        y = layer(x)  # noqa: F841
+    made = {(e.op, e.tensor.label) for e in rec.filter(kind="create")}
+    assert ("torch.Tensor.add", "layer temporary") in made and ("torch.nn.functional.relu", "layer temporary") in made
+    assert ("torch.nn.functional.layer_norm", "layer.norm1 output") in made
+    assert not any(label == "layer output" for _op, label in made)  # the layer returns y
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_input_a_full_backward_hook_wraps_is_not_the_modules_output(engine):
+    """A full backward hook makes torch wrap ``lin``'s input in a view inside ``lin``'s call: that
+    view is ``lin temporary``; ``F.linear``'s result is ``lin output``."""
+    lin = nn.Linear(3, 2)
+    lin.register_full_backward_hook(lambda m, gi, go: None)
+    x = torch.randn(4, 3, requires_grad=True)
+    with tensormagic.track(engine=engine) as rec:
+        y = lin(x)  # noqa: F841
+    (wrap,) = [e for e in rec.filter(kind="view") if e.base.label == "x"]
+    (out,) = rec.filter(op="torch.nn.functional.linear")
+    assert (wrap.tensor.label, out.tensor.label) == ("lin temporary", "lin output")

@@ -23,7 +23,7 @@ named when the events are built; live ones when the block ends (their graphs are
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Container, Mapping
 
 from .naming import outer_call
 from .operands import operand_name
@@ -42,7 +42,8 @@ class LineNames:
                  functions: Mapping[Any, str | None], module_of: Callable[[Any], str | None],
                  expression: Callable[[Any, int], str | None] | None = None,
                  outer_call: Callable[[Any, int], bool | None] | None = None,
-                 values: Mapping[Any, str | None] | None = None) -> None:  # fmt: skip
+                 values: Mapping[Any, str | None] | None = None,
+                 outputs: Container[tuple[int, str]] | None = None) -> None:  # fmt: skip
         self.targets = targets  # where -> tensor-valued names the line binds, in order
         self.bound = bound  # where -> (name, raw index of the value the namespace holds, or None)
         self.functions = functions  # where -> the function the line calls (temporaries' name)
@@ -50,6 +51,7 @@ class LineNames:
         self._expression = expression  # (where, bytecode offset) -> the expression evaluated there
         self._outer_call = outer_call  # (where, offset) -> whether it is the line's last call (3.10)
         self.values = values or {}  # where -> the text of the value an assignment binds
+        self.outputs = outputs  # (tensor id, module path) a module returned (None: not known)
         self._expressions: dict[tuple[Any, int], tuple[str | None, str | None] | None] = {}
         self._bound_runs: dict[Any, list[tuple[str, int, int, int, Any]] | None] = {}
         self._names: dict[str, tuple[str, ...]] = {}
@@ -274,7 +276,10 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
             if r[MODULE] is not None:
                 mod = ln.module_of(r[MODULE])
                 if mod:
-                    out.append((r[TID], ln.name(f"{mod} output")))
+                    # a module's output is what it returned; what else it made is its temporary
+                    # (an input a full backward hook wraps, a transformer layer's residual sum)
+                    what = "output" if ln.outputs is None or (r[TID], r[MODULE]) in ln.outputs else "temporary"
+                    out.append((r[TID], ln.name(f"{mod} {what}")))
                 continue
             expr = ln.expression(where, r[LASTI])
             if expr is None:  # no column positions: the line's called function says it

@@ -24,10 +24,12 @@ import warnings
 import weakref
 from typing import Any, Callable
 
+from torch import Tensor
 from torch.nn.modules import module as _nn
 
 from .frames import compile_flag as _flag
 from .frames import dynamo_compiling as _dynamo_compiling
+from .identity import _ids
 
 try:  # built from csrc/ at install where a C compiler is there (mode.py); _push and _pop otherwise
     from . import _hotpath
@@ -99,7 +101,32 @@ def _pre_hook(mod: Any, args: Any) -> None:
 def _post_hook(mod: Any, args: Any, out: Any) -> None:
     if _dynamo_compiling() or _flag._is_compiling_flag:
         return
+    if out is not None:
+        _note_outputs(mod, out)
     _pop_now(_running, mod)
+
+
+def _note_outputs(mod: Any, out: Any) -> None:
+    """The tensors a module returned (itself, or in a tuple, list or dict it returned) are its outputs,
+    kept with its path: a tensor made inside a module and not returned by it is its temporary."""
+    stacks = _running.get(_get_ident())
+    if not stacks:
+        return
+    if isinstance(out, Tensor):
+        items: Any = (out,)
+    elif isinstance(out, (tuple, list)):
+        items = out
+    elif isinstance(out, dict):  # transformers' ModelOutput: loss, logits
+        items = list(out.values())
+    else:
+        return
+    for t in items:
+        ref = _ids.get(id(t)) if isinstance(t, Tensor) else None
+        if ref is not None and ref() is t:
+            for st in stacks:
+                stack = st._stack
+                if stack and stack[-1][0] is mod and len(st.outputs) < st.max_outputs:
+                    st.outputs.add((ref.tid, stack[-1][1]))
 
 
 #: torch warns at every call of a ``torch.compile(module)`` while any global hook is installed that
@@ -156,10 +183,14 @@ class ModuleStack:
     The module hooks push and pop ``_stack`` and set ``current`` (``_push``, ``_pop``)."""
 
     # slots: the compiled engine reads ``current`` at its offset, once per recorded op
-    __slots__ = ("current", "_stack", "_child_paths", "roots", "_root_paths", "_root_index", "_thread")
+    __slots__ = ("current", "_stack", "_child_paths", "roots", "_root_paths", "_root_index", "_thread",
+                 "outputs", "max_outputs")
 
-    def __init__(self) -> None:
+    def __init__(self, max_outputs: int = 20_000) -> None:
         self.current: str | None = None
+        #: (tensor id, path) for each tensor a module returned (bounded: max_events)
+        self.outputs: set[tuple[int, str]] = set()
+        self.max_outputs = max_outputs
         self._stack: list[tuple[Any, str]] = []
         self._child_paths: dict[tuple[int, int], tuple[str, str]] = {}  # -> (parent's path, path)
         self.roots: list[weakref.ref[Any]] = []

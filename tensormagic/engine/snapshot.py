@@ -179,7 +179,7 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
             # function (made on its ``return`` line).  Its temporaries are not ``p`` or ``out``.
             bound.setdefault(wheres[0], []).append((n, None))
     return LineNames(targets, bound, functions, module_resolver(roots), tr.lines.expression,
-                     tr.lines.at_outer_call, values)  # fmt: skip
+                     tr.lines.at_outer_call, values, tr.modules.outputs)  # fmt: skip
 
 
 MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest

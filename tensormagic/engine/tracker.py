@@ -71,7 +71,7 @@ class Tracker(OpRecords, BackwardRecords, RebuiltTensors, CompiledCalls):
         self._compiled_infos = {}
         self._compiled_fns = {}
         self.lines.on_graph = self.open_compiled
-        self.modules = ModuleStack()
+        self.modules = ModuleStack(max_outputs=max_events)
         self.t0 = time.perf_counter_ns()
         self._last_move: dict[int, int] = {}
         self.backwards: list[int] = []  # raw indices of the backward records (the end of block looks)
