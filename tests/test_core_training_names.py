@@ -473,7 +473,7 @@ def test_a_class_made_in_a_function_names_none_of_its_tensors(engine):
 ])  # fmt: skip
 def test_binds_object_reads_a_class_or_a_module_wrapper_from_the_source(line, obj):
     """A class made, or a function that hands back a module, binds no tensor; a Parameter does."""
-    from tensormagic.engine.naming import binds_object
+    from tensormagic.engine.statements import binds_object
 
     assert binds_object(line) is obj
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Container, Mapping
 
-from .naming import outer_call
 from .operands import operand_name
 from .raw import EXTRA, FUNC, KIND, LASTI, MODULE, TID, WHERE, create_parts
+from .statements import outer_call
 
 _MADE = frozenset(("create", "view", "move", "compiled"))  # event kinds that make the tensor they name
 MAX_PERIOD_SCAN = 4096  # a longer segment is cut where its offset falls back only

@@ -15,7 +15,7 @@ import torch
 from ..model.events import SEEN, Event, Fold, GradRecord, TensorRef
 from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, Tally, TensorRecord, attach_events, set_before
-from . import naming
+from . import statements
 from .event_notes import note_backward, place_seen, seen_note
 from .ops import op_name
 from .raw import EXTRA, FUNC, KIND, META, MODULE, TID, WHERE, create_parts
@@ -251,7 +251,7 @@ def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dic
         dtype=_dtype, dtype_names=_dtype_names, device=_device, device_names=_device_names,
         ref_maker=_tensor_ref, grad_maker=_grad_record, event_maker=_event,
         event_fields=tuple(f.name for f in fields(Event)), event_defaults=_EVENT_DEFAULTS,
-        seen_note=seen_note, unseen_maker=naming.unseen_maker,
+        seen_note=seen_note, unseen_maker=statements.unseen_maker,
         other_kw=_other_kw,
     )  # fmt: skip
 
@@ -287,7 +287,7 @@ def _python_events(tr: Tracker, refs: _Refs, state: dict[int, Any], place: Any, 
             kw["origin"] = origin
             if origin == "seen":
                 if op is None:
-                    op = naming.unseen_maker(src) or NO_OP
+                    op = statements.unseen_maker(src) or NO_OP
                 kw["note"] = seen_note(op, note, kw["inputs"])
         elif kind == "view":
             kw["base"] = refs.ref(extra, state[extra])

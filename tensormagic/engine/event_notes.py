@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..model.events import Event, TensorRef, where_label
-from . import naming
+from . import statements
 from .snapshot import NO_OP
 from .source import source_text
 
@@ -64,12 +64,12 @@ def place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
         return events
     filename, lo, hi = block
     if hi is None and lo > 1:
-        hi = naming.statement_end(text, lo)
+        hi = statements.statement_end(text, lo)
     out = list(events)
     for e in events:
         if e.kind != "create" or e.origin != "seen" or not e.tensor.names or (e.note or "").startswith("gradient"):
             continue
-        bound = next((b for n in e.tensor.names if (b := naming.binding_line(text, n, lo, hi))), None)
+        bound = next((b for n in e.tensor.names if (b := statements.binding_line(text, n, lo, hi))), None)
         if bound is None:
             continue
         cell, fn, line, src = place((filename, bound))
@@ -77,7 +77,7 @@ def place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
             continue
         # the line that bound it: a call there that makes tensors no op shows made it
         # (``p = nn.Parameter(…)``); any other call may have handed back an older tensor
-        op = naming.unseen_maker(src) or e.op
+        op = statements.unseen_maker(src) or e.op
         moved = replace(e, line=line, source=src, cell=cell, file=fn, op=op, note=seen_note(op, None, ()))
         out.remove(e)
         pos = next((i for i, x in enumerate(out)

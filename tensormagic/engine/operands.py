@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 
-from .naming import dotted
+from .statements import dotted
 
 #: per operator, the names torch gives the op it calls: (on the left operand, reflected on the
 #: right one).  ``2 * g`` calls ``g.mul(2)`` and ``2 - g`` ``g.__rsub__(2)`` (``resolve_name``)

@@ -10,7 +10,7 @@ import torch
 
 from ..model.events import NO_VERSION
 from ..model.recording import Recording
-from . import describe, history, identity, naming
+from . import describe, history, identity, naming, statements
 from .autograd import capture, capture_compiled
 from .bound_names import LineNames, line_results, name_live
 from .modules import resolve_path
@@ -151,13 +151,13 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
     # its target looked bound on two lines and every run's leftovers took its name
     for where in dict.fromkeys(tr.lines.places()):
         src = place(where)[3]
-        functions[where] = naming.called_function(src)
-        values[where] = naming.assigned_value(src)
-        got = naming.assigned_names(src)
+        functions[where] = statements.called_function(src)
+        values[where] = statements.assigned_value(src)
+        got = statements.assigned_names(src)
         # ``lin = nn.Linear(…)`` binds a module, ``step`` an int: neither names a tensor
         if got is not None and namespace is not None:
             got = tuple(n for n in got if not (n in namespace and not isinstance(namespace[n], torch.Tensor)))
-        if got and naming.binds_object(src):  # ``lin = nn.Linear(4, 3)`` in a function: the names it
+        if got and statements.binds_object(src):  # ``lin = nn.Linear(4, 3)`` in a function: the names it
             # binds that the namespace cannot show are no tensor's
             got = tuple(n for n in got if namespace is not None and isinstance(namespace.get(n), torch.Tensor))
         targets[where] = got or None
@@ -219,7 +219,7 @@ def _remember_provenance(tid: int, idx: int | None, raw: list[Any], place: Any) 
         return  # made before this block, or its creation was folded into a count
     cell, fn, line, src = place(raw[idx][WHERE])
     func = raw[idx][FUNC]
-    op = op_name(func) if func is not None else (naming.unseen_maker(src) or NO_OP)
+    op = op_name(func) if func is not None else (statements.unseen_maker(src) or NO_OP)
     identity.provenance[tid] = (cell, fn, line, op)
 
 

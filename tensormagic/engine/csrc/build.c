@@ -56,7 +56,7 @@ static PyObject *b_ref_method(Builder *self, PyObject *const *a, Py_ssize_t n) {
 }
 
 /* the op a "seen" create without one is shown under: the call on its line that makes tensors
- * no op shows (naming.unseen_maker), or "(no visible op)" */
+ * no op shows (statements.unseen_maker), or "(no visible op)" */
 static PyObject *seen_op(Builder *self, PyObject *src) {
     PyObject *op = PyDict_GetItemWithError(self->op_of_src, src);
     if (op != NULL || PyErr_Occurred()) return Py_XNewRef(op);
