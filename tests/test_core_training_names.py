@@ -504,3 +504,22 @@ def test_an_input_a_full_backward_hook_wraps_is_not_the_modules_output(engine):
     (wrap,) = [e for e in rec.filter(kind="view") if e.base.label == "x"]
     (out,) = rec.filter(op="torch.nn.functional.linear")
     assert (wrap.tensor.label, out.tensor.label) == ("lin temporary", "lin output")
+
+
+def _leaf_with_grad() -> torch.Tensor:
+    w = torch.ones(3, requires_grad=True)
+    (w * 2).sum().backward()
+    return w
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_leaf_only_its_line_names_names_its_gradient(engine):
+    """A leaf no namespace name reaches (kept in an object's attribute) is ``w`` by its line, and
+    the gradient its backward filled is ``w.grad``, as the backward row says, not a bare id."""
+    from types import SimpleNamespace
+
+    with tensormagic.track(engine=engine) as rec:
+        box = SimpleNamespace(w=_leaf_with_grad())
+    (grad,) = [e for e in rec.filter(kind="create") if e.op == "torch.Tensor.backward"]
+    (bw,) = rec.filter(kind="backward")
+    assert box.w.grad is not None and grad.tensor.label == "w.grad" and bw.grads[0].tensor.label == "w"

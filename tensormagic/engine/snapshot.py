@@ -4,6 +4,7 @@ tensors' metadata and provenance, and the tensors it could read only in part."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Mapping
 
 import torch
@@ -82,15 +83,15 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
         t = tr.alive(tid)
         if t is not None:
             tr.recheck(tid, t)
-    if hot is not None:
-        hot.grad_names(tr.raw, tr.backwards, names, AUTOGRAD_GRAD)
-    else:
-        _grad_names(tr, names)
+    grad_names = partial(hot.grad_names, tr.raw, tr.backwards, names, AUTOGRAD_GRAD) if hot is not None \
+        else partial(_grad_names, tr, names)  # fmt: skip
+    grad_names()
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
     lines = _line_names(tr, place, namespace, roots)
     live = tr.live_tensors()
     name_live(raw, lines, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
               failed=rec.failed)  # fmt: skip
+    grad_names()  # again: a leaf only its line names (a function's local) names its gradients too
     final: dict[int, Any] = {}
     for tid, t in live:
         final[tid] = tr.meta(t)
