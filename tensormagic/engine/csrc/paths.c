@@ -76,21 +76,30 @@ static PyObject *cached_path(PyObject *st, PyObject *stack, PyObject *mod) {
     return path;
 }
 
-/* modules._push(running, mod): each stack of this thread's blocks takes `mod` on top */
-PyObject *tmh_module_push(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssize_t n) {
+/* An iterator over the module stacks of this thread's blocks, for push and pop(running, mod)
+ * (`for st in stacks`, as Python walks it); NULL with an exception, or without one where this
+ * thread runs no block */
+static PyObject *thread_stacks(PyObject *const *a, Py_ssize_t n, const char *usage) {
     if (n != 2) {
-        PyErr_SetString(PyExc_TypeError, "module_push(running, mod)");
+        PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
     if (init_names() < 0) return NULL;
-    PyObject *mod = a[1], *stacks = stacks_of(a[0]);
-    if (stacks == NULL) {
+    PyObject *stacks = stacks_of(a[0]);
+    if (stacks == NULL) return NULL;
+    PyObject *it = PyObject_GetIter(stacks);
+    Py_DECREF(stacks);
+    return it;
+}
+
+/* modules._push(running, mod): each stack of this thread's blocks takes `mod` on top */
+PyObject *tmh_module_push(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssize_t n) {
+    PyObject *it = thread_stacks(a, n, "module_push(running, mod)");
+    if (it == NULL) {
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
     }
-    PyObject *it = PyObject_GetIter(stacks);  /* `for st in stacks`, as Python walks it */
-    Py_DECREF(stacks);
-    if (it == NULL) return NULL;
+    PyObject *mod = a[1];
     PyObject *st;
     int failed = 0;
     while (!failed && (st = PyIter_Next(it)) != NULL) {
@@ -117,19 +126,12 @@ PyObject *tmh_module_push(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssize_t
 
 /* modules._pop(running, mod): each stack of this thread's blocks drops `mod` from its top */
 PyObject *tmh_module_pop(PyObject *Py_UNUSED(m), PyObject *const *a, Py_ssize_t n) {
-    if (n != 2) {
-        PyErr_SetString(PyExc_TypeError, "module_pop(running, mod)");
-        return NULL;
-    }
-    if (init_names() < 0) return NULL;
-    PyObject *mod = a[1], *stacks = stacks_of(a[0]);
-    if (stacks == NULL) {
+    PyObject *it = thread_stacks(a, n, "module_pop(running, mod)");
+    if (it == NULL) {
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
     }
-    PyObject *it = PyObject_GetIter(stacks);
-    Py_DECREF(stacks);
-    if (it == NULL) return NULL;
+    PyObject *mod = a[1];
     PyObject *st;
     int failed = 0;
     while (!failed && (st = PyIter_Next(it)) != NULL) {
