@@ -61,6 +61,38 @@ def test_kind_counts_hand_an_odd_extra_to_python() -> None:
         _hotpath.kind_counts(raw, build._first_seen_extra)
 
 
+def test_kind_counts_read_an_extra_of_another_type_through_python() -> None:
+    """A create's extra that is a list, not a tuple, is read by the Python function: first seen."""
+    meta = ((2,), torch.float32, "cpu", False, None, 0)
+    raw = [("create", None, 1, meta, None, None, 0, [(), "seen", None]), ("create", None, 2, meta, None, None, 0, (1,))]
+    assert _hotpath.kind_counts(raw, build._first_seen_extra) == ({"create": 2}, 1)
+    assert build._kind_counts(raw) == ({"create": 2}, 1)
+
+
+class _Snapshot:
+    """A snapshot that is no tuple (a layout the compiled pass does not read itself)."""
+
+    def __init__(self, *fields: Any) -> None:
+        self.fields = fields
+
+    def __getitem__(self, i: int) -> Any:
+        return self.fields[i]
+
+    def __hash__(self) -> int:
+        return hash(self.fields)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Snapshot) and other.fields == self.fields
+
+
+def test_partial_metas_read_a_snapshot_of_another_type_through_python() -> None:
+    """A snapshot that is no tuple is marked as describe.partial says, by it."""
+    odd = [_Snapshot((2,), torch.float32, "cpu", False, None, 0), _Snapshot((2,), "?", "cpu", False, None, 0)]
+    metas = {m: m for m in odd}
+    assert _hotpath.partial_metas(metas, NO_VERSION, describe.partial) == {odd[1]}
+    assert {m for m in odd if describe.partial(m)} == {odd[1]}
+
+
 def test_partial_metas_are_the_ones_describe_marks() -> None:
     """Each mark (no version, "?" dtype/device/grad_fn, a None size) and none: as describe.partial says."""
     plain = ((2, 3), torch.float32, torch.device("cpu"), True, "AddBackward0", 4)
@@ -246,3 +278,10 @@ def test_freeze_histories_copies_what_freeze_copies() -> None:
     assert list(got) == [2, 1]
     h.add([6, None, 9, "written", "torch.Tensor.mul_", 1])
     assert got[1] != h.freeze() and history.frozen_words(got[1]) != h.words()
+
+
+def test_dead_keys_call_an_entry_that_is_no_weak_reference() -> None:
+    """An entry of another type is called, as ``ref()`` is: one that answers None is dead."""
+    kept = object()
+    ids = {1: lambda: None, 2: lambda: kept}
+    assert _hotpath.dead_keys(ids) == [k for k, ref in ids.items() if ref() is None] == [1]
