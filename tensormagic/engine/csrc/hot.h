@@ -12,6 +12,7 @@
  *   encode.c  LineEncoder: a cell's event lines for the log, encoded from the events
  *   paths.c   the module hooks' push and pop (modules.py)
  *   blockend.c  the block's end: its passes over the records and tables (counts, histories, ids)
+ *   capture.c  the block's end: the live tensors' autograd graphs (autograd.capture)
  */
 #ifndef TENSORMAGIC_HOT_H
 #define TENSORMAGIC_HOT_H
