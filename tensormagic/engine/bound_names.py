@@ -55,7 +55,7 @@ class LineNames:
         self._expressions: dict[tuple[Any, int], tuple[str | None, str | None] | None] = {}
         self._bound_runs: dict[Any, list[tuple[str, int, int, int, Any]] | None] = {}
         self._names: dict[str, tuple[str, ...]] = {}
-        self._evaluates: dict[tuple[Any, int, str], bool] = {}
+        self._texts: dict[tuple[Any, int], str | None] = {}
 
     def name(self, text: str) -> tuple[str, ...]:
         got = self._names.get(text)
@@ -63,15 +63,24 @@ class LineNames:
             got = self._names[text] = (text,)
         return got
 
+    def _text(self, where: Any, lasti: Any) -> str | None:
+        """The source text of the expression evaluated at bytecode offset ``lasti`` of line
+        ``where``, read once for the names, operands and values that ask; None where the offset
+        cannot be placed in the source (Python 3.10)."""
+        if self._expression is None or not isinstance(lasti, int):
+            return None
+        key = (where, lasti)
+        if key not in self._texts:
+            self._texts[key] = self._expression(where, lasti)
+        return self._texts[key]
+
     def expression(self, where: Any, lasti: Any) -> tuple[str | None, str | None] | None:
         """What the line's code was evaluating when a tensor was made at bytecode offset
         ``lasti``: (the expression, cut for a table; the function it calls, if it is a call), or
         None where the offset cannot be placed in the source (Python 3.10)."""
-        if self._expression is None or not isinstance(lasti, int):
-            return None
         key = (where, lasti)
         if key not in self._expressions:
-            text = self._expression(where, lasti)
+            text = self._text(where, lasti)
             if text is None:
                 self._expressions[key] = None
             else:
@@ -82,14 +91,13 @@ class LineNames:
                 self._expressions[key] = (cut, cut if call == "next" else call)
         return self._expressions[key]
 
-
     def operand(self, where: Any, r: Any, tid: int) -> str | None:
         """The name the source gave ``tid`` as an input of record ``r`` (``g`` for ``g * 2``),
         or None where it does not say (``operands.operand_name``)."""
         inputs = _consumed(r)
-        if self._expression is None or r[KIND] not in _MADE or not isinstance(r[LASTI], int) or tid not in inputs:
+        if r[KIND] not in _MADE or tid not in inputs:
             return None
-        text = self._expression(where, r[LASTI])
+        text = self._text(where, r[LASTI])
         if text is None or not r[FUNC]:
             return None
         return operand_name(text, r[FUNC], len(inputs), inputs.index(tid))
@@ -97,14 +105,8 @@ class LineNames:
     def evaluates(self, where: Any, r: Any, value: str) -> bool:
         """Whether record ``r`` was made where its line evaluated ``value`` (or at an offset the
         source cannot place, as on Python 3.10): by the value's own op, or inside its call."""
-        if self._expression is None or not isinstance(r[LASTI], int):
-            return True
-        key = (where, r[LASTI], value)
-        got = self._evaluates.get(key)
-        if got is None:
-            text = self._expression(where, r[LASTI])
-            got = self._evaluates[key] = text is None or text == value
-        return got
+        text = self._text(where, r[LASTI])
+        return text is None or text == value
 
     def at_outer_call(self, where: Any, lasti: Any) -> bool | None:
         """Whether offset ``lasti`` is the call of the line's function (Python 3.10, from the
