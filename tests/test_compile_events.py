@@ -101,22 +101,30 @@ def tanh_layer(x, w):
     return (x @ w).tanh()
 
 
-def test_backward_through_an_inductor_graph_records_its_gradients():
-    """inductor (default engine, smallest graph): the call, the loss, then what any backward
-    records: the .grad it fills and the backward event.  The output is saved for backward, so
-    AOTAutograd's runtime detaches it outside the graph: part of the call, not an event."""
-    f = torch.compile(tanh_layer, backend="inductor")
-    x, w = torch.randn(3, 4), torch.randn(4, 2, requires_grad=True)
-    f(x, w)
-    with track(namespace={"x": x, "w": w}) as rec:
-        out = f(x, w)  # inductor call with grad
-        total = out.sum()
-        total.backward()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_backward_through_an_inductor_graph_records_its_gradients(engine):
+    """inductor (smallest graph): the call, the loss, then what any backward records: the .grad it
+    fills and the backward event.  The output is saved for backward, so AOTAutograd's runtime
+    detaches it outside the graph: part of the call, not an event.  With inductor's caches off the
+    backward graph is lowered inside ``backward()``, as on a machine that never compiled it; the
+    lowering's own torch calls (``torch.empty([1])`` from code inductor ``exec``s) are no events."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(fx_graph_cache=False), functorch_config.patch(enable_autograd_cache=False):
+        f = torch.compile(tanh_layer, backend="inductor")
+        x, w = torch.randn(3, 4), torch.randn(4, 2, requires_grad=True)
+        f(x, w)
+        with track(engine=engine, namespace={"x": x, "w": w}) as rec:
+            out = f(x, w)  # inductor call with grad
+            total = out.sum()
+            total.backward()
     bw_line = _line("total.backward()")
+    assert {e.file for e in rec.events} == {__file__}
     # AOTAutograd's backward prologue (the incoming gradient made contiguous) runs while backward's
     # engine runs with the mode on the stack: recorded at the backward line, said to be during it
     during = [e for e in rec.events if e.note and e.note.startswith(("during backward()", "first seen during"))]
-    assert all(e.line == bw_line for e in during)
+    assert [e.line for e in during] == [bw_line] * 3
     got = [(e.kind, e.tensor.label, e.line) for e in rec.events if e not in during]
     assert got == [("compiled", "out", _line("out = f(x, w)  # inductor call with grad")),
                    ("create", "total", _line("total = out.sum()")), ("create", "w.grad", bw_line),

@@ -13,7 +13,12 @@ patch of its code, and each taken back when the last block ends:
   hook set before it returns (True when none), so what runs is unchanged.
 - the end-of-compile callback (``torch._dynamo.callback_handler.register_end_callback``): a call
   that compiles its code (the first call) is not looked up in a cache; Dynamo calls this at the
-  end of the compile, from the frames of the call being compiled.  ``torch._dynamo`` is imported
+  end of the compile, from the frames of the call being compiled.
+- the start-of-compile callback, with that end callback, brackets a backward graph AOTAutograd
+  compiles when it first runs (inside ``backward()``, trigger ``LAZY_BACKWARD``): inductor's
+  lowering makes torch calls of its own there (``torch.empty([1])`` to promote dtypes, from
+  functions it ``exec``s), which are the compiler's work, not the user's, so the mode passes them
+  through, as it does while Dynamo traces.  ``torch._dynamo`` is imported
   for it only where it is already loaded (importing it costs seconds); a block that starts before
   the first ``torch.compile`` registers it at the first guard-complete call, so a first call
   compiled then, whose graph no mode sees, is the one call that may go unrecorded.
@@ -39,6 +44,8 @@ _lock = threading.Lock()
 _prior: Any = None
 _hooked = False
 _callback_handler: Any = None
+#: id(mode) -> (mode, its busy flag before a lazy backward compile started on its thread)
+_compiling: dict[int, tuple[Any, Any]] = {}
 
 
 def _new_lock_in_child() -> None:
@@ -67,13 +74,31 @@ def _guard_complete(cache_hit: bool) -> bool:
     return ok
 
 
+def _trigger(args: Any) -> str:
+    return getattr(getattr(args, "callback_trigger", None), "name", "DYNAMO")
+
+
+def _compile_start(args: Any) -> None:
+    modes = _running.get(_get_ident())
+    if not modes or _trigger(args) != "LAZY_BACKWARD":
+        return
+    for mode in list(modes):
+        if id(mode) not in _compiling:
+            _compiling[id(mode)] = (mode, mode._busy)
+            mode._busy = True
+
+
 def _compile_end(args: Any) -> None:
     modes = _running.get(_get_ident())
     if not modes:
         return
-    trigger = getattr(getattr(args, "callback_trigger", None), "name", "DYNAMO")
-    if trigger != "DYNAMO":
-        return  # a backward compiled when it first runs: no call of a compiled function starts
+    if _trigger(args) != "DYNAMO":
+        # a backward compiled when it first runs: no call of a compiled function starts
+        for mode in list(modes):
+            held = _compiling.pop(id(mode), None)
+            if held is not None and mode._busy is True:
+                mode._busy = held[1]
+        return
     compile_id = getattr(args, "compile_id", None)
     _entered(sys._getframe(1), modes, None, None if compile_id is None else str(compile_id))
 
@@ -98,6 +123,8 @@ def _register_callback() -> None:
     if handler is None or not hasattr(handler, "register_end_callback"):
         return
     handler.register_end_callback(_compile_end)
+    if hasattr(handler, "register_start_callback"):
+        handler.register_start_callback(_compile_start)
     _callback_handler = handler
 
 
@@ -120,10 +147,13 @@ def _uninstall() -> None:
         _prior, _hooked = None, False
     handler, _callback_handler = _callback_handler, None
     if handler is not None:
-        try:
-            handler.remove_end_callback(_compile_end)
-        except ValueError:  # torch._dynamo.reset() during the block cleared every callback
-            pass
+        for remove, cb in ((handler.remove_end_callback, _compile_end),
+                           (getattr(handler, "remove_start_callback", None), _compile_start)):
+            try:
+                if remove is not None:
+                    remove(cb)
+            except ValueError:  # torch._dynamo.reset() during the block cleared every callback
+                pass
 
 
 def watch(mode: Any) -> None:
@@ -140,6 +170,7 @@ def watch(mode: Any) -> None:
 def unwatch(mode: Any) -> None:
     """Stop telling ``mode``; the hooks go when no block runs in any thread.  Idempotent."""
     with _lock:
+        _compiling.pop(id(mode), None)
         for tid, modes in list(_running.items()):
             if mode in modes:
                 modes.remove(mode)
