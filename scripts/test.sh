@@ -26,6 +26,10 @@ rm -rf "$VENV"
 "$VENV/bin/python" -m pip install -q -U pip || exit 1
 "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[test]" || exit 1
 
+# inductor's compile cache lives in the new environment too: each run compiles as a machine that
+# never compiled does (a warm /tmp/torchinductor_root once hid a failure) and leaves nothing in /tmp
+export TORCHINDUCTOR_CACHE_DIR="$PWD/$VENV/torchinductor"
+
 status=0
 # the versions and the engine under test, in the log; fails when the compiled engine was not built
 "$VENV/bin/python" -m tensormagic doctor --require-compiled || status=1
