@@ -53,6 +53,24 @@ def test_ops_with_keywords_and_moves_are_recorded_at_their_lines(engine: str) ->
     assert got == want * 2
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_code_a_library_execd_is_not_the_users_place(engine: str) -> None:
+    """A function a library made with ``exec`` (bare globals, as inductor's op handlers) and called
+    from its own code is the library's: its op is placed at the user's line, not ``<string>``."""
+    import functools
+
+    made: dict[str, Any] = {}
+    exec("def double(t):\n    return t * 2\n", made)
+    double = functools.singledispatch(made["double"])  # the stdlib's wrapper calls it
+    users: dict[str, Any] = {"torch": torch}
+    exec("def triple(t):\n    return t * 3\n", users)  # the user's exec'd code, called by the user
+    x = torch.ones(2)
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        y = double(x)  # noqa: F841
+        z = users["triple"](x)  # noqa: F841
+    assert [(e.file, e.line) for e in rec.events] == [(__file__, line_with("y = double(x)")), ("<string>", 2)]
+
+
 def _keyword_inputs(engine: str, form: str) -> tensormagic.Recording:
     with tensormagic.track(engine=engine, diagnostics=None) as rec:
         a = torch.ones(3)

@@ -99,22 +99,19 @@ class LineFinder:
         #: returns the ``compile_wrapper`` frame it runs under, or None
         self.on_graph: Callable[[FrameType], Any] | None = None
 
-    def _learn(self, code: CodeType) -> _Entry:
+    def _learn(self, code: CodeType, frame: FrameType | None = None) -> _Entry:
         """Whether ``code`` is the user's, cached with its places: bytecode offset -> (the shared
         ``(filename, line)`` of that offset's line, one tuple per line used by every record made
-        there; the offset).  Keyed by offset: ``f_lineno`` decodes the line table (~0.1 µs a call)."""
+        there; the offset).  Keyed by offset: ``f_lineno`` decodes the line table (~0.1 µs a call).
+        ``frame``: a frame running ``code``, for code with no file (what exec'd it)."""
         fn = code.co_filename
         real = None
         if fn.startswith("<"):
-            # <ipython-input-…> cells and exec'd strings are the user's; <frozen …> is Python's.
-            ok: bool | None = not fn.startswith("<frozen")
+            # <ipython-input-…> cells and exec'd strings are the user's; <frozen …> is Python's; a
+            # string a library exec'd (inductor's op handlers, <string>:410) is the library's code
+            ok: bool | None = not fn.startswith("<frozen") and not self._exec_by_library(frame)
         else:
-            known = _user_file.get(fn)
-            if known is None:
-                if len(_user_file) >= _USER_FILE_MAX:
-                    _user_file.clear()
-                known = _user_file[fn] = not os.path.realpath(fn).startswith(self._prefixes)
-            ok = known
+            ok = self._user_path(fn)
         if ok and is_graph_code(code, real) or ok is False and is_disable_wrapper(code):
             # a compiled graph's code, or the wrapper a compiled call runs its graphs through:
             # ``find`` decides per call (both engines ask it)
@@ -122,13 +119,43 @@ class LineFinder:
         ent = self._cache[id(code)] = (code, ok, {}, {})
         return ent
 
+    def _user_path(self, fn: str) -> bool:
+        known = _user_file.get(fn)
+        if known is None:
+            if len(_user_file) >= _USER_FILE_MAX:
+                _user_file.clear()
+            known = _user_file[fn] = not os.path.realpath(fn).startswith(self._prefixes)
+        return known
+
+    def _exec_by_library(self, frame: FrameType | None) -> bool:
+        """Whether file-less code running in ``frame`` is a library's: its globals are a library
+        module's namespace, or a bare dict (no ``__name__``, as inductor's ``exec(code, {})``) and
+        library code called it.  Code the user exec'd runs in a namespace of the user's (a shell's
+        ``__main__``, which need not be ``sys.modules["__main__"]``) or is called by the user."""
+        if frame is None:
+            return False
+        try:
+            g = frame.f_globals
+            name = g.get("__name__")
+            if isinstance(name, str):
+                mod = sys.modules.get(name)
+                path = getattr(mod, "__file__", None)
+                return getattr(mod, "__dict__", None) is g and isinstance(path, str) and not self._user_path(path)
+            back = frame.f_back
+            if back is None:
+                return False
+            fn = back.f_code.co_filename
+            return fn.startswith("<frozen") if fn.startswith("<") else not self._user_path(fn)
+        except Exception:  # noqa: BLE001 - odd globals (a dict subclass that raises): the user's, as before
+            return False
+
     def find(self, frame: FrameType | None) -> tuple[str, int] | None:
         cache = self._cache
         while frame is not None:
             code = frame.f_code
             ent = cache.get(id(code))
             if ent is None:
-                ent = self._learn(code)
+                ent = self._learn(code, frame)
             ok = ent[1]
             if ok is None:
                 # a compiled graph's torch call is part of the compiled call's one event; an FX

@@ -162,7 +162,7 @@ PyObject *tmh_find_where(Hot *self, PyObject **lasti) {
         } else if (PyErr_Occurred()) {
             Py_DECREF(code); Py_DECREF(frame); return NULL;
         } else {
-            ent = PyObject_CallOneArg(self->learn, (PyObject *)code);
+            ent = PyObject_CallFunctionObjArgs(self->learn, (PyObject *)code, (PyObject *)frame, NULL);
             if (ent == NULL) { Py_DECREF(code); Py_DECREF(frame); return NULL; }
         }
         if (PyTuple_Check(ent) && PyTuple_GET_SIZE(ent) >= 3 && PyTuple_GET_ITEM(ent, 1) == Py_False)
