@@ -336,7 +336,7 @@ class CompiledTrackMode(TrackMode):
         self._after_now = self._after_call
         self._backward_now = partial(backward_run.run, self)
         # where the C dispatch reads ``is_compiling()``'s flag (``_flag._is_compiling_flag``): a
-        # torch without it has none to read
+        # torch without it has none to read.  The compiled object takes this dict once, when made
         self._compile_flags = vars(_flag) if isinstance(_flag, ModuleType) else None
         tr, lines = tracker, tracker.lines
         self._hot = _hotpath.Hot(

@@ -80,6 +80,9 @@ typedef struct {
     PyObject *write_gate;     /* tracker.write_gate: which in-place records the record hooks need */
     PyObject *suspects;       /* tracker.suspects: set of ids of tensors made empty (see Tracker.recheck) */
     PyObject *recheck;        /* tracker._recheck(args, kwargs[, written, v0]) */
+    /* torch.compiler's __dict__, where is_compiling()'s flag lives (the mode's _compile_flags when
+     * this object was made; the mode never rebinds it), or NULL where torch has no such flag */
+    PyObject *compile_flags;
     long long t0;
     Py_ssize_t fast_cap;
     Slot tid;      /* identity.Ref's "tid" */

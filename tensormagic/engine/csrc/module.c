@@ -27,6 +27,7 @@ static int hot_traverse(Hot *self, visitproc visit, void *arg) {
     HOT_FIELDS(VISIT)
 #undef VISIT
     for (int i = 0; i < TMH_SKIP_CODES; i++) Py_VISIT(self->skip_codes[i]);
+    Py_VISIT(self->compile_flags);
     return 0;
 }
 
@@ -35,6 +36,7 @@ static int hot_clear(Hot *self) {
     HOT_FIELDS(CLEAR)
 #undef CLEAR
     for (int i = 0; i < TMH_SKIP_CODES; i++) Py_CLEAR(self->skip_codes[i]);
+    Py_CLEAR(self->compile_flags);
     self->disabled = 1;  /* a closed object only passes calls through */
     return 0;
 }
@@ -255,12 +257,9 @@ static PyObject *hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, Py
     /* torch.compiler.is_compiling() outside TorchScript is its flag (frames.py), set while Dynamo
      * compiles and during a non-strict torch.export, whose fake tensors are no user's: the mode's
      * Python entries pass such calls through, and so does this one */
-    static PyObject *s_flags, *s_flag;
-    if (s_flags == NULL && ((s_flags = PyUnicode_InternFromString("_compile_flags")) == NULL ||
-                            (s_flag = PyUnicode_InternFromString("_is_compiling_flag")) == NULL))
-        return NULL;
-    PyObject *flags = PyDict_GetItemWithError(self->state, s_flags);  /* torch.compiler's __dict__ */
-    if (flags != NULL && PyDict_CheckExact(flags) && PyDict_GetItemWithError(flags, s_flag) == Py_True)
+    static PyObject *s_flag;
+    if (s_flag == NULL && (s_flag = PyUnicode_InternFromString("_is_compiling_flag")) == NULL) return NULL;
+    if (self->compile_flags != NULL && PyDict_GetItemWithError(self->compile_flags, s_flag) == Py_True)
         return PyObject_Call(func, args, kwargs);
     if (PyErr_Occurred()) return NULL;
     PyObject *action = PyDict_GetItemWithError(self->actions, func);
@@ -510,6 +509,14 @@ static PyObject *hot_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 #undef SET
     self->t0 = t0;
     self->fast_cap = cap;
+    /* read once here, not from the mode's state at every call (one dict lookup a call less) */
+    static PyObject *s_flags;
+    if (s_flags == NULL && (s_flags = PyUnicode_InternFromString("_compile_flags")) == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    PyObject *flags = PyDict_GetItemWithError(self->state, s_flags);  /* borrowed; str keys: never raises */
+    if (flags != NULL && PyDict_CheckExact(flags)) self->compile_flags = Py_NewRef(flags);
     self->tid = tmh_slot_of((PyTypeObject *)self->ref_type, tmh_s_tid);
     self->current = tmh_slot_of(Py_TYPE(self->modules), tmh_s_current);
     self->lasti = tmh_slot_of(Py_TYPE(self->lines), tmh_s_lasti);
