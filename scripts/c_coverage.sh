@@ -31,7 +31,7 @@ ls "$WORK"/src/tensormagic/engine/_hotpath*.so >/dev/null
 
 # the twin tests, importing the copy (PYTHONPATH comes before the editable install)
 TWINS=(tests/test_engines.py tests/test_build_twins.py tests/test_blockend_twins.py tests/test_encode.py tests/test_saved_index.py
-       tests/test_fastinit.py)
+       tests/test_fastinit.py tests/test_walk_twins.py)
 PYTHONPATH="$WORK/src${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m pytest -q -p no:cacheprovider "${TWINS[@]}" \
   -o "pythonpath=$WORK/src"
 

@@ -5,6 +5,7 @@ what ``statements.py`` reads of that line."""
 
 from __future__ import annotations
 
+import types
 from typing import Any, Iterable, Iterator, Mapping
 
 import torch
@@ -20,6 +21,7 @@ from .modules import descendant_path
 _SKIP_PREFIXES = ("_",)  # csrc/blockend.c's user_names skips the same one prefix
 _SKIP_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
 MAX_CONTAINER = 64
+_DATA_TYPES = (torch.utils.data.DataLoader, torch.utils.data.Dataset)
 _PLAIN = describe.PLAIN
 _is_leaf, _grad = describe.getter("is_leaf"), describe.getter("grad")
 
@@ -43,14 +45,18 @@ def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
     tensor, module, optimizer = torch.Tensor, torch.nn.Module, torch.optim.Optimizer
     for name, v in _user_names(ns):
         found: list[tuple[str, torch.Tensor]] = []
-        if isinstance(v, optimizer):
-            optimizers.append((name, v))
-            continue
-        if isinstance(v, _DATA):  # after every shorter name: ``X`` before ``loader.dataset.tensors[0]``
-            datasets.append((name, v))
-            continue
+        plain = _PLAIN_FIRST and type(v) in _PLAIN  # a plain tensor is no optimizer, loader or dataset
+        if not plain:
+            if _PLAIN_FIRST and type(v) in _HOLDS_NONE:  # ``torch``, ``F``, ``step``: no test below names any
+                continue
+            if isinstance(v, optimizer):
+                optimizers.append((name, v))
+                continue
+            if isinstance(v, _DATA):  # after every shorter name: ``X`` before ``loader.dataset.tensors[0]``
+                datasets.append((name, v))
+                continue
         try:
-            if isinstance(v, tensor):  # _expand's common cases, without a generator each
+            if plain or isinstance(v, tensor):  # _expand's common cases, without a generator each
                 _add_tensor(found, name, v)
             elif isinstance(v, module):
                 _add_module(found, name, v)
@@ -72,6 +78,16 @@ def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
         except Exception:  # noqa: BLE001 - a user optimizer with an unusual state
             continue
         yield from found
+
+
+#: Whether isinstance() of a plain tensor against an optimizer, loader or dataset class is decided by
+#: the tensor's type alone (their metaclass is ``type``: no ``__instancecheck__`` of their own), so a
+#: plain tensor may skip those tests: ``named_tensors`` then tests the common value first.
+_PLAIN_FIRST = all(type(c) is type for c in (torch.optim.Optimizer, *_DATA_TYPES))
+#: Exact types whose values hold no tensor ``named_tensors`` would name (no optimizer, loader, dataset,
+#: tensor or module; ``_expand`` finds nothing in them): modules, functions, classes, scalars, text
+_HOLDS_NONE = frozenset({types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, type,
+                         int, float, complex, bool, str, bytes, type(None)})  # fmt: skip
 
 
 def _add_tensor(out: list[tuple[str, torch.Tensor]], name: str, v: torch.Tensor) -> None:
@@ -129,7 +145,27 @@ class _NotPlain(Exception):
     """A module in the tree walks its children with a ``named_modules`` of its own."""
 
 
+#: TensorBase's getset descriptors the compiled walk calls (describe's getters are their __get__)
+_LEAF_DESCR, _GRAD_DESCR = torch._C.TensorBase.__dict__["is_leaf"], torch._C.TensorBase.__dict__["grad"]
+
+
+def _expand_into(out: list[tuple[str, torch.Tensor]], name: str, v: Any) -> None:
+    out.extend(_expand(name, v, 1))
+
+
 def _walk(out: list[tuple[str, torch.Tensor]], prefix: str, root: torch.nn.Module, table: str) -> None:
+    """What ``_add_module`` adds from torch's ``root.named_parameters()`` (``table="_parameters"``)
+    or ``named_buffers()`` (``"_buffers"``): ``_walk_py``, or its compiled twin
+    (``csrc/walk.c``, the same pairs; ``_PLAIN[0]`` is ``torch.Tensor`` there) where it was built.
+    It runs at every tracked cell's start and end."""
+    if _hotpath is None:
+        _walk_py(out, prefix, root, table)
+    elif not _hotpath.walk_modules(out, prefix, root, table, table == "_parameters", _PLAIN, _LEAF_DESCR,
+                                   _GRAD_DESCR, _TORCH_WALK[3], _add_tensor, _expand_into):  # fmt: skip
+        raise _NotPlain
+
+
+def _walk_py(out: list[tuple[str, torch.Tensor]], prefix: str, root: torch.nn.Module, table: str) -> None:
     """What ``_add_module`` adds from torch's ``root.named_parameters()`` (``table="_parameters"``)
     or ``named_buffers()`` (``"_buffers"``), read from the modules' own dicts: the same names in
     the same order, each shared tensor or module once (sets as torch's ``_named_members`` and
@@ -153,7 +189,7 @@ def _walk(out: list[tuple[str, torch.Tensor]], prefix: str, root: torch.nn.Modul
             elif isinstance(v, torch.Tensor):
                 _add_tensor(out, prefix + k, v)
             else:  # something else in a module's _parameters
-                out.extend(_expand(prefix + k, v, 1))
+                _expand_into(out, prefix + k, v)
         children = []
         for n, c in module._modules.items():
             if c is None:
@@ -197,7 +233,7 @@ def _expand(name: str, v: Any, depth: int) -> Iterator[tuple[str, torch.Tensor]]
                 yield from _expand(f"{name}[{k!r}]", x, depth + 1)
 
 
-_DATA = (torch.utils.data.DataLoader, torch.utils.data.Dataset)
+_DATA = _DATA_TYPES
 
 
 def _dataset(name: str, v: Any) -> Iterator[tuple[str, torch.Tensor]]:

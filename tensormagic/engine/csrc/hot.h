@@ -214,6 +214,7 @@ PyObject *tmh_live_tids(PyObject *mod, PyObject *ids);
 PyObject *tmh_grad_names(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 PyObject *tmh_capture_graph(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 PyObject *tmh_user_names(PyObject *mod, PyObject *const *a, Py_ssize_t n);
+PyObject *tmh_walk_modules(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 PyObject *tmh_freeze_histories(PyObject *mod, PyObject *const *a, Py_ssize_t n);
 PyObject *tmh_held_grads(PyObject *mod, PyObject *leaves);
 PyObject *tmh_intern_new(Hot *self, PyObject *meta);

@@ -559,6 +559,9 @@ static PyMethodDef module_methods[] = {
     {"capture_graph", (PyCFunction)(void (*)(void))tmh_capture_graph, METH_FASTCALL,
      "capture_graph(tensors, names, ids, has_variable, grad_fn, grad_node, roots, nodes, edges, max_nodes): "
      "autograd.capture, compiled."},
+    {"walk_modules", (PyCFunction)(void (*)(void))tmh_walk_modules, METH_FASTCALL,
+     "walk_modules(out, prefix, root, table, params, plain, is_leaf, grad, named_modules, add_tensor, expand_into): "
+     "naming._walk, compiled (False: a module below walks its own way)."},
     {"user_names", (PyCFunction)(void (*)(void))tmh_user_names, METH_FASTCALL,
      "user_names(items, skip): naming._user_names for str keys, compiled (None: another key type)."},
     {"freeze_histories", (PyCFunction)(void (*)(void))tmh_freeze_histories, METH_FASTCALL,
