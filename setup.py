@@ -15,7 +15,7 @@ setup(
              "tensormagic/engine/csrc/gate.c", "tensormagic/engine/csrc/build.c", "tensormagic/engine/csrc/snapshots.c",
              "tensormagic/engine/csrc/encode.c", "tensormagic/engine/csrc/paths.c",
              "tensormagic/engine/csrc/blockend.c", "tensormagic/engine/csrc/capture.c",
-             "tensormagic/engine/csrc/walk.c"],
+             "tensormagic/engine/csrc/walk.c", "tensormagic/engine/csrc/dispatch.c"],
             depends=["tensormagic/engine/csrc/hot.h", "tensormagic/engine/csrc/saved.h", "tensormagic/engine/csrc/build.h"],
             optional=True,
         )

@@ -198,6 +198,8 @@ Py_ssize_t tmh_member_offset(PyTypeObject *type, PyObject *name);
 long long tmh_now_ns(Hot *self);
 long long tmh_version_of(PyObject *t);
 PyObject *tmh_find_where(Hot *self, PyObject **lasti);
+/* dispatch.c: the mode's __torch_function__, torch's vectorcall convention */
+PyObject *tmh_hot_vectorcall(Hot *self, PyObject *const *a, size_t nargsf, PyObject *kwnames);
 int tmh_known_tid(Hot *self, PyObject *t, PyObject **ref_out);
 int tmh_known_at(Hot *self, PyObject *t, PyObject *key, PyObject **ref_out);
 PyObject *tmh_registered_tid(Hot *self, PyObject *t);
