@@ -24,7 +24,9 @@ from torch.overrides import _get_current_function_mode
 
 import tensormagic
 from tensormagic.diagnostics import TensorMagicWarning
+from tensormagic.engine import identity
 from tensormagic.engine import mode as mode_mod
+from tensormagic.engine.compiled_mode import CompiledTrackMode
 from tensormagic.engine.tracker import Tracker
 from tensormagic.model.recording import Recording
 
@@ -387,7 +389,7 @@ def test_compiled_engine_is_built_and_is_the_default() -> None:
     tr = Tracker()
     m = mode_mod.make_mode(tr)
     m.close()
-    assert type(m) is mode_mod.CompiledTrackMode
+    assert type(m) is CompiledTrackMode
 
 
 def test_without_the_variable_the_compiled_engine_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -396,7 +398,7 @@ def test_without_the_variable_the_compiled_engine_is_the_default(monkeypatch: py
     assert mode_mod.default_engine() == "c"
     m = mode_mod.make_mode(Tracker())
     m.close()
-    assert type(m) is mode_mod.CompiledTrackMode
+    assert type(m) is CompiledTrackMode
 
 
 def test_compiled_engine_loaded_is_the_build_of_these_sources() -> None:
@@ -537,7 +539,7 @@ def test_compiled_live_tensors_is_the_python_loop() -> None:
     del gone
     twin = dict(tr.tensors)
     live_py = tr.live_tensors()
-    live_c = mode_mod._hotpath.live_tensors(twin, mode_mod.identity._ids, tr.merged)
+    live_c = mode_mod._hotpath.live_tensors(twin, identity._ids, tr.merged)
     assert [tid for tid, _ in live_c] == [tid for tid, _ in live_py] == [tids[0], tids[2]]
     assert all(a is b for (_, a), (_, b) in zip(live_c, live_py))
     assert twin == tr.tensors
