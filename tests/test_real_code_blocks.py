@@ -90,8 +90,8 @@ def test_module_another_thread_runs_leaves_the_tracked_threads_paths(engine: str
         out = second_thread_running_a_module()
     mine = [e for e in rec.events if e.tensor.shape == (2, 3) and e.kind == "create"]
     assert [e.op for e in mine] == ["torch.nn.functional.linear", "torch.nn.functional.relu"], [e.op for e in mine]
-    # the block names no module: the top-level one is called by its class
-    assert [e.module for e in mine] == ["Sequential.0", "Sequential.1"]
+    # the namespace names no module: the top-level one is the function's local ``model`` (line 64)
+    assert [e.module for e in mine] == ["model.0", "model.1"]
     del out
 
 

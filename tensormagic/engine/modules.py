@@ -184,7 +184,7 @@ class ModuleStack:
 
     # slots: the compiled engine reads ``current`` at its offset, once per recorded op
     __slots__ = ("current", "_stack", "_child_paths", "roots", "_root_paths", "_root_index", "_thread",
-                 "outputs", "max_outputs")
+                 "outputs", "max_outputs", "locals", "params")
 
     def __init__(self, max_outputs: int = 20_000) -> None:
         self.current: str | None = None
@@ -197,6 +197,10 @@ class ModuleStack:
         self._root_paths: list[str] = []
         self._root_index: dict[int, int] = {}
         self._thread: int | None = None
+        #: root index -> (the local variable that held it where it was first called, that function's name)
+        self.locals: dict[int, tuple[str, str]] = {}
+        #: (tensor id or a weak reference to a parameter not met yet, root index, path below the root)
+        self.params: list[tuple[Any, int, str]] = []
 
     def __enter__(self) -> ModuleStack:
         """Follow the module calls of the calling thread."""
@@ -232,6 +236,7 @@ class ModuleStack:
                 self.roots.append(weakref.ref(mod))
                 self._root_paths.append(sys.intern(f"{ROOT_MARK}{idx}"))
                 self._root_index[id(mod)] = idx
+                self._note_local(idx, mod)
             return self._root_paths[idx]
         parent, ppath = self._stack[-1]
         key = (id(parent), id(mod))
@@ -245,16 +250,102 @@ class ModuleStack:
         self._child_paths[key] = (ppath, path)
         return path
 
-    def root_names(self, namer: Any) -> dict[str, str]:
-        """Placeholder -> variable name (or class name) for each top-level module seen."""
+    def _note_local(self, idx: int, mod: Any) -> None:
+        """A top-level module first called in this block from a function that holds it in a local
+        variable (``model = nn.Sequential(…)`` inside ``train()``) keeps that name and its
+        parameters' paths below it: the module may be gone when the block ends, and no namespace
+        name reaches it.  Once per top-level module and block; a call from a module's top level
+        (a cell's, where the namespace names what it holds) costs a few frame hops."""
+        try:
+            found = _caller_local(mod)
+            if found is None:
+                return
+            self.locals[idx] = found
+            params = self.params
+            for path, p in _parameter_paths(mod, MAX_PARAMS - len(params)):
+                ref = _ids.get(id(p))
+                # a parameter no op met yet gets its id at its first op: looked up at the block's end
+                params.append((ref.tid if ref is not None and ref() is p else weakref.ref(p), idx, path))
+        except Exception:  # noqa: BLE001 - a user module whose attributes raise is named by its class
+            return
+
+    def local_params(self) -> list[tuple[int, int, str]]:
+        """(tensor id, root index, path below the root) for the parameters of the modules
+        ``_note_local`` kept, that have an id by now."""
+        out = []
+        for key, idx, path in self.params:
+            if type(key) is not int:
+                p = key()
+                ref = _ids.get(id(p)) if p is not None else None
+                if ref is None or ref() is not p:
+                    continue
+                key = ref.tid
+            out.append((key, idx, path))
+        return out
+
+    def root_names(self, namer: Any, taken: Any = ()) -> dict[str, str]:
+        """Placeholder -> variable name (or class name) for each top-level module seen: the
+        namespace's, else the local variable of the function that first called it (as
+        ``train.<locals>.model`` where the namespace holds a ``model`` of its own: ``taken``)."""
         out: dict[str, str] = {}
         for idx, ref in enumerate(self.roots):
             mod = ref()
             name = namer(mod) if mod is not None else None
+            if name is None and idx in self.locals:
+                local, func = self.locals[idx]
+                name = f"{func}.<locals>.{local}" if local in taken else local
             if name is None:
                 name = type(mod).__name__ if mod is not None else "module"
             out[f"{ROOT_MARK}{idx}"] = name
         return out
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep  # tensormagic/
+#: parameters named below the top-level modules a block first calls from a function (bounded)
+MAX_PARAMS = 10_000
+_TORCH = os.path.dirname(os.path.abspath(_nn.__file__)).rsplit(os.sep, 2)[0] + os.sep  # torch/
+
+
+def _caller_local(mod: Any) -> tuple[str, str] | None:
+    """(the local variable holding ``mod``, its function's name) in the first frame outside
+    tensormagic and torch that called it (past the hooks, ``Module.__call__``, and a torch
+    function the user's line handed it to: ``checkpoint(model, x)``), or None: a module's top
+    level, or no local holds it."""
+    f: Any = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith((_HERE, _TORCH)):
+        f = f.f_back
+    if f is None or not f.f_code.co_flags & _OPTIMIZED:  # a module's or class body's frame
+        return None
+    for name, v in f.f_locals.items():
+        if v is mod and isinstance(name, str) and name.isidentifier():
+            return name, f.f_code.co_name
+    return None
+
+
+_OPTIMIZED = 0x1  # inspect.CO_OPTIMIZED: a function's frame, with fast locals
+
+
+def _parameter_paths(root: Any, most: int) -> list[tuple[str, Any]]:
+    """``0.weight``: each parameter below ``root`` by the name torch's ``named_parameters()``
+    gives it (depth first, each module and parameter once), read from the modules' own dicts:
+    no user ``named_parameters`` runs.  At most ``most``."""
+    out: list[tuple[str, Any]] = []
+    memo: set[int] = set()
+    modules: set[int] = set()
+    stack: list[tuple[str, Any]] = [("", root)]
+    while stack and len(out) < most:
+        prefix, m = stack.pop()
+        if id(m) in modules:
+            continue
+        modules.add(id(m))
+        for k, p in (getattr(m, "_parameters", None) or {}).items():
+            if p is not None and id(p) not in memo:
+                memo.add(id(p))
+                out.append((prefix + k, p))
+        children = [(f"{prefix}{n}.", c) for n, c in (getattr(m, "_modules", None) or {}).items() if c is not None]
+        children.reverse()  # popped in order: each module before its children, as torch walks
+        stack.extend(children)
+    return out[:most]
 
 
 def resolve_path(path: str | None, roots: dict[str, str]) -> str | None:

@@ -14,7 +14,7 @@ from ..model.recording import Recording
 from . import describe, history, identity, naming, statements
 from .autograd import capture, capture_compiled
 from .bound_names import LineNames, line_results, name_live
-from .modules import resolve_path
+from .modules import ROOT_MARK, resolve_path
 from .ops import op_name
 from .raw import EXTRA, FUNC, TID, WHERE
 from .source import Locator, source_line
@@ -83,10 +83,11 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
         t = tr.alive(tid)
         if t is not None:
             tr.recheck(tid, t)
+    roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m), () if namespace is None else namespace)
+    _name_local_params(tr, names, roots)
     grad_names = partial(hot.grad_names, tr.raw, tr.backwards, names, AUTOGRAD_GRAD) if hot is not None \
         else partial(_grad_names, tr, names)  # fmt: skip
     grad_names()
-    roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m))
     lines = _line_names(tr, place, namespace, roots)
     live = tr.live_tensors()
     name_live(raw, lines, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
@@ -183,6 +184,7 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
                      tr.lines.at_outer_call, values, tr.modules.outputs)  # fmt: skip
 
 
+
 MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest
 
 
@@ -241,6 +243,14 @@ def module_resolver(roots: dict[str, str]) -> Any:
 
 #: the op of a tensor first met with no op, where its line names no maker (the compiled builder's too)
 NO_OP = "(no visible op)"
+
+
+def _name_local_params(tr: Tracker, names: dict[int, tuple[str, ...]], roots: dict[str, str]) -> None:
+    """``model.0.weight`` for a parameter of a module a function held in its local ``model``
+    (``modules.ModuleStack._note_local``), where the namespace gives it no name."""
+    for tid, idx, path in tr.modules.local_params():
+        if tid not in names:
+            names[tid] = (f"{roots.get(f'{ROOT_MARK}{idx}', 'module')}.{path}",)
 
 
 def _add_unseen_bound(tr: Tracker, bound: list[tuple[str, torch.Tensor]]) -> None:

@@ -1,0 +1,97 @@
+"""Names a person can recognise for tensors no namespace name reaches when the block ends: the
+parameters of a module a function built and dropped.  On both engines.
+
+Expected names and lines come from this file's source text (``_line``) or by hand (torch's
+``named_parameters`` paths of an ``nn.Sequential`` are its children's indices)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import tensormagic
+
+ENGINES = ("c", "python")
+_SOURCE = open(__file__, encoding="utf-8").read().splitlines()
+
+
+def _line(fragment: str) -> int:
+    """The line of this file whose statement starts with ``fragment`` (once)."""
+    (n,) = [i + 1 for i, text in enumerate(_SOURCE) if text.strip().startswith(fragment)]
+    return n
+
+
+def _train() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        loss = model(torch.randn(5, 4)).pow(2).mean()
+        loss.backward()
+        opt.step()  # _train's
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.01 * p
+
+
+PARAMS = ("model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_parameters_of_a_functions_local_module_take_its_local_name(engine):
+    """The weights ``opt.step()`` writes, of a model ``_train`` holds in its local ``model``, are
+    ``model.0.weight`` … ``model.2.bias``, not bare ids, though the model is gone at the block's end."""
+    with tensormagic.track(engine=engine) as rec:
+        _train()
+    step = [e for e in rec.filter(kind="inplace") if e.line == _line("opt.step()  # _train's")]
+    assert {e.tensor.label for e in step} == set(PARAMS)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_write_through_a_loop_variable_names_the_parameter(engine):
+    """``p -= 0.01 * p`` over ``model.parameters()`` writes ``model.0.weight`` … by name."""
+    with tensormagic.track(engine=engine) as rec:
+        _train()
+    writes = [e for e in rec.filter(kind="inplace") if e.line == _line("p -= 0.01 * p")]
+    assert [e.tensor.label for e in writes] == list(PARAMS)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_functions_local_module_names_its_paths_and_gradients(engine):
+    """Inside the local ``model`` ops run in ``model.0`` … (not ``module.0``), and each backward
+    fills ``model.0.weight.grad`` …"""
+    with tensormagic.track(engine=engine) as rec:
+        _train()
+    assert {e.module for e in rec.events if e.module} == {"model.0", "model.1", "model.2"}
+    grads = [e for e in rec.filter(kind="create") if e.op == "torch.Tensor.backward"]
+    assert len(grads) == 8 and {e.tensor.label for e in grads} == {f"{p}.grad" for p in PARAMS}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_local_name_the_namespace_also_holds_says_its_function(engine):
+    """Where the namespace's own ``model`` is another module, the local one's weights are
+    ``_train.<locals>.model.0.weight``: ``model.0.weight`` would be the namespace's."""
+    model = nn.Linear(2, 2)  # noqa: F841 - the namespace's ``model``, never called
+    with tensormagic.track(engine=engine) as rec:
+        _train()
+    step = [e for e in rec.filter(kind="inplace") if e.line == _line("opt.step()  # _train's")]
+    assert {e.tensor.label for e in step} == {f"_train.<locals>.{p}" for p in PARAMS}
+
+
+def _call_a_global() -> None:
+    _GLOBAL_NET(torch.randn(2, 3))
+
+
+_GLOBAL_NET = nn.Linear(3, 1)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_module_no_local_holds_takes_no_local_name(engine):
+    """A function that calls a module global to it holds it in no local: no local name is kept
+    (the namespace, here the test's, does not hold it either: its class name, as before)."""
+    with tensormagic.track(engine=engine) as rec:
+        _call_a_global()
+    (lin,) = rec.filter(op="torch.nn.functional.linear")
+    assert lin.module == "Linear" and [i.label for i in lin.inputs][1:] == [i.id for i in lin.inputs][1:]
