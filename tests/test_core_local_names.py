@@ -1,5 +1,6 @@
 """Names a person can recognise for tensors no namespace name reaches when the block ends: the
-parameters of a module a function built and dropped.  On both engines.
+parameters of a module a function built and dropped, and the tensors the block's end first met.
+On both engines.
 
 Expected names and lines come from this file's source text (``_line``) or by hand (torch's
 ``named_parameters`` paths of an ``nn.Sequential`` are its children's indices)."""
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 import tensormagic
+from tensormagic.views.lines import line_rows
 
 ENGINES = ("c", "python")
 _SOURCE = open(__file__, encoding="utf-8").read().splitlines()
@@ -95,3 +97,15 @@ def test_a_module_no_local_holds_takes_no_local_name(engine):
         _call_a_global()
     (lin,) = rec.filter(op="torch.nn.functional.linear")
     assert lin.module == "Linear" and [i.label for i in lin.inputs][1:] == [i.id for i in lin.inputs][1:]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_tensor_the_block_end_first_met_is_placed_there(engine):
+    """``torch.get_rng_state()`` (no op the mode sees) bound as ``b[2]`` is first met by the
+    block's end: its event is placed at ``block end``, and the report shows no ``?`` place."""
+    with tensormagic.track(engine=engine) as rec:
+        b = [1, 2, torch.get_rng_state()]  # noqa: F841
+    (seen,) = [e for e in rec.events if e.tensor.label == "b[2]"]
+    assert seen.where == "block end" and "first seen at the block's end" in seen.note
+    assert not [ln for ln in rec.to_text().splitlines() if ln.strip() == "?"]
+    assert [row.where for row in line_rows(rec)] == ["block end"]  # the Lines view's row too

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..model.events import Event, TensorRef, where_label
+from ..model.events import END_SEEN, Event, TensorRef, where_label
 from . import statements
 from .snapshot import NO_OP
 from .source import source_text
@@ -21,7 +21,7 @@ def seen_note(op: str, note: str | None, inputs: tuple[TensorRef, ...]) -> str:
     if op.endswith("from_numpy"):
         return "shares memory with the NumPy array: writing one changes the other"
     if op == NO_OP:
-        return FIRST_SEEN
+        return END_SEEN if note == "end" else FIRST_SEEN
     return f"made by {op}: no torch op the tracker can see made it"
 
 

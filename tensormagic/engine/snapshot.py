@@ -257,7 +257,7 @@ def _add_unseen_bound(tr: Tracker, bound: list[tuple[str, torch.Tensor]]) -> Non
     """Tensors bound in the namespace that no op ever touched (``b = torch.from_numpy(a)``)."""
     for _name, t in bound:
         if identity.lookup(t) is None:
-            tr.see(t, None)
+            tr.see(t, None, at_end=True)
 
 
 def _name_of(t: Any, names: dict[int, tuple[str, ...]]) -> str | None:

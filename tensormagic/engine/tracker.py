@@ -191,8 +191,9 @@ class Tracker(OpRecords, BackwardRecords, RebuiltTensors, CompiledCalls):
     def mark_preexisting(self, t: Tensor) -> None:
         self.preexisting.add(assign_ref(t).tid)
 
-    def see(self, t: Tensor, where: Any) -> int:
-        """The id of an input tensor; its first sight in the block is remembered."""
+    def see(self, t: Tensor, where: Any, at_end: bool = False) -> int:
+        """The id of an input tensor; its first sight in the block is remembered (``at_end``: by
+        the block's end, bound to a name, with no line of its own)."""
         ref = _ids.get(id(t))
         if ref is not None and ref() is t:
             tid = ref.tid
@@ -209,7 +210,7 @@ class Tracker(OpRecords, BackwardRecords, RebuiltTensors, CompiledCalls):
         if fresh and tid not in self.preexisting:
             # appeared without an op the mode can see (from_numpy, Parameter(t), torch.load…);
             # "direct": handed to the op by the line itself, so the line's source may name it
-            note = "direct" if called_directly(where) else None
+            note = "end" if at_end else "direct" if called_directly(where) else None
             self._add("create", None, tid, meta, where, ((), "seen", note), (t,))
         return tid
 

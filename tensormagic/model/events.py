@@ -198,11 +198,15 @@ class Event:
 
     @property
     def where(self) -> str:
-        """``line 3`` (a cell) or ``train.py:3``."""
+        """``line 3`` (a cell) or ``train.py:3``; ``block end`` for a tensor first met there."""
+        if self.line is None and self.note == END_SEEN:
+            return BLOCK_END
         return where_label(self.line, self.file, self.cell)
 
     def where_in(self, home: int | None) -> str:
         """``where``, said in a report about cell ``home``: another cell's line names its cell."""
+        if self.line is None and self.note == END_SEEN:
+            return BLOCK_END
         return where_label(self.line, self.file, self.cell, home)
 
     @property
@@ -342,6 +346,12 @@ class Fold:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Fold:
         return cls(**_known(cls, d))
+
+
+#: the note of a tensor the block's end found bound to a name, that no op of the block met, and the
+#: place said for it (no line of the block is known to have made or bound it)
+END_SEEN = "first seen at the block's end, where a name holds it: made before this block, or by code the tracker cannot see"
+BLOCK_END = "block end"
 
 
 def where_label(line: int | None, file: str | None, cell: int | None, home: int | None = None) -> str:

@@ -16,7 +16,7 @@ from itertools import compress
 from operator import attrgetter
 from typing import Any, Sequence
 
-from ..model.events import Event, Stats, where_label
+from ..model.events import BLOCK_END, END_SEEN, Event, Stats, where_label
 from ..model.recording import Recording
 from .common import fit
 from .table import nbytes_of
@@ -56,6 +56,8 @@ class LineRow:
 
     @property
     def where(self) -> str:
+        if self.line is None and self.events and all(e.note == END_SEEN for e in self.events):
+            return BLOCK_END  # tensors the block's end found under a name, that no line showed
         return where_label(self.line, self.file, self.cell, self.home)
 
     @property
