@@ -1,6 +1,6 @@
 """Names a person can recognise for tensors no namespace name reaches when the block ends: the
-parameters of a module a function built and dropped, and the tensors the block's end first met.
-On both engines.
+parameters of a module a function built and dropped, the tensors the block's end first met, and a
+loss an earlier step of a loop made inside a model.  On both engines.
 
 Expected names and lines come from this file's source text (``_line``) or by hand (torch's
 ``named_parameters`` paths of an ``nn.Sequential`` are its children's indices)."""
@@ -109,3 +109,68 @@ def test_a_tensor_the_block_end_first_met_is_placed_there(engine):
     assert seen.where == "block end" and "first seen at the block's end" in seen.note
     assert not [ln for ln in rec.to_text().splitlines() if ln.strip() == "?"]
     assert [row.where for row in line_rows(rec)] == ["block end"]  # the Lines view's row too
+
+
+class _WithLoss(nn.Module):
+    """Returns a dict with its loss, as transformers' models do (``out.loss``, ``out["loss"]``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"loss": self.lin(x).pow(2).mean()}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_earlier_steps_loss_is_named_by_its_backward_call(engine):
+    """``loss = out["loss"]`` runs no op: step 1's loss, made inside ``net`` and gone at the end,
+    is ``loss`` as ``loss.backward()`` calls it, like the last step's, not ``net temporary``."""
+    torch.manual_seed(0)
+    net = _WithLoss()
+    x = torch.randn(4, 3)
+    with tensormagic.track(engine=engine) as rec:
+        for _ in range(2):
+            out = net(x)
+            loss = out["loss"]
+            loss.backward()
+    first, last = rec.filter(kind="backward")
+    assert first.tensor.label == "loss" and "loss" in last.tensor.names
+    assert [e.tensor.label for e in rec.filter(op="torch.Tensor.mean")][0] == "loss"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_backward_on_a_name_the_namespace_holds_no_tensor_in_names_nothing(engine):
+    """``loss.backward()`` names the tensor only where ``loss`` holds a tensor at the end: here
+    ``loss`` ends as a float, so step 1's loss keeps the name of where it was made."""
+    torch.manual_seed(0)
+    net = _WithLoss()
+    x = torch.randn(4, 3)
+    with tensormagic.track(engine=engine) as rec:
+        for _ in range(2):
+            loss = net(x)["loss"]
+            loss.backward()
+        loss = 0.0
+    assert "loss" not in rec.filter(kind="backward")[0].tensor.names
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_gpt2_step_one_loss_is_loss_as_the_last_steps(engine):
+    """GPT-2 with AdamW, ``loss = out.loss; loss.backward()`` for two steps: step 1's loss is
+    ``loss`` (not ``model output``), and the last step's names include ``loss`` too."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16,
+                                  bos_token_id=0, eos_token_id=0)  # fmt: skip
+    model = transformers.GPT2LMHeadModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, 50, (2, 8))
+    with tensormagic.track(engine=engine) as rec:
+        for _ in range(2):
+            opt.zero_grad()
+            out = model(ids, labels=ids)
+            loss = out.loss
+            loss.backward()
+            opt.step()
+    first, last = rec.filter(kind="backward")
+    assert first.tensor.names == ("loss",) and "loss" in last.tensor.names

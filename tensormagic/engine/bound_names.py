@@ -43,7 +43,9 @@ class LineNames:
                  expression: Callable[[Any, int], str | None] | None = None,
                  outer_call: Callable[[Any, int], bool | None] | None = None,
                  values: Mapping[Any, str | None] | None = None,
-                 outputs: Container[tuple[int, str]] | None = None) -> None:  # fmt: skip
+                 outputs: Container[tuple[int, str]] | None = None,
+                 called: Mapping[int, tuple[Any, int]] | None = None,
+                 call_name: Callable[[Any, int], str | None] | None = None) -> None:  # fmt: skip
         self.targets = targets  # where -> tensor-valued names the line binds, in order
         self.bound = bound  # where -> (name, raw index of the value the namespace holds, or None)
         self.functions = functions  # where -> the function the line calls (temporaries' name)
@@ -52,6 +54,11 @@ class LineNames:
         self._outer_call = outer_call  # (where, offset) -> whether it is the line's last call (3.10)
         self.values = values or {}  # where -> the text of the value an assignment binds
         self.outputs = outputs  # (tensor id, module path) a module returned (None: not known)
+        #: tensor id -> (line, offset) of a ``.backward()`` called on it (``loss.backward()``), and
+        #: the name that call gives it, read only for a tensor no line bound (``called_name``)
+        self.called = called or {}
+        self._call_name = call_name
+        self._call_names: dict[tuple[Any, int], str | None] = {}
         self._expressions: dict[tuple[Any, int], tuple[str | None, str | None] | None] = {}
         self._bound_runs: dict[Any, list[tuple[str, int, int, int, Any]] | None] = {}
         self._names: dict[str, tuple[str, ...]] = {}
@@ -101,6 +108,15 @@ class LineNames:
         if text is None or not r[FUNC]:
             return None
         return operand_name(text, r[FUNC], len(inputs), inputs.index(tid))
+
+    def called_name(self, tid: int) -> str | None:
+        """``loss``, where a line called ``loss.backward()`` on ``tid`` (None: no such call)."""
+        at = self.called.get(tid)
+        if at is None or self._call_name is None:
+            return None
+        if at not in self._call_names:
+            self._call_names[at] = self._call_name(*at)
+        return self._call_names[at]
 
     def evaluates(self, where: Any, r: Any, value: str) -> bool:
         """Whether record ``r`` was made where its line evaluated ``value`` (or at an offset the
@@ -223,8 +239,12 @@ def line_results(raw: list[Any], ln: LineNames, *, failed: bool = False,
         names = ln.targets.get(where) if where is not None else None
         runs = _runs(raw, i, j, _least(ln, where))
         if names and not (failed and j == n):
+            before = len(bound_out)
             _bind(raw, ln, where, names, runs, bound_out)
-        _temporaries(raw, ln, where, runs, temp_out)
+            bound = {tid for tid, _ in bound_out[before:]} if ln.called else ()
+        else:
+            bound = ()
+        _temporaries(raw, ln, where, runs, temp_out, bound)
         i = j
     return bound_out + temp_out
 
@@ -253,7 +273,7 @@ def _bind(raw: list[Any], ln: LineNames, where: Any, names: tuple[str, ...],
 
 
 def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int, int]],
-                 out: list[tuple[int, tuple[str, ...]]]) -> None:  # fmt: skip
+                 out: list[tuple[int, tuple[str, ...]]], bound: Container[int] = ()) -> None:  # fmt: skip
     """``model.0 output`` for a tensor made inside a module; ``clip_grad_norm_ temporary`` for
     one made inside a library function the line called; ``pred.argmax(1)`` for one the line's
     own expression made (the expression being evaluated is that op's call, or no call at all)."""
@@ -274,6 +294,11 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
                 name = _operand(raw, ln, where, k, b) if create_parts(r[EXTRA])[2] == "direct" else None
                 if name:
                     out.append((r[TID], ln.name(name)))
+                continue
+            # a later line's ``loss.backward()`` names what no line bound, over where it was made
+            called = ln.called_name(r[TID]) if r[TID] in ln.called and r[TID] not in bound else None
+            if called is not None:
+                out.append((r[TID], ln.name(called)))
                 continue
             if r[MODULE] is not None:
                 mod = ln.module_of(r[MODULE])

@@ -15,8 +15,9 @@ from . import describe, history, identity, naming, statements
 from .autograd import capture, capture_compiled
 from .bound_names import LineNames, line_results, name_live
 from .modules import ROOT_MARK, resolve_path
+from .operands import operand_name
 from .ops import op_name
-from .raw import EXTRA, FUNC, TID, WHERE
+from .raw import EXTRA, FUNC, LASTI, TID, WHERE
 from .source import Locator, source_line
 from .tracker import Tracker
 
@@ -181,8 +182,37 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
             # function (made on its ``return`` line).  Its temporaries are not ``p`` or ``out``.
             bound.setdefault(wheres[0], []).append((n, None))
     return LineNames(targets, bound, functions, module_resolver(roots), tr.lines.expression,
-                     tr.lines.at_outer_call, values, tr.modules.outputs)  # fmt: skip
+                     tr.lines.at_outer_call, values, tr.modules.outputs, _backward_calls(tr),
+                     _backward_self(tr, namespace))  # fmt: skip
 
+
+_BACKWARD = "torch.Tensor.backward"
+
+
+def _backward_calls(tr: Tracker) -> dict[int, tuple[Any, int]]:
+    """Tensor id -> (line, offset) of a ``.backward()`` called on it from a line the tracker placed."""
+    out: dict[int, tuple[Any, int]] = {}
+    raw = tr.raw
+    for idx in tr.backwards:
+        r = raw[idx] if idx < len(raw) else None
+        if r is not None and r[FUNC] == _BACKWARD and type(r[WHERE]) is tuple and isinstance(r[LASTI], int):
+            out.setdefault(r[TID], (r[WHERE], r[LASTI]))
+    return out
+
+
+def _backward_self(tr: Tracker, namespace: Mapping[str, Any] | None) -> Any:
+    """(line, offset) -> ``loss`` where the call there is ``loss.backward()`` and ``loss`` holds a
+    tensor in the namespace at the block's end (so the name was a tensor's, not a wrapper
+    object's with a ``backward`` of its own).  A loss a model made in an earlier step of a loop
+    (``loss = out.loss`` runs no op) is then ``loss``, as the source calls it."""
+
+    def name(where: Any, lasti: int) -> str | None:
+        text = tr.lines.expression(where, lasti)
+        got = operand_name(text, _BACKWARD, 1, 0) if text else None
+        ok = got and got.isidentifier() and namespace is not None and isinstance(namespace.get(got), torch.Tensor)
+        return got if ok else None
+
+    return name
 
 
 MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest
