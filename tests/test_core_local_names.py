@@ -174,3 +174,27 @@ def test_gpt2_step_one_loss_is_loss_as_the_last_steps(engine):
             opt.step()
     first, last = rec.filter(kind="backward")
     assert first.tensor.names == ("loss",) and "loss" in last.tensor.names
+
+
+def _loop_over_workers() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.randn(16, 4), torch.randn(16, 1)), batch_size=8, num_workers=2)
+    lin = nn.Linear(4, 1)
+    for xb, yb in loader:
+        ((lin(xb) - yb) ** 2).mean()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_functions_worker_batches_are_named_by_their_targets(engine):
+    """In a function (no namespace value to go by), ``for xb, yb in loader`` with two workers
+    names each 8×4 batch ``xb`` and each 8×1 batch ``yb``: the base seed ``iter(loader)`` makes
+    on that line is not one of the values the loop binds."""
+    with tensormagic.track(engine=engine) as rec:
+        _loop_over_workers()
+    line = _line("for xb, yb in loader:")
+    batches = [e for e in rec.filter(kind="create") if e.line == line and e.tensor.shape != ()]
+    assert {e.tensor.shape for e in batches} == {(8, 4), (8, 1)}
+    assert all(e.tensor.label == ("xb" if e.tensor.shape == (8, 4) else "yb") for e in batches), \
+        [(e.tensor.shape, e.tensor.label) for e in batches]  # fmt: skip

@@ -256,7 +256,9 @@ def _bind(raw: list[Any], ln: LineNames, where: Any, names: tuple[str, ...],
     free = [x for x in names if x not in bound_elsewhere]
     if held is None and len(free) > 1:
         # ``values, idx = torch.sort(x)``: one call's outputs, in order, to the names in order
-        made = [tid for a, b in runs for tid in _unconsumed(raw, a, b)]
+        # ``for xb, yb in loader`` binds what ``next(loader)`` returned, not what ``iter(loader)``
+        # made on the same line (a worker loader's base seed, at an offset the source places nowhere)
+        made = [tid for a, b in runs for tid in _unconsumed(raw, a, b, ln, where, _next_value(raw, ln, where, a, b), True)]
         if made and len(made) % len(free) == 0:
             out.extend((tid, ln.name(free[i % len(free)])) for i, tid in enumerate(made))
         return
@@ -270,6 +272,16 @@ def _bind(raw: list[Any], ln: LineNames, where: Any, names: tuple[str, ...],
         if len(free) == 1:
             value = ln.values.get(where)
             out.extend((tid, ln.name(free[0])) for tid in _unconsumed(raw, a, b, ln, where, value))
+
+
+def _next_value(raw: list[Any], ln: LineNames, where: Any, a: int, b: int) -> str | None:
+    """``next(loader)``: the expression of the first record of ``raw[a:b]`` a ``next()`` made
+    (a ``for`` fetching its item, or the line's own ``next(it)``); None if none."""
+    for k in range(a, b):
+        text = ln._text(where, raw[k][LASTI])
+        if text is not None and text.startswith("next("):
+            return text
+    return None
 
 
 def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int, int]],
@@ -358,16 +370,18 @@ def name_live(raw: list[Any], ln: LineNames, names: dict[int, tuple[str, ...]],
 
 
 def _unconsumed(raw: list[Any], lo: int, hi: int, ln: LineNames | None = None, where: Any = None,
-                value: str | None = None) -> list[int]:  # fmt: skip
+                value: str | None = None, strict: bool = False) -> list[int]:  # fmt: skip
     """Tensors made in ``raw[lo:hi]`` (one run of a line) that no later op of the run used, in
     the order they were made.  With the ``value`` an assignment binds: only those made where the
     line evaluated that value or an offset the source cannot place; ``model = nn.Sequential(
-    nn.Linear(4, 8))`` binds a module, and the weights made in ``nn.Linear(4, 8)`` are not it."""
+    nn.Linear(4, 8))`` binds a module, and the weights made in ``nn.Linear(4, 8)`` are not it.
+    ``strict``: only those made where the source places the value (none at an offset it cannot place)."""
     consumed: set[int] = set()
     out = []
     for k in range(hi - 1, lo - 1, -1):
         r = raw[k]
-        if r[KIND] in _MADE and r[TID] not in consumed and (value is None or ln.evaluates(where, r, value)):  # type: ignore[union-attr]
+        if r[KIND] in _MADE and r[TID] not in consumed and (
+                value is None or (ln._text(where, r[LASTI]) == value if strict else ln.evaluates(where, r, value))):  # type: ignore[union-attr]
             out.append(r[TID])
         consumed.update(_consumed(r))
     out.reverse()
