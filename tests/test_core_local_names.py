@@ -140,6 +140,23 @@ def test_an_earlier_steps_loss_is_named_by_its_backward_call(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_the_last_steps_loss_is_said_by_the_name_its_backward_call_used(engine):
+    """The last step's loss, held as ``out["loss"]`` and ``loss``, is said ``loss`` first (the name
+    ``loss.backward()`` used, as step 1's), so the rows read ``loss (step 1)``, ``loss (step 2)``."""
+    torch.manual_seed(0)
+    net = _WithLoss()
+    x = torch.randn(4, 3)
+    with tensormagic.track(engine=engine) as rec:
+        for _ in range(2):
+            out = net(x)
+            loss = out["loss"]
+            loss.backward()
+    last = rec.filter(kind="backward")[-1]
+    assert last.tensor.names == ("loss", "out['loss']")
+    assert "backward loss (step 2)" in " ".join(rec.to_text(width=200).split())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_backward_on_a_name_the_namespace_holds_no_tensor_in_names_nothing(engine):
     """``loss.backward()`` names the tensor only where ``loss`` holds a tensor at the end: here
     ``loss`` ends as a float, so step 1's loss keeps the name of where it was made."""
@@ -157,7 +174,7 @@ def test_a_backward_on_a_name_the_namespace_holds_no_tensor_in_names_nothing(eng
 @pytest.mark.parametrize("engine", ENGINES)
 def test_gpt2_step_one_loss_is_loss_as_the_last_steps(engine):
     """GPT-2 with AdamW, ``loss = out.loss; loss.backward()`` for two steps: step 1's loss is
-    ``loss`` (not ``model output``), and the last step's names include ``loss`` too."""
+    ``loss`` (not ``model output``), and the last step's is ``loss`` first too."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16,
@@ -173,7 +190,7 @@ def test_gpt2_step_one_loss_is_loss_as_the_last_steps(engine):
             loss.backward()
             opt.step()
     first, last = rec.filter(kind="backward")
-    assert first.tensor.names == ("loss",) and "loss" in last.tensor.names
+    assert first.tensor.names == ("loss",) and last.tensor.names == ("loss", "out['loss']")  # ModelOutput is a dict
 
 
 def _loop_over_workers() -> None:

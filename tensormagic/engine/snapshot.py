@@ -90,6 +90,7 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
         else partial(_grad_names, tr, names)  # fmt: skip
     grad_names()
     lines = _line_names(tr, place, namespace, roots)
+    _called_first(lines, names)
     live = tr.live_tensors()
     name_live(raw, lines, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
               failed=rec.failed)  # fmt: skip
@@ -187,6 +188,18 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
 
 
 _BACKWARD = "torch.Tensor.backward"
+
+
+def _called_first(lines: LineNames, names: dict[int, tuple[str, ...]]) -> None:
+    """A tensor the namespace holds under several names (``out['loss']``, ``loss``) is said by
+    the one ``loss.backward()`` called it by, as the steps whose loss is gone are
+    (``LineNames.called_name``): one name for every step's loss."""
+    for tid in lines.called:
+        held = names.get(tid)
+        if held is not None and len(held) > 1:
+            first = lines.called_name(tid)
+            if first in held and held[0] != first:
+                names[tid] = (first, *(n for n in held if n != first))
 
 
 def _backward_calls(tr: Tracker) -> dict[int, tuple[Any, int]]:
