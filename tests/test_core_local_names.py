@@ -99,6 +99,20 @@ def test_a_module_no_local_holds_takes_no_local_name(engine):
     assert lin.module == "Linear" and [i.label for i in lin.inputs][1:] == [i.id for i in lin.inputs][1:]
 
 
+def _call_a_module_no_name_holds() -> None:
+    nn.Linear(3, 1)(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_module_no_name_holds_gone_by_the_end_is_named_by_its_class(engine):
+    """``nn.Linear(3, 1)(x)`` in a function: no variable ever held the module, gone at the
+    block's end; its output is ``Linear output``, as a live module's no name reaches (not ``module``)."""
+    with tensormagic.track(engine=engine) as rec:
+        _call_a_module_no_name_holds()
+    (lin,) = rec.filter(op="torch.nn.functional.linear")
+    assert (lin.module, lin.tensor.label) == ("Linear", "Linear output")
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_tensor_the_block_end_first_met_is_placed_there(engine):
     """``torch.get_rng_state()`` (no op the mode sees) bound as ``b[2]`` is first met by the

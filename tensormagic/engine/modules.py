@@ -184,7 +184,7 @@ class ModuleStack:
 
     # slots: the compiled engine reads ``current`` at its offset, once per recorded op
     __slots__ = ("current", "_stack", "_child_paths", "roots", "_root_paths", "_root_index", "_thread",
-                 "outputs", "max_outputs", "locals", "params")
+                 "outputs", "max_outputs", "locals", "params", "_root_types")
 
     def __init__(self, max_outputs: int = 20_000) -> None:
         self.current: str | None = None
@@ -195,6 +195,7 @@ class ModuleStack:
         self._child_paths: dict[tuple[int, int], tuple[str, str]] = {}  # -> (parent's path, path)
         self.roots: list[weakref.ref[Any]] = []
         self._root_paths: list[str] = []
+        self._root_types: list[str] = []  # each root's class name: a root gone by the block's end says it
         self._root_index: dict[int, int] = {}
         self._thread: int | None = None
         #: root index -> (the local variable that held it where it was first called, that function's name)
@@ -235,6 +236,7 @@ class ModuleStack:
                 idx = len(self.roots)
                 self.roots.append(weakref.ref(mod))
                 self._root_paths.append(sys.intern(f"{ROOT_MARK}{idx}"))
+                self._root_types.append(type(mod).__name__)
                 self._root_index[id(mod)] = idx
                 self._note_local(idx, mod)
             return self._root_paths[idx]
@@ -295,7 +297,7 @@ class ModuleStack:
                 local, func = self.locals[idx]
                 name = f"{func}.<locals>.{local}" if local in taken else local
             if name is None:
-                name = type(mod).__name__ if mod is not None else "module"
+                name = type(mod).__name__ if mod is not None else self._root_types[idx]
             out[f"{ROOT_MARK}{idx}"] = name
         return out
 
