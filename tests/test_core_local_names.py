@@ -82,6 +82,24 @@ def test_a_local_name_the_namespace_also_holds_says_its_function(engine):
     assert {e.tensor.label for e in step} == {f"_train.<locals>.{p}" for p in PARAMS}
 
 
+def _evaluate() -> None:
+    model = nn.Linear(4, 1)
+    model(torch.randn(2, 4)).sum().backward()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_locals_of_one_name_in_two_functions_say_their_function(engine):
+    """``model`` in ``_train`` and ``model`` in ``_evaluate`` are two modules: their weights are
+    ``_train.<locals>.model.0.weight`` and ``_evaluate.<locals>.model.weight``, not both ``model…``."""
+    with tensormagic.track(engine=engine) as rec:
+        _train()
+        _evaluate()
+    step = [e for e in rec.filter(kind="inplace") if e.line == _line("opt.step()  # _train's")]
+    assert {e.tensor.label for e in step} == {f"_train.<locals>.{p}" for p in PARAMS}
+    (lin,) = [e for e in rec.filter(op="torch.nn.functional.linear") if e.line == _line("model(torch.randn(2, 4))")]
+    assert [i.label for i in lin.inputs[1:]] == ["_evaluate.<locals>.model.weight", "_evaluate.<locals>.model.bias"]
+
+
 def _call_a_global() -> None:
     _GLOBAL_NET(torch.randn(2, 3))
 

@@ -288,14 +288,18 @@ class ModuleStack:
     def root_names(self, namer: Any, taken: Any = ()) -> dict[str, str]:
         """Placeholder -> variable name (or class name) for each top-level module seen: the
         namespace's, else the local variable of the function that first called it (as
-        ``train.<locals>.model`` where the namespace holds a ``model`` of its own: ``taken``)."""
+        ``train.<locals>.model`` where the namespace holds a ``model`` of its own: ``taken``, or
+        where locals of that name in two functions held modules)."""
         out: dict[str, str] = {}
+        functions: dict[str, set[str]] = {}
+        for local, func in self.locals.values():
+            functions.setdefault(local, set()).add(func)
         for idx, ref in enumerate(self.roots):
             mod = ref()
             name = namer(mod) if mod is not None else None
             if name is None and idx in self.locals:
                 local, func = self.locals[idx]
-                name = f"{func}.<locals>.{local}" if local in taken else local
+                name = f"{func}.<locals>.{local}" if local in taken or len(functions[local]) > 1 else local
             if name is None:
                 name = type(mod).__name__ if mod is not None else self._root_types[idx]
             out[f"{ROOT_MARK}{idx}"] = name
