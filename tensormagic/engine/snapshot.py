@@ -182,9 +182,13 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
             # (no op), ``out = net(torch.randn(2, 4))`` with ``net`` the user's own module or
             # function (made on its ``return`` line).  Its temporaries are not ``p`` or ``out``.
             bound.setdefault(wheres[0], []).append((n, None))
+    called = _backward_calls(tr)
+    # the names holding a tensor now, read now: the events are built later, and the namespace's
+    # tensors must not stay alive till then through it
+    held = {n for n, v in naming.user_names(namespace) if isinstance(v, torch.Tensor)} if called and namespace else set()
     return LineNames(targets, bound, functions, module_resolver(roots), tr.lines.expression,
-                     tr.lines.at_outer_call, values, tr.modules.outputs, _backward_calls(tr),
-                     _backward_self(tr, namespace))  # fmt: skip
+                     tr.lines.at_outer_call, values, tr.modules.outputs, called,
+                     _backward_self(tr.lines.expression, held))  # fmt: skip
 
 
 _BACKWARD = "torch.Tensor.backward"
@@ -213,17 +217,16 @@ def _backward_calls(tr: Tracker) -> dict[int, tuple[Any, int]]:
     return out
 
 
-def _backward_self(tr: Tracker, namespace: Mapping[str, Any] | None) -> Any:
+def _backward_self(expression: Any, held: set[str]) -> Any:
     """(line, offset) -> ``loss`` where the call there is ``loss.backward()`` and ``loss`` holds a
-    tensor in the namespace at the block's end (so the name was a tensor's, not a wrapper
-    object's with a ``backward`` of its own).  A loss a model made in an earlier step of a loop
-    (``loss = out.loss`` runs no op) is then ``loss``, as the source calls it."""
+    tensor in the namespace at the block's end (``held``: so the name was a tensor's, not a
+    wrapper object's with a ``backward`` of its own).  A loss a model made in an earlier step of
+    a loop (``loss = out.loss`` runs no op) is then ``loss``, as the source calls it."""
 
     def name(where: Any, lasti: int) -> str | None:
-        text = tr.lines.expression(where, lasti)
+        text = expression(where, lasti)
         got = operand_name(text, _BACKWARD, 1, 0) if text else None
-        ok = got and got.isidentifier() and namespace is not None and isinstance(namespace.get(got), torch.Tensor)
-        return got if ok else None
+        return got if got in held else None
 
     return name
 
