@@ -238,13 +238,10 @@ def line_results(raw: list[Any], ln: LineNames, *, failed: bool = False,
             j += 1
         names = ln.targets.get(where) if where is not None else None
         runs = _runs(raw, i, j, _least(ln, where))
+        before = len(bound_out)
         if names and not (failed and j == n):
-            before = len(bound_out)
             _bind(raw, ln, where, names, runs, bound_out)
-            bound = {tid for tid, _ in bound_out[before:]} if ln.called else ()
-        else:
-            bound = ()
-        _temporaries(raw, ln, where, runs, temp_out, bound)
+        _temporaries(raw, ln, where, runs, temp_out, bound_out, before)
         i = j
     return bound_out + temp_out
 
@@ -285,10 +282,12 @@ def _next_value(raw: list[Any], ln: LineNames, where: Any, a: int, b: int) -> st
 
 
 def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int, int]],
-                 out: list[tuple[int, tuple[str, ...]]], bound: Container[int] = ()) -> None:  # fmt: skip
+                 out: list[tuple[int, tuple[str, ...]]], bound: list[tuple[int, Any]] | None = None,
+                 since: int = 0) -> None:  # fmt: skip
     """``model.0 output`` for a tensor made inside a module; ``clip_grad_norm_ temporary`` for
     one made inside a library function the line called; ``pred.argmax(1)`` for one the line's
-    own expression made (the expression being evaluated is that op's call, or no call at all)."""
+    own expression made (the expression being evaluated is that op's call, or no call at all).
+    ``bound[since:]``: what the line's runs bound (a value bound keeps its name)."""
     fn = ln.functions.get(where) if where is not None else None
     short = fn.rsplit(".", 1)[-1] if fn else None
     for a, b in runs:
@@ -308,7 +307,7 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
                     out.append((r[TID], ln.name(name)))
                 continue
             # a later line's ``loss.backward()`` names what no line bound, over where it was made
-            called = ln.called_name(r[TID]) if r[TID] in ln.called and r[TID] not in bound else None
+            called = ln.called_name(r[TID]) if r[TID] in ln.called and not _bound(r[TID], bound, since) else None
             if called is not None:
                 out.append((r[TID], ln.name(called)))
                 continue
@@ -333,6 +332,10 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
                 out.append((r[TID], ln.name(text)))  # type: ignore[arg-type]
             else:  # made inside the function being called, not its value
                 out.append((r[TID], ln.name(f"{callee} temporary")))
+
+
+def _bound(tid: int, bound: list[tuple[int, Any]] | None, since: int) -> bool:
+    return bound is not None and any(b == tid for b, _ in bound[since:])
 
 
 def _operand(raw: list[Any], ln: LineNames, where: Any, k: int, b: int) -> str | None:

@@ -37,11 +37,6 @@ def _user_names(ns: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in items if not (k.startswith(_SKIP_PREFIXES) or k in _SKIP_NAMES)]
 
 
-def user_names(ns: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """The namespace's (name, value) pairs a report may name tensors by (not ``_12``, ``In``…)."""
-    return _user_names(ns)
-
-
 def named_tensors(ns: Mapping[str, Any]) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor reachable by a short expression: ``x``, ``model.fc1.weight``, ``params[0]``,
     ``d["w"]``, and ``x.grad`` for leaves."""

@@ -89,7 +89,10 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
     grad_names = partial(hot.grad_names, tr.raw, tr.backwards, names, AUTOGRAD_GRAD) if hot is not None \
         else partial(_grad_names, tr, names)  # fmt: skip
     grad_names()
-    lines = _line_names(tr, place, namespace, roots)
+    # the names that hold a tensor at the block's end (``loss``), for ``loss.backward()``'s: names
+    # only, as the events are built later and the namespace's tensors must not stay alive till then
+    held = {n for n, _t in bound if n.isidentifier()} if tr.backwards else set()
+    lines = _line_names(tr, place, namespace, roots, held)
     _called_first(lines, names)
     live = tr.live_tensors()
     name_live(raw, lines, names, [(tid, tr.tensors[tid][3]) for tid, _ in live if tid not in names],
@@ -143,7 +146,8 @@ def _grad_names(tr: Tracker, names: dict[int, tuple[str, ...]]) -> None:
                 names[gtid] = (f"{leaf[0]}.grad",)
 
 
-def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, roots: dict[str, str]) -> LineNames:
+def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, roots: dict[str, str],
+                held: set[str] | None = None) -> LineNames:  # fmt: skip
     """Every line the block ran is decided now (the namespace may change later): the names it
     binds that hold tensors, the value the namespace holds for each, the function it calls."""
     raw = tr.raw
@@ -182,13 +186,9 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
             # (no op), ``out = net(torch.randn(2, 4))`` with ``net`` the user's own module or
             # function (made on its ``return`` line).  Its temporaries are not ``p`` or ``out``.
             bound.setdefault(wheres[0], []).append((n, None))
-    called = _backward_calls(tr)
-    # the names holding a tensor now, read now: the events are built later, and the namespace's
-    # tensors must not stay alive till then through it
-    held = {n for n, v in naming.user_names(namespace) if isinstance(v, torch.Tensor)} if called and namespace else set()
     return LineNames(targets, bound, functions, module_resolver(roots), tr.lines.expression,
-                     tr.lines.at_outer_call, values, tr.modules.outputs, called,
-                     _backward_self(tr.lines.expression, held))  # fmt: skip
+                     tr.lines.at_outer_call, values, tr.modules.outputs, _backward_calls(tr),
+                     _backward_self(tr.lines.expression, held or set()))  # fmt: skip
 
 
 _BACKWARD = "torch.Tensor.backward"
