@@ -44,7 +44,7 @@ class LineNames:
                  outer_call: Callable[[Any, int], bool | None] | None = None,
                  values: Mapping[Any, str | None] | None = None,
                  outputs: Container[tuple[int, str]] | None = None,
-                 called: Mapping[int, tuple[Any, int]] | None = None,
+                 called: Mapping[int, tuple[Any, int, int | None]] | None = None,
                  call_name: Callable[[Any, int], str | None] | None = None) -> None:  # fmt: skip
         self.targets = targets  # where -> tensor-valued names the line binds, in order
         self.bound = bound  # where -> (name, raw index of the value the namespace holds, or None)
@@ -55,7 +55,8 @@ class LineNames:
         self.values = values or {}  # where -> the text of the value an assignment binds
         self.outputs = outputs  # (tensor id, module path) a module returned (None: not known)
         #: tensor id -> (line, offset) of a ``.backward()`` called on it (``loss.backward()``), and
-        #: the name that call gives it, read only for a tensor no line bound (``called_name``)
+        #: the raw index that made it; the name that call gives it is read only for a tensor no
+        #: line bound (``called_name``)
         self.called = called or {}
         self._call_name = call_name
         self._call_names: dict[tuple[Any, int], str | None] = {}
@@ -111,9 +112,10 @@ class LineNames:
 
     def called_name(self, tid: int) -> str | None:
         """``loss``, where a line called ``loss.backward()`` on ``tid`` (None: no such call)."""
-        at = self.called.get(tid)
-        if at is None or self._call_name is None:
+        got = self.called.get(tid)
+        if got is None or self._call_name is None:
             return None
+        at = got[:2]
         if at not in self._call_names:
             self._call_names[at] = self._call_name(*at)
         return self._call_names[at]
@@ -238,11 +240,12 @@ def line_results(raw: list[Any], ln: LineNames, *, failed: bool = False,
             j += 1
         names = ln.targets.get(where) if where is not None else None
         runs = _runs(raw, i, j, _least(ln, where))
-        before = len(bound_out)
         if names and not (failed and j == n):
             _bind(raw, ln, where, names, runs, bound_out)
-        _temporaries(raw, ln, where, runs, temp_out, bound_out, before)
+        _temporaries(raw, ln, where, runs, temp_out)
         i = j
+    if ln.called:  # before the temporaries' names: the user's own name for a value no line bound
+        temp_out = _called_names(raw, ln, bound_out, lo, end) + temp_out
     return bound_out + temp_out
 
 
@@ -282,12 +285,10 @@ def _next_value(raw: list[Any], ln: LineNames, where: Any, a: int, b: int) -> st
 
 
 def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int, int]],
-                 out: list[tuple[int, tuple[str, ...]]], bound: list[tuple[int, Any]] | None = None,
-                 since: int = 0) -> None:  # fmt: skip
+                 out: list[tuple[int, tuple[str, ...]]]) -> None:  # fmt: skip
     """``model.0 output`` for a tensor made inside a module; ``clip_grad_norm_ temporary`` for
     one made inside a library function the line called; ``pred.argmax(1)`` for one the line's
-    own expression made (the expression being evaluated is that op's call, or no call at all).
-    ``bound[since:]``: what the line's runs bound (a value bound keeps its name)."""
+    own expression made (the expression being evaluated is that op's call, or no call at all)."""
     fn = ln.functions.get(where) if where is not None else None
     short = fn.rsplit(".", 1)[-1] if fn else None
     for a, b in runs:
@@ -305,11 +306,6 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
                 name = _operand(raw, ln, where, k, b) if create_parts(r[EXTRA])[2] == "direct" else None
                 if name:
                     out.append((r[TID], ln.name(name)))
-                continue
-            # a later line's ``loss.backward()`` names what no line bound, over where it was made
-            called = ln.called_name(r[TID]) if r[TID] in ln.called and not _bound(r[TID], bound, since) else None
-            if called is not None:
-                out.append((r[TID], ln.name(called)))
                 continue
             if r[MODULE] is not None:
                 mod = ln.module_of(r[MODULE])
@@ -334,8 +330,24 @@ def _temporaries(raw: list[Any], ln: LineNames, where: Any, runs: list[tuple[int
                 out.append((r[TID], ln.name(f"{callee} temporary")))
 
 
-def _bound(tid: int, bound: list[tuple[int, Any]] | None, since: int) -> bool:
-    return bound is not None and any(b == tid for b, _ in bound[since:])
+def _called_names(raw: list[Any], ln: LineNames, bound_out: list[tuple[int, tuple[str, ...]]],
+                  lo: int, hi: int) -> list[tuple[int, tuple[str, ...]]]:  # fmt: skip
+    """``loss`` for a tensor made by an op in ``raw[lo:hi]`` that no line bound and a later line
+    called ``loss.backward()`` on (``LineNames.called_name``): the user's name for it, over where
+    it was made (``model output``).  Per backward call, not per record: most losses are bound."""
+    out: list[tuple[int, tuple[str, ...]]] = []
+    bound: set[int] | None = None
+    for tid, (_where, _lasti, idx) in ln.called.items():
+        if idx is None or not lo <= idx < hi or raw[idx][TID] != tid or raw[idx][KIND] not in _MADE:
+            continue
+        if raw[idx][KIND] == "create" and create_parts(raw[idx][EXTRA])[1] == "seen":
+            continue  # first met, made by no op seen: its operand names it, if anything
+        if bound is None:
+            bound = {t for t, _ in bound_out}
+        name = ln.called_name(tid) if tid not in bound else None
+        if name:
+            out.append((tid, ln.name(name)))
+    return out
 
 
 def _operand(raw: list[Any], ln: LineNames, where: Any, k: int, b: int) -> str | None:

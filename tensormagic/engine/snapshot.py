@@ -206,14 +206,16 @@ def _called_first(lines: LineNames, names: dict[int, tuple[str, ...]]) -> None:
                 names[tid] = (first, *(n for n in held if n != first))
 
 
-def _backward_calls(tr: Tracker) -> dict[int, tuple[Any, int]]:
-    """Tensor id -> (line, offset) of a ``.backward()`` called on it from a line the tracker placed."""
-    out: dict[int, tuple[Any, int]] = {}
-    raw = tr.raw
+def _backward_calls(tr: Tracker) -> dict[int, tuple[Any, int, int | None]]:
+    """Tensor id -> (line, offset) of a ``.backward()`` called on it from a line the tracker
+    placed, and the raw index of the record that made it (None: made before the block)."""
+    out: dict[int, tuple[Any, int, int | None]] = {}
+    raw, tensors = tr.raw, tr.tensors
     for idx in tr.backwards:
         r = raw[idx] if idx < len(raw) else None
         if r is not None and r[FUNC] == _BACKWARD and type(r[WHERE]) is tuple and isinstance(r[LASTI], int):
-            out.setdefault(r[TID], (r[WHERE], r[LASTI]))
+            info = tensors.get(r[TID])
+            out.setdefault(r[TID], (r[WHERE], r[LASTI], info[3] if info is not None else None))
     return out
 
 
