@@ -25,12 +25,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Container, Mapping
 
+from .line_runs import MAX_PERIOD_SCAN, op_key, segment_of, split_runs
 from .operands import operand_name
 from .raw import EXTRA, FUNC, KIND, LASTI, MODULE, TID, WHERE, create_parts
 from .statements import outer_call
 
 _MADE = frozenset(("create", "view", "move", "compiled"))  # event kinds that make the tensor they name
-MAX_PERIOD_SCAN = 4096  # a longer segment is cut where its offset falls back only
 
 
 class LineNames:
@@ -137,64 +137,6 @@ class LineNames:
 MAX_EXPRESSION = 48  # a longer expression is cut, with an ellipsis: it names a tensor in a table
 
 
-def _key(r: Any) -> tuple[Any, ...]:
-    # the bytecode offset too: ``y * y * 3`` runs ``mul`` twice in one execution, at two offsets
-    return (r[FUNC], r[KIND], r[MODULE], r[LASTI])
-
-
-def _runs(raw: list[Any], i: int, j: int, least: int = 1) -> list[tuple[int, int]]:
-    """The runs of the segment ``raw[i:j]`` (one line): cut where the bytecode offset falls back,
-    then each piece into its smallest period of repeated ops (a one-line loop body) of at least
-    ``least`` records.
-
-    A line that binds n names makes at least n records an execution, and may make them by one op
-    at one offset (``v, i = torch.sort(x)``; ``for xb, yb in loader``, a worker's batch rebuilt by
-    two ``torch.empty``): a shorter period would read as a run per tensor."""
-    pieces: list[tuple[int, int]] = []
-    start = i
-    for k in range(i + 1, j):
-        if raw[k][LASTI] < raw[k - 1][LASTI]:
-            pieces.append((start, k))
-            start = k
-    pieces.append((start, j))
-    out: list[tuple[int, int]] = []
-    for a, b in pieces:
-        p = _period(raw, a, b, least)
-        out.extend((s, min(s + p, b)) for s in range(a, b, p))
-    return out
-
-
-def _period(raw: list[Any], a: int, b: int, least: int = 1) -> int:
-    n = b - a
-    if n <= 1:
-        return 1
-    if n > MAX_PERIOD_SCAN:
-        return n
-    first = _key(raw[a])
-    for p in range(least, n // 2 + 1):
-        if n % p or _key(raw[a + p]) != first:
-            continue
-        if all(_key(raw[a + q]) == _key(raw[a + q - p]) for q in range(p, n)):
-            return p
-    return n
-
-
-def _segment(raw: list[Any], idx: int, limit: int) -> tuple[int, int] | None:
-    """The bounds of the segment (consecutive records of one line) holding ``raw[idx]``; None past
-    ``limit`` records scanned (the caller then does one full pass instead)."""
-    where = raw[idx][WHERE]
-    lo, hi, n = idx, idx + 1, len(raw)
-    while lo > 0 and raw[lo - 1][WHERE] == where:
-        lo -= 1
-        if idx - lo > limit:
-            return None
-    while hi < n and raw[hi][WHERE] == where:
-        hi += 1
-        if hi - idx > limit:
-            return None
-    return lo, hi
-
-
 def _bound_runs(raw: list[Any], ln: LineNames, where: Any) -> list[tuple[str, int, int, int, Any]] | None:
     """Per name the namespace's value of which a run of this line made: (name, its offset from
     the run's start, from its end, the run's length, its op key).  None: no such value."""
@@ -205,12 +147,12 @@ def _bound_runs(raw: list[Any], ln: LineNames, where: Any) -> list[tuple[str, in
     for name, idx in ln.bound.get(where, ()):
         if idx is None or idx >= len(raw):
             continue
-        seg = _segment(raw, idx, MAX_PERIOD_SCAN)
+        seg = segment_of(raw, idx, MAX_PERIOD_SCAN)
         if seg is None:
             continue
-        for a, b in _runs(raw, *seg, least):
+        for a, b in split_runs(raw, *seg, least):
             if a <= idx < b:
-                out.append((name, idx - a, b - 1 - idx, b - a, _key(raw[idx])))
+                out.append((name, idx - a, b - 1 - idx, b - a, op_key(raw[idx])))
                 break
     got = ln._bound_runs[where] = out or None
     return got
@@ -239,7 +181,7 @@ def line_results(raw: list[Any], ln: LineNames, *, failed: bool = False,
         while j < end and raw[j][WHERE] == where:
             j += 1
         names = ln.targets.get(where) if where is not None else None
-        runs = _runs(raw, i, j, _least(ln, where))
+        runs = split_runs(raw, i, j, _least(ln, where))
         if names and not (failed and j == n):
             _bind(raw, ln, where, names, runs, bound_out)
         _temporaries(raw, ln, where, runs, temp_out)
@@ -266,7 +208,7 @@ def _bind(raw: list[Any], ln: LineNames, where: Any, names: tuple[str, ...],
         if held is not None:
             for name, k, kend, length, key in held:
                 c = a + k if b - a == length else b - 1 - kend
-                if a <= c < b and _key(raw[c]) == key and raw[c][KIND] in _MADE:
+                if a <= c < b and op_key(raw[c]) == key and raw[c][KIND] in _MADE:
                     out.append((raw[c][TID], ln.name(name)))
             continue
         if len(free) == 1:
@@ -372,7 +314,7 @@ def name_live(raw: list[Any], ln: LineNames, names: dict[int, tuple[str, ...]],
         if spans_set is None:
             break
         if tid in wanted:
-            seg = _segment(raw, idx, 4096)  # type: ignore[arg-type]
+            seg = segment_of(raw, idx, MAX_PERIOD_SCAN)  # type: ignore[arg-type]
             if seg is None:
                 spans_set = None
             else:
