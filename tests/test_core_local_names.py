@@ -154,10 +154,7 @@ class _WithLoss(nn.Module):
         return {"loss": self.lin(x).pow(2).mean()}
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_an_earlier_steps_loss_is_named_by_its_backward_call(engine):
-    """``loss = out["loss"]`` runs no op: step 1's loss, made inside ``net`` and gone at the end,
-    is ``loss`` as ``loss.backward()`` calls it, like the last step's, not ``net temporary``."""
+def _two_steps(engine: str) -> tensormagic.Recording:
     torch.manual_seed(0)
     net = _WithLoss()
     x = torch.randn(4, 3)
@@ -166,6 +163,14 @@ def test_an_earlier_steps_loss_is_named_by_its_backward_call(engine):
             out = net(x)
             loss = out["loss"]
             loss.backward()
+    return rec
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_earlier_steps_loss_is_named_by_its_backward_call(engine):
+    """``loss = out["loss"]`` runs no op: step 1's loss, made inside ``net`` and gone at the end,
+    is ``loss`` as ``loss.backward()`` calls it, like the last step's, not ``net temporary``."""
+    rec = _two_steps(engine)
     first, last = rec.filter(kind="backward")
     assert first.tensor.label == "loss" and "loss" in last.tensor.names
     assert [e.tensor.label for e in rec.filter(op="torch.Tensor.mean")][0] == "loss"
@@ -175,14 +180,7 @@ def test_an_earlier_steps_loss_is_named_by_its_backward_call(engine):
 def test_the_last_steps_loss_is_said_by_the_name_its_backward_call_used(engine):
     """The last step's loss, held as ``out["loss"]`` and ``loss``, is said ``loss`` first (the name
     ``loss.backward()`` used, as step 1's), so the rows read ``loss (step 1)``, ``loss (step 2)``."""
-    torch.manual_seed(0)
-    net = _WithLoss()
-    x = torch.randn(4, 3)
-    with tensormagic.track(engine=engine) as rec:
-        for _ in range(2):
-            out = net(x)
-            loss = out["loss"]
-            loss.backward()
+    rec = _two_steps(engine)
     last = rec.filter(kind="backward")[-1]
     assert last.tensor.names == ("loss", "out['loss']")
     assert "backward loss (step 2)" in " ".join(rec.to_text(width=200).split())
