@@ -7,6 +7,8 @@ Expected names and lines come from this file's source text (``_line``) or by han
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -15,6 +17,8 @@ import tensormagic
 from tensormagic.views.lines import line_rows
 
 ENGINES = ("c", "python")
+#: ``loss.backward()``'s receiver is read from the call's column positions
+_NO_COLUMNS = "Python 3.10 code has no column positions to read a backward call's receiver"
 _SOURCE = open(__file__, encoding="utf-8").read().splitlines()
 
 
@@ -166,6 +170,7 @@ def _two_steps(engine: str) -> tensormagic.Recording:
     return rec
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason=_NO_COLUMNS)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_an_earlier_steps_loss_is_named_by_its_backward_call(engine):
     """``loss = out["loss"]`` runs no op: step 1's loss, made inside ``net`` and gone at the end,
@@ -176,6 +181,7 @@ def test_an_earlier_steps_loss_is_named_by_its_backward_call(engine):
     assert [e.tensor.label for e in rec.filter(op="torch.Tensor.mean")][0] == "loss"
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason=_NO_COLUMNS)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_the_last_steps_loss_is_said_by_the_name_its_backward_call_used(engine):
     """The last step's loss, held as ``out["loss"]`` and ``loss``, is said ``loss`` first (the name
@@ -243,5 +249,8 @@ def test_a_functions_worker_batches_are_named_by_their_targets(engine):
     line = _line("for xb, yb in loader:")
     batches = [e for e in rec.filter(kind="create") if e.line == line and e.tensor.shape != ()]
     assert {e.tensor.shape for e in batches} == {(8, 4), (8, 1)}
-    assert all(e.tensor.label == ("xb" if e.tensor.shape == (8, 4) else "yb") for e in batches), \
+    # on Python 3.10 (no column positions) a batch that arrived during an earlier step's next()
+    # may keep its id; it never takes the other target's name
+    assert all(e.tensor.label == ("xb" if e.tensor.shape == (8, 4) else "yb")
+               or (sys.version_info < (3, 11) and not e.tensor.names) for e in batches), \
         [(e.tensor.shape, e.tensor.label) for e in batches]  # fmt: skip
