@@ -17,8 +17,6 @@ import tensormagic
 from tensormagic.views.lines import line_rows
 
 ENGINES = ("c", "python")
-#: ``loss.backward()``'s receiver is read from the call's column positions
-_NO_COLUMNS = "Python 3.10 code has no column positions to read a backward call's receiver"
 _SOURCE = open(__file__, encoding="utf-8").read().splitlines()
 
 
@@ -170,7 +168,6 @@ def _two_steps(engine: str) -> tensormagic.Recording:
     return rec
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason=_NO_COLUMNS)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_an_earlier_steps_loss_is_named_by_its_backward_call(engine):
     """``loss = out["loss"]`` runs no op: step 1's loss, made inside ``net`` and gone at the end,
@@ -181,7 +178,6 @@ def test_an_earlier_steps_loss_is_named_by_its_backward_call(engine):
     assert [e.tensor.label for e in rec.filter(op="torch.Tensor.mean")][0] == "loss"
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason=_NO_COLUMNS)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_the_last_steps_loss_is_said_by_the_name_its_backward_call_used(engine):
     """The last step's loss, held as ``out["loss"]`` and ``loss``, is said ``loss`` first (the name
