@@ -199,9 +199,7 @@ class Event:
     @property
     def where(self) -> str:
         """``line 3`` (a cell) or ``train.py:3``; ``block end`` for a tensor first met there."""
-        if self.line is None and self.note == END_SEEN:
-            return BLOCK_END
-        return where_label(self.line, self.file, self.cell)
+        return self.where_in(None)
 
     def where_in(self, home: int | None) -> str:
         """``where``, said in a report about cell ``home``: another cell's line names its cell."""
