@@ -156,6 +156,30 @@ class _WithLoss(nn.Module):
         return {"loss": self.lin(x).pow(2).mean()}
 
 
+def _gpt2_steps() -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16,
+                                  bos_token_id=0, eos_token_id=0)  # fmt: skip
+    model = transformers.GPT2LMHeadModel(cfg)
+    ids = torch.randint(0, 50, (2, 8))
+    for _ in range(2):
+        out = model(ids, labels=ids)
+        loss = out.loss
+        loss.backward()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_one_name_bound_to_a_models_output_object_does_not_name_its_tensors(engine):
+    """``out = model(ids, labels=ids)`` in a function binds the ModelOutput GPT-2 returned, not
+    the loss in it: the loss is ``model output`` (what is true of it), never ``out``."""
+    with tensormagic.track(engine=engine) as rec:
+        _gpt2_steps()
+    losses = [e.tensor for e in rec.filter(kind="backward")]
+    assert len(losses) == 2
+    assert all("out" not in t.names and t.label.startswith("model output") for t in losses), [t.label for t in losses]
+
+
 def _two_steps(engine: str) -> tensormagic.Recording:
     torch.manual_seed(0)
     net = _WithLoss()

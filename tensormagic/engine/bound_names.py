@@ -45,7 +45,8 @@ class LineNames:
                  values: Mapping[Any, str | None] | None = None,
                  outputs: Container[tuple[int, str]] | None = None,
                  called: Mapping[int, tuple[Any, int, int | None]] | None = None,
-                 call_name: Callable[[Any, int], str | None] | None = None) -> None:  # fmt: skip
+                 call_name: Callable[[Any, int], str | None] | None = None,
+                 packed: Container[tuple[int, str]] = ()) -> None:  # fmt: skip
         self.targets = targets  # where -> tensor-valued names the line binds, in order
         self.bound = bound  # where -> (name, raw index of the value the namespace holds, or None)
         self.functions = functions  # where -> the function the line calls (temporaries' name)
@@ -54,6 +55,9 @@ class LineNames:
         self._outer_call = outer_call  # (where, offset) -> whether it is the line's last call (3.10)
         self.values = values or {}  # where -> the text of the value an assignment binds
         self.outputs = outputs  # (tensor id, module path) a module returned (None: not known)
+        #: (tensor id, module path) a module returned inside a tuple, list or dict: ``out = model(x)``
+        #: binds that container, not the tensor (``out.loss``)
+        self.packed = packed
         #: tensor id -> (line, offset) of a ``.backward()`` called on it (``loss.backward()``), and
         #: the raw index that made it; the name that call gives it is read only for a tensor no
         #: line bound (``called_name``)
@@ -213,7 +217,7 @@ def _bind(raw: list[Any], ln: LineNames, where: Any, names: tuple[str, ...],
             continue
         if len(free) == 1:
             value = ln.values.get(where)
-            out.extend((tid, ln.name(free[0])) for tid in _unconsumed(raw, a, b, ln, where, value))
+            out.extend((tid, ln.name(free[0])) for tid in _unconsumed(raw, a, b, ln, where, value, packed=ln.packed))
 
 
 def _next_value(raw: list[Any], ln: LineNames, where: Any, a: int, b: int) -> str | None:
@@ -327,18 +331,22 @@ def name_live(raw: list[Any], ln: LineNames, names: dict[int, tuple[str, ...]],
 
 
 def _unconsumed(raw: list[Any], lo: int, hi: int, ln: LineNames | None = None, where: Any = None,
-                value: str | None = None, strict: bool = False) -> list[int]:  # fmt: skip
+                value: str | None = None, strict: bool = False,
+                packed: Container[tuple[int, str]] = ()) -> list[int]:  # fmt: skip
     """Tensors made in ``raw[lo:hi]`` (one run of a line) that no later op of the run used, in
     the order they were made.  With the ``value`` an assignment binds: only those made where the
     line evaluated that value or an offset the source cannot place; ``model = nn.Sequential(
     nn.Linear(4, 8))`` binds a module, and the weights made in ``nn.Linear(4, 8)`` are not it.
-    ``strict``: only those made where the source places the value (none at an offset it cannot place)."""
+    ``strict``: only those made where the source places the value (none at an offset it cannot place).
+    ``packed``: (tensor id, top-level module path) of tensors a module call handed back inside a
+    container: not what one name bound to that call's value holds."""
     consumed: set[int] = set()
     out = []
     for k in range(hi - 1, lo - 1, -1):
         r = raw[k]
         if r[KIND] in _MADE and r[TID] not in consumed and (
-                value is None or (ln._text(where, r[LASTI]) == value if strict else ln.evaluates(where, r, value))):  # type: ignore[union-attr]
+                value is None or (ln._text(where, r[LASTI]) == value if strict else ln.evaluates(where, r, value))) \
+                and not (packed and r[MODULE] is not None and (r[TID], r[MODULE].split(".", 1)[0]) in packed):  # type: ignore[union-attr]  # fmt: skip
             out.append(r[TID])
         consumed.update(_consumed(r))
     out.reverse()

@@ -112,7 +112,8 @@ def _note_outputs(mod: Any, out: Any) -> None:
     stacks = _running.get(_get_ident())
     if not stacks:
         return
-    if isinstance(out, Tensor):
+    bare = isinstance(out, Tensor)
+    if bare:
         items: Any = (out,)
     elif isinstance(out, (tuple, list)):
         items = out
@@ -127,6 +128,8 @@ def _note_outputs(mod: Any, out: Any) -> None:
                 stack = st._stack
                 if stack and stack[-1][0] is mod and len(st.outputs) < st.max_outputs:
                     st.outputs.add((ref.tid, stack[-1][1]))
+                    if not bare and len(stack) == 1:  # a top-level call's value is the container
+                        st.packed.add((ref.tid, stack[-1][1]))
 
 
 #: torch warns at every call of a ``torch.compile(module)`` while any global hook is installed that
@@ -184,12 +187,14 @@ class ModuleStack:
 
     # slots: the compiled engine reads ``current`` at its offset, once per recorded op
     __slots__ = ("current", "_stack", "_child_paths", "roots", "_root_paths", "_root_index", "_thread",
-                 "outputs", "max_outputs", "locals", "params", "_root_types")
+                 "outputs", "packed", "max_outputs", "locals", "params", "_root_types")
 
     def __init__(self, max_outputs: int = 20_000) -> None:
         self.current: str | None = None
         #: (tensor id, path) for each tensor a module returned (bounded: max_events)
         self.outputs: set[tuple[int, str]] = set()
+        #: the pairs of ``outputs`` a top-level module returned inside a tuple, list or dict (a subset)
+        self.packed: set[tuple[int, str]] = set()
         self.max_outputs = max_outputs
         self._stack: list[tuple[Any, str]] = []
         self._child_paths: dict[tuple[int, int], tuple[str, str]] = {}  # -> (parent's path, path)

@@ -189,7 +189,7 @@ def _line_names(tr: Tracker, place: Any, namespace: Mapping[str, Any] | None, ro
             bound.setdefault(wheres[0], []).append((n, None))
     return LineNames(targets, bound, functions, module_resolver(roots), tr.lines.expression,
                      tr.lines.at_outer_call, values, tr.modules.outputs, _backward_calls(tr),
-                     _backward_self(tr.lines.expression, held or set()))  # fmt: skip
+                     _backward_self(tr.lines.expression, held or set()), tr.modules.packed)  # fmt: skip
 
 
 _BACKWARD = "torch.Tensor.backward"
