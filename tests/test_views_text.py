@@ -41,3 +41,14 @@ def test_a_rows_note_moves_whole_to_the_next_line() -> None:
     lines = rec.to_text(width=90).splitlines()
     i = next(i for i, line in enumerate(lines) if "x.grad" in line and line.split()[0] == "new")
     assert lines[i].endswith("← x") and lines[i + 1].strip() == "(gradient of x, filled in by backward)"
+
+
+def test_a_gradient_accumulated_by_several_backward_calls_gets_one_statistics_line() -> None:
+    """Four ``backward()`` calls adding into the same ``w.grad`` leave one line of its statistics
+    (``all 8``: each call adds 2 to every element), not one per call."""
+    w = torch.ones(3, requires_grad=True)
+    with tensormagic.track() as rec:
+        for _ in range(4):
+            (w * 2).sum().backward()
+    lines = rec.to_text().splitlines()
+    assert [line.strip() for line in lines if line.strip().startswith("w.grad:")] == ["w.grad: all 8"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..model.events import GradRecord
 from ..model.recording import Recording
 from .common import (
     AUTOGRAD_GRAD,
@@ -76,8 +77,13 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
             out.append(f"  {r.label}: {g.chain()}")
             out.extend("    " + line for line in tree_lines(g))
     # what backward left in .grad; autograd.grad's gradients are returned, not stored there
-    grads = [(g, e) for e in events if e.kind == "backward" and e.op != AUTOGRAD_GRAD for g in e.grads]
-    for g, _e in grads:
+    # one line a gradient tensor: backward calls that accumulate into the same .grad name it again
+    grads: dict[str, GradRecord] = {}
+    for e in events:
+        if e.kind == "backward" and e.op != AUTOGRAD_GRAD:
+            for g in e.grads:
+                grads.setdefault(g.grad_id or "", g)
+    for g in grads.values():
         rec_t = rec.tensors.get(g.grad_id or "")
         stats = rec_t.stats(sync=False) if rec_t is not None else None
         if stats is not None:
