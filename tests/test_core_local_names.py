@@ -274,3 +274,40 @@ def test_a_functions_worker_batches_are_named_by_their_targets(engine):
     assert all(e.tensor.label == ("xb" if e.tensor.shape == (8, 4) else "yb")
                or (sys.version_info < (3, 11) and not e.tensor.names) for e in batches), \
         [(e.tensor.shape, e.tensor.label) for e in batches]  # fmt: skip
+
+
+class _Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g  # _Square's
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_functions_incoming_gradient_is_named_by_its_parameter(engine):
+    """The gradient autograd hands a custom Function's ``backward(ctx, g)`` (made by no op the
+    tracker sees) is ``g``, the parameter that held it, where it is first seen and as an input of
+    ``2 * x * g``, not a bare id."""
+    w = torch.ones(3, requires_grad=True)
+    with tensormagic.track(engine=engine) as rec:
+        _Square.apply(w).sum().backward()
+    at = [e for e in rec.events if e.line == _line("return 2 * x * g  # _Square's")]
+    assert [(e.origin, e.tensor.label) for e in at if e.origin == "seen"] == [("seen", "g")]
+    made = [e for e in at if e.origin != "seen" and len(e.inputs) == 2]
+    assert [[i.label for i in e.inputs] for e in made] == [["2 * x", "g"]]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_local_holding_a_first_seen_tensor_says_its_function_where_the_namespace_has_the_name(engine):
+    """Where the namespace holds a ``g`` of its own, the Function's ``g`` is ``backward.<locals>.g``."""
+    w = torch.ones(3, requires_grad=True)
+    g = torch.zeros(1)  # noqa: F841 - the namespace's own g
+    with tensormagic.track(engine=engine) as rec:
+        _Square.apply(w).sum().backward()
+    seen = [e.tensor.label for e in rec.events if e.origin == "seen" and e.line == _line("return 2 * x * g  # _Square's")]
+    assert seen == ["backward.<locals>.g"]

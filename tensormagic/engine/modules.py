@@ -30,6 +30,7 @@ from torch.nn.modules import module as _nn
 from .frames import compile_flag as _flag
 from .frames import dynamo_compiling as _dynamo_compiling
 from .identity import _ids
+from .source import local_holding
 
 try:  # built from csrc/ at install where a C compiler is there (mode.py); _push and _pop otherwise
     from . import _hotpath
@@ -325,15 +326,7 @@ def _caller_local(mod: Any) -> tuple[str, str] | None:
     f: Any = sys._getframe(1)
     while f is not None and f.f_code.co_filename.startswith((_HERE, _TORCH)):
         f = f.f_back
-    if f is None or not f.f_code.co_flags & _OPTIMIZED:  # a module's or class body's frame
-        return None
-    for name, v in f.f_locals.items():
-        if v is mod and isinstance(name, str) and name.isidentifier():
-            return name, f.f_code.co_name
-    return None
-
-
-_OPTIMIZED = 0x1  # inspect.CO_OPTIMIZED: a function's frame, with fast locals
+    return None if f is None else local_holding(f, mod)
 
 
 def _parameter_paths(root: Any, most: int) -> list[tuple[str, Any]]:

@@ -87,6 +87,7 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
             tr.recheck(tid, t)
     roots = tr.modules.root_names(lambda m: naming.module_name(namespace, m), () if namespace is None else namespace)
     _name_local_params(tr, names, roots)
+    _name_seen_locals(tr, names, () if namespace is None else namespace)
     grad_names = partial(hot.grad_names, tr.raw, tr.backwards, names, AUTOGRAD_GRAD) if hot is not None \
         else partial(_grad_names, tr, names)  # fmt: skip
     grad_names()
@@ -309,6 +310,15 @@ def _name_local_params(tr: Tracker, names: dict[int, tuple[str, ...]], roots: di
     for tid, idx, path in tr.modules.local_params():
         if tid not in names:
             names[tid] = (f"{roots.get(f'{ROOT_MARK}{idx}', 'module')}.{path}",)
+
+
+def _name_seen_locals(tr: Tracker, names: dict[int, tuple[str, ...]], taken: Any) -> None:
+    """``g`` for a tensor first met as an input of an op its function's line called, held by the
+    local ``g`` then (``Tracker.seen_locals``), where no other name says what it is; as
+    ``backward.<locals>.g`` where the namespace holds a ``g`` of its own."""
+    for tid, (local, func) in tr.seen_locals.items():
+        if tid not in names:
+            names[tid] = (f"{func}.<locals>.{local}" if local in taken else local,)
 
 
 def _add_unseen_bound(tr: Tracker, bound: list[tuple[str, torch.Tensor]]) -> None:

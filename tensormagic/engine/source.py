@@ -58,21 +58,38 @@ def _between() -> tuple[str, tuple[str, ...]]:
         os.path.join(base, "_tensor.py"), os.path.join(base, "overrides.py"))  # fmt: skip
 
 
-def called_directly(where: tuple[str, int] | None, depth: int = 1) -> bool:
-    """Whether the op being recorded was called by the user's line ``where`` itself, with only
-    tensormagic's frames and torch's operator wrappers between (not by a library function or a
+def called_directly(where: tuple[str, int] | None, depth: int = 1) -> FrameType | None:
+    """The user's frame whose line ``where`` called the op being recorded itself, with only
+    tensormagic's frames and torch's operator wrappers between (not a library function or a
     wrapper object the line called: ``dataset[i]``): then the op's inputs are the operands the
-    line shows.  ``depth``: the caller's frames to pass over first."""
+    line shows.  None otherwise.  ``depth``: the caller's frames to pass over first."""
     if type(where) is not tuple:  # no line (None), or inside a compiled graph (INSIDE_COMPILED)
-        return False
+        return None
     ours, wrappers = _between()
     f: FrameType | None = sys._getframe(depth + 1)
     while f is not None:
         fn = f.f_code.co_filename
         if not (fn.startswith(ours) or fn in wrappers):
-            return fn == where[0] and f.f_lineno == where[1]
+            return f if fn == where[0] and f.f_lineno == where[1] else None
         f = f.f_back
-    return False
+    return None
+
+
+def local_holding(f: FrameType, t: Any) -> tuple[str, str] | None:
+    """(the local variable holding ``t``, its function's name) in function frame ``f``, or None:
+    a module's top level (the namespace names what it holds), or no local holds it."""
+    if not f.f_code.co_flags & _OPTIMIZED:
+        return None
+    try:
+        for name, v in f.f_locals.items():
+            if v is t and isinstance(name, str) and name.isidentifier():
+                return name, f.f_code.co_name
+    except Exception:  # noqa: BLE001 - a frame whose locals cannot be read names nothing
+        return None
+    return None
+
+
+_OPTIMIZED = 0x1  # inspect.CO_OPTIMIZED: a function's frame, with fast locals
 
 
 #: filename -> whether its code is the user's, kept across blocks: each block has a new LineFinder,

@@ -24,7 +24,7 @@ from .modules import ModuleStack
 from .op_records import OpRecords
 from .raw import EXTRA, FUNC, HOOKED_KINDS, KIND, TID, WHERE, _gf_name, _name, create_parts, quiet
 from .rebuilt import RebuiltTensors
-from .source import LineFinder, called_directly
+from .source import LineFinder, called_directly, local_holding
 
 Tensor = torch.Tensor
 _now = time.perf_counter_ns
@@ -39,6 +39,8 @@ FOLD_AFTER = 3  # past max_events, a (line, op, kind) seen this often is counted
 #: folded records between two sweeps of the tables (at least; ``max_events`` if larger): what a
 #: long folded block holds beyond its kept records is about this many dead tensors' entries
 SWEEP_EVERY = 10_000
+#: tensors first met in a function named by the local holding them (bounded, as module paths are)
+MAX_SEEN_LOCALS = 10_000
 
 
 class Tracker(OpRecords, BackwardRecords, RebuiltTensors, CompiledCalls):
@@ -55,6 +57,10 @@ class Tracker(OpRecords, BackwardRecords, RebuiltTensors, CompiledCalls):
         self.tensors: dict[int, tuple[Any, ...]] = {}
         self.sid_of_key: dict[int, int] = {}
         self.preexisting: set[int] = set()
+        #: tid -> (local variable, function) holding a tensor first met as an input of an op its
+        #: function's line called (``g`` in a custom Function's ``backward``): its name where no
+        #: other says one (``snapshot._name_seen_locals``)
+        self.seen_locals: dict[int, tuple[str, str]] = {}
         self.merged: set[int] = set()  # temporaries whose move was re-targeted to a parameter
         self.folds: dict[tuple[Any, ...], int] = {}
         self._fold_counts: dict[tuple[Any, ...], int] | None = None
@@ -123,6 +129,7 @@ class Tracker(OpRecords, BackwardRecords, RebuiltTensors, CompiledCalls):
         self.write_gate = None
         self._last_move = {}
         self.preexisting = set()
+        self.seen_locals = {}
 
     # -- tensors -----------------------------------------------------------------------------
     def ref(self, tid: int) -> Ref | None:
@@ -210,7 +217,14 @@ class Tracker(OpRecords, BackwardRecords, RebuiltTensors, CompiledCalls):
         if fresh and tid not in self.preexisting:
             # appeared without an op the mode can see (from_numpy, Parameter(t), torch.load…);
             # "direct": handed to the op by the line itself, so the line's source may name it
-            note = "end" if at_end else "direct" if called_directly(where) else None
+            f = None if at_end else called_directly(where)
+            note = "end" if at_end else "direct" if f is not None else None
+            if f is not None and len(self.seen_locals) < MAX_SEEN_LOCALS:
+                # a gradient handed to a hook or a Function's backward has no line of its own
+                local = local_holding(f, t)
+                if local is not None:
+                    self.seen_locals[tid] = local
+            del f
             self._add("create", None, tid, meta, where, ((), "seen", note), (t,))
         return tid
 
