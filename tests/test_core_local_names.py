@@ -213,6 +213,36 @@ def test_the_last_steps_loss_is_said_by_the_name_its_backward_call_used(engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_a_backward_call_with_more_on_its_line_names_the_earlier_steps_loss(engine):
+    """``loss.backward()  # …; then more`` on one line still names step 1's loss ``loss`` (on
+    Python 3.10, which has no column positions, from the line's one ``.backward()`` call)."""
+    torch.manual_seed(0)
+    net = _WithLoss()
+    x = torch.randn(4, 3)
+    with tensormagic.track(engine=engine) as rec:
+        for _ in range(2):
+            loss = net(x)["loss"]
+            loss.backward(); n = 1  # noqa: E702 - a second statement on the backward call's line
+    assert n == 1
+    assert rec.filter(kind="backward")[0].tensor.label == "loss"
+
+
+def test_without_column_positions_a_lines_one_backward_call_gives_its_receiver():
+    """Where the offset cannot be placed in the source (Python 3.10), ``loss.backward(); n = 1``
+    names ``loss``, and a line with two ``.backward()`` calls names neither."""
+    from tensormagic.engine.snapshot import _backward_self
+
+    name = _backward_self(lambda where, lasti: None, {"loss", "a", "b"})
+    here = __file__
+    assert name((here, _line("loss.backward(); n = 1")), 0) == "loss"
+    assert name((here, _line("a.backward(); b.backward()")), 0) is None
+
+
+def _two_backward_calls_on_one_line(a: torch.Tensor, b: torch.Tensor) -> None:
+    a.backward(); b.backward()  # noqa: E702 - read as text by the test above
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_backward_on_a_name_the_namespace_holds_no_tensor_in_names_nothing(engine):
     """``loss.backward()`` names the tensor only where ``loss`` holds a tensor at the end: here
     ``loss`` ends as a float, so step 1's loss keeps the name of where it was made."""

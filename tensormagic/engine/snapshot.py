@@ -4,7 +4,6 @@ tensors' metadata and provenance, and the tensors it could read only in part."""
 
 from __future__ import annotations
 
-import re
 from functools import partial
 from typing import Any, Mapping
 
@@ -229,19 +228,13 @@ def _backward_self(expression: Any, held: set[str]) -> Any:
 
     def name(where: Any, lasti: int) -> str | None:
         text = expression(where, lasti)
-        if text is None:  # Python 3.10 (no column positions): a line that is only ``loss.backward()``
-            line = source_line(*where)
-            text = line.strip() if line is not None else None
-            if text is not None and _WHOLE_BACKWARD.fullmatch(text) is None:
-                text = None
-        got = operand_name(text, _BACKWARD, 1, 0) if text else None
+        if text is None:  # Python 3.10 (no column positions): the line's one ``.backward()`` call
+            got = statements.backward_receiver(source_line(*where))
+        else:
+            got = operand_name(text, _BACKWARD, 1, 0)
         return got if got in held else None
 
     return name
-
-
-#: a statement that is one ``name.backward()`` call and nothing else
-_WHOLE_BACKWARD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.backward\(\s*\)")
 
 
 MAX_UNREADABLE = 100  # tensors a recording explains by name; past it, the count says the rest

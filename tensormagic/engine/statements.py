@@ -1,6 +1,6 @@
 """What one line of source says, read from its text: the names an assignment binds and the value
 it binds (``assigned_names``, ``assigned_value``, ``binds_object``), the calls it makes
-(``called_function``, ``unseen_maker``, ``outer_call``), and where a name is bound or a
+(``called_function``, ``unseen_maker``, ``outer_call``, ``backward_receiver``), and where a name is bound or a
 statement ends in a block's source (``binding_line``, ``statement_end``).
 
 ``naming.py`` names tensors from where they live; ``bound_names.py`` from these lines."""
@@ -226,3 +226,15 @@ def statement_end(source: str, lineno: int) -> int | None:
         if isinstance(node, ast.stmt) and node.lineno == lineno and isinstance(node, (ast.With, ast.AsyncWith)):
             return node.end_lineno
     return None
+
+
+def backward_receiver(source_line: str | None) -> str | None:
+    """``loss`` where the line makes one ``.backward(…)`` call and calls it on the name ``loss``
+    (``loss.backward()  # step``, ``loss.backward(); opt.step()``); None where the line makes
+    none or several, calls it on something else, or is not whole statements."""
+    tree = _parse(source_line.strip()) if source_line else None
+    if tree is None:
+        return None
+    calls = [n for n in ast.walk(tree)
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "backward"]  # fmt: skip
+    return dotted(calls[0].func.value) if len(calls) == 1 else None
