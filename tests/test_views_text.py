@@ -52,3 +52,16 @@ def test_a_gradient_accumulated_by_several_backward_calls_gets_one_statistics_li
             (w * 2).sum().backward()
     lines = rec.to_text().splitlines()
     assert [line.strip() for line in lines if line.strip().startswith("w.grad:")] == ["w.grad: all 8"]
+
+
+def test_an_in_place_write_to_an_inference_tensor_is_not_called_a_data_replacement() -> None:
+    """``a.add_(1)`` on an inference tensor adds in place (same memory, values up by 1) and has no
+    version counter: the row says so, not "data replaced", in the text and the HTML report."""
+    with tensormagic.track() as rec, torch.inference_mode():
+        a = torch.zeros(3)
+        ptr = a.data_ptr()
+        a.add_(1)
+    assert a.data_ptr() == ptr and a.tolist() == [1.0, 1.0, 1.0]  # written in place, by hand
+    (row,) = [line for line in rec.to_text().splitlines() if line.split()[:1] == ["write"]]
+    assert row.split(".add_")[1].strip() == "in place (an inference tensor: no version counter)"
+    assert "data replaced" not in rec.to_html()

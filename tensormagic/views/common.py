@@ -66,6 +66,17 @@ def version_words(version: int) -> str:
     return f"{version:,} (in-place writes so far)"
 
 
+def write_versions(e: Event, arrow: str = "→") -> str:
+    """What an in-place write did to its tensor's version counter: ``version 2→3``; for an
+    inference tensor, which keeps none (``-1`` is the recorder's mark), only that it wrote in
+    place; where the counter stayed, the data was replaced without a write torch counts."""
+    if NO_VERSION in (e.version_before, e.version_after):
+        return "in place (an inference tensor: no version counter)"
+    if e.version_before == e.version_after:
+        return "data replaced (no version bump)"
+    return f"version {e.version_before}{arrow}{e.version_after}"
+
+
 def kind_word(e: Event) -> str:
     """The word for an event's kind; a ``move`` that stays on its device (a dtype change such as
     ``(pred == y).float()``) is a ``cast``, as ``move_counts`` counts it."""
@@ -173,9 +184,7 @@ def _describe(e: Event) -> str:
         base = e.base.label if e.base else "?"
         return f"{fmt_shape(t.shape)} view of {base} (shares its memory)"
     if e.kind == "inplace":
-        text = f"version {e.version_before}→{e.version_after}"
-        if e.version_before == e.version_after:
-            text = "data replaced (no version bump)"
+        text = write_versions(e)
         if e.aliases:
             text += "; also changes " + ", ".join(a.label for a in e.aliases)
         return text

@@ -19,6 +19,7 @@ from .common import (
     made_before_words,
     plural,
     short_op,
+    write_versions,
 )
 from .html import fold_row
 from .lines import step_labels
@@ -215,7 +216,7 @@ INPLACE_COLUMNS: tuple[Column[Event], ...] = (
     Column("source", lambda e: e.source or ""),
     Column("tensor", lambda e: e.tensor.label, lambda e: e.tensor.label.lower()),  # with its step: _stepped
     Column("op", lambda e: short_op(e.op), lambda e: e.op, lambda e: "tm-k-inplace"),
-    Column("version", lambda e: f"{e.version_before} → {e.version_after}", lambda e: e.version_after),
+    Column("version", lambda e: write_versions(e, " → ").removeprefix("version "), lambda e: e.version_after),
     Column("shares memory with", _aliases_text),
 )  # fmt: skip
 
