@@ -18,6 +18,7 @@ from test_engines import SCENARIOS
 
 import tensormagic
 from tensormagic.engine import build, snapshot
+from tensormagic.engine.aliases import AliasProof
 from tensormagic.model.events import Event, TensorRef
 from tensormagic.model.recording import Recording
 
@@ -94,7 +95,8 @@ def compiled_builder(rec: Recording) -> Any:
     pending: Any = rec._pending
     tr, snap = pending.tr, pending.snap
     state = {tid: info[1] for tid, info in tr.tensors.items()}
-    return build._compiled_builder(tr, snap.names, state, snapshot.placer(None), snapshot.module_resolver({}))
+    proof = AliasProof(tr.raw, set(snap.final))
+    return build._compiled_builder(tr, snap.names, state, snapshot.placer(None), snapshot.module_resolver({}), proof)
 
 
 def test_compiled_builder_reports_bad_records_clearly() -> None:

@@ -16,6 +16,7 @@ from ..model.events import SEEN, Event, Fold, GradRecord, TensorRef
 from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, Tally, TensorRecord, attach_events, set_before
 from . import statements
+from .aliases import AliasProof
 from .event_notes import note_backward, place_seen, seen_note
 from .ops import op_name
 from .raw import EXTRA, FUNC, KIND, META, MODULE, TID, WHERE, create_parts
@@ -216,13 +217,14 @@ def _events(tr: Tracker, rec: Recording, snap: Snapshot, block: tuple[str, int, 
     snap.name_dead(raw)
     module_of = module_resolver(snap.roots)
     state: dict[int, Any] = {tid: info[1] for tid, info in tr.tensors.items()}
+    proof = AliasProof(raw, set(snap.final))
     refs: Any
     if compiled:
-        refs = _compiled_builder(tr, snap.names, state, place, module_of)
+        refs = _compiled_builder(tr, snap.names, state, place, module_of, proof)
         events = refs.events(raw, tr.times)
     else:
         refs = _Refs(tr, snap.names)
-        events = _python_events(tr, refs, state, place, module_of)
+        events = _python_events(tr, refs, state, place, module_of, proof)
     if tr.backward_spans:
         note_backward(events, tr.backward_spans, place, rec.cell)
     events = place_seen(events, block, place)
@@ -240,7 +242,7 @@ def _events(tr: Tracker, rec: Recording, snap: Snapshot, block: tuple[str, int, 
 
 
 def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dict[int, Any], place: Any,
-                      module_of: Any) -> Any:  # fmt: skip
+                      module_of: Any, proof: AliasProof) -> Any:  # fmt: skip
     """``csrc/build.c``'s EventBuilder: ``_python_events``, ``_Refs.ref``, ``_by_storage`` and
     ``_final_refs`` in one C object (tests/test_build_twins.py holds them equal)."""
     from . import _hotpath
@@ -252,7 +254,7 @@ def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dic
         ref_maker=_tensor_ref, grad_maker=_grad_record, event_maker=_event,
         event_fields=tuple(f.name for f in fields(Event)), event_defaults=_EVENT_DEFAULTS,
         seen_note=seen_note, unseen_maker=statements.unseen_maker,
-        other_kw=_other_kw,
+        other_kw=_other_kw, alias_proof=proof,
     )  # fmt: skip
 
 
@@ -261,7 +263,8 @@ def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dic
 _EVENT_DEFAULTS = tuple(f.default for f in fields(Event))
 
 
-def _python_events(tr: Tracker, refs: _Refs, state: dict[int, Any], place: Any, module_of: Any) -> list[Event]:
+def _python_events(tr: Tracker, refs: _Refs, state: dict[int, Any], place: Any, module_of: Any,
+                   proof: AliasProof) -> list[Event]:  # fmt: skip
     """One Event per raw record (``csrc/build.c``'s ``EventBuilder.events`` is its twin)."""
     raw, times, cache = tr.raw, tr.times, refs.cache
 
@@ -297,7 +300,7 @@ def _python_events(tr: Tracker, refs: _Refs, state: dict[int, Any], place: Any, 
             kw["inputs"] = ref_all(in_ids)
             if by_storage is None:
                 by_storage = _by_storage(tr)
-            kw["aliases"] = _aliases(tr, refs, state, tid, i, by_storage)
+            kw["aliases"] = _aliases(tr, refs, state, tid, i, by_storage, proof)
         elif kind == "backward":
             kw["grads"] = tuple(
                 _grad_record(refs.ref(ltid, lmeta), tuple(gmeta[0]), _dtype(gmeta[1]), acc, f"t{gtid}")
@@ -362,16 +365,22 @@ def _by_storage(tr: Tracker) -> dict[int, list[tuple[int, list[Any]]]]:
 
 
 def _aliases(tr: Tracker, refs: _Refs, state: dict[int, Any], tid: int, idx: int,
-             by_storage: dict[int, list[tuple[int, list[Any]]]]) -> tuple[TensorRef, ...]:  # fmt: skip
+             by_storage: dict[int, list[tuple[int, list[Any]]]], proof: AliasProof) -> tuple[TensorRef, ...]:  # fmt: skip
+    """The other tensors on the written storage, as they were at record ``idx``, that the write
+    is proven to have changed (``aliases.AliasProof``; ``csrc/snapshots.c``'s ``tmh_aliases``)."""
     sid = tr.tensors[tid][2]
     if sid is None:
         return ()
     out = []
+    changed: set[int] | None = None
     for other, info in by_storage.get(sid, ()):
         if other != tid and other not in tr.merged:
             first = info[3]
             if first is None or first <= idx:
-                out.append(refs.ref(other, state.get(other, info[1])))
+                if changed is None:
+                    changed = proof(idx)
+                if other in changed:
+                    out.append(refs.ref(other, state.get(other, info[1])))
     return tuple(out)
 
 

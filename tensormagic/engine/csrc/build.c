@@ -243,7 +243,7 @@ static PyObject *b_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 #define ONE(f) +1
     enum { N = 0 BUILDER_FIELDS(ONE) };
 #undef ONE
-    _Static_assert(N == 21, "one &o[i] below per field");
+    _Static_assert(N == 22, "one &o[i] below per field");
     PyObject *o[N];
     char fmt[N + 16];
     memset(fmt, 'O', N);
@@ -254,7 +254,7 @@ static PyObject *b_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     }
     if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, b_kwlist,
             &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13],
-            &o[14], &o[15], &o[16], &o[17], &o[18], &o[19], &o[20]))
+            &o[14], &o[15], &o[16], &o[17], &o[18], &o[19], &o[20], &o[21]))
         return NULL;
     Builder *self = (Builder *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;

@@ -10,7 +10,7 @@ enum { F_SEQ, F_KIND, F_OP, F_TENSOR, F_LINE, F_SOURCE, F_CELL, F_FILE, F_MODULE
 #define BUILDER_FIELDS(X) \
     X(tensors) X(names) X(state) X(merged) X(stats_at) X(place) X(place_cache) X(module_of) X(module_cache) \
     X(dtype) X(dtype_names) X(device) X(device_names) X(ref_maker) X(grad_maker) X(event_maker) X(event_fields) X(event_defaults) \
-    X(seen_note) X(unseen_maker) X(other_kw)
+    X(seen_note) X(unseen_maker) X(other_kw) X(alias_proof)
 
 typedef struct {
     PyObject_HEAD

@@ -114,7 +114,8 @@ static PyObject *by_storage(Builder *self) {
     return out;
 }
 
-/* _aliases: the other tensors on the written tensor's storage, as they were at record idx */
+/* _aliases: the other tensors on the written tensor's storage, as they were at record idx, that
+ * the write is proven to have changed (alias_proof(idx): a set of ids, asked at the first one) */
 PyObject *tmh_aliases(Builder *self, PyObject *tid, Py_ssize_t idx) {
     if (self->storages == NULL && (self->storages = by_storage(self)) == NULL) return NULL;
     PyObject *info = tmh_item(self->tensors, tid), *sid;
@@ -122,7 +123,7 @@ PyObject *tmh_aliases(Builder *self, PyObject *tid, Py_ssize_t idx) {
     PyObject *same = sid == Py_None ? NULL : PyDict_GetItemWithError(self->storages, sid);
     Py_DECREF(sid);
     if (same == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(tmh_empty_tuple);
-    PyObject *out = PyList_New(0);
+    PyObject *out = PyList_New(0), *changed = NULL;
     PyObject *fast = out == NULL ? NULL : PySequence_Fast(same, "tensormagic: a storage's tensors");
     Py_ssize_t n = fast == NULL ? 0 : PySequence_Fast_GET_SIZE(fast);
     for (Py_ssize_t j = 0; fast != NULL && j < n; j++) {
@@ -141,6 +142,19 @@ PyObject *tmh_aliases(Builder *self, PyObject *tid, Py_ssize_t idx) {
         Py_DECREF(first);
         if (f == -1 && PyErr_Occurred()) break;
         if (f > idx) continue;
+        if (changed == NULL) {
+            PyObject *pidx = PyLong_FromSsize_t(idx);
+            changed = pidx == NULL ? NULL : PyObject_CallOneArg(self->alias_proof, pidx);
+            Py_XDECREF(pidx);
+            if (changed == NULL) break;
+            if (!PyAnySet_Check(changed)) {
+                PyErr_SetString(PyExc_TypeError, "tensormagic: alias_proof returns a set");
+                break;
+            }
+        }
+        int proven = PySet_Contains(changed, other);
+        if (proven < 0) break;
+        if (!proven) continue;
         if ((m = PyDict_GetItemWithError(self->state, other)) == NULL) {
             if (PyErr_Occurred() || (m = PySequence_GetItem(oinfo, 1)) == NULL) break;
         } else {
@@ -155,6 +169,7 @@ PyObject *tmh_aliases(Builder *self, PyObject *tid, Py_ssize_t idx) {
         Py_DECREF(r);
     }
     Py_XDECREF(fast);
+    Py_XDECREF(changed);
     PyObject *tup = out != NULL && !PyErr_Occurred() ? PyList_AsTuple(out) : NULL;
     Py_XDECREF(out);
     if (tup != NULL) untrack(tup);
