@@ -257,3 +257,18 @@ def test_a_quiet_method_with_a_keyword_returns_what_it_returns_untracked(engine:
     with tensormagic.track(engine=engine, diagnostics=None):
         n = x.size(dim=1)
     assert n == x.size(dim=1) == 3
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_output_of_a_foreach_op_comes_from_its_own_list_items(engine):
+    """``torch._foreach_norm([a, b])`` makes the norm of ``a`` from ``a`` and of ``b`` from ``b``
+    (torch: ``_foreach_norm(ts)[k] == ts[k].norm()``), not each from both; ``_foreach_mul([a, b],
+    [c, d])``'s k-th product comes from the k-th of each list."""
+    a, b, c, d = torch.ones(2), torch.full((3,), 2.0), torch.ones(2), torch.ones(3)
+    with tensormagic.track(engine=engine, diagnostics=None) as rec:
+        norms = torch._foreach_norm([a, b])
+        prods = torch._foreach_mul([a, b], [c, d])
+    assert [n.item() for n in norms] == [a.norm().item(), b.norm().item()]
+    assert [[i.label for i in e.inputs] for e in rec.filter(op="torch._foreach_norm")] == [["a"], ["b"]]
+    assert [[i.label for i in e.inputs] for e in rec.filter(op="torch._foreach_mul")] == [["a", "c"], ["b", "d"]]
+    assert len(prods) == 2

@@ -18,7 +18,7 @@ from .compiled import INSIDE_COMPILED
 from .describe import NO_VERSION, PLAIN
 from .identity import Ref, _counter, _ids, storage_id, storage_key
 from .ops import ALIAS, GENERAL, MOVE, _names, op_name
-from .raw import TID, _gf_name, _gf_names, _tensors_in, quiet
+from .raw import TID, _gf_name, _gf_names, _tensors_in, per_item_inputs, quiet
 from .rebuilt import _EMPTY, MAX_SUSPECTS
 
 Tensor = torch.Tensor
@@ -41,9 +41,10 @@ class OpRecords:
         if isinstance(r, Tensor):
             self._output(func, action, inputs, r, where)
         else:
-            for o in r:
+            per = per_item_inputs(func, args, kwargs, len(r)) if isinstance(r, (list, tuple)) else None
+            for k, o in enumerate(r):
                 if isinstance(o, Tensor):
-                    self._output(func, action, inputs, o, where)
+                    self._output(func, action, inputs if per is None else per[k], o, where)
         self.one_call(n0)
 
     def one_call(self, n0: int) -> None:

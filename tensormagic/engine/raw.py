@@ -105,6 +105,28 @@ def create_parts(extra: tuple[Any, ...]) -> tuple[tuple[int, ...], str, str | No
     return extra, "op", None
 
 
+def per_item_inputs(func: Any, args: Any, kwargs: dict[str, Any], n: int) -> list[list[Tensor]] | None:
+    """For a ``torch._foreach_*`` op that returned ``n`` tensors: output k's inputs, the k-th
+    tensor of each list argument of length ``n`` and every tensor passed alone, in argument
+    order (``_foreach_norm(grads)``'s k-th norm is of ``grads[k]`` alone).  None for any other op,
+    whose every output is said to come from all its inputs."""
+    if not getattr(func, "__name__", "").startswith("_foreach_"):
+        return None
+    values = [*args, *(kwargs or {}).values()]
+    if not any(isinstance(a, (list, tuple)) and len(a) == n for a in values):
+        return None
+    out: list[list[Tensor]] = [[] for _ in range(n)]
+    for a in values:
+        if isinstance(a, Tensor):
+            for ins in out:
+                ins.append(a)
+        elif isinstance(a, (list, tuple)) and len(a) == n:
+            for ins, x in zip(out, a):
+                if isinstance(x, Tensor):
+                    ins.append(x)
+    return out
+
+
 def _tensors_in(args: Any, kwargs: dict[str, Any]) -> list[Tensor]:
     out: list[Tensor] = []
     for a in args:
