@@ -75,6 +75,22 @@ def test_traceback_points_at_the_users_line(ip):
     assert "raise ValueError('here')" in text and "ValueError: here" in text
 
 
+def test_a_failing_backward_traceback_shows_no_tensormagic_frame(ip):
+    """A backward that torch refuses (a saved tensor written in place) fails with torch's own
+    error, and the traceback shows the user's line and torch's frames, none of tensormagic's."""
+    import os
+
+    import tensormagic
+
+    with capture_output() as cap:
+        result = run(ip, "%%trackgrad --quiet\nx = torch.ones(2, requires_grad=True)\ny = (x * 2).sigmoid()\n"
+                         "y.mul_(2)\ny.sum().backward()\n")  # fmt: skip
+    text = cap.stdout + cap.stderr
+    assert isinstance(result.error_in_exec, RuntimeError) and "modified by an inplace operation" in text
+    assert "y.sum().backward()" in text and "_engine_run_backward" in text
+    assert os.path.dirname(tensormagic.__file__) not in text
+
+
 def test_keyboard_interrupt_leaves_nothing(ip):
     """A KeyboardInterrupt in a tracked cell propagates; the recording is failed and no mode remains."""
     with capture_output():

@@ -127,6 +127,7 @@ def run(mode: Any, func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
     """``func(*args, **kwargs)`` for a backward call the mode received, with its engine run under
     the mode where torch is as expected (module docstring).  The mode's busy flag is set, as for
     any call the mode makes, and put back."""
+    __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
     busy = mode._busy
     mode._busy = True
     try:
@@ -183,6 +184,7 @@ class _EngineRun:
         self.mode, self.erb, self.func = mode, erb, func
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
         mode = self.mode
         tr = mode.tracker
         lines = tr.lines

@@ -24,6 +24,7 @@ def _compiled_entry(self: CompiledTrackMode, func: Any, types: Any, args: Any = 
     (``F.relu``, ``F.cross_entropy``, ``Tensor.backward``: torch functions written in Python) calls
     it as a Python method, which CPython runs without the function's vectorcall.  Those calls go
     to the compiled object too, as torch's own dispatch from C does through ``set_dispatch``."""
+    __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
     if _dynamo_compiling() or _flag._is_compiling_flag:  # is_compiling(): see TrackMode.__torch_function__
         return func(*args, **kwargs) if kwargs else func(*args)
     return self._hot(self, func, types, args, kwargs)

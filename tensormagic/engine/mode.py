@@ -89,6 +89,7 @@ class TrackMode(TorchFunctionMode):
         return action
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
         # torch.compiler.is_compiling(), cheaper (frames.py): torch.compile is tracing this call,
         # pass it through (module docstring)
         if _dynamo_compiling() or _flag._is_compiling_flag:
@@ -163,6 +164,7 @@ class TrackMode(TorchFunctionMode):
     def _call(self, func: Any, action: int, args: Any, kwargs: dict[str, Any]) -> Any:
         """Every other recorded call: in-place, out=, moves, views, backward, watched calls.  The
         compiled engine runs the same two halves around its own call of ``func``."""
+        __tracebackhide__ = True  # noqa: F841 - IPython hides this frame from the user's traceback
         t = _now()  # when the call began; not traceable by torch.compile: see the module docstring
         st = self._before_call(func, action, args, kwargs, t)
         if st is None:
