@@ -169,3 +169,36 @@ def test_a_sparse_gradient_left_from_before_counts_as_accumulated(engine: str) -
         emb(idx).sum().backward()
     assert emb.weight.grad.layout == torch.sparse_coo  # torch: a sparse gradient
     assert [grads(e) for e in rec.filter(kind="backward")] == [[("emb.weight", False)], [("emb.weight", True)]]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_backward_lists_the_gradient_retain_grad_kept(engine):
+    """``h.retain_grad()`` then ``loss.backward()`` fills ``h.grad`` (2·h = 4 each, by hand): the
+    backward row lists ``h.grad`` after ``w.grad``, and ``h.grad`` is a tensor the block made."""
+    w = torch.ones(3, requires_grad=True)
+    with tensormagic.track(engine=engine) as rec:
+        h = w * 2
+        h.retain_grad()
+        loss = (h**2).sum()
+        loss.backward()
+    assert h.grad.tolist() == [4.0, 4.0, 4.0]
+    (bw,) = rec.filter(kind="backward")
+    assert [g.tensor.label for g in bw.grads] == ["w", "h"]
+    assert "h.grad" in [e.tensor.label for e in rec.filter(kind="create")]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_retained_tensor_outside_the_backwards_graph_is_not_listed(engine):
+    """A backward from ``(w * 3).sum()`` does not reach ``h`` (retained, filled by the first
+    backward): its row lists ``w.grad`` only; a second backward through ``h`` lists ``h.grad``
+    again, accumulated (4 + 4 = 8, by hand)."""
+    w = torch.ones(3, requires_grad=True)
+    with tensormagic.track(engine=engine) as rec:
+        h = w * 2
+        h.retain_grad()
+        (h**2).sum().backward(retain_graph=True)
+        (w * 3).sum().backward()
+        (h**2).sum().backward()
+    assert h.grad.tolist() == [8.0, 8.0, 8.0]
+    got = [[(g.tensor.label, g.accumulated) for g in e.grads] for e in rec.filter(kind="backward")]
+    assert got == [[("w", False), ("h", False)], [("w", True)], [("w", True), ("h", True)]]

@@ -6,6 +6,7 @@ A mixin of ``Tracker`` (``tracker.py``): ``mode.TrackMode`` calls ``prepare_back
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,6 +26,7 @@ class BackwardRecords:
     backwards: list[int]
     backward_spans: list[tuple[int, int, str, Any]]
     preexisting: set[int]
+    retained: list[Any]  # weak references to the tensors retain_grad() was called on
 
     if TYPE_CHECKING:  # Tracker's, which these records are made with
 
@@ -59,11 +61,20 @@ class BackwardRecords:
         else:
             leaves = self._leaves_of(roots_l)
         held = self._held_grads(leaves)
-        return is_grad, roots_l, leaves, [g is not None and _nonzero(g) for g in held]
+        # non-leaves that keep their gradient (retain_grad): their .grad as it is now, to see after
+        # the call which ones it filled (a retained tensor outside this graph keeps its old one)
+        kept = [] if is_grad else [(t, _grad_state(t)) for r in self.retained if (t := r()) is not None]
+        return is_grad, roots_l, leaves, [g is not None and _nonzero(g) for g in held], kept
 
     def finish_backward(self, func: Any, prep: tuple[Any, ...], result: Any, where: Any) -> None:
-        is_grad, roots_l, leaves, prev_nonzero = prep
+        is_grad, roots_l, leaves, prev_nonzero, kept = prep
         grads: list[tuple[Any, ...]] = []
+        if kept:
+            listed = {id(lf) for lf in leaves}  # retain_grad() on a leaf: already listed
+            filled = [(t, before) for t, before in kept if id(t) not in listed and _filled(before, _grad_state(t))]
+            if filled:
+                leaves = [*leaves, *(t for t, _ in filled)]
+                prev_nonzero = [*prev_nonzero, *(before is not None and before[2] for _, before in filled)]
         if is_grad:
             for lf, g in zip(leaves, result):
                 if g is None:
@@ -129,6 +140,39 @@ def _held_grad(t: Tensor) -> Tensor | None:
         return describe.attr(t, "grad")  # type: ignore[no-any-return]
     except Exception:  # noqa: BLE001
         return None
+
+
+#: non-leaf tensors a block follows for the gradient retain_grad() keeps (bounded)
+MAX_RETAINED = 10_000
+
+
+def note_retained(tr: Any, func: Any, args: Any, where: Any) -> None:
+    """``Tracker.call_watch``'s entry for ``Tensor.retain_grad``: the tensor is followed, so that a
+    backward that fills its ``.grad`` says so (``prepare_backward``)."""
+    if args and isinstance(args[0], Tensor) and len(tr.retained) < MAX_RETAINED:
+        tr.retained.append(weakref.ref(args[0]))
+
+
+def _grad_state(t: Tensor) -> tuple[Any, int, bool] | None:
+    """What ``t.grad`` holds: (a weak reference to it, its version, whether it holds values), or
+    None.  A weak reference, not an id: a gradient replaced by a new one is freed, and the new
+    one may take its address."""
+    g = _held_grad(t)
+    if g is None:
+        return None
+    try:
+        v = int(describe.attr(g, "_version"))
+    except Exception:  # noqa: BLE001 - an inference tensor keeps no version counter
+        v = -1
+    return weakref.ref(g), v, _nonzero(g)
+
+
+def _filled(before: tuple[Any, int, bool] | None, now: tuple[Any, int, bool] | None) -> bool:
+    """Whether a ``.grad`` went from ``before`` to ``now`` (``_grad_state``): a new tensor, or the
+    same one written."""
+    if now is None:
+        return False
+    return before is None or before[0]() is not now[0]() or before[1] != now[1]
 
 
 def _nonzero(g: Tensor) -> bool:

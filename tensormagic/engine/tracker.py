@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from . import describe, identity
-from .backward import BackwardRecords
+from .backward import BackwardRecords, note_retained
 from .compiled import INSIDE_COMPILED
 from .compiled_calls import CompiledCalls
 from .describe import PLAIN
@@ -107,7 +107,9 @@ class Tracker(OpRecords, BackwardRecords, RebuiltTensors, CompiledCalls):
         # ``where`` is a zero-argument callable (the frame walk costs µs: only pay it when needed).
         # A watch with ``non_leaf_only = True`` is called only when the first argument is a tensor
         # that is neither a leaf nor retains its grad (both engines test that themselves).
-        self.call_watch: dict[str, Callable[[Tracker, Any, tuple[Any, ...], Callable[[], Any]], None]] = {}
+        self.call_watch: dict[str, Callable[[Tracker, Any, tuple[Any, ...], Callable[[], Any]], None]] = {
+            "torch.Tensor.retain_grad": note_retained}  # fmt: skip
+        self.retained: list[Any] = []  # weak references to the tensors retain_grad() was called on
 
     def finish(self) -> None:
         """The block has ended: drop what only recording needed (the recording keeps this
@@ -130,6 +132,7 @@ class Tracker(OpRecords, BackwardRecords, RebuiltTensors, CompiledCalls):
         self._last_move = {}
         self.preexisting = set()
         self.seen_locals = {}
+        self.retained = []
 
     # -- tensors -----------------------------------------------------------------------------
     def ref(self, tid: int) -> Ref | None:
