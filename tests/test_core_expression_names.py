@@ -156,3 +156,23 @@ def test_tensor_a_library_reads_is_not_named_by_the_lines_operand(engine):
         row = ds[1][0] * 2  # noqa: F841
     (seen,) = [e for e in rec.filter(kind="create") if e.first_seen]
     assert seen.tensor.shape == (4, 2) and seen.tensor.label == seen.tensor.id
+
+
+def _sq_loss(w, x):
+    return (w * x).sum() ** 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_tensor_made_inside_a_called_call_is_its_temporary_not_its_value(engine):
+    """``g = grad(_sq_loss)(w, x)`` returns a tensor torch.func unwrapped (``g``, no grad_fn), not
+    the ``torch.autograd.grad`` result made inside it: that one is ``grad(_sq_loss) temporary``,
+    never the expression ``grad(_sq_loss)(w, x)``."""
+    from torch.func import grad
+
+    w, x = torch.ones(3), torch.full((3,), 2.0)
+    with tensormagic.track(engine=engine) as rec:
+        g = grad(_sq_loss)(w, x)
+    assert g.grad_fn is None and g.tolist() == [24.0, 24.0, 24.0]  # 2·(w·x)·x = 2·6·2, by hand
+    inner = [e.tensor for e in rec.filter(kind="create") if e.op == "torch.autograd.grad"]
+    assert [t.label for t in inner] == ["grad(_sq_loss) temporary"]
+    assert all("grad(_sq_loss)(w, x)" not in t.names for t in rec.tensors.values())

@@ -28,7 +28,7 @@ from typing import Any, Callable, Container, Mapping
 from .line_runs import MAX_PERIOD_SCAN, op_key, segment_of, split_runs
 from .operands import operand_name
 from .raw import EXTRA, FUNC, KIND, LASTI, MODULE, TID, WHERE, create_parts
-from .statements import outer_call
+from .statements import called_expression, outer_call
 
 _MADE = frozenset(("create", "view", "move", "compiled"))  # event kinds that make the tensor they name
 
@@ -96,8 +96,9 @@ class LineNames:
             if text is None:
                 self._expressions[key] = None
             else:
-                cut = text if len(text) <= MAX_EXPRESSION else text[: MAX_EXPRESSION - 1] + "…"
-                call = outer_call(text)
+                cut = _cut(text)
+                # ``grad(loss_fn)(w, x)`` calls what ``grad(loss_fn)`` returned: named by that text
+                call = outer_call(text) or _cut(called_expression(text))
                 # inside a ``for``'s ``next(loader)`` (or the user's own ``next(it)``): "next" alone
                 # says nothing, the iterable does
                 self._expressions[key] = (cut, cut if call == "next" else call)
@@ -139,6 +140,10 @@ class LineNames:
 
 
 MAX_EXPRESSION = 48  # a longer expression is cut, with an ellipsis: it names a tensor in a table
+
+
+def _cut(text: str | None) -> str | None:
+    return text if text is None or len(text) <= MAX_EXPRESSION else text[: MAX_EXPRESSION - 1] + "…"
 
 
 def _bound_runs(raw: list[Any], ln: LineNames, where: Any) -> list[tuple[str, int, int, int, Any]] | None:

@@ -183,6 +183,19 @@ def outer_call(expression: str) -> str | None:
     return name.rsplit(".", 1)[-1] if name else None
 
 
+def called_expression(expression: str) -> str | None:
+    """``grad(loss_fn)`` for ``grad(loss_fn)(w, x)``: what an expression calls at its top where
+    that is not a name (a call's result, a subscript); None for anything else.  Tensors made
+    while it runs are made inside that function, not its value."""
+    tree = _parse(expression)
+    if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
+        return None
+    node = tree.body[0].value
+    if not isinstance(node, ast.Call) or dotted(node.func) is not None:
+        return None
+    return ast.unparse(node.func)
+
+
 def dotted(node: ast.AST) -> str | None:
     if isinstance(node, ast.Name):
         return node.id
