@@ -65,3 +65,17 @@ def test_an_in_place_write_to_an_inference_tensor_is_not_called_a_data_replaceme
     (row,) = [line for line in rec.to_text().splitlines() if line.split()[:1] == ["write"]]
     assert row.split(".add_")[1].strip() == "in place (an inference tensor: no version counter)"
     assert "data replaced" not in rec.to_html()
+
+
+def test_a_long_reports_cut_says_where_the_rest_is_without_promising_a_panel_or_log() -> None:
+    """A block of 600 events lists some and counts the rest; the count plus the listed rows is
+    every event, and the line points at the recording, not at a panel or a log there may not be."""
+    x = torch.ones(1)
+    with tensormagic.track() as rec:
+        for _ in range(600):
+            x = x + 1
+    lines = rec.to_text().splitlines()
+    (cut,) = [line for line in lines if "more events" in line]
+    listed = [line for line in lines if line.split()[:1] == ["new"]]
+    assert int(cut.split()[1].replace(",", "")) + len(listed) == 600
+    assert "panel" not in cut and "log" not in cut and "the recording's events hold them all" in cut
