@@ -56,7 +56,8 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
             out.extend(wrap(row, width, DESCRIBE_COLUMN))
         n += len(group)
     if n < len(events):
-        out.append(f"          … {plural(len(events) - n, 'more event')} not listed here (the recording's events hold them all)")
+        more = plural(len(events) - n, "more event")
+        out.append(f"          … {more} not listed here (the recording's events hold them all)")
     for f in rec.folds:
         where, what = fold_words(f)
         out.append(f"{where:>8}  {what}")
