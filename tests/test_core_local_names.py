@@ -180,10 +180,13 @@ def test_one_name_bound_to_a_models_output_object_does_not_name_its_tensors(engi
     assert all("out" not in t.names and t.label.startswith("model output") for t in losses), [t.label for t in losses]
 
 
-def _two_steps(engine: str) -> tensormagic.Recording:
+def _net_and_batch() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
-    net = _WithLoss()
-    x = torch.randn(4, 3)
+    return _WithLoss(), torch.randn(4, 3)
+
+
+def _two_steps(engine: str) -> tensormagic.Recording:
+    net, x = _net_and_batch()
     with tensormagic.track(engine=engine) as rec:
         for _ in range(2):
             out = net(x)
@@ -216,9 +219,7 @@ def test_the_last_steps_loss_is_said_by_the_name_its_backward_call_used(engine):
 def test_a_backward_call_with_more_on_its_line_names_the_earlier_steps_loss(engine):
     """``loss.backward()  # …; then more`` on one line still names step 1's loss ``loss`` (on
     Python 3.10, which has no column positions, from the line's one ``.backward()`` call)."""
-    torch.manual_seed(0)
-    net = _WithLoss()
-    x = torch.randn(4, 3)
+    net, x = _net_and_batch()
     with tensormagic.track(engine=engine) as rec:
         for _ in range(2):
             loss = net(x)["loss"]
@@ -246,9 +247,7 @@ def _two_backward_calls_on_one_line(a: torch.Tensor, b: torch.Tensor) -> None:
 def test_a_backward_on_a_name_the_namespace_holds_no_tensor_in_names_nothing(engine):
     """``loss.backward()`` names the tensor only where ``loss`` holds a tensor at the end: here
     ``loss`` ends as a float, so step 1's loss keeps the name of where it was made."""
-    torch.manual_seed(0)
-    net = _WithLoss()
-    x = torch.randn(4, 3)
+    net, x = _net_and_batch()
     with tensormagic.track(engine=engine) as rec:
         for _ in range(2):
             loss = net(x)["loss"]
