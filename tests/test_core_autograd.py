@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 from torch import nn
 
@@ -117,3 +118,26 @@ def test_prior_cell_provenance_is_kept_for_live_tensors():
         keep = torch.ones(2)
     cell, fn, line, op = identity.created_where(keep)
     assert op == "torch.ones" and fn.endswith("test_core_autograd.py") and line is not None
+
+
+class _Relu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, inp):
+        return inp.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_a_custom_functions_output_says_apply_gave_it_its_grad_fn(engine):
+    """``y = _Relu.apply(x)``: the ``clamp`` inside ``forward`` made ``y`` with no grad_fn (its row
+    says so), then ``apply`` gave it ``_ReluBackward`` (torch: ``y.grad_fn``), which the row notes."""
+    x = torch.randn(4, requires_grad=True)
+    with tensormagic.track(engine=engine) as rec:
+        y = _Relu.apply(x)
+    assert type(y.grad_fn).__name__ == "_ReluBackward"
+    (made,) = rec.filter(kind="create", op="torch.Tensor.clamp")
+    assert made.tensor.grad_fn is None
+    assert made.note == "_Relu.apply then gave it grad_fn _ReluBackward"

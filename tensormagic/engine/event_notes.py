@@ -56,6 +56,20 @@ def note_backward(events: list[Event], spans: list[tuple[int, int, str, Any]], p
                 events[i] = replace(e, note=f"during {call}{at}")
 
 
+def note_applied(events: list[Event], applied: dict[int, tuple[str, str]], first: dict[int, Any]) -> None:
+    """The op that made a tensor a custom ``autograd.Function``'s ``forward`` returned says that
+    ``apply`` then gave it its grad_fn, which the op's own row (no grad_fn yet) does not show:
+    ``MyReLU.apply gave it grad_fn MyReLUBackward``.  ``first``: tid -> the record that made it,
+    its event's index (before ``place_seen``)."""
+    for tid, (fn, gf) in applied.items():
+        i = first.get(tid)
+        if i is None or i >= len(events) or events[i].seq != i or events[i].kind != "create":
+            continue
+        e = events[i]
+        words = f"{fn}.apply then gave it grad_fn {gf}"
+        events[i] = replace(e, note=f"{e.note}; {words}" if e.note else words)
+
+
 def place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
                 place: Any) -> list[Event]:  # fmt: skip
     """Move each ``seen`` creation to the line that bound the tensor, when the source says."""

@@ -36,6 +36,9 @@ class Snapshot:
         self.lines = lines  # what each line binds (its names are found with the events)
         self.failed = failed
         self.before: dict[int, Any] = {}  # tid -> provenance of tensors made before the block
+        #: tid -> (the autograd.Function, its grad_fn's name) for a tensor an op made with no
+        #: grad_fn that a custom Function's ``apply`` then gave one (no op the mode sees)
+        self.applied: dict[int, tuple[str, str]] = {}
 
     def name_dead(self, raw: list[Any]) -> None:
         """A tensor gone by the block's end keeps the name its line gave it."""
@@ -100,9 +103,15 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
               failed=rec.failed)  # fmt: skip
     grad_names()  # again: a leaf only its line names (a function's local) names its gradients too
     final: dict[int, Any] = {}
+    applied: dict[int, tuple[str, str]] = {}
     for tid, t in live:
-        final[tid] = tr.meta(t)
-        _remember_provenance(tid, tr.tensors[tid][3], raw, place)
+        m = final[tid] = tr.meta(t)
+        info = tr.tensors[tid]
+        if m[4] is not None and info[1][4] is None and info[3] is not None:
+            by = _applied_by(t)
+            if by is not None:
+                applied[tid] = (by, m[4])
+        _remember_provenance(tid, info[3], raw, place)
     if tr.keep_history:  # what this block did to each live tensor, for later cells' %tensorinfo
         history.remember(raw, final, place, runs=None if hot is None else hot.history_runs)
     if hot is not None:
@@ -118,6 +127,7 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
         before = {tid: identity.provenance.get(tid) for tid, info in tr.tensors.items() if info[3] is None}
     snap = Snapshot(place, names, roots, final, lines, rec.failed)
     snap.before = before
+    snap.applied = applied
     rec.before = {f"t{tid}": made for tid, made in before.items()}
     if tr.keep_history:  # each live tensor's history as it stands now, kept for the log and later views
         # copied now, put in words when first read (a terminal's summary line never reads them)
@@ -312,6 +322,16 @@ def _name_seen_locals(tr: Tracker, names: dict[int, tuple[str, ...]], taken: Any
     for tid, (local, func) in tr.seen_locals.items():
         if tid not in names:
             names[tid] = (f"{func}.<locals>.{local}" if local in taken else local,)
+
+
+def _applied_by(t: Any) -> str | None:
+    """``MyReLU`` where ``t``'s grad_fn is the node of a custom ``autograd.Function`` (which its
+    ``apply`` gives the tensor ``forward`` returned), else None.  Read without a subclass's code."""
+    try:
+        cls = getattr(describe.attr(t, "grad_fn"), "_forward_cls", None)
+    except Exception:  # noqa: BLE001 - an unreadable grad_fn says nothing
+        return None
+    return cls.__qualname__ if isinstance(cls, type) else None
 
 
 def _add_unseen_bound(tr: Tracker, bound: list[tuple[str, torch.Tensor]]) -> None:
