@@ -45,19 +45,26 @@ class AliasProof:
         self._base_of: dict[int, int] | None = None
         self._whole_of: dict[int, int] = {}  # a whole view -> its base
         self._views_of: dict[int, list[int]] = {}
+        self._cache: dict[tuple[int, bool], set[int]] = {}
 
     def __call__(self, idx: int) -> set[int]:
         if self._base_of is None:
             self._links()
         r = self._raw[idx]
         written, op = r[TID], _short(r[FUNC] or "")
-        out = set(self._chain(written, self._base_of))  # type: ignore[arg-type]
-        if op in WHOLE or op.startswith("_foreach_"):
-            top = ([written, *self._chain(written, self._whole_of)])[-1]
-            out.add(top)
-            out.update(self._below(top))
-        out.discard(written)
-        return out & self._alive
+        whole = op in WHOLE or op.startswith("_foreach_")
+        # the same for every write of one tensor and kind: a loop writing one base thousands of
+        # times walks its views once (the builders keep, of these, the views made by then)
+        got = self._cache.get((written, whole))
+        if got is None:
+            out = set(self._chain(written, self._base_of))  # type: ignore[arg-type]
+            if whole:
+                top = ([written, *self._chain(written, self._whole_of)])[-1]
+                out.add(top)
+                out.update(self._below(top))
+            out.discard(written)
+            got = self._cache[(written, whole)] = out & self._alive
+        return got
 
     def _links(self) -> None:
         self._base_of = {}
