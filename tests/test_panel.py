@@ -480,3 +480,17 @@ def test_tensorlog_in_widget_mode_has_a_cell_selector(ip, tmp_path):
         assert len(lp.select.options) == 2 and "cell #2" in lp.select.options[1][0]
     finally:
         close_all()
+
+
+def test_an_inference_tensors_version_reads_none_in_the_panels_tables():
+    """An inference tensor keeps no version counter: the Tensors table's version reads "none"
+    (not the recorder's -1), and its write's version cell says it wrote in place."""
+    from tensormagic.views.panel_tables import INPLACE_COLUMNS, TENSOR_COLUMNS, tensor_rows
+
+    with tensormagic.track() as rec, torch.inference_mode():
+        a = torch.zeros(3)
+        a.add_(1)
+    (vcol,) = [c for c in TENSOR_COLUMNS if c.title == "version"]
+    assert [vcol.text(r) for r in tensor_rows(rec)] == ["none"]
+    (wcol,) = [c for c in INPLACE_COLUMNS if c.title == "version"]
+    assert [wcol.text(e) for e in rec.filter(kind="inplace")] == ["in place (an inference tensor: no version counter)"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Container, Mapping, Sequence
 
-from ..model.events import Event, Fold, TensorRef, where_label
+from ..model.events import NO_VERSION, Event, Fold, TensorRef, where_label
 from ..model.recording import Recording, TensorRecord
 from .common import (
     EXISTED,
@@ -179,7 +179,8 @@ TENSOR_COLUMNS: tuple[Column[TensorRow], ...] = (
     Column("device", lambda r: r.device, lambda r: r.device or None),
     Column("grad", lambda r: _yes(r.requires_grad), lambda r: r.requires_grad),
     Column("grad_fn", lambda r: r.grad_fn or "", lambda r: r.grad_fn),
-    Column("version", lambda r: "" if r.version is None else str(r.version), lambda r: r.version),
+    Column("version", lambda r: "" if r.version is None else "none" if r.version == NO_VERSION else str(r.version),
+           lambda r: r.version),  # fmt: skip
     Column("size", lambda r: fmt_bytes(r.nbytes) if r.count == 1 else f"×{r.count:,}",
            lambda r: r.nbytes if r.count == 1 else None),
 )  # fmt: skip
