@@ -59,7 +59,7 @@ def note_backward(events: list[Event], spans: list[tuple[int, int, str, Any]], p
 def note_applied(events: list[Event], applied: dict[int, tuple[str, str]], first: dict[int, Any]) -> None:
     """The op that made a tensor a custom ``autograd.Function``'s ``forward`` returned says that
     ``apply`` then gave it its grad_fn, which the op's own row (no grad_fn yet) does not show:
-    ``MyReLU.apply gave it grad_fn MyReLUBackward``.  ``first``: tid -> the record that made it,
+    ``MyReLU.apply then gave it grad_fn MyReLUBackward``.  ``first``: tid -> the record that made it,
     its event's index (before ``place_seen``)."""
     for tid, (fn, gf) in applied.items():
         i = first.get(tid)
