@@ -13,9 +13,13 @@ past its base), a partial write (``x[0, 0] = -1``) to a tensor's views."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..model.events import TensorRef
 from .raw import EXTRA, FUNC, KIND, TID
+
+if TYPE_CHECKING:
+    from .tracker import Tracker
 
 #: in-place ops that write every element of the tensor they are called on (a view of it is
 #: changed wherever it lies); any other in-place op may write only part of it
@@ -102,3 +106,34 @@ def _short(op: str) -> str:
     """``add_`` for ``torch.Tensor.add_``; ``data`` for the getter ``torch.Tensor.data.__get__``."""
     parts = op.rsplit(".", 2)
     return parts[-2] if parts[-1] == "__get__" and len(parts) > 1 else parts[-1]
+
+
+def storages_of(tr: Tracker) -> dict[int, list[tuple[int, list[Any]]]]:
+    """Storage id -> its tensors, in the tracker's order: one pass, instead of one per write
+    (``csrc/snapshots.c``'s ``by_storage`` is the compiled twin)."""
+    out: dict[int, list[tuple[int, list[Any]]]] = {}
+    for tid, info in tr.tensors.items():
+        if info[2] is not None:
+            out.setdefault(info[2], []).append((tid, info))
+    return out
+
+
+def aliases(tr: Tracker, refs: Any, state: dict[int, Any], tid: int, idx: int,
+            by_storage: dict[int, list[tuple[int, list[Any]]]], proof: AliasProof) -> tuple[TensorRef, ...]:  # fmt: skip
+    """The other tensors on the written storage, as they were at record ``idx``, that the write
+    is proven to have changed (``AliasProof``; ``csrc/snapshots.c``'s ``tmh_aliases`` is the
+    compiled twin); ``refs``: the builder's ``_Refs``."""
+    sid = tr.tensors[tid][2]
+    if sid is None:
+        return ()
+    out = []
+    changed: set[int] | None = None
+    for other, info in by_storage.get(sid, ()):
+        if other != tid and other not in tr.merged:
+            first = info[3]
+            if first is None or first <= idx:
+                if changed is None:
+                    changed = proof(idx)
+                if other in changed:
+                    out.append(refs.ref(other, state.get(other, info[1])))
+    return tuple(out)

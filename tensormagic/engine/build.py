@@ -16,7 +16,7 @@ from ..model.events import SEEN, Event, Fold, GradRecord, TensorRef
 from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, Tally, TensorRecord, attach_events, set_before
 from . import statements
-from .aliases import AliasProof
+from .aliases import AliasProof, aliases, storages_of
 from .event_notes import note_applied, note_backward, place_seen, seen_note
 from .ops import op_name
 from .raw import EXTRA, FUNC, KIND, META, MODULE, TID, WHERE, create_parts
@@ -245,7 +245,7 @@ def _events(tr: Tracker, rec: Recording, snap: Snapshot, block: tuple[str, int, 
 
 def _compiled_builder(tr: Tracker, names: dict[int, tuple[str, ...]], state: dict[int, Any], place: Any,
                       module_of: Any, proof: AliasProof) -> Any:  # fmt: skip
-    """``csrc/build.c``'s EventBuilder: ``_python_events``, ``_Refs.ref``, ``_by_storage`` and
+    """``csrc/build.c``'s EventBuilder: ``_python_events``, ``_Refs.ref``, ``aliases.storages_of`` and
     ``_final_refs`` in one C object (tests/test_build_twins.py holds them equal)."""
     from . import _hotpath
 
@@ -301,8 +301,8 @@ def _python_events(tr: Tracker, refs: _Refs, state: dict[int, Any], place: Any, 
             kw["version_before"], kw["version_after"] = v0, int(meta[5])
             kw["inputs"] = ref_all(in_ids)
             if by_storage is None:
-                by_storage = _by_storage(tr)
-            kw["aliases"] = _aliases(tr, refs, state, tid, i, by_storage, proof)
+                by_storage = storages_of(tr)
+            kw["aliases"] = aliases(tr, refs, state, tid, i, by_storage, proof)
         elif kind == "backward":
             kw["grads"] = tuple(
                 _grad_record(refs.ref(ltid, lmeta), tuple(gmeta[0]), _dtype(gmeta[1]), acc, f"t{gtid}")
@@ -354,36 +354,6 @@ def _nbytes(meta: Any) -> int | None:
             return None
         size = _itemsize[meta[1]] = torch.empty((), dtype=meta[1], device="meta").element_size()
     return n * size
-
-
-def _by_storage(tr: Tracker) -> dict[int, list[tuple[int, list[Any]]]]:
-    """Storage id -> its tensors, in the tracker's order: one pass, instead of one per write
-    (``csrc/snapshots.c``'s ``by_storage`` is the compiled twin)."""
-    out: dict[int, list[tuple[int, list[Any]]]] = {}
-    for tid, info in tr.tensors.items():
-        if info[2] is not None:
-            out.setdefault(info[2], []).append((tid, info))
-    return out
-
-
-def _aliases(tr: Tracker, refs: _Refs, state: dict[int, Any], tid: int, idx: int,
-             by_storage: dict[int, list[tuple[int, list[Any]]]], proof: AliasProof) -> tuple[TensorRef, ...]:  # fmt: skip
-    """The other tensors on the written storage, as they were at record ``idx``, that the write
-    is proven to have changed (``aliases.AliasProof``; ``csrc/snapshots.c``'s ``tmh_aliases``)."""
-    sid = tr.tensors[tid][2]
-    if sid is None:
-        return ()
-    out = []
-    changed: set[int] | None = None
-    for other, info in by_storage.get(sid, ()):
-        if other != tid and other not in tr.merged:
-            first = info[3]
-            if first is None or first <= idx:
-                if changed is None:
-                    changed = proof(idx)
-                if other in changed:
-                    out.append(refs.ref(other, state.get(other, info[1])))
-    return tuple(out)
 
 
 def _final_refs(tr: Tracker, refs: _Refs, state: dict[int, Any], final: dict[int, Any]) -> dict[str, TensorRef]:
