@@ -150,6 +150,10 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
         cell, fn, line, op = where
         place = f"In[{cell}] line {line}" if cell is not None else f"{fn}:{line}"
         created = f"{place} by {op}"
+        tid = identity.lookup(t)
+        ran = identity.ran_in.get(tid) if tid is not None else None
+        if ran is not None:  # code an earlier cell defined (a function, a Function's forward)
+            created += f", while In[{ran}] ran"
     hist = history.of(t)
     # the history, once it says more than "created" does (a tensor later written or moved)
     hist_words = hist.words() if hist is not None and (len(hist) > 1 or hist.head[0][3] != "made") else None

@@ -27,6 +27,17 @@ def test_tensorinfo_explains_a_tensor(ip):
         assert needle in text, needle
 
 
+def test_tensorinfo_says_which_cell_ran_code_an_earlier_cell_defined(ip):
+    """A tensor made by a function defined in one cell and called from a later tracked cell was
+    created at the function's line, ``while`` the later cell ``ran``: both cells named."""
+    defined = ip.execution_count
+    run(ip, "def double(a):\n    return a * 2")
+    ran = ip.execution_count
+    run(ip, "%%trackgrad --quiet\ny = double(torch.ones(3))")
+    text = _shown(ip, "tensorinfo y")
+    assert f"In[{defined}] line 2 by torch.Tensor.mul, while In[{ran}] ran" in text
+
+
 def test_tensorinfo_names_views_and_numpy_sharers(ip):
     """A view names its base and memory shared with a NumPy array is listed."""
     run(ip, "import numpy as np\nbase = torch.zeros(4)\nv = base[1:3]\narr = base.numpy()")

@@ -34,6 +34,9 @@ _counter = itertools.count(1)
 provenance: dict[int, tuple[int | None, str | None, int | None, str]] = {}
 #: tensor id -> its history across tracked blocks (``history.History``), for live tensors only
 histories: dict[int, Any] = {}
+#: tensor id -> the cell that was running when it was made, where that is not the cell its
+#: code is in (a function an earlier cell defined): ``provenance`` gives the code's place
+ran_in: dict[int, int] = {}
 
 
 def lookup(t: Any) -> int | None:
@@ -96,9 +99,9 @@ def prune(compiled: bool = False) -> None:
     dead = hot.dead_keys(_ids) if hot is not None else [k for k, ref in _ids.items() if ref() is None]
     for k in dead:
         del _ids[k]
-    if dead or len(provenance) > len(_ids) or len(histories) > len(_ids):
+    if dead or len(provenance) > len(_ids) or len(histories) > len(_ids) or len(ran_in) > len(_ids):
         live = hot.live_tids(_ids) if hot is not None else {ref.tid for ref in _ids.values()}
-        for table in (provenance, histories):
+        for table in (provenance, histories, ran_in):
             for tid in [tid for tid in table if tid not in live]:
                 del table[tid]
 

@@ -111,7 +111,7 @@ def take_snapshot(tr: Tracker, rec: Recording, *, namespace: Mapping[str, Any] |
             by = _applied_by(t)
             if by is not None:
                 applied[tid] = (by, m[4])
-        _remember_provenance(tid, info[3], raw, place)
+        _remember_provenance(tid, info[3], raw, place, rec.cell)
     if tr.keep_history:  # what this block did to each live tensor, for later cells' %tensorinfo
         history.remember(raw, final, place, runs=None if hot is None else hot.history_runs)
     if hot is not None:
@@ -278,14 +278,17 @@ def _unreadable(tr: Tracker, live: list[tuple[int, Any]], hot: Any = None) -> di
     return out
 
 
-def _remember_provenance(tid: int, idx: int | None, raw: list[Any], place: Any) -> None:
-    """Where a live tensor was made, for ``%tensorinfo`` in later cells."""
+def _remember_provenance(tid: int, idx: int | None, raw: list[Any], place: Any, running: int | None) -> None:
+    """Where a live tensor was made, for ``%tensorinfo`` in later cells; ``running``: the cell
+    the block ran in, kept where the code that made it is another cell's."""
     if idx is None or idx >= len(raw) or tid in identity.provenance or raw[idx][TID] != tid:
         return  # made before this block, or its creation was folded into a count
     cell, fn, line, src = place(raw[idx][WHERE])
     func = raw[idx][FUNC]
     op = op_name(func) if func is not None else (statements.unseen_maker(src) or NO_OP)
     identity.provenance[tid] = (cell, fn, line, op)
+    if cell is not None and running is not None and cell != running:
+        identity.ran_in[tid] = running
 
 
 def module_resolver(roots: dict[str, str]) -> Any:
