@@ -176,3 +176,14 @@ def test_a_tensor_made_inside_a_called_call_is_its_temporary_not_its_value(engin
     inner = [e.tensor for e in rec.filter(kind="create") if e.op == "torch.autograd.grad"]
     assert [t.label for t in inner] == ["grad(_sq_loss) temporary"]
     assert all("grad(_sq_loss)(w, x)" not in t.names for t in rec.tensors.values())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_torch_op_called_through_a_lookup_is_its_expressions_value(engine):
+    """``fns[0](x) + 1`` and ``getattr(torch, "relu")(x) + 1`` call the op itself: the op's result
+    is named by its expression (no function stands between), not a "temporary"."""
+    fns, x = [torch.relu], torch.ones(2)
+    with tensormagic.track(engine=engine) as rec:
+        a = fns[0](x) + 1  # noqa: F841
+        b = getattr(torch, "relu")(x) + 1  # noqa: B009, F841 - the lookup is what is tested
+    assert _labels(rec, "torch.relu") == ["fns[0](x)", 'getattr(torch, "relu")(x)']

@@ -184,14 +184,17 @@ def outer_call(expression: str) -> str | None:
 
 
 def called_expression(expression: str) -> str | None:
-    """``grad(loss_fn)`` for ``grad(loss_fn)(w, x)``: what an expression calls at its top where
-    that is not a name (a call's result, a subscript); None for anything else.  Tensors made
-    while it runs are made inside that function, not its value."""
+    """``grad(loss_fn)`` for ``grad(loss_fn)(w, x)``: the call an expression calls the result of
+    (a function transform's: ``vmap(f)``, ``torch.func.grad(f)``), whose tensors are made inside
+    it, not its value; None for anything else, and for ``getattr(torch, name)(x)`` and
+    ``partial(…)(x)``, which may call a torch op directly (``fns[0](x)`` likewise is no call's)."""
     tree = _parse(expression)
     if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
         return None
     node = tree.body[0].value
-    if not isinstance(node, ast.Call) or dotted(node.func) is not None:
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Call):
+        return None
+    if (dotted(node.func.func) or "").rsplit(".", 1)[-1] in ("getattr", "partial"):
         return None
     return ast.unparse(node.func)
 
