@@ -202,3 +202,21 @@ def test_a_retained_tensor_outside_the_backwards_graph_is_not_listed(engine):
     assert h.grad.tolist() == [8.0, 8.0, 8.0]
     got = [[(g.tensor.label, g.accumulated) for g in e.grads] for e in rec.filter(kind="backward")]
     assert got == [[("w", False), ("h", False)], [("w", True)], [("w", True), ("h", True)]]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_backward_adding_into_a_zeroed_grad_says_it_wrote_in_place(engine):
+    """After ``w.grad.zero_()``, a backward adds into that same tensor (torch: the same object,
+    its version up), which no write event shows: the row notes ``added in place into w.grad,
+    which held zeros``; the next backward's is "(accumulated)" and needs no note."""
+    w = torch.ones(2, requires_grad=True)
+    with tensormagic.track(engine=engine) as rec:
+        (w * 2).sum().backward()
+        g = w.grad
+        w.grad.zero_()
+        (w * 3).sum().backward()
+        (w * 4).sum().backward()
+    assert w.grad is g and w.grad.tolist() == [7.0, 7.0] and g._version == 3  # zero_, then two adds
+    rows = rec.filter(kind="backward")
+    assert [e.note for e in rows] == [None, "added in place into w.grad, which held zeros", None]
+    assert [[x.accumulated for x in e.grads] for e in rows] == [[False], [False], [True]]

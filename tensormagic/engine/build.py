@@ -17,7 +17,7 @@ from ..model.fastinit import fast_constructor
 from ..model.recording import Recording, Tally, TensorRecord, attach_events, set_before
 from . import statements
 from .aliases import AliasProof, aliases, storages_of
-from .event_notes import note_applied, note_backward, place_seen, seen_note
+from .event_notes import NOT_KNOWN, note_applied, note_backward, note_grads_in_place, place_seen, seen_note
 from .ops import op_name
 from .raw import EXTRA, FUNC, KIND, META, MODULE, TID, WHERE, create_parts
 from .snapshot import NO_OP, Snapshot, module_resolver, take_snapshot
@@ -227,6 +227,8 @@ def _events(tr: Tracker, rec: Recording, snap: Snapshot, block: tuple[str, int, 
         events = _python_events(tr, refs, state, place, module_of, proof)
     if snap.applied:
         note_applied(events, snap.applied, {tid: tr.tensors[tid][3] for tid in snap.applied})
+    if tr.backwards:
+        note_grads_in_place(events, tr.backwards, lambda tid: tr.tensors[tid][3] if tid in tr.tensors else NOT_KNOWN)
     if tr.backward_spans:
         note_backward(events, tr.backward_spans, place, rec.cell)
     events = place_seen(events, block, place)

@@ -4,11 +4,11 @@ and the line that bound a tensor first met with no op (``x = mylib.make()``)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from ..model.events import END_SEEN, Event, TensorRef, where_label
 from . import statements
-from .snapshot import NO_OP
+from .snapshot import AUTOGRAD_GRAD, NO_OP
 from .source import source_text
 
 
@@ -68,6 +68,32 @@ def note_applied(events: list[Event], applied: dict[int, tuple[str, str]], first
         e = events[i]
         words = f"{fn}.apply then gave it grad_fn {gf}"
         events[i] = replace(e, note=f"{e.note}; {words}" if e.note else words)
+
+
+def note_grads_in_place(events: list[Event], backwards: list[int], first: Callable[[int], Any]) -> None:
+    """A backward that added into a ``.grad`` holding zeros (after ``zero_grad(set_to_none=False)``)
+    wrote that tensor in place, bumping its version with no write event of its own: its row says
+    ``added in place into w.grad, which held zeros``.  A gradient is such a one where the block
+    had it before the previous backward call (``first``: tid -> the index of its first record,
+    None before the block, ``NOT_KNOWN`` if the block does not know it)."""
+    prev = -1
+    for i in backwards:
+        e = events[i] if i < len(events) else None
+        if e is not None and e.seq == i and e.kind == "backward" and e.op != AUTOGRAD_GRAD:
+            into = [g.tensor.label + ".grad" for g in e.grads
+                    if not g.accumulated and g.grad_id and _before(first(int(g.grad_id[1:])), prev)]  # fmt: skip
+            if into:
+                words = f"added in place into {', '.join(into)}, which held zeros"
+                events[i] = replace(e, note=f"{e.note}; {words}" if e.note else words)
+        prev = i
+
+
+#: ``note_grads_in_place``'s ``first`` for a tensor the block does not know
+NOT_KNOWN = object()
+
+
+def _before(first: Any, prev: int) -> bool:
+    return first is not NOT_KNOWN and (first is None or first <= prev)
 
 
 def place_seen(events: list[Event], block: tuple[str, int, int | None] | None,
