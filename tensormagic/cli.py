@@ -18,6 +18,7 @@ from typing import Any, Callable, TextIO
 from .model.events import KINDS, SEEN
 from .views.common import fit, plural
 from .views.inert import inert_line
+from .views.text import MIN_WIDTH
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -215,6 +216,17 @@ def _cmd_summary(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return EXIT_OK
 
 
+def _width(text: str) -> int:
+    """``--width``: a whole number of characters, at least ``MIN_WIDTH`` (argparse says so in one line)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of characters, not {text!r}") from None
+    if n < MIN_WIDTH:
+        raise argparse.ArgumentTypeError(f"at least {MIN_WIDTH} characters, not {n}")
+    return n
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
     from .log.reader import iter_cells, to_recording
 
@@ -305,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--cell", type=int, metavar="N", help="the cell's 1-based position in the file")
     which.add_argument("--exec-count", type=int, metavar="N",
                        help="the cell's execution count (every match is shown: kernels repeat counts)")  # fmt: skip
-    sh.add_argument("--width", type=int, default=100, help="line width of the report (default 100)")
+    sh.add_argument("--width", type=_width, default=100,
+                    help=f"line width of the report (default 100, at least {MIN_WIDTH})")  # fmt: skip
     sh.set_defaults(func=_cmd_show)
 
     e = sub.add_parser("export", help="export a log to a Chrome trace and/or one HTML file",

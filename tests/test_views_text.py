@@ -79,3 +79,34 @@ def test_a_long_reports_cut_says_where_the_rest_is_without_promising_a_panel_or_
     listed = [line for line in lines if line.split()[:1] == ["new"]]
     assert int(cut.split()[1].replace(",", "")) + len(listed) == 600
     assert "panel" not in cut and "log" not in cut and "the recording's events hold them all" in cut
+
+
+def test_a_width_inside_the_description_column_still_ends() -> None:
+    """``to_text(width=20)`` (narrower than where a row's description starts) returns a report:
+    it once looped for ever, wrapping a row into lines no shorter than before."""
+    import threading
+
+    w = torch.ones(12, requires_grad=True)
+    with tensormagic.track() as rec:
+        (w * 2).sum().backward()
+    got: list[str] = []
+    worker = threading.Thread(target=lambda: got.append(rec.to_text(width=20)), daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert got and "backward" in got[0]
+
+
+def test_the_show_commands_width_below_the_minimum_is_refused_in_one_line(tmp_path) -> None:
+    """``python -m tensormagic show LOG --width 40`` exits 2 with one line saying the least width."""
+    import subprocess
+    import sys
+
+    from tensormagic.views.text import MIN_WIDTH
+
+    log = tmp_path / "x.jsonl"
+    with tensormagic.track(log=str(log)):
+        torch.ones(2) + 1
+    proc = subprocess.run([sys.executable, "-m", "tensormagic", "show", str(log), "--cell", "1", "--width", "40"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].endswith(f"argument --width: at least {MIN_WIDTH} characters, not 40")

@@ -52,8 +52,11 @@ def wrap(text: str, width: int, indent: int) -> list[str]:
             cut = line.find(" ", width)
             if cut < 0:
                 break
+        rest = pad + line[cut:].lstrip(" ")
+        if len(rest) >= len(line):  # no shorter (a width inside the indent): the rest as it is
+            break
         lines.append(line[:cut].rstrip())
-        line, start = pad + line[cut:].lstrip(" "), indent
+        line, start = rest, indent
     lines.append(line)
     return lines
 

@@ -36,10 +36,14 @@ def summary_line(rec: Recording) -> str:
 
 #: where an event row's description starts (after kind, name and op): its wrapped lines start there
 DESCRIBE_COLUMN = 49
+#: the narrowest report: a row's description needs some room after its column
+MIN_WIDTH = DESCRIBE_COLUMN + 21
 
 
 def render_recording(rec: Recording, *, width: int = 100) -> str:
-    """The report; sources, names, messages and notes come from the user or a log: made inert."""
+    """The report; sources, names, messages and notes come from the user or a log: made inert.
+    A ``width`` under ``MIN_WIDTH`` is taken as ``MIN_WIDTH``."""
+    width = max(width, MIN_WIDTH)
     events = rec.events  # made first: a build that fails says so in ``internal_error``
     out = [summary_line(rec)]
     if rec.internal_error:
