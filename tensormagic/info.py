@@ -181,7 +181,7 @@ def tensor_info(t: torch.Tensor, name: str | None = None, namespace: Mapping[str
 _TB = torch._C.TensorBase
 #: what ``describe.meta`` gives for a grad_fn that raised when read
 UNREADABLE = "?"
-_no_subclass = torch._C.DisableTorchFunctionSubclass
+_no_subclass = torch._C.DisableTorchFunction  # no subclass code, no mode (a tracking one included)
 
 
 def _try(read: Any, default: Any) -> Any:

@@ -129,6 +129,23 @@ def test_auto_tracking_shows_a_summary_line(ip):
     assert any(t.startswith("tensormagic · cell") and "1 created" in t for t in texts)
 
 
+def test_tensormagics_own_statistics_are_not_the_cells_tensors(ip):
+    """Under ``%trackgrad on``, ``%tensorinfo x`` and ``rec.to_text()`` compute statistics of
+    ``x`` and ``x.grad`` (detach, min, max, …): those are tensormagic's ops, not the cell's, so
+    such cells touch no tensor, record none and print no summary."""
+    run(ip, "import tensormagic\nx = torch.ones(3, requires_grad=True)\n(x * 2).sum().backward()")
+    run(ip, "%trackgrad on")
+    with capture_output() as cap:
+        run(ip, "%tensorinfo x")
+        info_rec = ip.user_ns["tensormagic"].last_recording()
+        run(ip, "text = tensormagic.last_recording().to_text()")
+        text_rec = ip.user_ns["tensormagic"].last_recording()
+    run(ip, "%trackgrad off")
+    assert "all 1" in cap.stdout + "".join(o.data.get("text/plain", "") for o in cap.outputs)  # %tensorinfo ran
+    assert len(info_rec.events) == 0 and len(text_rec.events) == 0
+    assert not any(o.data.get("text/plain", "").startswith("tensormagic · cell") for o in cap.outputs)
+
+
 def test_trackgrad_cell_while_on_records_once(ip):
     """A %%trackgrad cell while auto-tracking is on is recorded once, with its own options."""
     run(ip, "%trackgrad on --quiet")

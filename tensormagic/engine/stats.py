@@ -15,7 +15,7 @@ def compute_stats(t: torch.Tensor) -> Stats:
     ``__torch_function__`` does not run; a tensor whose values cannot be summarised (nested,
     a subclass that refuses) gets a note saying why."""
     try:
-        with torch._C.DisableTorchFunctionSubclass():
+        with torch._C.DisableTorchFunction():
             return _stats(t)
     except Exception as e:  # noqa: BLE001 - statistics are extra: say why there are none
         return Stats(numel=_numel(t), note=f"no statistics: {e}".split("\n")[0])
@@ -23,7 +23,7 @@ def compute_stats(t: torch.Tensor) -> Stats:
 
 def _numel(t: torch.Tensor) -> int:
     try:
-        with torch._C.DisableTorchFunctionSubclass():
+        with torch._C.DisableTorchFunction():
             return int(torch._C.TensorBase.numel(t))
     except Exception:  # noqa: BLE001
         return 0
@@ -71,7 +71,7 @@ def histogram(t: torch.Tensor, bins: int = 20) -> tuple[list[int], float, float]
     """Counts of finite values in ``bins`` equal bins between min and max, or None (also for a
     tensor whose values cannot be counted: nested, a subclass that refuses)."""
     try:
-        with torch._C.DisableTorchFunctionSubclass():
+        with torch._C.DisableTorchFunction():
             return _histogram(t, bins)
     except Exception:  # noqa: BLE001 - a histogram is extra
         return None
