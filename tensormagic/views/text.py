@@ -37,7 +37,7 @@ def summary_line(rec: Recording) -> str:
 #: where an event row's description starts (after kind, name and op): its wrapped lines start there
 DESCRIBE_COLUMN = 49
 #: the narrowest report: a row's description needs some room after its column
-MIN_WIDTH = DESCRIBE_COLUMN + 21
+MIN_WIDTH = DESCRIBE_COLUMN + 11
 
 
 def render_recording(rec: Recording, *, width: int = 100) -> str:
