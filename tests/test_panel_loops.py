@@ -93,6 +93,23 @@ def test_lines_count_calls_not_events():
     assert rows["split"].count == 20 and rows["backward"].count == 50  # the events behind the calls
 
 
+def test_a_casts_lines_row_says_its_bytes():
+    """Five steps of ``X = X.double().float()`` on 8×4 floats: the ``.double`` row reads "5 casts ·
+    1.2 KB" (5 × 32 float64 = 1,280 B) and the ``.float`` row "5 casts · 640 B" (5 × 32 float32),
+    in the Lines table's moves-and-casts column (by hand)."""
+    from tensormagic.views.table import render_table
+
+    X = torch.ones(8, 4)
+    with tensormagic.track() as rec:
+        for _ in range(5):
+            X = X.double().float()
+    t = lines_table(rec)
+    (col,) = [c for c in t.columns if c.title == "moves & casts"]
+    got = {r.op.rsplit(".", 1)[-1]: col.text(r) for r in t.rows}
+    assert got == {"double": "5 casts · 1.2 KB", "float": "5 casts · 640 B"}
+    assert "5 casts · 1.2 KB" in render_table(t.columns, t.rows)
+
+
 def test_lines_do_not_count_first_sights_as_made():
     """`lin = Linear(3, 2)` makes two tensors with torch.empty and wraps them in Parameters no op
     makes; with `torch.ones` and the linear output, ops made 4 tensors, and 2 were first seen."""

@@ -86,6 +86,7 @@ class LineRow:
     moves = property(lambda self: self.tally.moves)
     moved_bytes = property(lambda self: self.tally.moved_bytes)
     casts = property(lambda self: self.tally.casts)
+    cast_bytes = property(lambda self: self.tally.cast_bytes)
     backward = property(lambda self: self.tally.backward)
 
 
@@ -101,6 +102,7 @@ class _Tally:
     moves: int = 0
     moved_bytes: int = 0
     casts: int = 0
+    cast_bytes: int = 0
     backward: int = 0
 
 
@@ -149,6 +151,7 @@ def _tally(events: Sequence[Event]) -> _Tally:
                     t.moved_bytes += e.nbytes or 0
                 else:
                     t.casts += 1
+                    t.cast_bytes += e.nbytes or 0
                 t.writes += e.inplace
     return t
 

@@ -36,7 +36,7 @@ def calls_words(r: LineRow) -> str:
 def _moves(r: LineRow) -> str:
     parts = [f"{plural(r.moves, 'move')} · {fmt_bytes(r.moved_bytes)}"] if r.moves else []
     if r.casts:
-        parts.append(plural(r.casts, "cast"))
+        parts.append(f"{plural(r.casts, 'cast')} · {fmt_bytes(r.cast_bytes)}" if r.cast_bytes else plural(r.casts, "cast"))
     return ", ".join(parts)
 
 
