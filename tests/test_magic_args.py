@@ -75,10 +75,10 @@ def test_unclosed_quote_in_cell_magic_runs_nothing(ip) -> None:
 
 
 @pytest.mark.parametrize("line, message", [
-    ("X --last 100000000000000000000000", "--last takes a whole number"),
-    ("X --last -1", "--last takes a whole number"),
-    ("X --last 0", "--last takes a whole number"),
-    ("X --cell 0", "--cell takes a whole number"),
+    ("X --last 100000000000000000000000", "--last takes a whole number, got 100000000000000000000000: too large$"),
+    ("X --last -1", "--last takes a whole number of at least 1, got -1$"),
+    ("X --last 0", "--last takes a whole number of at least 1, got 0$"),
+    ("X --cell 0", "--cell takes a whole number of at least 1, got 0$"),
     ("X --last 10**23", "invalid int value"),
 ])  # fmt: skip
 def test_bad_tensorlog_counts_are_usage_errors(ip, line: str, message: str) -> None:

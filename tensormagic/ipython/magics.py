@@ -44,8 +44,10 @@ def user_path(path: str | None) -> str | None:
 
 
 def _count(value: int | None, option: str, *, least: int = 1) -> int | None:
-    if value is not None and not least <= value <= MAX_COUNT:
-        raise UsageError(f"{option} takes a whole number from {least} to {MAX_COUNT}, got {value}")
+    if value is not None and value < least:
+        raise UsageError(f"{option} takes a whole number of at least {least}, got {value}")
+    if value is not None and abs(value) > MAX_COUNT:
+        raise UsageError(f"{option} takes a whole number, got {value}: too large")
     return value
 
 
