@@ -110,3 +110,17 @@ def test_the_show_commands_width_below_the_minimum_is_refused_in_one_line(tmp_pa
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[-1].endswith(f"argument --width: at least {MIN_WIDTH} characters, not 40")
+
+
+def test_an_input_made_in_an_earlier_step_is_named_with_that_step() -> None:
+    """In ``for: out = lin(X); X = X * 2`` step 2's ``lin`` reads the X step 1 made: its row says
+    ``← X (step 1)``, as that X's own row is named, not the bare ``X`` the last step's is."""
+    lin = torch.nn.Linear(2, 1)
+    X = torch.ones(3, 2)
+    with tensormagic.track() as rec:
+        for _ in range(3):
+            out = lin(X)  # noqa: F841
+            X = X * 2
+    text = " ".join(rec.to_text(width=200).split())
+    assert "new X (step 1) .mul" in text
+    assert "F.linear 3×1 float32 cpu AddmmBackward0 ← X (step 1), lin.weight, lin.bias" in text

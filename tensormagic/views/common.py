@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from ..model.events import NO_VERSION, SEEN, Event, Fold, TensorRef, where_label
 from ..model.gradgraph import GradGraph
@@ -149,47 +149,50 @@ def meta_words(r: TensorRef) -> str:
     return " ".join(parts)
 
 
-def labels(refs: Any) -> str:
+def labels(refs: Any, steps: Mapping[str, str] | None = None) -> str:
     """Tensors' names joined, a run of three or more of one name said once with its count: a batch
     stacked from four samples is ``next(loader) temporary ×4``, not the same words four times
-    (``y * y`` keeps ``y, y``)."""
+    (``y * y`` keeps ``y, y``); ``steps``: names with their step, where one has it."""
     runs: list[list[Any]] = []
     for r in refs:
-        if runs and runs[-1][0] == r.label:
+        label = (steps.get(r.id) if steps else None) or r.label
+        if runs and runs[-1][0] == label:
             runs[-1][1] += 1
         else:
-            runs.append([r.label, 1])
+            runs.append([label, 1])
     out: list[str] = []
     for label, n in runs:
         out.extend([label] * n if n < 3 else [f"{label} ×{n}"])
     return ", ".join(out)
 
 
-def describe(e: Event) -> str:
+def describe(e: Event, steps: Mapping[str, str] | None = None) -> str:
     """What happened, in one line of plain words (without the tensor's own name and op), with the
-    event's note (a create's origin, ``during backward()`` for what a backward hook did)."""
-    text = _describe(e)
+    event's note (a create's origin, ``during backward()`` for what a backward hook did).
+    ``steps`` (``lines.step_labels``): the other tensors it names are said with their step
+    (``← X (step 4)``), as the rows name theirs."""
+    text = _describe(e, steps or {})
     if e.note and e.kind != "create":  # a create's note is placed after its inputs
         text += f"  ({e.note})"
     return text
 
 
-def _describe(e: Event) -> str:
+def _describe(e: Event, steps: Mapping[str, str]) -> str:
     t = e.tensor
     if e.kind == "create":
         text = meta_words(t)
         if e.inputs:
-            text += "  ← " + labels(e.inputs)
+            text += "  ← " + labels(e.inputs, steps)
         if e.note:
             text += f"  ({e.note})"
         return text
     if e.kind == "view":
-        base = e.base.label if e.base else "?"
+        base = (steps.get(e.base.id) or e.base.label) if e.base else "?"
         return f"{fmt_shape(t.shape)} view of {base} (shares its memory)"
     if e.kind == "inplace":
         text = write_versions(e)
         if e.aliases:
-            text += "; also changes " + ", ".join(a.label for a in e.aliases)
+            text += "; also changes " + ", ".join(steps.get(a.id) or a.label for a in e.aliases)
         return text
     if e.kind == "move":
         parts = []

@@ -88,7 +88,7 @@ def render_recording(rec: Recording, *, max_rows: int = MAX_ROWS) -> str:
             parts.append(
                 f"<tr><td class='tm-k-{h(e.kind)}'>{h(kind_word(e))}</td>"
                 f"<td>{h(steps.get(e.tensor.id) or e.tensor.label)}</td><td>{h(short_op(e.op))}</td>"
-                f"<td>{h(describe(e))}</td></tr>"
+                f"<td>{h(describe(e, steps))}</td></tr>"
             )
         n += len(group)
     if n < len(rec.events):

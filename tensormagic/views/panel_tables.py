@@ -308,7 +308,7 @@ def timeline_html(events: Sequence[Event], folds: Sequence[Fold] = (), tracked: 
         src = h(first.source or "")
         parts.append(f"<tr class='tm-src'><td>{h(first.where_in(home))}</td><td colspan=3 title='{src}'>{src}</td></tr>")
         for e in group:
-            text = h(describe(e))
+            text = h(describe(e, labels))
             key = f" data-tm='t:{h(e.tensor.id)}'" if e.tensor.id in tracked else ""
             parts.append(
                 f"<tr{key}><td class='tm-k-{h(e.kind)}'>{h(kind_word(e))}</td>"

@@ -56,7 +56,7 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         out.append(fit(f"{first.where_in(rec.cell):>8}  {src}", width))
         for e in group:
             kind = kind_word(e)
-            row = f"{'':10}{kind:8} {steps.get(e.tensor.id) or e.tensor.label:<10} {short_op(e.op):<18} {describe(e)}"
+            row = f"{'':10}{kind:8} {steps.get(e.tensor.id) or e.tensor.label:<10} {short_op(e.op):<18} {describe(e, steps)}"
             out.extend(wrap(row, width, DESCRIBE_COLUMN))
         n += len(group)
     if n < len(events):
