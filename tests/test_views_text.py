@@ -124,3 +124,23 @@ def test_an_input_made_in_an_earlier_step_is_named_with_that_step() -> None:
     text = " ".join(rec.to_text(width=200).split())
     assert "new X (step 1) .mul" in text
     assert "F.linear 3×1 float32 cpu AddmmBackward0 ← X (step 1), lin.weight, lin.bias" in text
+
+
+def test_diagnostics_have_a_heading_of_their_own() -> None:
+    """A report's diagnostics come under ``diagnostics:``, not as more lines of the "existed
+    before this cell" list above them (which they read as, indented the same)."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tensormagic.track() as rec:
+            for _ in range(3):
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+    lines = rec.to_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if "⚠" in line)
+    assert lines[i - 1] == "diagnostics:" and "[grad-accumulation]" in lines[i]

@@ -76,8 +76,8 @@ def _diagnostic(h: _Hit) -> Diagnostic:
     e, n = h.event, len(h.labels)
     shown = ", ".join(f"{x}.grad" for x in h.labels[:4]) + (f" and {n - 4} more" if n > 4 else "")
     text = (f"{op_words(e.op)} added onto gradients left over from before an optimizer step: {shown} "
-            f"now hold{'s' if n == 1 else ''} the sum of {h.passes} backward passes across {h.steps} "
-            f"step{'s' if h.steps != 1 else ''} (.grad accumulates until it is zeroed).")
+            f"now hold{'s' if n == 1 else ''} the sum of {h.passes} backward passes, with {h.steps} optimizer "
+            f"step{'s' if h.steps != 1 else ''} between them (.grad accumulates until it is zeroed).")
     fix = ("call optimizer.zero_grad() once per step, before backward() (or set p.grad = None); to "
            "accumulate on purpose, zero right after each step")
     return Diagnostic(id="grad-accumulation", severity=severity("grad-accumulation"), message=text,

@@ -69,6 +69,8 @@ def render_recording(rec: Recording, *, width: int = 100) -> str:
         more = plural(rec.folded_tensors, "more tensor")
         out.append(f"          … {more}, made and freed by folded events (counted, not kept)")
     out.extend(fit(line, width) for line in before_lines(rec))
+    if rec.diagnostics:  # a heading of their own: under "existed before" they read as its list
+        out.append("diagnostics:")
     for d in rec.diagnostics:
         severity = getattr(d, "severity", None) or "warning"
         out.extend(wrap(f"  ⚠ {severity} [{d.id}] {d.where_in(rec.cell)}: {d.message}", width, 4))
