@@ -112,7 +112,7 @@ class track:
         if self.log is not None:  # checked now, so a bad path warns once, before the block runs
             from .log.writer import start_logging
 
-            self._log_writer = start_logging(self.log)
+            self._log_writer = start_logging(self.log, site=self._warn_site())
         if self.recording.cell is None and self.recording.file is None and self.block is not None:
             self.recording.file = self.block[0]
         # event times count from the Tracker's creation: take the wall-clock start just before it
@@ -152,6 +152,12 @@ class track:
             raise
         _running.append(self)
         return self.recording
+
+    def _warn_site(self) -> tuple[str, int] | None:
+        """Where a magic's cell warns about its log: ``<cell N>``, line 1 (the magic's line), as the
+        diagnostics place theirs; None from Python, where the warning points at the caller."""
+        cell = self.recording.cell
+        return (f"<cell {cell}>", 1) if cell is not None else None
 
     def _namespace(self) -> Mapping[str, Any]:
         if self.namespace is not None:
@@ -214,7 +220,7 @@ class track:
         if self._log_writer is not None:
             from .log.writer import log_recording
 
-            log_recording(self._log_writer, rec)
+            log_recording(self._log_writer, rec, site=self._warn_site())
             self._log_writer = None
         if rec.diagnostics:
             from .diagnostics import emit

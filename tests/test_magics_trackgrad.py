@@ -146,6 +146,22 @@ def test_tensormagics_own_statistics_are_not_the_cells_tensors(ip):
     assert not any(o.data.get("text/plain", "").startswith("tensormagic · cell") for o in cap.outputs)
 
 
+def test_a_refused_log_path_warns_at_the_cell_not_in_tensormagic(ip, tmp_path):
+    """``%%trackgrad --log notes.txt`` on a file that is not a tensormagic log leaves it as it was
+    and warns once, placed at the cell's magic line (``<cell N>``, line 1), as diagnostics are,
+    not at a line of tensormagic's own code."""
+    from tensormagic.log.writer import LogWarning
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious\n")
+    n = ip.execution_count
+    with pytest.warns(LogWarning, match="is not a tensormagic log") as caught:
+        run(ip, f"%%trackgrad --quiet --log {notes}\nx = torch.ones(2)")
+    assert notes.read_text() == "precious\n"
+    (w,) = [w for w in caught if issubclass(w.category, LogWarning)]
+    assert (w.filename, w.lineno) == (f"<cell {n}>", 1)
+
+
 def test_trackgrad_cell_while_on_records_once(ip):
     """A %%trackgrad cell while auto-tracking is on is recorded once, with its own options."""
     run(ip, "%trackgrad on --quiet")

@@ -201,35 +201,40 @@ def writer_for(path: str | os.PathLike[str]) -> LogWriter:
         return w
 
 
-def start_logging(path: Any, *, stacklevel: int = 3) -> LogWriter | None:
-    """The writer for ``track(log=path)``, or None after one clear :class:`LogWarning` per path."""
+def start_logging(path: Any, *, stacklevel: int = 3, site: tuple[str, int] | None = None) -> LogWriter | None:
+    """The writer for ``track(log=path)``, or None after one clear :class:`LogWarning` per path
+    (placed at ``site``, a (filename, line), where given: a magic's cell)."""
     try:
         return writer_for(path)
     except (LogError, OSError, TypeError, ValueError) as e:
-        _warn_once(path, str(e) if isinstance(e, LogError) else f"cannot log to {path!r}: {e}", stacklevel)
+        _warn_once(path, str(e) if isinstance(e, LogError) else f"cannot log to {path!r}: {e}", stacklevel, site)
         return None
 
 
-def log_recording(writer: LogWriter, rec: Recording, *, stacklevel: int = 3) -> None:
+def log_recording(writer: LogWriter, rec: Recording, *, stacklevel: int = 3,
+                  site: tuple[str, int] | None = None) -> None:  # fmt: skip
     """Append ``rec``; a failure (disk full, file removed with its folder) warns once per path."""
     try:
         writer.write(rec)
     except OSError as e:
         reason = str(e) if isinstance(e, LogError) else f"cannot log to {writer.path}: {e.strerror or e}"
-        _warn_once(writer.path, reason, stacklevel)
+        _warn_once(writer.path, reason, stacklevel, site)
     except Exception as e:  # noqa: BLE001 - a log failure must never replace the user's result
-        _warn_once(writer.path, f"cannot log to {writer.path}: {type(e).__name__}: {e}", stacklevel)
+        _warn_once(writer.path, f"cannot log to {writer.path}: {type(e).__name__}: {e}", stacklevel, site)
 
 
-def _warn_once(path: Any, reason: str, stacklevel: int) -> None:
+def _warn_once(path: Any, reason: str, stacklevel: int, site: tuple[str, int] | None = None) -> None:
     key = os.path.abspath(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else repr(path)
     if key in _warned:
         return
     _warned.add(key)
     from ..views.inert import inert_line  # the path is the user's text: it prints on a terminal
 
-    warnings.warn(inert_line(f"{reason}; the code still runs and is tracked in memory, but not logged"),
-                  LogWarning, stacklevel=stacklevel + 1)  # fmt: skip
+    text = inert_line(f"{reason}; the code still runs and is tracked in memory, but not logged")
+    if site is not None:
+        warnings.warn_explicit(text, LogWarning, site[0], site[1])
+    else:
+        warnings.warn(text, LogWarning, stacklevel=stacklevel + 1)
 
 
 def close_all() -> None:
