@@ -433,3 +433,18 @@ def test_graph_colours_come_from_the_theme():
     for part in ("svg text{fill:var(--jp-content-font-color1", ".node polygon{\n fill:var(--jp-layout-color2",
                  ".edge path{stroke:var(--jp-content-font-color2"):  # fmt: skip
         assert part in STYLE
+
+
+def test_a_lines_rows_events_name_an_earlier_steps_input_with_its_step():
+    """Clicking ``out = lin(X)``'s row lists step 2's call as reading ``X (step 1)``, as the
+    Timeline and the text report say, not the last step's bare ``X``."""
+    from tensormagic.views.lines import step_labels
+    from tensormagic.views.panel_lines import row_events_html
+
+    lin, X = torch.nn.Linear(2, 1), torch.ones(3, 2)
+    with tensormagic.track() as rec:
+        for _ in range(3):
+            out = lin(X)  # noqa: F841
+            X = X * 2
+    (row,) = [r for r in lines_table(rec).rows if r.op.endswith("linear")]
+    assert "← X (step 1), lin.weight, lin.bias" in row_events_html(row, step_labels(rec))

@@ -80,7 +80,7 @@ def row_events_html(r: LineRow, labels: Mapping[str, str] | None = None) -> str:
             f"<div><code title='{h(r.source)}'>{h(r.source.strip())}</code></div>")  # fmt: skip
     rows = []
     for e in r.events[:MAX_ROW_EVENTS]:
-        text = describe(e)
+        text = describe(e, labels)
         rows.append(f"<tr data-tm='t:{h(e.tensor.id)}'><td class='tm-k-{h(e.kind)}'>"
                     f"{h(kind_word(e))}</td><td class='tm-link'>{h(labels.get(e.tensor.id) or e.tensor.label)}</td>"
                     f"<td title='{h(text)}'>{h(text)}</td></tr>")  # fmt: skip
