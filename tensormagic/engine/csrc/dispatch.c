@@ -27,11 +27,6 @@ static int recording_failed(Hot *self) {
     return 0;
 }
 
-/* The call's keyword arguments as the Python methods take them: a dict, empty when none. */
-static PyObject *kwargs_dict(PyObject *kwargs) {
-    return kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
-}
-
 /* The user's call failed: let the error hooks see it (as the Python path does), then re-raise it
  * unchanged. */
 static void user_call_failed(Hot *self, PyObject *func, PyObject *args, PyObject *kwargs) {
@@ -41,7 +36,7 @@ static void user_call_failed(Hot *self, PyObject *func, PyObject *args, PyObject
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb != NULL) PyException_SetTraceback(value, tb);
-    PyObject *kw = kwargs_dict(kwargs);
+    PyObject *kw = tmh_kwargs_dict(kwargs);
     if (kw != NULL) {
         PyObject *cargs[4] = {func, args, kw, value};
         PyObject *r = PyObject_Vectorcall(self->on_error, cargs, 4, NULL);
@@ -58,7 +53,7 @@ static void user_call_failed(Hot *self, PyObject *func, PyObject *args, PyObject
 static int python_write(Hot *self, PyObject *func, PyObject *w, long long v0, PyObject *args,
                         PyObject *kwargs, PyObject *where) {
     PyObject *pv0 = PyLong_FromLongLong(v0);
-    PyObject *kw = kwargs_dict(kwargs);
+    PyObject *kw = tmh_kwargs_dict(kwargs);
     PyObject *res = NULL;
     if (pv0 != NULL && kw != NULL) {
         PyObject *cargs[6] = {func, w, pv0, args, kw, where};
@@ -73,7 +68,7 @@ static int python_write(Hot *self, PyObject *func, PyObject *w, long long v0, Py
 
 static int python_outputs(Hot *self, PyObject *func, PyObject *r, PyObject *args, PyObject *kwargs,
                           PyObject *where) {
-    PyObject *kw = kwargs_dict(kwargs);
+    PyObject *kw = tmh_kwargs_dict(kwargs);
     if (kw == NULL) return -1;
     PyObject *cargs[6] = {func, self->general, args, kw, r, where};
     PyObject *res = PyObject_Vectorcall(self->record_outputs, cargs, 6, NULL);
@@ -148,7 +143,7 @@ static PyObject *run_halves(Hot *self, PyObject *func, long act, PyObject *args,
     Py_INCREF(before);
     Py_INCREF(after);
     Py_XINCREF(backward);
-    PyObject *r = NULL, *st = NULL, *pact = PyLong_FromLong(act), *kw = kwargs_dict(kwargs);
+    PyObject *r = NULL, *st = NULL, *pact = PyLong_FromLong(act), *kw = tmh_kwargs_dict(kwargs);
     if (pact != NULL && kw != NULL) {
         PyObject *bargs[4] = {func, pact, args, kw};
         st = PyObject_Vectorcall(before, bargs, 4, NULL);  /* raises only as the Python path would */

@@ -180,6 +180,12 @@ static inline void untrack(PyObject *o) {
     if (PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
 }
 
+/* The call's keyword arguments as the Python methods take them: a dict (new reference), empty
+ * when none. */
+static inline PyObject *tmh_kwargs_dict(PyObject *kwargs) {
+    return kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
+}
+
 /* a == interned, by value: an interned `a` (every kind and op name a record holds, in practice) is
  * compared by address alone */
 static inline int tmh_same_str(PyObject *a, PyObject *interned) {

@@ -103,7 +103,7 @@ long long tmh_version_of(PyObject *t) {
  * that an unseen set_ may have filled): 0, or -1 with an exception */
 int tmh_recheck(Hot *self, PyObject *args, PyObject *kwargs, PyObject *written, long long v0) {
     if (PySet_GET_SIZE(self->suspects) == 0) return 0;
-    PyObject *kw = kwargs != NULL ? Py_NewRef(kwargs) : PyDict_New();
+    PyObject *kw = tmh_kwargs_dict(kwargs);
     PyObject *pv0 = PyLong_FromLongLong(v0);
     PyObject *r = NULL;
     if (kw != NULL && pv0 != NULL) {
