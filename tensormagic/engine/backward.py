@@ -71,7 +71,8 @@ class BackwardRecords:
         grads: list[tuple[Any, ...]] = []
         if kept:
             listed = {id(lf) for lf in leaves}  # retain_grad() on a leaf: already listed
-            filled = [(t, before) for t, before in kept if id(t) not in listed and _filled(before, _grad_state(t))]
+            filled = [(t, before) for t, before in kept
+                      if id(t) not in listed and _filled(before, _grad_state(t, values=False))]  # fmt: skip
             if filled:
                 leaves = [*leaves, *(t for t, _ in filled)]
                 prev_nonzero = [*prev_nonzero, *(before is not None and before[2] for _, before in filled)]
@@ -153,10 +154,10 @@ def note_retained(tr: Any, func: Any, args: Any, where: Any) -> None:
         tr.retained.append(weakref.ref(args[0]))
 
 
-def _grad_state(t: Tensor) -> tuple[Any, int, bool] | None:
-    """What ``t.grad`` holds: (a weak reference to it, its version, whether it holds values), or
-    None.  A weak reference, not an id: a gradient replaced by a new one is freed, and the new
-    one may take its address."""
+def _grad_state(t: Tensor, values: bool = True) -> tuple[Any, int, bool] | None:
+    """What ``t.grad`` holds: (a weak reference to it, its version, whether it holds values, read
+    only where ``values`` asks: it reduces the gradient), or None.  A weak reference, not an id: a
+    gradient replaced by a new one is freed, and the new one may take its address."""
     g = _held_grad(t)
     if g is None:
         return None
@@ -164,7 +165,7 @@ def _grad_state(t: Tensor) -> tuple[Any, int, bool] | None:
         v = int(describe.attr(g, "_version"))
     except Exception:  # noqa: BLE001 - an inference tensor keeps no version counter
         v = -1
-    return weakref.ref(g), v, _nonzero(g)
+    return weakref.ref(g), v, values and _nonzero(g)
 
 
 def _filled(before: tuple[Any, int, bool] | None, now: tuple[Any, int, bool] | None) -> bool:
