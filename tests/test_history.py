@@ -3,6 +3,7 @@ numbers and lines; bounded; shown by ``%tensorinfo`` and the panel's card."""
 
 from __future__ import annotations
 
+import torch
 from IPython.utils.capture import capture_output
 from testkit import run
 
@@ -135,3 +136,22 @@ def test_recording_keeps_the_history_as_it_stood_at_its_end(ip):
     tid = f"t{identity.lookup(ip.user_ns['w'])}"
     assert first.histories == {tid: f"made In[{made}] line 1 (torch.zeros)"}
     assert second.histories[tid] == f"made In[{made}] line 1 (torch.zeros); written In[{written}] line 2 (add_) ×2"
+
+
+def test_a_dead_tensors_history_goes_when_a_newer_tensor_took_its_address():
+    """A tensor that died after its key (its ``id()``) went to a newer tensor leaves no dead key
+    behind: a block's end still drops its history and provenance (the sweep over the live ids).
+    The allocator handing the address on is done here by hand: the newer tensor's entry is put
+    under the old key."""
+    for compiled in (False, True):
+        old = torch.zeros(2)
+        old_tid = identity.assign_ref(old).tid
+        history.histories[old_tid] = history.History()
+        identity.provenance[old_tid] = (1, None, 1, "torch.zeros")
+        key, newer = id(old), torch.ones(1)
+        del old
+        ref = identity._ids[key] = identity.Ref(newer)
+        ref.tid = next(identity._counter)
+        identity.prune(compiled=compiled)
+        assert old_tid not in history.histories and old_tid not in identity.provenance
+        del identity._ids[key], newer

@@ -99,7 +99,9 @@ def prune(compiled: bool = False) -> None:
     dead = hot.dead_keys(_ids) if hot is not None else [k for k, ref in _ids.items() if ref() is None]
     for k in dead:
         del _ids[k]
-    if dead or len(provenance) > len(_ids) or len(histories) > len(_ids) or len(ran_in) > len(_ids):
+    # no dead key does not mean no death: a dead tensor's key may be a newer tensor's by now (the
+    # allocator hands its address on), its entry replaced, so any table entry sends for the sweep
+    if dead or provenance or histories or ran_in:
         live = hot.live_tids(_ids) if hot is not None else {ref.tid for ref in _ids.values()}
         for table in (provenance, histories, ran_in):
             for tid in [tid for tid in table if tid not in live]:
